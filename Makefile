@@ -1,0 +1,21 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+.PHONY: run test test-postgres lint bench setup browsers
+
+setup:
+	bash scripts/bootstrap.sh
+
+run: setup
+	.venv/bin/miatari serve
+
+test: setup
+	bash scripts/test.sh
+
+test-postgres: setup
+	MIATARI_TEST_DB=postgres bash scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python -m bench.matcher

@@ -1,0 +1,165 @@
+"""The ``miatari`` command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from sqlmodel import Session, select
+
+from triage import migrate
+from triage.config import get_settings
+from triage.db import make_engine
+from triage.models import Role, User
+from triage.security import PasswordRejected, create_user
+
+log = logging.getLogger("miatari")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _place_models() -> None:
+    from matcher import ensure_models
+
+    settings = get_settings()
+    placed = ensure_models(settings.deepface_home)
+    log.info("model files ready in %s (%d files)", settings.deepface_home, len(placed))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.revision.startswith("-") or args.downgrade:
+        migrate.downgrade(settings.db_url, args.revision if args.downgrade else args.revision)
+    else:
+        migrate.upgrade(settings.db_url, args.revision)
+    _place_models()
+    print(f"database at revision {migrate.current_revision(make_engine(settings.db_url))}")
+    return 0
+
+
+def _bootstrap_admin() -> None:
+    """On a fresh embedded install, create a first account and say how to log in."""
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    with Session(engine) as session:
+        if session.exec(select(User)).first() is not None:
+            return
+        password = secrets.token_urlsafe(15)
+        create_user(session, "admin", password, [Role.admin, Role.manager], full_name="First administrator",
+                    check_policy=False)
+        session.commit()
+    print("\n" + "=" * 64)
+    print(" First run: log in at http://%s:%d/login" % (settings.host, settings.port))
+    print("   username: admin")
+    print(f"   password: {password}")
+    print(" Create the other accounts under Accounts, or with `miatari create-user`.")
+    print("=" * 64 + "\n", flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.database_url or args.migrate:
+        migrate.upgrade(settings.db_url)
+    elif not migrate.at_head(make_engine(settings.db_url)):
+        print("The database is not at the latest migration: run `miatari migrate` first.", file=sys.stderr)
+        return 2
+    _place_models()
+    if not settings.database_url:
+        _bootstrap_admin()
+    from miatari.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+                proxy_headers=True, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from triage import services
+    from triage.storage import ImageStore
+    from triage.worker import Worker
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    if not migrate.at_head(engine):
+        print("The database is not at the latest migration: run `miatari migrate` first.", file=sys.stderr)
+        return 2
+    _place_models()
+    store = ImageStore(settings.images_dir)
+    worker = Worker(engine, settings, store, services.build(engine, settings, store), run_sweeps=not args.no_sweeps)
+
+    def _stop(*_: object) -> None:
+        log.info("stopping after the current job")
+        worker.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("worker started")
+    worker.loop()
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    password = args.password or (getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().strip())
+    engine = make_engine(settings.db_url)
+    with Session(engine) as session:
+        try:
+            user = create_user(session, args.username, password, args.role, full_name=args.full_name or "")
+        except (ValueError, PasswordRejected) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        session.commit()
+        print(f"created user {user.username} (id {user.id}) with roles: {user.roles}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="miatari", description="Two-person face-match triage queue.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the web app (with the embedded worker by default)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--migrate", action="store_true", help="apply migrations first (always done on SQLite)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply database migrations and place the model files")
+    p.add_argument("revision", nargs="?", default="head")
+    p.add_argument("--downgrade", action="store_true", help="downgrade to REVISION instead")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("worker", help="run a matching worker process (any number of them on PostgreSQL)")
+    p.add_argument("--no-sweeps", action="store_true", help="leave the periodic sweeps to other processes")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("create-user", help="create an account")
+    p.add_argument("username")
+    p.add_argument("--role", action="append", required=True, choices=[r.value for r in Role])
+    p.add_argument("--full-name")
+    p.add_argument("--password", help="read from the terminal or standard input if omitted")
+    p.set_defaults(func=cmd_create_user)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Settings: one ``Settings`` object, read from ``MIATARI_*`` variables and ``.env``."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me"
+SECRET_FILE_NAME = "secret_key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MIATARI_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Deployment
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("data")
+    # Empty means: a SQLite file inside data_dir.
+    database_url: str = ""
+    # Empty means: generated once and kept in data_dir (development only).
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Run the matching worker inside the web process (the embedded default).
+    embedded_worker: bool = True
+    worker_poll_seconds: float = 1.0
+    job_lease_seconds: int = 300
+    job_max_attempts: int = 3
+    gallery_sync_seconds: float = 2.0
+    # Where deepface looks for its weights ($DEEPFACE_HOME/.deepface/weights).
+    models_dir: Path | None = None
+
+    # Matcher
+    lead_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    top_k: int = Field(default=5, ge=1, le=50)
+    min_face_iod_px: float = Field(default=0.0, ge=0.0)
+
+    # Uploads
+    max_upload_bytes: int = Field(default=25_000_000, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_photos_per_sighting: int = Field(default=10, ge=1)
+
+    # Review queue
+    lease_seconds: int = Field(default=300, ge=10)
+    known_answer_share: float = Field(default=0.05, ge=0.0, le=0.5)
+    fresh_sighting_hours: float = Field(default=6.0, gt=0)
+
+    # Sessions and accounts
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_absolute_hours: int = Field(default=12, ge=1)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_minutes: int = Field(default=10, ge=1)
+    require_totp_for_privileged: bool = False
+    secure_cookies: bool = False
+
+    # Retention
+    retention_days_unflagged: int = Field(default=30, ge=1)
+    retention_days_audit: int = Field(default=400, ge=365)
+    sweep_interval_seconds: int = Field(default=300, ge=5)
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.environment == "production":
+            if not self.secret_key or self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32:
+                raise ValueError(
+                    "MIATARI_SECRET_KEY must be set to a random value of 32+ characters in production"
+                )
+            if not self.database_url:
+                raise ValueError("MIATARI_DATABASE_URL must be set in production")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'miatari.db').resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def deepface_home(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()
+
+    def ensure_secret_key(self) -> str:
+        """Return the secret key, generating and keeping one in development."""
+        if self.secret_key:
+            return self.secret_key
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / SECRET_FILE_NAME
+        if path.exists():
+            self.secret_key = path.read_text().strip()
+        else:
+            self.secret_key = secrets.token_urlsafe(48)
+            path.write_text(self.secret_key)
+            path.chmod(0o600)
+        return self.secret_key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,149 @@
+"""Request helpers shared by ``api`` and ``web``: settings, database session, current user, CSRF.
+
+Authorisation failures raise ``NotAuthenticated`` / ``Forbidden``; the app
+turns them into a 401/403 JSON answer under ``/api`` and a redirect or an
+error page elsewhere.  Every refusal is written to the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from triage import audit
+from triage.config import Settings
+from triage.models import AuditOutcome, Role, User
+from triage.security import SESSION_COOKIE, ResolvedSession, csrf_matches, resolve_api_token, resolve_session_token
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+class NotAuthenticated(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    def __init__(self, message: str = "You may not do this.") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def audit_refusal(request: Request, action: str, user: User | None, detail: dict[str, Any] | None = None,
+                  object_type: str = "", object_id: object = "") -> None:
+    """Write a refusal in its own transaction: the request's own work is rolled back."""
+    with Session(request.app.state.engine) as session:
+        audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
+                     object_id=object_id, detail={"path": request.url.path, "method": request.method,
+                                                  **(detail or {})}, ip=client_ip(request))
+        session.commit()
+
+
+def _resolve(request: Request, session: Session, settings: Settings) -> ResolvedSession | None:
+    cached = getattr(request.state, "auth", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    resolved: ResolvedSession | None = None
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        resolved = resolve_api_token(session, auth[7:].strip())
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            resolved = resolve_session_token(session, settings, cookie)
+    if resolved is not None:
+        session.commit()
+    request.state.auth = resolved
+    return resolved
+
+
+def get_optional_user(request: Request, session: SessionDep, settings: SettingsDep) -> User | None:
+    resolved = _resolve(request, session, settings)
+    return resolved.user if resolved else None
+
+
+async def _csrf_token_from(request: Request) -> str | None:
+    token = request.headers.get(CSRF_HEADER)
+    if token:
+        return token
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def check_csrf(request: Request, resolved: ResolvedSession | None) -> None:
+    """Cookie-authenticated state changes must carry the session's CSRF token.
+
+    Bearer-token requests carry no ambient credential, so they need none.
+    """
+    if request.method in SAFE_METHODS or resolved is None or resolved.web_session is None:
+        return
+    given = await _csrf_token_from(request)
+    if not csrf_matches(resolved.web_session.csrf_token, given):
+        audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
+        raise Forbidden("The form has expired or did not come from this site (CSRF check failed). Reload the page and try again.")
+
+
+async def require_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+    resolved = _resolve(request, session, settings)
+    if resolved is None:
+        raise NotAuthenticated()
+    await check_csrf(request, resolved)
+    return resolved.user
+
+
+CurrentUser = Annotated[User, Depends(require_user)]
+
+
+def require_roles(*roles: Role) -> Callable[..., Any]:
+    async def dependency(request: Request, user: CurrentUser) -> User:
+        if not user.has_role(*roles):
+            audit_refusal(request, "access", user, {"needs": [r.value for r in roles]})
+            raise Forbidden(f"This needs the role {' or '.join(r.value for r in roles)}.")
+        return user
+
+    return dependency
+
+
+OfficerUser = Annotated[User, Depends(require_roles(Role.officer))]
+RecognizerUser = Annotated[User, Depends(require_roles(Role.recognizer))]
+ManagerUser = Annotated[User, Depends(require_roles(Role.manager))]
+AdminUser = Annotated[User, Depends(require_roles(Role.admin))]
+ManagerOrAdminUser = Annotated[User, Depends(require_roles(Role.manager, Role.admin))]
+
+
+def csrf_token_for(request: Request) -> str:
+    resolved = getattr(request.state, "auth", None)
+    if resolved is not None and resolved.web_session is not None:
+        return resolved.web_session.csrf_token  # type: ignore[no-any-return]
+    return ""

@@ -1,0 +1,126 @@
+"""Persistent jobs: enqueue, claim with a lease, finish, fail and retry.
+
+A worker claims a job by setting a lease on it; a job whose worker died is
+claimed again once its lease runs out.  On PostgreSQL the claim uses
+``FOR UPDATE SKIP LOCKED`` so any number of workers can run side by side; on
+SQLite every transaction takes the write lock (see ``triage.db``), which
+serialises claims just as well.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import or_, update
+from sqlmodel import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from triage import audit
+from triage.clock import utcnow
+from triage.models import AuditOutcome, Job, JobStatus
+
+RETRY_BACKOFF_SECONDS = (5, 30, 120)
+
+
+def enqueue(session: Session, kind: str, ref_id: int, *, max_attempts: int = 3) -> Job:
+    """Add a job unless one for the same (kind, ref) exists; returns the job either way."""
+    existing = session.exec(select(Job).where(Job.kind == kind, Job.ref_id == ref_id)).first()
+    if existing is not None:
+        return existing
+    job = Job(kind=kind, ref_id=ref_id, max_attempts=max_attempts)
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return session.exec(select(Job).where(Job.kind == kind, Job.ref_id == ref_id)).one()
+    return job
+
+
+def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ...] | None = None) -> Job | None:
+    """Take the oldest runnable job (queued, or running with an expired lease) and commit the claim."""
+    now = utcnow()
+    stmt = (
+        select(Job)
+        .where(
+            or_(
+                (Job.status == JobStatus.queued.value) & (Job.run_after <= now),
+                (Job.status == JobStatus.running.value) & (Job.lease_expires_at < now),
+            )
+        )
+        .order_by(Job.run_after, Job.id)
+        .limit(1)
+    )
+    if kinds:
+        stmt = stmt.where(Job.kind.in_(kinds))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    job = session.exec(stmt).first()
+    if job is None:
+        session.rollback()
+        return None
+    if job.status == JobStatus.running.value:
+        audit.record(session, "job.lease_expired", object_type="job", object_id=job.id,
+                     detail={"previous_owner": job.lease_owner, "attempts": job.attempts})
+    if job.attempts >= job.max_attempts:
+        job.status = JobStatus.failed.value
+        job.finished_at = now
+        job.last_error = (job.last_error + " | gave up: worker died or timed out too often")[-2000:]
+        session.add(job)
+        audit.record(session, "job.fail", outcome=AuditOutcome.error, object_type="job", object_id=job.id,
+                     detail={"error": job.last_error[-200:]})
+        session.commit()
+        return None
+    job.status = JobStatus.running.value
+    job.attempts += 1
+    job.lease_owner = owner
+    job.started_at = now
+    job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+    session.add(job)
+    session.commit()
+    return job
+
+
+def finish(session: Session, job_id: int, owner: str) -> bool:
+    """Mark a job done if this owner still holds it; in the caller's transaction."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running.value)
+        .values(status=JobStatus.done.value, finished_at=utcnow(), lease_expires_at=None)
+    )
+    return result.rowcount == 1
+
+
+def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True) -> Job | None:
+    """Record why a job failed; schedule a retry while attempts remain."""
+    job = session.get(Job, job_id)
+    if job is None or job.lease_owner != owner or job.status != JobStatus.running.value:
+        return None
+    job.last_error = error[-2000:]
+    job.lease_expires_at = None
+    if retry and job.attempts < job.max_attempts:
+        job.status = JobStatus.queued.value
+        backoff = RETRY_BACKOFF_SECONDS[min(job.attempts, len(RETRY_BACKOFF_SECONDS)) - 1]
+        job.run_after = utcnow() + dt.timedelta(seconds=backoff)
+    else:
+        job.status = JobStatus.failed.value
+        job.finished_at = utcnow()
+    session.add(job)
+    audit.record(session, "job.fail", outcome=AuditOutcome.error, object_type="job", object_id=job.id,
+                 detail={"error": error[-500:], "will_retry": job.status == JobStatus.queued.value})
+    return job
+
+
+def retry(session: Session, job_id: int) -> Job:
+    """Put a failed job back in the queue (a manager's action)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError("no such job")
+    if job.status != JobStatus.failed.value:
+        raise ValueError("only a failed job can be retried")
+    job.status = JobStatus.queued.value
+    job.attempts = 0
+    job.run_after = utcnow()
+    job.finished_at = None
+    session.add(job)
+    return job

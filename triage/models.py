@@ -1,0 +1,421 @@
+"""The whole domain as SQLModel tables.
+
+Rules of DESIGN.md that the database itself can hold are constraints here:
+one verdict per slot, two slots per candidate round, never the same account
+twice on one candidate, one flag per candidate, one probe per face.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON as SAJSON
+from sqlmodel import Field, SQLModel
+
+from triage.clock import utcnow
+
+
+def _in(column: str, enum: type[StrEnum]) -> str:
+    values = ", ".join(f"'{v.value}'" for v in enum)
+    return f"{column} IN ({values})"
+
+
+# Roles and states
+class Role(StrEnum):
+    officer = "officer"
+    recognizer = "recognizer"
+    manager = "manager"
+    admin = "admin"
+
+
+class SubjectStatus(StrEnum):
+    active = "active"
+    arrested = "arrested"
+    withdrawn = "withdrawn"
+
+
+class SightingStatus(StrEnum):
+    queued = "queued"
+    matching = "matching"
+    matched = "matched"  # faces found, candidates (if any) created
+    no_face = "no_face"
+    failed = "failed"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class CandidateStatus(StrEnum):
+    open = "open"
+    flagged = "flagged"
+    cleared = "cleared"
+    disputed = "disputed"
+    withdrawn = "withdrawn"
+
+
+class Verdict(StrEnum):
+    same = "same"
+    different = "different"
+    cannot_tell = "cannot_tell"
+
+
+class FlagStatus(StrEnum):
+    raised = "raised"
+    acknowledged = "acknowledged"
+    closed = "closed"
+
+
+class FlagCloseReason(StrEnum):
+    arrested = "arrested"
+    not_located = "not_located"
+    withdrawn = "withdrawn"
+
+
+class AuditOutcome(StrEnum):
+    ok = "ok"
+    denied = "denied"
+    error = "error"
+
+
+# Users and access
+class User(SQLModel, table=True):
+    __tablename__ = "user_account"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True, index=True)
+    full_name: str = Field(default="", max_length=200)
+    # Space-separated Role values; a person may hold several.
+    roles: str = Field(default="", max_length=200)
+    password_hash: str = Field(max_length=255)
+    is_active: bool = True
+    failed_logins: int = 0
+    locked_until: dt.datetime | None = None
+    totp_secret: str | None = Field(default=None, max_length=64)
+    must_change_password: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    password_changed_at: dt.datetime = Field(default_factory=utcnow)
+
+    @property
+    def role_set(self) -> frozenset[Role]:
+        return frozenset(Role(r) for r in self.roles.split() if r)
+
+    def has_role(self, *roles: Role) -> bool:
+        return bool(self.role_set & set(roles))
+
+
+class WebSession(SQLModel, table=True):
+    __tablename__ = "web_session"
+    id: int | None = Field(default=None, primary_key=True)
+    # sha256 of the cookie value; the cookie itself is never stored.
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    last_seen_at: dt.datetime = Field(default_factory=utcnow)
+    revoked_at: dt.datetime | None = None
+    ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=300)
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    last_used_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+
+# Stored images (content-addressed files in the data folder)
+class StoredImage(SQLModel, table=True):
+    __tablename__ = "stored_image"
+    sha256: str = Field(primary_key=True, max_length=64)
+    media_type: str = Field(max_length=40)
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+# Watchlist
+class Subject(SQLModel, table=True):
+    __tablename__ = "subject"
+    __table_args__ = (
+        CheckConstraint(_in("status", SubjectStatus), name="ck_subject_status"),
+        CheckConstraint("priority BETWEEN 1 AND 5", name="ck_subject_priority"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, index=True)
+    aliases: str = Field(default="", max_length=500)
+    case_ref: str = Field(max_length=100, index=True)
+    # 1 = most urgent, 5 = least.
+    priority: int = 3
+    notes: str = Field(default="", max_length=4000)
+    status: str = Field(default=SubjectStatus.active.value, max_length=16, index=True)
+    expires_on: dt.date | None = Field(default=None, index=True)
+    # Key of a bulk-import row, so that a re-run finds the same subject.
+    import_key: str | None = Field(default=None, max_length=300, unique=True)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    created_by: int | None = Field(default=None, foreign_key="user_account.id")
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+    closed_at: dt.datetime | None = None
+
+
+class ReferencePhoto(SQLModel, table=True):
+    __tablename__ = "reference_photo"
+    __table_args__ = (UniqueConstraint("subject_id", "image_sha256", name="uq_reference_photo_image"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subject_id: int = Field(foreign_key="subject.id", index=True)
+    image_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
+    view: str = Field(default="", max_length=40)
+    face_index: int = 0
+    bbox: list[int] = Field(default_factory=list, sa_column=Column(SAJSON, nullable=False))
+    landmarks: dict[str, list[float]] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    detector: str = Field(default="", max_length=40)
+    iod_px: float = 0.0
+    blur: float = 0.0
+    yaw_deg: float = 0.0
+    quality_ok: bool = True
+    quality_issues: str = Field(default="", max_length=200)
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    eye_crop_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
+    face_chip_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    created_by: int | None = Field(default=None, foreign_key="user_account.id")
+
+
+class GalleryChange(SQLModel, table=True):
+    """Append-only change log that keeps every process's in-memory index in step."""
+
+    __tablename__ = "gallery_change"
+    __table_args__ = (CheckConstraint("action IN ('add', 'remove_subject', 'remove_photo')", name="ck_gallery_change_action"),)
+    id: int | None = Field(default=None, primary_key=True)
+    action: str = Field(max_length=16)
+    subject_id: int = Field(index=True)
+    reference_photo_id: int | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+# Sightings and matching
+class Sighting(SQLModel, table=True):
+    __tablename__ = "sighting"
+    __table_args__ = (
+        UniqueConstraint("uploaded_by", "idempotency_key", name="uq_sighting_idempotency"),
+        CheckConstraint(_in("status", SightingStatus), name="ck_sighting_status"),
+        CheckConstraint("latitude IS NULL OR (latitude BETWEEN -90 AND 90)", name="ck_sighting_lat"),
+        CheckConstraint("longitude IS NULL OR (longitude BETWEEN -180 AND 180)", name="ck_sighting_lon"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    uploaded_by: int = Field(foreign_key="user_account.id", index=True)
+    idempotency_key: str | None = Field(default=None, max_length=100)
+    observed_at: dt.datetime
+    location_text: str = Field(default="", max_length=300)
+    latitude: float | None = None
+    longitude: float | None = None
+    note: str = Field(default="", max_length=2000)
+    status: str = Field(default=SightingStatus.queued.value, max_length=16, index=True)
+    faces_found: int = 0
+    created_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    matched_at: dt.datetime | None = None
+
+
+class SightingPhoto(SQLModel, table=True):
+    __tablename__ = "sighting_photo"
+    __table_args__ = (UniqueConstraint("sighting_id", "position", name="uq_sighting_photo_position"),)
+    id: int | None = Field(default=None, primary_key=True)
+    sighting_id: int = Field(foreign_key="sighting.id", index=True)
+    position: int = 0
+    image_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
+    faces_found: int | None = None
+
+
+class Job(SQLModel, table=True):
+    """A persistent unit of work; claimed with a lease so a dead worker's job is taken again."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        UniqueConstraint("kind", "ref_id", name="uq_job_kind_ref"),
+        CheckConstraint(_in("status", JobStatus), name="ck_job_status"),
+        Index("ix_job_claim", "status", "run_after"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40)
+    ref_id: int
+    status: str = Field(default=JobStatus.queued.value, max_length=16)
+    attempts: int = 0
+    max_attempts: int = 3
+    run_after: dt.datetime = Field(default_factory=utcnow)
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: dt.datetime | None = None
+    last_error: str = Field(default="", max_length=2000)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class Probe(SQLModel, table=True):
+    """One face found in a sighting photo."""
+
+    __tablename__ = "probe"
+    __table_args__ = (UniqueConstraint("sighting_photo_id", "face_index", name="uq_probe_face"),)
+    id: int | None = Field(default=None, primary_key=True)
+    sighting_id: int = Field(foreign_key="sighting.id", index=True)
+    sighting_photo_id: int = Field(foreign_key="sighting_photo.id", index=True)
+    face_index: int
+    bbox: list[int] = Field(default_factory=list, sa_column=Column(SAJSON, nullable=False))
+    landmarks: dict[str, list[float]] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    detector: str = Field(default="", max_length=40)
+    iod_px: float = 0.0
+    blur: float = 0.0
+    yaw_deg: float = 0.0
+    quality_ok: bool = True
+    quality_issues: str = Field(default="", max_length=200)
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    eye_crop_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
+    face_chip_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+# Review
+class Candidate(SQLModel, table=True):
+    """A (probe, subject) pair proposed by the matcher, or a known-answer pair."""
+
+    __tablename__ = "candidate"
+    __table_args__ = (
+        UniqueConstraint("probe_id", "subject_id", name="uq_candidate_probe_subject"),
+        CheckConstraint(_in("status", CandidateStatus), name="ck_candidate_status"),
+        CheckConstraint(
+            "(probe_id IS NOT NULL AND known_probe_photo_id IS NULL AND known_truth IS NULL)"
+            " OR (probe_id IS NULL AND known_probe_photo_id IS NOT NULL AND known_truth IS NOT NULL)",
+            name="ck_candidate_kind",
+        ),
+        CheckConstraint("known_truth IS NULL OR known_truth IN ('same', 'different')", name="ck_candidate_truth"),
+        CheckConstraint("current_round >= 1", name="ck_candidate_round"),
+        Index("ix_candidate_queue", "status", "priority_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    probe_id: int | None = Field(default=None, foreign_key="probe.id", index=True)
+    sighting_id: int | None = Field(default=None, foreign_key="sighting.id", index=True)
+    subject_id: int = Field(foreign_key="subject.id", index=True)
+    reference_photo_id: int = Field(foreign_key="reference_photo.id")
+    # Known-answer pairs use another reference photo as the "sighting" side.
+    known_probe_photo_id: int | None = Field(default=None, foreign_key="reference_photo.id")
+    known_truth: str | None = Field(default=None, max_length=16)
+    score: float
+    distance: float
+    rank: int
+    status: str = Field(default=CandidateStatus.open.value, max_length=16)
+    current_round: int = 1
+    # Sort key of the queue: earlier is served first (see triage.queue).
+    priority_at: dt.datetime = Field(default_factory=utcnow)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    decided_at: dt.datetime | None = None
+
+    @property
+    def is_known_answer(self) -> bool:
+        return self.known_truth is not None
+
+
+class ReviewSlot(SQLModel, table=True):
+    """One of the two independent verdicts a candidate round needs."""
+
+    __tablename__ = "review_slot"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "round", "slot_no", name="uq_review_slot_position"),
+        # Never the same account twice on a candidate, in any round (NULLs are distinct).
+        UniqueConstraint("candidate_id", "reviewer_id", name="uq_review_slot_reviewer"),
+        UniqueConstraint("idempotency_key", name="uq_review_slot_idempotency"),
+        CheckConstraint("slot_no IN (1, 2)", name="ck_review_slot_no"),
+        CheckConstraint("verdict IS NULL OR verdict IN ('same', 'different', 'cannot_tell')", name="ck_review_slot_verdict"),
+        CheckConstraint("verdict IS NULL OR reviewer_id IS NOT NULL", name="ck_review_slot_verdict_reviewer"),
+        Index("ix_review_slot_open", "verdict", "lease_expires_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(foreign_key="candidate.id", index=True)
+    round: int = 1
+    slot_no: int
+    reviewer_id: int | None = Field(default=None, foreign_key="user_account.id", index=True)
+    leased_at: dt.datetime | None = None
+    lease_expires_at: dt.datetime | None = None
+    verdict: str | None = Field(default=None, max_length=16)
+    note: str = Field(default="", max_length=2000)
+    revealed_full_faces: bool = False
+    verdict_at: dt.datetime | None = None
+    idempotency_key: str | None = Field(default=None, max_length=100)
+    withdrawn: bool = False
+
+
+class SeenCandidate(SQLModel, table=True):
+    """Who has ever been shown a candidate: escalation goes to people who have not."""
+
+    __tablename__ = "seen_candidate"
+    candidate_id: int = Field(foreign_key="candidate.id", primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", primary_key=True)
+    first_seen_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class Flag(SQLModel, table=True):
+    __tablename__ = "flag"
+    __table_args__ = (
+        CheckConstraint(_in("status", FlagStatus), name="ck_flag_status"),
+        CheckConstraint("close_reason IS NULL OR " + _in("close_reason", FlagCloseReason), name="ck_flag_close_reason"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(foreign_key="candidate.id", unique=True)
+    sighting_id: int = Field(foreign_key="sighting.id", index=True)
+    subject_id: int = Field(foreign_key="subject.id", index=True)
+    status: str = Field(default=FlagStatus.raised.value, max_length=16, index=True)
+    raised_at: dt.datetime = Field(default_factory=utcnow)
+    acknowledged_by: int | None = Field(default=None, foreign_key="user_account.id")
+    acknowledged_at: dt.datetime | None = None
+    closed_by: int | None = Field(default=None, foreign_key="user_account.id")
+    closed_at: dt.datetime | None = None
+    close_reason: str | None = Field(default=None, max_length=16)
+    close_note: str = Field(default="", max_length=2000)
+
+
+class Notification(SQLModel, table=True):
+    __tablename__ = "notification"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    kind: str = Field(max_length=40)
+    message: str = Field(max_length=500)
+    flag_id: int | None = Field(default=None, foreign_key="flag.id")
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    read_at: dt.datetime | None = None
+
+
+# Audit
+class AuditEntry(SQLModel, table=True):
+    """Append-only, hash-chained: each row's hash covers its content and the previous hash."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (CheckConstraint(_in("outcome", AuditOutcome), name="ck_audit_outcome"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(default_factory=utcnow, index=True)
+    actor_id: int | None = Field(default=None, index=True)
+    actor: str = Field(default="", max_length=64)
+    action: str = Field(max_length=64, index=True)
+    object_type: str = Field(default="", max_length=40)
+    object_id: str = Field(default="", max_length=64)
+    outcome: str = Field(default=AuditOutcome.ok.value, max_length=16)
+    detail: dict[str, object] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    ip: str = Field(default="", max_length=64)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class AuditHead(SQLModel, table=True):
+    """Single row holding the chain's tip; locking it serialises appends on every database."""
+
+    __tablename__ = "audit_head"
+    id: int = Field(default=1, primary_key=True)
+    last_id: int = 0
+    last_hash: str = Field(default="0" * 64, max_length=64)

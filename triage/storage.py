@@ -1,0 +1,76 @@
+"""Content-addressed image store: files named by their sha256, never overwritten.
+
+Paths are derived only from a hex digest that this module computed or
+validated, never from user input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from sqlmodel import Session
+
+from triage.models import StoredImage
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, sha256: str) -> Path:
+        if not _HEX64.match(sha256):
+            raise ValueError("not a sha256 digest")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path_for(digest)
+        if path.exists():
+            return digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                # link() fails if the name exists: a concurrent writer of the same
+                # content wins and nothing is ever overwritten.
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+        return digest
+
+    def get(self, sha256: str) -> bytes:
+        return self.path_for(sha256).read_bytes()
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).exists()
+
+    def delete(self, sha256: str) -> None:
+        try:
+            self.path_for(sha256).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def store_image(
+    session: Session, store: ImageStore, data: bytes, media_type: str,
+    width: int | None = None, height: int | None = None,
+) -> str:
+    """Write the bytes and register them; the same content is stored once."""
+    digest = store.put(data)
+    if session.get(StoredImage, digest) is None:
+        session.add(StoredImage(sha256=digest, media_type=media_type, size_bytes=len(data),
+                                width=width, height=height))
+        session.flush()
+    return digest

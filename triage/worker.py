@@ -1,0 +1,152 @@
+"""The worker: owns claiming, leases, logging, retries and failure records.
+
+Jobs themselves are plain functions registered per kind.  A job function
+receives a ``JobContext``; it does its slow work outside any transaction and
+calls ``ctx.finish_in(session)`` inside its final one, so that the result and
+the job's completion commit together (a job whose lease was lost meanwhile
+rolls back instead of completing twice).
+
+Periodic sweeps (expiry, retention) run from the same loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from triage import jobs
+from triage.config import Settings
+from triage.models import Job
+from triage.storage import ImageStore
+
+log = logging.getLogger("miatari.worker")
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took the job over; this run's result must not be kept."""
+
+
+class PermanentJobError(Exception):
+    """The job can never succeed (bad input): fail it without retrying."""
+
+
+@dataclass
+class JobContext:
+    engine: Engine
+    settings: Settings
+    store: ImageStore
+    owner: str
+    job: Job
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def finish_in(self, session: Session) -> None:
+        if not jobs.finish(session, self.job.id, self.owner):  # type: ignore[arg-type]
+            raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
+
+
+JobFunction = Callable[[JobContext], Any]
+SweepFunction = Callable[[Engine, Settings, dict[str, Any]], Any]
+
+JOB_FUNCTIONS: dict[str, JobFunction] = {}
+SWEEPS: dict[str, SweepFunction] = {}
+
+
+def job_function(kind: str) -> Callable[[JobFunction], JobFunction]:
+    def register(fn: JobFunction) -> JobFunction:
+        JOB_FUNCTIONS[kind] = fn
+        return fn
+
+    return register
+
+
+def sweep(name: str) -> Callable[[SweepFunction], SweepFunction]:
+    def register(fn: SweepFunction) -> SweepFunction:
+        SWEEPS[name] = fn
+        return fn
+
+    return register
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def run_one(engine: Engine, settings: Settings, store: ImageStore, owner: str,
+            services: dict[str, Any] | None = None) -> Job | None:
+    """Claim and run at most one job; return it (or None if the queue was empty)."""
+    with Session(engine, expire_on_commit=False) as session:
+        job = jobs.claim(session, owner, settings.job_lease_seconds, tuple(JOB_FUNCTIONS) or None)
+    if job is None:
+        return None
+    fn = JOB_FUNCTIONS.get(job.kind)
+    ctx = JobContext(engine, settings, store, owner, job, services or {})
+    try:
+        if fn is None:
+            raise PermanentJobError(f"no job function for kind {job.kind!r}")
+        fn(ctx)
+        log.info("job %s (%s %s) done", job.id, job.kind, job.ref_id)
+    except LeaseLost:
+        log.warning("job %s: lease lost, result discarded", job.id)
+    except Exception as exc:  # noqa: BLE001 - a worker records failures, it does not die of them
+        permanent = isinstance(exc, PermanentJobError)
+        log.exception("job %s (%s %s) failed", job.id, job.kind, job.ref_id)
+        with Session(engine) as session:
+            jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
+                      f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent)
+            session.commit()
+    return job
+
+
+class Worker:
+    """A loop in a thread (embedded) or in the foreground (``miatari worker``)."""
+
+    def __init__(self, engine: Engine, settings: Settings, store: ImageStore,
+                 services: dict[str, Any] | None = None, *, run_sweeps: bool = True) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.store = store
+        self.services = services if services is not None else {}
+        self.run_sweeps = run_sweeps
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_sweep = 0.0
+
+    def run_sweeps_now(self) -> None:
+        for name, fn in list(SWEEPS.items()):
+            try:
+                fn(self.engine, self.settings, self.services)
+            except Exception:  # noqa: BLE001
+                log.exception("sweep %s failed", name)
+        self._last_sweep = time.monotonic()
+
+    def loop(self) -> None:
+        owner = default_owner()
+        while not self.stop_event.is_set():
+            if self.run_sweeps and time.monotonic() - self._last_sweep >= self.settings.sweep_interval_seconds:
+                self.run_sweeps_now()
+            try:
+                job = run_one(self.engine, self.settings, self.store, owner, self.services)
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+                log.exception("worker loop error")
+                job = None
+            if job is None:
+                self.stop_event.wait(self.settings.worker_poll_seconds)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.loop, name="miatari-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

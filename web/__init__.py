@@ -1,0 +1,18 @@
+"""Server-rendered pages: Jinja2 templates and htmx partials."""
+
+from fastapi import APIRouter, Request, Response
+
+from web.routes import auth
+
+router = APIRouter(include_in_schema=False)
+router.include_router(auth.router)
+
+
+def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    from web.templating import render
+
+    return render(request, "error.html", {"title": title, "message": message},  # type: ignore[no-any-return]
+                  status_code=status_code)
+
+
+__all__ = ["router", "error_page"]
