@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter
 
-from api.routes import health
+from api.routes import audit, auth, flags, health, metrics, review, sightings, subjects, users
 
 router = APIRouter()
 router.include_router(health.router)
+for _module in (auth, users, subjects, sightings, review, flags, metrics, audit):
+    router.include_router(_module.router)
 
 __all__ = ["router"]

@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-name")
     p.add_argument("--password", help="read from the terminal or standard input if omitted")
     p.set_defaults(func=cmd_create_user)
+
+    from miatari import commands_audit, commands_watchlist
+
+    commands_audit.register(sub)
+    commands_watchlist.register(sub)
     return parser
 
 

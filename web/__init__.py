@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter, Request, Response
 
-from web.routes import auth
+from web.routes import admin, audit, auth, flags, metrics, notifications, review, sightings, watchlist
 
 router = APIRouter(include_in_schema=False)
-router.include_router(auth.router)
+for _module in (auth, admin, watchlist, sightings, review, flags, metrics, audit, notifications):
+    router.include_router(_module.router)
 
 
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:

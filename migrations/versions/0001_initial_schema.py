@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 06:15:54.677912
+Create Date: 2026-11-26
 """
 from collections.abc import Sequence
 

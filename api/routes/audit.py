@@ -1,0 +1,5 @@
+"""Audit API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Auth API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Flags API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Metrics API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Review API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Sightings API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

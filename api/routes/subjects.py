@@ -1,0 +1,5 @@
+"""Subjects API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

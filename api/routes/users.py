@@ -1,0 +1,5 @@
+"""Users API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

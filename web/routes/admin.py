@@ -1,0 +1,5 @@
+"""Admin pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Audit pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

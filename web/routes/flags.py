@@ -1,0 +1,5 @@
+"""Flags pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

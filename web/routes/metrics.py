@@ -1,0 +1,5 @@
+"""Metrics pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

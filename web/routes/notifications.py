@@ -1,0 +1,5 @@
+"""Notifications pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Review pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

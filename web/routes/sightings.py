@@ -1,0 +1,5 @@
+"""Sightings pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Watchlist pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
