@@ -78,6 +78,7 @@ def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ..
     job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
     session.add(job)
     session.commit()
+    session.refresh(job)
     return job
 
 
