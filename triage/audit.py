@@ -8,6 +8,7 @@ the single ``audit_head`` row, which serialises them on every database.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -15,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import select
-from sqlmodel import Session
+from sqlalchemy import delete, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 
 from triage.clock import utcnow
 from triage.models import AuditEntry, AuditHead, AuditOutcome, User
@@ -49,9 +50,13 @@ def entry_hash(entry: AuditEntry) -> str:
 def _lock_head(session: Session) -> AuditHead:
     head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
     if head is None:
-        head = AuditHead(id=1, last_id=0, last_hash=GENESIS_HASH)
-        session.add(head)
-        session.flush()
+        # The very first append: two processes may race to create the head; one wins.
+        try:
+            with session.begin_nested():
+                session.add(AuditHead(id=1, last_id=0, last_hash=GENESIS_HASH))
+        except IntegrityError:
+            pass
+        head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     return head
 
 
@@ -99,6 +104,9 @@ def record_refusal(session_factory: Any, action: str, **kwargs: Any) -> None:
         session.commit()
 
 
+PRUNE_ACTION = "audit.prune"
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -107,12 +115,32 @@ class VerifyResult:
     reason: str = ""
 
 
+def _pruned_through(session: Session, first_id: int, first_prev_hash: str) -> bool:
+    """Whether a (chained) prune entry vouches for every entry before ``first_id`` having been removed."""
+    for entry in session.exec(select(AuditEntry).where(AuditEntry.action == PRUNE_ACTION)).all():
+        d = entry.detail or {}
+        if d.get("pruned_through_id") == first_id - 1 and d.get("pruned_through_hash") == first_prev_hash:
+            return True
+    return False
+
+
 def verify(session: Session, batch: int = 5000) -> VerifyResult:
-    """Walk the chain from the start; report the first row that does not fit."""
+    """Walk the chain from its first entry; report the first row that does not fit.
+
+    Entries removed by the retention sweep are vouched for by the prune entry
+    that removed them (itself part of the chain); any other gap is tampering.
+    """
+    first = session.exec(select(AuditEntry).order_by(AuditEntry.id).limit(1)).first()
     prev_hash = GENESIS_HASH
     expected_id = 1
+    if first is not None and first.id != 1:
+        if not _pruned_through(session, first.id, first.prev_hash):  # type: ignore[arg-type]
+            return VerifyResult(False, 0, first.id - 1,  # type: ignore[operator]
+                                f"entries before {first.id} were deleted")
+        prev_hash = first.prev_hash
+        expected_id = first.id  # type: ignore[assignment]
     checked = 0
-    last_id = 0
+    last_id = expected_id - 1
     while True:
         rows = session.exec(
             select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
@@ -129,14 +157,90 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
             prev_hash = entry.hash
             expected_id += 1
             checked += 1
-            last_id = entry.id
+            last_id = entry.id  # type: ignore[assignment]
     head = session.get(AuditHead, 1)
     if head is not None and (head.last_id != last_id or head.last_hash != prev_hash):
-        return VerifyResult(False, checked, last_id + 1, "entries after this point were deleted")
+        return VerifyResult(False, checked, last_id + 1, "entries from this one on were deleted")
+    if head is None and checked:
+        return VerifyResult(False, checked, None, "the chain's head record was deleted")
     return VerifyResult(True, checked)
 
 
-EXPORT_FIELDS = ["id", "at", "actor", "action", "object_type", "object_id", "outcome", "ip", "detail", "hash"]
+def prune(session: Session, before: dt.datetime, actor: User | None = None) -> int:
+    """Delete entries older than ``before`` (retention), leaving a chained entry that vouches for it."""
+    last_old = session.exec(select(func.max(AuditEntry.id)).where(AuditEntry.at < before)).one()
+    if not last_old:
+        return 0
+    boundary = session.get(AuditEntry, last_old)
+    assert boundary is not None
+    count = int(session.exec(select(func.count()).select_from(AuditEntry)
+                             .where(AuditEntry.id <= last_old)).one())  # type: ignore[operator]
+    # Record first, so the entry is chained before the rows it vouches for disappear.
+    record(session, PRUNE_ACTION, actor=actor, object_type="audit_entry", object_id=last_old,
+           detail={"pruned_through_id": last_old, "pruned_through_hash": boundary.hash,
+                   "count": count, "before": before.isoformat()})
+    session.execute(delete(AuditEntry).where(AuditEntry.id <= last_old))  # type: ignore[arg-type]
+    return count
+
+
+@dataclass
+class AuditFilter:
+    actor: str = ""
+    action: str = ""
+    object_type: str = ""
+    object_id: str = ""
+    outcome: str = ""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def _filtered(f: AuditFilter) -> Any:
+    stmt = select(AuditEntry)
+    if f.actor:
+        stmt = stmt.where(AuditEntry.actor == f.actor)
+    if f.action:
+        # "user" finds user.create, user.disable, …
+        stmt = stmt.where((AuditEntry.action == f.action) | AuditEntry.action.startswith(f.action + "."))  # type: ignore[attr-defined]
+    if f.object_type:
+        stmt = stmt.where(AuditEntry.object_type == f.object_type)
+    if f.object_id:
+        stmt = stmt.where(AuditEntry.object_id == f.object_id)
+    if f.outcome:
+        stmt = stmt.where(AuditEntry.outcome == f.outcome)
+    if f.since is not None:
+        stmt = stmt.where(AuditEntry.at >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(AuditEntry.at < f.until)
+    return stmt
+
+
+def search(session: Session, f: AuditFilter, limit: int = 100, offset: int = 0) -> tuple[list[AuditEntry], int]:
+    """One page of entries matching the filter, newest first, and how many match in all."""
+    stmt = _filtered(f)
+    total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
+    rows = session.exec(stmt.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)).all()  # type: ignore[union-attr]
+    return list(rows), total
+
+
+def iter_entries(session: Session, f: AuditFilter, batch: int = 2000) -> Iterable[AuditEntry]:
+    """Every matching entry, oldest first, fetched in batches (for exports)."""
+    last_id = 0
+    while True:
+        rows = session.exec(_filtered(f).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)).all()
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id
+
+
+EXPORT_FIELDS = ["id", "at", "actor", "action", "object_type", "object_id", "outcome", "ip", "detail",
+                 "prev_hash", "hash"]
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    # A spreadsheet would run a cell starting with "=" as a formula; quote it.
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def export_csv(entries: Iterable[AuditEntry]) -> str:
@@ -144,6 +248,7 @@ def export_csv(entries: Iterable[AuditEntry]) -> str:
     writer = csv.writer(out)
     writer.writerow(EXPORT_FIELDS)
     for e in entries:
-        writer.writerow([e.id, e.at.isoformat(), e.actor, e.action, e.object_type, e.object_id,
-                         e.outcome, e.ip, json.dumps(e.detail, sort_keys=True), e.hash])
+        writer.writerow([e.id, e.at.isoformat(), _cell(e.actor), _cell(e.action), _cell(e.object_type),
+                         _cell(e.object_id), e.outcome, _cell(e.ip), _cell(json.dumps(e.detail, sort_keys=True)),
+                         e.prev_hash, e.hash])
     return out.getvalue()

@@ -17,7 +17,14 @@ from sqlmodel import Session
 from triage import audit
 from triage.config import Settings
 from triage.models import AuditOutcome, Role, User
-from triage.security import SESSION_COOKIE, ResolvedSession, csrf_matches, resolve_api_token, resolve_session_token
+from triage.security import (
+    SESSION_COOKIE,
+    ResolvedSession,
+    csrf_matches,
+    needs_second_factor,
+    resolve_api_token,
+    resolve_session_token,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -32,6 +39,18 @@ class Forbidden(Exception):
     def __init__(self, message: str = "You may not do this.") -> None:
         super().__init__(message)
         self.message = message
+
+
+class ActionRequired(Forbidden):
+    """The account must do something first (a new password, a second factor): pages redirect there."""
+
+    def __init__(self, message: str, location: str) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+PASSWORD_CHANGE_PATH = "/account/password"
+TOTP_ENROL_PATH = "/account/totp"
 
 
 def get_settings(request: Request) -> Settings:
@@ -78,8 +97,8 @@ def _resolve(request: Request, session: Session, settings: Settings) -> Resolved
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             resolved = resolve_session_token(session, settings, cookie)
-    if resolved is not None:
-        session.commit()
+    # Keep last_seen_at (or an expiry's revocation and its audit entry) whatever the route does next.
+    session.commit()
     request.state.auth = resolved
     return resolved
 
@@ -111,10 +130,12 @@ async def check_csrf(request: Request, resolved: ResolvedSession | None) -> None
     given = await _csrf_token_from(request)
     if not csrf_matches(resolved.web_session.csrf_token, given):
         audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
-        raise Forbidden("The form has expired or did not come from this site (CSRF check failed). Reload the page and try again.")
+        raise Forbidden("The form has expired or did not come from this site (CSRF check failed). "
+                        "Reload the page and try again.")
 
 
-async def require_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+async def require_account_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+    """A logged-in user, CSRF-checked, even one who still owes a password change or a second factor."""
     resolved = _resolve(request, session, settings)
     if resolved is None:
         raise NotAuthenticated()
@@ -122,7 +143,26 @@ async def require_user(request: Request, session: SessionDep, settings: Settings
     return resolved.user
 
 
+def pending_action(user: User, settings: Settings) -> ActionRequired | None:
+    """What the account must do before anything else, if anything."""
+    if user.must_change_password:
+        return ActionRequired("Choose a new password before going on.", PASSWORD_CHANGE_PATH)
+    if needs_second_factor(user, settings):
+        return ActionRequired("Your role needs a second factor: set one up before going on.", TOTP_ENROL_PATH)
+    return None
+
+
+async def require_user(request: Request, settings: SettingsDep,
+                       user: Annotated[User, Depends(require_account_user)]) -> User:
+    pending = pending_action(user, settings)
+    if pending is not None:
+        raise pending
+    return user
+
+
+# Every route but the account pages uses CurrentUser (or a role alias built on it).
 CurrentUser = Annotated[User, Depends(require_user)]
+AccountUser = Annotated[User, Depends(require_account_user)]
 
 
 def require_roles(*roles: Role) -> Callable[..., Any]:

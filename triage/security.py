@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +14,7 @@ from importlib import resources
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from triage import audit
@@ -25,8 +27,12 @@ MIN_PASSWORD_WITHOUT_2FA = 15
 MAX_PASSWORD = 128
 SESSION_COOKIE = "miatari_session"
 TOKEN_PREFIX = "mia_"
+TOTP_ISSUER = "Miatari"
+TOTP_DIGITS = 6
 
 _hasher = PasswordHasher()
+# ASCII only: str.isalnum() would let look-alike letters from other scripts through.
+USERNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class PasswordRejected(ValueError):
@@ -42,10 +48,13 @@ class LoginFailed(Exception):
 @lru_cache
 def _common_passwords() -> frozenset[str]:
     text = resources.files("triage").joinpath("data/common_passwords.txt").read_text()
-    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip())
+    return frozenset(
+        line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
 
 
 def check_password_policy(password: str, *, has_second_factor: bool, username: str = "") -> None:
+    """Length and a common-password list, no composition rules (NIST SP 800-63B)."""
     minimum = MIN_PASSWORD_WITH_2FA if has_second_factor else MIN_PASSWORD_WITHOUT_2FA
     if len(password) < minimum:
         why = "with a second factor" if has_second_factor else "without a second factor"
@@ -94,8 +103,7 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
         raise LoginFailed("Account locked after repeated failed logins; try again later.", locked=True)
     ok = verify_password(user.password_hash, password)
     if ok and user.totp_secret:
-        ok = bool(totp_code) and pyotp.TOTP(user.totp_secret).verify(totp_code, valid_window=1,
-                                                                      for_time=now)
+        ok = verify_totp(user.totp_secret, totp_code, now)
     if not ok or not user.is_active:
         reason = "disabled" if ok else "bad credentials"
         if not ok:
@@ -113,6 +121,23 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
     user.locked_until = None
     session.add(user)
     return user
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(username: str, secret: str) -> str:
+    """The otpauth:// URI an authenticator app takes (typed in or pasted: no QR code needed)."""
+    return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=TOTP_ISSUER)
+
+
+def verify_totp(secret: str, code: str, at: dt.datetime | None = None) -> bool:
+    """Check a 6-digit code, allowing one 30-second step of clock drift either way."""
+    code = (code or "").strip().replace(" ", "")
+    if not (code.isdigit() and len(code) == TOTP_DIGITS):
+        return False
+    return bool(pyotp.TOTP(secret).verify(code, for_time=at or utcnow(), valid_window=1))
 
 
 def needs_second_factor(user: User, settings: Settings) -> bool:
@@ -147,6 +172,9 @@ def resolve_session_token(session: Session, settings: Settings, token: str) -> R
     if now - ws.last_seen_at > idle or now - ws.created_at > absolute:
         ws.revoked_at = now
         session.add(ws)
+        reason = "absolute timeout" if now - ws.created_at > absolute else "idle timeout"
+        audit.record(session, "session.expire", object_type="web_session", object_id=ws.id,
+                     detail={"user_id": ws.user_id, "reason": reason})
         return None
     user = session.get(User, ws.user_id)
     if user is None or not user.is_active:
@@ -156,14 +184,66 @@ def resolve_session_token(session: Session, settings: Settings, token: str) -> R
     return ResolvedSession(user, ws, None)
 
 
-def create_api_token(session: Session, user: User, name: str) -> tuple[str, ApiToken]:
+def end_session(session: Session, web_session: WebSession, user: User, ip: str = "") -> None:
+    """Log out: the session can never be used again."""
+    web_session.revoked_at = utcnow()
+    session.add(web_session)
+    audit.record(session, "logout", actor=user, object_type="web_session", object_id=web_session.id, ip=ip)
+
+
+def revoke_user_sessions(session: Session, user_id: int, *, keep: WebSession | None = None,
+                         tokens: bool = False) -> int:
+    """Revoke every live web session of a user (and their API tokens if asked); return how many."""
+    now = utcnow()
+    count = 0
+    for ws in session.exec(select(WebSession).where(WebSession.user_id == user_id,
+                                                    WebSession.revoked_at.is_(None))).all():  # type: ignore[union-attr]
+        if keep is not None and ws.id == keep.id:
+            continue
+        ws.revoked_at = now
+        session.add(ws)
+        count += 1
+    if tokens:
+        for tok in session.exec(select(ApiToken).where(ApiToken.user_id == user_id,
+                                                       ApiToken.revoked_at.is_(None))).all():  # type: ignore[union-attr]
+            tok.revoked_at = now
+            session.add(tok)
+            count += 1
+    return count
+
+
+def create_api_token(session: Session, user: User, name: str, ip: str = "") -> tuple[str, ApiToken]:
+    """A personal token for a mobile client; only its digest is kept, the token is shown once."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValueError("A token needs a name of 1-100 characters (e.g. the phone it is for).")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user_id=user.id, name=name[:100], token_hash=token_digest(token))  # type: ignore[arg-type]
     session.add(row)
     session.flush()
     audit.record(session, "api_token.create", actor=user, object_type="api_token", object_id=row.id,
-                 detail={"name": name})
+                 detail={"name": name}, ip=ip)
     return token, row
+
+
+def revoke_api_token(session: Session, actor: User, token_id: int, ip: str = "") -> ApiToken:
+    """Revoke a token: its owner may, and an admin may revoke anyone's."""
+    row = session.get(ApiToken, token_id)
+    if row is None or (row.user_id != actor.id and not actor.has_role(Role.admin)):
+        # Someone else's token is reported as missing, so ids reveal nothing.
+        audit.record(session, "api_token.revoke", actor=actor, outcome=AuditOutcome.denied,
+                     object_type="api_token", object_id=token_id, detail={"reason": "not found or not yours"}, ip=ip)
+        raise LookupError("No such token.")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+    audit.record(session, "api_token.revoke", actor=actor, object_type="api_token", object_id=row.id,
+                 detail={"owner_id": row.user_id}, ip=ip)
+    return row
+
+
+def list_api_tokens(session: Session, user_id: int) -> list[ApiToken]:
+    return list(session.exec(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)).all())
 
 
 def resolve_api_token(session: Session, token: str) -> ResolvedSession | None:
@@ -183,21 +263,39 @@ def csrf_matches(expected: str, given: str | None) -> bool:
 
 
 def create_user(session: Session, username: str, password: str, roles: list[Role] | list[str],
-                full_name: str = "", actor: User | None = None, check_policy: bool = True) -> User:
+                full_name: str = "", actor: User | None = None, check_policy: bool = True,
+                must_change_password: bool = False, ip: str = "") -> User:
+    """Create an account; a new account has no second factor yet, so the long minimum applies."""
     username = username.strip()
-    if not username or len(username) > 64 or not username.replace("_", "").replace(".", "").replace("-", "").isalnum():
+    full_name = full_name.strip()
+    if len(full_name) > 200:
+        raise ValueError("Full name must be at most 200 characters.")
+    if not USERNAME_RE.fullmatch(username):
         raise ValueError("Username must be 1-64 letters, digits, '.', '_' or '-'.")
-    if session.exec(select(User).where(User.username == username)).first() is not None:
+    if session.exec(select(User).where(func.lower(User.username) == username.lower())).first() is not None:
         raise ValueError(f"User {username!r} already exists.")
-    role_values = sorted({Role(r).value for r in roles})
+    role_values = parse_roles(roles)
     if not role_values:
         raise ValueError("A user needs at least one role.")
     if check_policy:
         check_password_policy(password, has_second_factor=False, username=username)
     user = User(username=username, full_name=full_name, roles=" ".join(role_values),
-                password_hash=hash_password(password))
+                password_hash=hash_password(password), must_change_password=must_change_password)
     session.add(user)
     session.flush()
     audit.record(session, "user.create", actor=actor, object_type="user", object_id=user.id,
-                 detail={"username": username, "roles": role_values})
+                 detail={"username": username, "roles": role_values}, ip=ip)
     return user
+
+
+def parse_roles(roles: list[Role] | list[str]) -> list[str]:
+    """Sorted, distinct role values; an unknown role or an empty list is an error."""
+    values: set[str] = set()
+    for r in roles:
+        try:
+            values.add(Role(r).value)
+        except ValueError:
+            raise ValueError(f"Unknown role {r!r}; roles are: {', '.join(x.value for x in Role)}.") from None
+    if not values:
+        raise ValueError("A user needs at least one role.")
+    return sorted(values)

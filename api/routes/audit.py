@@ -1,5 +1,82 @@
-"""Audit API."""
+"""Audit API (managers): list, filter, export CSV, verify."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+
+from triage import audit
+from triage.deps import ManagerUser, SessionDep, client_ip
+
+router = APIRouter(prefix="/api/audit", tags=["audit"])
+
+
+# Schemas
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    actor_id: int | None
+    action: str
+    object_type: str
+    object_id: str
+    outcome: str
+    detail: dict[str, Any]
+    ip: str
+    hash: str
+
+
+class AuditEntriesPublic(BaseModel):
+    data: list[AuditEntryPublic]
+    count: int
+
+
+class AuditVerifyPublic(BaseModel):
+    ok: bool
+    checked: int
+    bad_id: int | None
+    reason: str
+
+
+Text = Annotated[str, Query(max_length=64)]
+
+
+def _filter(actor: str, action: str, object_type: str, object_id: str, outcome: str,
+            since: dt.datetime | None, until: dt.datetime | None) -> audit.AuditFilter:
+    return audit.AuditFilter(actor=actor, action=action, object_type=object_type, object_id=object_id,
+                             outcome=outcome, since=since, until=until)
+
+
+@router.get("")
+def read_audit(session: SessionDep, manager: ManagerUser, actor: Text = "", action: Text = "",
+               object_type: Text = "", object_id: Text = "", outcome: Text = "", since: dt.datetime | None = None,
+               until: dt.datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+               offset: Annotated[int, Query(ge=0)] = 0) -> AuditEntriesPublic:
+    """Entries matching the filters, newest first; `count` is the total that match."""
+    rows, total = audit.search(session, _filter(actor, action, object_type, object_id, outcome, since, until),
+                               limit=limit, offset=offset)
+    return AuditEntriesPublic(data=[AuditEntryPublic.model_validate(r, from_attributes=True) for r in rows],
+                              count=total)
+
+
+@router.get("/export.csv")
+def read_audit_export(request: Request, session: SessionDep, manager: ManagerUser, actor: Text = "",
+                      action: Text = "", object_type: Text = "", object_id: Text = "", outcome: Text = "",
+                      since: dt.datetime | None = None, until: dt.datetime | None = None) -> Response:
+    """The matching entries as CSV, oldest first (the export is itself recorded)."""
+    f = _filter(actor, action, object_type, object_id, outcome, since, until)
+    body = audit.export_csv(audit.iter_entries(session, f))
+    audit.record(session, "audit.export", actor=manager, detail={"filters": f.__dict__}, ip=client_ip(request))
+    session.commit()
+    return Response(body, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="miatari-audit.csv"'})
+
+
+@router.get("/verify")
+def read_audit_verify(session: SessionDep, manager: ManagerUser) -> AuditVerifyPublic:
+    """Walk the hash chain and report the first bad entry, if any."""
+    r = audit.verify(session)
+    return AuditVerifyPublic(ok=r.ok, checked=r.checked, bad_id=r.bad_id, reason=r.reason)

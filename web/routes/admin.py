@@ -1,5 +1,112 @@
-"""Admin pages."""
+"""Admin pages: accounts (create, disable/enable, reset password, roles, second factor)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from triage import accounts
+from triage.deps import AdminUser, SessionDep, client_ip
+from triage.models import Role, User
+from web.templating import render
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _users_page(request: Request, session: SessionDep, status_code: int = 200, **ctx: object) -> Response:
+    return render(request, "admin_users.html", {  # type: ignore[no-any-return]
+        "users": accounts.list_users(session), "roles": [r.value for r in Role], **ctx,
+    }, status_code=status_code)
+
+
+def _get_user(session: SessionDep, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise HTTPException(404, "No such account.")
+    return user
+
+
+def _user_page(request: Request, session: SessionDep, target: User, status_code: int = 200,
+               **ctx: object) -> Response:
+    return render(request, "admin_user.html", {  # type: ignore[no-any-return]
+        "target": target, "roles": [r.value for r in Role], **ctx,
+    }, status_code=status_code)
+
+
+@router.get("/users")
+def read_users(request: Request, session: SessionDep, admin: AdminUser) -> Response:
+    """Every account, with a form to create one."""
+    return _users_page(request, session)
+
+
+@router.post("/users")
+def create_user(
+    request: Request, session: SessionDep, admin: AdminUser,
+    username: Annotated[str, Form(max_length=64)], roles: Annotated[list[str] | None, Form()] = None,
+    full_name: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Create an account with a one-time password."""
+    try:
+        user, password = accounts.admin_create_user(session, admin, username, roles or [], full_name,
+                                                    client_ip(request))
+    except accounts.AccountError as exc:
+        session.commit()
+        return _users_page(request, session, status_code=422, error=str(exc), form={"username": username,
+                                                                                     "full_name": full_name})
+    session.commit()
+    return _user_page(request, session, user, one_time_password=password, status_code=201)
+
+
+@router.get("/users/{user_id}")
+def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+    """One account."""
+    return _user_page(request, session, _get_user(session, user_id))
+
+
+def _act(request: Request, session: SessionDep, user_id: int, op: object, *args: object) -> Response:
+    try:
+        result = op(session, request.state.auth.user, user_id, *args, ip=client_ip(request))  # type: ignore[operator]
+    except accounts.AccountError as exc:
+        session.commit()
+        target = session.get(User, user_id)
+        if target is None:
+            raise HTTPException(404, str(exc)) from None
+        return _user_page(request, session, target, status_code=409, error=str(exc))
+    session.commit()
+    if isinstance(result, tuple):
+        user, password = result
+        return _user_page(request, session, user, one_time_password=password)
+    return RedirectResponse(f"/admin/users/{user_id}?done=1", status_code=303)
+
+
+@router.post("/users/{user_id}/disable")
+def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+    """Disable an account: its sessions and tokens stop working at once."""
+    return _act(request, session, user_id, accounts.set_active, False)
+
+
+@router.post("/users/{user_id}/enable")
+def update_user_enable(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+    """Enable an account again (and lift a lockout)."""
+    return _act(request, session, user_id, accounts.set_active, True)
+
+
+@router.post("/users/{user_id}/reset-password")
+def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+    """Give the account a one-time password, to be changed at the next login."""
+    return _act(request, session, user_id, accounts.reset_password)
+
+
+@router.post("/users/{user_id}/roles")
+def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, user_id: int,
+                      roles: Annotated[list[str] | None, Form()] = None) -> Response:
+    """Set the account's roles."""
+    return _act(request, session, user_id, accounts.set_roles, roles or [])
+
+
+@router.post("/users/{user_id}/totp/remove")
+def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+    """Remove a lost second factor."""
+    return _act(request, session, user_id, accounts.remove_totp_for)

@@ -1,4 +1,4 @@
-"""Log in and log out."""
+"""Log in and log out; one's own account: password, second factor, API tokens."""
 
 from __future__ import annotations
 
@@ -8,9 +8,22 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from triage import audit
-from triage.deps import CurrentUser, SessionDep, SettingsDep, client_ip
-from triage.security import SESSION_COOKIE, LoginFailed, authenticate, csrf_matches, start_session
+from triage import accounts, audit
+from triage.deps import AccountUser, CurrentUser, SessionDep, SettingsDep, client_ip, pending_action
+from triage.models import AuditOutcome
+from triage.security import (
+    SESSION_COOKIE,
+    LoginFailed,
+    authenticate,
+    create_api_token,
+    csrf_matches,
+    end_session,
+    list_api_tokens,
+    new_totp_secret,
+    revoke_api_token,
+    start_session,
+    totp_uri,
+)
 from web.templating import render
 
 router = APIRouter(tags=["auth"])
@@ -20,7 +33,8 @@ LOGIN_CSRF_COOKIE = "miatari_login_csrf"
 
 
 def _safe_next(url: str) -> str:
-    return url if url.startswith("/") and not url.startswith("//") else "/"
+    # Only a path on this site: never "//host" or "/\host", which browsers treat as another site.
+    return url if url.startswith("/") and not url.startswith(("//", "/\\")) else "/"
 
 
 @router.get("/login")
@@ -34,7 +48,7 @@ def read_login(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-def login(
+def create_login(
     request: Request, session: SessionDep, settings: SettingsDep,
     username: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=512)],
     csrf_token: Annotated[str, Form()] = "", totp: Annotated[str, Form(max_length=8)] = "",
@@ -44,7 +58,7 @@ def login(
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     ctx = {"login_csrf": cookie or secrets.token_urlsafe(32), "next_url": _safe_next(next), "username": username}
     if not cookie or not csrf_matches(cookie, csrf_token):
-        audit.record(session, "login", outcome="denied", object_type="user", object_id=username[:64],
+        audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
                      detail={"reason": "CSRF check failed"}, ip=client_ip(request))
         session.commit()
         return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},  # type: ignore[no-any-return]
@@ -56,26 +70,24 @@ def login(
         return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)  # type: ignore[no-any-return]
     token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""))
     session.commit()
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    pending = pending_action(user, settings)
+    response = RedirectResponse(pending.location if pending else _safe_next(next), status_code=303)
+    # No max_age: a session cookie, gone when the browser closes; the server enforces both timeouts.
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
-                        max_age=settings.session_absolute_hours * 3600)
+                        path="/")
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 
 
 @router.post("/logout")
-def logout(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+def create_logout(request: Request, session: SessionDep, user: AccountUser) -> Response:
     """End the session."""
-    from triage.clock import utcnow
-
     ws = request.state.auth.web_session
     if ws is not None:
-        ws.revoked_at = utcnow()
-        session.add(ws)
-    audit.record(session, "logout", actor=user, object_type="user", object_id=user.id, ip=client_ip(request))
+        end_session(session, ws, user, client_ip(request))
     session.commit()
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
 
@@ -83,3 +95,113 @@ def logout(request: Request, session: SessionDep, user: CurrentUser) -> Response
 def read_home(request: Request, user: CurrentUser) -> Response:
     """The start page for the roles this person holds."""
     return render(request, "home.html")  # type: ignore[no-any-return]
+
+
+# One's own account
+def _account_page(request: Request, session: SessionDep, user: AccountUser, status_code: int = 200,
+                  **ctx: object) -> Response:
+    return render(request, "account.html", {  # type: ignore[no-any-return]
+        "tokens": list_api_tokens(session, user.id),  # type: ignore[arg-type]
+        **ctx,
+    }, status_code=status_code)
+
+
+@router.get("/account")
+def read_account(request: Request, session: SessionDep, user: AccountUser) -> Response:
+    """Your account: password, second factor, API tokens."""
+    return _account_page(request, session, user)
+
+
+@router.get("/account/password")
+def read_account_password(request: Request, user: AccountUser) -> Response:
+    """The change-password form (the first stop after a reset)."""
+    return render(request, "account_password.html", {"forced": user.must_change_password})  # type: ignore[no-any-return]
+
+
+@router.post("/account/password")
+def update_account_password(
+    request: Request, session: SessionDep, settings: SettingsDep, user: AccountUser,
+    current_password: Annotated[str, Form(max_length=512)], new_password: Annotated[str, Form(max_length=512)],
+    confirm_password: Annotated[str, Form(max_length=512)],
+) -> Response:
+    """Change your own password."""
+    try:
+        accounts.change_password(session, user, current_password, new_password, confirm_password,
+                                 request.state.auth.web_session, client_ip(request))
+    except accounts.AccountError as exc:
+        session.commit()
+        return render(request, "account_password.html",  # type: ignore[no-any-return]
+                      {"forced": user.must_change_password, "error": str(exc)}, status_code=422)
+    session.commit()
+    pending = pending_action(user, settings)
+    return RedirectResponse(pending.location if pending else "/account?changed=password", status_code=303)
+
+
+@router.get("/account/totp")
+def read_account_totp(request: Request, settings: SettingsDep, user: AccountUser) -> Response:
+    """Set up a second factor: the secret and otpauth URI shown as text, to type into an app."""
+    secret = new_totp_secret()
+    return render(request, "account_totp.html", {  # type: ignore[no-any-return]
+        "secret": secret, "uri": totp_uri(user.username, secret), "enrolled": bool(user.totp_secret),
+        "required": pending_action(user, settings) is not None,
+    })
+
+
+@router.post("/account/totp")
+def create_account_totp(
+    request: Request, session: SessionDep, settings: SettingsDep, user: AccountUser,
+    secret: Annotated[str, Form(max_length=64)], code: Annotated[str, Form(max_length=8)],
+) -> Response:
+    """Confirm the second factor with a code from the app, then keep it."""
+    try:
+        accounts.enrol_totp(session, user, secret, code, client_ip(request))
+    except accounts.AccountError as exc:
+        session.commit()
+        return render(request, "account_totp.html", {  # type: ignore[no-any-return]
+            "secret": secret.strip().upper(), "uri": totp_uri(user.username, secret.strip().upper()),
+            "enrolled": bool(user.totp_secret), "required": pending_action(user, settings) is not None,
+            "error": str(exc),
+        }, status_code=422)
+    session.commit()
+    pending = pending_action(user, settings)
+    return RedirectResponse(pending.location if pending else "/account?changed=totp", status_code=303)
+
+
+@router.post("/account/totp/remove")
+def delete_account_totp(
+    request: Request, session: SessionDep, user: CurrentUser,
+    password: Annotated[str, Form(max_length=512)], code: Annotated[str, Form(max_length=8)],
+) -> Response:
+    """Remove your second factor (your password and a current code prove it is you)."""
+    try:
+        accounts.remove_own_totp(session, user, password, code, client_ip(request))
+    except accounts.AccountError as exc:
+        session.commit()
+        return _account_page(request, session, user, status_code=422, error=str(exc))
+    session.commit()
+    return RedirectResponse("/account?changed=totp_removed", status_code=303)
+
+
+@router.post("/account/tokens")
+def create_account_token(
+    request: Request, session: SessionDep, user: CurrentUser, name: Annotated[str, Form(max_length=100)],
+) -> Response:
+    """Create a personal API token for a mobile client; it is shown once."""
+    try:
+        token, row = create_api_token(session, user, name, client_ip(request))
+    except ValueError as exc:
+        return _account_page(request, session, user, status_code=422, error=str(exc))
+    session.commit()
+    return _account_page(request, session, user, new_token=token, new_token_name=row.name)
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def delete_account_token(request: Request, session: SessionDep, user: CurrentUser, token_id: int) -> Response:
+    """Revoke one of your API tokens."""
+    try:
+        revoke_api_token(session, user, token_id, client_ip(request))
+    except LookupError as exc:
+        session.commit()
+        return _account_page(request, session, user, status_code=404, error=str(exc))
+    session.commit()
+    return RedirectResponse("/account?changed=token", status_code=303)

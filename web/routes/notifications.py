@@ -1,5 +1,48 @@
-"""Notifications pages."""
+"""In-app notifications: the list, and the unread count in the top bar."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from triage import notifications
+from triage.deps import AccountUser, CurrentUser, SessionDep
+from web.htmx import is_htmx
+from web.templating import render
+
+router = APIRouter(prefix="/notifications", tags=["notifications"])
+
+
+@router.get("")
+def read_notifications(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """Your notifications, newest first."""
+    return render(request, "notifications.html",  # type: ignore[no-any-return]
+                  {"notifications": notifications.list_for(session, user.id)})  # type: ignore[arg-type]
+
+
+@router.get("/count")
+def read_notification_count(request: Request, session: SessionDep, user: AccountUser) -> Response:
+    """The top-bar link text with the unread count (an htmx fragment)."""
+    # AccountUser, not CurrentUser: on the forced password page this poll must not redirect in a loop.
+    return render(request, "_notif_count.html",  # type: ignore[no-any-return]
+                  {"unread": notifications.unread_count(session, user.id)})  # type: ignore[arg-type]
+
+
+@router.post("/read")
+def update_notifications_read(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """Mark all your notifications read."""
+    notifications.mark_read(session, user.id)  # type: ignore[arg-type]
+    session.commit()
+    if is_htmx(request):
+        return render(request, "_notif_count.html", {"unread": 0})  # type: ignore[no-any-return]
+    return RedirectResponse("/notifications", status_code=303)
+
+
+@router.post("/{notification_id}/read")
+def update_notification_read(request: Request, session: SessionDep, user: CurrentUser,
+                             notification_id: int) -> Response:
+    """Mark one of your notifications read (someone else's is simply not found)."""
+    if notifications.mark_read(session, user.id, notification_id) == 0:  # type: ignore[arg-type]
+        session.rollback()
+    session.commit()
+    return RedirectResponse("/notifications", status_code=303)

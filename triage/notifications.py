@@ -1,0 +1,43 @@
+"""In-app notifications: a flag raised on an officer's sighting, an account event, …"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from triage.clock import utcnow
+from triage.models import Notification
+
+MESSAGE_MAX = 500
+LIST_LIMIT = 100
+
+
+def notify(session: Session, user_id: int, kind: str, message: str, flag_id: int | None = None) -> Notification:
+    """Add a notification inside the caller's transaction (it commits with the event it reports)."""
+    row = Notification(user_id=user_id, kind=kind[:40], message=message[:MESSAGE_MAX], flag_id=flag_id)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def unread_count(session: Session, user_id: int) -> int:
+    stmt = select(func.count()).select_from(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None))  # type: ignore[union-attr]
+    return int(session.exec(stmt).one())
+
+
+def list_for(session: Session, user_id: int, limit: int = LIST_LIMIT) -> list[Notification]:
+    """A user's own notifications, newest first (nobody else's, ever)."""
+    stmt = (select(Notification).where(Notification.user_id == user_id)
+            .order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit))  # type: ignore[attr-defined, union-attr]
+    return list(session.exec(stmt).all())
+
+
+def mark_read(session: Session, user_id: int, notification_id: int | None = None) -> int:
+    """Mark one (or, without an id, every) unread notification of this user read; return how many."""
+    stmt = update(Notification).where(Notification.user_id == user_id,
+                                      Notification.read_at.is_(None))  # type: ignore[union-attr]
+    if notification_id is not None:
+        stmt = stmt.where(Notification.id == notification_id)
+    result = session.execute(stmt.values(read_at=utcnow()))
+    return int(result.rowcount)
