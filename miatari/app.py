@@ -19,7 +19,7 @@ import web
 from triage import services
 from triage.config import Settings, get_settings
 from triage.db import make_engine
-from triage.deps import Forbidden, NotAuthenticated
+from triage.deps import ActionRequired, Forbidden, NotAuthenticated
 from triage.storage import ImageStore
 from triage.worker import Worker
 
@@ -101,6 +101,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if _wants_json(request):
             return JSONResponse({"detail": exc.message}, status_code=403)
+        if isinstance(exc, ActionRequired):
+            if request.headers.get("HX-Request") == "true":
+                return Response(status_code=200, headers={"HX-Redirect": exc.location})
+            return RedirectResponse(exc.location, status_code=303)
         return web.error_page(request, 403, "Not allowed", exc.message)
 
     @app.exception_handler(StarletteHTTPException)
