@@ -1,0 +1,365 @@
+"""The review queue: leases, verdicts, consensus, escalation, withdrawal, known-answer tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+from sqlmodel import select
+
+from tests.factories import FakeHit, image_store, make_candidate, make_probe, make_sighting, make_subject
+from triage import clock, review
+from triage.models import (
+    AuditEntry,
+    Candidate,
+    Flag,
+    Notification,
+    ReviewSlot,
+    Role,
+    SeenCandidate,
+    Subject,
+    User,
+)
+from triage.review import ReviewError, outcome_for
+
+
+@pytest.fixture
+def people(user_factory):
+    officer = user_factory(Role.officer, username="officer")
+    manager = user_factory(Role.manager, username="boss")
+    recs = [user_factory(Role.recognizer, username=f"rec{i}") for i in range(1, 6)]
+    return officer, manager, recs
+
+
+@pytest.fixture
+def store(settings):
+    return image_store(settings)
+
+
+def _cand(session, store, settings, officer, **kw) -> Candidate:
+    c = make_candidate(session, store, settings, officer.id, **kw)
+    session.commit()
+    return c
+
+
+@pytest.mark.parametrize("verdicts,expected", [
+    (["same", "same"], "flagged"),
+    (["different", "different"], "cleared"),
+    (["same", "cannot_tell"], "disputed"),
+    (["same", "different"], "disputed"),
+    (["cannot_tell", "cannot_tell"], "disputed"),
+    (["different", "cannot_tell"], "disputed"),
+    (["same", "cannot_tell", "same", "same"], "flagged"),
+    # Every verdict same-or-cannot-tell with at least two 'same' (after an escalation): a flag.
+    (["same", "cannot_tell", "same", "cannot_tell"], "flagged"),
+    (["same", "different", "same", "same"], "disputed"),
+    (["different", "cannot_tell", "different", "different"], "cleared"),
+])
+def test_outcome_rule(verdicts, expected):
+    assert outcome_for(verdicts).value == expected
+
+
+def test_create_candidates_keeps_threshold_and_k(session, store, settings, people):
+    officer, _, _ = people
+    settings.top_k = 2
+    subjects = [make_subject(session, store) for _ in range(4)]
+    sighting = make_sighting(session, store, officer.id)
+    probe = make_probe(session, store, sighting)
+    photos = [session.exec(select(review.ReferencePhoto).where(review.ReferencePhoto.subject_id == s.id)).first()
+              for s in subjects]
+    hits = [FakeHit(s.id, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
+                                                                                [0.9, 0.7, 0.6, 0.3]), 1)]
+    made = review.create_candidates_for_probe(session, probe, hits, settings)
+    assert [c.subject_id for c in made] == [subjects[0].id, subjects[1].id]
+    # A re-run adds nothing.
+    assert review.create_candidates_for_probe(session, probe, hits, settings) == []
+    session.commit()
+    slots = session.exec(select(ReviewSlot)).all()
+    assert sorted((s.candidate_id, s.round, s.slot_no) for s in slots) == sorted(
+        (c.id, 1, n) for c in made for n in (1, 2))
+
+
+def test_two_same_verdicts_raise_one_flag_and_notify(session, store, settings, people):
+    officer, manager, (a, b, *_) = people
+    cand = _cand(session, store, settings, officer)
+    ta = review.next_task(session, a, settings)
+    tb = review.next_task(session, b, settings)
+    assert ta and tb and ta.candidate.id == tb.candidate.id == cand.id and ta.slot_id != tb.slot_id
+    r1 = review.submit_verdict(session, a, ta.slot_id, "same")
+    assert r1.decided is None
+    r2 = review.submit_verdict(session, b, tb.slot_id, "same", note="scar matches")
+    assert r2.decided == "flagged"
+    session.expire_all()
+    assert session.get(Candidate, cand.id).status == "flagged"
+    flag = session.exec(select(Flag)).one()
+    assert flag.candidate_id == cand.id
+    notified = {n.user_id for n in session.exec(select(Notification)).all()}
+    assert notified == {officer.id, manager.id}
+
+
+def test_same_person_never_gets_both_slots(session, store, settings, people):
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    t = review.next_task(session, a, settings)
+    review.submit_verdict(session, a, t.slot_id, "same")
+    assert review.next_task(session, a, settings) is None
+
+
+def test_next_returns_the_lease_already_held(session, store, settings, people):
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    _cand(session, store, settings, officer)
+    t1 = review.next_task(session, a, settings)
+    t2 = review.next_task(session, a, settings)
+    assert t1.slot_id == t2.slot_id and t2.resumed
+
+
+def test_no_task_from_own_sighting(session, store, settings, people, user_factory):
+    _, _, (a, *_) = people
+    both = user_factory(Role.officer, Role.recognizer, username="both")
+    _cand(session, store, settings, both)
+    assert review.next_task(session, both, settings) is None
+    assert review.next_task(session, a, settings) is not None
+
+
+def test_expired_lease_refuses_verdict_and_returns_slot(session, store, settings, people):
+    officer, _, (a, b, *_) = people
+    _cand(session, store, settings, officer)
+    with clock.frozen() as c:
+        t = review.next_task(session, a, settings)
+        c.advance(seconds=settings.lease_seconds + 1)
+        with pytest.raises(ReviewError) as err:
+            review.submit_verdict(session, a, t.slot_id, "same")
+        assert err.value.code == "lease_expired" and "not counted" in err.value.message
+        session.expire_all()
+        slot = session.get(ReviewSlot, t.slot_id)
+        assert slot.verdict is None and slot.reviewer_id is None
+        # Refusal is in the audit log.
+        denied = session.exec(select(AuditEntry).where(AuditEntry.action == "review.verdict",
+                                                       AuditEntry.outcome == "denied")).all()
+        assert len(denied) == 1
+        assert review.next_task(session, b, settings).slot_id in {t.slot_id, t.slot_id + 1}
+
+
+def test_expired_lease_taken_by_another_then_late_verdict_refused(session, store, settings, people):
+    officer, _, (a, b, c_, *_) = people
+    _cand(session, store, settings, officer)
+    with clock.frozen() as c:
+        ta = review.next_task(session, a, settings)
+        review.next_task(session, b, settings)
+        c.advance(seconds=settings.lease_seconds + 1)
+        assert review.expire_leases(session) == 2
+        session.commit()
+        tc = review.next_task(session, c_, settings)
+        assert tc.slot_id == ta.slot_id
+        with pytest.raises(ReviewError) as err:
+            review.submit_verdict(session, a, ta.slot_id, "same")
+        assert err.value.code == "lease_expired"
+        session.expire_all()
+        assert session.get(ReviewSlot, ta.slot_id).reviewer_id == c_.id
+
+
+def test_idempotent_verdict(session, store, settings, people):
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    t = review.next_task(session, a, settings)
+    r1 = review.submit_verdict(session, a, t.slot_id, "different", idempotency_key="k-1")
+    r2 = review.submit_verdict(session, a, t.slot_id, "different", idempotency_key="k-1")
+    assert not r1.replayed and r2.replayed
+    with pytest.raises(ReviewError) as err:
+        review.submit_verdict(session, a, t.slot_id, "same", idempotency_key="k-1")
+    assert err.value.code == "conflict"
+    with pytest.raises(ReviewError) as err:
+        review.submit_verdict(session, a, t.slot_id, "same")
+    assert err.value.code == "conflict"
+    session.expire_all()
+    assert session.get(ReviewSlot, t.slot_id).verdict == "different"
+    assert len(session.exec(select(AuditEntry).where(AuditEntry.action == "review.verdict",
+                                                     AuditEntry.outcome == "ok")).all()) == 1
+
+
+@pytest.mark.parametrize("bad", ["yes", "", "SAME!"])
+def test_bad_verdict_changes_nothing(session, store, settings, people, bad):
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    t = review.next_task(session, a, settings)
+    with pytest.raises(ReviewError) as err:
+        review.submit_verdict(session, a, t.slot_id, bad)
+    assert err.value.code == "invalid"
+    with pytest.raises(ReviewError):
+        review.submit_verdict(session, a, t.slot_id, "same", note="x" * 2001)
+    session.expire_all()
+    assert session.get(ReviewSlot, t.slot_id).verdict is None
+
+
+def test_someone_elses_slot_is_refused(session, store, settings, people):
+    officer, _, (a, b, *_) = people
+    _cand(session, store, settings, officer)
+    t = review.next_task(session, a, settings)
+    with pytest.raises(ReviewError) as err:
+        review.submit_verdict(session, b, t.slot_id, "same")
+    assert err.value.code == "forbidden"
+    with pytest.raises(ReviewError):
+        review.slot_image_sha(session, b, t.slot_id, "probe-eyes")
+    assert review.slot_image_sha(session, a, t.slot_id, "probe-eyes")
+
+
+def test_full_faces_only_after_reveal(session, store, settings, people):
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    t = review.next_task(session, a, settings)
+    with pytest.raises(ReviewError):
+        review.slot_image_sha(session, a, t.slot_id, "subject-face")
+    review.reveal_full_faces(session, a, t.slot_id)
+    assert review.slot_image_sha(session, a, t.slot_id, "subject-face")
+    review.submit_verdict(session, a, t.slot_id, "same")
+    session.expire_all()
+    assert session.get(ReviewSlot, t.slot_id).revealed_full_faces is True
+
+
+def _answer(session, settings, user, verdict):
+    t = review.next_task(session, user, settings)
+    assert t is not None, f"no task for {user.username}"
+    return review.submit_verdict(session, user, t.slot_id, verdict)
+
+
+def test_dispute_escalation_to_unseen_recognizers(session, store, settings, people):
+    officer, manager, (a, b, c, d, e) = people
+    cand = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "same")
+    assert _answer(session, settings, b, "cannot_tell").decided == "disputed"
+    with pytest.raises(ReviewError):
+        review.escalate(session, a, cand.id)  # not a manager
+    review.escalate(session, manager, cand.id)
+    # a and b have seen it: nothing for them.
+    assert review.next_task(session, a, settings) is None
+    assert review.next_task(session, b, settings) is None
+    _answer(session, settings, c, "same")
+    assert _answer(session, settings, d, "same").decided == "flagged"
+    session.expire_all()
+    c_row = session.get(Candidate, cand.id)
+    assert c_row.status == "flagged" and c_row.current_round == 2
+    # Only disputed candidates can be escalated.
+    with pytest.raises(ReviewError) as err:
+        review.escalate(session, manager, cand.id)
+    assert err.value.code == "conflict"
+
+
+def test_escalation_with_a_different_verdict_never_flags(session, store, settings, people):
+    officer, manager, (a, b, c, d, e) = people
+    cand = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "same")
+    _answer(session, settings, b, "different")
+    review.escalate(session, manager, cand.id)
+    _answer(session, settings, c, "same")
+    assert _answer(session, settings, d, "same").decided == "disputed"
+    assert session.exec(select(Flag)).first() is None
+
+
+def test_escalation_needs_two_unseen_recognizers(session, store, settings, user_factory):
+    officer = user_factory(Role.officer)
+    manager = user_factory(Role.manager)
+    a, b, c = (user_factory(Role.recognizer) for _ in range(3))
+    cand = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "same")
+    _answer(session, settings, b, "different")
+    with pytest.raises(ReviewError) as err:
+        review.escalate(session, manager, cand.id)
+    assert "there are 1" in err.value.message
+    session.expire_all()
+    assert session.get(Candidate, cand.id).status == "disputed"
+
+
+def test_withdraw_for_subject_keeps_rows(session, store, settings, people):
+    officer, manager, (a, b, *_) = people
+    cand = _cand(session, store, settings, officer)
+    t = review.next_task(session, a, settings)
+    n = review.withdraw_for_subject(session, cand.subject_id, manager)
+    subject = session.get(Subject, cand.subject_id)
+    subject.status = "withdrawn"
+    session.add(subject)
+    session.commit()
+    assert n == 1
+    session.expire_all()
+    assert session.get(Candidate, cand.id).status == "withdrawn"
+    slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()
+    assert len(slots) == 2 and all(s.withdrawn for s in slots)
+    with pytest.raises(ReviewError) as err:
+        review.submit_verdict(session, a, t.slot_id, "same")
+    assert err.value.code in {"forbidden", "withdrawn"}
+    assert review.next_task(session, b, settings) is None
+
+
+def test_priority_order(session, store, settings, people):
+    officer, _, (a, *_) = people
+    now = clock.utcnow()
+    with clock.frozen(now - dt.timedelta(hours=1)):
+        old_urgent = _cand(session, store, settings, officer, priority=1,
+                           observed_at=now - dt.timedelta(hours=settings.fresh_sighting_hours + 5))
+    with clock.frozen(now - dt.timedelta(minutes=30)):
+        fresh_low = _cand(session, store, settings, officer, priority=5, observed_at=now - dt.timedelta(hours=1))
+    with clock.frozen(now - dt.timedelta(minutes=20)):
+        fresh_urgent = _cand(session, store, settings, officer, priority=1, observed_at=now - dt.timedelta(hours=2))
+    with clock.frozen(now - dt.timedelta(minutes=40)):
+        fresh_urgent_older = _cand(session, store, settings, officer, priority=1,
+                                   observed_at=now - dt.timedelta(hours=2))
+    order = []
+    with clock.frozen(now):
+        for _ in range(4):
+            t = review.next_task(session, a, settings)
+            order.append(t.candidate.id)
+            review.submit_verdict(session, a, t.slot_id, "cannot_tell")
+    assert order == [fresh_urgent_older.id, fresh_urgent.id, fresh_low.id, old_urgent.id]
+
+
+def test_known_answer_tasks_served_at_share_and_never_flag(session, store, settings, people):
+    officer, _, (a, b, *_) = people
+    settings.known_answer_share = 0.5
+    s1 = make_subject(session, store, photos=2)
+    make_subject(session, store, photos=2)
+    for _ in range(30):
+        make_candidate(session, store, settings, officer.id, subject=s1)
+    session.commit()
+    rng = random.Random(7)
+    known = 0
+    for _ in range(30):
+        for user in (a, b):
+            t = review.next_task(session, user, settings, rng=rng)
+            if t.candidate.is_known_answer:
+                known += 1
+            review.submit_verdict(session, user, t.slot_id, "same")
+    assert 15 <= known <= 45  # about half of 60
+    session.expire_all()
+    ka = session.exec(select(Candidate).where(Candidate.known_truth.is_not(None))).all()
+    assert ka and all(c.status in {"open", "cleared"} for c in ka)
+    assert all(c.known_truth in {"same", "different"} for c in ka)
+    flags = session.exec(select(Flag)).all()
+    assert all(session.get(Candidate, f.candidate_id).known_truth is None for f in flags)
+    # The truth follows the photos.
+    for c in ka:
+        p = session.get(review.ReferencePhoto, c.known_probe_photo_id)
+        q = session.get(review.ReferencePhoto, c.reference_photo_id)
+        assert (p.subject_id == q.subject_id) == (c.known_truth == "same")
+
+
+def test_known_answer_not_served_when_queue_empty(session, store, settings, people):
+    _, _, (a, *_) = people
+    settings.known_answer_share = 0.5
+    make_subject(session, store, photos=2)
+    session.commit()
+    assert review.next_task(session, a, settings, rng=random.Random(1)) is None
+
+
+def test_non_recognizer_refused(session, store, settings, people):
+    officer, manager, _ = people
+    with pytest.raises(ReviewError):
+        review.next_task(session, manager, settings)
+
+
+def test_seen_is_recorded(session, store, settings, people):
+    officer, _, (a, *_) = people
+    cand = _cand(session, store, settings, officer)
+    review.next_task(session, a, settings)
+    assert session.get(SeenCandidate, (cand.id, a.id)) is not None
+    assert isinstance(session.get(User, a.id), User)

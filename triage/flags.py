@@ -1,0 +1,217 @@
+"""Arrest flags: raised only by consensus (``triage.review``), then acknowledged and closed.
+
+A flag is an investigative lead, never an identification: every place that
+shows one carries ``LEAD_WARNING``.  Lifecycle: raised → acknowledged →
+closed (arrested / not located / withdrawn); each step is audited.  Who sees a
+flag: managers, and the officer who uploaded the sighting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from triage import audit, notifications
+from triage.clock import utcnow
+from triage.models import (
+    AuditOutcome,
+    Candidate,
+    Flag,
+    FlagCloseReason,
+    FlagStatus,
+    ReviewSlot,
+    Role,
+    Sighting,
+    SightingPhoto,
+    Subject,
+    User,
+)
+
+LEAD_WARNING = "investigative lead — confirm identity before any action"
+CLOSE_NOTE_MAX = 2000
+
+
+class FlagError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _managers(session: Session) -> list[User]:
+    users = session.exec(select(User).where(User.is_active == True).order_by(User.id)).all()  # noqa: E712
+    return [u for u in users if u.has_role(Role.manager)]
+
+
+def raise_flag(session: Session, candidate: Candidate) -> Flag:
+    """Raise the flag for a candidate that two people confirmed; in the verdict's transaction.
+
+    Refuses (an assertion, as it is a programming error) anything but a real
+    candidate with at least two *same person* verdicts by distinct accounts.
+    """
+    slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
+                                                  ReviewSlot.withdrawn == False)).all()  # noqa: E712
+    same_by = {s.reviewer_id for s in slots if s.verdict == "same"}
+    if candidate.is_known_answer or candidate.sighting_id is None or len(same_by) < 2:
+        raise AssertionError("a flag needs two distinct recognizers agreeing on a real sighting")
+    flag = Flag(candidate_id=candidate.id, sighting_id=candidate.sighting_id, subject_id=candidate.subject_id,
+                raised_at=utcnow())
+    session.add(flag)
+    session.flush()
+    audit.record(session, "flag.raise", object_type="flag", object_id=flag.id,
+                 detail={"candidate_id": candidate.id, "subject_id": candidate.subject_id,
+                         "sighting_id": candidate.sighting_id, "confirmed_by": sorted(same_by)})
+    subject = session.get(Subject, candidate.subject_id)
+    sighting = session.get(Sighting, candidate.sighting_id)
+    name = subject.name if subject else f"subject {candidate.subject_id}"
+    message = f"Arrest flag #{flag.id}: {name} — {LEAD_WARNING}."
+    recipients: list[int] = []
+    if sighting is not None:
+        recipients.append(sighting.uploaded_by)
+    recipients += [m.id for m in _managers(session) if m.id is not None]
+    for user_id in dict.fromkeys(recipients):
+        notifications.notify(session, user_id, "flag.raised", message, flag_id=flag.id)
+    return flag
+
+
+def may_see(user: User, flag: Flag, sighting: Sighting | None) -> bool:
+    if user.has_role(Role.manager):
+        return True
+    return sighting is not None and sighting.uploaded_by == user.id and user.has_role(Role.officer)
+
+
+def visible_flags(session: Session, user: User, status: str | None = None, limit: int = 200) -> list[Flag]:
+    """Flags this user may see, newest first: all for a manager, their own sightings' for an officer."""
+    stmt = select(Flag).order_by(Flag.raised_at.desc(), Flag.id.desc()).limit(limit)  # type: ignore[attr-defined]
+    if status:
+        stmt = stmt.where(Flag.status == status)
+    if not user.has_role(Role.manager):
+        if not user.has_role(Role.officer):
+            return []
+        stmt = stmt.join(Sighting, Sighting.id == Flag.sighting_id).where(  # type: ignore[arg-type]
+            Sighting.uploaded_by == user.id)
+    return list(session.exec(stmt).all())
+
+
+def get_visible(session: Session, user: User, flag_id: int, ip: str = "") -> Flag:
+    """One flag, if this user may see it; a refusal is audited."""
+    flag = session.get(Flag, flag_id)
+    sighting = session.get(Sighting, flag.sighting_id) if flag else None
+    if flag is None or not may_see(user, flag, sighting):
+        if flag is not None:
+            _record_refusal(session, user, "flag.view", flag_id, "not allowed", ip)
+        raise FlagError("not_found", "No such flag.")
+    return flag
+
+
+@dataclass
+class VerdictEvidence:
+    reviewer: str
+    verdict: str
+    at: object
+    round: int
+    note: str
+    revealed_full_faces: bool
+
+
+@dataclass
+class Evidence:
+    flag: Flag
+    candidate: Candidate
+    subject: Subject
+    sighting: Sighting
+    photos: list[SightingPhoto]
+    uploader: User | None
+    verdicts: list[VerdictEvidence]
+    acknowledged_by: User | None
+    closed_by: User | None
+    warning: str = LEAD_WARNING
+
+
+def evidence(session: Session, flag: Flag) -> Evidence:
+    candidate = session.get(Candidate, flag.candidate_id)
+    subject = session.get(Subject, flag.subject_id)
+    sighting = session.get(Sighting, flag.sighting_id)
+    assert candidate is not None and subject is not None and sighting is not None
+    photos = session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting.id)
+                          .order_by(SightingPhoto.position)).all()
+    slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
+                                                  ReviewSlot.verdict.is_not(None))  # type: ignore[union-attr]
+                         .order_by(ReviewSlot.round, ReviewSlot.verdict_at)).all()
+    verdicts = []
+    for s in slots:
+        reviewer = session.get(User, s.reviewer_id) if s.reviewer_id else None
+        verdicts.append(VerdictEvidence(reviewer.username if reviewer else "?", s.verdict or "", s.verdict_at,
+                                        s.round, s.note, s.revealed_full_faces))
+    return Evidence(flag, candidate, subject, sighting, list(photos), session.get(User, sighting.uploaded_by),
+                    verdicts,
+                    session.get(User, flag.acknowledged_by) if flag.acknowledged_by else None,
+                    session.get(User, flag.closed_by) if flag.closed_by else None)
+
+
+def _record_refusal(session: Session, user: User, action: str, flag_id: int, reason: str, ip: str) -> None:
+    session.rollback()
+    audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="flag", object_id=flag_id,
+                 detail={"reason": reason}, ip=ip)
+    session.commit()
+
+
+def _lock(session: Session, flag_id: int) -> Flag | None:
+    stmt = select(Flag).where(Flag.id == flag_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return session.exec(stmt).first()
+
+
+def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Flag:
+    """raised → acknowledged, by a manager or the sighting's officer; commits."""
+    flag = _lock(session, flag_id)
+    sighting = session.get(Sighting, flag.sighting_id) if flag else None
+    if flag is None or not may_see(user, flag, sighting):
+        if flag is not None:
+            _record_refusal(session, user, "flag.acknowledge", flag_id, "not allowed", ip)
+        raise FlagError("not_found", "No such flag.")
+    if flag.status != FlagStatus.raised.value:
+        _record_refusal(session, user, "flag.acknowledge", flag_id, f"flag is {flag.status}", ip)
+        raise FlagError("conflict", f"This flag is already {flag.status}.")
+    flag.status = FlagStatus.acknowledged.value
+    flag.acknowledged_by = user.id
+    flag.acknowledged_at = utcnow()
+    session.add(flag)
+    audit.record(session, "flag.acknowledge", actor=user, object_type="flag", object_id=flag.id, ip=ip)
+    session.commit()
+    return flag
+
+
+def close(session: Session, user: User, flag_id: int, reason: str, note: str = "", ip: str = "") -> Flag:
+    """acknowledged → closed with a reason (arrested / not_located / withdrawn); commits."""
+    flag = _lock(session, flag_id)
+    sighting = session.get(Sighting, flag.sighting_id) if flag else None
+    if flag is None or not may_see(user, flag, sighting):
+        if flag is not None:
+            _record_refusal(session, user, "flag.close", flag_id, "not allowed", ip)
+        raise FlagError("not_found", "No such flag.")
+    try:
+        reason = FlagCloseReason(reason).value
+    except ValueError:
+        _record_refusal(session, user, "flag.close", flag_id, "bad reason", ip)
+        raise FlagError("invalid", "The reason must be one of: arrested, not_located, withdrawn.") from None
+    note = (note or "").strip()
+    if len(note) > CLOSE_NOTE_MAX:
+        _record_refusal(session, user, "flag.close", flag_id, "note too long", ip)
+        raise FlagError("invalid", f"The note is too long (at most {CLOSE_NOTE_MAX} characters).")
+    if flag.status != FlagStatus.acknowledged.value:
+        _record_refusal(session, user, "flag.close", flag_id, f"flag is {flag.status}", ip)
+        raise FlagError("conflict", "Only an acknowledged flag can be closed." if flag.status == "raised"
+                        else "This flag is already closed.")
+    flag.status = FlagStatus.closed.value
+    flag.closed_by = user.id
+    flag.closed_at = utcnow()
+    flag.close_reason = reason
+    flag.close_note = note
+    session.add(flag)
+    audit.record(session, "flag.close", actor=user, object_type="flag", object_id=flag.id,
+                 detail={"reason": reason}, ip=ip)
+    session.commit()
+    return flag
