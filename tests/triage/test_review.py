@@ -69,7 +69,7 @@ def test_create_candidates_keeps_threshold_and_k(session, store, settings, peopl
     photos = [session.exec(select(review.ReferencePhoto).where(review.ReferencePhoto.subject_id == s.id)).first()
               for s in subjects]
     hits = [FakeHit(s.id, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
-                                                                                [0.9, 0.7, 0.6, 0.3]), 1)]
+                                                                                [0.9, 0.7, 0.6, 0.3], strict=True), 1)]
     made = review.create_candidates_for_probe(session, probe, hits, settings)
     assert [c.subject_id for c in made] == [subjects[0].id, subjects[1].id]
     # A re-run adds nothing.
