@@ -1,14 +1,147 @@
-"""`miatari watchlist …` commands."""
+"""`miatari watchlist …` commands: bulk enrolment.
+
+    miatari watchlist import FOLDER [--include 'mugshot_*']    one sub-folder per subject
+    miatari watchlist import FILE.csv --csv [--map name=identity --map photo=file]
+
+The face analysis runs in ``--workers`` processes (each loads the model once);
+the database writes stay in this process.  A photo already enrolled for its
+subject is recognised by its content hash and skipped, so an interrupted
+import is resumed by running it again.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import multiprocessing as mp
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
+
+from triage import watchlist
+from triage.config import Settings
+
+BATCH_PER_WORKER = 16
+_worker_pipeline: Any = None
+_worker_settings: Settings | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker_pipeline, _worker_settings
+    from matcher import ensure_models, get_pipeline
+
+    ensure_models(settings.deepface_home)
+    _worker_settings = settings
+    _worker_pipeline = get_pipeline()
+
+
+def _analyze_in_worker(task: watchlist.AnalysisTask) -> tuple[watchlist.AnalysisTask, watchlist.FaceAnalysis | str]:
+    assert _worker_settings is not None
+    result = watchlist.analyze_task(task.data, _worker_settings, _worker_pipeline)
+    # The bytes are sent back for storing; drop the copy in the task to halve the traffic.
+    return watchlist.AnalysisTask(task.subject_id, task.label, b""), result
+
+
+def analyze_in_pool(settings: Settings, workers: int) -> watchlist.AnalyzeMany:
+    """Analyse in ``workers`` processes; results come back as they finish."""
+
+    def run(tasks: Iterable[watchlist.AnalysisTask]) -> Iterator[tuple[watchlist.AnalysisTask,
+                                                                       watchlist.FaceAnalysis | str]]:
+        ctx = mp.get_context("spawn")
+        source = iter(tasks)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+            # In batches: the pool would otherwise read every photo into its queue at once,
+            # and the task list is then built in this thread (it touches the database).
+            while batch := list(itertools.islice(source, BATCH_PER_WORKER * workers)):
+                yield from pool.imap_unordered(_analyze_in_worker, batch, chunksize=1)
+
+    return run
+
+
+def _parse_map(items: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in items:
+        field, sep, column = item.partition("=")
+        if not sep or field not in (*watchlist.CSV_FIELDS, "photo"):
+            raise SystemExit(f"--map expects FIELD=COLUMN with FIELD one of "
+                             f"{', '.join((*watchlist.CSV_FIELDS, 'photo'))}; got {item!r}")
+        mapping[field] = column
+    return mapping
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from sqlmodel import Session, select
+    from tqdm import tqdm
+
+    from triage import migrate
+    from triage.config import get_settings
+    from triage.db import make_engine
+    from triage.models import User
+    from triage.storage import ImageStore
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    if not migrate.at_head(engine):
+        print("The database is not at the latest migration: run `miatari migrate` first.", file=sys.stderr)
+        return 2
+    path = Path(args.path)
+    include = [p for p in args.include or [] if p]
+    try:
+        as_csv = args.csv or path.suffix.lower() == ".csv"
+        plan = watchlist.plan_csv(path, _parse_map(args.map or []), include) if as_csv \
+            else watchlist.plan_folder(path, include)
+    except (watchlist.WatchlistError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.limit:
+        plan = plan[: args.limit]
+    actor = None
+    if args.as_user:
+        with Session(engine, expire_on_commit=False) as session:
+            actor = session.exec(select(User).where(User.username == args.as_user)).first()
+        if actor is None:
+            print(f"error: no user {args.as_user!r}", file=sys.stderr)
+            return 1
+    total = sum(len(item.photos) for item in plan)
+    print(f"{len(plan)} subjects, {total} photos in {path}" + (f" (only {', '.join(include)})" if include else ""))
+    store = ImageStore(settings.images_dir)
+    if args.workers > 0:
+        analyze = analyze_in_pool(settings, args.workers)
+    else:
+        from triage import services
+
+        analyze = watchlist.analyze_serially(settings, services.pipeline(services.build(engine, settings, store)))
+    with tqdm(total=total, unit="photo", disable=args.quiet) as bar:
+        summary = watchlist.run_import(engine, store, settings, plan, analyze, actor, bar.update, source=str(path))
+    print(f"subjects: {summary.subjects_seen} ({summary.subjects_created} new)")
+    print(f"photos:   {summary.photos_enrolled} enrolled, {summary.photos_already} already enrolled, "
+          f"{len(summary.failures)} failed")
+    print(f"speed:    {summary.photos_analyzed} photos analysed in {summary.seconds:.1f} s "
+          f"({summary.photos_per_second:.2f} photos/s)")
+    if summary.failures:
+        print("failed (by reason):")
+        for reason, n in summary.failure_reasons().items():
+            print(f"  {n:5d}  {reason}")
+        for failure in summary.failures:
+            print(f"  {failure.label}: {failure.reason}")
+    engine.dispose()
+    return 0
 
 
 def register(sub: Any) -> None:
     """Add this area's sub-commands to the `miatari` parser."""
-    del sub
-
-
-__all__ = ["register", "argparse"]
+    p = sub.add_parser("watchlist", help="manage the watchlist")
+    wl = p.add_subparsers(dest="watchlist_command", required=True)
+    imp = wl.add_parser("import", help="enrol subjects in bulk from a folder (one sub-folder per subject) or a CSV")
+    imp.add_argument("path", help="a folder of sub-folders, or a CSV file")
+    imp.add_argument("--include", action="append", metavar="GLOB",
+                     help="only photo files whose name matches (repeatable), e.g. 'mugshot_*'")
+    imp.add_argument("--csv", action="store_true", help="PATH is a CSV (name,case_ref,…,photo[,photo2…])")
+    imp.add_argument("--map", action="append", metavar="FIELD=COLUMN",
+                     help="read FIELD from another CSV column, e.g. --map name=identity --map photo=file")
+    imp.add_argument("--workers", type=int, default=2, help="face-analysis processes (0 = in this process)")
+    imp.add_argument("--limit", type=int, default=0, help="only the first N subjects")
+    imp.add_argument("--as-user", help="record the enrolments as this account (default: system)")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=cmd_import)

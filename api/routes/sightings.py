@@ -1,5 +1,176 @@
-"""Sightings API."""
+"""Sightings API: a field officer's upload, answered at once; matching runs as a job."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from triage import sightings
+from triage.deps import CurrentUser, OfficerUser, SessionDep, SettingsDep, client_ip
+from triage.models import Sighting
+
+router = APIRouter(prefix="/api/sightings", tags=["sightings"])
+
+# How a refused upload is answered: the status says what kind of problem it was.
+REJECTION_STATUS = {"image_too_large": 413, "unsupported_format": 415}
+
+
+class SightingAccepted(BaseModel):
+    id: int
+    url: str
+    status_url: str
+    status: str
+    replayed: bool
+
+
+class SightingRejection(BaseModel):
+    detail: str
+    field: str
+    code: str
+
+
+class ProbePublic(BaseModel):
+    id: int
+    photo_position: int
+    face_index: int
+    quality_ok: bool
+    quality_issues: str
+    eye_crop_url: str
+    face_chip_url: str
+
+
+class SightingPublic(BaseModel):
+    id: int
+    url: str
+    status: str
+    done: bool
+    outcome: str
+    observed_at: dt.datetime
+    created_at: dt.datetime
+    matched_at: dt.datetime | None
+    location_text: str
+    latitude: float | None
+    longitude: float | None
+    note: str
+    photo_count: int
+    faces_found: int
+    candidates: int
+    under_review: int
+    cleared: int
+    disputed: int
+    flagged: int
+    photo_urls: list[str]
+    probes: list[ProbePublic]
+
+
+class SightingsPublic(BaseModel):
+    data: list[SightingPublic]
+    count: int
+
+
+def _public(session: Any, sighting: Sighting) -> SightingPublic:
+    progress = sightings.progress_of(session, sighting)
+    photos = sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+    positions = {p.id: p.position for p in photos}
+    probes = [ProbePublic(id=p.id, photo_position=positions.get(p.sighting_photo_id, 0),  # type: ignore[arg-type]
+                          face_index=p.face_index, quality_ok=p.quality_ok, quality_issues=p.quality_issues,
+                          eye_crop_url=f"/api/sightings/probes/{p.id}/eyes",
+                          face_chip_url=f"/api/sightings/probes/{p.id}/face")
+              for p in sightings.probes_of(session, sighting.id)]  # type: ignore[arg-type]
+    return SightingPublic(
+        id=sighting.id, url=f"/sightings/{sighting.id}", status=progress.status, done=progress.done,  # type: ignore[arg-type]
+        outcome=progress.outcome, observed_at=sighting.observed_at, created_at=sighting.created_at,
+        matched_at=sighting.matched_at, location_text=sighting.location_text, latitude=sighting.latitude,
+        longitude=sighting.longitude, note=sighting.note, photo_count=len(photos), faces_found=progress.faces_found,
+        candidates=progress.candidates, under_review=progress.under_review, cleared=progress.cleared,
+        disputed=progress.disputed, flagged=progress.flagged,
+        photo_urls=[f"/api/sightings/{sighting.id}/photos/{p.position}" for p in photos], probes=probes)
+
+
+@router.post("", status_code=202, response_model=SightingAccepted,
+             responses={413: {"model": SightingRejection}, 415: {"model": SightingRejection},
+                        422: {"model": SightingRejection}})
+async def create_sighting(
+    request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
+    photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
+    observed_at: Annotated[str, Form(description="ISO 8601; defaults to now; no zone means UTC")] = "",
+    location_text: Annotated[str, Form()] = "",
+    latitude: Annotated[str, Form()] = "",
+    longitude: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Upload a sighting; 202 with its URL at once. A retry with the same Idempotency-Key returns the same sighting."""
+    try:
+        data = sightings.SightingInput(
+            photos=[sightings.PhotoUpload(await f.read(settings.max_upload_bytes + 1), f.filename or "")
+                    for f in (photos or []) if f.filename or f.size],
+            observed_at=sightings.parse_observed_at(observed_at),
+            location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),
+            longitude=sightings.parse_coordinate(longitude, "longitude", 180.0), note=note,
+            idempotency_key=idempotency_key.strip() if idempotency_key else None)
+        result = sightings.create_sighting(session, request.app.state.store, settings, user, data,
+                                           ip=client_ip(request))
+    except sightings.SightingRejected as exc:
+        body = SightingRejection(detail=exc.message, field=exc.field, code=exc.code)
+        return JSONResponse(body.model_dump(), status_code=REJECTION_STATUS.get(exc.code, 422))
+    s = result.sighting
+    body_ok = SightingAccepted(id=s.id, url=f"/sightings/{s.id}", status_url=f"/api/sightings/{s.id}",  # type: ignore[arg-type]
+                               status=s.status, replayed=not result.created)
+    return JSONResponse(body_ok.model_dump(), status_code=202, headers={"Location": f"/api/sightings/{s.id}"})
+
+
+@router.get("", response_model=SightingsPublic)
+def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[int, Query(ge=0)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=200)] = 50, everyone: bool = False) -> Any:
+    """Your own sightings, newest first (managers: everyone's with everyone=true)."""
+    rows, count = sightings.list_for(session, user, offset=offset, limit=limit, everyone=everyone)
+    return {"data": [_public(session, s) for s in rows], "count": count}
+
+
+@router.get("/{sighting_id}", response_model=SightingPublic)
+def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: int) -> Any:
+    """A sighting's status: faces found, candidates under review, outcome."""
+    try:
+        return _public(session, sightings.get_for(session, user, sighting_id))
+    except sightings.SightingNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+@router.get("/{sighting_id}/photos/{position}", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
+def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int,
+                        position: int) -> Response:
+    """One photo of a sighting you may see."""
+    try:
+        sha = sightings.image_sha_for(session, user, sighting_id, position)
+        data, media_type = sightings.displayable_image(session, request.app.state.store, sha)
+    except sightings.SightingNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/probes/{probe_id}/{kind}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: int, kind: str) -> Response:
+    """A face found in a sighting: its eye-region crop (eyes) or aligned face (face)."""
+    try:
+        sha = sightings.probe_image_sha(session, user, probe_id, kind)
+        data, media_type = sightings.displayable_image(session, request.app.state.store, sha)
+    except sightings.SightingNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
+
+
+@router.post("/{sighting_id}/retry", response_model=SightingPublic)
+def create_retry(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int) -> Any:
+    """Managers: put a sighting whose matching failed back in the queue."""
+    try:
+        sighting = sightings.retry_matching(session, user, sighting_id, ip=client_ip(request))
+    except sightings.SightingRejected as exc:
+        raise HTTPException(409, exc.message) from exc
+    return _public(session, sighting)

@@ -1,5 +1,221 @@
-"""Watchlist pages."""
+"""Watchlist pages (managers): list, create, edit, close subjects; enrol reference photos; ZIP import."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from triage import services, watchlist
+from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
+from triage.gallery import is_searchable
+from triage.models import ReferencePhoto, Subject
+from triage.sightings import displayable_image
+from web.htmx import hx_redirect, is_htmx
+from web.templating import render
+
+router = APIRouter(tags=["watchlist"])
+
+PAGE_SIZE = 25
+MAX_ZIP_BYTES = 500_000_000
+FORM_FIELDS = ("name", "aliases", "case_ref", "priority", "notes", "expires_on")
+
+
+def _errors(exc: ValidationError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in exc.errors():
+        loc = str(e["loc"][0]) if e.get("loc") else "form"
+        out.setdefault(loc, str(e.get("msg", "")).removeprefix("Value error, "))
+    return out
+
+
+def _get(session: Any, subject_id: int) -> Subject:
+    try:
+        return watchlist.get_subject(session, subject_id)
+    except watchlist.SubjectNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def _subject_page(request: Request, session: Any, subject: Subject, status_code: int = 200,
+                  **extra: Any) -> Response:
+    photos = watchlist.reference_photos(session, subject.id)  # type: ignore[arg-type]
+    ctx = {"subject": subject, "photos": photos, "display_status": watchlist.display_status(subject),
+           "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES]}
+    ctx.update(extra)
+    return render(request, "subject.html", ctx, status_code=status_code)  # type: ignore[no-any-return]
+
+
+@router.get("/watchlist")
+def read_watchlist(request: Request, session: SessionDep, user: ManagerUser,
+                   q: Annotated[str, Query(max_length=200)] = "", status: str = "",
+                   page: Annotated[int, Query(ge=1)] = 1) -> Response:
+    """The subjects: search, filter by status, page."""
+    status = status if status in watchlist.STATUS_FILTERS else ""
+    rows, count = watchlist.list_subjects(session, q=q, status=status, offset=(page - 1) * PAGE_SIZE,
+                                          limit=PAGE_SIZE)
+    ctx = {"rows": [(s, n, watchlist.display_status(s)) for s, n in rows], "count": count, "q": q,
+           "status": status, "page": page, "pages": max(1, -(-count // PAGE_SIZE)),
+           "status_filters": watchlist.STATUS_FILTERS}
+    name = "_watchlist_rows.html" if is_htmx(request) and request.headers.get("HX-Target") == "subject-rows" \
+        else "watchlist.html"
+    return render(request, name, ctx)  # type: ignore[no-any-return]
+
+
+@router.get("/watchlist/new")
+def read_new_subject(request: Request, user: ManagerUser) -> Response:
+    """The form for a new subject."""
+    return render(request, "subject_form.html", {"subject": None, "values": {"priority": 3}, "errors": {}})  # type: ignore[no-any-return]
+
+
+def _form_values(name: str, aliases: str, case_ref: str, priority: str, notes: str, expires_on: str) -> dict[str, Any]:
+    return {"name": name, "aliases": aliases, "case_ref": case_ref, "priority": priority, "notes": notes,
+            "expires_on": expires_on or None}
+
+
+@router.post("/watchlist/new")
+def create_subject(request: Request, session: SessionDep, user: ManagerUser,
+                   name: Annotated[str, Form()] = "", aliases: Annotated[str, Form()] = "",
+                   case_ref: Annotated[str, Form()] = "", priority: Annotated[str, Form()] = "3",
+                   notes: Annotated[str, Form()] = "", expires_on: Annotated[str, Form()] = "") -> Response:
+    """Create a subject, then go to its page to add reference photos."""
+    values = _form_values(name, aliases, case_ref, priority, notes, expires_on)
+    try:
+        data = watchlist.SubjectCreate(**values)
+    except ValidationError as exc:
+        return render(request, "subject_form.html", {"subject": None, "values": values,  # type: ignore[no-any-return]
+                                                     "errors": _errors(exc)}, status_code=422)
+    subject = watchlist.create_subject(session, data, user, ip=client_ip(request))
+    session.commit()
+    return hx_redirect(f"/watchlist/{subject.id}", request)
+
+
+@router.get("/watchlist/import")
+def read_import(request: Request, user: ManagerUser) -> Response:
+    """The ZIP import form."""
+    return render(request, "watchlist_import.html", {"summary": None, "error": ""})  # type: ignore[no-any-return]
+
+
+@router.post("/watchlist/import")
+async def create_import(request: Request, settings: SettingsDep, user: ManagerUser,
+                        archive: Annotated[UploadFile | None, File()] = None,
+                        include: Annotated[str, Form(max_length=200)] = "") -> Response:
+    """Enrol a ZIP with one folder per subject; shows what was enrolled and what failed, and why."""
+    data = await archive.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
+    error = ""
+    if not data:
+        error = "Choose a ZIP file."
+    elif len(data) > MAX_ZIP_BYTES:
+        error = f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
+    if not error:
+        try:
+            plan = watchlist.plan_zip(data, [p.strip() for p in include.split(",") if p.strip()])
+        except watchlist.WatchlistError as exc:
+            error = str(exc)
+    if error:
+        return render(request, "watchlist_import.html", {"summary": None, "error": error},  # type: ignore[no-any-return]
+                      status_code=422)
+    pipeline = services.pipeline(request.app.state.services)
+    summary = await run_in_threadpool(
+        watchlist.run_import, request.app.state.engine, request.app.state.store, settings, plan,
+        watchlist.analyze_serially(settings, pipeline), user, None, f"zip:{archive.filename if archive else ''}")
+    return render(request, "watchlist_import.html", {"summary": summary, "error": ""})  # type: ignore[no-any-return]
+
+
+@router.get("/watchlist/{subject_id}")
+def read_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int) -> Response:
+    """A subject, its reference photos with their quality, and the actions on it."""
+    return _subject_page(request, session, _get(session, subject_id))
+
+
+@router.get("/watchlist/{subject_id}/edit")
+def read_edit_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int) -> Response:
+    """The form to edit a subject."""
+    subject = _get(session, subject_id)
+    values = {k: getattr(subject, k) for k in FORM_FIELDS}
+    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": {}})  # type: ignore[no-any-return]
+
+
+@router.post("/watchlist/{subject_id}/edit")
+def update_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int,
+                   name: Annotated[str, Form()] = "", aliases: Annotated[str, Form()] = "",
+                   case_ref: Annotated[str, Form()] = "", priority: Annotated[str, Form()] = "3",
+                   notes: Annotated[str, Form()] = "", expires_on: Annotated[str, Form()] = "") -> Response:
+    """Save a subject's fields."""
+    subject = _get(session, subject_id)
+    values = _form_values(name, aliases, case_ref, priority, notes, expires_on)
+    try:
+        data = watchlist.SubjectUpdate(**values)
+        if not data.name or not data.case_ref:
+            raise watchlist.WatchlistError("Name and case reference are required.")
+        watchlist.update_subject(session, subject_id, data, user, ip=client_ip(request))
+    except ValidationError as exc:
+        return render(request, "subject_form.html", {"subject": subject, "values": values,  # type: ignore[no-any-return]
+                                                     "errors": _errors(exc)}, status_code=422)
+    except watchlist.WatchlistError as exc:
+        session.rollback()
+        return render(request, "subject_form.html", {"subject": subject, "values": values,  # type: ignore[no-any-return]
+                                                     "errors": {"form": str(exc)}}, status_code=409)
+    session.commit()
+    return hx_redirect(f"/watchlist/{subject_id}", request)
+
+
+@router.post("/watchlist/{subject_id}/close")
+def close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int,
+                  status: Annotated[str, Form()] = "", reason: Annotated[str, Form(max_length=500)] = "") -> Response:
+    """Close a subject: out of the gallery at once; its open review tasks are withdrawn."""
+    subject = _get(session, subject_id)
+    try:
+        watchlist.close_subject(session, subject_id, status, user, reason, ip=client_ip(request))
+    except watchlist.WatchlistError as exc:
+        session.rollback()
+        return _subject_page(request, session, subject, 409, error=str(exc))
+    session.commit()
+    return hx_redirect(f"/watchlist/{subject_id}", request)
+
+
+def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
+    return [{"index": f.index, "number": n + 1,
+             "chip": "data:image/png;base64," + base64.b64encode(f.face_chip_png).decode()}
+            for n, f in enumerate(faces)]
+
+
+@router.post("/watchlist/{subject_id}/photos")
+async def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+                                 subject_id: int, photo: Annotated[UploadFile | None, File()] = None,
+                                 view: Annotated[str, Form(max_length=40)] = "",
+                                 face_index: Annotated[str, Form()] = "") -> Response:
+    """Enrol a reference photo; a photo with no face, or several, is refused with the reason."""
+    subject = _get(session, subject_id)
+    session.rollback()
+    data = await photo.read(settings.max_upload_bytes + 1) if photo is not None else b""
+    if not data:
+        return _subject_page(request, session, subject, 422, error="Choose a photo to upload.")
+    chosen = int(face_index) if face_index.strip().isdigit() else None
+    pipeline = services.pipeline(request.app.state.services)
+    try:
+        analysis = await run_in_threadpool(watchlist.analyze_for_enrolment, data, settings, pipeline)
+        _, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
+                                                     face_index=chosen, view=view, ip=client_ip(request))
+    except watchlist.EnrolmentRefused as exc:
+        session.rollback()
+        return _subject_page(request, session, subject, 422, error=str(exc),
+                             face_choices=_face_choices(exc.faces), last_view=view)
+    session.commit()
+    message = "Reference photo enrolled." if created else "This photo was already enrolled for this subject."
+    return _subject_page(request, session, subject, notice=message)
+
+
+@router.get("/watchlist/photos/{photo_id}/{kind}")
+def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, photo_id: int,
+                         kind: str) -> Response:
+    """A reference photo (image), its eye-region crop (eyes) or aligned face (face)."""
+    kinds = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "face_chip_sha256"}
+    photo = session.get(ReferencePhoto, photo_id)
+    if photo is None or kind not in kinds:
+        raise HTTPException(404, "No such image.")
+    data, media_type = displayable_image(session, request.app.state.store, getattr(photo, kinds[kind]))
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
+

@@ -1,0 +1,198 @@
+"""The search gallery: each process's in-memory index, kept in step with the database.
+
+The index holds the embeddings of the reference photos of active, unexpired
+subjects.  It is rebuilt from the database when a process starts, then kept
+in step through the append-only ``gallery_change`` table: every enrolment,
+closing and expiry appends a row in its own transaction, and every process
+applies the rows it has not seen yet every ``gallery_sync_seconds`` and
+before each search.  A subject closed in one process therefore leaves every
+other process's index within seconds, and at once for the next search.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Engine, func, or_
+from sqlmodel import Session, select
+
+from triage.clock import utcnow
+from triage.models import AuditHead, GalleryChange, ReferencePhoto, Subject, SubjectStatus
+
+if TYPE_CHECKING:
+    from matcher import Hit
+
+log = logging.getLogger("miatari.gallery")
+
+ADD = "add"
+REMOVE_SUBJECT = "remove_subject"
+REMOVE_PHOTO = "remove_photo"
+
+
+def today() -> dt.date:
+    return utcnow().date()
+
+
+def searchable_clause(on: dt.date | None = None) -> object:
+    """SQL condition for a subject that belongs in the gallery: active and not expired.
+
+    A subject expires at the start of its expiry date (UTC).
+    """
+    on = on or today()
+    return (Subject.status == SubjectStatus.active.value) & or_(Subject.expires_on.is_(None),  # type: ignore[union-attr]
+                                                               Subject.expires_on > on)  # type: ignore[operator]
+
+
+def is_searchable(subject: Subject, on: dt.date | None = None) -> bool:
+    on = on or today()
+    return subject.status == SubjectStatus.active.value and (subject.expires_on is None or subject.expires_on > on)
+
+
+def record_change(session: Session, action: str, subject_id: int, reference_photo_id: int | None = None) -> None:
+    """Append a change in the caller's transaction.
+
+    The audit head row is locked first, so change ids are handed out in commit
+    order on every database: a process that has applied change N can never
+    later see a change with an id below N appear (no gaps to skip).
+    """
+    session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+    session.add(GalleryChange(action=action, subject_id=subject_id, reference_photo_id=reference_photo_id))
+    session.flush()
+
+
+def _new_index() -> Any:
+    # Imported here: the matcher's numeric stack is only loaded by processes that search.
+    from matcher import GalleryIndex
+
+    return GalleryIndex()
+
+
+class Gallery:
+    """One process's index plus the id of the last change applied to it."""
+
+    def __init__(self, engine: Engine, sync_seconds: float = 2.0) -> None:
+        self.engine = engine
+        self.sync_seconds = sync_seconds
+        self.index: Any = _new_index()
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._last_sync = 0.0
+        # Reference photo id -> subject id of what is in the index, so that
+        # applying a change twice (rebuild racing a change) is harmless.
+        self._photos: dict[int, int] = {}
+
+    @property
+    def applied_change_id(self) -> int:
+        return int(getattr(self.index, "applied_change_id", 0) or 0)
+
+    def _set_applied(self, change_id: int) -> None:
+        self.index.applied_change_id = change_id
+
+    def __len__(self) -> int:
+        return len(self._photos)
+
+    def subject_ids(self) -> set[int]:
+        with self._lock:
+            return set(self._photos.values())
+
+    def _add_rows(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
+        batch = [(sid, pid, emb) for pid, sid, emb in rows if pid not in self._photos]
+        if not batch:
+            return
+        from matcher import embedding_from_bytes
+
+        embeddings = [embedding_from_bytes(emb) for _, _, emb in batch]
+        self.index.add_many([sid for sid, _, _ in batch], [pid for _, pid, _ in batch], np.stack(embeddings))
+        for sid, pid, _ in batch:
+            self._photos[pid] = sid
+
+    def rebuild(self) -> None:
+        """Load every searchable reference photo; start applying changes after the newest one."""
+        with self._lock, Session(self.engine) as session:
+            # Read the change tip first: anything committed after it is applied by sync().
+            tip = session.exec(select(func.max(GalleryChange.id))).one() or 0
+            rows = session.exec(
+                select(ReferencePhoto.id, ReferencePhoto.subject_id, ReferencePhoto.embedding)
+                .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
+                .where(searchable_clause())
+                .order_by(ReferencePhoto.id)
+            ).all()
+            self.index = _new_index()
+            self._photos = {}
+            self._add_rows((r[0], r[1], r[2]) for r in rows)
+            self._set_applied(int(tip))
+            self._loaded = True
+            self._last_sync = time.monotonic()
+        log.info("gallery rebuilt: %d reference photos of %d subjects", len(self._photos), len(self.subject_ids()))
+
+    def sync(self, *, force: bool = True) -> int:
+        """Apply the changes not seen yet; returns how many were applied."""
+        with self._lock:
+            if not self._loaded:
+                self.rebuild()
+                return 0
+            if not force and time.monotonic() - self._last_sync < self.sync_seconds:
+                return 0
+            applied = 0
+            with Session(self.engine) as session:
+                changes = session.exec(
+                    select(GalleryChange).where(GalleryChange.id > self.applied_change_id).order_by(GalleryChange.id)
+                ).all()
+                for change in changes:
+                    self._apply(session, change)
+                    self._set_applied(int(change.id))  # type: ignore[arg-type]
+                    applied += 1
+            self._last_sync = time.monotonic()
+            return applied
+
+    def _apply(self, session: Session, change: GalleryChange) -> None:
+        if change.action == ADD and change.reference_photo_id is not None:
+            row = session.exec(
+                select(ReferencePhoto.id, ReferencePhoto.subject_id, ReferencePhoto.embedding)
+                .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
+                .where(ReferencePhoto.id == change.reference_photo_id, searchable_clause())
+            ).first()
+            if row is not None:
+                self._add_rows([(row[0], row[1], row[2])])
+        elif change.action == REMOVE_SUBJECT:
+            self.index.remove_subject(change.subject_id)
+            self._photos = {p: s for p, s in self._photos.items() if s != change.subject_id}
+        elif change.action == REMOVE_PHOTO and change.reference_photo_id is not None:
+            self.index.remove_reference_photo(change.reference_photo_id)
+            self._photos.pop(change.reference_photo_id, None)
+
+    def search(self, embedding: np.ndarray, k: int, min_score: float | None = None) -> list[Hit]:
+        """Top-k subjects for a face, after applying every change committed so far."""
+        with self._lock:
+            self.sync()
+            return list(self.index.search(embedding, k, min_score=min_score))
+
+
+class GallerySyncThread:
+    """Applies gallery changes in the background every ``sync_seconds``."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="miatari-gallery-sync", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.gallery.sync_seconds):
+            try:
+                self.gallery.sync()
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+                log.exception("gallery sync failed")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread.is_alive():
+            self._thread.join(5)

@@ -1,0 +1,383 @@
+"""Sightings: a field officer's upload, stored at once and matched by a persistent job.
+
+``create_sighting`` validates everything first (every photo decoded within
+the size and pixel limits, the location in range, the fields present) and
+only then stores anything: bad input leaves no row and no file behind.  A
+retried upload with the same ``Idempotency-Key`` returns the sighting the
+first one created.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from triage import audit, jobs
+from triage.clock import utcnow
+from triage.config import Settings
+from triage.models import (
+    AuditOutcome,
+    Candidate,
+    CandidateStatus,
+    Flag,
+    Job,
+    JobStatus,
+    Probe,
+    Role,
+    Sighting,
+    SightingPhoto,
+    SightingStatus,
+    User,
+)
+from triage.storage import ImageStore, store_image
+
+MATCH_JOB = "match_sighting"
+IDEMPOTENCY_KEY_MAX = 100
+LOCATION_TEXT_MAX = 300
+NOTE_MAX = 2000
+# A phone's clock may run a little ahead of the server's.
+FUTURE_TOLERANCE = dt.timedelta(minutes=10)
+OLDEST_SIGHTING = dt.timedelta(days=366)
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif"}
+BROWSER_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+DONE_STATUSES = frozenset({SightingStatus.matched.value, SightingStatus.no_face.value, SightingStatus.failed.value})
+
+
+class SightingRejected(ValueError):
+    """Bad input; ``field`` names the form field, the message is for the user."""
+
+    def __init__(self, field: str, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+class SightingNotFound(LookupError):
+    pass
+
+
+@dataclass
+class PhotoUpload:
+    data: bytes
+    filename: str = ""
+
+
+@dataclass
+class SightingInput:
+    photos: list[PhotoUpload]
+    observed_at: dt.datetime | None = None
+    location_text: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    note: str = ""
+    idempotency_key: str | None = None
+
+
+@dataclass
+class _Checked:
+    photo: PhotoUpload
+    media_type: str
+    width: int
+    height: int
+
+
+@dataclass
+class CreateResult:
+    sighting: Sighting
+    created: bool
+    photos: list[SightingPhoto] = field(default_factory=list)
+
+
+def parse_coordinate(value: str | float | None, name: str, limit: float) -> float | None:
+    """A latitude/longitude from a form value; empty means none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise SightingRejected(name, f"The {name} must be a number.") from exc
+    if not math.isfinite(number) or not -limit <= number <= limit:
+        raise SightingRejected(name, f"The {name} must be between -{limit:g} and {limit:g}.", "out_of_range")
+    return number
+
+
+def parse_observed_at(value: str | dt.datetime | None, tz_offset_minutes: int | None = None) -> dt.datetime | None:
+    """When the person was seen, from an ISO 8601 value; a value without a zone is UTC
+    unless the browser said how far its clock is from UTC."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise SightingRejected("observed_at", "The time seen is not a valid date and time.") from exc
+    else:
+        parsed = value
+    if parsed.tzinfo is None:
+        offset = dt.timedelta(minutes=-(tz_offset_minutes or 0))
+        parsed = parsed.replace(tzinfo=dt.timezone(offset)) if tz_offset_minutes else parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def validate(data: SightingInput, settings: Settings) -> list[_Checked]:
+    """Check everything; raises ``SightingRejected`` on the first problem. Stores nothing."""
+    from matcher import ImageError, decode_image
+
+    if not data.photos:
+        raise SightingRejected("photos", "Add at least one photo.", "missing_field")
+    if len(data.photos) > settings.max_photos_per_sighting:
+        raise SightingRejected("photos", f"At most {settings.max_photos_per_sighting} photos per sighting.")
+    if (data.latitude is None) != (data.longitude is None):
+        raise SightingRejected("latitude" if data.latitude is None else "longitude",
+                               "Give both latitude and longitude, or neither.", "missing_field")
+    for value, name, limit in ((data.latitude, "latitude", 90.0), (data.longitude, "longitude", 180.0)):
+        parse_coordinate(value, name, limit)
+    if len(data.location_text) > LOCATION_TEXT_MAX:
+        raise SightingRejected("location_text", f"The location is longer than {LOCATION_TEXT_MAX} characters.")
+    if len(data.note) > NOTE_MAX:
+        raise SightingRejected("note", f"The note is longer than {NOTE_MAX} characters.")
+    if data.idempotency_key is not None and not 1 <= len(data.idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise SightingRejected("idempotency_key", f"The Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.")
+    now = utcnow()
+    if data.observed_at is not None:
+        if data.observed_at > now + FUTURE_TOLERANCE:
+            raise SightingRejected("observed_at", "The time seen is in the future.")
+        if data.observed_at < now - OLDEST_SIGHTING:
+            raise SightingRejected("observed_at", "The time seen is more than a year ago.")
+    checked: list[_Checked] = []
+    for n, photo in enumerate(data.photos, start=1):
+        label = f"Photo {n}" + (f" ({photo.filename})" if photo.filename else "")
+        try:
+            decoded = decode_image(photo.data, max_bytes=settings.max_upload_bytes,
+                                   max_pixels=settings.max_image_pixels)
+        except ImageError as exc:
+            raise SightingRejected("photos", f"{label}: {exc}", getattr(exc, "code", "image_error")) from exc
+        checked.append(_Checked(photo, MEDIA_TYPES.get(decoded.format, "application/octet-stream"),
+                                decoded.width, decoded.height))
+    return checked
+
+
+def _existing(session: Session, user: User, key: str | None) -> Sighting | None:
+    if key is None:
+        return None
+    return session.exec(select(Sighting).where(Sighting.uploaded_by == user.id,
+                                               Sighting.idempotency_key == key)).first()
+
+
+def create_sighting(session: Session, store: ImageStore, settings: Settings, user: User, data: SightingInput,
+                    ip: str = "") -> CreateResult:
+    """Validate, then store the photos and the sighting and enqueue its matching job; commits.
+
+    With an idempotency key already used by this officer, returns that sighting
+    (``created`` False) and stores nothing new.
+    """
+    # The key is looked up before the photos are decoded: a retry is answered cheaply.
+    if data.idempotency_key:
+        found = _existing(session, user, data.idempotency_key)
+        if found is not None:
+            return CreateResult(found, created=False)
+    # Decoding is slow: hold no transaction (on SQLite, no write lock) meanwhile.
+    session.rollback()
+    try:
+        checked = validate(data, settings)
+    except SightingRejected as exc:
+        audit.record(session, "sighting.create", actor=user, object_type="sighting", outcome=AuditOutcome.denied,
+                     detail={"field": exc.field, "reason": exc.message, "code": exc.code}, ip=ip)
+        session.commit()
+        raise
+    sighting = Sighting(uploaded_by=user.id,  # type: ignore[arg-type]
+                        idempotency_key=data.idempotency_key or None, observed_at=data.observed_at or utcnow(),
+                        location_text=data.location_text.strip(), latitude=data.latitude, longitude=data.longitude,
+                        note=data.note.strip())
+    try:
+        session.add(sighting)
+        session.flush()
+        photos: list[SightingPhoto] = []
+        for position, item in enumerate(checked):
+            digest = store_image(session, store, item.photo.data, item.media_type, item.width, item.height)
+            photo = SightingPhoto(sighting_id=sighting.id, position=position, image_sha256=digest)  # type: ignore[arg-type]
+            session.add(photo)
+            photos.append(photo)
+        session.flush()
+        job = jobs.enqueue(session, MATCH_JOB, sighting.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
+        audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=sighting.id,
+                     detail={"photos": [p.image_sha256 for p in photos], "job_id": job.id,
+                             "observed_at": sighting.observed_at, "has_coordinates": sighting.latitude is not None,
+                             "idempotency_key": bool(data.idempotency_key)}, ip=ip)
+        session.commit()
+    except IntegrityError:
+        # The same key raced in from a concurrent retry: that one won.
+        session.rollback()
+        found = _existing(session, user, data.idempotency_key)
+        if found is None:
+            raise
+        return CreateResult(found, created=False)
+    return CreateResult(sighting, created=True, photos=photos)
+
+
+# Reading
+def can_see(user: User, sighting: Sighting) -> bool:
+    """Officers see their own sightings; managers see all."""
+    return sighting.uploaded_by == user.id or user.has_role(Role.manager)
+
+
+def get_for(session: Session, user: User, sighting_id: int) -> Sighting:
+    sighting = session.get(Sighting, sighting_id)
+    if sighting is None or not can_see(user, sighting):
+        # The same answer for "not yours" as for "does not exist".
+        raise SightingNotFound(f"No sighting {sighting_id}.")
+    return sighting
+
+
+def list_for(session: Session, user: User, *, offset: int = 0, limit: int = 50,
+             everyone: bool = False) -> tuple[list[Sighting], int]:
+    stmt = select(Sighting)
+    if not (everyone and user.has_role(Role.manager)):
+        stmt = stmt.where(Sighting.uploaded_by == user.id)
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = session.exec(stmt.order_by(col(Sighting.created_at).desc(), col(Sighting.id).desc())
+                        .offset(max(offset, 0)).limit(limit)).all()
+    return list(rows), int(total)
+
+
+def photos_of(session: Session, sighting_id: int) -> list[SightingPhoto]:
+    return list(session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting_id)
+                             .order_by(SightingPhoto.position)).all())
+
+
+def probes_of(session: Session, sighting_id: int) -> list[Probe]:
+    return list(session.exec(select(Probe).where(Probe.sighting_id == sighting_id)
+                             .order_by(Probe.sighting_photo_id, Probe.face_index)).all())
+
+
+@dataclass
+class SightingProgress:
+    """What the officer's page shows: never who the candidates are, only how far things got."""
+
+    status: str
+    done: bool
+    faces_found: int
+    candidates: int
+    under_review: int
+    cleared: int
+    disputed: int
+    flagged: int
+    withdrawn: int
+    job_error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        if self.status == SightingStatus.no_face.value:
+            return "No face was found in the photos."
+        if self.status == SightingStatus.failed.value:
+            return "Matching failed; it can be retried by a manager."
+        if not self.done:
+            return "Matching…"
+        if self.flagged:
+            return "Arrest flag raised: investigative lead, confirm identity before any action."
+        if self.under_review:
+            return f"{self.under_review} candidate(s) under review."
+        if self.candidates == 0:
+            return "No match on the watchlist."
+        if self.disputed:
+            return "Reviewers disagreed: no flag; a manager has been shown the dispute."
+        return "Cleared: reviewers found no match."
+
+
+def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
+    counts = dict(session.exec(  # type: ignore[arg-type]
+        select(Candidate.status, func.count()).where(Candidate.sighting_id == sighting.id)
+        .group_by(Candidate.status)
+    ).all())
+    flags = session.exec(select(func.count()).select_from(Flag).where(Flag.sighting_id == sighting.id)).one()
+    status = sighting.status
+    job_error = ""
+    if status not in DONE_STATUSES:
+        job = session.exec(select(Job).where(Job.kind == MATCH_JOB, Job.ref_id == sighting.id)).first()
+        if job is not None and job.status == JobStatus.failed.value:
+            # The job gave up (its record keeps why); the officer's page says so.
+            status = SightingStatus.failed.value
+            job_error = job.last_error.splitlines()[0] if job.last_error else ""
+    return SightingProgress(
+        status=status, done=status in DONE_STATUSES, faces_found=sighting.faces_found,
+        candidates=sum(counts.values()), under_review=counts.get(CandidateStatus.open.value, 0),
+        cleared=counts.get(CandidateStatus.cleared.value, 0), disputed=counts.get(CandidateStatus.disputed.value, 0),
+        flagged=max(counts.get(CandidateStatus.flagged.value, 0), int(flags)),
+        withdrawn=counts.get(CandidateStatus.withdrawn.value, 0), job_error=job_error)
+
+
+def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "") -> Sighting:
+    """A manager puts a sighting's failed matching job back in the queue; commits."""
+    sighting = session.get(Sighting, sighting_id)
+    job = session.exec(select(Job).where(Job.kind == MATCH_JOB, Job.ref_id == sighting_id)).first()
+    if sighting is None or job is None or job.status != JobStatus.failed.value or not user.has_role(Role.manager):
+        audit.record(session, "sighting.retry", actor=user, object_type="sighting", object_id=sighting_id,
+                     outcome=AuditOutcome.denied, detail={"reason": "no failed matching job"}, ip=ip)
+        session.commit()
+        raise SightingRejected("sighting", "Only a sighting whose matching failed can be retried, by a manager.")
+    jobs.retry(session, job.id)  # type: ignore[arg-type]
+    sighting.status = SightingStatus.queued.value
+    session.add(sighting)
+    audit.record(session, "sighting.retry", actor=user, object_type="sighting", object_id=sighting_id,
+                 detail={"job_id": job.id}, ip=ip)
+    session.commit()
+    return sighting
+
+
+def image_sha_for(session: Session, user: User, sighting_id: int, position: int) -> str:
+    """The stored photo of a sighting the user may see."""
+    get_for(session, user, sighting_id)
+    photo = session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting_id,
+                                                     SightingPhoto.position == position)).first()
+    if photo is None:
+        raise SightingNotFound("No such photo.")
+    return photo.image_sha256
+
+
+def probe_image_sha(session: Session, user: User, probe_id: int, kind: str) -> str:
+    """A probe's eye crop (``eyes``) or face chip (``face``), for a sighting the user may see."""
+    probe = session.get(Probe, probe_id)
+    if probe is None:
+        raise SightingNotFound("No such face.")
+    get_for(session, user, probe.sighting_id)
+    if kind == "eyes":
+        return probe.eye_crop_sha256
+    if kind == "face":
+        return probe.face_chip_sha256
+    raise SightingNotFound("No such image.")
+
+
+def displayable_image(session: Session, store: ImageStore, sha256: str) -> tuple[bytes, str]:
+    """A stored image's bytes and media type for a browser (HEIF is converted to JPEG).
+
+    Callers have already checked that the user may see the record the digest came from.
+    """
+    from triage.models import StoredImage
+
+    info = session.get(StoredImage, sha256)
+    if info is None:
+        raise SightingNotFound("No such image.")
+    data = store.get(sha256)
+    if info.media_type in BROWSER_TYPES:
+        return data, info.media_type
+    import io
+
+    from PIL import Image
+
+    from matcher import decode_image
+
+    decoded = decode_image(data, max_bytes=max(len(data), 1), max_pixels=10**9)
+    out = io.BytesIO()
+    Image.fromarray(decoded.rgb).save(out, "JPEG", quality=90)
+    return out.getvalue(), "image/jpeg"
+
+
+def ids(items: Sequence[Sighting]) -> list[int]:
+    return [s.id for s in items if s.id is not None]
