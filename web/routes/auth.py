@@ -107,7 +107,7 @@ def _account_page(request: Request, session: SessionDep, user: AccountUser, stat
 
 
 @router.get("/account")
-def read_account(request: Request, session: SessionDep, user: AccountUser) -> Response:
+def read_account(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your account: password, second factor, API tokens."""
     return _account_page(request, session, user)
 

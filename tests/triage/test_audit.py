@@ -1,0 +1,166 @@
+"""The hash-chained audit log: appends, tamper detection, pruning, search and export."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+from sqlalchemy import Engine, text
+from sqlmodel import Session, select
+
+from triage import audit
+from triage.clock import frozen
+from triage.models import AuditEntry, AuditHead, AuditOutcome, Role
+from triage.security import create_user
+
+T0 = dt.datetime(2025, 1, 10, 12, 0, tzinfo=dt.UTC)
+
+
+def _fill(engine: Engine, n: int = 5) -> None:
+    with Session(engine) as s:
+        for i in range(n):
+            audit.record(s, "test.action", object_type="thing", object_id=i, detail={"i": i, "note": "é ✓"},
+                         ip="10.1.2.3")
+        s.commit()
+
+
+def test_chain_links_each_entry_to_the_previous(engine: Engine) -> None:
+    _fill(engine, 4)
+    with Session(engine) as s:
+        rows = s.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [r.id for r in rows] == [1, 2, 3, 4]
+        assert rows[0].prev_hash == audit.GENESIS_HASH
+        assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+        head = s.get(AuditHead, 1)
+        assert head.last_id == 4 and head.last_hash == rows[-1].hash
+        result = audit.verify(s)
+        assert result.ok and result.checked == 4
+
+
+def test_a_rolled_back_transaction_leaves_no_gap(engine: Engine) -> None:
+    _fill(engine, 2)
+    with Session(engine) as s:
+        audit.record(s, "never.committed")
+        s.rollback()
+    _fill(engine, 1)
+    with Session(engine) as s:
+        assert audit.verify(s).ok
+        assert [r.id for r in s.exec(select(AuditEntry).order_by(AuditEntry.id))] == [1, 2, 3]
+
+
+def test_editing_a_row_is_detected_and_named(engine: Engine) -> None:
+    _fill(engine, 6)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_entry SET outcome = 'denied' WHERE id = 4"))
+    with Session(engine) as s:
+        result = audit.verify(s)
+    assert not result.ok and result.bad_id == 4 and "hash" in result.reason and result.checked == 3
+
+
+def test_recomputing_the_edited_rows_hash_breaks_the_next_link(engine: Engine) -> None:
+    _fill(engine, 5)
+    with Session(engine) as s:
+        row = s.get(AuditEntry, 2)
+        row.actor = "somebody-else"
+        row.hash = audit.entry_hash(row)
+        s.add(row)
+        s.commit()
+        result = audit.verify(s)
+    assert not result.ok and result.bad_id == 3 and "link" in result.reason
+
+
+def test_deleting_a_middle_row_is_detected(engine: Engine) -> None:
+    _fill(engine, 5)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entry WHERE id = 3"))
+    with Session(engine) as s:
+        result = audit.verify(s)
+    assert not result.ok and result.bad_id == 3 and "missing" in result.reason
+
+
+def test_deleting_the_last_rows_is_detected(engine: Engine) -> None:
+    _fill(engine, 5)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entry WHERE id >= 4"))
+    with Session(engine) as s:
+        result = audit.verify(s)
+    assert not result.ok and result.bad_id == 4
+
+
+def test_deleting_the_first_rows_without_a_prune_is_detected(engine: Engine) -> None:
+    _fill(engine, 5)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entry WHERE id <= 2"))
+    with Session(engine) as s:
+        result = audit.verify(s)
+    assert not result.ok and result.bad_id == 2 and "before 3" in result.reason
+
+
+def test_prune_keeps_the_chain_verifiable(engine: Engine) -> None:
+    with frozen(T0) as clock:
+        _fill(engine, 3)
+        clock.advance(days=400)
+        _fill(engine, 2)
+        with Session(engine) as s:
+            assert audit.prune(s, T0 + dt.timedelta(days=10)) == 3
+            s.commit()
+            ids = [r.id for r in s.exec(select(AuditEntry).order_by(AuditEntry.id))]
+            assert ids == [4, 5, 6]
+            prune_entry = s.get(AuditEntry, 6)
+            assert prune_entry.action == audit.PRUNE_ACTION and prune_entry.detail["pruned_through_id"] == 3
+            result = audit.verify(s)
+            assert result.ok and result.checked == 3
+            assert audit.prune(s, T0 + dt.timedelta(days=10)) == 0
+        clock.advance(days=400)
+        _fill(engine, 1)
+        with Session(engine) as s:
+            # A second prune removes the first prune entry too, and vouches for the new cut.
+            assert audit.prune(s, T0 + dt.timedelta(days=500)) == 3
+            s.commit()
+            assert audit.verify(s).ok
+    # Forging the vouching entry's claim breaks its own hash.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entry WHERE id = 7"))
+    with Session(engine) as s:
+        result = audit.verify(s)
+        assert not result.ok and result.bad_id == 7
+
+
+def test_record_names_the_actor_and_survives_a_json_round_trip(engine: Engine) -> None:
+    with Session(engine) as s:
+        user = create_user(s, "carla", "correct horse battery staple 42", [Role.manager])
+        entry = audit.record(s, "thing.do", actor=user, object_type="thing", object_id=None,
+                             outcome=AuditOutcome.denied, detail={"when": T0, "n": 1.5})
+        s.commit()
+        assert entry.actor == "carla" and entry.actor_id == user.id and entry.object_id == ""
+        assert entry.detail == {"when": str(T0), "n": 1.5}
+    with Session(engine) as s:
+        assert audit.verify(s).ok
+
+
+def test_search_filters_and_counts(engine: Engine) -> None:
+    _fill(engine, 3)
+    with Session(engine) as s:
+        audit.record(s, "user.create", object_type="user", object_id=7)
+        audit.record(s, "user.disable", object_type="user", object_id=7, outcome=AuditOutcome.denied)
+        audit.record(s, "username.weird")
+        s.commit()
+        rows, total = audit.search(s, audit.AuditFilter(action="user"))
+        assert total == 2 and [r.action for r in rows] == ["user.disable", "user.create"]
+        rows, total = audit.search(s, audit.AuditFilter(outcome="denied"))
+        assert total == 1
+        rows, total = audit.search(s, audit.AuditFilter(object_type="thing"), limit=2, offset=2)
+        assert total == 3 and len(rows) == 1 and rows[0].id == 1
+        assert [e.id for e in audit.iter_entries(s, audit.AuditFilter(), batch=2)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_export_csv_quotes_spreadsheet_formulas(engine: Engine) -> None:
+    with Session(engine) as s:
+        audit.record(s, "login", object_type="user", object_id="=HYPERLINK(\"x\")", detail={"a": 1})
+        s.commit()
+        body = audit.export_csv(audit.iter_entries(s, audit.AuditFilter()))
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == audit.EXPORT_FIELDS
+    assert rows[1][5] == "'=HYPERLINK(\"x\")"
+    assert rows[1][8] == '{"a": 1}'
