@@ -33,7 +33,7 @@ def _init_worker(settings: Settings) -> None:
 
     ensure_models(settings.deepface_home)
     _worker_settings = settings
-    _worker_pipeline = get_pipeline()
+    _worker_pipeline = get_pipeline(models_home=settings.deepface_home)
 
 
 def _analyze_in_worker(task: watchlist.AnalysisTask) -> tuple[watchlist.AnalysisTask, watchlist.FaceAnalysis | str]:

@@ -61,7 +61,7 @@ def _start(ctx: JobContext) -> tuple[Sighting, list[SightingPhoto]] | MatchResul
 
 
 def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhoto]:
-    from matcher import ImageError
+    from matcher import ImageError, decode_image
 
     pipeline = services.pipeline(ctx.services)
     gallery = services.gallery(ctx.services)
@@ -70,7 +70,8 @@ def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhot
     for photo in photos:
         data = ctx.store.get(photo.image_sha256)
         try:
-            faces = list(pipeline.analyze(data))
+            decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+            faces = list(pipeline.analyze_image(decoded))
         except ImageError as exc:
             # Validated at upload, so only a damaged store gets here: say so on the photo, keep going.
             out.append(_AnalysedPhoto(photo, [], [], str(exc)))

@@ -61,9 +61,10 @@ def pipeline(services: dict[str, Any]) -> FacePipeline:
             from matcher import ensure_models, get_pipeline
 
             settings: Settings | None = services.get("settings")
-            if settings is not None:
-                ensure_models(settings.deepface_home)
-            found = get_pipeline()
+            home = settings.deepface_home if settings is not None else None
+            if home is not None:
+                ensure_models(home)
+            found = get_pipeline(models_home=home)
             services["pipeline"] = found
     return found
 

@@ -274,7 +274,7 @@ def analyze_for_enrolment(data: bytes, settings: Settings, pipeline: Any) -> Fac
 
     try:
         decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-        faces = list(pipeline.analyze(data))
+        faces = list(pipeline.analyze_image(decoded))
     except ImageError as exc:
         raise EnrolmentRefused(str(exc)) from exc
     return FaceAnalysis(data=data, sha256=hashlib.sha256(data).hexdigest(),
