@@ -1,0 +1,58 @@
+"""Miatari's face matcher: decode, detect, align, embed, quality, eye crops, gallery search.
+
+Importing this package is cheap: deepface, TensorFlow, dlib, OpenCV and mtcnn are
+imported only when a pipeline first analyses a photo.
+"""
+
+from matcher.decode import ACCEPTED_FORMATS, DecodedImage, decode_image, sniff_format
+from matcher.errors import (
+    ImageError,
+    ImageTooLarge,
+    ModelFilesMissing,
+    NoFaceFound,
+    NotAnImage,
+    TruncatedImage,
+    UnsupportedFormat,
+)
+from matcher.gallery import GalleryIndex, Hit
+from matcher.geometry import EYE_CROP_HEIGHT, EYE_CROP_IOD, EYE_CROP_WIDTH
+from matcher.models import ensure_models, models_present
+from matcher.pipeline import Face, FacePipeline, Quality, enrol_face, get_pipeline
+from matcher.score import (
+    DEFAULT_LEAD_THRESHOLD,
+    distance,
+    embedding_from_bytes,
+    embedding_to_bytes,
+    similarity,
+)
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "DEFAULT_LEAD_THRESHOLD",
+    "EYE_CROP_HEIGHT",
+    "EYE_CROP_IOD",
+    "EYE_CROP_WIDTH",
+    "DecodedImage",
+    "Face",
+    "FacePipeline",
+    "GalleryIndex",
+    "Hit",
+    "ImageError",
+    "ImageTooLarge",
+    "ModelFilesMissing",
+    "NoFaceFound",
+    "NotAnImage",
+    "Quality",
+    "TruncatedImage",
+    "UnsupportedFormat",
+    "decode_image",
+    "distance",
+    "embedding_from_bytes",
+    "embedding_to_bytes",
+    "enrol_face",
+    "ensure_models",
+    "get_pipeline",
+    "models_present",
+    "similarity",
+    "sniff_format",
+]

@@ -1,0 +1,418 @@
+"""The face pipeline: decode, detect, align, embed, quality, crops.
+
+Detection runs on a working copy of the photo (at most :data:`MAX_DETECT_SIDE` px;
+small photos - often tight face crops - are padded and enlarged first); landmarks,
+the aligned chips and the eye crop are then taken from the full-resolution photo.
+
+Detector cascade (see docs/matcher.md for the measurements): MTCNN first, since it
+finds small and turned faces that dlib's HOG misses and is faster than HOG with
+upsampling on a 1024-px copy; HOG next if MTCNN finds nothing; finally MTCNN with
+relaxed thresholds (and on a contrast-equalised copy) for hard, dark CCTV frames.
+Every face is aligned with dlib's 5-point face chip (150x150) and embedded by
+deepface's ``Dlib`` model (dlib's ResNet, 128-d). Heavy libraries (deepface,
+TensorFlow, dlib, OpenCV, mtcnn) are imported on first use only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matcher.decode import DecodedImage, decode_image
+from matcher.errors import NoFaceFound
+from matcher.models import default_models_home, ensure_models, models_present
+
+# Working copy for detection.
+MAX_DETECT_SIDE = 1024
+SMALL_SIDE = 400  # photos smaller than this may be tight crops: pad and enlarge them
+SMALL_PAD = 0.4  # padding added around a small photo, as a share of its longer side
+SMALL_TARGET = 480  # the padded small photo is enlarged to this longer side
+# Recognition chip (what dlib's ResNet was trained on) and the display chip.
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+DISPLAY_CHIP_SIZE = 224
+DISPLAY_CHIP_PADDING = 0.4
+# MTCNN thresholds (P-Net, R-Net, O-Net): normal, then relaxed for the last resort.
+MTCNN_MIN_FACE = 20
+MTCNN_THRESHOLDS = (0.6, 0.7, 0.8)
+MTCNN_RELAXED = (0.5, 0.6, 0.6)
+MIN_DET_SCORE = 0.9  # faces below this are kept but flagged "low_confidence"
+# Quality flags.
+MIN_IOD_PX = 24.0
+MIN_BLUR = 25.0
+MAX_YAW_DEG = 35.0
+MAX_PITCH_DEG = 30.0
+
+DETECTORS = ("cascade", "mtcnn", "hog")
+
+
+@dataclass
+class Quality:
+    iod_px: float  # inter-ocular distance in the original photo, px
+    blur: float  # variance of the Laplacian on the grey 150x150 chip (higher = sharper)
+    yaw_deg: float
+    pitch_deg: float | None
+    det_score: float  # detector confidence, 0..1
+    ok: bool
+    issues: list[str] = field(default_factory=list)  # "small", "blurred", "turned", "low_confidence"
+
+
+@dataclass
+class Face:
+    index: int
+    bbox: tuple[int, int, int, int]  # x, y, w, h in full-resolution pixels
+    left_eye: tuple[float, float]  # the subject's left eye (on the image's right)
+    right_eye: tuple[float, float]
+    landmarks: dict[str, list[float]]
+    detector: str
+    quality: Quality
+    embedding: np.ndarray  # float32 (128,), L2-normalised
+    eye_crop_png: bytes
+    face_chip_png: bytes
+
+
+@dataclass
+class _Candidate:
+    box: tuple[float, float, float, float]  # l, t, r, b in working-copy pixels (dlib-style square)
+    score: float
+    detector: str
+
+
+def quality_issues(iod_px: float, blur: float, yaw: float, pitch: float | None, det_score: float) -> list[str]:
+    issues = []
+    if iod_px < MIN_IOD_PX:
+        issues.append("small")
+    if blur < MIN_BLUR:
+        issues.append("blurred")
+    if (not math.isnan(yaw) and abs(yaw) > MAX_YAW_DEG) or (
+        pitch is not None and not math.isnan(pitch) and abs(pitch) > MAX_PITCH_DEG
+    ):
+        issues.append("turned")
+    if det_score < MIN_DET_SCORE:
+        issues.append("low_confidence")
+    return issues
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FacePipeline:
+    """Detect every face in a photo, align, embed, measure quality, cut crops.
+
+    Thread-safe (one lock around the models); one instance per process is enough
+    (:func:`get_pipeline`)."""
+
+    def __init__(
+        self,
+        *,
+        models_home: Path | None = None,
+        detector: str = "cascade",
+        place_models: bool = True,
+        flip_average: bool = False,
+    ) -> None:
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}")
+        self.models_home = Path(models_home) if models_home is not None else default_models_home()
+        self.detector = detector
+        self.flip_average = flip_average
+        if place_models:
+            ensure_models(self.models_home)
+        elif not models_present(self.models_home):
+            from matcher.errors import ModelFilesMissing
+
+            raise ModelFilesMissing(f"model files are not in place under {self.models_home}; run ensure_models")
+        self._lock = threading.RLock()
+        self._loaded = False
+
+    # -- models ---------------------------------------------------------------
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            # deepface reads DEEPFACE_HOME at call time; the files are already there,
+            # so it never reaches for the network.
+            os.environ["DEEPFACE_HOME"] = str(self.models_home)
+            import dlib
+            from deepface.modules import modeling
+
+            from matcher.models import weights_dir
+
+            self._dlib = dlib
+            rec = modeling.build_model(task="facial_recognition", model_name="Dlib")
+            self._rec = rec.model.model  # dlib.face_recognition_model_v1 loaded by deepface
+            hog = modeling.build_model(task="face_detector", model_name="dlib")
+            self._hog = hog.model["face_detector"]
+            self._sp5 = hog.model["sp"]
+            self._sp68 = dlib.shape_predictor(
+                str(weights_dir(self.models_home) / "shape_predictor_68_face_landmarks.dat")
+            )
+            self._mtcnn: Any = None
+            if self.detector in ("cascade", "mtcnn"):
+                self._mtcnn = modeling.build_model(task="face_detector", model_name="mtcnn").model
+            self._loaded = True
+
+    def warm_up(self) -> None:
+        """Load the models now rather than on the first photo."""
+        self._load()
+        blank = np.full((160, 160, 3), 128, np.uint8)
+        self.analyze_image(DecodedImage(rgb=blank, format="PNG", width=160, height=160))
+
+    # -- public ---------------------------------------------------------------
+    def analyze(self, data: bytes) -> list[Face]:
+        """Decode (typed errors on bad input) and analyse every face; [] if none."""
+        return self.analyze_image(decode_image(data))
+
+    def analyze_image(self, img: DecodedImage) -> list[Face]:
+        self._load()
+        import cv2
+
+        rgb = img.rgb
+        h, w = rgb.shape[:2]
+        longest = max(h, w)
+        pad = 0
+        if longest > MAX_DETECT_SIDE:
+            scale = MAX_DETECT_SIDE / longest
+            work = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        elif longest < SMALL_SIDE:
+            pad = int(round(SMALL_PAD * longest))
+            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            scale = SMALL_TARGET / max(padded.shape[:2])
+            work = cv2.resize(
+                padded,
+                (round(padded.shape[1] * scale), round(padded.shape[0] * scale)),
+                interpolation=cv2.INTER_CUBIC,
+            )
+        else:
+            scale = 1.0
+            work = rgb
+        work = np.ascontiguousarray(work)
+        with self._lock:
+            candidates = self._detect(work)
+            if not candidates:
+                return []
+            # Landmarks and chips: from the full-resolution photo when the working copy
+            # was reduced, else from the (enlarged) working copy itself.
+            if scale < 1.0:
+                src, s2o_scale, s2o_pad = rgb, 1.0, 0
+                to_src = 1.0 / scale
+            else:
+                src, s2o_scale, s2o_pad = work, scale, pad
+                to_src = 1.0
+            return self._faces(src, candidates, to_src, s2o_scale, s2o_pad, (w, h))
+
+    def enrol(self, data: bytes) -> Face:
+        """The single most prominent face of a reference photo; :class:`NoFaceFound` if none."""
+        return self.best_face(self.analyze(data))
+
+    @staticmethod
+    def best_face(faces: list[Face]) -> Face:
+        if not faces:
+            raise NoFaceFound()
+        return max(faces, key=lambda f: f.quality.iod_px * (0.5 + f.quality.det_score))
+
+    # -- detection --------------------------------------------------------------
+    def _run_mtcnn(self, work: np.ndarray, thresholds: tuple[float, float, float], tag: str) -> list[_Candidate]:
+        res = self._mtcnn.detect_faces(
+            work,
+            min_face_size=MTCNN_MIN_FACE,
+            threshold_pnet=thresholds[0],
+            threshold_rnet=thresholds[1],
+            threshold_onet=thresholds[2],
+        )
+        out = []
+        for det in res or []:
+            x, y, bw, bh = (float(v) for v in det["box"])
+            if bw < 8 or bh < 8:
+                continue
+            # MTCNN's box -> the square box dlib's landmark predictor was trained on
+            # (fitted on CelebA faces found by both detectors).
+            cx, cy = x + bw / 2, y + bh / 2 + 0.067 * bh
+            side = 0.5 * (1.115 * bw + 0.82 * bh)
+            out.append(
+                _Candidate((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), float(det["confidence"]), tag)
+            )
+        return out
+
+    def _run_hog(self, work: np.ndarray) -> list[_Candidate]:
+        dets, scores, _ = self._hog.run(work, 1, -0.2)
+        out = []
+        for d, s in zip(dets, scores, strict=False):
+            # HOG's SVM margin mapped to 0..1 (0 -> 0.5, >= 1 -> ~0.9+)
+            conf = 1.0 / (1.0 + math.exp(-2.2 * float(s)))
+            out.append(_Candidate((d.left(), d.top(), d.right(), d.bottom()), conf, "hog"))
+        return out
+
+    def _detect(self, work: np.ndarray) -> list[_Candidate]:
+        if self.detector == "hog":
+            found = self._run_hog(work)
+        elif self.detector == "mtcnn":
+            found = self._run_mtcnn(work, MTCNN_THRESHOLDS, "mtcnn")
+        else:
+            found = self._run_mtcnn(work, MTCNN_THRESHOLDS, "mtcnn")
+            if not found:
+                found = self._run_hog(work)
+            if not found:
+                found = self._run_mtcnn(work, MTCNN_RELAXED, "mtcnn-relaxed")
+            if not found:
+                found = self._run_mtcnn(_equalise(work), MTCNN_RELAXED, "mtcnn-relaxed")
+        # non-maximum suppression across and within detectors
+        found.sort(key=lambda c: -c.score)
+        kept: list[_Candidate] = []
+        for c in found:
+            if all(_iou(c.box, k.box) < 0.4 for k in kept):
+                kept.append(c)
+        return kept
+
+    # -- align, embed, measure -------------------------------------------------------
+    def _faces(
+        self,
+        src: np.ndarray,
+        cands: list[_Candidate],
+        to_src: float,
+        s2o_scale: float,
+        s2o_pad: int,
+        orig_size: tuple[int, int],
+    ) -> list[Face]:
+        from matcher import geometry
+
+        dlib = self._dlib
+        ow, oh = orig_size
+
+        def to_orig(x: float, y: float) -> tuple[float, float]:
+            return (x / s2o_scale - s2o_pad, y / s2o_scale - s2o_pad)
+
+        shapes, chips, extra = [], [], []
+        for c in cands:
+            x0, y0, x1, y1 = (v * to_src for v in c.box)
+            rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
+            shape5 = self._sp5(src, rect)
+            shape68 = self._sp68(src, rect)
+            chip = np.ascontiguousarray(dlib.get_face_chip(src, shape5, size=CHIP_SIZE, padding=CHIP_PADDING))
+            shapes.append(shape5)
+            chips.append(chip)
+            extra.append((rect, shape68))
+
+        embeddings = self._embed(chips)
+
+        faces: list[Face] = []
+        for i, (c, shape5, chip, (rect, shape68), emb) in enumerate(
+            zip(cands, shapes, chips, extra, embeddings, strict=True)
+        ):
+            p5 = np.array([(p.x, p.y) for p in shape5.parts()], dtype=np.float64)
+            p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
+            # dlib's 5 points: 0-1 the subject's left eye corners, 2-3 the right eye's, 4 under the nose
+            left_src = tuple(p5[0:2].mean(axis=0))
+            right_src = tuple(p5[2:4].mean(axis=0))
+            iod_src = math.dist(left_src, right_src)
+            yaw, pitch = geometry.head_pose(p68)
+            blur = geometry.blur_score(chip)
+            iod = iod_src / s2o_scale
+            issues = quality_issues(iod, blur, yaw, pitch, c.score)
+            quality = Quality(
+                iod_px=round(iod, 2),
+                blur=round(blur, 2),
+                yaw_deg=round(yaw, 1),
+                pitch_deg=None if math.isnan(pitch) else round(pitch, 1),
+                det_score=round(c.score, 4),
+                ok=not issues,
+                issues=issues,
+            )
+            x0, y0 = to_orig(rect.left(), rect.top())
+            x1, y1 = to_orig(rect.right(), rect.bottom())
+            x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
+            x1, y1 = min(ow, int(round(x1))), min(oh, int(round(y1)))
+            eye = geometry.eye_crop(src, right_src, left_src)  # type: ignore[arg-type]
+            display = dlib.get_face_chip(src, shape5, size=DISPLAY_CHIP_SIZE, padding=DISPLAY_CHIP_PADDING)
+            mouth_l, mouth_r = p68[54], p68[48]  # subject's left mouth corner is on the image's right
+
+            def pt(p: Any) -> list[float]:
+                x, y = to_orig(float(p[0]), float(p[1]))
+                return [round(x, 2), round(y, 2)]
+
+            landmarks = {
+                "left_eye": pt(left_src),
+                "right_eye": pt(right_src),
+                "nose": pt(p68[30]),
+                "mouth_left": pt(mouth_l),
+                "mouth_right": pt(mouth_r),
+                "points5": [v for p in p5 for v in pt(p)],
+                "points68": [v for p in p68 for v in pt(p)],
+            }
+            faces.append(
+                Face(
+                    index=i,
+                    bbox=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)),
+                    left_eye=tuple(landmarks["left_eye"]),  # type: ignore[arg-type]
+                    right_eye=tuple(landmarks["right_eye"]),  # type: ignore[arg-type]
+                    landmarks=landmarks,
+                    detector=c.detector,
+                    quality=quality,
+                    embedding=emb,
+                    eye_crop_png=geometry.png_bytes(eye),
+                    face_chip_png=geometry.png_bytes(np.ascontiguousarray(display)),
+                )
+            )
+        # left to right, as a reviewer reads the photo
+        faces.sort(key=lambda f: (f.bbox[0], f.bbox[1]))
+        for i, f in enumerate(faces):
+            f.index = i
+        return faces
+
+    def _embed(self, chips: list[np.ndarray]) -> list[np.ndarray]:
+        batch = list(chips)
+        if self.flip_average:
+            batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+        vecs = np.asarray(self._rec.compute_face_descriptor(batch), dtype=np.float32).reshape(len(batch), -1)
+        if self.flip_average:
+            vecs = vecs[: len(chips)] + vecs[len(chips) :]
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return [v.astype(np.float32) for v in vecs]
+
+    def embed_chip(self, chip_rgb: np.ndarray) -> np.ndarray:
+        """Embed an already aligned 150x150 RGB chip (for tools and tests)."""
+        self._load()
+        with self._lock:
+            return self._embed([np.ascontiguousarray(chip_rgb)])[0]
+
+
+def _equalise(rgb: np.ndarray) -> np.ndarray:
+    """Contrast-limited equalisation of the lightness (dark, flat CCTV frames)."""
+    import cv2
+
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    lab[:, :, 0] = clahe.apply(lab[:, :, 0])
+    return np.ascontiguousarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+
+
+_singleton: FacePipeline | None = None
+_singleton_lock = threading.Lock()
+
+
+def get_pipeline(*, models_home: Path | None = None) -> FacePipeline:
+    """The process-wide pipeline, created on first call (models placed if needed)."""
+    global _singleton
+    if _singleton is None:
+        with _singleton_lock:
+            if _singleton is None:
+                _singleton = FacePipeline(models_home=models_home)
+    return _singleton
+
+
+def enrol_face(data: bytes) -> Face:
+    """The most prominent face of a reference photo (:class:`NoFaceFound` if none)."""
+    return get_pipeline().enrol(data)

@@ -1,0 +1,64 @@
+"""From embedding distance to a 0..1 similarity score, and the default lead threshold.
+
+The distance is the Euclidean distance between two L2-normalised 128-d Dlib
+embeddings (0 = identical, 2 = opposite; dlib's own same-person cut-off is 0.6).
+The score is a logistic of that distance, centred on dlib's 0.6::
+
+    score = 1 / (1 + exp((distance - 0.6) / 0.1))
+
+so 0.6 -> 0.50, 0.5 -> 0.73, 0.4 -> 0.88, 0.7 -> 0.27. It is monotone, so ranking
+by score equals ranking by distance; it is *not* a probability of identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCORE_CENTER = 0.6
+SCORE_WIDTH = 0.1
+
+# Chosen on ../shared/faces (see docs/matcher.md and `python -m bench.matcher`).
+DEFAULT_LEAD_THRESHOLD: float = 0.5
+DEFAULT_LEAD_DISTANCE: float = 0.6
+# measured false-match rate of one comparison at the default threshold
+LEAD_FALSE_MATCH_RATE: float = float("nan")
+
+
+def similarity(distance: float) -> float:
+    """Map an embedding distance to a 0..1 score (higher = more alike)."""
+    z = (float(distance) - SCORE_CENTER) / SCORE_WIDTH
+    if z > 60:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(z))
+
+
+def similarity_array(distances: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`similarity`."""
+    z = np.clip((np.asarray(distances, dtype=np.float64) - SCORE_CENTER) / SCORE_WIDTH, -60, 60)
+    return 1.0 / (1.0 + np.exp(z))
+
+
+def distance_for_score(score: float) -> float:
+    """The inverse of :func:`similarity` (for turning a score threshold into a distance)."""
+    score = min(max(float(score), 1e-12), 1 - 1e-12)
+    return SCORE_CENTER + SCORE_WIDTH * math.log((1 - score) / score)
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance between two embeddings."""
+    return float(np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32)))
+
+
+def embedding_to_bytes(embedding: np.ndarray) -> bytes:
+    """Storage form: 128 little-endian float32."""
+    arr = np.asarray(embedding, dtype="<f4").reshape(-1)
+    return arr.tobytes()
+
+
+def embedding_from_bytes(data: bytes) -> np.ndarray:
+    arr = np.frombuffer(data, dtype="<f4")
+    if arr.size == 0:
+        raise ValueError("empty embedding")
+    return arr.astype(np.float32)
