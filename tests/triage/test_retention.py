@@ -1,0 +1,163 @@
+"""Retention: old unflagged sightings go with everything hanging from them; flags and live work stay."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from tests.conftest import add_user
+from triage import audit, retention
+from triage.clock import frozen
+from triage.config import Settings
+from triage.models import (
+    AuditEntry,
+    Candidate,
+    CandidateStatus,
+    Flag,
+    Job,
+    Probe,
+    ReferencePhoto,
+    ReviewSlot,
+    Role,
+    SeenCandidate,
+    Sighting,
+    SightingPhoto,
+    StoredImage,
+    Subject,
+)
+from triage.storage import ImageStore, store_image
+from triage.worker import SWEEPS
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+class World:
+    def __init__(self, engine: Engine, store: ImageStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.officer = add_user(engine, "officer", Role.officer)
+        self.rec_a = add_user(engine, "rec.a", Role.recognizer)
+        self.rec_b = add_user(engine, "rec.b", Role.recognizer)
+        with Session(engine) as s:
+            subject = Subject(name="Wanted Person", case_ref="W-1")
+            s.add(subject)
+            s.flush()
+            self.shared_sha = store_image(s, store, b"shared-bytes", "image/png")
+            ref = ReferencePhoto(subject_id=subject.id, image_sha256=store_image(s, store, b"mugshot", "image/png"),
+                                 embedding=b"\0" * 8, eye_crop_sha256=self.shared_sha,
+                                 face_chip_sha256=store_image(s, store, b"ref-chip", "image/png"))
+            s.add(ref)
+            s.commit()
+            self.subject_id, self.ref_id = subject.id, ref.id
+
+    def sighting(self, tag: str, *, status: CandidateStatus | None = CandidateStatus.cleared,
+                 flag: bool = False, share_image: bool = False) -> tuple[int, list[str]]:
+        with Session(self.engine) as s:
+            sighting = Sighting(uploaded_by=self.officer.id, observed_at=T0, status="matched")
+            s.add(sighting)
+            s.flush()
+            shas = [store_image(s, self.store, f"{tag}-photo".encode(), "image/jpeg"),
+                    self.shared_sha if share_image else store_image(s, self.store, f"{tag}-eyes".encode(), "image/png"),
+                    store_image(s, self.store, f"{tag}-chip".encode(), "image/png")]
+            photo = SightingPhoto(sighting_id=sighting.id, image_sha256=shas[0])
+            s.add(photo)
+            s.flush()
+            probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
+                          eye_crop_sha256=shas[1], face_chip_sha256=shas[2])
+            s.add(probe)
+            s.flush()
+            s.add(Job(kind="match_sighting", ref_id=sighting.id, status="done"))
+            if status is not None:
+                cand = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=self.subject_id,
+                                 reference_photo_id=self.ref_id, score=0.9, distance=0.1, rank=1,
+                                 status=status.value)
+                s.add(cand)
+                s.flush()
+                for slot_no, rec in ((1, self.rec_a), (2, self.rec_b)):
+                    s.add(ReviewSlot(candidate_id=cand.id, slot_no=slot_no, reviewer_id=rec.id,
+                                     verdict="same" if flag else "different", verdict_at=T0))
+                    s.add(SeenCandidate(candidate_id=cand.id, user_id=rec.id))
+                if flag:
+                    s.add(Flag(candidate_id=cand.id, sighting_id=sighting.id, subject_id=self.subject_id))
+            s.commit()
+            return sighting.id, shas  # type: ignore[return-value]
+
+
+def _count(engine: Engine, model: type) -> int:
+    with Session(engine) as s:
+        return int(s.exec(select(func.count()).select_from(model)).one())
+
+
+def test_sweep_deletes_old_unflagged_sightings_with_their_images(engine: Engine, settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    with frozen(T0) as clock:
+        w = World(engine, store)
+        old_cleared, old_shas = w.sighting("old-cleared", share_image=True)
+        old_disputed, _ = w.sighting("old-disputed", status=CandidateStatus.disputed)
+        old_noface, _ = w.sighting("old-noface", status=None)
+        old_flagged, flagged_shas = w.sighting("old-flagged", status=CandidateStatus.flagged, flag=True)
+        old_open, _ = w.sighting("old-open", status=CandidateStatus.open)
+        clock.advance(days=settings.retention_days_unflagged - 1)
+        fresh, fresh_shas = w.sighting("fresh")
+        clock.advance(days=2)
+        result = retention.run(engine, settings, store, batch=2)
+
+    assert sorted(result.sighting_ids) == sorted([old_cleared, old_disputed, old_noface])
+    with Session(engine) as s:
+        remaining = set(s.exec(select(Sighting.id)).all())
+        assert remaining == {old_flagged, old_open, fresh}
+        assert set(s.exec(select(Probe.sighting_id)).all()) == remaining
+        assert set(s.exec(select(SightingPhoto.sighting_id)).all()) == remaining
+        assert set(s.exec(select(Candidate.sighting_id)).all()) == {old_flagged, old_open, fresh}
+        assert set(s.exec(select(Job.ref_id)).all()) == remaining
+        assert len(s.exec(select(ReviewSlot)).all()) == 6 and len(s.exec(select(SeenCandidate)).all()) == 6
+        assert len(s.exec(select(Flag)).all()) == 1
+        # The eye crop shared with a reference photo stays; the rest of the old sighting's images are gone.
+        assert s.get(StoredImage, old_shas[1]) is not None and store.exists(old_shas[1])
+        for sha in (old_shas[0], old_shas[2]):
+            assert s.get(StoredImage, sha) is None and not store.exists(sha)
+        for sha in flagged_shas + fresh_shas:
+            assert s.get(StoredImage, sha) is not None and store.exists(sha)
+        sweeps = s.exec(select(AuditEntry).where(AuditEntry.action == "retention.sweep")
+                        .order_by(AuditEntry.id)).all()
+        assert len(sweeps) == 2  # batches of two
+        assert sorted(sum((e.detail["sightings"] for e in sweeps), [])) == sorted(result.sighting_ids)
+        assert sum(e.detail["images"] for e in sweeps) == len(result.images) == 8
+        assert audit.verify(s).ok
+
+
+def test_sweep_with_nothing_to_do_changes_nothing(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    with frozen(T0):
+        w = World(engine, store)
+        w.sighting("new")
+        before = _count(engine, AuditEntry)
+        result = retention.run(engine, settings, store)
+    assert not result.anything and _count(engine, Sighting) == 1 and _count(engine, AuditEntry) == before
+
+
+def test_audit_is_kept_a_year_at_least_then_pruned(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    assert settings.retention_days_audit >= 365
+    with frozen(T0) as clock:
+        add_user(engine, "early", Role.officer)  # one audit entry
+        clock.advance(days=364)
+        retention.run(engine, settings, store)
+        assert _count(engine, AuditEntry) == 1
+        clock.advance(days=settings.retention_days_audit)
+        result = retention.run(engine, settings, store)
+    assert result.audit_pruned == 1
+    with Session(engine) as s:
+        entries = s.exec(select(AuditEntry)).all()
+        assert [e.action for e in entries] == [audit.PRUNE_ACTION]
+        assert audit.verify(s).ok
+
+
+def test_retention_is_a_registered_sweep(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    assert SWEEPS["retention"] is retention.retention_sweep
+    result = SWEEPS["retention"](engine, settings, {"store": ImageStore(tmp_path / "images")})
+    assert isinstance(result, retention.RetentionResult)
