@@ -195,3 +195,13 @@ def user_factory(engine: Engine) -> Callable[..., User]:
         return add_user(engine, username or f"user{counter['n']}", *roles)
 
     return factory
+
+
+# The face model: loaded once per test session (10-20 s), shared by every test that needs it.
+@pytest.fixture(scope="session")
+def face_pipeline() -> Any:
+    from matcher import ensure_models, get_pipeline
+
+    home = Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")).resolve()
+    ensure_models(home)
+    return get_pipeline(models_home=home)
