@@ -33,6 +33,12 @@ def list_for(session: Session, user_id: int, limit: int = LIST_LIMIT) -> list[No
     return list(session.exec(stmt).all())
 
 
+def get_for(session: Session, user_id: int, notification_id: int) -> Notification | None:
+    """The notification if it is this user's; someone else's is as good as missing."""
+    row = session.get(Notification, notification_id)
+    return row if row is not None and row.user_id == user_id else None
+
+
 def mark_read(session: Session, user_id: int, notification_id: int | None = None) -> int:
     """Mark one (or, without an id, every) unread notification of this user read; return how many."""
     stmt = update(Notification).where(Notification.user_id == user_id,

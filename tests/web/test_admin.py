@@ -163,7 +163,7 @@ def test_notifications_are_personal(client: TestClient, engine: Engine) -> None:
     page = client.get("/notifications")
     assert page.template.name == "notifications.html"
     assert [n.id for n in page.context["notifications"]] == [mine_id] and "Ivan" not in page.text
-    client.post(f"/notifications/{theirs_id}/read", follow_redirects=False)
+    assert client.post(f"/notifications/{theirs_id}/read", follow_redirects=False).status_code == 404
     with Session(engine) as s:
         assert notifications.unread_count(s, ivan.id) == 1
     client.post(f"/notifications/{mine_id}/read", follow_redirects=False)

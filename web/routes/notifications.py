@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import notifications
@@ -42,7 +42,8 @@ def update_notifications_read(request: Request, session: SessionDep, user: Curre
 def update_notification_read(request: Request, session: SessionDep, user: CurrentUser,
                              notification_id: int) -> Response:
     """Mark one of your notifications read (someone else's is simply not found)."""
-    if notifications.mark_read(session, user.id, notification_id) == 0:  # type: ignore[arg-type]
-        session.rollback()
+    if notifications.get_for(session, user.id, notification_id) is None:  # type: ignore[arg-type]
+        raise HTTPException(404, "No such notification.")
+    notifications.mark_read(session, user.id, notification_id)  # type: ignore[arg-type]
     session.commit()
     return RedirectResponse("/notifications", status_code=303)
