@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -13,7 +12,9 @@ from sqlalchemy import Engine
 
 
 def alembic_config(url: str) -> Config:
-    script_location = Path(str(resources.files("migrations")))
+    import migrations
+
+    script_location = Path(migrations.__file__).parent
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location))
     cfg.attributes["url"] = url
