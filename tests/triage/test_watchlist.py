@@ -136,7 +136,8 @@ def test_expiry_sweep_runs_on_its_own(engine, session: Session, settings, user_f
     assert session.get(Candidate, keeper.id).status == "open"  # type: ignore[union-attr]
     actions = session.exec(select(GalleryChange.action).where(GalleryChange.subject_id == subject.id)).all()
     assert actions == ["remove_subject"]
-    assert session.exec(select(AuditEntry).where(AuditEntry.action == "subject.expire")).one().object_id == str(subject.id)
+    expired = session.exec(select(AuditEntry).where(AuditEntry.action == "subject.expire")).one()
+    assert expired.object_id == str(subject.id)
 
 
 def test_choose_face_rules() -> None:
