@@ -23,8 +23,8 @@ from triage.security import (
     hash_password,
     parse_roles,
     revoke_user_sessions,
+    totp_step,
     verify_password,
-    verify_totp,
 )
 
 # A one-time password is long and random; the user replaces it at the next login.
@@ -136,6 +136,7 @@ def remove_totp_for(session: Session, actor: User, user_id: int, ip: str = "") -
     """An admin removes a lost second factor; the user enrols a new one at the next login."""
     user = _target(session, actor, "user.totp_remove", user_id, ip)
     user.totp_secret = None
+    user.totp_last_step = None
     session.add(user)
     revoke_user_sessions(session, user_id)
     audit.record(session, "user.totp_remove", actor=actor, object_type="user", object_id=user.id,
@@ -175,9 +176,11 @@ def enrol_totp(session: Session, user: User, secret: str, code: str, ip: str = "
         raise _refuse(session, action, user, user.id, "The secret is malformed; reload the page.", ip)
     if user.totp_secret:
         raise _refuse(session, action, user, user.id, "A second factor is already set up; remove it first.", ip)
-    if not verify_totp(secret, code):
+    step = totp_step(secret, code)
+    if step is None:
         raise _refuse(session, action, user, user.id, "That code is not right; check the time on your phone.", ip)
     user.totp_secret = secret
+    user.totp_last_step = step
     session.add(user)
     audit.record(session, action, actor=user, object_type="user", object_id=user.id, ip=ip)
     return user
@@ -187,9 +190,11 @@ def remove_own_totp(session: Session, user: User, password: str, code: str, ip: 
     action = "user.totp_remove"
     if not user.totp_secret:
         raise _refuse(session, action, user, user.id, "No second factor is set up.", ip)
-    if not verify_password(user.password_hash, password) or not verify_totp(user.totp_secret, code):
+    if (not verify_password(user.password_hash, password)
+            or totp_step(user.totp_secret, code, after=user.totp_last_step) is None):
         raise _refuse(session, action, user, user.id, "Wrong password or code.", ip)
     user.totp_secret = None
+    user.totp_last_step = None
     session.add(user)
     audit.record(session, action, actor=user, object_type="user", object_id=user.id, ip=ip)
     return user

@@ -96,6 +96,8 @@ class User(SQLModel, table=True):
     failed_logins: int = 0
     locked_until: dt.datetime | None = None
     totp_secret: str | None = Field(default=None, max_length=64)
+    # The 30-second step of the last accepted code: a code is good once only.
+    totp_last_step: int | None = None
     must_change_password: bool = False
     created_at: dt.datetime = Field(default_factory=utcnow)
     password_changed_at: dt.datetime = Field(default_factory=utcnow)

@@ -103,7 +103,10 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
         raise LoginFailed("Account locked after repeated failed logins; try again later.", locked=True)
     ok = verify_password(user.password_hash, password)
     if ok and user.totp_secret:
-        ok = verify_totp(user.totp_secret, totp_code, now)
+        step = totp_step(user.totp_secret, totp_code, now, after=user.totp_last_step)
+        ok = step is not None
+        if ok:
+            user.totp_last_step = step
     if not ok or not user.is_active:
         reason = "disabled" if ok else "bad credentials"
         if not ok:
@@ -132,12 +135,26 @@ def totp_uri(username: str, secret: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=TOTP_ISSUER)
 
 
-def verify_totp(secret: str, code: str, at: dt.datetime | None = None) -> bool:
-    """Check a 6-digit code, allowing one 30-second step of clock drift either way."""
+def totp_step(secret: str, code: str, at: dt.datetime | None = None, after: int | None = None) -> int | None:
+    """The time step a 6-digit code belongs to (one step of clock drift allowed either way), or None.
+
+    Steps at or before ``after`` (the last code accepted) are refused, so a code cannot be replayed.
+    """
     code = (code or "").strip().replace(" ", "")
     if not (code.isdigit() and len(code) == TOTP_DIGITS):
-        return False
-    return bool(pyotp.TOTP(secret).verify(code, for_time=at or utcnow(), valid_window=1))
+        return None
+    totp = pyotp.TOTP(secret)
+    now_step = totp.timecode(at or utcnow())
+    for step in (now_step - 1, now_step, now_step + 1):
+        if after is not None and step <= after:
+            continue
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def verify_totp(secret: str, code: str, at: dt.datetime | None = None) -> bool:
+    return totp_step(secret, code, at) is not None
 
 
 def needs_second_factor(user: User, settings: Settings) -> bool:

@@ -145,6 +145,13 @@ def test_totp_is_required_once_enrolled(engine: Engine, settings: Settings) -> N
                          else "111111")
         code = pyotp.TOTP(secret).at(T0)
         assert authenticate(s, settings, "mona", TEST_PASSWORD, code).id == user.id
+        s.commit()
+        # A code is good once: replaying it, even within its window, is refused.
+        with pytest.raises(LoginFailed):
+            authenticate(s, settings, "mona", TEST_PASSWORD, code)
+        s.commit()
+    with frozen(T0 + dt.timedelta(seconds=30)), Session(engine) as s:
+        assert authenticate(s, settings, "mona", TEST_PASSWORD, pyotp.TOTP(secret).at(T0 + dt.timedelta(seconds=30)))
 
 
 def test_session_idle_timeout(engine: Engine, settings: Settings) -> None:

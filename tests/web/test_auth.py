@@ -216,15 +216,18 @@ def test_privileged_account_must_enrol_totp_when_required(make_client: Callable[
     assert client.get("/", follow_redirects=False).headers["location"] == "/account/totp"
     wrong = client.post("/account/totp", data={"secret": secret, "code": "12345"})
     assert wrong.status_code == 422 and wrong.context["error"]
-    code = pyotp.TOTP(secret).now()
-    ok = client.post("/account/totp", data={"secret": secret, "code": code}, follow_redirects=False)
-    assert ok.status_code == 303
-    assert client.get("/", follow_redirects=False).status_code == 200
-    # Next time the code is needed to log in.
-    client.post("/logout", follow_redirects=False)
-    del client.headers["X-CSRF-Token"]
-    assert _post_login(client, "boss").status_code == 401
-    assert _post_login(client, "boss", totp=pyotp.TOTP(secret).now()).status_code == 303
+    with frozen() as clock:
+        code = pyotp.TOTP(secret).at(clock.now())
+        ok = client.post("/account/totp", data={"secret": secret, "code": code}, follow_redirects=False)
+        assert ok.status_code == 303
+        assert client.get("/", follow_redirects=False).status_code == 200
+        # Next time the code is needed to log in, and the one used to enrol cannot be replayed.
+        client.post("/logout", follow_redirects=False)
+        del client.headers["X-CSRF-Token"]
+        assert _post_login(client, "boss").status_code == 401
+        assert _post_login(client, "boss", totp=code).status_code == 401
+        clock.advance(seconds=30)
+        assert _post_login(client, "boss", totp=pyotp.TOTP(secret).at(clock.now())).status_code == 303
     # An officer is not asked.
     other = make_client(require_totp_for_privileged=True)
     assert _post_login(other, "cop").headers["location"] == "/"
