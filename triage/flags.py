@@ -160,7 +160,7 @@ def _record_refusal(session: Session, user: User, action: str, flag_id: int, rea
 def _lock(session: Session, flag_id: int) -> Flag | None:
     stmt = select(Flag).where(Flag.id == flag_id).execution_options(populate_existing=True)
     if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     return session.exec(stmt).first()
 
 

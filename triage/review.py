@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import case, exists, func, or_
+from sqlalchemy import Engine, case, exists, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
@@ -40,6 +40,7 @@ from sqlmodel import Session, select
 from triage import audit, flags
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.db import session_scope
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -55,6 +56,7 @@ from triage.models import (
     User,
     Verdict,
 )
+from triage.worker import sweep
 
 NOTE_MAX = 2000
 IDEMPOTENCY_KEY_MAX = 64
@@ -298,7 +300,8 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
     for _attempt in range(3):
         now = utcnow()
         # One person's claims are serialised, so they can never race themself onto both slots.
-        session.exec(select(User).where(User.id == user.id).with_for_update()).one()
+        # FOR NO KEY UPDATE: rows referring to the user (notifications, slots) can still be written meanwhile.
+        session.exec(select(User).where(User.id == user.id).with_for_update(key_share=True)).one()
         held = _current_lease(session, user, now)
         if held is not None:
             candidate = session.get(Candidate, held.candidate_id)
@@ -365,6 +368,13 @@ def expire_leases(session: Session) -> int:
         audit.record(session, "review.lease_expired", object_type="review_slot", object_id=slot.id,
                      detail={"candidate_id": slot.candidate_id, "previous_reviewer_id": previous})
     return len(slots)
+
+
+@sweep("review.expire_leases")
+def sweep_expired_leases(engine: Engine, settings: Settings, services: dict[str, Any]) -> int:
+    """Periodic sweep (claims also take over expired slots, so the queue never waits for it)."""
+    with session_scope(engine) as session:
+        return expire_leases(session)
 
 
 # Working on a task
@@ -434,7 +444,8 @@ def candidate_image_sha(session: Session, candidate: Candidate, kind: str) -> st
 def _lock_candidate(session: Session, candidate_id: int) -> Candidate | None:
     stmt = select(Candidate).where(Candidate.id == candidate_id).execution_options(populate_existing=True)
     if _is_postgres(session):
-        stmt = stmt.with_for_update()
+        # NO KEY UPDATE: inserting rows that refer to the candidate (seen, slots) does not wait on it.
+        stmt = stmt.with_for_update(key_share=True)
     return session.exec(stmt).first()
 
 
