@@ -50,11 +50,16 @@ def analyze_in_pool(settings: Settings, workers: int) -> watchlist.AnalyzeMany:
                                                                        watchlist.FaceAnalysis | str]]:
         ctx = mp.get_context("spawn")
         source = iter(tasks)
+        size = BATCH_PER_WORKER * workers
+        batch = list(itertools.islice(source, size))
+        if not batch:
+            return  # everything already enrolled: no need to load the model
         with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
             # In batches: the pool would otherwise read every photo into its queue at once,
             # and the task list is then built in this thread (it touches the database).
-            while batch := list(itertools.islice(source, BATCH_PER_WORKER * workers)):
+            while batch:
                 yield from pool.imap_unordered(_analyze_in_worker, batch, chunksize=1)
+                batch = list(itertools.islice(source, size))
 
     return run
 
