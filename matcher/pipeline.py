@@ -190,12 +190,15 @@ class FacePipeline:
         elif longest < SMALL_SIDE:
             pad = int(round(SMALL_PAD * longest))
             padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            scale = SMALL_TARGET / max(padded.shape[:2])
-            work = cv2.resize(
-                padded,
-                (round(padded.shape[1] * scale), round(padded.shape[0] * scale)),
-                interpolation=cv2.INTER_CUBIC,
-            )
+            scale = max(1.0, SMALL_TARGET / max(padded.shape[:2]))
+            if scale > 1.0:
+                work = cv2.resize(
+                    padded,
+                    (round(padded.shape[1] * scale), round(padded.shape[0] * scale)),
+                    interpolation=cv2.INTER_CUBIC,
+                )
+            else:
+                work = padded
         else:
             scale = 1.0
             work = rgb
@@ -206,7 +209,7 @@ class FacePipeline:
                 return []
             # Landmarks and chips: from the full-resolution photo when the working copy
             # was reduced, else from the (enlarged) working copy itself.
-            if scale < 1.0:
+            if scale < 1.0 and pad == 0:
                 src, s2o_scale, s2o_pad = rgb, 1.0, 0
                 to_src = 1.0 / scale
             else:

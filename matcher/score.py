@@ -1,13 +1,15 @@
 """From embedding distance to a 0..1 similarity score, and the default lead threshold.
 
 The distance is the Euclidean distance between two L2-normalised 128-d Dlib
-embeddings (0 = identical, 2 = opposite; dlib's own same-person cut-off is 0.6).
-The score is a logistic of that distance, centred on dlib's 0.6::
+embeddings (0 = identical, 2 = opposite). dlib's raw descriptors have a norm of
+about 1.4, so dlib's own same-person cut-off of 0.6 is about 0.42 here. The score
+is a logistic of the distance centred there::
 
-    score = 1 / (1 + exp((distance - 0.6) / 0.1))
+    score = 1 / (1 + exp((distance - 0.42) / 0.06))
 
-so 0.6 -> 0.50, 0.5 -> 0.73, 0.4 -> 0.88, 0.7 -> 0.27. It is monotone, so ranking
-by score equals ranking by distance; it is *not* a probability of identity.
+so 0.30 -> 0.88, 0.36 -> 0.73, 0.42 -> 0.50, 0.48 -> 0.27, 0.60 -> 0.05. It is
+monotone, so ranking by score equals ranking by distance; it is *not* a probability
+of identity.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ import math
 
 import numpy as np
 
-SCORE_CENTER = 0.6
-SCORE_WIDTH = 0.1
+SCORE_CENTER = 0.42
+SCORE_WIDTH = 0.06
 
 # Chosen on ../shared/faces (see docs/matcher.md and `python -m bench.matcher`).
 DEFAULT_LEAD_THRESHOLD: float = 0.5
-DEFAULT_LEAD_DISTANCE: float = 0.6
 # measured false-match rate of one comparison at the default threshold
 LEAD_FALSE_MATCH_RATE: float = float("nan")
 

@@ -1,0 +1,416 @@
+"""Accuracy and speed of the face matcher, in one table.
+
+    python -m bench.matcher [--frmdb DIR] [--distractors DIR] [--quick]
+
+Accuracy: FRMDB surveillance crops (probes) searched against a gallery of FRMDB
+mugshots plus the CelebA photos as distractors; CelebA same/different pairs.
+Speed: 12 MP photos against a raw dlib baseline, enrolment throughput on both
+cores, gallery search over 10k / 100k / 1M embeddings. The last line reads
+``rank1=0.xx rank5=0.xx noface=0.xx false_per_probe=x.x``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FACES = ROOT.parent / "shared" / "faces"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+# -- data ---------------------------------------------------------------------------
+@dataclass
+class Photo:
+    path: Path
+    subject: str  # namespaced: "frmdb:001", "celeba:7213"
+    kind: str  # mugshot | surveillance | distractor
+
+
+def load_frmdb(root: Path) -> list[Photo]:
+    with open(root / "manifest.csv", newline="") as fh:
+        return [
+            Photo(root / row["file"], "frmdb:" + row["subject"], row["kind"].strip().lower())
+            for row in csv.DictReader(fh)
+        ]
+
+
+def load_distractors(root: Path) -> list[Photo]:
+    with open(root / "identities.csv", newline="") as fh:
+        return [Photo(root / row["file"], "celeba:" + row["identity"], "distractor") for row in csv.DictReader(fh)]
+
+
+# -- accuracy -----------------------------------------------------------------------------
+@dataclass
+class Accuracy:
+    probes: int = 0
+    noface: int = 0
+    rank1: int = 0
+    rank5: int = 0
+    false_candidates: int = 0
+    genuine_leads: int = 0
+    gallery_photos: int = 0
+    gallery_subjects: int = 0
+    gallery_noface: int = 0
+    k: int = 10
+    pairs_same: int = 0
+    pairs_diff: int = 0
+    verif_acc: float = float("nan")
+    verif_thr: float = float("nan")
+    tmr_at_fmr001: float = float("nan")
+    fmr_at_lead: float = float("nan")
+    tmr_at_lead: float = float("nan")
+    frmdb_fmr_at_lead: float = float("nan")
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+def embed_all(pipe, photos: list[Photo]) -> list[np.ndarray | None]:  # type: ignore[no-untyped-def]
+    from matcher import ImageError
+
+    out: list[np.ndarray | None] = []
+    for ph in photos:
+        try:
+            faces = pipe.analyze(ph.path.read_bytes())
+        except ImageError:
+            faces = []
+        out.append(pipe.best_face(faces).embedding if faces else None)
+    return out
+
+
+def accuracy(
+    pipe,  # type: ignore[no-untyped-def]
+    frmdb: list[Photo],
+    distractors: list[Photo],
+    lead: float,
+    k: int = 10,
+    log: Callable[[str], None] = print,
+) -> Accuracy:
+    from matcher import GalleryIndex
+    from matcher.score import similarity_array
+
+    acc = Accuracy(k=k)
+    gallery_photos = [p for p in frmdb if p.kind == "mugshot"] + distractors
+    probes = [p for p in frmdb if p.kind == "surveillance"]
+    t0 = time.perf_counter()
+    g_emb = embed_all(pipe, gallery_photos)
+    log(f"  gallery embedded: {len(gallery_photos)} photos in {time.perf_counter() - t0:.0f} s")
+    t0 = time.perf_counter()
+    p_emb = embed_all(pipe, probes)
+    log(f"  probes embedded: {len(probes)} photos in {time.perf_counter() - t0:.0f} s")
+
+    subjects = sorted({p.subject for p in gallery_photos})
+    sid = {s: i + 1 for i, s in enumerate(subjects)}
+    index = GalleryIndex()
+    for i, (ph, e) in enumerate(zip(gallery_photos, g_emb, strict=True)):
+        if e is None:
+            acc.gallery_noface += 1
+            continue
+        index.add(sid[ph.subject], i + 1, e)
+    acc.gallery_photos = len(index)
+    acc.gallery_subjects = index.subject_count
+    for ph, e in zip(probes, p_emb, strict=True):
+        acc.probes += 1
+        if e is None:
+            acc.noface += 1
+            continue
+        hits = index.search(e, max(k, 5))
+        truth = sid.get(ph.subject)
+        ranks = [h.rank for h in hits if h.subject_id == truth]
+        if ranks and ranks[0] <= 1:
+            acc.rank1 += 1
+        if ranks and ranks[0] <= 5:
+            acc.rank5 += 1
+        for h in hits[:k]:
+            if h.score >= lead:
+                if h.subject_id == truth:
+                    acc.genuine_leads += 1
+                else:
+                    acc.false_candidates += 1
+
+    # FRMDB one-to-one impostor comparisons (mugshots vs other people's surveillance)
+    mug = [
+        (ph.subject, e) for ph, e in zip(gallery_photos, g_emb, strict=True) if e is not None and ph.kind == "mugshot"
+    ]
+    sur = [(ph.subject, e) for ph, e in zip(probes, p_emb, strict=True) if e is not None]
+    if mug and sur:
+        a = np.stack([e for _, e in mug])
+        b = np.stack([e for _, e in sur])
+        d = np.sqrt(np.maximum(0, 2 - 2 * a @ b.T))
+        same = np.array([[sa == sb for sb, _ in sur] for sa, _ in mug])
+        acc.frmdb_fmr_at_lead = float((similarity_array(d[~same]) >= lead).mean())
+        acc.extras["frmdb_tmr_at_lead"] = float((similarity_array(d[same]) >= lead).mean())
+
+    # CelebA 1:1 pairs: every same pair, every different pair
+    emb = [(ph.subject, e) for ph, e in zip(distractors, g_emb[len(gallery_photos) - len(distractors) :], strict=True)]
+    emb = [(s, e) for s, e in emb if e is not None]
+    if len(emb) >= 2:
+        m = np.stack([e for _, e in emb])
+        labels = np.array([s for s, _ in emb])
+        d = np.sqrt(np.maximum(0, 2 - 2 * m @ m.T))
+        iu = np.triu_indices(len(emb), 1)
+        dist = d[iu]
+        same = labels[iu[0]] == labels[iu[1]]
+        gen, imp = dist[same], dist[~same]
+        acc.pairs_same, acc.pairs_diff = len(gen), len(imp)
+        # accuracy on a balanced set (equal weight to same and different pairs), best threshold
+        cand = np.unique(np.concatenate([gen, imp]))
+        gs, is_ = np.sort(gen), np.sort(imp)
+        tpr = np.searchsorted(gs, cand, side="right") / len(gs)
+        tnr = 1 - np.searchsorted(is_, cand, side="right") / len(is_)
+        bal = (tpr + tnr) / 2
+        j = int(np.argmax(bal))
+        acc.verif_acc, acc.verif_thr = float(bal[j]), float(cand[j])
+        thr = np.quantile(imp, 0.001)
+        acc.tmr_at_fmr001 = float((gen <= thr).mean())
+        acc.extras["dist_at_fmr001"] = float(thr)
+        acc.fmr_at_lead = float((similarity_array(imp) >= lead).mean())
+        acc.tmr_at_lead = float((similarity_array(gen) >= lead).mean())
+    return acc
+
+
+# -- speed ---------------------------------------------------------------------------
+def sample_faces(distractors: list[Photo], n: int) -> list[np.ndarray]:
+    """Packaged faces first, then photos from the distractor folder."""
+    from matplotlib import cbook
+    from PIL import Image
+    from skimage import data
+
+    faces = [
+        np.asarray(data.astronaut()),
+        np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")),
+    ]
+    seen = set()
+    for ph in distractors:
+        if len(faces) >= n:
+            break
+        if ph.subject in seen:
+            continue
+        seen.add(ph.subject)
+        faces.append(np.asarray(Image.open(ph.path).convert("RGB")))
+    while len(faces) < n:
+        faces.append(np.ascontiguousarray(faces[len(faces) % 2][:, ::-1]))
+    return faces[:n]
+
+
+def synth_12mp(faces: list[np.ndarray], seed: int = 0) -> bytes:
+    """A 4000x3000 JPEG with the given photos placed on a textured background,
+    each scaled to about 900 px tall (faces of roughly 300-450 px)."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    h, w = 3000, 4000
+    base = rng.integers(60, 200, size=(30, 40, 3)).astype(np.uint8)
+    canvas = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+    canvas = np.clip(canvas.astype(np.int16) + rng.integers(-12, 12, size=(h, w, 1)), 0, 255).astype(np.uint8)
+    n = len(faces)
+    slot_w = w // max(n, 1)
+    for i, f in enumerate(faces):
+        target_h = 900 if n > 1 else 1800
+        s = target_h / f.shape[0]
+        fw = min(int(f.shape[1] * s), slot_w - 20)
+        fh = int(f.shape[0] * fw / f.shape[1])
+        tile = cv2.resize(f, (fw, fh), interpolation=cv2.INTER_CUBIC)
+        x = i * slot_w + (slot_w - fw) // 2
+        y = (h - fh) // 2 + int(rng.integers(-200, 200)) if n > 1 else (h - fh) // 2
+        canvas[y : y + fh, x : x + fw] = tile
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+class RawDlib:
+    """The baseline: dlib alone, HOG on a <=1024-px copy (upsample 1), 5-point
+    landmarks, ``compute_face_descriptor`` on that copy."""
+
+    def __init__(self) -> None:
+        import dlib
+        import face_recognition_models as frm
+
+        self.hog = dlib.get_frontal_face_detector()
+        self.sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self.rec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+    def analyze(self, data: bytes) -> int:
+        import cv2
+
+        from matcher import decode_image
+
+        rgb = decode_image(data).rgb
+        s = min(1.0, 1024 / max(rgb.shape[:2]))
+        small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else rgb
+        dets = self.hog(small, 1)
+        for d in dets:
+            np.asarray(self.rec.compute_face_descriptor(small, self.sp(small, d)))
+        return len(dets)
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    fn()  # warm
+    times = []
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+_worker_pipe = None
+
+
+def _worker_init() -> None:
+    global _worker_pipe
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from matcher import get_pipeline
+
+    _worker_pipe = get_pipeline()
+    _worker_pipe.warm_up()
+
+
+def _worker_enrol(path: str) -> int:
+    assert _worker_pipe is not None
+    return len(_worker_pipe.analyze(Path(path).read_bytes()))
+
+
+def enrol_throughput(paths: list[Path], workers: int) -> float:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as ex:
+        list(ex.map(_worker_enrol, [str(p) for p in paths[: workers * 2]]))  # warm every worker
+        t = time.perf_counter()
+        list(ex.map(_worker_enrol, [str(p) for p in paths], chunksize=4))
+        return len(paths) / (time.perf_counter() - t)
+
+
+def gallery_speed(n: int, k: int = 50, repeat: int = 20) -> tuple[float, float]:
+    from matcher import GalleryIndex
+
+    rng = np.random.default_rng(n)
+    index = GalleryIndex(initial_capacity=n)
+    chunk = 100_000
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        v = rng.standard_normal((m, 128), dtype=np.float32)
+        ids = np.arange(start, start + m)
+        index.add_many(ids // 3, ids, v)
+    q = rng.standard_normal(128).astype(np.float32)
+    index.search(q, k)
+    times = []
+    for _ in range(repeat):
+        q = rng.standard_normal(128).astype(np.float32)
+        t = time.perf_counter()
+        hits = index.search(q, k)
+        times.append(time.perf_counter() - t)
+        assert len(hits) == k
+    return statistics.median(times) * 1000, index.nbytes / 2**20
+
+
+# -- main --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.matcher", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frmdb", type=Path, default=DEFAULT_FACES / "frmdb", help="folder with manifest.csv")
+    ap.add_argument("--distractors", type=Path, default=DEFAULT_FACES / "celeba", help="folder with identities.csv")
+    ap.add_argument("--quick", action="store_true", help="skip the enrolment-throughput and 1M-search parts")
+    ap.add_argument("--k", type=int, default=10, help="candidates per probe (default 10)")
+    ap.add_argument("--detector", default="cascade", help="cascade | mtcnn | hog")
+    ap.add_argument("--models-home", type=Path, default=None, help="DEEPFACE_HOME for the weights")
+    args = ap.parse_args(argv)
+
+    from matcher import FacePipeline
+    from matcher.score import DEFAULT_LEAD_THRESHOLD, distance_for_score
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    frmdb = load_frmdb(args.frmdb)
+    distractors = load_distractors(args.distractors)
+    pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
+    pipe.warm_up()
+    lead = DEFAULT_LEAD_THRESHOLD
+    log(f"accuracy: {len(frmdb)} FRMDB photos, {len(distractors)} distractors")
+    acc = accuracy(pipe, frmdb, distractors, lead, k=args.k, log=log)
+
+    rows: list[tuple[str, str]] = []
+    P = max(acc.probes, 1)
+    rows += [
+        (
+            "gallery",
+            f"{acc.gallery_photos} photos, {acc.gallery_subjects} subjects ({acc.gallery_noface} without a face)",
+        ),
+        ("probes (surveillance)", f"{acc.probes}"),
+        ("rank-1 hit rate", f"{acc.rank1 / P:.3f}"),
+        ("rank-5 hit rate", f"{acc.rank5 / P:.3f}"),
+        ("no face found", f"{acc.noface / P:.3f}"),
+        (
+            f"lead threshold (score >= {lead:.2f}, distance <= {distance_for_score(lead):.3f})",
+            f"false candidates/probe {acc.false_candidates / P:.2f}, true leads/probe {acc.genuine_leads / P:.2f} "
+            f"(top-{acc.k})",
+        ),
+        (
+            "FRMDB 1:1 at lead threshold",
+            f"FMR {acc.frmdb_fmr_at_lead:.4f}, TMR {acc.extras.get('frmdb_tmr_at_lead', float('nan')):.3f}",
+        ),
+        ("CelebA pairs", f"{acc.pairs_same} same, {acc.pairs_diff} different"),
+        ("CelebA verification accuracy", f"{acc.verif_acc:.3f} (balanced, best distance {acc.verif_thr:.3f})"),
+        (
+            "CelebA TMR at FMR 0.1 %",
+            f"{acc.tmr_at_fmr001:.3f} (distance <= {acc.extras.get('dist_at_fmr001', float('nan')):.3f})",
+        ),
+        ("CelebA at lead threshold", f"FMR {acc.fmr_at_lead:.4f}, TMR {acc.tmr_at_lead:.3f}"),
+    ]
+
+    log("speed: 12 MP photos")
+    raw = RawDlib()
+    for n_faces in (1, 5):
+        data = synth_12mp(sample_faces(distractors, n_faces), seed=n_faces)
+        t_raw, n_raw = timed(lambda data=data: raw.analyze(data), 3)
+        t_ours, faces = timed(lambda data=data: pipe.analyze(data), 3)
+        n_ours = len(faces)  # type: ignore[arg-type]
+        rows.append(
+            (
+                f"12 MP photo, {n_faces} face{'s' if n_faces > 1 else ''}",
+                f"{t_ours * 1000:.0f} ms ({n_ours} found) vs raw dlib {t_raw * 1000:.0f} ms ({n_raw} found): "
+                f"x{t_ours / t_raw:.2f}",
+            )
+        )
+
+    if not args.quick:
+        log("speed: enrolment throughput")
+        paths = [p.path for p in frmdb if p.kind == "mugshot"] + [p.path for p in distractors[:60]]
+        t = time.perf_counter()
+        for p in paths[:40]:
+            pipe.analyze(p.read_bytes())
+        single = 40 / (time.perf_counter() - t)
+        double = enrol_throughput(paths, 2)
+        rows.append(("enrolment throughput", f"{double:.1f} photos/s with 2 processes ({single:.1f} in 1)"))
+    sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
+    for n in sizes:
+        log(f"speed: gallery {n}")
+        ms, mb = gallery_speed(n)
+        rows.append((f"gallery search top-50 over {n:,}", f"{ms:.1f} ms, {mb:.0f} MiB"))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  value")
+    print(f"{'-' * width}  {'-' * 40}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(
+        f"rank1={acc.rank1 / P:.2f} rank5={acc.rank5 / P:.2f} noface={acc.noface / P:.2f} "
+        f"false_per_probe={acc.false_candidates / P:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
