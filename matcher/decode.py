@@ -101,7 +101,7 @@ def decode_image(
         try:
             img = Image.open(io.BytesIO(bytes(data)), formats=[fmt])
         except Image.DecompressionBombError as e:
-            raise ImageTooLarge("The image declares too many pixels.") from e
+            raise ImageTooLarge(f"The image declares more pixels than the limit of {max_pixels / 1e6:.0f} MP.") from e
         except Exception as e:  # noqa: BLE001 - any parser failure means "not a usable image"
             if len(data) < 64:
                 raise TruncatedImage() from e
@@ -118,7 +118,7 @@ def decode_image(
             try:
                 img.load()
             except Image.DecompressionBombError as e:
-                raise ImageTooLarge("The image declares too many pixels.") from e
+                raise ImageTooLarge(f"The image declares more pixels than the limit of {max_pixels / 1e6:.0f} MP.") from e
             except (OSError, SyntaxError, ValueError, EOFError) as e:
                 raise TruncatedImage() from e
             try:
