@@ -190,12 +190,12 @@ def test_frmdb_surveillance_crop_finds_its_subject(engine, tmp_path: Path, db_ur
         ids = {}
         for folder in ("041", "043", "045", "047"):
             ids[folder] = e.enrol(folder, *[p.read_bytes() for p in sorted((faces / folder).glob("mugshot_*.png"))])
-        # An HD-camera crop of subject 043 in which a face is found.
-        probe = next(p.read_bytes() for p in sorted((faces / "043").glob("surveillance_*.png"))
-                     if face_pipeline.analyze(p.read_bytes()))
+        # An HD-camera crop of subject 043 (off-angle, from a CCTV frame).
+        probe = (faces / "043" / "surveillance_Img_03.png").read_bytes()
         sighting_id = e.sight(officer, probe)
         e.run_jobs()
-        proposed = {c.subject_id for c in e.candidates(sighting_id)}
-        assert ids["043"] in proposed
+        ranked = sorted(e.candidates(sighting_id), key=lambda c: c.rank)
+        assert ids["043"] in {c.subject_id for c in ranked}
+        assert ranked[0].subject_id == ids["043"]
     finally:
         e.close()
