@@ -285,6 +285,14 @@ def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot
     ).first()
 
 
+def current_task(session: Session, user: User) -> Task | None:
+    """The live lease this user holds, if any (read only)."""
+    held = _current_lease(session, user, utcnow())
+    if held is None:
+        return None
+    return Task(held, session.get(Candidate, held.candidate_id), resumed=True)  # type: ignore[arg-type]
+
+
 def next_task(session: Session, user: User, settings: Settings, *, rng: random.Random | None = None,
               ip: str = "") -> Task | None:
     """Lease the most urgent slot this recognizer may take (or return the lease they hold); commits.

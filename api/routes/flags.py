@@ -1,5 +1,121 @@
-"""Flags API."""
+"""Flags API: the arrest flags you may see, their evidence, acknowledge and close."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import datetime as dt
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from triage import flags
+from triage.deps import CurrentUser, SessionDep, client_ip
+from triage.models import Flag
+
+router = APIRouter(prefix="/api/flags", tags=["flags"])
+
+ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
+
+
+# Schemas
+class VerdictEvidencePublic(BaseModel):
+    reviewer: str
+    verdict: str
+    at: dt.datetime | None
+    round: int
+    note: str
+    revealed_full_faces: bool
+
+
+class FlagPublic(BaseModel):
+    id: int
+    status: str
+    warning: str = Field(description="A flag is a lead, never an identification")
+    raised_at: dt.datetime
+    subject_id: int
+    subject_name: str
+    case_ref: str
+    sighting_id: int
+    observed_at: dt.datetime
+    location: str
+    acknowledged_at: dt.datetime | None
+    closed_at: dt.datetime | None
+    close_reason: str | None
+
+
+class FlagDetail(FlagPublic):
+    verdicts: list[VerdictEvidencePublic]
+    images: dict[str, str]
+
+
+class FlagsPublic(BaseModel):
+    data: list[FlagPublic]
+    count: int
+
+
+class FlagClose(BaseModel):
+    reason: Literal["arrested", "not_located", "withdrawn"]
+    note: str = Field(default="", max_length=flags.CLOSE_NOTE_MAX)
+
+
+def _error(exc: flags.FlagError) -> HTTPException:
+    return HTTPException(ERROR_STATUS.get(exc.code, 400), exc.message)
+
+
+def _public(session: SessionDep, flag: Flag) -> FlagPublic:
+    ev = flags.evidence(session, flag)
+    return FlagPublic(id=flag.id, status=flag.status, warning=flags.LEAD_WARNING,  # type: ignore[arg-type]
+                      raised_at=flag.raised_at, subject_id=ev.subject.id, subject_name=ev.subject.name,  # type: ignore[arg-type]
+                      case_ref=ev.subject.case_ref, sighting_id=ev.sighting.id,  # type: ignore[arg-type]
+                      observed_at=ev.sighting.observed_at, location=ev.sighting.location_text,
+                      acknowledged_at=flag.acknowledged_at, closed_at=flag.closed_at, close_reason=flag.close_reason)
+
+
+def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
+    ev = flags.evidence(session, flag)
+    base = f"/flags/{flag.id}/images"
+    images = {k: f"{base}/{k}" for k in ("probe-eyes", "subject-eyes", "probe-face", "subject-face")}
+    images.update({f"sighting-{p.position}": f"{base}/sighting-{p.position}" for p in ev.photos})
+    return FlagDetail(**_public(session, flag).model_dump(), images=images,
+                      verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,  # type: ignore[arg-type]
+                                                      round=v.round, note=v.note,
+                                                      revealed_full_faces=v.revealed_full_faces)
+                                for v in ev.verdicts])
+
+
+@router.get("")
+def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None) -> FlagsPublic:
+    """The flags you may see (managers: all; officers: those on their sightings), newest first."""
+    rows = flags.visible_flags(session, user, status)
+    return FlagsPublic(data=[_public(session, f) for f in rows], count=len(rows))
+
+
+@router.get("/{flag_id}")
+def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
+    """One flag with its evidence."""
+    try:
+        flag = flags.get_visible(session, user, flag_id, client_ip(request))
+    except flags.FlagError as exc:
+        raise _error(exc) from None
+    return _detail(session, flag)
+
+
+@router.post("/{flag_id}/acknowledge")
+def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
+    """Acknowledge a raised flag."""
+    try:
+        flag = flags.acknowledge(session, user, flag_id, client_ip(request))
+    except flags.FlagError as exc:
+        raise _error(exc) from None
+    return _detail(session, flag)
+
+
+@router.post("/{flag_id}/close")
+def update_flag_close(request: Request, flag_id: int, body: FlagClose, session: SessionDep,
+                      user: CurrentUser) -> FlagDetail:
+    """Close an acknowledged flag: arrested, not located, or withdrawn."""
+    try:
+        flag = flags.close(session, user, flag_id, body.reason, body.note, client_ip(request))
+    except flags.FlagError as exc:
+        raise _error(exc) from None
+    return _detail(session, flag)

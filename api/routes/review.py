@@ -1,5 +1,170 @@
-"""Review API."""
+"""Review API: take the next task, see its crops, reveal the full faces, give a verdict.
 
-from fastapi import APIRouter
+Nothing sent before a verdict says the matcher's score or rank, the other
+recognizer's verdict, or whether the task is a known-answer pair.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from triage import review
+from triage.deps import ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
+from triage.models import StoredImage, Subject
+
+router = APIRouter(prefix="/api/review", tags=["review"])
+
+ERROR_STATUS = {"not_found": 404, "forbidden": 403, "lease_expired": 409, "conflict": 409, "withdrawn": 409,
+                "invalid": 422}
+
+
+# Schemas
+class TaskImages(BaseModel):
+    probe_eyes: str = Field(description="Eye-region crop of the sighting face")
+    subject_eyes: str = Field(description="Eye-region crop of the wanted person, same scale")
+    probe_face: str | None = Field(default=None, description="Full face, once revealed")
+    subject_face: str | None = None
+
+
+class TaskPublic(BaseModel):
+    slot_id: int
+    lease_expires_at: dt.datetime
+    revealed_full_faces: bool
+    images: TaskImages
+    reveal_url: str
+    verdict_url: str
+
+
+class NextTask(BaseModel):
+    task: TaskPublic | None = Field(description="None when the queue holds nothing for you")
+
+
+class VerdictCreate(BaseModel):
+    verdict: Literal["same", "different", "cannot_tell"]
+    note: str = Field(default="", max_length=review.NOTE_MAX)
+
+
+class VerdictPublic(BaseModel):
+    slot_id: int
+    verdict: str
+    verdict_at: dt.datetime
+    revealed_full_faces: bool
+    replayed: bool = Field(description="True when this repeats a verdict already stored")
+
+
+def _error(exc: review.ReviewError) -> HTTPException:
+    return HTTPException(ERROR_STATUS.get(exc.code, 400), exc.message)
+
+
+def _public(task: review.Task) -> TaskPublic:
+    base = f"/api/review/slots/{task.slot_id}"
+    revealed = task.slot.revealed_full_faces
+    return TaskPublic(
+        slot_id=task.slot_id, lease_expires_at=task.lease_expires_at, revealed_full_faces=revealed,
+        images=TaskImages(probe_eyes=f"{base}/images/probe-eyes", subject_eyes=f"{base}/images/subject-eyes",
+                          probe_face=f"{base}/images/probe-face" if revealed else None,
+                          subject_face=f"{base}/images/subject-face" if revealed else None),
+        reveal_url=f"{base}/reveal", verdict_url=f"{base}/verdict")
+
+
+@router.get("/next")
+def read_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
+    """The task you hold now, if any (taking a new one is a POST)."""
+    task = review.current_task(session, user)
+    return NextTask(task=_public(task) if task else None)
+
+
+@router.post("/next")
+def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
+    """Lease the most urgent task you may take (or get back the one you hold)."""
+    try:
+        task = review.next_task(session, user, settings, ip=client_ip(request))
+    except review.ReviewError as exc:
+        raise _error(exc) from None
+    return NextTask(task=_public(task) if task else None)
+
+
+@router.post("/slots/{slot_id}/reveal")
+def create_reveal(request: Request, slot_id: int, session: SessionDep, user: RecognizerUser) -> TaskPublic:
+    """Reveal the full faces of your task (recorded with the verdict)."""
+    try:
+        review.reveal_full_faces(session, user, slot_id, client_ip(request))
+        return _public(review.held_task(session, user, slot_id, client_ip(request)))
+    except review.ReviewError as exc:
+        raise _error(exc) from None
+
+
+@router.post("/slots/{slot_id}/verdict", status_code=201,
+             responses={200: {"description": "The same verdict was already stored (a replay)"},
+                        409: {"description": "The lease expired, the task was withdrawn, or a different verdict "
+                                             "was already given"}})
+def create_verdict(request: Request, slot_id: int, body: VerdictCreate, response: Response, session: SessionDep,
+                   user: RecognizerUser,
+                   idempotency_key: Annotated[str | None, Header(max_length=review.IDEMPOTENCY_KEY_MAX)] = None,
+                   ) -> VerdictPublic:
+    """Give your verdict on a task you hold; safe to retry with the same Idempotency-Key."""
+    try:
+        result = review.submit_verdict(session, user, slot_id, body.verdict, body.note, idempotency_key,
+                                       client_ip(request))
+    except review.ReviewError as exc:
+        raise _error(exc) from None
+    if result.replayed:
+        response.status_code = 200
+    slot = result.slot
+    return VerdictPublic(slot_id=slot.id, verdict=slot.verdict, verdict_at=slot.verdict_at,  # type: ignore[arg-type]
+                         revealed_full_faces=slot.revealed_full_faces, replayed=result.replayed)
+
+
+@router.get("/slots/{slot_id}/images/{kind}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+def read_slot_image(request: Request, slot_id: int, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
+    """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
+    try:
+        sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
+    except review.ReviewError as exc:
+        raise _error(exc) from None
+    stored = session.get(StoredImage, sha)
+    return Response(request.app.state.store.get(sha), media_type=stored.media_type if stored else "image/png",
+                    headers={"Cache-Control": "no-store"})
+
+
+# Managers: disputes and escalation
+class DisputePublic(BaseModel):
+    candidate_id: int
+    subject_id: int
+    subject_name: str
+    round: int
+    verdicts: list[str]
+    eligible_recognizers: int
+
+
+class DisputesPublic(BaseModel):
+    data: list[DisputePublic]
+    count: int
+
+
+@router.get("/disputes")
+def read_disputes(session: SessionDep, manager: ManagerUser) -> DisputesPublic:
+    """Disputed candidates (no flag), oldest first, with how many recognizers could still take an escalation."""
+    rows = review.disputed_candidates(session)
+    return DisputesPublic(data=[DisputePublic(candidate_id=d.candidate.id, subject_id=d.subject.id,  # type: ignore[arg-type]
+                                              subject_name=d.subject.name, round=d.candidate.current_round,
+                                              verdicts=[s.verdict or "" for s in d.verdicts],
+                                              eligible_recognizers=d.eligible) for d in rows], count=len(rows))
+
+
+@router.post("/candidates/{candidate_id}/escalate")
+def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> DisputePublic:
+    """Send a disputed candidate to two further recognizers who have not seen it."""
+    try:
+        candidate = review.escalate(session, manager, candidate_id, client_ip(request))
+    except review.ReviewError as exc:
+        raise _error(exc) from None
+    subject = session.get(Subject, candidate.subject_id)
+    return DisputePublic(candidate_id=candidate.id, subject_id=candidate.subject_id,  # type: ignore[arg-type]
+                         subject_name=subject.name if subject else "", round=candidate.current_round, verdicts=[],
+                         eligible_recognizers=len(review.eligible_recognizers(session, candidate)))

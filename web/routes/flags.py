@@ -1,5 +1,90 @@
-"""Flags pages."""
+"""Flags pages: the arrest flags you may see, each with its evidence and its lifecycle actions."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import Response
+
+from triage import flags, review
+from triage.deps import CurrentUser, SessionDep, client_ip
+from triage.sightings import displayable_image
+from web.htmx import hx_redirect
+from web.templating import render
+
+router = APIRouter(prefix="/flags", tags=["flags"])
+
+ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
+CLOSE_REASONS = [("arrested", "Arrested"), ("not_located", "Not located"), ("withdrawn", "Withdrawn")]
+
+
+def _flag_page(request: Request, session: SessionDep, flag_id: int, user: CurrentUser,
+               messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
+    try:
+        flag = flags.get_visible(session, user, flag_id, client_ip(request))
+    except flags.FlagError as exc:
+        raise HTTPException(404, exc.message) from None
+    return render(request, "flag.html", {"ev": flags.evidence(session, flag),  # type: ignore[no-any-return]
+                                         "warning": flags.LEAD_WARNING, "close_reasons": CLOSE_REASONS,
+                                         "messages": messages or []}, status_code=status_code)
+
+
+@router.get("")
+def read_flags(request: Request, session: SessionDep, user: CurrentUser, status: str = "") -> Response:
+    """The flags you may see, newest first."""
+    rows = flags.visible_flags(session, user, status or None)
+    return render(request, "flags.html", {  # type: ignore[no-any-return]
+        "rows": [flags.evidence(session, f) for f in rows], "warning": flags.LEAD_WARNING, "status": status})
+
+
+@router.get("/{flag_id}")
+def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> Response:
+    """One flag with its evidence."""
+    return _flag_page(request, session, flag_id, user)
+
+
+@router.post("/{flag_id}/acknowledge")
+def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> Response:
+    """Acknowledge a raised flag."""
+    try:
+        flags.acknowledge(session, user, flag_id, client_ip(request))
+    except flags.FlagError as exc:
+        if exc.code == "not_found":
+            raise HTTPException(404, exc.message) from None
+        return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
+                          ERROR_STATUS.get(exc.code, 400))
+    return hx_redirect(f"/flags/{flag_id}", request)
+
+
+@router.post("/{flag_id}/close")
+def update_flag_close(request: Request, flag_id: int, session: SessionDep, user: CurrentUser,
+                      reason: str = Form(""), note: str = Form("")) -> Response:
+    """Close an acknowledged flag with its reason."""
+    try:
+        flags.close(session, user, flag_id, reason, note, client_ip(request))
+    except flags.FlagError as exc:
+        if exc.code == "not_found":
+            raise HTTPException(404, exc.message) from None
+        return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
+                          ERROR_STATUS.get(exc.code, 400))
+    return hx_redirect(f"/flags/{flag_id}", request)
+
+
+@router.get("/{flag_id}/images/{kind}")
+def read_flag_image(request: Request, flag_id: int, kind: str, session: SessionDep, user: CurrentUser) -> Response:
+    """A picture of a flag's evidence: eye crops, full faces, or a sighting photo (sighting-N)."""
+    try:
+        flag = flags.get_visible(session, user, flag_id, client_ip(request))
+    except flags.FlagError as exc:
+        raise HTTPException(404, exc.message) from None
+    ev = flags.evidence(session, flag)
+    if kind.startswith("sighting-"):
+        photo = next((p for p in ev.photos if f"sighting-{p.position}" == kind), None)
+        if photo is None:
+            raise HTTPException(404, "No such picture.")
+        sha = photo.image_sha256
+    elif kind in review.IMAGE_KINDS:
+        sha = review.candidate_image_sha(session, ev.candidate, kind)
+    else:
+        raise HTTPException(404, "No such picture.")
+    data, media_type = displayable_image(session, request.app.state.store, sha)
+    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})

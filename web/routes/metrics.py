@@ -1,5 +1,119 @@
-"""Metrics pages."""
+"""Manager pages: metrics with server-rendered SVG charts and a CSV export; the disputes and escalation."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from markupsafe import Markup, escape
+
+from triage import metrics, review
+from triage.deps import ManagerUser, SessionDep, client_ip
+from web.htmx import hx_redirect
+from web.templating import render
+
+router = APIRouter(tags=["metrics"])
+
+CHART_WIDTH = 640
+CHART_HEIGHT = 180
+CHART_PAD = 24
+
+
+@dataclass
+class Bar:
+    label: str
+    value: float
+    text: str
+
+
+def bar_chart(bars: list[Bar], title: str, max_value: float | None = None) -> Markup:
+    """A plain SVG bar chart (no script, no external file): one <rect> per bar with its label."""
+    n = max(len(bars), 1)
+    top = max_value if max_value is not None else max((b.value for b in bars), default=0.0)
+    top = top or 1.0
+    inner_h = CHART_HEIGHT - 2 * CHART_PAD
+    slot = (CHART_WIDTH - 2 * CHART_PAD) / n
+    parts = [f'<svg class="chart" role="img" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
+             f'width="{CHART_WIDTH}" height="{CHART_HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
+             f"<title>{escape(title)}</title>",
+             f'<line x1="{CHART_PAD}" y1="{CHART_HEIGHT - CHART_PAD}" x2="{CHART_WIDTH - CHART_PAD}" '
+             f'y2="{CHART_HEIGHT - CHART_PAD}" stroke="#c5ccd3"/>']
+    for i, b in enumerate(bars):
+        h = inner_h * max(0.0, b.value) / top
+        x = CHART_PAD + i * slot + slot * 0.15
+        y = CHART_HEIGHT - CHART_PAD - h
+        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{h:.1f}" fill="#0b5cad">'
+                     f"<title>{escape(b.label)}: {escape(b.text)}</title></rect>")
+        if n <= 16 or i % max(1, n // 12) == 0:
+            parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{CHART_HEIGHT - 8}" text-anchor="middle">'
+                         f"{escape(b.label)}</text>")
+        if b.text and n <= 16:
+            parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{y - 3:.1f}" text-anchor="middle">'
+                         f"{escape(b.text)}</text>")
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v * 100:.0f}%"
+
+
+def charts(m: metrics.Metrics) -> dict[str, Markup]:
+    return {
+        "hourly": bar_chart([Bar(h.strftime("%H"), n, str(n)) for h, n in m.hourly],
+                            "Verdicts per hour, last 24 hours"),
+        "flags": bar_chart([Bar(d.strftime("%d"), n, str(n)) for d, n in m.flags_daily],
+                           "Flags raised per day, last 14 days"),
+        "precision": bar_chart([Bar(b.label, b.precision or 0.0, _pct(b.precision)) for b in m.bands],
+                               "Matcher precision by score band", max_value=1.0),
+        "known_answer": bar_chart([Bar(k.recognizer, k.accuracy or 0.0, _pct(k.accuracy)) for k in m.known_answer],
+                                  "Known-answer accuracy per recognizer", max_value=1.0),
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h"
+
+
+@router.get("/metrics")
+def read_metrics(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
+    """Agreement, throughput, queue, flags and matcher precision, computed from stored verdicts."""
+    m = metrics.compute(session)
+    return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
+                                            "duration": _duration})
+
+
+@router.get("/metrics/export.csv")
+def read_metrics_csv(session: SessionDep, manager: ManagerUser) -> Response:
+    """The metrics as CSV."""
+    return Response(metrics.export_csv(metrics.compute(session)), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="miatari-metrics.csv"'})
+
+
+def _disputes_page(request: Request, session: SessionDep, messages: list[dict[str, str]] | None = None,
+                   status_code: int = 200) -> Response:
+    return render(request, "disputes.html", {"disputes": review.disputed_candidates(session),  # type: ignore[no-any-return]
+                                             "messages": messages or []}, status_code=status_code)
+
+
+@router.get("/disputes")
+def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
+    """Disputed candidates (never a flag) with the escalate action."""
+    return _disputes_page(request, session)
+
+
+@router.post("/disputes/{candidate_id}/escalate")
+def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> Response:
+    """Send a disputed candidate to two further recognizers who have not seen it."""
+    try:
+        review.escalate(session, manager, candidate_id, client_ip(request))
+    except review.ReviewError as exc:
+        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
+        return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
+    return hx_redirect(f"/disputes?escalated={candidate_id}", request)
