@@ -78,12 +78,13 @@ def record(
         at=utcnow(),
         actor_id=actor.id if actor else None,
         actor=actor.username if actor else "system",
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id) if object_id is not None else "",
+        # Cut to the column sizes here, before hashing, so every database stores what was hashed.
+        action=action[:64],
+        object_type=object_type[:40],
+        object_id=(str(object_id) if object_id is not None else "")[:64],
         outcome=str(outcome),
         detail=json.loads(json.dumps(detail or {}, default=str)),
-        ip=ip,
+        ip=ip[:64],
         prev_hash=head.last_hash,
         hash="",
     )
@@ -200,7 +201,8 @@ def _filtered(f: AuditFilter) -> Any:
         stmt = stmt.where(AuditEntry.actor == f.actor)
     if f.action:
         # "user" finds user.create, user.disable, …
-        stmt = stmt.where((AuditEntry.action == f.action) | AuditEntry.action.startswith(f.action + "."))  # type: ignore[attr-defined]
+        prefix = AuditEntry.action.startswith(f.action + ".", autoescape=True)  # type: ignore[attr-defined]
+        stmt = stmt.where((AuditEntry.action == f.action) | prefix)
     if f.object_type:
         stmt = stmt.where(AuditEntry.object_type == f.object_type)
     if f.object_id:

@@ -145,14 +145,25 @@ def test_search_filters_and_counts(engine: Engine) -> None:
         audit.record(s, "user.create", object_type="user", object_id=7)
         audit.record(s, "user.disable", object_type="user", object_id=7, outcome=AuditOutcome.denied)
         audit.record(s, "username.weird")
+        audit.record(s, "userX.create")
         s.commit()
+        assert audit.search(s, audit.AuditFilter(action="user_"))[1] == 0
         rows, total = audit.search(s, audit.AuditFilter(action="user"))
         assert total == 2 and [r.action for r in rows] == ["user.disable", "user.create"]
         rows, total = audit.search(s, audit.AuditFilter(outcome="denied"))
         assert total == 1
         rows, total = audit.search(s, audit.AuditFilter(object_type="thing"), limit=2, offset=2)
         assert total == 3 and len(rows) == 1 and rows[0].id == 1
-        assert [e.id for e in audit.iter_entries(s, audit.AuditFilter(), batch=2)] == [1, 2, 3, 4, 5, 6]
+        assert [e.id for e in audit.iter_entries(s, audit.AuditFilter(), batch=2)] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_long_values_are_cut_to_the_columns_before_hashing(engine: Engine) -> None:
+    with Session(engine) as s:
+        entry = audit.record(s, "a" * 100, object_type="t" * 100, object_id="x" * 300, ip="1" * 100)
+        s.commit()
+        assert len(entry.object_id) == 64 and len(entry.action) == 64
+    with Session(engine) as s:
+        assert audit.verify(s).ok
 
 
 def test_export_csv_quotes_spreadsheet_formulas(engine: Engine) -> None:
