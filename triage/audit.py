@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
 from triage.models import AuditEntry, AuditHead, AuditOutcome, User
@@ -91,7 +91,7 @@ def record(
     entry.hash = entry_hash(entry)
     session.add(entry)
     session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(last_id=entry.id, last_hash=entry.hash)
+        update(AuditHead).where(col(AuditHead.id) == 1).values(last_id=entry.id, last_hash=entry.hash)
     )
     session.flush()
     session.expire(head)
@@ -131,7 +131,7 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     Entries removed by the retention sweep are vouched for by the prune entry
     that removed them (itself part of the chain); any other gap is tampering.
     """
-    first = session.exec(select(AuditEntry).order_by(AuditEntry.id).limit(1)).first()
+    first = session.exec(select(AuditEntry).order_by(col(AuditEntry.id)).limit(1)).first()
     prev_hash = GENESIS_HASH
     expected_id = 1
     if first is not None and first.id != 1:
@@ -144,7 +144,7 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     last_id = expected_id - 1
     while True:
         rows = session.exec(
-            select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
+            select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
         ).all()
         if not rows:
             break
@@ -180,7 +180,7 @@ def prune(session: Session, before: dt.datetime, actor: User | None = None) -> i
     record(session, PRUNE_ACTION, actor=actor, object_type="audit_entry", object_id=last_old,
            detail={"pruned_through_id": last_old, "pruned_through_hash": boundary.hash,
                    "count": count, "before": before.isoformat()})
-    session.execute(delete(AuditEntry).where(AuditEntry.id <= last_old))  # type: ignore[arg-type]
+    session.execute(delete(AuditEntry).where(col(AuditEntry.id) <= last_old))
     return count
 
 
@@ -201,8 +201,8 @@ def _filtered(f: AuditFilter) -> Any:
         stmt = stmt.where(AuditEntry.actor == f.actor)
     if f.action:
         # "user" finds user.create, user.disable, …
-        prefix = AuditEntry.action.startswith(f.action + ".", autoescape=True)  # type: ignore[attr-defined]
-        stmt = stmt.where((AuditEntry.action == f.action) | prefix)
+        prefix = col(AuditEntry.action).startswith(f.action + ".", autoescape=True)
+        stmt = stmt.where(or_(col(AuditEntry.action) == f.action, prefix))
     if f.object_type:
         stmt = stmt.where(AuditEntry.object_type == f.object_type)
     if f.object_id:
@@ -220,7 +220,7 @@ def search(session: Session, f: AuditFilter, limit: int = 100, offset: int = 0) 
     """One page of entries matching the filter, newest first, and how many match in all."""
     stmt = _filtered(f)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
-    rows = session.exec(stmt.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)).all()  # type: ignore[union-attr]
+    rows = session.exec(stmt.order_by(col(AuditEntry.id).desc()).limit(limit).offset(offset)).all()
     return list(rows), total
 
 
@@ -228,11 +228,12 @@ def iter_entries(session: Session, f: AuditFilter, batch: int = 2000) -> Iterabl
     """Every matching entry, oldest first, fetched in batches (for exports)."""
     last_id = 0
     while True:
-        rows = session.exec(_filtered(f).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)).all()
+        stmt = _filtered(f).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
+        rows: list[AuditEntry] = list(session.exec(stmt).all())
         if not rows:
             return
         yield from rows
-        last_id = rows[-1].id
+        last_id = rows[-1].id or last_id
 
 
 EXPORT_FIELDS = ["id", "at", "actor", "action", "object_type", "object_id", "outcome", "ip", "detail",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
 from triage.models import Notification
@@ -41,9 +41,8 @@ def get_for(session: Session, user_id: int, notification_id: int) -> Notificatio
 
 def mark_read(session: Session, user_id: int, notification_id: int | None = None) -> int:
     """Mark one (or, without an id, every) unread notification of this user read; return how many."""
-    stmt = update(Notification).where(Notification.user_id == user_id,
-                                      Notification.read_at.is_(None))  # type: ignore[union-attr]
+    stmt = update(Notification).where(col(Notification.user_id) == user_id, col(Notification.read_at).is_(None))
     if notification_id is not None:
-        stmt = stmt.where(Notification.id == notification_id)
+        stmt = stmt.where(col(Notification.id) == notification_id)
     result = session.execute(stmt.values(read_at=utcnow()))
-    return int(result.rowcount)
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -67,12 +67,13 @@ class RetentionResult:
 
 
 def _expired_sightings(session: Session, cutoff: dt.datetime, limit: int) -> list[int]:
-    flagged = exists().where(Flag.sighting_id == Sighting.id)
-    open_candidate = exists().where(Candidate.sighting_id == Sighting.id,
-                                    Candidate.status == CandidateStatus.open.value)
+    flagged = exists().where(col(Flag.sighting_id) == col(Sighting.id))
+    open_candidate = exists().where(col(Candidate.sighting_id) == col(Sighting.id),
+                                    col(Candidate.status) == CandidateStatus.open.value)
     stmt = (select(Sighting.id)
-            .where(Sighting.created_at < cutoff, col(Sighting.status).not_in(UNFINISHED), ~flagged, ~open_candidate)
-            .order_by(Sighting.id).limit(limit))
+            .where(col(Sighting.created_at) < cutoff, col(Sighting.status).not_in(UNFINISHED), ~flagged,
+                   ~open_candidate)
+            .order_by(col(Sighting.id)).limit(limit))
     return [i for i in session.exec(stmt).all() if i is not None]
 
 
@@ -126,7 +127,7 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
         session.execute(delete(Probe).where(col(Probe.id).in_(probe_ids)))
     session.execute(delete(SightingPhoto).where(col(SightingPhoto.sighting_id).in_(sighting_ids)))
     result.jobs += session.execute(  # type: ignore[attr-defined]
-        delete(Job).where(Job.kind == MATCH_JOB, col(Job.ref_id).in_(sighting_ids))).rowcount
+        delete(Job).where(col(Job.kind) == MATCH_JOB, col(Job.ref_id).in_(sighting_ids))).rowcount
     session.execute(delete(Sighting).where(col(Sighting.id).in_(sighting_ids)))
     result.sighting_ids += sighting_ids
     result.photos += len(photos)

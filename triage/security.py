@@ -15,7 +15,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage import audit
 from triage.clock import utcnow
@@ -260,7 +260,7 @@ def revoke_api_token(session: Session, actor: User, token_id: int, ip: str = "")
 
 
 def list_api_tokens(session: Session, user_id: int) -> list[ApiToken]:
-    return list(session.exec(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)).all())
+    return list(session.exec(select(ApiToken).where(ApiToken.user_id == user_id).order_by(col(ApiToken.id))).all())
 
 
 def resolve_api_token(session: Session, token: str) -> ResolvedSession | None:
