@@ -16,7 +16,8 @@ the order of ``PRINCIPALS``:
 with the letters
 
     a  allowed: 2xx or 3xx (not a redirect to the login page)
-    i  allowed past authorisation, the (deliberately empty) input refused: 409 or 422
+    i  past the role check, then refused on the (deliberately empty) input or the record's state:
+       409 or 422, nothing changed
     l  must log in: 401 under /api, a 303 to /login (401 for htmx) for pages
     n  refused: 403, or 404 for a record that is not theirs (the same answer as a missing one)
     -  not checked (an answer that depends on the machine, e.g. readiness)
@@ -151,10 +152,52 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/sightings/{sighting_id}/photos/{position}"): "lanannn",
     ("GET", "/api/sightings/probes/{probe_id}/{kind}"): "lanannn",
     ("POST", "/api/sightings/{sighting_id}/retry"): "liiaiii",
+    # Review: a recognizer sees only the task they hold
+    ("GET", "/review"): "lnannna",
+    ("POST", "/review/next"): "lnannna",
+    ("GET", "/review/slots/{slot_id}"): "lnannnn",
+    ("GET", "/review/slots/{slot_id}/{kind}.png"): "lnannnn",
+    ("POST", "/review/slots/{slot_id}/reveal"): "lnannnn",
+    # Recognizer B holds the other slot of the same candidate (taken through /review/next above), so a
+    # verdict on A's slot is refused as "no longer leased to you" (409), not counted, and audited.
+    ("POST", "/review/slots/{slot_id}/verdict"): "lnannni",
+    ("GET", "/api/review/next"): "lnannna",
+    ("POST", "/api/review/next"): "lnannna",
+    ("GET", "/api/review/slots/{slot_id}/images/{kind}"): "lnannnn",
+    ("POST", "/api/review/slots/{slot_id}/reveal"): "lnannnn",
+    ("POST", "/api/review/slots/{slot_id}/verdict"): "lnannni",
+    # Disputes and metrics: managers only (the candidate is not disputed, so escalating it is refused as input)
+    ("GET", "/disputes"): "lnnannn",
+    ("POST", "/disputes/{candidate_id}/escalate"): "lnninnn",
+    ("GET", "/api/review/disputes"): "lnnannn",
+    ("POST", "/api/review/candidates/{candidate_id}/escalate"): "lnninnn",
+    ("GET", "/metrics"): "lnnannn",
+    ("GET", "/metrics/export.csv"): "lnnannn",
+    ("GET", "/api/metrics"): "lnnannn",
+    ("GET", "/api/metrics/export.csv"): "lnnannn",
+    # Flags: managers, and the officer whose sighting it is (others get an empty list)
+    ("GET", "/flags"): "laaaaaa",
+    ("GET", "/flags/{flag_id}"): "lanannn",
+    ("GET", "/flags/{flag_id}/images/{kind}"): "lanannn",
+    ("POST", "/flags/{flag_id}/acknowledge"): "lanannn",
+    ("POST", "/flags/{flag_id}/close"): "lanannn",
+    ("GET", "/api/flags"): "laaaaaa",
+    ("GET", "/api/flags/{flag_id}"): "lanannn",
+    ("POST", "/api/flags/{flag_id}/acknowledge"): "lanannn",
+    ("POST", "/api/flags/{flag_id}/close"): "lanannn",
 }
 
-# Requests that end the principal's session run last.
-RUN_LAST = {("POST", "/logout")}
+# A valid body for the routes whose per-record check must be reached past input validation.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/review/slots/{slot_id}/verdict"): {"data": {"verdict": "cannot_tell"}},
+    ("POST", "/api/review/slots/{slot_id}/verdict"): {"json": {"verdict": "cannot_tell"}},
+    ("POST", "/flags/{flag_id}/close"): {"data": {"reason": "not_located"}},
+    ("POST", "/api/flags/{flag_id}/close"): {"json": {"reason": "not_located"}},
+}
+
+# Giving the verdict ends the task (so it goes after every other look at it); logging out ends the session.
+RUN_LATE = {("POST", "/review/slots/{slot_id}/verdict"): 1, ("POST", "/api/review/slots/{slot_id}/verdict"): 1,
+            ("POST", "/logout"): 2}
 
 
 def _fail_matching_job(engine: Engine, world: World) -> None:
@@ -165,10 +208,24 @@ def _fail_matching_job(engine: Engine, world: World) -> None:
         s.commit()
 
 
+def _flag_status(status: str) -> Callable[[Engine, World], None]:
+    def prepare(engine: Engine, world: World) -> None:
+        with Session(engine) as s:
+            flag = s.get(Flag, world.params["flag_id"])
+            flag.status = status
+            s.add(flag)
+            s.commit()
+    return prepare
+
+
 # Put a record back in the state a route needs before each principal's request.
 PREPARE: dict[tuple[str, str], Callable[[Engine, World], None]] = {
     ("POST", "/sightings/{sighting_id}/retry"): _fail_matching_job,
     ("POST", "/api/sightings/{sighting_id}/retry"): _fail_matching_job,
+    ("POST", "/flags/{flag_id}/acknowledge"): _flag_status("raised"),
+    ("POST", "/api/flags/{flag_id}/acknowledge"): _flag_status("raised"),
+    ("POST", "/flags/{flag_id}/close"): _flag_status("acknowledged"),
+    ("POST", "/api/flags/{flag_id}/close"): _flag_status("acknowledged"),
 }
 
 
@@ -296,7 +353,8 @@ def _fill(path: str, params: dict[str, object]) -> str:
     def value(m: re.Match[str]) -> str:
         name = m.group(1)
         if name == "kind":
-            return "eyes"
+            # Review and flag pictures are named for their side; sighting and watchlist ones for their crop.
+            return "probe-eyes" if path.startswith(("/review", "/api/review", "/flags", "/api/flags")) else "eyes"
         if name not in params:
             raise AssertionError(f"the matrix world has no record for path parameter {{{name}}} in {path}: "
                                  "add one to build_world")
@@ -338,7 +396,7 @@ def test_every_route_is_classified(make_client: Callable[..., TestClient]) -> No
 def test_route_role_matrix(matrix_clients: tuple[TestClient, dict[str, Any], World], engine: Engine) -> None:
     anon, clients, world = matrix_clients
     routes = [rt for rt in iter_routes(anon.app) if rt in MATRIX]
-    routes.sort(key=lambda rt: rt in RUN_LAST)
+    routes.sort(key=lambda rt: RUN_LATE.get(rt, 0))
     failures: list[str] = []
     for method, path in routes:
         url = _fill(path, world.params)
@@ -348,15 +406,23 @@ def test_route_role_matrix(matrix_clients: tuple[TestClient, dict[str, Any], Wor
             web, token = clients[role]
             if (method, path) in PREPARE:
                 PREPARE[(method, path)](engine, world)
+            body = BODIES.get((method, path), {})
             if path.startswith("/api/"):
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
-                r = anon.request(method, url, headers=headers, follow_redirects=False)
+                r = anon.request(method, url, headers=headers, follow_redirects=False, **body)
             else:
-                r = web.request(method, url, follow_redirects=False)
+                r = web.request(method, url, follow_redirects=False, **body)
             got = _classify(method, path, r.status_code, r.headers.get("location", ""))
             if got != expected:
                 failures.append(f"{method} {path} as {role}: expected {expected!r}, got {got!r} ({r.status_code})")
     assert not failures, "\n".join(failures)
+    # Only recognizer A's verdict went on A's slot; recognizer B's slot is a different one.
+    with Session(engine) as s:
+        slot = s.get(ReviewSlot, world.params["slot_id"])
+        assert slot.reviewer_id == world.users["rec"].id and slot.verdict == "cannot_tell"
+        others = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == world.params["candidate_id"],
+                                                 ReviewSlot.id != slot.id)).all()
+        assert all(o.verdict is None for o in others)
 
 
 def test_refusals_are_audited(matrix_clients: tuple[TestClient, dict[str, Any], World], engine: Engine) -> None:
