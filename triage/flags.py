@@ -151,7 +151,10 @@ def evidence(session: Session, flag: Flag) -> Evidence:
 
 
 def _record_refusal(session: Session, user: User, action: str, flag_id: int, reason: str, ip: str) -> None:
-    session.rollback()
+    # Refusals come before any change; roll back only if something is pending (a rollback expires the
+    # request's user, which may still be read after the request's session has closed).
+    if session.new or session.dirty or session.deleted:
+        session.rollback()
     audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="flag", object_id=flag_id,
                  detail={"reason": reason}, ip=ip)
     session.commit()

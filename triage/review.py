@@ -134,12 +134,19 @@ def _is_postgres(session: Session) -> bool:
 def _refuse(session: Session, user: User | None, action: str, code: str, message: str, *,
             object_type: str = "review_slot", object_id: object = "", detail: dict[str, Any] | None = None,
             ip: str = "") -> ReviewError:
-    """Roll back, write the refusal to the audit log and commit it; return the error to raise."""
-    session.rollback()
+    """Write the refusal to the audit log and commit it (nothing else); return the error to raise."""
+    _drop_pending(session)
     audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
                  object_id=object_id, detail={"reason": code, **(detail or {})}, ip=ip)
     session.commit()
     return ReviewError(code, message)
+
+
+def _drop_pending(session: Session) -> None:
+    # Refusals come before any change; a rollback only if something is pending, because a rollback
+    # expires every loaded object (the request's user among them) and they may be read after the request.
+    if session.new or session.dirty or session.deleted:
+        session.rollback()
 
 
 def _new_slots(candidate: Candidate, round_no: int) -> list[ReviewSlot]:
@@ -521,9 +528,7 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
     expires = _aware(slot.lease_expires_at)
     if expires is None or expires < now:
         # Refuse, and give the slot back to the queue in the same breath.
-        session.rollback()
-        slot = session.get(ReviewSlot, slot_id)  # type: ignore[assignment]
-        assert slot is not None
+        _drop_pending(session)
         if slot.reviewer_id == user.id and slot.verdict is None:
             slot.reviewer_id = None
             slot.leased_at = None

@@ -1,0 +1,205 @@
+"""Review, flags, disputes and metrics pages (server-rendered)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlmodel import Session, select
+
+from tests.conftest import login
+from tests.factories import image_store, make_candidate
+from triage import clock
+from triage.flags import LEAD_WARNING
+from triage.models import AuditEntry, Candidate, Flag, ReviewSlot, Role
+
+
+@pytest.fixture
+def cand(engine, settings, user_factory):
+    officer = user_factory(Role.officer, username="officer")
+    user_factory(Role.manager, username="boss")
+    for name in ("ann", "bob", "cat", "dan"):
+        user_factory(Role.recognizer, username=name)
+    store = image_store(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        c = make_candidate(s, store, settings, officer.id, score=0.8765)
+        s.commit()
+    return c
+
+
+def _as(make_client, username):
+    c = make_client(known_answer_share=0.0)
+    login(c, username)
+    return c
+
+
+def _take(client) -> int:
+    r = client.post("/review/next", follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return int(r.headers["location"].rsplit("/", 1)[1])
+
+
+def _verdict(client, slot_id: int, verdict: str, **extra) -> object:
+    page = client.get(f"/review/slots/{slot_id}")
+    key = page.context["idempotency_key"]
+    return client.post(f"/review/slots/{slot_id}/verdict",
+                       data={"verdict": verdict, "idempotency_key": key, **extra}, follow_redirects=False)
+
+
+def test_queue_page_has_next_with_key(make_client, cand):
+    ann = _as(make_client, "ann")
+    r = ann.get("/review")
+    assert r.status_code == 200 and r.template.name == "review.html"
+    assert r.context["held"] is None and r.context["waiting"] == 2
+    assert 'data-key="n"' in r.text and 'action="/review/next"' in r.text
+
+
+def test_task_page_shows_eye_crops_first_and_nothing_revealing(make_client, cand, engine):
+    ann = _as(make_client, "ann")
+    slot_id = _take(ann)
+    r = ann.get(f"/review/slots/{slot_id}")
+    assert r.template.name == "review_task.html"
+    assert set(r.context) >= {"slot_id", "lease_expires_at", "revealed", "idempotency_key"}
+    assert r.context["revealed"] is False
+    html = r.content.decode()
+    # Both eye crops, same CSS class (one size); no full faces before the reveal.
+    crops = re.findall(r'<img class="crop eyes" src="([^"]+)"', html)
+    assert crops == [f"/review/slots/{slot_id}/probe-eyes.png", f"/review/slots/{slot_id}/subject-eyes.png"]
+    assert "face.png" not in html
+    for key in "sdcf":
+        assert f'data-key="{key}"' in html
+    # Blind: not the score, rank, distance, the other verdict, the subject, or a known-answer hint.
+    with Session(engine) as s:
+        c = s.get(Candidate, cand.id)
+    for word in ("0.8765", "0.876", "0.88", "score", "rank", "distance", "known", "truth", c.subject_id and
+                 f"/watchlist/{c.subject_id}", "CASE-"):
+        assert str(word) not in html, word
+    img = ann.get(crops[0])
+    assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+
+
+def test_crops_only_for_the_lease_holder(make_client, cand):
+    ann, bob = _as(make_client, "ann"), _as(make_client, "bob")
+    slot_id = _take(ann)
+    assert bob.get(f"/review/slots/{slot_id}/probe-eyes.png").status_code == 403
+    assert bob.get(f"/review/slots/{slot_id}").status_code == 403
+    assert ann.get(f"/review/slots/{slot_id}/probe-face.png").status_code == 403
+    assert ann.get(f"/review/slots/{slot_id}/original.png").status_code == 404
+    # The reveal is a POST, recorded, then the faces are served.
+    assert ann.get(f"/review/slots/{slot_id}/reveal").status_code == 405
+    r = ann.post(f"/review/slots/{slot_id}/reveal", follow_redirects=False)
+    assert r.status_code == 303
+    page = ann.get(f"/review/slots/{slot_id}")
+    assert page.context["revealed"] is True and "probe-face.png" in page.text
+    assert ann.get(f"/review/slots/{slot_id}/subject-face.png").status_code == 200
+
+
+def test_two_verdicts_flag_and_flag_page(make_client, cand, engine):
+    ann, bob = _as(make_client, "ann"), _as(make_client, "bob")
+    a, b = _take(ann), _take(bob)
+    r = _verdict(ann, a, "same", note="same scar")
+    assert r.status_code == 303 and r.headers["location"] == "/review?recorded=1"
+    assert "Verdict recorded" in ann.get("/review?recorded=1").text
+    _verdict(bob, b, "same")
+    with Session(engine) as s:
+        flag = s.exec(select(Flag)).one()
+    officer = _as(make_client, "officer")
+    listing = officer.get("/flags")
+    assert listing.template.name == "flags.html" and len(listing.context["rows"]) == 1
+    page = officer.get(f"/flags/{flag.id}")
+    assert page.template.name == "flag.html"
+    assert LEAD_WARNING in page.text.lower()
+    ev = page.context["ev"]
+    assert {v.reviewer for v in ev.verdicts} == {"ann", "bob"} and ev.sighting.location_text == "Main St station"
+    assert "same scar" in page.text
+    for kind in ("probe-eyes", "subject-eyes", "sighting-0"):
+        assert officer.get(f"/flags/{flag.id}/images/{kind}").status_code == 200
+    # A recognizer may not see flags or their pictures.
+    assert ann.get(f"/flags/{flag.id}").status_code == 404
+    assert ann.get(f"/flags/{flag.id}/images/probe-eyes").status_code == 404
+    # Lifecycle, audited.
+    assert officer.post(f"/flags/{flag.id}/close", data={"reason": "arrested"}).status_code == 409
+    officer.post(f"/flags/{flag.id}/acknowledge")
+    bad = officer.post(f"/flags/{flag.id}/close", data={"reason": "gone fishing"})
+    assert bad.status_code == 422 and "reason must be" in bad.text
+    officer.post(f"/flags/{flag.id}/close", data={"reason": "arrested", "note": "in custody"})
+    with Session(engine) as s:
+        f = s.get(Flag, flag.id)
+        assert f.status == "closed" and f.close_reason == "arrested"
+        actions = [e.action for e in s.exec(select(AuditEntry).where(AuditEntry.object_type == "flag")).all()]
+    assert actions.count("flag.raise") == 1 and "flag.acknowledge" in actions and "flag.close" in actions
+
+
+def test_expired_lease_verdict_is_refused_on_the_page(make_client, cand, engine):
+    ann = _as(make_client, "ann")
+    with clock.frozen() as c:
+        slot_id = _take(ann)
+        key = ann.get(f"/review/slots/{slot_id}").context["idempotency_key"]
+        c.advance(seconds=301)
+        r = ann.post(f"/review/slots/{slot_id}/verdict", data={"verdict": "same", "idempotency_key": key})
+    assert r.status_code == 409 and r.template.name == "review.html"
+    assert "not counted" in r.text
+    with Session(engine) as s:
+        assert s.get(ReviewSlot, slot_id).verdict is None
+
+
+def test_bad_verdict_form_shows_the_task_again(make_client, cand, engine):
+    ann = _as(make_client, "ann")
+    slot_id = _take(ann)
+    r = ann.post(f"/review/slots/{slot_id}/verdict", data={"verdict": "perhaps"})
+    assert r.status_code == 422 and r.template.name == "review_task.html"
+    assert "must be one of" in r.text
+    with Session(engine) as s:
+        assert s.get(ReviewSlot, slot_id).verdict is None
+
+
+def test_double_submit_is_one_verdict(make_client, cand, engine):
+    ann = _as(make_client, "ann")
+    slot_id = _take(ann)
+    key = ann.get(f"/review/slots/{slot_id}").context["idempotency_key"]
+    for _ in range(2):
+        r = ann.post(f"/review/slots/{slot_id}/verdict", data={"verdict": "different", "idempotency_key": key},
+                     follow_redirects=False)
+        assert r.status_code == 303
+    with Session(engine) as s:
+        ok = s.exec(select(AuditEntry).where(AuditEntry.action == "review.verdict", AuditEntry.outcome == "ok")).all()
+    assert len(ok) == 1
+
+
+def test_disputes_page_and_escalation(make_client, cand, engine):
+    ann, bob = _as(make_client, "ann"), _as(make_client, "bob")
+    _verdict(ann, _take(ann), "same")
+    _verdict(bob, _take(bob), "cannot_tell")
+    boss = _as(make_client, "boss")
+    page = boss.get("/disputes")
+    assert page.template.name == "disputes.html" and [d.candidate.id for d in page.context["disputes"]] == [cand.id]
+    assert f'action="/disputes/{cand.id}/escalate"' in page.text
+    assert ann.get("/disputes").status_code == 403
+    r = boss.post(f"/disputes/{cand.id}/escalate", follow_redirects=False)
+    assert r.status_code == 303
+    assert boss.get("/disputes").context["disputes"] == []
+    again = boss.post(f"/disputes/{cand.id}/escalate")
+    assert again.status_code == 409 and "Only a disputed candidate" in again.text
+    # Round 2 goes to cat and dan, not to ann.
+    r = ann.post("/review/next")
+    assert r.context["held"] is None and "Nothing in the queue" in r.text
+    _take(_as(make_client, "cat"))
+
+
+def test_metrics_page_with_svg_charts_and_csv(make_client, cand):
+    ann, bob = _as(make_client, "ann"), _as(make_client, "bob")
+    _verdict(ann, _take(ann), "same")
+    _verdict(bob, _take(bob), "same")
+    boss = _as(make_client, "boss")
+    r = boss.get("/metrics")
+    assert r.template.name == "metrics.html"
+    m = r.context["m"]
+    assert m.items == 1 and m.raw_agreement == 1.0 and m.flags_raised == 1
+    assert r.text.count("<svg") == 4 and "<script" not in r.text.split("<main>")[1]
+    # No CDN, no chart library: every linked resource is the app's own.
+    linked = re.findall(r'(?:src|href)="(https?://[^"/]+)', r.text)
+    assert set(linked) <= {"http://testserver"}
+    assert 'href="/metrics/export.csv"' in r.text
+    csv = boss.get("/metrics/export.csv")
+    assert csv.headers["content-type"].startswith("text/csv") and "flags_raised,all,1" in csv.text
+    assert ann.get("/metrics").status_code == 403
