@@ -138,6 +138,12 @@ async def require_account_user(request: Request, session: SessionDep, settings: 
     """A logged-in user, CSRF-checked, even one who still owes a password change or a second factor."""
     resolved = _resolve(request, session, settings)
     if resolved is None:
+        # A credential that does not work (forged, revoked, expired) or an anonymous attempt to change
+        # something is on record; a plain anonymous page view (before logging in) is not.
+        presented = request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE)
+        if presented or request.method not in SAFE_METHODS:
+            audit_refusal(request, "auth", None, {"reason": "unknown, revoked or expired credential"
+                                                  if presented else "not logged in"})
         raise NotAuthenticated()
     await check_csrf(request, resolved)
     return resolved.user

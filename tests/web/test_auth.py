@@ -247,3 +247,39 @@ def test_account_page_and_tokens(client: TestClient, engine: Engine) -> None:
     r = client.post(f"/account/tokens/{token_id}/revoke", follow_redirects=False)
     assert r.status_code == 303
     assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_https_requests_get_secure_cookies_even_without_the_setting(client: TestClient, engine: Engine) -> None:
+    client.base_url = "https://testserver"
+    add_user(engine, "sam", Role.officer)
+    r = _post_login(client, "sam")
+    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("miatari_session="))
+    assert "Secure" in cookie
+
+
+def test_a_new_login_ends_the_session_the_browser_had(client: TestClient, engine: Engine) -> None:
+    add_user(engine, "olga", Role.officer)
+    add_user(engine, "ivan", Role.officer)
+    login(client, "olga")
+    old_cookie = client.cookies.get("miatari_session")
+    del client.headers["X-CSRF-Token"]
+    assert _post_login(client, "ivan").status_code == 303
+    assert client.get("/").context["user"].username == "ivan"
+    with Session(engine) as s:
+        sessions = s.exec(select(WebSession).order_by(WebSession.id)).all()
+        assert sessions[0].revoked_at is not None and sessions[1].revoked_at is None
+    client.cookies.set("miatari_session", old_cookie)
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_dead_credentials_and_anonymous_changes_are_audited(client: TestClient, engine: Engine) -> None:
+    client.get("/")  # an anonymous page view is not worth an entry
+    assert _audit(engine, "auth") == []
+    client.post("/logout", follow_redirects=False)
+    client.cookies.set("miatari_session", "forged")
+    client.get("/", follow_redirects=False)
+    client.cookies.clear()
+    client.get("/api/me", headers={"Authorization": "Bearer mia_forged"})
+    reasons = [e.detail["reason"] for e in _audit(engine, "auth")]
+    assert reasons == ["not logged in"] + ["unknown, revoked or expired credential"] * 2
+    assert all(e.outcome == "denied" for e in _audit(engine, "auth"))

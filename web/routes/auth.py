@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlmodel import select
 
 from triage import accounts, audit
+from triage.clock import utcnow
 from triage.deps import AccountUser, CurrentUser, SessionDep, SettingsDep, client_ip, pending_action
-from triage.models import AuditOutcome
+from triage.models import AuditOutcome, WebSession
 from triage.security import (
     SESSION_COOKIE,
     LoginFailed,
@@ -22,6 +24,7 @@ from triage.security import (
     new_totp_secret,
     revoke_api_token,
     start_session,
+    token_digest,
     totp_uri,
 )
 from web.templating import render
@@ -30,6 +33,11 @@ router = APIRouter(tags=["auth"])
 
 # Before login there is no session; the login form uses a double-submit cookie.
 LOGIN_CSRF_COOKIE = "miatari_login_csrf"
+
+
+def _secure(request: Request) -> bool:
+    """Secure cookies when configured, and whenever the request came over HTTPS (also through a proxy)."""
+    return bool(request.app.state.settings.secure_cookies or request.url.scheme == "https")
 
 
 def _safe_next(url: str) -> str:
@@ -42,8 +50,7 @@ def read_login(request: Request, next: str = "/") -> Response:
     """The login form."""
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     response = render(request, "login.html", {"login_csrf": token, "next_url": _safe_next(next)})
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.app.state.settings.secure_cookies)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request))
     return response  # type: ignore[no-any-return]
 
 
@@ -68,12 +75,19 @@ def create_login(
     except LoginFailed as exc:
         session.commit()
         return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)  # type: ignore[no-any-return]
+    # A session cookie the browser already had is ended: a new login never continues an old session.
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        old = session.exec(select(WebSession).where(WebSession.token_hash == token_digest(previous))).first()
+        if old is not None and old.revoked_at is None:
+            old.revoked_at = utcnow()
+            session.add(old)
     token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""))
     session.commit()
     pending = pending_action(user, settings)
     response = RedirectResponse(pending.location if pending else _safe_next(next), status_code=303)
     # No max_age: a session cookie, gone when the browser closes; the server enforces both timeouts.
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request),
                         path="/")
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
