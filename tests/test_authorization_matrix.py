@@ -104,6 +104,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/admin/users/{user_id}/reset-password"): "lnnnann",
     ("POST", "/admin/users/{user_id}/roles"): "lnnninn",
     ("POST", "/admin/users/{user_id}/totp/remove"): "lnnnann",
+    ("POST", "/admin/users/{user_id}/tokens/{token_id}/revoke"): "lnnnann",
     ("GET", "/api/users"): "lnnnann",
     ("POST", "/api/users"): "lnnninn",
     ("GET", "/api/users/{user_id}"): "lnnnann",
@@ -185,6 +186,12 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/flags/{flag_id}"): "lanannn",
     ("POST", "/api/flags/{flag_id}/acknowledge"): "lanannn",
     ("POST", "/api/flags/{flag_id}/close"): "lanannn",
+}
+
+# Routes whose path parameters name a different record of the world than the default.
+PARAM_OVERRIDES: dict[tuple[str, str], dict[str, str]] = {
+    # The token of the account the admin routes act on.
+    ("POST", "/admin/users/{user_id}/tokens/{token_id}/revoke"): {"token_id": "target_token_id"},
 }
 
 # A valid body for the routes whose per-record check must be reached past input validation.
@@ -296,12 +303,13 @@ def build_world(engine: Engine, app: Any) -> World:
         flag = Flag(candidate_id=flagged.id, sighting_id=sighting.id, subject_id=subject2.id)
         s.add(flag)
         _, token = create_api_token(s, officer, "officer A's phone (a record)")
+        _, target_token = create_api_token(s, s.get(User, target.id), "the target account's phone")
         note = notifications.notify(s, officer.id, "flag", "A flag was raised on your sighting", flag_id=None)
         s.commit()
         w.params = {
             "sighting_id": sighting.id, "position": 0, "probe_id": probe.id, "subject_id": subject.id,
             "photo_id": ref.id, "user_id": target.id, "token_id": token.id, "notification_id": note.id,
-            "candidate_id": candidate.id, "flag_id": flag.id,
+            "candidate_id": candidate.id, "flag_id": flag.id, "target_token_id": target_token.id,
         }
     _lease_slot(engine, app, w)
     return w
@@ -399,7 +407,10 @@ def test_route_role_matrix(matrix_clients: tuple[TestClient, dict[str, Any], Wor
     routes.sort(key=lambda rt: RUN_LATE.get(rt, 0))
     failures: list[str] = []
     for method, path in routes:
-        url = _fill(path, world.params)
+        params = dict(world.params)
+        for name, source in PARAM_OVERRIDES.get((method, path), {}).items():
+            params[name] = world.params[source]
+        url = _fill(path, params)
         for role, expected in zip(PRINCIPALS, MATRIX[(method, path)], strict=True):
             if expected == "-":
                 continue

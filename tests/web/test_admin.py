@@ -168,3 +168,23 @@ def test_notifications_are_personal(client: TestClient, engine: Engine) -> None:
         assert notifications.unread_count(s, ivan.id) == 1
     client.post(f"/notifications/{mine_id}/read", follow_redirects=False)
     assert client.get("/notifications/count").context["unread"] == 0
+
+
+def test_admin_revokes_a_lost_phones_token(client: TestClient, engine: Engine) -> None:
+    from triage.security import create_api_token, resolve_api_token
+
+    add_user(engine, "root", Role.admin)
+    olga = add_user(engine, "olga", Role.officer)
+    ivan = add_user(engine, "ivan", Role.officer)
+    with Session(engine) as s:
+        token, row = create_api_token(s, s.get(User, olga.id), "lost phone")
+        s.commit()
+        row_id = row.id
+    login(client, "root")
+    page = client.get(f"/admin/users/{olga.id}")
+    assert [t.name for t in page.context["tokens"]] == ["lost phone"]
+    assert client.post(f"/admin/users/{ivan.id}/tokens/{row_id}/revoke").status_code == 404
+    r = client.post(f"/admin/users/{olga.id}/tokens/{row_id}/revoke", follow_redirects=False)
+    assert r.status_code == 303
+    with Session(engine) as s:
+        assert resolve_api_token(s, token) is None

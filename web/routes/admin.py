@@ -9,7 +9,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from triage import accounts
 from triage.deps import AdminUser, SessionDep, client_ip
-from triage.models import Role, User
+from triage.models import ApiToken, Role, User
+from triage.security import list_api_tokens, revoke_api_token
 from web.templating import render
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -31,7 +32,9 @@ def _get_user(session: SessionDep, user_id: int) -> User:
 def _user_page(request: Request, session: SessionDep, target: User, status_code: int = 200,
                **ctx: object) -> Response:
     return render(request, "admin_user.html", {  # type: ignore[no-any-return]
-        "target": target, "roles": [r.value for r in Role], **ctx,
+        "target": target, "roles": [r.value for r in Role],
+        "tokens": list_api_tokens(session, target.id),  # type: ignore[arg-type]
+        **ctx,
     }, status_code=status_code)
 
 
@@ -110,3 +113,16 @@ def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, u
 def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
     """Remove a lost second factor."""
     return _act(request, session, user_id, accounts.remove_totp_for)
+
+
+@router.post("/users/{user_id}/tokens/{token_id}/revoke")
+def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, user_id: int,
+                      token_id: int) -> Response:
+    """Revoke one of the account's API tokens (a lost phone)."""
+    target = _get_user(session, user_id)
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user_id:
+        raise HTTPException(404, "No such token for this account.")
+    revoke_api_token(session, admin, token_id, client_ip(request))
+    session.commit()
+    return RedirectResponse(f"/admin/users/{target.id}?done=1", status_code=303)
