@@ -161,3 +161,18 @@ def test_retention_is_a_registered_sweep(engine: Engine, settings: Settings, tmp
     assert SWEEPS["retention"] is retention.retention_sweep
     result = SWEEPS["retention"](engine, settings, {"store": ImageStore(tmp_path / "images")})
     assert isinstance(result, retention.RetentionResult)
+
+
+def test_every_table_pointing_at_a_sighting_is_handled() -> None:
+    """A new table that refers to a sighting (or what hangs from it) must be taught to retention."""
+    from sqlmodel import SQLModel
+
+    handled = {("sighting_photo", "sighting_id"), ("probe", "sighting_id"), ("probe", "sighting_photo_id"),
+               ("candidate", "probe_id"), ("candidate", "sighting_id"), ("review_slot", "candidate_id"),
+               ("seen_candidate", "candidate_id"),
+               # A flag keeps its sighting: such sightings are never deleted.
+               ("flag", "candidate_id"), ("flag", "sighting_id")}
+    doomed = {"sighting", "sighting_photo", "probe", "candidate", "review_slot"}
+    found = {(t.name, fk.parent.name) for t in SQLModel.metadata.tables.values() for fk in t.foreign_keys
+             if fk.column.table.name in doomed}
+    assert found <= handled, f"not handled by triage.retention: {sorted(found - handled)}"
