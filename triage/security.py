@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -55,6 +56,7 @@ def _common_passwords() -> frozenset[str]:
 
 def check_password_policy(password: str, *, has_second_factor: bool, username: str = "") -> None:
     """Length and a common-password list, no composition rules (NIST SP 800-63B)."""
+    password = _normalise(password)
     minimum = MIN_PASSWORD_WITH_2FA if has_second_factor else MIN_PASSWORD_WITHOUT_2FA
     if len(password) < minimum:
         why = "with a second factor" if has_second_factor else "without a second factor"
@@ -67,13 +69,18 @@ def check_password_policy(password: str, *, has_second_factor: bool, username: s
         raise PasswordRejected("Password must not contain the username.")
 
 
+def _normalise(password: str) -> str:
+    # The same characters typed on two keyboards (composed or not) are the same password (NIST 800-63B).
+    return unicodedata.normalize("NFKC", password)
+
+
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher.hash(_normalise(password))
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash, _normalise(password))
     except (VerificationError, InvalidHashError):
         return False
 

@@ -70,6 +70,13 @@ def test_hash_is_argon2id_and_verifies() -> None:
     assert not verify_password("not a hash", "x")
 
 
+def test_passwords_are_compared_after_unicode_normalisation() -> None:
+    composed, decomposed = "caf\u00e9 au lait du matin", "cafe\u0301 au lait du matin"
+    assert composed != decomposed
+    assert verify_password(hash_password(composed), decomposed)
+    assert not verify_password(hash_password(composed), "cafe au lait du matin")
+
+
 def test_create_user_validates(session: Session) -> None:
     with pytest.raises(ValueError, match="Username"):
         create_user(session, "bad name!", TEST_PASSWORD, [Role.officer])
