@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from triage import flags
 from triage.deps import CurrentUser, SessionDep, client_ip
 from triage.models import Flag
+from triage.release import releases_session
 
 router = APIRouter(prefix="/api/flags", tags=["flags"])
 
@@ -84,6 +85,7 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
 
 
 @router.get("")
+@releases_session
 def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None) -> FlagsPublic:
     """The flags you may see (managers: all; officers: those on their sightings), newest first."""
     rows = flags.visible_flags(session, user, status)
@@ -91,6 +93,7 @@ def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None
 
 
 @router.get("/{flag_id}")
+@releases_session
 def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """One flag with its evidence."""
     try:
@@ -101,6 +104,7 @@ def read_flag(request: Request, flag_id: int, session: SessionDep, user: Current
 
 
 @router.post("/{flag_id}/acknowledge")
+@releases_session
 def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """Acknowledge a raised flag."""
     try:
@@ -111,6 +115,7 @@ def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep,
 
 
 @router.post("/{flag_id}/close")
+@releases_session
 def update_flag_close(request: Request, flag_id: int, body: FlagClose, session: SessionDep,
                       user: CurrentUser) -> FlagDetail:
     """Close an acknowledged flag: arrested, not located, or withdrawn."""

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from triage import metrics
 from triage.deps import ManagerUser, SessionDep
+from triage.release import releases_session
 
 router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
@@ -26,12 +27,14 @@ def _plain(m: metrics.Metrics) -> dict[str, Any]:
 
 
 @router.get("")
+@releases_session
 def read_metrics(session: SessionDep, manager: ManagerUser) -> dict[str, Any]:
     """Every manager metric, computed now from the stored verdicts."""
     return _plain(metrics.compute(session))
 
 
 @router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+@releases_session
 def read_metrics_csv(session: SessionDep, manager: ManagerUser) -> Response:
     """The same metrics as one CSV table (metric, key, value, n)."""
     body = metrics.export_csv(metrics.compute(session))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from triage import review
 from triage.deps import ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
 from triage.models import StoredImage, Subject
+from triage.release import releases_session
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -72,6 +73,7 @@ def _public(task: review.Task) -> TaskPublic:
 
 
 @router.get("/next")
+@releases_session
 def read_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
     """The task you hold now, if any (taking a new one is a POST)."""
     task = review.current_task(session, user)
@@ -79,6 +81,7 @@ def read_next(request: Request, session: SessionDep, settings: SettingsDep, user
 
 
 @router.post("/next")
+@releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
     """Lease the most urgent task you may take (or get back the one you hold)."""
     try:
@@ -89,6 +92,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 
 
 @router.post("/slots/{slot_id}/reveal")
+@releases_session
 def create_reveal(request: Request, slot_id: int, session: SessionDep, user: RecognizerUser) -> TaskPublic:
     """Reveal the full faces of your task (recorded with the verdict)."""
     try:
@@ -102,6 +106,7 @@ def create_reveal(request: Request, slot_id: int, session: SessionDep, user: Rec
              responses={200: {"description": "The same verdict was already stored (a replay)"},
                         409: {"description": "The lease expired, the task was withdrawn, or a different verdict "
                                              "was already given"}})
+@releases_session
 def create_verdict(request: Request, slot_id: int, body: VerdictCreate, response: Response, session: SessionDep,
                    user: RecognizerUser,
                    idempotency_key: Annotated[str | None, Header(max_length=review.IDEMPOTENCY_KEY_MAX)] = None,
@@ -121,6 +126,7 @@ def create_verdict(request: Request, slot_id: int, body: VerdictCreate, response
 
 @router.get("/slots/{slot_id}/images/{kind}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+@releases_session
 def read_slot_image(request: Request, slot_id: int, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
     """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
     try:
@@ -148,6 +154,7 @@ class DisputesPublic(BaseModel):
 
 
 @router.get("/disputes")
+@releases_session
 def read_disputes(session: SessionDep, manager: ManagerUser) -> DisputesPublic:
     """Disputed candidates (no flag), oldest first, with how many recognizers could still take an escalation."""
     rows = review.disputed_candidates(session)
@@ -158,6 +165,7 @@ def read_disputes(session: SessionDep, manager: ManagerUser) -> DisputesPublic:
 
 
 @router.post("/candidates/{candidate_id}/escalate")
+@releases_session
 def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> DisputePublic:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from triage import flags, review
 from triage.deps import CurrentUser, SessionDep, client_ip
+from triage.release import releases_session
 from triage.sightings import displayable_image
 from web.htmx import hx_redirect
 from web.templating import render
@@ -29,6 +30,7 @@ def _flag_page(request: Request, session: SessionDep, flag_id: int, user: Curren
 
 
 @router.get("")
+@releases_session
 def read_flags(request: Request, session: SessionDep, user: CurrentUser, status: str = "") -> Response:
     """The flags you may see, newest first."""
     rows = flags.visible_flags(session, user, status or None)
@@ -37,12 +39,14 @@ def read_flags(request: Request, session: SessionDep, user: CurrentUser, status:
 
 
 @router.get("/{flag_id}")
+@releases_session
 def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> Response:
     """One flag with its evidence."""
     return _flag_page(request, session, flag_id, user)
 
 
 @router.post("/{flag_id}/acknowledge")
+@releases_session
 def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> Response:
     """Acknowledge a raised flag."""
     try:
@@ -56,6 +60,7 @@ def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep,
 
 
 @router.post("/{flag_id}/close")
+@releases_session
 def update_flag_close(request: Request, flag_id: int, session: SessionDep, user: CurrentUser,
                       reason: str = Form(""), note: str = Form("")) -> Response:
     """Close an acknowledged flag with its reason."""
@@ -70,6 +75,7 @@ def update_flag_close(request: Request, flag_id: int, session: SessionDep, user:
 
 
 @router.get("/{flag_id}/images/{kind}")
+@releases_session
 def read_flag_image(request: Request, flag_id: int, kind: str, session: SessionDep, user: CurrentUser) -> Response:
     """A picture of a flag's evidence: eye crops, full faces, or a sighting photo (sighting-N)."""
     try:

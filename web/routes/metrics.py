@@ -10,6 +10,7 @@ from markupsafe import Markup, escape
 
 from triage import metrics, review
 from triage.deps import ManagerUser, SessionDep, client_ip
+from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
 
@@ -82,6 +83,7 @@ def _duration(seconds: float | None) -> str:
 
 
 @router.get("/metrics")
+@releases_session
 def read_metrics(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
     """Agreement, throughput, queue, flags and matcher precision, computed from stored verdicts."""
     m = metrics.compute(session)
@@ -90,6 +92,7 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser) ->
 
 
 @router.get("/metrics/export.csv")
+@releases_session
 def read_metrics_csv(session: SessionDep, manager: ManagerUser) -> Response:
     """The metrics as CSV."""
     return Response(metrics.export_csv(metrics.compute(session)), media_type="text/csv; charset=utf-8",
@@ -103,12 +106,14 @@ def _disputes_page(request: Request, session: SessionDep, messages: list[dict[st
 
 
 @router.get("/disputes")
+@releases_session
 def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
     """Disputed candidates (never a flag) with the escalate action."""
     return _disputes_page(request, session)
 
 
 @router.post("/disputes/{candidate_id}/escalate")
+@releases_session
 def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> Response:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:

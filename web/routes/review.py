@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from triage import review
 from triage.deps import RecognizerUser, SessionDep, SettingsDep, client_ip
 from triage.models import StoredImage
+from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
 
@@ -35,6 +36,7 @@ def _queue_page(request: Request, session: SessionDep, settings: SettingsDep, us
 
 
 @router.get("")
+@releases_session
 def read_queue(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser,
                recorded: int = 0) -> Response:
     """The recognizer's queue page with the Next button."""
@@ -43,6 +45,7 @@ def read_queue(request: Request, session: SessionDep, settings: SettingsDep, use
 
 
 @router.post("/next")
+@releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> Response:
     """Lease the next task and open it."""
     try:
@@ -69,6 +72,7 @@ def _task_page(request: Request, task: review.Task, messages: list[dict[str, str
 
 
 @router.get("/slots/{slot_id}")
+@releases_session
 def read_task(request: Request, slot_id: int, session: SessionDep, settings: SettingsDep,
               user: RecognizerUser) -> Response:
     """One task you hold: the two eye crops side by side."""
@@ -81,6 +85,7 @@ def read_task(request: Request, slot_id: int, session: SessionDep, settings: Set
 
 
 @router.post("/slots/{slot_id}/reveal")
+@releases_session
 def create_reveal(request: Request, slot_id: int, session: SessionDep, settings: SettingsDep,
                   user: RecognizerUser) -> Response:
     """Reveal the full faces (recorded with your verdict)."""
@@ -93,6 +98,7 @@ def create_reveal(request: Request, slot_id: int, session: SessionDep, settings:
 
 
 @router.post("/slots/{slot_id}/verdict")
+@releases_session
 def create_verdict(request: Request, slot_id: int, session: SessionDep, settings: SettingsDep,
                    user: RecognizerUser, verdict: str = Form(""), note: str = Form(""),
                    idempotency_key: str = Form("")) -> Response:
@@ -111,6 +117,7 @@ def create_verdict(request: Request, slot_id: int, session: SessionDep, settings
 
 
 @router.get("/slots/{slot_id}/{kind}.png")
+@releases_session
 def read_task_image(request: Request, slot_id: int, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
     """A picture of your task, for the lease holder only (full faces after the reveal)."""
     try:

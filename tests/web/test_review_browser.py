@@ -1,0 +1,45 @@
+"""A real Chromium: two recognizers press N, see the two eye crops, press S; the flag shows the warning."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+
+from tests.factories import image_store, make_candidate
+from triage.models import Flag, Role
+
+pytestmark = pytest.mark.browser
+
+
+def test_two_recognizers_keyboard_only_then_flag_page(live_server, browser_login, engine, user_factory):
+    officer = user_factory(Role.officer, username="officer")
+    user_factory(Role.recognizer, username="ann")
+    user_factory(Role.recognizer, username="bob")
+    server = live_server(known_answer_share=0.0)
+    with Session(engine, expire_on_commit=False) as s:
+        make_candidate(s, image_store(server.settings), server.settings, officer.id)
+        s.commit()
+
+    for name in ("ann", "bob"):
+        page = browser_login(server, name)
+        page.goto("/review")
+        page.keyboard.press("n")
+        page.wait_for_url("**/review/slots/*")
+        crops = page.locator("img.eyes")
+        assert crops.count() == 2
+        # Both crops loaded (the holder may fetch them) and shown at the same size.
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('img.eyes')).every(i => i.complete && i.naturalWidth > 0)")
+        boxes = [crops.nth(i).bounding_box() for i in range(2)]
+        assert boxes[0]["width"] == boxes[1]["width"] and boxes[0]["height"] == boxes[1]["height"]
+        assert page.eval_on_selector("img.eyes", "i => getComputedStyle(i).imageRendering") == "auto"
+        page.keyboard.press("s")
+        page.wait_for_url("**/review?recorded=1")
+        assert "Verdict recorded" in page.content()
+
+    with Session(engine) as s:
+        flag = s.exec(select(Flag)).one()
+    page = browser_login(server, "officer")
+    page.goto(f"/flags/{flag.id}")
+    assert "investigative lead — confirm identity before any action" in page.inner_text(".lead-warning").lower()
+    assert page.locator("img.eyes").count() == 2
