@@ -77,7 +77,11 @@ def client_ip(request: Request) -> str:
 
 def audit_refusal(request: Request, action: str, user: User | None, detail: dict[str, Any] | None = None,
                   object_type: str = "", object_id: object = "") -> None:
-    """Write a refusal in its own transaction: the request's own work is rolled back."""
+    """Write a refusal in its own transaction: the request's own work is rolled back.
+
+    Call it before the request's session has written anything: on SQLite that
+    session's open transaction holds the write lock this one needs.
+    """
     with Session(request.app.state.engine) as session:
         audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
                      object_id=object_id, detail={"path": request.url.path, "method": request.method,
