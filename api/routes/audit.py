@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from triage import audit
 from triage.deps import ManagerUser, SessionDep, client_ip
+from triage.release import releases_session
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
@@ -51,6 +52,7 @@ def _filter(actor: str, action: str, object_type: str, object_id: str, outcome: 
 
 
 @router.get("")
+@releases_session
 def read_audit(session: SessionDep, manager: ManagerUser, actor: Text = "", action: Text = "",
                object_type: Text = "", object_id: Text = "", outcome: Text = "", since: dt.datetime | None = None,
                until: dt.datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -63,6 +65,7 @@ def read_audit(session: SessionDep, manager: ManagerUser, actor: Text = "", acti
 
 
 @router.get("/export.csv")
+@releases_session
 def read_audit_export(request: Request, session: SessionDep, manager: ManagerUser, actor: Text = "",
                       action: Text = "", object_type: Text = "", object_id: Text = "", outcome: Text = "",
                       since: dt.datetime | None = None, until: dt.datetime | None = None) -> Response:
@@ -76,6 +79,7 @@ def read_audit_export(request: Request, session: SessionDep, manager: ManagerUse
 
 
 @router.get("/verify")
+@releases_session
 def read_audit_verify(session: SessionDep, manager: ManagerUser) -> AuditVerifyPublic:
     """Walk the hash chain and report the first bad entry, if any."""
     r = audit.verify(session)

@@ -18,6 +18,7 @@ from triage.deps import (
     require_account_user,
 )
 from triage.models import User
+from triage.release import releases_session
 from triage.security import LoginFailed, authenticate, create_api_token, list_api_tokens, revoke_api_token
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -91,6 +92,7 @@ async def create_token(request: Request, body: TokenCreate, session: SessionDep,
 
 
 @router.get("/tokens")
+@releases_session
 def read_tokens(session: SessionDep, user: CurrentUser) -> TokensPublic:
     """Your own tokens (never the token values)."""
     rows = list_api_tokens(session, user.id)  # type: ignore[arg-type]
@@ -98,6 +100,7 @@ def read_tokens(session: SessionDep, user: CurrentUser) -> TokensPublic:
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
+@releases_session
 def delete_token(request: Request, session: SessionDep, user: CurrentUser, token_id: int) -> Response:
     """Revoke a token: your own, or anyone's if you are an admin."""
     try:

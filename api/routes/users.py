@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from triage import accounts
 from triage.deps import AdminUser, SessionDep, client_ip
 from triage.models import User
+from triage.release import releases_session
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -62,6 +63,7 @@ def _refused(session: SessionDep, exc: accounts.AccountError, user_id: int | Non
 
 
 @router.get("")
+@releases_session
 def read_users(session: SessionDep, admin: AdminUser) -> UsersPublic:
     """Every account."""
     users = accounts.list_users(session)
@@ -69,6 +71,7 @@ def read_users(session: SessionDep, admin: AdminUser) -> UsersPublic:
 
 
 @router.post("", status_code=201)
+@releases_session
 def create_user(request: Request, body: UserCreate, session: SessionDep, admin: AdminUser) -> UserCreated:
     """Create an account with a one-time password."""
     try:
@@ -81,6 +84,7 @@ def create_user(request: Request, body: UserCreate, session: SessionDep, admin: 
 
 
 @router.get("/{user_id}")
+@releases_session
 def read_user(session: SessionDep, admin: AdminUser, user_id: int) -> UserPublic:
     """One account."""
     user = session.get(User, user_id)
@@ -90,6 +94,7 @@ def read_user(session: SessionDep, admin: AdminUser, user_id: int) -> UserPublic
 
 
 @router.patch("/{user_id}")
+@releases_session
 def update_user(request: Request, user_id: int, body: UserUpdate, session: SessionDep, admin: AdminUser) -> UserPublic:
     """Change roles and/or enable or disable the account."""
     ip = client_ip(request)
@@ -120,6 +125,7 @@ def _refused_again(session: SessionDep, admin: User, user_id: int, body: UserUpd
 
 
 @router.post("/{user_id}/reset-password")
+@releases_session
 def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> UserCreated:
     """Give the account a new one-time password (its sessions end)."""
     try:
@@ -131,6 +137,7 @@ def update_user_password(request: Request, session: SessionDep, admin: AdminUser
 
 
 @router.delete("/{user_id}/totp")
+@releases_session
 def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> UserPublic:
     """Remove a lost second factor."""
     try:

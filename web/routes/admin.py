@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from triage import accounts
 from triage.deps import AdminUser, SessionDep, client_ip
 from triage.models import ApiToken, Role, User
+from triage.release import releases_session
 from triage.security import list_api_tokens, revoke_api_token
 from web.templating import render
 
@@ -39,12 +40,14 @@ def _user_page(request: Request, session: SessionDep, target: User, status_code:
 
 
 @router.get("/users")
+@releases_session
 def read_users(request: Request, session: SessionDep, admin: AdminUser) -> Response:
     """Every account, with a form to create one."""
     return _users_page(request, session)
 
 
 @router.post("/users")
+@releases_session
 def create_user(
     request: Request, session: SessionDep, admin: AdminUser,
     username: Annotated[str, Form(max_length=64)], roles: Annotated[list[str] | None, Form()] = None,
@@ -63,6 +66,7 @@ def create_user(
 
 
 @router.get("/users/{user_id}")
+@releases_session
 def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
     """One account."""
     return _user_page(request, session, _get_user(session, user_id))
@@ -85,24 +89,28 @@ def _act(request: Request, session: SessionDep, user_id: int, op: object, *args:
 
 
 @router.post("/users/{user_id}/disable")
+@releases_session
 def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
     """Disable an account: its sessions and tokens stop working at once."""
     return _act(request, session, user_id, accounts.set_active, False)
 
 
 @router.post("/users/{user_id}/enable")
+@releases_session
 def update_user_enable(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
     """Enable an account again (and lift a lockout)."""
     return _act(request, session, user_id, accounts.set_active, True)
 
 
 @router.post("/users/{user_id}/reset-password")
+@releases_session
 def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
     """Give the account a one-time password, to be changed at the next login."""
     return _act(request, session, user_id, accounts.reset_password)
 
 
 @router.post("/users/{user_id}/roles")
+@releases_session
 def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, user_id: int,
                       roles: Annotated[list[str] | None, Form()] = None) -> Response:
     """Set the account's roles."""
@@ -110,12 +118,14 @@ def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, u
 
 
 @router.post("/users/{user_id}/totp/remove")
+@releases_session
 def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
     """Remove a lost second factor."""
     return _act(request, session, user_id, accounts.remove_totp_for)
 
 
 @router.post("/users/{user_id}/tokens/{token_id}/revoke")
+@releases_session
 def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, user_id: int,
                       token_id: int) -> Response:
     """Revoke one of the account's API tokens (a lost phone)."""

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from triage import audit
 from triage.deps import ManagerUser, SessionDep, client_ip
+from triage.release import releases_session
 from web.templating import render
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -30,6 +31,7 @@ Text = Annotated[str, Query(max_length=64)]
 
 
 @router.get("")
+@releases_session
 def read_audit(request: Request, session: SessionDep, manager: ManagerUser, actor: Text = "", action: Text = "",
                object_type: Text = "", object_id: Text = "", outcome: Text = "", since: dt.date | None = None,
                until: dt.date | None = None, page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
@@ -47,6 +49,7 @@ def read_audit(request: Request, session: SessionDep, manager: ManagerUser, acto
 
 
 @router.get("/export.csv")
+@releases_session
 def read_audit_export(request: Request, session: SessionDep, manager: ManagerUser, actor: Text = "",
                       action: Text = "", object_type: Text = "", object_id: Text = "", outcome: Text = "",
                       since: dt.date | None = None, until: dt.date | None = None) -> Response:
@@ -60,6 +63,7 @@ def read_audit_export(request: Request, session: SessionDep, manager: ManagerUse
 
 
 @router.get("/verify")
+@releases_session
 def read_audit_verify(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
     """Check the hash chain now and show the result."""
     result = audit.verify(session)

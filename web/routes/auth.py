@@ -13,6 +13,7 @@ from triage import accounts, audit
 from triage.clock import utcnow
 from triage.deps import AccountUser, CurrentUser, SessionDep, SettingsDep, client_ip, pending_action
 from triage.models import AuditOutcome, WebSession
+from triage.release import releases_session
 from triage.security import (
     SESSION_COOKIE,
     LoginFailed,
@@ -55,6 +56,7 @@ def read_login(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
+@releases_session
 def create_login(
     request: Request, session: SessionDep, settings: SettingsDep,
     username: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=512)],
@@ -94,6 +96,7 @@ def create_login(
 
 
 @router.post("/logout")
+@releases_session
 def create_logout(request: Request, session: SessionDep, user: AccountUser) -> Response:
     """End the session."""
     ws = request.state.auth.web_session
@@ -121,6 +124,7 @@ def _account_page(request: Request, session: SessionDep, user: AccountUser, stat
 
 
 @router.get("/account")
+@releases_session
 def read_account(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your account: password, second factor, API tokens."""
     return _account_page(request, session, user)
@@ -133,6 +137,7 @@ def read_account_password(request: Request, user: AccountUser) -> Response:
 
 
 @router.post("/account/password")
+@releases_session
 def update_account_password(
     request: Request, session: SessionDep, settings: SettingsDep, user: AccountUser,
     current_password: Annotated[str, Form(max_length=512)], new_password: Annotated[str, Form(max_length=512)],
@@ -162,6 +167,7 @@ def read_account_totp(request: Request, settings: SettingsDep, user: AccountUser
 
 
 @router.post("/account/totp")
+@releases_session
 def create_account_totp(
     request: Request, session: SessionDep, settings: SettingsDep, user: AccountUser,
     secret: Annotated[str, Form(max_length=64)], code: Annotated[str, Form(max_length=8)],
@@ -182,6 +188,7 @@ def create_account_totp(
 
 
 @router.post("/account/totp/remove")
+@releases_session
 def delete_account_totp(
     request: Request, session: SessionDep, user: CurrentUser,
     password: Annotated[str, Form(max_length=512)], code: Annotated[str, Form(max_length=8)],
@@ -197,6 +204,7 @@ def delete_account_totp(
 
 
 @router.post("/account/tokens")
+@releases_session
 def create_account_token(
     request: Request, session: SessionDep, user: CurrentUser, name: Annotated[str, Form(max_length=100)],
 ) -> Response:
@@ -210,6 +218,7 @@ def create_account_token(
 
 
 @router.post("/account/tokens/{token_id}/revoke")
+@releases_session
 def delete_account_token(request: Request, session: SessionDep, user: CurrentUser, token_id: int) -> Response:
     """Revoke one of your API tokens."""
     try:

@@ -7,6 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from triage import notifications
 from triage.deps import AccountUser, CurrentUser, SessionDep
+from triage.release import releases_session
 from web.htmx import is_htmx
 from web.templating import render
 
@@ -14,6 +15,7 @@ router = APIRouter(prefix="/notifications", tags=["notifications"])
 
 
 @router.get("")
+@releases_session
 def read_notifications(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your notifications, newest first."""
     return render(request, "notifications.html",  # type: ignore[no-any-return]
@@ -21,6 +23,7 @@ def read_notifications(request: Request, session: SessionDep, user: CurrentUser)
 
 
 @router.get("/count")
+@releases_session
 def read_notification_count(request: Request, session: SessionDep, user: AccountUser) -> Response:
     """The top-bar link text with the unread count (an htmx fragment)."""
     # AccountUser, not CurrentUser: on the forced password page this poll must not redirect in a loop.
@@ -29,6 +32,7 @@ def read_notification_count(request: Request, session: SessionDep, user: Account
 
 
 @router.post("/read")
+@releases_session
 def update_notifications_read(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Mark all your notifications read."""
     notifications.mark_read(session, user.id)  # type: ignore[arg-type]
@@ -39,6 +43,7 @@ def update_notifications_read(request: Request, session: SessionDep, user: Curre
 
 
 @router.post("/{notification_id}/read")
+@releases_session
 def update_notification_read(request: Request, session: SessionDep, user: CurrentUser,
                              notification_id: int) -> Response:
     """Mark one of your notifications read (someone else's is simply not found)."""
