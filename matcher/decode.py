@@ -101,7 +101,7 @@ def decode_image(
         try:
             img = Image.open(io.BytesIO(bytes(data)), formats=[fmt])
         except Image.DecompressionBombError as e:
-            raise ImageTooLarge(f"The image declares more pixels than the limit of {max_pixels / 1e6:.0f} MP.") from e
+            raise ImageTooLarge(_too_many(max_pixels)) from e
         except Exception as e:  # noqa: BLE001 - any parser failure means "not a usable image"
             if len(data) < 64:
                 raise TruncatedImage() from e
@@ -118,7 +118,7 @@ def decode_image(
             try:
                 img.load()
             except Image.DecompressionBombError as e:
-                raise ImageTooLarge(f"The image declares more pixels than the limit of {max_pixels / 1e6:.0f} MP.") from e
+                raise ImageTooLarge(_too_many(max_pixels)) from e
             except (OSError, SyntaxError, ValueError, EOFError) as e:
                 raise TruncatedImage() from e
             try:
@@ -130,6 +130,10 @@ def decode_image(
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise NotAnImage("The image could not be converted to RGB.")
     return DecodedImage(rgb=rgb, format=fmt, width=rgb.shape[1], height=rgb.shape[0])
+
+
+def _too_many(max_pixels: int) -> str:
+    return f"The image declares more pixels than the limit of {max_pixels / 1e6:.0f} MP."
 
 
 def _to_rgb(img):  # type: ignore[no-untyped-def]

@@ -82,6 +82,7 @@ class _Candidate:
     box: tuple[float, float, float, float]  # l, t, r, b in working-copy pixels (dlib-style square)
     score: float
     detector: str
+    keypoints: dict[str, tuple[float, float]] | None = None  # MTCNN's five points, working-copy pixels
 
 
 def quality_issues(iod_px: float, blur: float, yaw: float, pitch: float | None, det_score: float) -> list[str]:
@@ -245,8 +246,14 @@ class FacePipeline:
             # (fitted on CelebA faces found by both detectors).
             cx, cy = x + bw / 2, y + bh / 2 + 0.067 * bh
             side = 0.5 * (1.115 * bw + 0.82 * bh)
+            kps = {k: (float(v[0]), float(v[1])) for k, v in (det.get("keypoints") or {}).items()}
             out.append(
-                _Candidate((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), float(det["confidence"]), tag)
+                _Candidate(
+                    (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
+                    float(det["confidence"]),
+                    tag,
+                    kps or None,
+                )
             )
         return out
 
