@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage import audit, notifications
 from triage.clock import utcnow
@@ -40,7 +40,7 @@ class FlagError(Exception):
 
 
 def _managers(session: Session) -> list[User]:
-    users = session.exec(select(User).where(User.is_active == True).order_by(User.id)).all()  # noqa: E712
+    users = session.exec(select(User).where(col(User.is_active) == True).order_by(col(User.id))).all()  # noqa: E712
     return [u for u in users if u.has_role(Role.manager)]
 
 
@@ -55,6 +55,7 @@ def raise_flag(session: Session, candidate: Candidate) -> Flag:
     same_by = {s.reviewer_id for s in slots if s.verdict == "same"}
     if candidate.is_known_answer or candidate.sighting_id is None or len(same_by) < 2:
         raise AssertionError("a flag needs two distinct recognizers agreeing on a real sighting")
+    assert candidate.id is not None
     flag = Flag(candidate_id=candidate.id, sighting_id=candidate.sighting_id, subject_id=candidate.subject_id,
                 raised_at=utcnow())
     session.add(flag)
@@ -83,7 +84,7 @@ def may_see(user: User, flag: Flag, sighting: Sighting | None) -> bool:
 
 def visible_flags(session: Session, user: User, status: str | None = None, limit: int = 200) -> list[Flag]:
     """Flags this user may see, newest first: all for a manager, their own sightings' for an officer."""
-    stmt = select(Flag).order_by(Flag.raised_at.desc(), Flag.id.desc()).limit(limit)  # type: ignore[attr-defined]
+    stmt = select(Flag).order_by(col(Flag.raised_at).desc(), col(Flag.id).desc()).limit(limit)
     if status:
         stmt = stmt.where(Flag.status == status)
     if not user.has_role(Role.manager):
@@ -135,10 +136,10 @@ def evidence(session: Session, flag: Flag) -> Evidence:
     sighting = session.get(Sighting, flag.sighting_id)
     assert candidate is not None and subject is not None and sighting is not None
     photos = session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting.id)
-                          .order_by(SightingPhoto.position)).all()
+                          .order_by(col(SightingPhoto.position))).all()
     slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
                                                   ReviewSlot.verdict.is_not(None))  # type: ignore[union-attr]
-                         .order_by(ReviewSlot.round, ReviewSlot.verdict_at)).all()
+                         .order_by(col(ReviewSlot.round), col(ReviewSlot.verdict_at))).all()
     verdicts = []
     for s in slots:
         reviewer = session.get(User, s.reviewer_id) if s.reviewer_id else None

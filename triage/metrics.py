@@ -25,7 +25,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
 from triage.models import Candidate, CandidateStatus, Flag, ReviewSlot, Sighting, User, Verdict
@@ -172,8 +172,8 @@ def compute(session: Session) -> Metrics:
     m = Metrics(computed_at=now)
     names = {u.id: u.username for u in session.exec(select(User)).all()}
     candidates = {c.id: c for c in session.exec(select(Candidate)).all()}
-    slots = session.exec(select(ReviewSlot).order_by(ReviewSlot.candidate_id, ReviewSlot.round,
-                                                     ReviewSlot.slot_no)).all()
+    slots = session.exec(select(ReviewSlot).order_by(col(ReviewSlot.candidate_id), col(ReviewSlot.round),
+                                                     col(ReviewSlot.slot_no))).all()
 
     rounds: dict[tuple[int, int], list[ReviewSlot]] = defaultdict(list)
     for s in slots:

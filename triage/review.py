@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, case, exists, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage import audit, flags
 from triage.clock import utcnow
@@ -149,8 +149,13 @@ def _drop_pending(session: Session) -> None:
         session.rollback()
 
 
+def _id(row: Any) -> int:
+    assert row.id is not None, "the row has not been flushed"
+    return int(row.id)
+
+
 def _new_slots(candidate: Candidate, round_no: int) -> list[ReviewSlot]:
-    return [ReviewSlot(candidate_id=candidate.id, round=round_no, slot_no=n) for n in range(1, SLOTS_PER_ROUND + 1)]
+    return [ReviewSlot(candidate_id=_id(candidate), round=round_no, slot_no=n) for n in range(1, SLOTS_PER_ROUND + 1)]
 
 
 # Creating candidates
@@ -198,9 +203,9 @@ def create_known_answer_task(session: Session, rng: random.Random | None = None,
     """
     rng = rng or random.Random()
     photos = session.exec(
-        select(ReferencePhoto).join(Subject, Subject.id == ReferencePhoto.subject_id)
+        select(ReferencePhoto).join(Subject, col(Subject.id) == col(ReferencePhoto.subject_id))
         .where(Subject.status == SubjectStatus.active.value, ReferencePhoto.quality_ok == True)  # noqa: E712
-        .order_by(ReferencePhoto.id)
+        .order_by(col(ReferencePhoto.id))
     ).all()
     by_subject: dict[int, list[ReferencePhoto]] = {}
     for p in photos:
@@ -218,13 +223,13 @@ def create_known_answer_task(session: Session, rng: random.Random | None = None,
             s1, s2 = rng.sample(sorted(by_subject), 2)
             a, b = rng.choice(by_subject[s1]), rng.choice(by_subject[s2])
         if avoid_seen_by is not None and session.exec(
-            select(Candidate.id).join(SeenCandidate, SeenCandidate.candidate_id == Candidate.id)
+            select(Candidate.id).join(SeenCandidate, col(SeenCandidate.candidate_id) == col(Candidate.id))
             .where(Candidate.known_probe_photo_id == a.id, Candidate.reference_photo_id == b.id,
                    SeenCandidate.user_id == avoid_seen_by)
         ).first() is not None:
             continue
         now = utcnow()
-        candidate = Candidate(probe_id=None, sighting_id=None, subject_id=b.subject_id, reference_photo_id=b.id,
+        candidate = Candidate(probe_id=None, sighting_id=None, subject_id=b.subject_id, reference_photo_id=_id(b),
                               known_probe_photo_id=a.id,
                               known_truth=Verdict.same.value if want_same else Verdict.different.value,
                               score=0.0, distance=0.0, rank=0, priority_at=now, created_at=now)
@@ -243,8 +248,9 @@ def create_known_answer_task(session: Session, rng: random.Random | None = None,
 def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_answer: bool) -> Any:
     """Slots this recognizer may take now, most urgent first."""
     other = aliased(ReviewSlot)
-    on_it_already = exists().where(other.candidate_id == Candidate.id, other.reviewer_id == user.id)
-    has_seen = exists().where(SeenCandidate.candidate_id == Candidate.id, SeenCandidate.user_id == user.id)
+    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id)
+    has_seen = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
+                              col(SeenCandidate.user_id) == user.id)
     stmt = (
         select(ReviewSlot)
         .join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
@@ -254,24 +260,24 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
             ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
             ReviewSlot.withdrawn == False,  # noqa: E712
             ReviewSlot.round == Candidate.current_round,
-            or_(ReviewSlot.reviewer_id.is_(None), ReviewSlot.lease_expires_at < now),  # type: ignore[union-attr, operator]
+            or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
             Subject.status == SubjectStatus.active.value,
             ~on_it_already,
             # An escalated round goes only to people who have never been shown the candidate.
-            or_(ReviewSlot.round == 1, ~has_seen),
+            or_(col(ReviewSlot.round) == 1, ~has_seen),
             # Never a candidate from one's own sighting.
-            or_(Candidate.sighting_id.is_(None), Sighting.uploaded_by != user.id),  # type: ignore[union-attr]
+            or_(col(Candidate.sighting_id).is_(None), col(Sighting.uploaded_by) != user.id),
         )
     )
     if known_answer:
         stmt = stmt.where(Candidate.known_truth.is_not(None)).order_by(  # type: ignore[union-attr]
-            Candidate.priority_at, Candidate.id, ReviewSlot.slot_no)
+            col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
     else:
         fresh_since = now - dt.timedelta(hours=settings.fresh_sighting_hours)
-        fresh_first = case((Sighting.observed_at >= fresh_since, 0), else_=1)  # type: ignore[operator]
+        fresh_first = case((col(Sighting.observed_at) >= fresh_since, 0), else_=1)
         stmt = stmt.where(Candidate.known_truth.is_(None)).order_by(  # type: ignore[union-attr]
-            fresh_first, Subject.priority, Candidate.priority_at, Candidate.id, ReviewSlot.slot_no)
+            fresh_first, col(Subject.priority), col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
     return stmt
 
 
@@ -288,7 +294,7 @@ def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot
         .where(ReviewSlot.reviewer_id == user.id, ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
                ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at >= now,  # type: ignore[operator]  # noqa: E712
                ReviewSlot.round == Candidate.current_round, Candidate.status == CandidateStatus.open.value)
-        .order_by(ReviewSlot.leased_at).limit(1)
+        .order_by(col(ReviewSlot.leased_at)).limit(1)
     ).first()
 
 
@@ -354,7 +360,7 @@ def _lease(session: Session, user: User, slot: ReviewSlot, settings: Settings, n
     slot.revealed_full_faces = False
     session.add(slot)
     if session.get(SeenCandidate, (slot.candidate_id, user.id)) is None:
-        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=user.id, first_seen_at=now))
+        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=_id(user), first_seen_at=now))
     session.flush()
     audit.record(session, "review.lease", actor=user, object_type="review_slot", object_id=slot.id,
                  detail={"candidate_id": slot.candidate_id, "round": slot.round,
@@ -594,7 +600,7 @@ def eligible_recognizers(session: Session, candidate: Candidate) -> list[User]:
     """Active recognizers never shown this candidate, who did not upload its sighting."""
     seen = select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == candidate.id)
     users = session.exec(select(User).where(User.is_active == True, User.id.not_in(seen))  # type: ignore[union-attr]  # noqa: E712
-                         .order_by(User.id)).all()
+                         .order_by(col(User.id))).all()
     uploader = None
     if candidate.sighting_id is not None:
         sighting = session.get(Sighting, candidate.sighting_id)
@@ -648,8 +654,8 @@ def withdraw_for_subject(session: Session, subject_id: int, actor: User | None) 
     photo_ids = select(ReferencePhoto.id).where(ReferencePhoto.subject_id == subject_id)
     stmt = select(Candidate).where(
         Candidate.status == CandidateStatus.open.value,
-        or_(Candidate.subject_id == subject_id, Candidate.known_probe_photo_id.in_(photo_ids)),  # type: ignore[union-attr]
-    ).order_by(Candidate.id)
+        or_(col(Candidate.subject_id) == subject_id, col(Candidate.known_probe_photo_id).in_(photo_ids)),
+    ).order_by(col(Candidate.id))
     if _is_postgres(session):
         stmt = stmt.with_for_update()
     candidates = session.exec(stmt).all()
@@ -684,13 +690,13 @@ def disputed_candidates(session: Session, limit: int = 200) -> list[DisputedCand
         select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
         .where(Candidate.status == CandidateStatus.disputed.value, Candidate.known_truth.is_(None),  # type: ignore[union-attr]
                Subject.status == SubjectStatus.active.value)
-        .order_by(Candidate.priority_at, Candidate.id).limit(limit)
+        .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)
     ).all()
     out = []
     for candidate, subject in rows:
         slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
                                                       ReviewSlot.verdict.is_not(None))  # type: ignore[union-attr]
-                             .order_by(ReviewSlot.round, ReviewSlot.slot_no)).all()
+                             .order_by(col(ReviewSlot.round), col(ReviewSlot.slot_no))).all()
         out.append(DisputedCandidate(candidate, subject, list(slots), len(eligible_recognizers(session, candidate))))
     return out
 
