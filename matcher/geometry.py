@@ -126,3 +126,63 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
+
+
+# dlib's 150x150 face chip (padding 0.25) and where MTCNN's five points fall in it
+# (median over CelebA faces aligned by dlib's 5-point chip, made left-right symmetric):
+# image-left eye, image-right eye, nose tip, image-left and image-right mouth corners.
+CHIP_TEMPLATE_150 = np.array(
+    [(47.9, 44.6), (100.6, 44.6), (74.25, 78.7), (50.8, 100.8), (97.7, 100.8)], dtype=np.float32
+)
+_TEMPLATE_SIZE = 150.0
+_TEMPLATE_PADDING = 0.25
+
+
+def chip_template(size: int, padding: float) -> np.ndarray:
+    """:data:`CHIP_TEMPLATE_150` for a chip of another size and padding (same face placement)."""
+    unit = CHIP_TEMPLATE_150 / _TEMPLATE_SIZE * (1 + 2 * _TEMPLATE_PADDING) - _TEMPLATE_PADDING
+    return ((unit + padding) / (1 + 2 * padding) * size).astype(np.float32)
+
+
+def similarity_from_points(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (2x3) taking ``src_pts`` to ``dst_pts`` (Umeyama)."""
+    src = np.asarray(src_pts, np.float64)
+    dst = np.asarray(dst_pts, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1, 1] = -1
+    rot = u @ d @ vt
+    var = (s0**2).sum() / len(src)
+    scale = float(np.trace(np.diag(sig) @ d) / var) if var > 0 else 1.0
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]])
+
+
+def warp_affine(src: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.warpAffine`` that anti-aliases strong reductions (area-averages a region first)."""
+    import cv2
+
+    m = np.asarray(m, np.float64)
+    scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    if scale < 0.9:
+        w, h = size
+        inv = cv2.invertAffineTransform(m)
+        corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ inv.T
+        x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+        ih, iw = src.shape[:2]
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(iw, x1), min(ih, y1)
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            roi = src[y0:y1, x0:x1]
+            nw, nh = max(1, round(roi.shape[1] * scale)), max(1, round(roi.shape[0] * scale))
+            small = cv2.resize(roi, (nw, nh), interpolation=cv2.INTER_AREA)
+            fx, fy = nw / roi.shape[1], nh / roi.shape[0]
+            # small = S (x - offset): compose m with its inverse
+            pre = np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]], np.float64)
+            m = m @ pre
+            src = small
+    return cv2.warpAffine(src, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

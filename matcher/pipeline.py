@@ -41,7 +41,10 @@ DISPLAY_CHIP_PADDING = 0.4
 # MTCNN thresholds (P-Net, R-Net, O-Net): normal, then relaxed for the last resort.
 MTCNN_MIN_FACE = 20
 MTCNN_THRESHOLDS = (0.6, 0.7, 0.8)
-MTCNN_RELAXED = (0.5, 0.6, 0.6)
+MTCNN_RELAXED = (0.4, 0.5, 0.55)
+MTCNN_RESCUE = (0.5, 0.6, 0.6)
+RESCUE_ROLL_DEG = (25.0, -25.0)
+RESCUE_ZOOM = 0.8
 MIN_DET_SCORE = 0.9  # faces below this are kept but flagged "low_confidence"
 # Quality flags.
 MIN_IOD_PX = 24.0
@@ -120,7 +123,7 @@ class FacePipeline:
         models_home: Path | None = None,
         detector: str = "cascade",
         place_models: bool = True,
-        flip_average: bool = False,
+        flip_average: bool = True,
     ) -> None:
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}")
@@ -229,9 +232,27 @@ class FacePipeline:
         return max(faces, key=lambda f: f.quality.iod_px * (0.5 + f.quality.det_score))
 
     # -- detection --------------------------------------------------------------
-    def _run_mtcnn(self, work: np.ndarray, thresholds: tuple[float, float, float], tag: str) -> list[_Candidate]:
+    def _run_mtcnn(
+        self,
+        work: np.ndarray,
+        thresholds: tuple[float, float, float],
+        tag: str,
+        view: np.ndarray | None = None,
+    ) -> list[_Candidate]:
+        """MTCNN on ``work``, or on an affine view of it (``view``: 2x3, work -> view);
+        boxes and points are mapped back to ``work`` coordinates."""
+        import cv2
+
+        img = work
+        inv = None
+        if view is not None:
+            h, w = work.shape[:2]
+            img = np.ascontiguousarray(
+                cv2.warpAffine(work, view, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            )
+            inv = cv2.invertAffineTransform(view)
         res = self._mtcnn.detect_faces(
-            work,
+            img,
             min_face_size=MTCNN_MIN_FACE,
             threshold_pnet=thresholds[0],
             threshold_rnet=thresholds[1],
@@ -247,6 +268,10 @@ class FacePipeline:
             cx, cy = x + bw / 2, y + bh / 2 + 0.067 * bh
             side = 0.5 * (1.115 * bw + 0.82 * bh)
             kps = {k: (float(v[0]), float(v[1])) for k, v in (det.get("keypoints") or {}).items()}
+            if inv is not None:
+                side /= math.sqrt(abs(np.linalg.det(view[:, :2])))  # type: ignore[index]
+                cx, cy = (inv @ np.array([cx, cy, 1.0])).tolist()
+                kps = {k: tuple((inv @ np.array([px, py, 1.0])).tolist()) for k, (px, py) in kps.items()}  # type: ignore[misc]
             out.append(
                 _Candidate(
                     (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
@@ -266,6 +291,17 @@ class FacePipeline:
             out.append(_Candidate((d.left(), d.top(), d.right(), d.bottom()), conf, "hog"))
         return out
 
+    def _rescue_views(self, work: np.ndarray) -> list[np.ndarray]:
+        """Affine views tried when nothing else found a face: the head rolled by +-25
+        degrees (CCTV looks down on tilted heads), then the frame at 0.8x (a tight crop gains margin)."""
+        import cv2
+
+        h, w = work.shape[:2]
+        centre = (w / 2, h / 2)
+        views = [cv2.getRotationMatrix2D(centre, a, 1.0) for a in RESCUE_ROLL_DEG]
+        views.append(cv2.getRotationMatrix2D(centre, 0.0, RESCUE_ZOOM))
+        return views
+
     def _detect(self, work: np.ndarray) -> list[_Candidate]:
         if self.detector == "hog":
             found = self._run_hog(work)
@@ -277,8 +313,12 @@ class FacePipeline:
                 found = self._run_hog(work)
             if not found:
                 found = self._run_mtcnn(work, MTCNN_RELAXED, "mtcnn-relaxed")
+            for view in self._rescue_views(work) if not found else []:
+                found = self._run_mtcnn(work, MTCNN_RESCUE, "mtcnn-rescue", view)
+                if found:
+                    break
             if not found:
-                found = self._run_mtcnn(_equalise(work), MTCNN_RELAXED, "mtcnn-relaxed")
+                found = self._run_mtcnn(_equalise(work), MTCNN_RELAXED, "mtcnn-rescue")
         # non-maximum suppression across and within detectors
         found.sort(key=lambda c: -c.score)
         kept: list[_Candidate] = []
@@ -305,28 +345,40 @@ class FacePipeline:
         def to_orig(x: float, y: float) -> tuple[float, float]:
             return (x / s2o_scale - s2o_pad, y / s2o_scale - s2o_pad)
 
-        shapes, chips, extra = [], [], []
+        kp_order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN: observer's left first
+        tmpl = geometry.CHIP_TEMPLATE_150
+        tmpl_display = geometry.chip_template(DISPLAY_CHIP_SIZE, DISPLAY_CHIP_PADDING)
+        prepared = []
         for c in cands:
             x0, y0, x1, y1 = (v * to_src for v in c.box)
             rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
-            shape5 = self._sp5(src, rect)
             shape68 = self._sp68(src, rect)
-            chip = np.ascontiguousarray(dlib.get_face_chip(src, shape5, size=CHIP_SIZE, padding=CHIP_PADDING))
-            shapes.append(shape5)
-            chips.append(chip)
-            extra.append((rect, shape68))
+            if c.keypoints and all(k in c.keypoints for k in kp_order):
+                # MTCNN's five points -> dlib's chip layout (measured better than re-running
+                # dlib's 5-point predictor in MTCNN's box: see docs/matcher.md)
+                pts = np.array([c.keypoints[k] for k in kp_order], dtype=np.float64) * to_src
+                m = _fit_similarity(pts, tmpl)
+                chip = geometry.warp_affine(src, m, (CHIP_SIZE, CHIP_SIZE))
+                display = geometry.warp_affine(src, _fit_similarity(pts, tmpl_display), (DISPLAY_CHIP_SIZE,) * 2)
+                right_src, left_src = tuple(pts[0]), tuple(pts[1])  # image-left eye is the subject's right
+                p5 = pts
+            else:
+                shape5 = self._sp5(src, rect)
+                chip = dlib.get_face_chip(src, shape5, size=CHIP_SIZE, padding=CHIP_PADDING)
+                display = dlib.get_face_chip(src, shape5, size=DISPLAY_CHIP_SIZE, padding=DISPLAY_CHIP_PADDING)
+                p5 = np.array([(p.x, p.y) for p in shape5.parts()], dtype=np.float64)
+                # dlib's 5 points: 0-1 the subject's left eye corners, 2-3 the right eye's, 4 under the nose
+                left_src = tuple(p5[0:2].mean(axis=0))
+                right_src = tuple(p5[2:4].mean(axis=0))
+            prepared.append((c, rect, shape68, np.ascontiguousarray(chip), display, p5, left_src, right_src))
 
-        embeddings = self._embed(chips)
+        embeddings = self._embed([item[3] for item in prepared])
 
         faces: list[Face] = []
-        for i, (c, shape5, chip, (rect, shape68), emb) in enumerate(
-            zip(cands, shapes, chips, extra, embeddings, strict=True)
+        for i, ((c, rect, shape68, chip, display, p5, left_src, right_src), emb) in enumerate(
+            zip(prepared, embeddings, strict=True)
         ):
-            p5 = np.array([(p.x, p.y) for p in shape5.parts()], dtype=np.float64)
             p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
-            # dlib's 5 points: 0-1 the subject's left eye corners, 2-3 the right eye's, 4 under the nose
-            left_src = tuple(p5[0:2].mean(axis=0))
-            right_src = tuple(p5[2:4].mean(axis=0))
             iod_src = math.dist(left_src, right_src)
             yaw, pitch = geometry.head_pose(p68)
             blur = geometry.blur_score(chip)
@@ -346,7 +398,6 @@ class FacePipeline:
             x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
             x1, y1 = min(ow, int(round(x1))), min(oh, int(round(y1)))
             eye = geometry.eye_crop(src, right_src, left_src)  # type: ignore[arg-type]
-            display = dlib.get_face_chip(src, shape5, size=DISPLAY_CHIP_SIZE, padding=DISPLAY_CHIP_PADDING)
             mouth_l, mouth_r = p68[54], p68[48]  # subject's left mouth corner is on the image's right
 
             def pt(p: Any) -> list[float]:
@@ -397,6 +448,19 @@ class FacePipeline:
         self._load()
         with self._lock:
             return self._embed([np.ascontiguousarray(chip_rgb)])[0]
+
+
+def _fit_similarity(pts: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Similarity transform from five detected points to a chip template (robust LMedS fit,
+    least squares when that fails)."""
+    import cv2
+
+    from matcher import geometry
+
+    m, _ = cv2.estimateAffinePartial2D(pts.astype(np.float32), template.astype(np.float32), method=cv2.LMEDS)
+    if m is None or not np.all(np.isfinite(m)):
+        m = geometry.similarity_from_points(pts, template)
+    return m
 
 
 def _equalise(rgb: np.ndarray) -> np.ndarray:
