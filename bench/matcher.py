@@ -96,6 +96,7 @@ def accuracy(
     lead: float,
     k: int = 10,
     log: Callable[[str], None] = print,
+    save: Path | None = None,
 ) -> Accuracy:
     from matcher import GalleryIndex
     from matcher.score import similarity_array
@@ -110,6 +111,15 @@ def accuracy(
     p_emb = embed_all(pipe, probes)
     log(f"  probes embedded: {len(probes)} photos in {time.perf_counter() - t0:.0f} s")
 
+    if save is not None:
+        allp = gallery_photos + probes
+        np.savez(
+            save,
+            emb=np.stack([e if e is not None else np.full(128, np.nan, np.float32) for e in g_emb + p_emb]),
+            subject=np.array([p.subject for p in allp]),
+            kind=np.array([p.kind for p in allp]),
+            file=np.array([str(p.path) for p in allp]),
+        )
     subjects = sorted({p.subject for p in gallery_photos})
     sid = {s: i + 1 for i, s in enumerate(subjects)}
     index = GalleryIndex()
@@ -325,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=10, help="candidates per probe (default 10)")
     ap.add_argument("--detector", default="cascade", help="cascade | mtcnn | hog")
     ap.add_argument("--models-home", type=Path, default=None, help="DEEPFACE_HOME for the weights")
+    ap.add_argument("--save", type=Path, default=None, help="also save the embeddings (npz) for later analysis")
     args = ap.parse_args(argv)
 
     from matcher import FacePipeline
@@ -339,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.warm_up()
     lead = DEFAULT_LEAD_THRESHOLD
     log(f"accuracy: {len(frmdb)} FRMDB photos, {len(distractors)} distractors")
-    acc = accuracy(pipe, frmdb, distractors, lead, k=args.k, log=log)
+    acc = accuracy(pipe, frmdb, distractors, lead, k=args.k, log=log, save=args.save)
 
     rows: list[tuple[str, str]] = []
     P = max(acc.probes, 1)

@@ -40,7 +40,8 @@ DISPLAY_CHIP_SIZE = 224
 DISPLAY_CHIP_PADDING = 0.4
 # MTCNN thresholds (P-Net, R-Net, O-Net): normal, then relaxed for the last resort.
 MTCNN_MIN_FACE = 20
-MTCNN_THRESHOLDS = (0.6, 0.7, 0.8)
+MIN_FACE_SIDE = 24  # smaller detections in the working copy are dropped (too small to recognise)
+MTCNN_THRESHOLDS = (0.6, 0.7, 0.9)
 MTCNN_RELAXED = (0.4, 0.5, 0.55)
 MTCNN_RESCUE = (0.5, 0.6, 0.6)
 RESCUE_ROLL_DEG = (25.0, -25.0)
@@ -261,7 +262,7 @@ class FacePipeline:
         out = []
         for det in res or []:
             x, y, bw, bh = (float(v) for v in det["box"])
-            if bw < 8 or bh < 8:
+            if max(bw, bh) < MIN_FACE_SIDE:
                 continue
             # MTCNN's box -> the square box dlib's landmark predictor was trained on
             # (fitted on CelebA faces found by both detectors).
