@@ -58,7 +58,7 @@ def _bootstrap_admin() -> None:
                     check_policy=False)
         session.commit()
     print("\n" + "=" * 64)
-    print(" First run: log in at http://%s:%d/login" % (settings.host, settings.port))
+    print(f" First run: log in at http://{settings.host}:{settings.port}/login")
     print("   username: admin")
     print(f"   password: {password}")
     print(" Create the other accounts under Accounts, or with `miatari create-user`.")

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from triage import audit
 from triage.config import Settings
@@ -133,13 +134,19 @@ async def check_csrf(request: Request, resolved: ResolvedSession | None) -> None
         return
     given = await _csrf_token_from(request)
     if not csrf_matches(resolved.web_session.csrf_token, given):
-        audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
+        await run_in_threadpool(audit_refusal, request, "csrf", resolved.user,
+                                {"reason": "missing or wrong CSRF token"})
         raise Forbidden("The form has expired or did not come from this site (CSRF check failed). "
                         "Reload the page and try again.")
 
 
-async def require_account_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
-    """A logged-in user, CSRF-checked, even one who still owes a password change or a second factor."""
+def authenticate_request(request: Request, session: SessionDep, settings: SettingsDep) -> ResolvedSession:
+    """Resolve the cookie or bearer token.
+
+    A plain ``def`` on purpose: FastAPI runs it in the thread pool.  On SQLite a
+    transaction may wait for the write lock, and waiting on the event loop would
+    stall the very responses whose sessions hold that lock.
+    """
     resolved = _resolve(request, session, settings)
     if resolved is None:
         # A credential that does not work (forged, revoked, expired) or an anonymous attempt to change
@@ -149,6 +156,12 @@ async def require_account_user(request: Request, session: SessionDep, settings: 
             audit_refusal(request, "auth", None, {"reason": "unknown, revoked or expired credential"
                                                   if presented else "not logged in"})
         raise NotAuthenticated()
+    return resolved
+
+
+async def require_account_user(request: Request,
+                               resolved: Annotated[ResolvedSession, Depends(authenticate_request)]) -> User:
+    """A logged-in user, CSRF-checked, even one who still owes a password change or a second factor."""
     await check_csrf(request, resolved)
     return resolved.user
 
@@ -176,7 +189,8 @@ AccountUser = Annotated[User, Depends(require_account_user)]
 
 
 def require_roles(*roles: Role) -> Callable[..., Any]:
-    async def dependency(request: Request, user: CurrentUser) -> User:
+    # Plain def: the refusal's audit write must not wait for the SQLite lock on the event loop.
+    def dependency(request: Request, user: CurrentUser) -> User:
         if not user.has_role(*roles):
             audit_refusal(request, "access", user, {"needs": [r.value for r in roles]})
             raise Forbidden(f"This needs the role {' or '.join(r.value for r in roles)}.")

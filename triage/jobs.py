@@ -12,9 +12,8 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import or_, update
-from sqlmodel import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from triage import audit
 from triage.clock import utcnow

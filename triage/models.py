@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint
 from sqlalchemy import JSON as SAJSON
+from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from triage.clock import utcnow
@@ -197,7 +197,9 @@ class GalleryChange(SQLModel, table=True):
     """Append-only change log that keeps every process's in-memory index in step."""
 
     __tablename__ = "gallery_change"
-    __table_args__ = (CheckConstraint("action IN ('add', 'remove_subject', 'remove_photo')", name="ck_gallery_change_action"),)
+    __table_args__ = (
+        CheckConstraint("action IN ('add', 'remove_subject', 'remove_photo')", name="ck_gallery_change_action"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     action: str = Field(max_length=16)
     subject_id: int = Field(index=True)
@@ -335,7 +337,8 @@ class ReviewSlot(SQLModel, table=True):
         UniqueConstraint("candidate_id", "reviewer_id", name="uq_review_slot_reviewer"),
         UniqueConstraint("idempotency_key", name="uq_review_slot_idempotency"),
         CheckConstraint("slot_no IN (1, 2)", name="ck_review_slot_no"),
-        CheckConstraint("verdict IS NULL OR verdict IN ('same', 'different', 'cannot_tell')", name="ck_review_slot_verdict"),
+        CheckConstraint("verdict IS NULL OR verdict IN ('same', 'different', 'cannot_tell')",
+                        name="ck_review_slot_verdict"),
         CheckConstraint("verdict IS NULL OR reviewer_id IS NOT NULL", name="ck_review_slot_verdict_reviewer"),
         Index("ix_review_slot_open", "verdict", "lease_expires_at"),
     )

@@ -9,9 +9,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from triage.deps import (
+    CSRF_HEADER,
     CurrentUser,
+    Forbidden,
     SessionDep,
     SettingsDep,
+    audit_refusal,
+    authenticate_request,
     client_ip,
     get_optional_user,
     pending_action,
@@ -19,7 +23,14 @@ from triage.deps import (
 )
 from triage.models import User
 from triage.release import releases_session
-from triage.security import LoginFailed, authenticate, create_api_token, list_api_tokens, revoke_api_token
+from triage.security import (
+    LoginFailed,
+    authenticate,
+    create_api_token,
+    csrf_matches,
+    list_api_tokens,
+    revoke_api_token,
+)
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -63,7 +74,7 @@ def _public(row: object) -> TokenPublic:
 
 
 @router.post("/tokens", status_code=201)
-async def create_token(request: Request, body: TokenCreate, session: SessionDep, settings: SettingsDep,
+def create_token(request: Request, body: TokenCreate, session: SessionDep, settings: SettingsDep,
                        ) -> TokenCreated:
     """Create a personal token from username + password (+ code), or for the logged-in user."""
     ip = client_ip(request)
@@ -78,7 +89,13 @@ async def create_token(request: Request, body: TokenCreate, session: SessionDep,
         # From a browser session: CSRF-checked like any other state change.
         if get_optional_user(request, session, settings) is None:
             raise HTTPException(401, "Give a username and password, or log in first.")
-        user = await require_account_user(request, session, settings)
+        resolved = authenticate_request(request, session, settings)
+        # A JSON body: the CSRF token can only come in the header.
+        if resolved.web_session is not None and not csrf_matches(resolved.web_session.csrf_token,
+                                                                 request.headers.get(CSRF_HEADER)):
+            audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
+            raise Forbidden("CSRF check failed: send the X-CSRF-Token header.")
+        user = resolved.user
     pending = pending_action(user, settings)
     if pending is not None:
         session.commit()

@@ -94,7 +94,7 @@ def _public(session: Any, sighting: Sighting) -> SightingPublic:
 @router.post("", status_code=202, response_model=SightingAccepted,
              responses={413: {"model": SightingRejection}, 415: {"model": SightingRejection},
                         422: {"model": SightingRejection}})
-async def create_sighting(
+def create_sighting(
     request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
     photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
     observed_at: Annotated[str, Form(description="ISO 8601; defaults to now; no zone means UTC")] = "",
@@ -107,7 +107,7 @@ async def create_sighting(
     """Upload a sighting; 202 with its URL at once. A retry with the same Idempotency-Key returns the same sighting."""
     try:
         data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(await f.read(settings.max_upload_bytes + 1), f.filename or "")
+            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "")
                     for f in (photos or []) if f.filename or f.size],
             observed_at=sightings.parse_observed_at(observed_at),
             location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),

@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from triage import services, watchlist
@@ -154,17 +153,17 @@ def close_subject(request: Request, session: SessionDep, user: ManagerUser, subj
 
 @router.post("/{subject_id}/photos", response_model=ReferencePhotoPublic, status_code=201,
              responses={422: {"model": EnrolmentRefusal, "description": "no face, several faces, or not an image"}})
-async def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                                  subject_id: int, photo: Annotated[UploadFile, File()],
                                  view: Annotated[str, Form(max_length=40)] = "",
                                  face_index: Annotated[int | None, Form(ge=0)] = None) -> Any:
     """Enrol a reference photo: the face is found, quality-checked and embedded; 200 if already enrolled."""
     _get(session, subject_id)
     session.rollback()
-    data = await photo.read(settings.max_upload_bytes + 1)
+    data = photo.file.read(settings.max_upload_bytes + 1)
     pipeline = services.pipeline(request.app.state.services)
     try:
-        analysis = await run_in_threadpool(watchlist.analyze_for_enrolment, data, settings, pipeline)
+        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline)
         ref, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:

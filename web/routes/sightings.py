@@ -66,7 +66,7 @@ def read_new_sighting(request: Request, settings: SettingsDep, user: OfficerUser
 
 
 @router.post("/sightings")
-async def create_sighting(
+def create_sighting(
     request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
     photos: Annotated[list[UploadFile] | None, File()] = None,
     observed_at: Annotated[str, Form()] = "", tz_offset: Annotated[str, Form()] = "",
@@ -80,7 +80,7 @@ async def create_sighting(
     try:
         offset = int(tz_offset) if tz_offset.strip().lstrip("-").isdigit() else None
         data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(await f.read(settings.max_upload_bytes + 1), f.filename or "")
+            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "")
                     for f in (photos or []) if f.filename or f.size],
             observed_at=sightings.parse_observed_at(observed_at, offset),
             location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),

@@ -6,7 +6,6 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from triage import services, watchlist
@@ -99,11 +98,11 @@ def read_import(request: Request, user: ManagerUser) -> Response:
 
 
 @router.post("/watchlist/import")
-async def create_import(request: Request, settings: SettingsDep, user: ManagerUser,
+def create_import(request: Request, settings: SettingsDep, user: ManagerUser,
                         archive: Annotated[UploadFile | None, File()] = None,
                         include: Annotated[str, Form(max_length=200)] = "") -> Response:
     """Enrol a ZIP with one folder per subject; shows what was enrolled and what failed, and why."""
-    data = await archive.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
+    data = archive.file.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
     error = ""
     if not data:
         error = "Choose a ZIP file."
@@ -118,8 +117,8 @@ async def create_import(request: Request, settings: SettingsDep, user: ManagerUs
         return render(request, "watchlist_import.html", {"summary": None, "error": error},  # type: ignore[no-any-return]
                       status_code=422)
     pipeline = services.pipeline(request.app.state.services)
-    summary = await run_in_threadpool(
-        watchlist.run_import, request.app.state.engine, request.app.state.store, settings, plan,
+    summary = watchlist.run_import(
+        request.app.state.engine, request.app.state.store, settings, plan,
         watchlist.analyze_serially(settings, pipeline), user, None, f"zip:{archive.filename if archive else ''}")
     return render(request, "watchlist_import.html", {"summary": summary, "error": ""})  # type: ignore[no-any-return]
 
@@ -183,20 +182,20 @@ def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.post("/watchlist/{subject_id}/photos")
-async def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                                  subject_id: int, photo: Annotated[UploadFile | None, File()] = None,
                                  view: Annotated[str, Form(max_length=40)] = "",
                                  face_index: Annotated[str, Form()] = "") -> Response:
     """Enrol a reference photo; a photo with no face, or several, is refused with the reason."""
     subject = _get(session, subject_id)
     session.rollback()
-    data = await photo.read(settings.max_upload_bytes + 1) if photo is not None else b""
+    data = photo.file.read(settings.max_upload_bytes + 1) if photo is not None else b""
     if not data:
         return _subject_page(request, session, subject, 422, error="Choose a photo to upload.")
     chosen = int(face_index) if face_index.strip().isdigit() else None
     pipeline = services.pipeline(request.app.state.services)
     try:
-        analysis = await run_in_threadpool(watchlist.analyze_for_enrolment, data, settings, pipeline)
+        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline)
         _, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
                                                      face_index=chosen, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
