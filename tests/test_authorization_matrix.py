@@ -145,28 +145,28 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/sightings/{sighting_id}/status"): "lanannn",
     ("GET", "/sightings/{sighting_id}/photos/{position}"): "lanannn",
     ("GET", "/sightings/probes/{probe_id}/{kind}"): "lanannn",
-    # Only a manager may retry a failed match; others are refused as a conflict (409), and audited.
-    ("POST", "/sightings/{sighting_id}/retry"): "liiaiii",
+    # Only a manager may retry a failed match; others are refused (403) and audited.
+    ("POST", "/sightings/{sighting_id}/retry"): "lnnannn",
     ("POST", "/api/sightings"): "linnnin",
     ("GET", "/api/sightings"): "laaaaaa",
     ("GET", "/api/sightings/{sighting_id}"): "lanannn",
     ("GET", "/api/sightings/{sighting_id}/photos/{position}"): "lanannn",
     ("GET", "/api/sightings/probes/{probe_id}/{kind}"): "lanannn",
-    ("POST", "/api/sightings/{sighting_id}/retry"): "liiaiii",
+    ("POST", "/api/sightings/{sighting_id}/retry"): "lnnannn",
     # Review: a recognizer sees only the task they hold
     ("GET", "/review"): "lnannna",
     ("POST", "/review/next"): "lnannna",
     ("GET", "/review/slots/{slot_id}"): "lnannnn",
     ("GET", "/review/slots/{slot_id}/{kind}.png"): "lnannnn",
     ("POST", "/review/slots/{slot_id}/reveal"): "lnannnn",
-    # Recognizer B holds the other slot of the same candidate (taken through /review/next above), so a
-    # verdict on A's slot is refused as "no longer leased to you" (409), not counted, and audited.
-    ("POST", "/review/slots/{slot_id}/verdict"): "lnannni",
+    # Recognizer B holds the other slot of the same candidate (taken through /review/next above): a
+    # verdict on A's slot is refused as not theirs, not counted, and audited.
+    ("POST", "/review/slots/{slot_id}/verdict"): "lnannnn",
     ("GET", "/api/review/next"): "lnannna",
     ("POST", "/api/review/next"): "lnannna",
     ("GET", "/api/review/slots/{slot_id}/images/{kind}"): "lnannnn",
     ("POST", "/api/review/slots/{slot_id}/reveal"): "lnannnn",
-    ("POST", "/api/review/slots/{slot_id}/verdict"): "lnannni",
+    ("POST", "/api/review/slots/{slot_id}/verdict"): "lnannnn",
     # Disputes and metrics: managers only (the candidate is not disputed, so escalating it is refused as input)
     ("GET", "/disputes"): "lnnannn",
     ("POST", "/disputes/{candidate_id}/escalate"): "lnninnn",

@@ -515,7 +515,11 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
     assert candidate is not None
     now = utcnow()
     if slot.reviewer_id != user.id:
-        had_it = session.get(SeenCandidate, (candidate.id, user.id)) is not None
+        # Seen the candidate, and holding or having answered none of its other slots: the lease on this
+        # slot was theirs and ran out.  Holding the other slot means this one was never theirs.
+        holds_other = session.exec(select(ReviewSlot.id).where(ReviewSlot.candidate_id == candidate.id,
+                                                               ReviewSlot.reviewer_id == user.id)).first()
+        had_it = holds_other is None and session.get(SeenCandidate, (candidate.id, user.id)) is not None
         raise _refuse(session, user, action, "lease_expired" if had_it else "forbidden",
                       "This task is no longer leased to you: your time on it ran out and it went back to the queue. "
                       "Your verdict was not counted." if had_it else "This review task is not yours.",

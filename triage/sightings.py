@@ -228,9 +228,16 @@ def can_see(user: User, sighting: Sighting) -> bool:
     return sighting.uploaded_by == user.id or user.has_role(Role.manager)
 
 
-def get_for(session: Session, user: User, sighting_id: int) -> Sighting:
+def get_for(session: Session, user: User, sighting_id: int, ip: str = "") -> Sighting:
     sighting = session.get(Sighting, sighting_id)
     if sighting is None or not can_see(user, sighting):
+        if sighting is not None:
+            # Someone else's sighting: on record, committed before the request answers.
+            if session.new or session.dirty or session.deleted:
+                session.rollback()
+            audit.record(session, "sighting.view", actor=user, outcome=AuditOutcome.denied, object_type="sighting",
+                         object_id=sighting_id, detail={"reason": "not the uploader"}, ip=ip)
+            session.commit()
         # The same answer for "not yours" as for "does not exist".
         raise SightingNotFound(f"No sighting {sighting_id}.")
     return sighting

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from triage import sightings
-from triage.deps import CurrentUser, OfficerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import CurrentUser, ManagerUser, OfficerUser, SessionDep, SettingsDep, client_ip
 from triage.models import Sighting
 
 router = APIRouter(prefix="/api/sightings", tags=["sightings"])
@@ -167,7 +167,7 @@ def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, p
 
 
 @router.post("/{sighting_id}/retry", response_model=SightingPublic)
-def create_retry(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int) -> Any:
+def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: int) -> Any:
     """Managers: put a sighting whose matching failed back in the queue."""
     try:
         sighting = sightings.retry_matching(session, user, sighting_id, ip=client_ip(request))

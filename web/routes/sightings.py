@@ -9,7 +9,16 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.responses import JSONResponse
 
 from triage import sightings
-from triage.deps import CurrentUser, Forbidden, OfficerUser, SessionDep, SettingsDep, audit_refusal, client_ip
+from triage.deps import (
+    CurrentUser,
+    Forbidden,
+    ManagerUser,
+    OfficerUser,
+    SessionDep,
+    SettingsDep,
+    audit_refusal,
+    client_ip,
+)
 from triage.models import Role, Sighting, User
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
@@ -147,7 +156,7 @@ def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, p
 
 
 @router.post("/sightings/{sighting_id}/retry")
-def create_retry(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int) -> Response:
+def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: int) -> Response:
     """Managers: run a failed matching job again."""
     try:
         sightings.retry_matching(session, user, sighting_id, ip=client_ip(request))
