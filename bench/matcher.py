@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import multiprocessing
 import os
 import statistics
 import sys
@@ -118,7 +119,7 @@ def accuracy(
             emb=np.stack([e if e is not None else np.full(128, np.nan, np.float32) for e in g_emb + p_emb]),
             subject=np.array([p.subject for p in allp]),
             kind=np.array([p.kind for p in allp]),
-            file=np.array([str(p.path) for p in allp]),
+            path=np.array([str(p.path) for p in allp]),
         )
     subjects = sorted({p.subject for p in gallery_photos})
     sid = {s: i + 1 for i, s in enumerate(subjects)}
@@ -296,7 +297,9 @@ def _worker_enrol(path: str) -> int:
 
 
 def enrol_throughput(paths: list[Path], workers: int) -> float:
-    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as ex:
+    # spawn, not fork: the parent already runs TensorFlow's threads
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as ex:
         list(ex.map(_worker_enrol, [str(p) for p in paths[: workers * 2]]))  # warm every worker
         t = time.perf_counter()
         list(ex.map(_worker_enrol, [str(p) for p in paths], chunksize=4))
@@ -354,14 +357,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, str]] = []
     P = max(acc.probes, 1)
+    F = max(acc.probes - acc.noface, 1)  # probes with a face found
     rows += [
         (
             "gallery",
             f"{acc.gallery_photos} photos, {acc.gallery_subjects} subjects ({acc.gallery_noface} without a face)",
         ),
         ("probes (surveillance)", f"{acc.probes}"),
-        ("rank-1 hit rate", f"{acc.rank1 / P:.3f}"),
-        ("rank-5 hit rate", f"{acc.rank5 / P:.3f}"),
+        ("rank-1 hit rate (probes with a face)", f"{acc.rank1 / F:.3f} ({acc.rank1 / P:.3f} of all probes)"),
+        ("rank-5 hit rate (probes with a face)", f"{acc.rank5 / F:.3f} ({acc.rank5 / P:.3f} of all probes)"),
         ("no face found", f"{acc.noface / P:.3f}"),
         (
             f"lead threshold (score >= {lead:.2f}, distance <= {distance_for_score(lead):.3f})",
@@ -417,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print(
-        f"rank1={acc.rank1 / P:.2f} rank5={acc.rank5 / P:.2f} noface={acc.noface / P:.2f} "
+        f"rank1={acc.rank1 / F:.2f} rank5={acc.rank5 / F:.2f} noface={acc.noface / P:.2f} "
         f"false_per_probe={acc.false_candidates / P:.1f}"
     )
     return 0

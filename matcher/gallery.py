@@ -9,8 +9,10 @@ a quarter of its rows are dead. A search is one matrix-vector product, an
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,23 @@ import numpy as np
 from matcher.score import distance_for_score, similarity_array
 
 DIM = 128
+PARALLEL_MIN_ROWS = 200_000  # below this one thread is faster than splitting
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _search_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=_search_workers(), thread_name_prefix="gallery-search")
+    return _pool
 
 
 @dataclass(frozen=True)
@@ -194,6 +213,23 @@ class GalleryIndex:
             self._maybe_compact(force=True)
 
     # -- search ----------------------------------------------------------------------
+    def _scores(self, q: np.ndarray, n: int) -> np.ndarray:
+        """Dot products of the first ``n`` rows with ``q``; large galleries are split
+        across threads (NumPy releases the GIL in the product)."""
+        mat = self._vecs
+        workers = _search_workers()
+        if n < PARALLEL_MIN_ROWS or workers < 2:
+            return mat[:n] @ q
+        out = np.empty(n, dtype=np.float32)
+        bounds = np.linspace(0, n, workers + 1).astype(int)
+
+        def part(i: int) -> None:
+            a, b = bounds[i], bounds[i + 1]
+            np.dot(mat[a:b], q, out=out[a:b])
+
+        list(_executor().map(part, range(workers)))
+        return out
+
     def search(
         self,
         embedding: np.ndarray,
@@ -211,24 +247,27 @@ class GalleryIndex:
             n = self._n
             if n - self._dead == 0:
                 return []
-            dots = self._vecs[:n] @ q
+            dots = self._scores(q, n)
+            alive_n = n - self._dead
             if self._dead:
                 dots[~self._alive[:n]] = -np.inf
             if excluded:
-                dots[np.isin(self._subj[:n], np.fromiter(excluded, dtype=np.int64))] = -np.inf
+                hit = np.isin(self._subj[:n], np.fromiter(excluded, dtype=np.int64))
+                dots[hit] = -np.inf
+                alive_n = int(np.count_nonzero(np.isfinite(dots)))
             if min_score is not None:
                 # score >= min_score  <=>  distance <= d  <=>  dot >= 1 - d^2/2
                 d = distance_for_score(min_score)
                 dots[dots < 1.0 - d * d / 2.0 - 1e-6] = -np.inf
-            alive_n = int(np.count_nonzero(np.isfinite(dots)))
+                alive_n = int(np.count_nonzero(np.isfinite(dots)))
             if alive_n == 0:
                 return []
             m = min(alive_n, max(4 * k, k + 16))
             while True:
                 if m >= n:
-                    top = np.argsort(-dots)[:alive_n]
+                    top = np.argsort(dots)[::-1][:alive_n]
                 else:
-                    part = np.argpartition(-dots, m - 1)[:m]
+                    part = np.argpartition(dots, n - m)[n - m :]
                     top = part[np.argsort(-dots[part], kind="stable")]
                 top = top[np.isfinite(dots[top])]
                 subjects = self._subj[top]

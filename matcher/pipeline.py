@@ -46,6 +46,9 @@ MTCNN_RELAXED = (0.4, 0.5, 0.55)
 MTCNN_RESCUE = (0.5, 0.6, 0.6)
 RESCUE_ROLL_DEG = (25.0, -25.0)
 RESCUE_ZOOM = 0.8
+# Mirror-averaging of the embedding for small faces (noisy, upsampled chips gain the
+# most; each extra forward pass of dlib's ResNet costs ~50-100 ms on two cores).
+FLIP_BELOW_IOD = 80.0
 MIN_DET_SCORE = 0.9  # faces below this are kept but flagged "low_confidence"
 # Quality flags.
 MIN_IOD_PX = 24.0
@@ -124,13 +127,15 @@ class FacePipeline:
         models_home: Path | None = None,
         detector: str = "cascade",
         place_models: bool = True,
-        flip_average: bool = True,
+        flip_below_iod: float | None = None,
     ) -> None:
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}")
         self.models_home = Path(models_home) if models_home is not None else default_models_home()
         self.detector = detector
-        self.flip_average = flip_average
+        # faces smaller than this (inter-ocular px in the photo) are embedded twice, the
+        # chip and its mirror image averaged; 0 = never, inf = always
+        self.flip_below_iod = FLIP_BELOW_IOD if flip_below_iod is None else float(flip_below_iod)
         if place_models:
             ensure_models(self.models_home)
         elif not models_present(self.models_home):
@@ -373,7 +378,8 @@ class FacePipeline:
                 right_src = tuple(p5[2:4].mean(axis=0))
             prepared.append((c, rect, shape68, np.ascontiguousarray(chip), display, p5, left_src, right_src))
 
-        embeddings = self._embed([item[3] for item in prepared])
+        flips = [math.dist(item[6], item[7]) / s2o_scale < self.flip_below_iod for item in prepared]
+        embeddings = self._embed([item[3] for item in prepared], flips)
 
         faces: list[Face] = []
         for i, ((c, rect, shape68, chip, display, p5, left_src, right_src), emb) in enumerate(
@@ -434,21 +440,24 @@ class FacePipeline:
             f.index = i
         return faces
 
-    def _embed(self, chips: list[np.ndarray]) -> list[np.ndarray]:
-        batch = list(chips)
-        if self.flip_average:
-            batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    def _embed(self, chips: list[np.ndarray], flips: list[bool] | None = None) -> list[np.ndarray]:
+        flips = flips if flips is not None else [False] * len(chips)
+        batch = list(chips) + [np.ascontiguousarray(c[:, ::-1]) for c, f in zip(chips, flips, strict=True) if f]
         vecs = np.asarray(self._rec.compute_face_descriptor(batch), dtype=np.float32).reshape(len(batch), -1)
-        if self.flip_average:
-            vecs = vecs[: len(chips)] + vecs[len(chips) :]
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        return [v.astype(np.float32) for v in vecs]
+        out = vecs[: len(chips)].copy()
+        j = len(chips)
+        for i, f in enumerate(flips):
+            if f:
+                out[i] += vecs[j]
+                j += 1
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return [v.astype(np.float32) for v in out]
 
     def embed_chip(self, chip_rgb: np.ndarray) -> np.ndarray:
         """Embed an already aligned 150x150 RGB chip (for tools and tests)."""
         self._load()
         with self._lock:
-            return self._embed([np.ascontiguousarray(chip_rgb)])[0]
+            return self._embed([np.ascontiguousarray(chip_rgb)], [self.flip_below_iod == math.inf])[0]
 
 
 def _fit_similarity(pts: np.ndarray, template: np.ndarray) -> np.ndarray:
