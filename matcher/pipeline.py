@@ -7,9 +7,10 @@ the aligned chips and the eye crop are then taken from the full-resolution photo
 Detector cascade (see docs/matcher.md for the measurements): MTCNN first, since it
 finds small and turned faces that dlib's HOG misses and is faster than HOG with
 upsampling on a 1024-px copy; HOG next if MTCNN finds nothing; finally MTCNN with
-relaxed thresholds (and on a contrast-equalised copy) for hard, dark CCTV frames.
-Every face is aligned with dlib's 5-point face chip (150x150) and embedded by
-deepface's ``Dlib`` model (dlib's ResNet, 128-d). Heavy libraries (deepface,
+relaxed thresholds, on views rolled by +-25 degrees, at 0.8x and contrast-equalised,
+for hard CCTV frames. Every face is aligned into dlib's 150x150 face-chip layout
+(from MTCNN's five points, or dlib's 5-point predictor for HOG faces) and embedded
+by deepface's ``Dlib`` model (dlib's ResNet, 128-d); small faces are mirror-averaged. Heavy libraries (deepface,
 TensorFlow, dlib, OpenCV, mtcnn) are imported on first use only.
 """
 
