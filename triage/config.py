@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from matcher.score import DEFAULT_LEAD_THRESHOLD
+
 PLACEHOLDER_SECRET = "change-me"
 SECRET_FILE_NAME = "secret_key"
 
@@ -38,7 +40,8 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
 
     # Matcher
-    lead_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Default measured on the reference photos; see docs/matcher.md.
+    lead_threshold: float = Field(default=DEFAULT_LEAD_THRESHOLD, ge=0.0, le=1.0)
     top_k: int = Field(default=5, ge=1, le=50)
     min_face_iod_px: float = Field(default=0.0, ge=0.0)
 

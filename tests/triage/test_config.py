@@ -43,3 +43,11 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIATARI_TOP_K", "0")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_lead_threshold_default_is_the_matchers_measured_one() -> None:
+    from matcher import DEFAULT_LEAD_THRESHOLD
+
+    values = dict(re.findall(r"^MIATARI_([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    assert Settings(_env_file=None).lead_threshold == DEFAULT_LEAD_THRESHOLD  # type: ignore[call-arg]
+    assert float(values["LEAD_THRESHOLD"]) == DEFAULT_LEAD_THRESHOLD
