@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/browser.sh
 .venv/bin/miatari migrate >/dev/null  # places the model files the tests load
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${MIATARI_TEST_PROCESSES:-2}" "$@"

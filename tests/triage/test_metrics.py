@@ -45,6 +45,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
     manager = user_factory(Role.manager, username="mgr")
     a, b, c, d = (user_factory(Role.recognizer, username=n) for n in ("ann", "bob", "cat", "dan"))
     settings.known_answer_share = 0.0
+    settings.lead_threshold = 0.5  # the score bands below include candidates from 0.5 up
     store = image_store(settings)
     start = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
     with clock.frozen(start) as clk:
