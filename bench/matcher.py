@@ -77,17 +77,76 @@ class Accuracy:
     extras: dict[str, float] = field(default_factory=dict)
 
 
-def embed_all(pipe, photos: list[Photo]) -> list[np.ndarray | None]:  # type: ignore[no-untyped-def]
+@dataclass
+class Embedded:
+    embedding: np.ndarray | None  # None: no face found
+    iod_px: float = float("nan")
+    yaw_deg: float = float("nan")
+    blur: float = float("nan")
+    det_score: float = float("nan")
+
+    def searchable(self) -> bool:
+        """The enrolment quality gate (``matcher.is_searchable_reference``); True when unknown."""
+        from matcher import Quality, is_searchable_reference
+
+        if self.embedding is None:
+            return False
+        if np.isnan(self.iod_px):
+            return True
+        q = Quality(self.iod_px, self.blur, self.yaw_deg, None, self.det_score, ok=True, issues=[])
+        return is_searchable_reference(q)
+
+
+def embed_all(pipe, photos: list[Photo]) -> list[Embedded]:  # type: ignore[no-untyped-def]
     from matcher import ImageError
 
-    out: list[np.ndarray | None] = []
+    out: list[Embedded] = []
     for ph in photos:
         try:
             faces = pipe.analyze(ph.path.read_bytes())
         except ImageError:
             faces = []
-        out.append(pipe.best_face(faces).embedding if faces else None)
+        if not faces:
+            out.append(Embedded(None))
+            continue
+        f = pipe.best_face(faces)
+        q = f.quality
+        out.append(Embedded(f.embedding, q.iod_px, q.yaw_deg, q.blur, q.det_score))
     return out
+
+
+def save_embeddings(path: Path, photos: list[Photo], emb: list[Embedded]) -> None:
+    np.savez(
+        path,
+        emb=np.stack([e.embedding if e.embedding is not None else np.full(128, np.nan, np.float32) for e in emb]),
+        subject=np.array([p.subject for p in photos]),
+        kind=np.array([p.kind for p in photos]),
+        path=np.array([str(p.path) for p in photos]),
+        iod=np.array([e.iod_px for e in emb]),
+        yaw=np.array([e.yaw_deg for e in emb]),
+        blur=np.array([e.blur for e in emb]),
+        det=np.array([e.det_score for e in emb]),
+    )
+
+
+def load_embeddings(path: Path) -> tuple[list[Photo], list[Embedded]]:
+    """Photos and embeddings saved with ``--save`` (files without quality arrays: no gate)."""
+    z = np.load(path)
+    n = len(z["subject"])
+    nan = np.full(n, np.nan)
+    iod, yaw, blur, det = (z[k] if k in z.files else nan for k in ("iod", "yaw", "blur", "det"))
+    photos = [Photo(Path(str(p)), str(s), str(k)) for p, s, k in zip(z["path"], z["subject"], z["kind"], strict=True)]
+    emb = [
+        Embedded(
+            None if np.isnan(e[0]) else e.astype(np.float32),
+            float(iod[i]),
+            float(yaw[i]),
+            float(blur[i]),
+            float(det[i]),
+        )
+        for i, e in enumerate(z["emb"])
+    ]
+    return photos, emb
 
 
 def accuracy(
@@ -99,10 +158,6 @@ def accuracy(
     log: Callable[[str], None] = print,
     save: Path | None = None,
 ) -> Accuracy:
-    from matcher import GalleryIndex
-    from matcher.score import similarity_array
-
-    acc = Accuracy(k=k)
     gallery_photos = [p for p in frmdb if p.kind == "mugshot"] + distractors
     probes = [p for p in frmdb if p.kind == "surveillance"]
     t0 = time.perf_counter()
@@ -111,44 +166,82 @@ def accuracy(
     t0 = time.perf_counter()
     p_emb = embed_all(pipe, probes)
     log(f"  probes embedded: {len(probes)} photos in {time.perf_counter() - t0:.0f} s")
-
     if save is not None:
-        allp = gallery_photos + probes
-        np.savez(
-            save,
-            emb=np.stack([e if e is not None else np.full(128, np.nan, np.float32) for e in g_emb + p_emb]),
-            subject=np.array([p.subject for p in allp]),
-            kind=np.array([p.kind for p in allp]),
-            path=np.array([str(p.path) for p in allp]),
-        )
+        save_embeddings(save, gallery_photos + probes, g_emb + p_emb)
+    return score_accuracy(gallery_photos, g_emb, probes, p_emb, lead, k)
+
+
+def search_ranks(
+    gallery_photos: list[Photo],
+    g_emb: list[Embedded],
+    probes: list[Photo],
+    p_emb: list[Embedded],
+    lead: float,
+    k: int,
+    gate: bool,
+) -> dict[str, int]:
+    """Rank-1/5 hits and candidates over the probes, the gallery with or without the quality gate."""
+    from matcher import GalleryIndex
+
     subjects = sorted({p.subject for p in gallery_photos})
     sid = {s: i + 1 for i, s in enumerate(subjects)}
     index = GalleryIndex()
+    out = dict(rank1=0, rank5=0, false=0, genuine=0, noface=0, probes=0, gated=0, gallery_noface=0)
     for i, (ph, e) in enumerate(zip(gallery_photos, g_emb, strict=True)):
-        if e is None:
-            acc.gallery_noface += 1
+        if e.embedding is None:
+            out["gallery_noface"] += 1
             continue
-        index.add(sid[ph.subject], i + 1, e)
-    acc.gallery_photos = len(index)
-    acc.gallery_subjects = index.subject_count
+        if gate and not e.searchable():
+            out["gated"] += 1
+            continue
+        index.add(sid[ph.subject], i + 1, e.embedding)
+    out["gallery_photos"], out["gallery_subjects"] = len(index), index.subject_count
     for ph, e in zip(probes, p_emb, strict=True):
-        acc.probes += 1
-        if e is None:
-            acc.noface += 1
+        out["probes"] += 1
+        if e.embedding is None:
+            out["noface"] += 1
             continue
-        hits = index.search(e, max(k, 5))
+        hits = index.search(e.embedding, max(k, 5))
         truth = sid.get(ph.subject)
         ranks = [h.rank for h in hits if h.subject_id == truth]
-        if ranks and ranks[0] <= 1:
-            acc.rank1 += 1
-        if ranks and ranks[0] <= 5:
-            acc.rank5 += 1
+        out["rank1"] += bool(ranks and ranks[0] <= 1)
+        out["rank5"] += bool(ranks and ranks[0] <= 5)
         for h in hits[:k]:
             if h.score >= lead:
-                if h.subject_id == truth:
-                    acc.genuine_leads += 1
-                else:
-                    acc.false_candidates += 1
+                out["genuine" if h.subject_id == truth else "false"] += 1
+    return out
+
+
+def score_accuracy(
+    gallery_photos: list[Photo],
+    g_emb_q: list[Embedded],
+    probes: list[Photo],
+    p_emb_q: list[Embedded],
+    lead: float,
+    k: int = 10,
+) -> Accuracy:
+    """Every accuracy figure of the table from embeddings already computed."""
+    from matcher.score import similarity_array
+
+    acc = Accuracy(k=k)
+    gated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True)
+    ungated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=False)
+    acc.probes, acc.noface = gated["probes"], gated["noface"]
+    acc.rank1, acc.rank5 = gated["rank1"], gated["rank5"]
+    acc.false_candidates, acc.genuine_leads = gated["false"], gated["genuine"]
+    acc.gallery_photos, acc.gallery_subjects = gated["gallery_photos"], gated["gallery_subjects"]
+    acc.gallery_noface = gated["gallery_noface"]
+    acc.extras["gated"] = gated["gated"]
+    acc.extras["gated_mugshots"] = sum(
+        1
+        for ph, e in zip(gallery_photos, g_emb_q, strict=True)
+        if ph.kind == "mugshot" and e.embedding is not None and not e.searchable()
+    )
+    for key in ("rank1", "rank5", "false"):
+        acc.extras["ungated_" + key] = ungated[key]
+    g_emb = [e.embedding for e in g_emb_q]
+    p_emb = [e.embedding for e in p_emb_q]
+    searchable = [e.searchable() for e in g_emb_q]
 
     # FRMDB one-to-one impostor comparisons (mugshots vs other people's surveillance)
     mug = [
@@ -164,11 +257,15 @@ def accuracy(
         acc.extras["frmdb_tmr_at_lead"] = float((similarity_array(d[same]) >= lead).mean())
 
     # CelebA 1:1 pairs: every same pair, every different pair
-    emb = [(ph.subject, e) for ph, e in zip(distractors, g_emb[len(gallery_photos) - len(distractors) :], strict=True)]
-    emb = [(s, e) for s, e in emb if e is not None]
+    emb = [
+        (ph.subject, e, ok)
+        for ph, e, ok in zip(gallery_photos, g_emb, searchable, strict=True)
+        if ph.kind == "distractor" and e is not None
+    ]
     if len(emb) >= 2:
-        m = np.stack([e for _, e in emb])
-        labels = np.array([s for s, _ in emb])
+        m = np.stack([e for _, e, _ in emb])
+        labels = np.array([s for s, _, _ in emb])
+        ok = np.array([o for _, _, o in emb])
         d = np.sqrt(np.maximum(0, 2 - 2 * m @ m.T))
         iu = np.triu_indices(len(emb), 1)
         dist = d[iu]
@@ -188,6 +285,13 @@ def accuracy(
         acc.extras["dist_at_fmr001"] = float(thr)
         acc.fmr_at_lead = float((similarity_array(imp) >= lead).mean())
         acc.tmr_at_lead = float((similarity_array(gen) >= lead).mean())
+        # the same, only pairs of reference photos that pass the quality gate
+        both = ok[iu[0]] & ok[iu[1]]
+        gen_s, imp_s = dist[same & both], dist[~same & both]
+        if len(gen_s) and len(imp_s):
+            acc.extras["searchable_pairs_same"] = len(gen_s)
+            acc.extras["searchable_tmr_at_fmr001"] = float((gen_s <= np.quantile(imp_s, 0.001)).mean())
+            acc.extras["searchable_fmr_at_lead"] = float((similarity_array(imp_s) >= lead).mean())
     return acc
 
 
@@ -339,21 +443,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default="cascade", help="cascade | mtcnn | hog")
     ap.add_argument("--models-home", type=Path, default=None, help="DEEPFACE_HOME for the weights")
     ap.add_argument("--save", type=Path, default=None, help="also save the embeddings (npz) for later analysis")
+    ap.add_argument(
+        "--from-saved",
+        type=Path,
+        default=None,
+        help="accuracy only, from embeddings saved with --save (no face model, no speed part)",
+    )
     args = ap.parse_args(argv)
 
     from matcher import FacePipeline
+    from matcher.pipeline import REFERENCE_MIN_IOD_PX
     from matcher.score import DEFAULT_LEAD_THRESHOLD, distance_for_score
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    frmdb = load_frmdb(args.frmdb)
-    distractors = load_distractors(args.distractors)
-    pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
-    pipe.warm_up()
     lead = DEFAULT_LEAD_THRESHOLD
-    log(f"accuracy: {len(frmdb)} FRMDB photos, {len(distractors)} distractors")
-    acc = accuracy(pipe, frmdb, distractors, lead, k=args.k, log=log, save=args.save)
+    pipe = None
+    if args.from_saved is not None:
+        photos, emb = load_embeddings(args.from_saved)
+        gi = [i for i, p in enumerate(photos) if p.kind != "surveillance"]
+        pi = [i for i, p in enumerate(photos) if p.kind == "surveillance"]
+        log(f"accuracy from {args.from_saved}: {len(gi)} gallery photos, {len(pi)} probes")
+        acc = score_accuracy(
+            [photos[i] for i in gi], [emb[i] for i in gi], [photos[i] for i in pi], [emb[i] for i in pi], lead, args.k
+        )
+        distractors = []
+    else:
+        frmdb = load_frmdb(args.frmdb)
+        distractors = load_distractors(args.distractors)
+        pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
+        pipe.warm_up()
+        log(f"accuracy: {len(frmdb)} FRMDB photos, {len(distractors)} distractors")
+        acc = accuracy(pipe, frmdb, distractors, lead, k=args.k, log=log, save=args.save)
 
     rows: list[tuple[str, str]] = []
     P = max(acc.probes, 1)
@@ -362,6 +484,17 @@ def main(argv: list[str] | None = None) -> int:
         (
             "gallery",
             f"{acc.gallery_photos} photos, {acc.gallery_subjects} subjects ({acc.gallery_noface} without a face)",
+        ),
+        (
+            f"reference quality gate (frontal-equivalent eye distance >= {REFERENCE_MIN_IOD_PX:.0f} px, not blurred)",
+            f"{acc.extras.get('gated', 0):.0f} photos left out "
+            f"({acc.extras.get('gated_mugshots', 0):.0f} of them FRMDB mugshots)",
+        ),
+        (
+            "without the gate (every photo with a face)",
+            f"rank-1 {acc.extras.get('ungated_rank1', 0) / F:.3f}, "
+            f"rank-5 {acc.extras.get('ungated_rank5', 0) / F:.3f}, "
+            f"false candidates/probe {acc.extras.get('ungated_false', 0) / P:.2f}",
         ),
         ("probes (surveillance)", f"{acc.probes}"),
         ("rank-1 hit rate (probes with a face)", f"{acc.rank1 / F:.3f} ({acc.rank1 / P:.3f} of all probes)"),
@@ -383,7 +516,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{acc.tmr_at_fmr001:.3f} (distance <= {acc.extras.get('dist_at_fmr001', float('nan')):.3f})",
         ),
         ("CelebA at lead threshold", f"FMR {acc.fmr_at_lead:.4f}, TMR {acc.tmr_at_lead:.3f}"),
+        (
+            "CelebA, pairs of gated-in photos only",
+            f"TMR at FMR 0.1 % {acc.extras.get('searchable_tmr_at_fmr001', float('nan')):.3f}, "
+            f"FMR at lead threshold {acc.extras.get('searchable_fmr_at_lead', float('nan')):.4f} "
+            f"({acc.extras.get('searchable_pairs_same', 0):.0f} same pairs)",
+        ),
     ]
+    if pipe is None:
+        print_rows(rows)
+        print(summary(acc))
+        return 0
 
     log("speed: 12 MP photos")
     raw = RawDlib()
@@ -415,16 +558,26 @@ def main(argv: list[str] | None = None) -> int:
         ms, mb = gallery_speed(n)
         rows.append((f"gallery search top-50 over {n:,}", f"{ms:.1f} ms, {mb:.0f} MiB"))
 
+    print_rows(rows)
+    print(summary(acc))
+    return 0
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  value")
     print(f"{'-' * width}  {'-' * 40}")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(
+
+
+def summary(acc: Accuracy) -> str:
+    P = max(acc.probes, 1)
+    F = max(acc.probes - acc.noface, 1)
+    return (
         f"rank1={acc.rank1 / F:.2f} rank5={acc.rank5 / F:.2f} noface={acc.noface / P:.2f} "
         f"false_per_probe={acc.false_candidates / P:.1f}"
     )
-    return 0
 
 
 if __name__ == "__main__":

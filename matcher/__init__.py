@@ -17,7 +17,16 @@ from matcher.errors import (
 from matcher.gallery import GalleryIndex, Hit
 from matcher.geometry import EYE_CROP_HEIGHT, EYE_CROP_IOD, EYE_CROP_WIDTH
 from matcher.models import ensure_models, models_present
-from matcher.pipeline import Face, FacePipeline, Quality, enrol_face, get_pipeline
+from matcher.pipeline import (
+    REFERENCE_MIN_IOD_PX,
+    Face,
+    FacePipeline,
+    Quality,
+    enrol_face,
+    frontal_iod,
+    get_pipeline,
+    is_searchable_reference,
+)
 from matcher.score import (
     DEFAULT_LEAD_THRESHOLD,
     distance,
@@ -43,6 +52,7 @@ __all__ = [
     "NoFaceFound",
     "NotAnImage",
     "Quality",
+    "REFERENCE_MIN_IOD_PX",
     "TruncatedImage",
     "UnsupportedFormat",
     "decode_image",
@@ -51,7 +61,9 @@ __all__ = [
     "embedding_to_bytes",
     "enrol_face",
     "ensure_models",
+    "frontal_iod",
     "get_pipeline",
+    "is_searchable_reference",
     "models_present",
     "similarity",
     "sniff_format",

@@ -56,6 +56,14 @@ MIN_IOD_PX = 24.0
 MIN_BLUR = 25.0
 MAX_YAW_DEG = 35.0
 MAX_PITCH_DEG = 30.0
+# Reference photos (gallery entries): the recognition chip puts 52.7 px between the eyes
+# (geometry.CHIP_TEMPLATE_150). A reference must supply at least three quarters of that
+# (40 px) at its frontal-equivalent size, i.e. the inter-ocular distance divided by
+# cos(yaw) (a three-quarter view is foreshortened, not small; the correction is capped at
+# REFERENCE_YAW_CAP_DEG): below it the chip is mostly interpolated, and such faces act as
+# "hubs" that every small, soft probe lands near. Measured in docs/matcher.md.
+REFERENCE_MIN_IOD_PX = 40.0
+REFERENCE_YAW_CAP_DEG = 60.0
 
 DETECTORS = ("cascade", "mtcnn", "hog")
 
@@ -106,6 +114,29 @@ def quality_issues(iod_px: float, blur: float, yaw: float, pitch: float | None, 
     if det_score < MIN_DET_SCORE:
         issues.append("low_confidence")
     return issues
+
+
+def frontal_iod(quality: Quality) -> float:
+    """The inter-ocular distance the face would have seen from the front: ``iod_px / cos(|yaw|)``,
+    the yaw capped at :data:`REFERENCE_YAW_CAP_DEG` (no correction when the yaw is unknown)."""
+    yaw = quality.yaw_deg
+    if yaw is None or math.isnan(yaw):
+        return float(quality.iod_px)
+    return float(quality.iod_px) / math.cos(math.radians(min(abs(yaw), REFERENCE_YAW_CAP_DEG)))
+
+
+def is_searchable_reference(quality: Quality) -> bool:
+    """Whether a reference photo's face is good enough to be searched against.
+
+    A reference photo that fails is kept (and shown) but should not enter the search
+    gallery: its frontal-equivalent inter-ocular distance is under
+    :data:`REFERENCE_MIN_IOD_PX`, or its chip is ``blurred``. Turned faces and low
+    detector confidence do not exclude a reference: three-quarter mugshots are useful
+    references, and excluding them lowers the hit rate (docs/matcher.md).
+    """
+    if "blurred" in quality.issues or quality.blur < MIN_BLUR:
+        return False
+    return frontal_iod(quality) >= REFERENCE_MIN_IOD_PX
 
 
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
