@@ -1,9 +1,11 @@
 """Accuracy and speed of the face matcher, in one table.
 
-    python -m bench.matcher [--frmdb DIR] [--distractors DIR] [--quick]
+    python -m bench.matcher [--frmdb DIR] [--distractors DIR] [--quick] [--save F | --from-saved F]
 
 Accuracy: FRMDB surveillance crops (probes) searched against a gallery of FRMDB
-mugshots plus the CelebA photos as distractors; CelebA same/different pairs.
+mugshots plus the CelebA photos as distractors, reference photos that fail the
+enrolment quality gate (``matcher.is_searchable_reference``) left out (the figures
+without the gate are printed too); CelebA same/different pairs.
 Speed: 12 MP photos against a raw dlib baseline, enrolment throughput on both
 cores, gallery search over 10k / 100k / 1M embeddings. The last line reads
 ``rank1=0.xx rank5=0.xx noface=0.xx false_per_probe=x.x``.
