@@ -128,6 +128,8 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "database_url": db_url,
         "secret_key": "t" * 40,
         "embedded_worker": False,
+        # Known-answer tasks are served at random; tests that are about them set a share themselves.
+        "known_answer_share": 0.0,
         "models_dir": Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")),
     }
     values.update(overrides)
