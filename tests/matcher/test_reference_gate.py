@@ -64,3 +64,20 @@ def test_blurred_reference_is_not_searchable_low_confidence_is() -> None:
 def test_packaged_faces_are_searchable(astronaut_face, hopper_face) -> None:  # type: ignore[no-untyped-def]
     assert is_searchable_reference(astronaut_face.quality)
     assert is_searchable_reference(hopper_face.quality)
+
+
+@pytest.mark.model
+def test_the_gate_follows_the_photo_resolution(pipeline, astronaut, astronaut_face) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    from tests.matcher.conftest import encode
+
+    iod = astronaut_face.quality.iod_px  # about 41 px in the 512-px photo: just above the gate
+    verdicts = {}
+    for target in (28.0, 64.0):
+        s = target / iod
+        resized = cv2.resize(astronaut, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        face = pipeline.enrol(encode(resized))
+        assert face.quality.iod_px == pytest.approx(target, rel=0.15)
+        verdicts[target] = is_searchable_reference(face.quality)
+    assert verdicts == {28.0: False, 64.0: True}
