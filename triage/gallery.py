@@ -54,6 +54,21 @@ def is_searchable(subject: Subject, on: dt.date | None = None) -> bool:
     return subject.status == SubjectStatus.active.value and (subject.expires_on is None or subject.expires_on > on)
 
 
+_GALLERY_COLUMNS = (ReferencePhoto.id, ReferencePhoto.subject_id, ReferencePhoto.embedding, ReferencePhoto.iod_px,
+                    ReferencePhoto.blur, ReferencePhoto.yaw_deg, ReferencePhoto.quality_issues)
+
+
+def reference_photo_searchable(iod_px: float, blur: float, yaw_deg: float, quality_issues: str) -> bool:
+    """The matcher's quality gate for reference photos (docs/matcher.md): a photo too small or too
+    blurred to be a reliable gallery entry stays on the subject's record but is not searched."""
+    from matcher import Quality, is_searchable_reference
+
+    issues = [i for i in quality_issues.replace(",", " ").split() if i]
+    quality = Quality(iod_px=iod_px, blur=blur, yaw_deg=yaw_deg, pitch_deg=None, det_score=1.0,
+                      ok=not issues, issues=issues)
+    return bool(is_searchable_reference(quality))
+
+
 def record_change(session: Session, action: str, subject_id: int, reference_photo_id: int | None = None) -> None:
     """Append a change in the caller's transaction.
 
@@ -102,6 +117,7 @@ class Gallery:
             return set(self._photos.values())
 
     def _add_rows(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
+        """Add (photo id, subject id, embedding) rows that pass the reference-photo quality gate."""
         batch = [(sid, pid, emb) for pid, sid, emb in rows if pid not in self._photos]
         if not batch:
             return
@@ -118,14 +134,14 @@ class Gallery:
             # Read the change tip first: anything committed after it is applied by sync().
             tip = session.exec(select(func.max(GalleryChange.id))).one() or 0
             rows = session.exec(
-                select(ReferencePhoto.id, ReferencePhoto.subject_id, ReferencePhoto.embedding)
+                select(*_GALLERY_COLUMNS)
                 .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
                 .where(searchable_clause())
                 .order_by(ReferencePhoto.id)
             ).all()
             self.index = _new_index()
             self._photos = {}
-            self._add_rows((r[0], r[1], r[2]) for r in rows)
+            self._add_rows((r[0], r[1], r[2]) for r in rows if reference_photo_searchable(*r[3:]))
             self._set_applied(int(tip))
             self._loaded = True
             self._last_sync = time.monotonic()
@@ -154,11 +170,11 @@ class Gallery:
     def _apply(self, session: Session, change: GalleryChange) -> None:
         if change.action == ADD and change.reference_photo_id is not None:
             row = session.exec(
-                select(ReferencePhoto.id, ReferencePhoto.subject_id, ReferencePhoto.embedding)
+                select(*_GALLERY_COLUMNS)
                 .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
                 .where(ReferencePhoto.id == change.reference_photo_id, searchable_clause())
             ).first()
-            if row is not None:
+            if row is not None and reference_photo_searchable(*row[3:]):
                 self._add_rows([(row[0], row[1], row[2])])
         elif change.action == REMOVE_SUBJECT:
             self.index.remove_subject(change.subject_id)
