@@ -65,3 +65,23 @@ def test_officer_cannot_see_the_watchlist(client: TestClient, engine) -> None:  
     login(client, "cop")
     assert client.get("/watchlist").status_code == 403
     assert client.post("/watchlist/new", data={"name": "X", "case_ref": "Y"}).status_code == 403
+
+
+def test_subject_page_marks_reference_photos_left_out_of_the_search(client: TestClient, engine, settings) -> None:  # type: ignore[no-untyped-def]
+    from tests import factories
+    from triage.storage import ImageStore
+
+    _manager(client, engine)
+    store = ImageStore(client.app.state.settings.images_dir)  # type: ignore[attr-defined]
+    with Session(engine, expire_on_commit=False) as s:
+        subject = factories.make_subject(s, store, photos=0)
+        good = factories.add_reference_photo(s, store, subject, view="frontal")
+        poor = factories.add_reference_photo(s, store, subject, view="far")
+        good.iod_px, good.blur = 70.0, 200.0
+        poor.iod_px, poor.blur, poor.quality_issues, poor.quality_ok = 22.0, 200.0, "small", False
+        s.add(good)
+        s.add(poor)
+        s.commit()
+    page = client.get(f"/watchlist/{subject.id}")
+    assert page.context["searched"] == {good.id: True, poor.id: False}
+    assert page.text.count("not searched") == 1

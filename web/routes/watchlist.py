@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from triage import services, watchlist
 from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
-from triage.gallery import is_searchable
+from triage.gallery import is_searchable, reference_photo_searchable
 from triage.models import ReferencePhoto, Subject
 from triage.sightings import displayable_image
 from web.htmx import hx_redirect, is_htmx
@@ -41,7 +41,9 @@ def _get(session: Any, subject_id: int) -> Subject:
 def _subject_page(request: Request, session: Any, subject: Subject, status_code: int = 200,
                   **extra: Any) -> Response:
     photos = watchlist.reference_photos(session, subject.id)  # type: ignore[arg-type]
-    ctx = {"subject": subject, "photos": photos, "display_status": watchlist.display_status(subject),
+    searched = {p.id: reference_photo_searchable(p.iod_px, p.blur, p.yaw_deg, p.quality_issues) for p in photos}
+    ctx = {"subject": subject, "photos": photos, "searched": searched,
+           "display_status": watchlist.display_status(subject),
            "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES]}
     ctx.update(extra)
     return render(request, "subject.html", ctx, status_code=status_code)  # type: ignore[no-any-return]
