@@ -255,3 +255,11 @@ def export_csv(entries: Iterable[AuditEntry]) -> str:
                          _cell(e.object_id), e.outcome, _cell(e.ip), _cell(json.dumps(e.detail, sort_keys=True)),
                          e.prev_hash, e.hash])
     return out.getvalue()
+
+
+def export_for(session: Session, manager: User, f: AuditFilter, ip: str = "") -> str:
+    """The entries matching ``f`` as CSV; the export itself is recorded. Commits."""
+    body = export_csv(iter_entries(session, f))
+    record(session, "audit.export", actor=manager, detail={"filters": f.__dict__}, ip=ip)
+    session.commit()
+    return body

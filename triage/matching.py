@@ -21,6 +21,7 @@ from triage.gallery import searchable_clause
 from triage.models import Probe, Sighting, SightingPhoto, SightingStatus, Subject
 from triage.sightings import DONE_STATUSES, MATCH_JOB, photos_of
 from triage.storage import store_image
+from triage.watchlist import face_landmarks
 from triage.worker import JobContext, PermanentJobError, job_function
 
 log = logging.getLogger("miatari.matching")
@@ -115,7 +116,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
                 q = face.quality
                 probe = Probe(
                     sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=int(face.index),  # type: ignore[arg-type]
-                    bbox=[int(v) for v in face.bbox], landmarks=_landmarks(face), detector=str(face.detector)[:40],
+                    bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
                     iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
                     quality_issues=", ".join(q.issues)[:200], embedding=embedding_to_bytes(face.embedding),
                     eye_crop_sha256=store_image(session, ctx.store, face.eye_crop_png, "image/png"),
@@ -140,14 +141,3 @@ def match_sighting(ctx: JobContext) -> MatchResult:
     log.info("sighting %s: %d faces, %d candidates", sighting.id, result.faces, result.candidates)
     return result
 
-
-def _landmarks(face: Any) -> dict[str, list[float]]:
-    marks: dict[str, list[float]] = {}
-    for name, value in (getattr(face, "landmarks", None) or {}).items():
-        try:
-            marks[str(name)] = [float(v) for v in value]
-        except TypeError:
-            continue
-    marks.setdefault("left_eye", [float(v) for v in face.left_eye])
-    marks.setdefault("right_eye", [float(v) for v in face.right_eye])
-    return marks

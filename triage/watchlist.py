@@ -337,7 +337,7 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
     q = face.quality
     photo = ReferencePhoto(
         subject_id=subject_id, image_sha256=image_sha, view=view[:40], face_index=int(face.index),
-        bbox=[int(v) for v in face.bbox], landmarks=_landmarks(face), detector=str(face.detector)[:40],
+        bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
         iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
         quality_issues=", ".join(q.issues)[:200], embedding=embedding_to_bytes(face.embedding),
         eye_crop_sha256=eye_sha, face_chip_sha256=chip_sha, created_by=actor.id if actor else None,
@@ -354,7 +354,8 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
     return photo, True
 
 
-def _landmarks(face: Any) -> dict[str, list[float]]:
+def face_landmarks(face: Any) -> dict[str, list[float]]:
+    """A matcher face's landmarks as JSON-ready lists (reference photos and probes alike)."""
     marks: dict[str, list[float]] = {}
     for name, value in (getattr(face, "landmarks", None) or {}).items():
         try:

@@ -71,9 +71,7 @@ def read_audit_export(request: Request, session: SessionDep, manager: ManagerUse
                       since: dt.datetime | None = None, until: dt.datetime | None = None) -> Response:
     """The matching entries as CSV, oldest first (the export is itself recorded)."""
     f = _filter(actor, action, object_type, object_id, outcome, since, until)
-    body = audit.export_csv(audit.iter_entries(session, f))
-    audit.record(session, "audit.export", actor=manager, detail={"filters": f.__dict__}, ip=client_ip(request))
-    session.commit()
+    body = audit.export_for(session, manager, f, client_ip(request))
     return Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="miatari-audit.csv"'})
 
