@@ -67,10 +67,14 @@ def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path
     proc = subprocess.Popen([sys.executable, "-m", "miatari.cli", "worker", "--no-sweeps"], env=child_env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # The child has claimed the job and is analysing the photos (it loads the model first).
-        _wait(lambda: _job(engine).status == "running", 120, "the child to claim the job")
-        with Session(engine) as s:
-            assert s.get(Sighting, sighting_id).status == "matching"  # type: ignore[union-attr]
+        # The child has claimed the job (one commit) and marked the sighting as matching (the job's first
+        # commit); it then loads the model and analyses the photos.
+        def _claimed_and_matching() -> bool:
+            with Session(engine) as s:
+                sighting = s.get(Sighting, sighting_id)
+                return _job(engine).status == "running" and sighting is not None and sighting.status == "matching"
+
+        _wait(_claimed_and_matching, 120, "the child to claim the job and start matching")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
