@@ -70,9 +70,10 @@ def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path
         # The child has claimed the job (one commit) and marked the sighting as matching (the job's first
         # commit); it then loads the model and analyses the photos.
         def _claimed_and_matching() -> bool:
-            with Session(engine) as s:
+            with Session(engine) as s:  # one transaction: on SQLite each one holds the write lock
+                job = s.exec(select(Job)).one()
                 sighting = s.get(Sighting, sighting_id)
-                return _job(engine).status == "running" and sighting is not None and sighting.status == "matching"
+                return job.status == "running" and sighting is not None and sighting.status == "matching"
 
         _wait(_claimed_and_matching, 120, "the child to claim the job and start matching")
     finally:
