@@ -25,6 +25,7 @@ from triage.models import (
     Sighting,
     SightingPhoto,
     Subject,
+    SubjectStatus,
     User,
 )
 
@@ -217,5 +218,18 @@ def close(session: Session, user: User, flag_id: int, reason: str, note: str = "
     session.add(flag)
     audit.record(session, "flag.close", actor=user, object_type="flag", object_id=flag.id,
                  detail={"reason": reason}, ip=ip)
+    if reason == FlagCloseReason.arrested.value:
+        _close_subject_as_arrested(session, user, flag, ip)
     session.commit()
     return flag
+
+
+def _close_subject_as_arrested(session: Session, user: User, flag: Flag, ip: str) -> None:
+    """An arrest ends the search: the subject leaves the gallery and its open tasks are withdrawn,
+    in the flag's transaction."""
+    from triage import watchlist  # here, not at the top: watchlist → review → flags
+
+    subject = session.get(Subject, flag.subject_id)
+    if subject is not None and subject.status == SubjectStatus.active.value:
+        watchlist.close_subject(session, subject.id, SubjectStatus.arrested, user,  # type: ignore[arg-type]
+                                reason=f"flag {flag.id} closed as arrested", ip=ip)

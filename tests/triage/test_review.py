@@ -363,3 +363,40 @@ def test_seen_is_recorded(session, store, settings, people):
     review.next_task(session, a, settings)
     assert session.get(SeenCandidate, (cand.id, a.id)) is not None
     assert isinstance(session.get(User, a.id), User)
+
+
+def test_closing_a_flag_as_arrested_closes_the_subject(session, store, settings, people):
+    from triage import flags
+
+    officer, manager, (a, b, c, *_) = people
+    cand = _cand(session, store, settings, officer)
+    other = _cand(session, store, settings, officer, subject=session.get(Subject, cand.subject_id))
+    for user in (a, b):
+        t = review.next_task(session, user, settings)
+        assert t.candidate.id == cand.id
+        review.submit_verdict(session, user, t.slot_id, "same")
+    flag = session.exec(select(Flag)).one()
+    flags.acknowledge(session, manager, flag.id)
+    flags.close(session, manager, flag.id, "arrested", note="arrested at Namba")
+    session.expire_all()
+    assert session.get(Subject, cand.subject_id).status == "arrested"
+    # The same subject's other candidate is withdrawn, not lost, and no longer served.
+    assert session.get(Candidate, other.id).status == "withdrawn"
+    assert review.next_task(session, c, settings) is None
+    actions = [e.action for e in session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()]
+    assert actions.index("flag.close") < actions.index("subject.close")
+
+
+def test_closing_a_flag_as_not_located_leaves_the_subject_wanted(session, store, settings, people):
+    from triage import flags
+
+    officer, manager, (a, b, *_) = people
+    cand = _cand(session, store, settings, officer)
+    for user in (a, b):
+        t = review.next_task(session, user, settings)
+        review.submit_verdict(session, user, t.slot_id, "same")
+    flag = session.exec(select(Flag)).one()
+    flags.acknowledge(session, manager, flag.id)
+    flags.close(session, manager, flag.id, "not_located")
+    session.expire_all()
+    assert session.get(Subject, cand.subject_id).status == "active"
