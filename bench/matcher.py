@@ -5,7 +5,9 @@
 Accuracy: FRMDB surveillance crops (probes) searched against a gallery of FRMDB
 mugshots plus the CelebA photos as distractors, reference photos that fail the
 enrolment quality gate (``matcher.is_searchable_reference``) left out (the figures
-without the gate are printed too); CelebA same/different pairs.
+without the gate are printed too), and probe faces under the size gate
+(``matcher.is_searchable_probe``) not searched and counted as misses (the figures
+with every face searched are printed too); CelebA same/different pairs.
 Speed: 12 MP photos against a raw dlib baseline, enrolment throughput on both
 cores, gallery search over 10k / 100k / 1M embeddings. The last line reads
 ``rank1=0.xx rank5=0.xx noface=0.xx false_per_probe=x.x``.
@@ -173,6 +175,10 @@ def accuracy(
     return score_accuracy(gallery_photos, g_emb, probes, p_emb, lead, k)
 
 
+# Lower edges of the probe eye-distance bands (px) for the rank-5 breakdown.
+IOD_BANDS = (45, 30, 20, 12, 10, 0)
+
+
 def search_ranks(
     gallery_photos: list[Photo],
     g_emb: list[Embedded],
@@ -181,14 +187,17 @@ def search_ranks(
     lead: float,
     k: int,
     gate: bool,
+    probe_gate: bool = True,
 ) -> dict[str, int]:
-    """Rank-1/5 hits and candidates over the probes, the gallery with or without the quality gate."""
-    from matcher import GalleryIndex
+    """Rank-1/5 hits and candidates over the probes, the gallery with or without the quality
+    gate; with ``probe_gate``, faces under ``matcher.PROBE_MIN_IOD_PX`` between the eyes are not
+    searched (as in the app) and count as misses."""
+    from matcher import PROBE_MIN_IOD_PX, GalleryIndex
 
     subjects = sorted({p.subject for p in gallery_photos})
     sid = {s: i + 1 for i, s in enumerate(subjects)}
     index = GalleryIndex()
-    out = dict(rank1=0, rank5=0, false=0, genuine=0, noface=0, probes=0, gated=0, gallery_noface=0)
+    out = dict(rank1=0, rank5=0, false=0, genuine=0, noface=0, probes=0, gated=0, gallery_noface=0, too_small=0)
     for i, (ph, e) in enumerate(zip(gallery_photos, g_emb, strict=True)):
         if e.embedding is None:
             out["gallery_noface"] += 1
@@ -203,11 +212,17 @@ def search_ranks(
         if e.embedding is None:
             out["noface"] += 1
             continue
+        if probe_gate and not np.isnan(e.iod_px) and e.iod_px < PROBE_MIN_IOD_PX:
+            out["too_small"] += 1
+            continue
         hits = index.search(e.embedding, max(k, 5))
         truth = sid.get(ph.subject)
         ranks = [h.rank for h in hits if h.subject_id == truth]
         out["rank1"] += bool(ranks and ranks[0] <= 1)
         out["rank5"] += bool(ranks and ranks[0] <= 5)
+        band = next(b for b in IOD_BANDS if e.iod_px >= b or np.isnan(e.iod_px))
+        out[f"band{band}_n"] = out.get(f"band{band}_n", 0) + 1
+        out[f"band{band}_rank5"] = out.get(f"band{band}_rank5", 0) + bool(ranks and ranks[0] <= 5)
         for h in hits[:k]:
             if h.score >= lead:
                 out["genuine" if h.subject_id == truth else "false"] += 1
@@ -228,6 +243,7 @@ def score_accuracy(
     acc = Accuracy(k=k)
     gated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True)
     ungated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=False)
+    all_probes = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True, probe_gate=False)
     acc.probes, acc.noface = gated["probes"], gated["noface"]
     acc.rank1, acc.rank5 = gated["rank1"], gated["rank5"]
     acc.false_candidates, acc.genuine_leads = gated["false"], gated["genuine"]
@@ -241,6 +257,11 @@ def score_accuracy(
     )
     for key in ("rank1", "rank5", "false"):
         acc.extras["ungated_" + key] = ungated[key]
+        acc.extras["all_probes_" + key] = all_probes[key]
+    acc.extras["too_small"] = gated["too_small"]
+    for key, value in all_probes.items():
+        if key.startswith("band"):
+            acc.extras[key] = value
     g_emb = [e.embedding for e in g_emb_q]
     p_emb = [e.embedding for e in p_emb_q]
     searchable = [e.searchable() for e in g_emb_q]
@@ -454,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from matcher import FacePipeline
-    from matcher.pipeline import REFERENCE_MIN_IOD_PX
+    from matcher.pipeline import PROBE_MIN_IOD_PX, REFERENCE_MIN_IOD_PX
     from matcher.score import DEFAULT_LEAD_THRESHOLD, distance_for_score
 
     def log(msg: str) -> None:
@@ -499,6 +520,26 @@ def main(argv: list[str] | None = None) -> int:
             f"false candidates/probe {acc.extras.get('ungated_false', 0) / P:.2f}",
         ),
         ("probes (surveillance)", f"{acc.probes}"),
+        (
+            f"probe size gate (eye distance >= {PROBE_MIN_IOD_PX:.0f} px; "
+            "smaller faces not searched, counted as misses)",
+            f"{acc.extras.get('too_small', 0):.0f} of {F} faces too small; rank-5 over the faces searched "
+            f"{acc.rank5 / max(F - acc.extras.get('too_small', 0), 1):.3f}",
+        ),
+        (
+            "without the probe size gate (every face searched)",
+            f"rank-1 {acc.extras.get('all_probes_rank1', 0) / F:.3f}, "
+            f"rank-5 {acc.extras.get('all_probes_rank5', 0) / F:.3f}, "
+            f"false candidates/probe {acc.extras.get('all_probes_false', 0) / P:.2f}",
+        ),
+        (
+            "rank-5 by the probe's eye distance (every face searched)",
+            ", ".join(
+                f"{lo}{'+' if hi is None else '-' + str(hi)} px {acc.extras.get(f'band{lo}_rank5', 0):.0f}"
+                f"/{acc.extras.get(f'band{lo}_n', 0):.0f}"
+                for lo, hi in zip(IOD_BANDS, (None, *IOD_BANDS[:-1]), strict=True)
+            ),
+        ),
         ("rank-1 hit rate (probes with a face)", f"{acc.rank1 / F:.3f} ({acc.rank1 / P:.3f} of all probes)"),
         ("rank-5 hit rate (probes with a face)", f"{acc.rank5 / F:.3f} ({acc.rank5 / P:.3f} of all probes)"),
         ("no face found", f"{acc.noface / P:.3f}"),

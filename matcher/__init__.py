@@ -18,6 +18,7 @@ from matcher.gallery import GalleryIndex, Hit
 from matcher.geometry import EYE_CROP_HEIGHT, EYE_CROP_IOD, EYE_CROP_WIDTH
 from matcher.models import ensure_models, models_present
 from matcher.pipeline import (
+    PROBE_MIN_IOD_PX,
     REFERENCE_MIN_IOD_PX,
     Face,
     FacePipeline,
@@ -25,6 +26,7 @@ from matcher.pipeline import (
     enrol_face,
     frontal_iod,
     get_pipeline,
+    is_searchable_probe,
     is_searchable_reference,
 )
 from matcher.score import (
@@ -51,6 +53,7 @@ __all__ = [
     "ModelFilesMissing",
     "NoFaceFound",
     "NotAnImage",
+    "PROBE_MIN_IOD_PX",
     "Quality",
     "REFERENCE_MIN_IOD_PX",
     "TruncatedImage",
@@ -63,6 +66,7 @@ __all__ = [
     "ensure_models",
     "frontal_iod",
     "get_pipeline",
+    "is_searchable_probe",
     "is_searchable_reference",
     "models_present",
     "similarity",

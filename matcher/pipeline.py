@@ -64,6 +64,11 @@ MAX_PITCH_DEG = 30.0
 # "hubs" that every small, soft probe lands near. Measured in docs/matcher.md.
 REFERENCE_MIN_IOD_PX = 40.0
 REFERENCE_YAW_CAP_DEG = 60.0
+# Probes (faces in sightings): below 10 px between the eyes the ranking is no better than
+# chance on the FRMDB surveillance crops (0 of 16 such probes had their subject in the
+# top 5 of 91, where chance gives 0.9; 10-12 px: 2 of 6). Such faces are stored, shown,
+# and not searched: their candidates would be noise sent to recognizers. docs/matcher.md.
+PROBE_MIN_IOD_PX = 10.0
 
 DETECTORS = ("cascade", "mtcnn", "hog")
 
@@ -137,6 +142,12 @@ def is_searchable_reference(quality: Quality) -> bool:
     if "blurred" in quality.issues or quality.blur < MIN_BLUR:
         return False
     return frontal_iod(quality) >= REFERENCE_MIN_IOD_PX
+
+
+def is_searchable_probe(quality: Quality, min_iod_px: float = PROBE_MIN_IOD_PX) -> bool:
+    """Whether a face found in a sighting is large enough to be searched: at least
+    ``min_iod_px`` (default :data:`PROBE_MIN_IOD_PX`) between the eyes, as found in the photo."""
+    return float(quality.iod_px) >= min_iod_px
 
 
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from matcher.pipeline import PROBE_MIN_IOD_PX
 from matcher.score import DEFAULT_LEAD_THRESHOLD
 
 PLACEHOLDER_SECRET = "change-me"
@@ -43,7 +44,9 @@ class Settings(BaseSettings):
     # Default measured on the reference photos; see docs/matcher.md.
     lead_threshold: float = Field(default=DEFAULT_LEAD_THRESHOLD, ge=0.0, le=1.0)
     top_k: int = Field(default=5, ge=1, le=50)
-    min_face_iod_px: float = Field(default=0.0, ge=0.0)
+    # Faces found in sightings with fewer pixels between the eyes are stored and shown but
+    # not searched (at that size the ranking is at chance; docs/matcher.md).
+    min_face_iod_px: float = Field(default=PROBE_MIN_IOD_PX, ge=0.0)
 
     # Uploads
     max_upload_bytes: int = Field(default=25_000_000, ge=1)

@@ -33,6 +33,7 @@ class MatchResult:
     status: str
     faces: int = 0
     candidates: int = 0
+    unsearched: int = 0  # faces too small to search (Settings.min_face_iod_px)
     probe_ids: list[int] = field(default_factory=list)
 
 
@@ -40,7 +41,7 @@ class MatchResult:
 class _AnalysedPhoto:
     photo: SightingPhoto
     faces: list[Any]
-    hits: list[list[Any]]
+    hits: list[list[Any] | None]  # None: the face was too small to search
     error: str = ""
 
 
@@ -62,7 +63,7 @@ def _start(ctx: JobContext) -> tuple[Sighting, list[SightingPhoto]] | MatchResul
 
 
 def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhoto]:
-    from matcher import ImageError, decode_image
+    from matcher import ImageError, decode_image, is_searchable_probe
 
     pipeline = services.pipeline(ctx.services)
     gallery = services.gallery(ctx.services)
@@ -77,10 +78,10 @@ def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhot
             # Validated at upload, so only a damaged store gets here: say so on the photo, keep going.
             out.append(_AnalysedPhoto(photo, [], [], str(exc)))
             continue
-        hits: list[list[Any]] = []
+        hits: list[list[Any] | None] = []
         for face in faces:
-            if face.quality.iod_px < settings.min_face_iod_px:
-                hits.append([])
+            if not is_searchable_probe(face.quality, settings.min_face_iod_px):
+                hits.append(None)  # too small: its ranking would be chance (docs/matcher.md)
                 continue
             hits.append(gallery.search(face.embedding, settings.top_k, min_score=settings.lead_threshold))
         out.append(_AnalysedPhoto(photo, faces, hits))
@@ -102,7 +103,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
         row = session.exec(select(Sighting).where(Sighting.id == sighting.id).with_for_update()).one()
         if row.status in DONE_STATUSES:
             raise PermanentJobError(f"sighting {row.id} was matched by another run")
-        hit_subjects = {h.subject_id for a in analysed for hs in a.hits for h in hs}
+        hit_subjects = {h.subject_id for a in analysed for hs in a.hits for h in hs or []}
         # A subject closed or expired since the search is never proposed (the index may lag by a sync).
         searchable = set(session.exec(select(Subject.id).where(col(Subject.id).in_(hit_subjects),
                                                                searchable_clause())).all()) if hit_subjects else set()
@@ -118,13 +119,17 @@ def match_sighting(ctx: JobContext) -> MatchResult:
                     sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=int(face.index),  # type: ignore[arg-type]
                     bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
                     iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
-                    quality_issues=", ".join(q.issues)[:200], embedding=embedding_to_bytes(face.embedding),
+                    quality_issues=", ".join(q.issues)[:200], searched=hits is not None,
+                    embedding=embedding_to_bytes(face.embedding),
                     eye_crop_sha256=store_image(session, ctx.store, face.eye_crop_png, "image/png"),
                     face_chip_sha256=store_image(session, ctx.store, face.face_chip_png, "image/png"),
                 )
                 session.add(probe)
                 session.flush()
                 result.probe_ids.append(probe.id)  # type: ignore[arg-type]
+                if hits is None:
+                    result.unsearched += 1
+                    continue
                 kept = [h for h in hits if h.subject_id in searchable]
                 result.candidates += len(review.create_candidates_for_probe(session, probe, kept, ctx.settings))
             result.faces += len(item.faces)
@@ -135,6 +140,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
         session.add(row)
         audit.record(session, "sighting.match", object_type="sighting", object_id=sighting.id,
                      detail={"job_id": ctx.job.id, "faces": result.faces, "candidates": result.candidates,
+                             "faces_too_small": result.unsearched,
                              "photo_errors": [a.error for a in analysed if a.error]})
         ctx.finish_in(session)
         session.commit()

@@ -11,7 +11,7 @@ import datetime as dt
 from enum import StrEnum
 
 from sqlalchemy import JSON as SAJSON
-from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 from triage.clock import utcnow
@@ -281,6 +281,8 @@ class Probe(SQLModel, table=True):
     yaw_deg: float = 0.0
     quality_ok: bool = True
     quality_issues: str = Field(default="", max_length=200)
+    # False: the face was too small to search (Settings.min_face_iod_px); stored and shown only.
+    searched: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     eye_crop_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     face_chip_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)

@@ -278,6 +278,7 @@ class SightingProgress:
     flagged: int
     withdrawn: int
     job_error: str = ""
+    faces_too_small: int = 0  # faces found but too small to search (Probe.searched false)
 
     @property
     def outcome(self) -> str:
@@ -292,6 +293,13 @@ class SightingProgress:
         if self.under_review:
             return f"{self.under_review} candidate(s) under review."
         if self.candidates == 0:
+            if self.faces_too_small and self.faces_too_small >= self.faces_found:
+                return ("The face found is too small to search: nothing was sent for review. "
+                        "A closer or sharper photo of the face may help." if self.faces_found == 1 else
+                        "The faces found are too small to search: nothing was sent for review. "
+                        "A closer or sharper photo of the faces may help.")
+            if self.faces_too_small:
+                return f"No match on the watchlist ({self.faces_too_small} face(s) too small to search)."
             return "No match on the watchlist."
         if self.disputed:
             return "Reviewers disagreed: no flag; a manager has been shown the dispute."
@@ -304,6 +312,8 @@ def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
         .group_by(Candidate.status)
     ).all())
     flags = session.exec(select(func.count()).select_from(Flag).where(Flag.sighting_id == sighting.id)).one()
+    too_small = session.exec(select(func.count()).select_from(Probe)
+                             .where(Probe.sighting_id == sighting.id, Probe.searched == False)).one()  # noqa: E712
     status = sighting.status
     job_error = ""
     if status not in DONE_STATUSES:
@@ -317,7 +327,7 @@ def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
         candidates=sum(counts.values()), under_review=counts.get(CandidateStatus.open.value, 0),
         cleared=counts.get(CandidateStatus.cleared.value, 0), disputed=counts.get(CandidateStatus.disputed.value, 0),
         flagged=max(counts.get(CandidateStatus.flagged.value, 0), int(flags)),
-        withdrawn=counts.get(CandidateStatus.withdrawn.value, 0), job_error=job_error)
+        withdrawn=counts.get(CandidateStatus.withdrawn.value, 0), job_error=job_error, faces_too_small=int(too_small))
 
 
 def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "") -> Sighting:

@@ -39,6 +39,8 @@ class ProbePublic(BaseModel):
     face_index: int
     quality_ok: bool
     quality_issues: str
+    iod_px: float
+    searched: bool  # false: too small to search (under MIATARI_MIN_FACE_IOD_PX between the eyes)
     eye_crop_url: str
     face_chip_url: str
 
@@ -58,6 +60,7 @@ class SightingPublic(BaseModel):
     note: str
     photo_count: int
     faces_found: int
+    faces_too_small: int
     candidates: int
     under_review: int
     cleared: int
@@ -78,6 +81,7 @@ def _public(session: Any, sighting: Sighting) -> SightingPublic:
     positions = {p.id: p.position for p in photos}
     probes = [ProbePublic(id=p.id, photo_position=positions.get(p.sighting_photo_id, 0),  # type: ignore[arg-type]
                           face_index=p.face_index, quality_ok=p.quality_ok, quality_issues=p.quality_issues,
+                          iod_px=round(p.iod_px, 1), searched=p.searched,
                           eye_crop_url=f"/api/sightings/probes/{p.id}/eyes",
                           face_chip_url=f"/api/sightings/probes/{p.id}/face")
               for p in sightings.probes_of(session, sighting.id)]  # type: ignore[arg-type]
@@ -86,7 +90,8 @@ def _public(session: Any, sighting: Sighting) -> SightingPublic:
         outcome=progress.outcome, observed_at=sighting.observed_at, created_at=sighting.created_at,
         matched_at=sighting.matched_at, location_text=sighting.location_text, latitude=sighting.latitude,
         longitude=sighting.longitude, note=sighting.note, photo_count=len(photos), faces_found=progress.faces_found,
-        candidates=progress.candidates, under_review=progress.under_review, cleared=progress.cleared,
+        faces_too_small=progress.faces_too_small, candidates=progress.candidates,
+        under_review=progress.under_review, cleared=progress.cleared,
         disputed=progress.disputed, flagged=progress.flagged,
         photo_urls=[f"/api/sightings/{sighting.id}/photos/{p.position}" for p in photos], probes=probes)
 

@@ -51,3 +51,12 @@ def test_lead_threshold_default_is_the_matchers_measured_one() -> None:
     values = dict(re.findall(r"^MIATARI_([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
     assert Settings(_env_file=None).lead_threshold == DEFAULT_LEAD_THRESHOLD  # type: ignore[call-arg]
     assert float(values["LEAD_THRESHOLD"]) == DEFAULT_LEAD_THRESHOLD
+
+
+def test_probe_size_gate_default_is_the_matchers_measured_one() -> None:
+    from matcher import PROBE_MIN_IOD_PX
+
+    values = dict(re.findall(r"^MIATARI_([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    assert PROBE_MIN_IOD_PX > 0
+    assert Settings(_env_file=None).min_face_iod_px == PROBE_MIN_IOD_PX  # type: ignore[call-arg]
+    assert float(values["MIN_FACE_IOD_PX"]) == PROBE_MIN_IOD_PX

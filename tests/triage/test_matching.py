@@ -123,6 +123,7 @@ def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, use
         assert sighting is not None and sighting.status == "matched" and sighting.faces_found == 1
         probe = s.exec(select(Probe).where(Probe.sighting_id == sighting_id)).one()
         assert env.store.exists(probe.eye_crop_sha256) and env.store.exists(probe.face_chip_sha256)
+        assert probe.searched is True
         assert len(s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id)).all()) == 2
         assert s.get(Sighting, other_id).status == "matched"  # type: ignore[union-attr]
         assert all(j.status == "done" for j in s.exec(select(Job)).all())
@@ -137,6 +138,53 @@ def test_photo_without_a_face_says_so(env: Env, user_factory) -> None:  # type: 
         sighting = s.get(Sighting, sighting_id)
         assert sighting is not None and sighting.status == "no_face" and sighting.faces_found == 0
         assert s.exec(select(Probe)).all() == []
+
+
+def astronaut_face_crop(side: int) -> bytes:
+    """Her face, cut with a margin of half a face on each side, resized to ``side`` px:
+    36 px gives about 8 px between the eyes, 90 px about 21 px."""
+    img = astronaut()
+    x, y, w, h = 178, 80, 91, 90  # the face the pipeline finds in the packaged photo
+    return png(img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2)).resize((side, side), Image.LANCZOS))
+
+
+def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(  # type: ignore[no-untyped-def]
+        engine, tmp_path: Path, db_url: str, face_pipeline, user_factory, make_client) -> None:
+    from matcher import PROBE_MIN_IOD_PX
+
+    e = Env(engine, make_settings(tmp_path, db_url), face_pipeline)  # default gate and lead threshold
+    try:
+        officer = user_factory(Role.officer)
+        subject_id = e.enrol("astronaut", astronaut_png())
+        tiny = e.sight(officer, astronaut_face_crop(36))
+        small = e.sight(officer, astronaut_face_crop(90))
+        assert e.run_jobs() == 2
+        with Session(e.engine) as s:
+            (p_tiny,) = s.exec(select(Probe).where(Probe.sighting_id == tiny)).all()
+            (p_small,) = s.exec(select(Probe).where(Probe.sighting_id == small)).all()
+            assert p_tiny.iod_px < PROBE_MIN_IOD_PX and p_tiny.searched is False
+            assert p_small.iod_px >= PROBE_MIN_IOD_PX and p_small.searched is True
+            # the tiny face is stored with its crops, and counted as a face found
+            assert e.store.exists(p_tiny.eye_crop_sha256) and e.store.exists(p_tiny.face_chip_sha256)
+            sighting = s.get(Sighting, tiny)
+            assert sighting is not None and sighting.status == "matched" and sighting.faces_found == 1
+        assert e.candidates(tiny) == []
+        assert [c.subject_id for c in e.candidates(small)] == [subject_id]
+    finally:
+        e.close()
+    # What the officer sees, on the page and in the API.
+    client = make_client()
+    from tests.conftest import login
+
+    login(client, officer.username)
+    body = client.get(f"/api/sightings/{tiny}").json()
+    assert body["faces_found"] == 1 and body["faces_too_small"] == 1 and body["candidates"] == 0
+    assert body["probes"][0]["searched"] is False and body["probes"][0]["iod_px"] < PROBE_MIN_IOD_PX
+    assert "too small to search" in body["outcome"]
+    assert client.get(f"/api/sightings/{small}").json()["probes"][0]["searched"] is True
+    page = client.get(f"/sightings/{tiny}").text
+    assert "too small to search" in page and "px between the eyes" in page
+    assert "too small" not in client.get(f"/sightings/{small}").text
 
 
 def test_a_closed_subject_is_never_again_a_candidate(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
