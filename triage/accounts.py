@@ -15,7 +15,9 @@ from sqlmodel import Session, select
 
 from triage import audit
 from triage.clock import utcnow
+from triage.config import Settings
 from triage.models import AuditOutcome, Role, User, WebSession
+from triage.secretbox import SecretUnreadable
 from triage.security import (
     PasswordRejected,
     check_password_policy,
@@ -23,6 +25,8 @@ from triage.security import (
     hash_password,
     parse_roles,
     revoke_user_sessions,
+    set_totp_secret,
+    totp_secret_of,
     totp_step,
     verify_password,
 )
@@ -168,7 +172,7 @@ def change_password(session: Session, user: User, current: str, new: str, confir
     return user
 
 
-def enrol_totp(session: Session, user: User, secret: str, code: str, ip: str = "") -> User:
+def enrol_totp(session: Session, settings: Settings, user: User, secret: str, code: str, ip: str = "") -> User:
     """Store a second factor once the user proves their app produces its codes."""
     action = "user.totp_enrol"
     secret = secret.strip().upper()
@@ -179,19 +183,24 @@ def enrol_totp(session: Session, user: User, secret: str, code: str, ip: str = "
     step = totp_step(secret, code)
     if step is None:
         raise _refuse(session, action, user, user.id, "That code is not right; check the time on your phone.", ip)
-    user.totp_secret = secret
+    set_totp_secret(user, settings, secret)
     user.totp_last_step = step
     session.add(user)
     audit.record(session, action, actor=user, object_type="user", object_id=user.id, ip=ip)
     return user
 
 
-def remove_own_totp(session: Session, user: User, password: str, code: str, ip: str = "") -> User:
+def remove_own_totp(session: Session, settings: Settings, user: User, password: str, code: str,
+                    ip: str = "") -> User:
     action = "user.totp_remove"
     if not user.totp_secret:
         raise _refuse(session, action, user, user.id, "No second factor is set up.", ip)
-    if (not verify_password(user.password_hash, password)
-            or totp_step(user.totp_secret, code, after=user.totp_last_step) is None):
+    try:
+        secret = totp_secret_of(user, settings)
+    except SecretUnreadable:
+        secret = None
+    if (not verify_password(user.password_hash, password) or secret is None
+            or totp_step(secret, code, after=user.totp_last_step) is None):
         raise _refuse(session, action, user, user.id, "Wrong password or code.", ip)
     user.totp_secret = None
     user.totp_last_step = None

@@ -95,7 +95,7 @@ class User(SQLModel, table=True):
     is_active: bool = True
     failed_logins: int = 0
     locked_until: dt.datetime | None = None
-    totp_secret: str | None = Field(default=None, max_length=64)
+    totp_secret: str | None = Field(default=None, max_length=200)  # sealed: triage.secretbox
     # The 30-second step of the last accepted code: a code is good once only.
     totp_last_step: int | None = None
     must_change_password: bool = False

@@ -22,6 +22,7 @@ from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.models import ApiToken, AuditOutcome, Role, User, WebSession
+from triage.secretbox import SecretUnreadable, is_sealed, seal, unseal
 
 MIN_PASSWORD_WITH_2FA = 8
 MIN_PASSWORD_WITHOUT_2FA = 15
@@ -109,13 +110,22 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
                      object_id=user.id, detail={"reason": "locked"}, ip=ip)
         raise LoginFailed("Account locked after repeated failed logins; try again later.", locked=True)
     ok = verify_password(user.password_hash, password)
+    unreadable = False
     if ok and user.totp_secret:
-        step = totp_step(user.totp_secret, totp_code, now, after=user.totp_last_step)
+        try:
+            secret = totp_secret_of(user, settings)
+        except SecretUnreadable:
+            secret, unreadable = None, True
+        step = totp_step(secret, totp_code, now, after=user.totp_last_step) if secret else None
         ok = step is not None
         if ok:
             user.totp_last_step = step
+            if not is_sealed(user.totp_secret):
+                set_totp_secret(user, settings, secret)  # a seed stored before sealing: seal it now
     if not ok or not user.is_active:
         reason = "disabled" if ok else "bad credentials"
+        if unreadable:
+            reason = "second-factor secret unreadable (secret key changed?); an admin can reset it"
         if not ok:
             user.failed_logins += 1
             if user.failed_logins >= settings.login_max_failures:
@@ -131,6 +141,27 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
     user.locked_until = None
     session.add(user)
     return user
+
+
+def _totp_context(user: User) -> str:
+    return f"user:{user.id}:totp"
+
+
+def totp_secret_of(user: User, settings: Settings) -> str | None:
+    """The user's TOTP seed in clear (:class:`SecretUnreadable` if it does not open), or None."""
+    if not user.totp_secret:
+        return None
+    return unseal(settings.ensure_secret_key(), user.totp_secret, context=_totp_context(user))
+
+
+def set_totp_secret(user: User, settings: Settings, secret: str | None) -> None:
+    """Keep the seed sealed (triage.secretbox), bound to this user; None removes it."""
+    if secret is None:
+        user.totp_secret = None
+        return
+    if user.id is None:
+        raise ValueError("the user must be stored before a second factor is set up")
+    user.totp_secret = seal(settings.ensure_secret_key(), secret, context=_totp_context(user))
 
 
 def new_totp_secret() -> str:

@@ -174,7 +174,7 @@ def create_account_totp(
 ) -> Response:
     """Confirm the second factor with a code from the app, then keep it."""
     try:
-        accounts.enrol_totp(session, user, secret, code, client_ip(request))
+        accounts.enrol_totp(session, settings, user, secret, code, client_ip(request))
     except accounts.AccountError as exc:
         session.commit()
         return render(request, "account_totp.html", {  # type: ignore[no-any-return]
@@ -190,12 +190,12 @@ def create_account_totp(
 @router.post("/account/totp/remove")
 @releases_session
 def delete_account_totp(
-    request: Request, session: SessionDep, user: CurrentUser,
+    request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser,
     password: Annotated[str, Form(max_length=512)], code: Annotated[str, Form(max_length=8)],
 ) -> Response:
     """Remove your second factor (your password and a current code prove it is you)."""
     try:
-        accounts.remove_own_totp(session, user, password, code, client_ip(request))
+        accounts.remove_own_totp(session, settings, user, password, code, client_ip(request))
     except accounts.AccountError as exc:
         session.commit()
         return _account_page(request, session, user, status_code=422, error=str(exc))
