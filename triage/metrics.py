@@ -14,6 +14,10 @@ Definitions (also in docs/review.md):
 * time from sighting to outcome = candidate decision time − sighting upload time (p50/p95, nearest rank);
 * queue depth = unanswered, unwithdrawn slots of open real candidates; queue age = now − candidate creation;
 * matcher precision by score band = flagged / decided (flagged, cleared, disputed) among real candidates.
+
+A *window* (:class:`Window`: the last N days, or a range of dates, UTC) restricts each figure to
+what happened in it: rounds completed (their second verdict), candidates decided, verdicts given,
+flags raised. The queue is always now; the two charts of recent activity keep their fixed spans.
 """
 
 from __future__ import annotations
@@ -87,9 +91,83 @@ class ScoreBand:
         return f"{self.low:.1f}–{self.high:.1f}"
 
 
+MAX_WINDOW_DAYS = 3660
+WINDOW_CHOICES = (7, 30, 90)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A period, UTC: ``since`` inclusive, ``until`` exclusive; None = unbounded."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    label: str = "all time"
+    days: int | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def contains(self, at: dt.datetime | None) -> bool:
+        if not self.bounded:
+            return True
+        if at is None:
+            return False
+        at = _aware(at)
+        return (self.since is None or at >= self.since) and (self.until is None or at < self.until)
+
+    def query(self) -> str:
+        """The query string that selects this window again ('' for all time)."""
+        if self.days is not None:
+            return f"days={self.days}"
+        parts = []
+        if self.since is not None:
+            parts.append(f"since={self.since.date().isoformat()}")
+        if self.until is not None:
+            parts.append(f"until={(self.until - dt.timedelta(days=1)).date().isoformat()}")
+        return "&".join(parts)
+
+
+class BadWindow(ValueError):
+    """The period asked for cannot be read; the message says why."""
+
+
+def _day(value: str, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise BadWindow(f"'{name}' must be a date like 2026-03-01.") from None
+
+
+def parse_window(days: str | None = None, since: str | None = None, until: str | None = None,
+                 now: dt.datetime | None = None) -> Window:
+    """The window asked for by ``days`` (the last N days) or ``since``/``until`` (dates, both
+    included); nothing = all time. :class:`BadWindow` with a plain message otherwise."""
+    days, since, until = (v.strip() if v else "" for v in (days, since, until))
+    if days and (since or until):
+        raise BadWindow("Choose either the last N days or a range of dates, not both.")
+    now = _aware(now or utcnow())
+    if days:
+        if not days.isdigit() or not 1 <= int(days) <= MAX_WINDOW_DAYS:
+            raise BadWindow(f"'days' must be a whole number from 1 to {MAX_WINDOW_DAYS}.")
+        n = int(days)
+        return Window(now - dt.timedelta(days=n), None, f"last {n} day{'s' if n > 1 else ''}", n)
+    if not (since or until):
+        return Window()
+    start = _day(since, "since") if since else None
+    end = _day(until, "until") if until else None
+    if start and end and end < start:
+        raise BadWindow("'until' is before 'since'.")
+    lo = dt.datetime.combine(start, dt.time(), dt.UTC) if start else None
+    hi = dt.datetime.combine(end, dt.time(), dt.UTC) + dt.timedelta(days=1) if end else None
+    label = f"{start.isoformat() if start else 'the start'} to {end.isoformat() if end else 'now'}"
+    return Window(lo, hi, label)
+
+
 @dataclass
 class Metrics:
     computed_at: dt.datetime
+    window: Window = field(default_factory=Window)
     items: int = 0
     raw_agreement: float | None = None
     fleiss_kappa: float | None = None
@@ -167,9 +245,10 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 # Computing
-def compute(session: Session) -> Metrics:
+def compute(session: Session, window: Window | None = None) -> Metrics:
     now = utcnow()
-    m = Metrics(computed_at=now)
+    window = window or Window()
+    m = Metrics(computed_at=now, window=window)
     names = {u.id: u.username for u in session.exec(select(User)).all()}
     candidates = {c.id: c for c in session.exec(select(Candidate)).all()}
     slots = session.exec(select(ReviewSlot).order_by(col(ReviewSlot.candidate_id), col(ReviewSlot.round),
@@ -188,6 +267,9 @@ def compute(session: Session) -> Metrics:
         cand = candidates[cid]
         if cand.is_known_answer or len(rs) != 2 or any(s.verdict is None for s in rs):
             continue
+        completed = max((_aware(s.verdict_at) for s in rs if s.verdict_at is not None), default=None)
+        if not window.contains(completed):
+            continue
         x, y = sorted(rs, key=lambda s: s.reviewer_id or 0)
         items.append([x.verdict, y.verdict])  # type: ignore[list-item]
         by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))  # type: ignore[index, arg-type]
@@ -202,7 +284,8 @@ def compute(session: Session) -> Metrics:
                                      sum(1 for x, y in ps if x == y) / len(ps), cohen_kappa(ps)))
 
     # Disputes and outcomes of real candidates.
-    real_decided = [c for c in candidates.values() if not c.is_known_answer and c.status in DECIDED]
+    real_decided = [c for c in candidates.values()
+                    if not c.is_known_answer and c.status in DECIDED and window.contains(c.decided_at)]
     m.decided = len(real_decided)
     m.first_rounds = len(first_round)
     for fr in first_round.values():
@@ -213,7 +296,7 @@ def compute(session: Session) -> Metrics:
     ka: dict[int, KnownAnswerScore] = {}
     for s in slots:
         cand = candidates[s.candidate_id]
-        if not cand.is_known_answer or s.verdict is None or s.reviewer_id is None:
+        if not cand.is_known_answer or s.verdict is None or s.reviewer_id is None or not window.contains(s.verdict_at):
             continue
         score = ka.setdefault(s.reviewer_id, KnownAnswerScore(names.get(s.reviewer_id, "?"), 0, 0, 0))
         score.answered += 1
@@ -231,8 +314,9 @@ def compute(session: Session) -> Metrics:
         if s.verdict is None or s.verdict_at is None or s.reviewer_id is None:
             continue
         at = _aware(s.verdict_at).replace(minute=0, second=0, microsecond=0)
-        hours[s.reviewer_id].add(at)
-        counts[s.reviewer_id] += 1
+        if window.contains(s.verdict_at):
+            hours[s.reviewer_id].add(at)
+            counts[s.reviewer_id] += 1
         if at >= chart_start:
             recent[at] += 1
     m.throughput = sorted((Throughput(names.get(uid, "?"), counts[uid], len(hours[uid])) for uid in counts),
@@ -263,8 +347,9 @@ def compute(session: Session) -> Metrics:
 
     # Flags.
     flags = session.exec(select(Flag)).all()
-    m.flags_raised = len(flags)
-    m.flags_by_status = dict(Counter(f.status for f in flags))
+    in_window = [f for f in flags if window.contains(f.raised_at)]
+    m.flags_raised = len(in_window)
+    m.flags_by_status = dict(Counter(f.status for f in in_window))
     today = now.date()
     per_day = Counter(_aware(f.raised_at).date() for f in flags)
     m.flags_daily = [(today - dt.timedelta(days=i), per_day[today - dt.timedelta(days=i)])
@@ -294,6 +379,8 @@ def export_csv(m: Metrics) -> str:
     w = csv.writer(out)
     w.writerow(["metric", "key", "value", "n"])
     w.writerow(["computed_at", "", m.computed_at.isoformat(), ""])
+    w.writerow(["window", m.window.label, m.window.since.isoformat() if m.window.since else "",
+                m.window.until.isoformat() if m.window.until else ""])
     w.writerow(["raw_agreement", "all", _fmt(m.raw_agreement), m.items])
     w.writerow(["fleiss_kappa", "all", _fmt(m.fleiss_kappa), m.items])
     for p in m.pairs:

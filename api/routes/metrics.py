@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from triage import metrics
@@ -23,20 +23,35 @@ def _plain(m: metrics.Metrics) -> dict[str, Any]:
     data["bands"] = [{**dataclasses.asdict(b), "label": b.label, "precision": b.precision} for b in m.bands]
     data["hourly"] = [{"hour": h.isoformat(), "verdicts": n} for h, n in m.hourly]
     data["flags_daily"] = [{"day": d.isoformat(), "flags": n} for d, n in m.flags_daily]
+    data["window"] = {"label": m.window.label, "since": m.window.since, "until": m.window.until,
+                      "days": m.window.days}
     return data
 
 
-@router.get("")
-@releases_session
-def read_metrics(session: SessionDep, manager: ManagerUser) -> dict[str, Any]:
-    """Every manager metric, computed now from the stored verdicts."""
-    return _plain(metrics.compute(session))
+WindowParam = Annotated[str | None, Query(max_length=20, description="see GET /api/metrics")]
 
 
-@router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+def _window(days: str | None, since: str | None, until: str | None) -> metrics.Window:
+    try:
+        return metrics.parse_window(days, since, until)
+    except metrics.BadWindow as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+@router.get("", responses={422: {"description": "the period cannot be read"}})
 @releases_session
-def read_metrics_csv(session: SessionDep, manager: ManagerUser) -> Response:
-    """The same metrics as one CSV table (metric, key, value, n)."""
-    body = metrics.export_csv(metrics.compute(session))
+def read_metrics(session: SessionDep, manager: ManagerUser, days: WindowParam = None, since: WindowParam = None,
+                 until: WindowParam = None) -> dict[str, Any]:
+    """Every manager metric, computed now from the stored verdicts: over all time, the last
+    ``days`` days, or from ``since`` to ``until`` (dates, both included, UTC)."""
+    return _plain(metrics.compute(session, _window(days, since, until)))
+
+
+@router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, 422: {}})
+@releases_session
+def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowParam = None, since: WindowParam = None,
+                     until: WindowParam = None) -> Response:
+    """The same metrics as one CSV table (metric, key, value, n), over the same window."""
+    body = metrics.export_csv(metrics.compute(session, _window(days, since, until)))
     return Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="miatari-metrics.csv"'})

@@ -108,3 +108,41 @@ def test_metrics_on_an_empty_database(session):
     m = metrics.compute(session)
     assert m.items == 0 and m.fleiss_kappa is None and m.dispute_rate is None and m.queue_slots == 0
     assert "queue_depth_slots" in metrics.export_csv(m)
+
+
+def test_a_window_counts_only_what_happened_in_it(session, settings, user_factory):
+    officer = user_factory(Role.officer, username="off")
+    a, b = (user_factory(Role.recognizer, username=n) for n in ("ann", "bob"))
+    settings.known_answer_share = 0.0
+    settings.lead_threshold = 0.5
+    store = image_store(settings)
+    t_old = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.UTC)
+    t_new = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+    with clock.frozen(t_old):
+        make_candidate(session, store, settings, officer.id, score=0.91)
+        session.commit()
+        _answer(session, settings, a, "same")
+        _answer(session, settings, b, "same")  # flagged in January
+    with clock.frozen(t_new):
+        make_candidate(session, store, settings, officer.id, score=0.62)
+        session.commit()
+        _answer(session, settings, a, "different")
+        _answer(session, settings, b, "different")  # cleared in March
+    with clock.frozen(t_new + dt.timedelta(hours=1)):
+        everything = metrics.compute(session)
+        recent = metrics.compute(session, metrics.parse_window(days="30"))
+        january = metrics.compute(session, metrics.parse_window(since="2026-01-01", until="2026-01-31"))
+    assert (everything.items, everything.decided, everything.flags_raised) == (2, 2, 1)
+    assert (recent.items, recent.decided, recent.flags_raised) == (1, 1, 0)
+    assert [b.label for b in recent.bands] == ["0.6–0.7"] and recent.bands[0].cleared == 1
+    assert {t.recognizer: t.verdicts for t in recent.throughput} == {"ann": 1, "bob": 1}
+    assert (january.items, january.decided, january.flags_raised) == (1, 1, 1)
+    assert [b.label for b in january.bands] == ["0.9–1.0"]
+    assert recent.queue_candidates == everything.queue_candidates == 0  # the queue is always now
+    assert metrics.parse_window(days="30").query() == "days=30"
+    assert metrics.parse_window(since="2026-01-01", until="2026-01-31").query() == "since=2026-01-01&until=2026-01-31"
+    assert metrics.parse_window().bounded is False and metrics.parse_window("", "", "").label == "all time"
+    for args in (("0",), ("-3",), ("1.5",), (str(metrics.MAX_WINDOW_DAYS + 1),), ("7", "2026-01-01"),
+                 (None, "2026-13-01"), (None, "2026-02-01", "2026-01-31")):
+        with pytest.raises(metrics.BadWindow):
+            metrics.parse_window(*args)

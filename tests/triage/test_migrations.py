@@ -26,3 +26,35 @@ def test_models_and_migrations_agree(engine) -> None:  # type: ignore[no-untyped
 def test_probes_stored_before_the_size_gate_count_as_searched(engine) -> None:  # type: ignore[no-untyped-def]
     column = {c["name"]: c for c in inspect(engine).get_columns("probe")}["searched"]
     assert column["nullable"] is False and column["default"] is not None
+
+
+def test_a_database_with_data_migrates_down_and_up_keeping_every_row(  # type: ignore[no-untyped-def]
+        engine, settings, db_url, user_factory) -> None:
+    """Table rebuilds (SQLite batch mode) must not trip over the rows that point at them."""
+    from sqlmodel import Session
+
+    from tests.factories import image_store, make_candidate
+    from triage.migrate import downgrade, upgrade
+    from triage.models import Role
+
+    officer = user_factory(Role.officer)
+    with Session(engine) as s:
+        make_candidate(s, image_store(settings), settings, officer.id, score=0.8)
+        s.commit()
+    tables = sorted(t for t in SQLModel.metadata.tables if t != "alembic_version")
+
+    def counts() -> dict[str, int]:
+        with engine.connect() as conn:
+            return {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables}
+
+    before = counts()
+    assert before["probe"] == 1 and before["candidate"] == 1 and before["user_account"] >= 1
+    engine.dispose()
+    downgrade(db_url, "0001")
+    upgrade(db_url)
+    assert counts() == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT searched FROM probe")).scalar_one() in (True, 1)
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
 
@@ -82,20 +83,37 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes / 60:.1f} h"
 
 
+WindowParam = Annotated[str | None, Query(max_length=20)]
+
+
 @router.get("/metrics")
 @releases_session
-def read_metrics(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
-    """Agreement, throughput, queue, flags and matcher precision, computed from stored verdicts."""
-    m = metrics.compute(session)
+def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
+                 since: WindowParam = None, until: WindowParam = None) -> Response:
+    """Agreement, throughput, queue, flags and matcher precision, computed from stored verdicts,
+    over all time or a window (``days``, or ``since``/``until`` dates)."""
+    form = {"days": days or "", "since": since or "", "until": until or ""}
+    try:
+        window = metrics.parse_window(days, since, until)
+    except metrics.BadWindow as exc:
+        return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,  # type: ignore[no-any-return]
+                                                "choices": metrics.WINDOW_CHOICES}, status_code=422)
+    m = metrics.compute(session, window)
     return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
-                                            "duration": _duration})
+                                            "duration": _duration, "form": form,
+                                            "choices": metrics.WINDOW_CHOICES})
 
 
 @router.get("/metrics/export.csv")
 @releases_session
-def read_metrics_csv(session: SessionDep, manager: ManagerUser) -> Response:
-    """The metrics as CSV."""
-    return Response(metrics.export_csv(metrics.compute(session)), media_type="text/csv; charset=utf-8",
+def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowParam = None,
+                     since: WindowParam = None, until: WindowParam = None) -> Response:
+    """The metrics as CSV, over the same window as the page."""
+    try:
+        window = metrics.parse_window(days, since, until)
+    except metrics.BadWindow as exc:
+        return Response(str(exc), status_code=422, media_type="text/plain; charset=utf-8")
+    return Response(metrics.export_csv(metrics.compute(session, window)), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="miatari-metrics.csv"'})
 
 
