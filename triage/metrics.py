@@ -136,7 +136,7 @@ def _day(value: str, name: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value.strip())
     except ValueError:
-        raise BadWindow(f"'{name}' must be a date like 2026-03-01.") from None
+        raise BadWindow(f"The {name} date must be a date like 2026-03-01.") from None
 
 
 def parse_window(days: str | None = None, since: str | None = None, until: str | None = None,
@@ -149,15 +149,15 @@ def parse_window(days: str | None = None, since: str | None = None, until: str |
     now = _aware(now or utcnow())
     if days:
         if not days.isdigit() or not 1 <= int(days) <= MAX_WINDOW_DAYS:
-            raise BadWindow(f"'days' must be a whole number from 1 to {MAX_WINDOW_DAYS}.")
+            raise BadWindow(f"The number of days must be a whole number from 1 to {MAX_WINDOW_DAYS}.")
         n = int(days)
         return Window(now - dt.timedelta(days=n), None, f"last {n} day{'s' if n > 1 else ''}", n)
     if not (since or until):
         return Window()
-    start = _day(since, "since") if since else None
-    end = _day(until, "until") if until else None
+    start = _day(since, "start (since)") if since else None
+    end = _day(until, "end (until)") if until else None
     if start and end and end < start:
-        raise BadWindow("'until' is before 'since'.")
+        raise BadWindow("The end date (until) is before the start date (since).")
     lo = dt.datetime.combine(start, dt.time(), dt.UTC) if start else None
     hi = dt.datetime.combine(end, dt.time(), dt.UTC) + dt.timedelta(days=1) if end else None
     label = f"{start.isoformat() if start else 'the start'} to {end.isoformat() if end else 'now'}"
