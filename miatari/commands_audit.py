@@ -1,4 +1,4 @@
-"""`miatari audit verify|export` and `miatari retention run`."""
+"""`miatari audit verify|anchor|export` and `miatari retention run`."""
 
 from __future__ import annotations
 
@@ -19,14 +19,45 @@ def _engine() -> Any:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from triage import audit
 
+    anchors: list[audit.Anchor] = []
+    for path in args.anchors or []:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                anchors += audit.parse_anchors(fh.read())
+        except (OSError, audit.BadAnchor) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
     with Session(_engine()) as session:
         result = audit.verify(session)
-    if result.ok:
-        print(f"audit chain intact: {result.checked} entries checked")
-        return 0
-    print(f"audit chain BROKEN at entry {result.bad_id}: {result.reason} "
-          f"({result.checked} entries checked before it)", file=sys.stderr)
-    return 1
+        anchored = audit.check_anchors(session, anchors) if anchors else None
+    if not result.ok:
+        print(f"audit chain BROKEN at entry {result.bad_id}: {result.reason} "
+              f"({result.checked} entries checked before it)", file=sys.stderr)
+        return 1
+    if anchored is not None and not anchored.ok:
+        for problem in anchored.problems:
+            print(f"audit log REWRITTEN: {problem}", file=sys.stderr)
+        return 1
+    print(f"audit chain intact: {result.checked} entries checked")
+    if anchored is not None:
+        print(f"anchors: {anchored.checked} match"
+              + (f", {anchored.pruned} before the retention boundary" if anchored.pruned else ""))
+    return 0
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    from triage import audit
+
+    with Session(_engine()) as session:
+        anchor = audit.take_anchor(session)
+        session.commit()
+    if args.output in (None, "-"):
+        print(anchor.line())
+    else:
+        with open(args.output, "a", encoding="utf-8") as fh:
+            fh.write(anchor.line() + "\n")
+        print(f"anchor for entry {anchor.entry_id} appended to {args.output}", file=sys.stderr)
+    return 0
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -74,7 +105,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="the audit log: verify the hash chain, export")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
     v = audit_sub.add_parser("verify", help="check the hash chain; exit 1 and name the first bad entry")
+    v.add_argument("--anchors", action="append", metavar="FILE",
+                   help="also check the anchors in FILE (from `audit anchor`); may be repeated")
     v.set_defaults(func=cmd_audit_verify)
+    a = audit_sub.add_parser("anchor", help="write the chain's head down, to keep outside the database")
+    a.add_argument("-o", "--output", help="file to append the anchor line to (default: standard output)")
+    a.set_defaults(func=cmd_audit_anchor)
     e = audit_sub.add_parser("export", help="write entries as CSV")
     e.add_argument("-o", "--output", help="file to write (default: standard output)")
     e.add_argument("--actor")

@@ -75,3 +75,56 @@ def test_export_writes_csv_and_is_recorded(cli: object, engine: Engine, tmp_path
 def test_retention_run(cli: object, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["retention", "run"]) == 0  # type: ignore[operator]
     assert "deleted 0 sightings" in capsys.readouterr().out
+
+
+def _rewrite_chain_from(engine: Engine, entry_id: int, detail: str) -> None:
+    """What someone with write access could do: change an entry and recompute every hash after it."""
+    from triage.audit import entry_hash
+
+    with Session(engine) as s:
+        rows = s.exec(select(AuditEntry).where(AuditEntry.id >= entry_id).order_by(AuditEntry.id)).all()
+        prev = s.get(AuditEntry, entry_id - 1)
+        prev_hash = prev.hash if prev else "0" * 64
+        for row in rows:
+            if row.id == entry_id:
+                row.detail = {"username": detail}
+            row.prev_hash = prev_hash
+            row.hash = entry_hash(row)
+            prev_hash = row.hash
+            s.add(row)
+        s.flush()
+        s.execute(text("UPDATE audit_head SET last_hash = :h"), {"h": prev_hash})
+        s.commit()
+
+
+def test_anchors_kept_outside_show_a_rewritten_chain(cli: object, engine: Engine, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    main = cli
+    anchors = tmp_path / "anchors.txt"
+    for i in range(3):
+        assert main(["create-user", f"u{i}", "--role", "officer", "--password", TEST_PASSWORD]) == 0  # type: ignore[operator]
+    assert main(["audit", "anchor", "-o", str(anchors)]) == 0  # type: ignore[operator]
+    main(["create-user", "u3", "--role", "officer", "--password", TEST_PASSWORD])  # type: ignore[operator]
+    assert main(["audit", "anchor", "-o", str(anchors)]) == 0  # type: ignore[operator]
+    lines = anchors.read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("miatari-audit-anchor/1 ") for line in lines)
+    assert [int(line.split()[1]) for line in lines] == [4, 6]  # the anchoring is itself an entry
+    capsys.readouterr()
+    assert main(["audit", "verify", "--anchors", str(anchors)]) == 0  # type: ignore[operator]
+    assert "anchors: 2 match" in capsys.readouterr().out
+    # A consistent rewrite of entry 2 and everything after it: the chain alone cannot tell...
+    _rewrite_chain_from(engine, 2, "mallory")
+    assert main(["audit", "verify"]) == 0  # type: ignore[operator]
+    capsys.readouterr()
+    # ...the anchors can.
+    assert main(["audit", "verify", "--anchors", str(anchors)]) == 1  # type: ignore[operator]
+    err = capsys.readouterr().err
+    assert "REWRITTEN" in err and "entry 4 differs" in err and "entry 6 differs" in err
+    # An unreadable anchor file is an error of its own (exit 2), not a verdict on the log.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# anchors\nmiatari-audit-anchor/1 x deadbeef now\n")
+    assert main(["audit", "verify", "--anchors", str(bad)]) == 2  # type: ignore[operator]
+    assert "line 2 is not an anchor" in capsys.readouterr().err
+    assert main(["audit", "verify", "--anchors", str(tmp_path / "absent.txt")]) == 2  # type: ignore[operator]
+    with Session(engine) as s:
+        assert len(s.exec(select(AuditEntry).where(AuditEntry.action == "audit.anchor")).all()) == 2

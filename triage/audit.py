@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, or_, update
@@ -165,6 +165,79 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     if head is None and checked:
         return VerifyResult(False, checked, None, "the chain's head record was deleted")
     return VerifyResult(True, checked)
+
+
+# Anchors: the chain's head written down outside the database. The chain alone shows any
+# edit, insertion or deletion *unless* someone with write access recomputes every hash after
+# the change; an anchor kept elsewhere (a printout, another machine, a write-once store) pins
+# the entries up to it, so such a rewrite shows as soon as the anchors are checked.
+ANCHOR_TAG = "miatari-audit-anchor/1"
+ANCHOR_ACTION = "audit.anchor"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    entry_id: int
+    hash: str
+    taken_at: str
+
+    def line(self) -> str:
+        return f"{ANCHOR_TAG} {self.entry_id} {self.hash} {self.taken_at}"
+
+
+class BadAnchor(ValueError):
+    """An anchor line cannot be read."""
+
+
+def take_anchor(session: Session, actor: User | None = None) -> Anchor:
+    """Record the anchoring itself in the chain and return that entry as the anchor."""
+    entry = record(session, ANCHOR_ACTION, actor=actor, object_type="audit")
+    return Anchor(entry.id, entry.hash, entry.at.isoformat(timespec="seconds"))  # type: ignore[arg-type]
+
+
+def parse_anchors(text: str) -> list[Anchor]:
+    """Anchor lines (other lines - blank, comments - are skipped); :class:`BadAnchor` names a bad one."""
+    anchors = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line.startswith(ANCHOR_TAG):
+            continue
+        parts = line.split()
+        if (len(parts) != 4 or not parts[1].isdigit() or len(parts[2]) != 64
+                or any(c not in "0123456789abcdef" for c in parts[2])):
+            raise BadAnchor(f"line {n} is not an anchor: {line[:120]}")
+        anchors.append(Anchor(int(parts[1]), parts[2], parts[3]))
+    return anchors
+
+
+@dataclass
+class AnchorCheck:
+    checked: int = 0
+    pruned: int = 0  # anchored entries since removed by the retention sweep (not checkable)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_anchors(session: Session, anchors: Iterable[Anchor]) -> AnchorCheck:
+    """Compare anchored entries with the log: each must still be there with the same hash."""
+    result = AnchorCheck()
+    first_id = session.exec(select(func.min(AuditEntry.id))).one()
+    for a in anchors:
+        entry = session.get(AuditEntry, a.entry_id)
+        if entry is None:
+            if first_id is not None and a.entry_id < first_id:
+                result.pruned += 1  # removed by retention; verify() checks the prune entry vouches for it
+            else:
+                result.problems.append(f"entry {a.entry_id} (anchored {a.taken_at}) is missing")
+            continue
+        result.checked += 1
+        if entry.hash != a.hash:
+            result.problems.append(f"entry {a.entry_id} differs from its anchor of {a.taken_at}: "
+                                   "the log was rewritten from that entry or before")
+    return result
 
 
 def prune(session: Session, before: dt.datetime, actor: User | None = None) -> int:
