@@ -58,6 +58,7 @@ from triage.models import (
     SightingPhoto,
     Subject,
     User,
+    WatchlistImport,
 )
 from triage.security import create_api_token
 from triage.storage import store_image
@@ -124,6 +125,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/watchlist/new"): "lnninnn",
     ("GET", "/watchlist/import"): "lnnannn",
     ("POST", "/watchlist/import"): "lnninnn",
+    ("GET", "/watchlist/imports/{import_id}"): "lnnannn",
+    ("GET", "/watchlist/imports/{import_id}/status"): "lnnannn",
     ("GET", "/watchlist/{subject_id}"): "lnnannn",
     ("GET", "/watchlist/{subject_id}/edit"): "lnnannn",
     ("POST", "/watchlist/{subject_id}/edit"): "lnninnn",
@@ -305,11 +308,16 @@ def build_world(engine: Engine, app: Any) -> World:
         _, token = create_api_token(s, officer, "officer A's phone (a record)")
         _, target_token = create_api_token(s, s.get(User, target.id), "the target account's phone")
         note = notifications.notify(s, officer.id, "flag", "A flag was raised on your sighting", flag_id=None)
+        manager = s.get(User, w.users["mgr"].id)
+        imp = WatchlistImport(created_by=manager.id, filename="mugshots.zip", archive_sha256="0" * 64,
+                              status="done", photos_total=3, photos_done=3)
+        s.add(imp)
         s.commit()
         w.params = {
             "sighting_id": sighting.id, "position": 0, "probe_id": probe.id, "subject_id": subject.id,
             "photo_id": ref.id, "user_id": target.id, "token_id": token.id, "notification_id": note.id,
             "candidate_id": candidate.id, "flag_id": flag.id, "target_token_id": target_token.id,
+            "import_id": imp.id,
         }
     _lease_slot(engine, app, w)
     return w

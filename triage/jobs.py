@@ -91,6 +91,16 @@ def finish(session: Session, job_id: int, owner: str) -> bool:
     return result.rowcount == 1
 
 
+def renew(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool:
+    """Extend the lease of a long job this owner still holds; False if it was taken over."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running.value)
+        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+    )
+    return result.rowcount == 1
+
+
 def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True) -> Job | None:
     """Record why a job failed; schedule a retry while attempts remain."""
     job = session.get(Job, job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import JSON as SAJSON
 from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint, true
@@ -238,6 +239,28 @@ class SightingPhoto(SQLModel, table=True):
     position: int = 0
     image_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     faces_found: int | None = None
+
+
+class WatchlistImport(SQLModel, table=True):
+    """A ZIP of reference photos sent from the web page, enrolled in the background by a job."""
+
+    __tablename__ = "watchlist_import"
+    __table_args__ = (CheckConstraint(_in("status", JobStatus), name="ck_watchlist_import_status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    created_by: int = Field(foreign_key="user_account.id", index=True)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    filename: str = Field(default="", max_length=200)
+    include: str = Field(default="", max_length=200)
+    archive_sha256: str = Field(max_length=64)
+    archive_bytes: int = 0
+    status: str = Field(default=JobStatus.queued.value, max_length=16)
+    subjects_total: int = 0
+    photos_total: int = 0
+    photos_done: int = 0
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    failures: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(SAJSON, nullable=False))
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
 
 
 class Job(SQLModel, table=True):

@@ -23,10 +23,11 @@ _build_lock = threading.Lock()
 
 
 def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, Any]:
-    # Importing these registers the matching job and the expiry sweep with the worker.
+    # Importing these registers the jobs (matching, ZIP import) and the sweeps with the worker.
     import triage.matching  # noqa: F401
     import triage.retention  # noqa: F401
     import triage.watchlist  # noqa: F401
+    import triage.watchlist_import  # noqa: F401
 
     return {"engine": engine, "settings": settings, "store": store}
 

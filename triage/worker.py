@@ -53,6 +53,14 @@ class JobContext:
         if not jobs.finish(session, self.job.id, self.owner):  # type: ignore[arg-type]
             raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
 
+    def renew_lease(self) -> None:
+        """For long jobs: extend the lease (its own transaction); :class:`LeaseLost` if taken over."""
+        with Session(self.engine) as session:
+            held = jobs.renew(session, self.job.id, self.owner, self.settings.job_lease_seconds)  # type: ignore[arg-type]
+            session.commit()
+        if not held:
+            raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
+
 
 JobFunction = Callable[[JobContext], Any]
 SweepFunction = Callable[[Engine, Settings, dict[str, Any]], Any]

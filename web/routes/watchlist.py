@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
-from triage import services, watchlist
+from triage import services, watchlist, watchlist_import
 from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
 from triage.gallery import is_searchable, reference_photo_searchable
-from triage.models import ReferencePhoto, Subject
+from triage.models import ReferencePhoto, Subject, User, WatchlistImport
+from triage.release import releases_session
 from triage.sightings import displayable_image
-from web.htmx import hx_redirect, is_htmx
+from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
 
 router = APIRouter(tags=["watchlist"])
@@ -93,17 +94,24 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
     return hx_redirect(f"/watchlist/{subject.id}", request)
 
 
+def _import_form(request: Request, session: Any, error: str = "", status_code: int = 200) -> Response:
+    return render(request, "watchlist_import.html", {  # type: ignore[no-any-return]
+        "error": error, "imports": [(i, watchlist_import.progress_of(session, i))
+                                    for i in watchlist_import.recent_imports(session)]}, status_code=status_code)
+
+
 @router.get("/watchlist/import")
-def read_import(request: Request, user: ManagerUser) -> Response:
-    """The ZIP import form."""
-    return render(request, "watchlist_import.html", {"summary": None, "error": ""})  # type: ignore[no-any-return]
+@releases_session
+def read_import(request: Request, session: SessionDep, user: ManagerUser) -> Response:
+    """The ZIP import form, and the recent imports."""
+    return _import_form(request, session)
 
 
 @router.post("/watchlist/import")
-def create_import(request: Request, settings: SettingsDep, user: ManagerUser,
-                        archive: Annotated[UploadFile | None, File()] = None,
-                        include: Annotated[str, Form(max_length=200)] = "") -> Response:
-    """Enrol a ZIP with one folder per subject; shows what was enrolled and what failed, and why."""
+def create_import(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+                  archive: Annotated[UploadFile | None, File()] = None,
+                  include: Annotated[str, Form(max_length=200)] = "") -> Response:
+    """Check the ZIP, keep it and queue its import; the import's page follows the progress."""
     data = archive.file.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
     error = ""
     if not data:
@@ -112,17 +120,45 @@ def create_import(request: Request, settings: SettingsDep, user: ManagerUser,
         error = f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
     if not error:
         try:
-            plan = watchlist.plan_zip(data, [p.strip() for p in include.split(",") if p.strip()])
+            row = watchlist_import.queue_zip_import(session, settings, user, data,
+                                                    (archive.filename if archive else "") or "upload.zip",
+                                                    include, ip=client_ip(request))
         except watchlist.WatchlistError as exc:
             error = str(exc)
     if error:
-        return render(request, "watchlist_import.html", {"summary": None, "error": error},  # type: ignore[no-any-return]
-                      status_code=422)
-    pipeline = services.pipeline(request.app.state.services)
-    summary = watchlist.run_import(
-        request.app.state.engine, request.app.state.store, settings, plan,
-        watchlist.analyze_serially(settings, pipeline), user, None, f"zip:{archive.filename if archive else ''}")
-    return render(request, "watchlist_import.html", {"summary": summary, "error": ""})  # type: ignore[no-any-return]
+        session.rollback()
+        return _import_form(request, session, error, status_code=422)
+    session.commit()
+    return hx_redirect(f"/watchlist/imports/{row.id}", request)
+
+
+def _get_import(session: Any, import_id: int) -> WatchlistImport:
+    row = session.get(WatchlistImport, import_id)
+    if row is None:
+        raise HTTPException(404, "No such import.")
+    return row  # type: ignore[no-any-return]
+
+
+def _import_context(session: Any, row: WatchlistImport) -> dict[str, Any]:
+    return {"imp": row, "progress": watchlist_import.progress_of(session, row),
+            "by": session.get(User, row.created_by), "poll_seconds": 2}
+
+
+@router.get("/watchlist/imports/{import_id}")
+@releases_session
+def read_import_status_page(request: Request, session: SessionDep, user: ManagerUser, import_id: int) -> Response:
+    """One ZIP import: its progress while the job runs, then what was enrolled and what was not, and why."""
+    return render(request, "watchlist_import_status.html",  # type: ignore[no-any-return]
+                  _import_context(session, _get_import(session, import_id)))
+
+
+@router.get("/watchlist/imports/{import_id}/status")
+@releases_session
+def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: int) -> Response:
+    """The live fragment; answers 286 (htmx stops polling) once the import is over."""
+    ctx = _import_context(session, _get_import(session, import_id))
+    return render(request, "_watchlist_import_status.html", ctx,  # type: ignore[no-any-return]
+                  status_code=STOP_POLLING if ctx["progress"].done else 200)
 
 
 @router.get("/watchlist/{subject_id}")

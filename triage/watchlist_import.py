@@ -1,0 +1,191 @@
+"""ZIP imports sent from the web page, enrolled in the background.
+
+The page checks the ZIP (it opens, it holds photos in the folder or CSV layout),
+keeps it in ``<data>/imports/<sha256>.zip`` and queues a ``watchlist_import`` job;
+the manager is sent to the import's own page, which follows the job's progress.
+The job runs :func:`triage.watchlist.run_import` (idempotent: a photo enrolled before
+is recognised by its content, so a job run again after a crash enrols nothing twice),
+renews its lease while it works, records the result on the import's row, and
+deletes the archive once no queued or running import needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from triage import audit, jobs, services, watchlist
+from triage.clock import utcnow
+from triage.config import Settings
+from triage.models import Job, JobStatus, User, WatchlistImport
+from triage.worker import JobContext, LeaseLost, PermanentJobError, job_function
+
+IMPORT_JOB = "watchlist_import"
+MAX_FAILURES_KEPT = 2000
+PROGRESS_EVERY_SECONDS = 2.0
+ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+
+
+def imports_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "imports"
+
+
+def archive_path(settings: Settings, sha256: str) -> Path:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("not a sha256 digest")
+    return imports_dir(settings) / f"{sha256}.zip"
+
+
+def _keep_archive(settings: Settings, data: bytes, sha256: str) -> None:
+    path = archive_path(settings, sha256)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _patterns(include: str) -> list[str]:
+    return [p.strip() for p in include.split(",") if p.strip()]
+
+
+def queue_zip_import(session: Session, settings: Settings, user: User, data: bytes, filename: str,
+                     include: str = "", ip: str = "") -> WatchlistImport:
+    """Check the ZIP, keep it, and queue its import (in the caller's transaction).
+
+    :class:`triage.watchlist.WatchlistError` says what is wrong with a ZIP that cannot be imported;
+    nothing is kept then."""
+    plan = watchlist.plan_zip(data, _patterns(include))
+    photos = sum(len(item.photos) for item in plan)
+    if photos == 0:
+        raise watchlist.WatchlistError("The ZIP holds no photos to import"
+                                       + (" matching those patterns." if include.strip() else "."))
+    sha = hashlib.sha256(data).hexdigest()
+    _keep_archive(settings, data, sha)
+    row = WatchlistImport(created_by=user.id, filename=filename[:200], include=include[:200],  # type: ignore[arg-type]
+                          archive_sha256=sha, archive_bytes=len(data), subjects_total=len(plan),
+                          photos_total=photos)
+    session.add(row)
+    session.flush()
+    jobs.enqueue(session, IMPORT_JOB, row.id)  # type: ignore[arg-type]
+    audit.record(session, "watchlist.import_queued", actor=user, object_type="watchlist_import", object_id=row.id,
+                 detail={"filename": row.filename, "bytes": len(data), "sha256": sha, "subjects": len(plan),
+                         "photos": photos, "include": row.include}, ip=ip)
+    return row
+
+
+@dataclass
+class ImportProgress:
+    status: str  # queued | running | done | failed
+    done: bool
+    photos_total: int
+    photos_done: int
+    error: str = ""
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.photos_done / self.photos_total) if self.photos_total else 0
+
+
+def progress_of(session: Session, row: WatchlistImport) -> ImportProgress:
+    status, error = row.status, ""
+    if status in ACTIVE:
+        job = session.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).first()
+        if job is not None and job.status == JobStatus.failed.value:
+            status = JobStatus.failed.value
+            error = job.last_error.splitlines()[0] if job.last_error else ""
+    return ImportProgress(status, status in (JobStatus.done.value, JobStatus.failed.value), row.photos_total,
+                          row.photos_done, error)
+
+
+def recent_imports(session: Session, limit: int = 20) -> list[WatchlistImport]:
+    return list(session.exec(select(WatchlistImport).order_by(col(WatchlistImport.id).desc()).limit(limit)).all())
+
+
+def _set(ctx: JobContext, import_id: int, **values: Any) -> None:
+    with Session(ctx.engine) as session:
+        row = session.get(WatchlistImport, import_id)
+        if row is not None:
+            for k, v in values.items():
+                setattr(row, k, v)
+            session.add(row)
+            session.commit()
+
+
+def _release_archive(settings: Settings, session: Session, sha256: str, import_id: int) -> None:
+    others = session.exec(select(WatchlistImport.id).where(WatchlistImport.archive_sha256 == sha256,
+                                                           col(WatchlistImport.status).in_(ACTIVE),
+                                                           WatchlistImport.id != import_id)).first()
+    if others is None:
+        archive_path(settings, sha256).unlink(missing_ok=True)
+
+
+@job_function(IMPORT_JOB)
+def run_zip_import(ctx: JobContext) -> watchlist.ImportSummary:
+    """Enrol a queued ZIP import; progress and the result go on its row."""
+    import_id = ctx.job.ref_id
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        row = session.get(WatchlistImport, import_id)
+        if row is None:
+            raise PermanentJobError(f"watchlist import {import_id} does not exist")
+        actor = session.get(User, row.created_by)
+        row.status, row.started_at, row.photos_done = JobStatus.running.value, utcnow(), 0
+        session.add(row)
+        session.commit()
+    try:
+        data = archive_path(ctx.settings, row.archive_sha256).read_bytes()
+    except OSError as exc:
+        raise PermanentJobError(f"the archive of import {import_id} is gone ({exc.strerror})") from exc
+    try:
+        plan = watchlist.plan_zip(data, _patterns(row.include))
+    except watchlist.WatchlistError as exc:  # checked at upload: only a damaged file gets here
+        raise PermanentJobError(str(exc)) from exc
+
+    done = 0
+    last = time.monotonic()
+
+    def progress(n: int) -> None:
+        nonlocal done, last
+        done += n
+        if time.monotonic() - last >= PROGRESS_EVERY_SECONDS:
+            last = time.monotonic()
+            ctx.renew_lease()  # a long import keeps its job; LeaseLost stops it if it was taken over
+            _set(ctx, import_id, photos_done=done)
+
+    pipeline = services.pipeline(ctx.services)
+    try:
+        summary = watchlist.run_import(ctx.engine, ctx.store, ctx.settings, plan,
+                                       watchlist.analyze_serially(ctx.settings, pipeline), actor, progress,
+                                       f"zip:{row.filename}")
+    except LeaseLost:
+        raise
+    except Exception:
+        if ctx.job.attempts >= ctx.job.max_attempts:  # no retry left: the archive is of no more use
+            with Session(ctx.engine) as session:
+                _release_archive(ctx.settings, session, row.archive_sha256, import_id)
+        raise
+    with Session(ctx.engine) as session:
+        final = session.get(WatchlistImport, import_id)
+        assert final is not None
+        final.status, final.finished_at, final.photos_done = JobStatus.done.value, utcnow(), done
+        final.summary = summary.as_dict()
+        final.failures = [{"photo": f.label, "reason": f.reason} for f in summary.failures[:MAX_FAILURES_KEPT]]
+        session.add(final)
+        ctx.finish_in(session)
+        session.commit()
+        _release_archive(ctx.settings, session, row.archive_sha256, import_id)
+    return summary
