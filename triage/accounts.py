@@ -68,6 +68,11 @@ def list_users(session: Session) -> list[User]:
     return list(session.exec(select(User).order_by(User.username)).all())
 
 
+def accounts_on_hold(session: Session) -> list[User]:
+    """Accounts that held reviewing and overseeing roles at once: an admin must choose one side."""
+    return list(session.exec(select(User).where(User.roles_on_hold != "").order_by(User.username)).all())
+
+
 def _other_active_admins(session: Session, user_id: int | None) -> int:
     return sum(1 for u in session.exec(select(User).where(User.is_active == True)).all()  # noqa: E712
                if u.id != user_id and u.has_role(Role.admin))
@@ -128,11 +133,14 @@ def set_roles(session: Session, actor: User, user_id: int, roles: list[str], ip:
     if (user.has_role(Role.admin) and Role.admin.value not in values
             and _other_active_admins(session, user.id) == 0):
         raise _refuse(session, "user.set_roles", actor, user_id, "The last active admin must keep the admin role.", ip)
-    before = user.roles
+    before, on_hold = user.roles, user.roles_on_hold
     user.roles = " ".join(values)
+    # Setting the roles is the admin's choice of side for an account whose roles were on hold.
+    user.roles_on_hold = ""
     session.add(user)
     audit.record(session, "user.set_roles", actor=actor, object_type="user", object_id=user.id,
-                 detail={"username": user.username, "before": before.split(), "after": values}, ip=ip)
+                 detail={"username": user.username, "before": before.split(), "after": values,
+                         **({"on_hold_before": on_hold.split()} if on_hold else {})}, ip=ip)
     return user
 
 

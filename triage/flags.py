@@ -4,6 +4,12 @@ A flag is an investigative lead, never an identification: every place that
 shows one carries ``LEAD_WARNING``.  Lifecycle: raised → acknowledged →
 closed (arrested / not located / withdrawn); each step is audited.  Who sees a
 flag: managers, and the officer who uploaded the sighting.
+
+Officers report, managers decide: the sighting's officer files reports (what
+happened, with a proposed outcome), which are stored, audited and sent to the
+managers; only a manager acknowledges a flag (takes it on) and closes it, and
+closing as *arrested* closes the subject.  An officer's "I have seen it" is the
+read marker of their flag notification, which changes nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from triage.models import (
     Candidate,
     Flag,
     FlagCloseReason,
+    FlagReport,
     FlagStatus,
     ReviewSlot,
     Role,
@@ -31,6 +38,8 @@ from triage.models import (
 
 LEAD_WARNING = "investigative lead — confirm identity before any action"
 CLOSE_NOTE_MAX = 2000
+REPORT_NOTE_MAX = 2000
+OUTCOME_CHOICES = "arrested, not_located, withdrawn"
 
 
 class FlagError(Exception):
@@ -83,6 +92,11 @@ def may_see(user: User, flag: Flag, sighting: Sighting | None) -> bool:
     return sighting is not None and sighting.uploaded_by == user.id and user.has_role(Role.officer)
 
 
+def may_report(user: User, sighting: Sighting | None) -> bool:
+    """Only the officer whose sighting raised the flag reports on it."""
+    return sighting is not None and sighting.uploaded_by == user.id and user.has_role(Role.officer)
+
+
 def visible_flags(session: Session, user: User, status: str | None = None, limit: int = 200) -> list[Flag]:
     """Flags this user may see, newest first: all for a manager, their own sightings' for an officer."""
     stmt = select(Flag).order_by(col(Flag.raised_at).desc(), col(Flag.id).desc()).limit(limit)
@@ -118,6 +132,14 @@ class VerdictEvidence:
 
 
 @dataclass
+class ReportEvidence:
+    reporter: str
+    outcome: str
+    note: str
+    at: object
+
+
+@dataclass
 class Evidence:
     flag: Flag
     candidate: Candidate
@@ -128,6 +150,7 @@ class Evidence:
     verdicts: list[VerdictEvidence]
     acknowledged_by: User | None
     closed_by: User | None
+    reports: list[ReportEvidence]
     warning: str = LEAD_WARNING
 
 
@@ -149,7 +172,15 @@ def evidence(session: Session, flag: Flag) -> Evidence:
     return Evidence(flag, candidate, subject, sighting, list(photos), session.get(User, sighting.uploaded_by),
                     verdicts,
                     session.get(User, flag.acknowledged_by) if flag.acknowledged_by else None,
-                    session.get(User, flag.closed_by) if flag.closed_by else None)
+                    session.get(User, flag.closed_by) if flag.closed_by else None,
+                    reports_of(session, flag))
+
+
+def reports_of(session: Session, flag: Flag) -> list[ReportEvidence]:
+    """The officers' reports on a flag, oldest first."""
+    rows = session.exec(select(FlagReport, User).join(User, col(User.id) == col(FlagReport.reported_by))
+                        .where(FlagReport.flag_id == flag.id).order_by(col(FlagReport.id))).all()
+    return [ReportEvidence(user.username, report.outcome, report.note, report.created_at) for report, user in rows]
 
 
 def _record_refusal(session: Session, user: User, action: str, flag_id: int, reason: str, ip: str) -> None:
@@ -169,14 +200,24 @@ def _lock(session: Session, flag_id: int) -> Flag | None:
     return session.exec(stmt).first()
 
 
-def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Flag:
-    """raised → acknowledged, by a manager or the sighting's officer; commits."""
+def _managed(session: Session, user: User, action: str, flag_id: int, ip: str) -> Flag:
+    """The flag, locked, for a manager's decision; anyone else is refused (and it is on record)."""
     flag = _lock(session, flag_id)
     sighting = session.get(Sighting, flag.sighting_id) if flag else None
     if flag is None or not may_see(user, flag, sighting):
         if flag is not None:
-            _record_refusal(session, user, "flag.acknowledge", flag_id, "not allowed", ip)
+            _record_refusal(session, user, action, flag_id, "not allowed", ip)
         raise FlagError("not_found", "No such flag.")
+    if not user.has_role(Role.manager):
+        _record_refusal(session, user, action, flag_id, "only a manager decides on a flag", ip)
+        raise FlagError("forbidden", "Only a manager acknowledges or closes a flag. Report what happened "
+                                     "instead: the managers are told.")
+    return flag
+
+
+def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Flag:
+    """raised → acknowledged, by a manager (who takes the flag on); commits."""
+    flag = _managed(session, user, "flag.acknowledge", flag_id, ip)
     if flag.status != FlagStatus.raised.value:
         _record_refusal(session, user, "flag.acknowledge", flag_id, f"flag is {flag.status}", ip)
         raise FlagError("conflict", f"This flag is already {flag.status}.")
@@ -190,13 +231,8 @@ def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Fla
 
 
 def close(session: Session, user: User, flag_id: int, reason: str, note: str = "", ip: str = "") -> Flag:
-    """acknowledged → closed with a reason (arrested / not_located / withdrawn); commits."""
-    flag = _lock(session, flag_id)
-    sighting = session.get(Sighting, flag.sighting_id) if flag else None
-    if flag is None or not may_see(user, flag, sighting):
-        if flag is not None:
-            _record_refusal(session, user, "flag.close", flag_id, "not allowed", ip)
-        raise FlagError("not_found", "No such flag.")
+    """acknowledged → closed with a reason (arrested / not_located / withdrawn), by a manager; commits."""
+    flag = _managed(session, user, "flag.close", flag_id, ip)
     try:
         reason = FlagCloseReason(reason).value
     except ValueError:
@@ -233,3 +269,43 @@ def _close_subject_as_arrested(session: Session, user: User, flag: Flag, ip: str
     if subject is not None and subject.status == SubjectStatus.active.value:
         watchlist.close_subject(session, subject.id, SubjectStatus.arrested, user,  # type: ignore[arg-type]
                                 reason=f"flag {flag.id} closed as arrested", ip=ip)
+
+
+def report(session: Session, user: User, flag_id: int, outcome: str, note: str = "", ip: str = "") -> FlagReport:
+    """The sighting's officer reports what happened, proposing an outcome; managers are told; commits.
+
+    A report changes nothing on the flag: a manager reads it and closes the flag.
+    """
+    action = "flag.report"
+    flag = _lock(session, flag_id)
+    sighting = session.get(Sighting, flag.sighting_id) if flag else None
+    if flag is None or not may_see(user, flag, sighting):
+        if flag is not None:
+            _record_refusal(session, user, action, flag_id, "not allowed", ip)
+        raise FlagError("not_found", "No such flag.")
+    if not may_report(user, sighting):
+        _record_refusal(session, user, action, flag_id, "only the sighting's officer reports", ip)
+        raise FlagError("forbidden", "Only the officer whose sighting raised the flag reports on it; "
+                                     "a manager closes it.")
+    try:
+        outcome = FlagCloseReason(outcome).value
+    except ValueError:
+        _record_refusal(session, user, action, flag_id, "bad outcome", ip)
+        raise FlagError("invalid", f"The outcome must be one of: {OUTCOME_CHOICES}.") from None
+    note = (note or "").strip()
+    if len(note) > REPORT_NOTE_MAX:
+        _record_refusal(session, user, action, flag_id, "note too long", ip)
+        raise FlagError("invalid", f"The note is too long (at most {REPORT_NOTE_MAX} characters).")
+    if flag.status == FlagStatus.closed.value:
+        _record_refusal(session, user, action, flag_id, "flag is closed", ip)
+        raise FlagError("conflict", "This flag is already closed.")
+    entry = FlagReport(flag_id=flag_id, reported_by=user.id, outcome=outcome, note=note)  # type: ignore[arg-type]
+    session.add(entry)
+    session.flush()
+    audit.record(session, action, actor=user, object_type="flag", object_id=flag_id,
+                 detail={"report_id": entry.id, "outcome": outcome, "note": bool(note)}, ip=ip)
+    message = f"Flag #{flag_id}: {user.username} reports {outcome.replace('_', ' ')} — a manager closes the flag."
+    for manager in _managers(session):
+        notifications.notify(session, manager.id, "flag.report", message, flag_id=flag_id)  # type: ignore[arg-type]
+    session.commit()
+    return entry

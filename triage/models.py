@@ -78,6 +78,14 @@ class FlagCloseReason(StrEnum):
     withdrawn = "withdrawn"
 
 
+class ImportStatus(StrEnum):
+    pending = "pending"  # previewed, waiting for the manager's confirmation; nothing enrolled
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
 class AuditOutcome(StrEnum):
     ok = "ok"
     denied = "denied"
@@ -85,13 +93,24 @@ class AuditOutcome(StrEnum):
 
 
 # Users and access
+# Separation of duties (DESIGN.md): whoever reviews never holds the rights that show scores, disputes or
+# the audit log.  The database refuses an account holding both.
+REVIEWING_ROLES = frozenset({Role.recognizer})
+OVERSEEING_ROLES = frozenset({Role.manager, Role.admin})
+SEPARATION_OF_DUTIES_SQL = ("NOT (roles LIKE '%recognizer%' AND (roles LIKE '%manager%' OR roles LIKE '%admin%'))")
+
+
 class User(SQLModel, table=True):
     __tablename__ = "user_account"
+    __table_args__ = (CheckConstraint(SEPARATION_OF_DUTIES_SQL, name="ck_user_account_duties"),)
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=64, unique=True, index=True)
     full_name: str = Field(default="", max_length=200)
     # Space-separated Role values; a person may hold several.
     roles: str = Field(default="", max_length=200)
+    # Roles set aside when the account held reviewing and overseeing roles at once (migration 0005):
+    # they give no rights until an admin sets the account's roles, choosing one side.
+    roles_on_hold: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
     password_hash: str = Field(max_length=255)
     is_active: bool = True
     failed_logins: int = 0
@@ -245,7 +264,7 @@ class WatchlistImport(SQLModel, table=True):
     """A ZIP of reference photos sent from the web page, enrolled in the background by a job."""
 
     __tablename__ = "watchlist_import"
-    __table_args__ = (CheckConstraint(_in("status", JobStatus), name="ck_watchlist_import_status"),)
+    __table_args__ = (CheckConstraint(_in("status", ImportStatus), name="ck_watchlist_import_status"),)
     id: int | None = Field(default=None, primary_key=True)
     created_by: int = Field(foreign_key="user_account.id", index=True)
     created_at: dt.datetime = Field(default_factory=utcnow)
@@ -253,7 +272,9 @@ class WatchlistImport(SQLModel, table=True):
     include: str = Field(default="", max_length=200)
     archive_sha256: str = Field(max_length=64)
     archive_bytes: int = 0
-    status: str = Field(default=JobStatus.queued.value, max_length=16)
+    status: str = Field(default=ImportStatus.pending.value, max_length=16)
+    # Folder name -> id of the existing subject the manager named for it; every other folder is a new subject.
+    targets: dict[str, int] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
     subjects_total: int = 0
     photos_total: int = 0
     photos_done: int = 0
@@ -409,6 +430,19 @@ class Flag(SQLModel, table=True):
     closed_at: dt.datetime | None = None
     close_reason: str | None = Field(default=None, max_length=16)
     close_note: str = Field(default="", max_length=2000)
+
+
+class FlagReport(SQLModel, table=True):
+    """What the sighting's officer reports on a flag: a proposed outcome and a note; a manager closes."""
+
+    __tablename__ = "flag_report"
+    __table_args__ = (CheckConstraint(_in("outcome", FlagCloseReason), name="ck_flag_report_outcome"),)
+    id: int | None = Field(default=None, primary_key=True)
+    flag_id: int = Field(foreign_key="flag.id", index=True)
+    reported_by: int = Field(foreign_key="user_account.id")
+    outcome: str = Field(max_length=16)
+    note: str = Field(default="", max_length=2000)
+    created_at: dt.datetime = Field(default_factory=utcnow)
 
 
 class Notification(SQLModel, table=True):

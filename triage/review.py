@@ -41,6 +41,7 @@ from triage import audit, flags
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.db import session_scope
+from triage.gallery import is_searchable, searchable_clause
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -172,7 +173,7 @@ def create_candidates_for_probe(session: Session, probe: Probe, hits: Sequence[H
     created: list[Candidate] = []
     for hit in kept:
         subject = session.get(Subject, hit.subject_id)
-        if subject is None or subject.status != SubjectStatus.active.value:
+        if subject is None or not is_searchable(subject):
             continue
         existing = session.exec(select(Candidate).where(Candidate.probe_id == probe.id,
                                                         Candidate.subject_id == hit.subject_id)).first()
@@ -262,7 +263,7 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
             ReviewSlot.round == Candidate.current_round,
             or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
-            Subject.status == SubjectStatus.active.value,
+            searchable_clause(now.date()),  # type: ignore[arg-type]
             ~on_it_already,
             # An escalated round goes only to people who have never been shown the candidate.
             or_(col(ReviewSlot.round) == 1, ~has_seen),
@@ -618,6 +619,16 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "") -
     if not manager.has_role(Role.manager):
         raise _refuse(session, manager, action, "forbidden", "Only managers can escalate a disputed candidate.",
                       object_type="candidate", object_id=candidate_id, ip=ip)
+    # An expired warrant or a closed subject is never escalated.  Whoever escalates was shown the
+    # candidate's verdicts and score: they count as having seen it, so its new round never goes to them.
+    on_watchlist = session.exec(select(Subject).join(Candidate, col(Candidate.subject_id) == col(Subject.id))
+                                .where(Candidate.id == candidate_id)).first()
+    if on_watchlist is not None and not is_searchable(on_watchlist):
+        raise _refuse(session, manager, action, "conflict",
+                      "The subject is no longer searched (its warrant expired or it was closed): "
+                      "its candidates cannot be escalated.", object_type="candidate", object_id=candidate_id, ip=ip)
+    if on_watchlist is not None and session.get(SeenCandidate, (candidate_id, manager.id)) is None:
+        session.add(SeenCandidate(candidate_id=candidate_id, user_id=_id(manager)))
     candidate = _lock_candidate(session, candidate_id)
     if candidate is None or candidate.is_known_answer:
         raise _refuse(session, manager, action, "not_found", "No such disputed candidate.",
@@ -693,7 +704,7 @@ def disputed_candidates(session: Session, limit: int = 200) -> list[DisputedCand
     rows = session.exec(
         select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
         .where(Candidate.status == CandidateStatus.disputed.value, Candidate.known_truth.is_(None),  # type: ignore[union-attr]
-               Subject.status == SubjectStatus.active.value)
+               searchable_clause())  # type: ignore[arg-type]
         .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)
     ).all()
     out = []

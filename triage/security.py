@@ -8,6 +8,7 @@ import hmac
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -21,7 +22,7 @@ from sqlmodel import Session, col, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.models import ApiToken, AuditOutcome, Role, User, WebSession
+from triage.models import OVERSEEING_ROLES, REVIEWING_ROLES, ApiToken, AuditOutcome, Role, User, WebSession
 from triage.secretbox import SecretUnreadable, is_sealed, seal, unseal
 
 MIN_PASSWORD_WITH_2FA = 8
@@ -353,4 +354,17 @@ def parse_roles(roles: list[Role] | list[str]) -> list[str]:
             raise ValueError(f"Unknown role {r!r}; roles are: {', '.join(x.value for x in Role)}.") from None
     if not values:
         raise ValueError("A user needs at least one role.")
+    check_separation_of_duties(values)
     return sorted(values)
+
+
+SEPARATION_OF_DUTIES_MESSAGE = (
+    "Separation of duties: an account that reviews (recognizer) cannot also be manager or admin, who see "
+    "scores, disputes and the audit log. Choose one side for this account.")
+
+
+def check_separation_of_duties(roles: Iterable[Role | str]) -> None:
+    """Refuse a role set that holds a reviewing role and an overseeing one (``ValueError``)."""
+    held = {Role(r) for r in roles}
+    if held & REVIEWING_ROLES and held & OVERSEEING_ROLES:
+        raise ValueError(SEPARATION_OF_DUTIES_MESSAGE)

@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.gallery import ADD, REMOVE_SUBJECT, record_change, searchable_clause, today
+from triage.gallery import ADD, REMOVE_SUBJECT, is_searchable, record_change, searchable_clause, today
 from triage.models import AuditOutcome, ReferencePhoto, Subject, SubjectStatus, User
 from triage.storage import ImageStore, store_image
 from triage.worker import sweep
@@ -186,7 +186,23 @@ def update_subject(session: Session, subject_id: int, data: SubjectUpdate, actor
     session.add(subject)
     audit.record(session, "subject.update", actor=actor, object_type="subject", object_id=subject_id,
                  detail={"before": before, "after": {k: getattr(subject, k) for k in changes}}, ip=ip)
+    if "expires_on" in changes and subject.closed_at is not None and is_searchable(subject):
+        _put_back(session, subject, actor, ip)
     return subject
+
+
+def _put_back(session: Session, subject: Subject, actor: User | None, ip: str = "") -> None:
+    """A lapsed warrant was extended: the subject is searched again in every process, and expires again.
+
+    Candidates withdrawn when it expired stay withdrawn; new sightings are matched against it again.
+    """
+    subject.closed_at = None
+    session.add(subject)
+    photos = reference_photos(session, subject.id)  # type: ignore[arg-type]
+    for photo in photos:
+        record_change(session, ADD, subject.id, photo.id)  # type: ignore[arg-type]
+    audit.record(session, "subject.reactivate", actor=actor, object_type="subject", object_id=subject.id,
+                 detail={"expires_on": subject.expires_on, "reference_photos": len(photos)}, ip=ip)
 
 
 def _take_out(session: Session, subject: Subject, actor: User | None) -> int:

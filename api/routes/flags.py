@@ -1,4 +1,4 @@
-"""Flags API: the arrest flags you may see, their evidence, acknowledge and close."""
+"""Flags API: the arrest flags you may see, their evidence, officers' reports, and a manager's acknowledge and close."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from triage.release import releases_session
 
 router = APIRouter(prefix="/api/flags", tags=["flags"])
 
-ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
+ERROR_STATUS = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
 
 
 # Schemas
@@ -44,14 +44,27 @@ class FlagPublic(BaseModel):
     close_reason: str | None
 
 
+class FlagReportPublic(BaseModel):
+    reporter: str
+    outcome: str
+    note: str
+    at: dt.datetime
+
+
 class FlagDetail(FlagPublic):
     verdicts: list[VerdictEvidencePublic]
+    reports: list[FlagReportPublic] = Field(description="What the sighting's officer reported; a manager closes")
     images: dict[str, str]
 
 
 class FlagsPublic(BaseModel):
     data: list[FlagPublic]
     count: int
+
+
+class FlagReportCreate(BaseModel):
+    outcome: Literal["arrested", "not_located", "withdrawn"] = Field(description="The outcome the officer proposes")
+    note: str = Field(default="", max_length=flags.REPORT_NOTE_MAX)
 
 
 class FlagClose(BaseModel):
@@ -81,7 +94,9 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
                       verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,  # type: ignore[arg-type]
                                                       round=v.round, note=v.note,
                                                       revealed_full_faces=v.revealed_full_faces)
-                                for v in ev.verdicts])
+                                for v in ev.verdicts],
+                      reports=[FlagReportPublic(reporter=r.reporter, outcome=r.outcome, note=r.note, at=r.at)  # type: ignore[arg-type]
+                               for r in ev.reports])
 
 
 @router.get("")
@@ -103,10 +118,23 @@ def read_flag(request: Request, flag_id: int, session: SessionDep, user: Current
     return _detail(session, flag)
 
 
+@router.post("/{flag_id}/reports", status_code=201)
+@releases_session
+def create_flag_report(request: Request, flag_id: int, body: FlagReportCreate, session: SessionDep,
+                       user: CurrentUser) -> FlagDetail:
+    """Report what happened (the sighting's officer), proposing an outcome; the managers are told."""
+    try:
+        flags.report(session, user, flag_id, body.outcome, body.note, client_ip(request))
+        flag = flags.get_visible(session, user, flag_id, client_ip(request))
+    except flags.FlagError as exc:
+        raise _error(exc) from None
+    return _detail(session, flag)
+
+
 @router.post("/{flag_id}/acknowledge")
 @releases_session
 def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
-    """Acknowledge a raised flag."""
+    """Acknowledge a raised flag (managers): the flag is taken on."""
     try:
         flag = flags.acknowledge(session, user, flag_id, client_ip(request))
     except flags.FlagError as exc:
@@ -118,7 +146,7 @@ def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep,
 @releases_session
 def update_flag_close(request: Request, flag_id: int, body: FlagClose, session: SessionDep,
                       user: CurrentUser) -> FlagDetail:
-    """Close an acknowledged flag: arrested, not located, or withdrawn."""
+    """Close an acknowledged flag (managers): arrested, not located, or withdrawn."""
     try:
         flag = flags.close(session, user, flag_id, body.reason, body.note, client_ip(request))
     except flags.FlagError as exc:

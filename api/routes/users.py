@@ -32,6 +32,7 @@ class UserPublic(BaseModel):
     username: str
     full_name: str
     roles: list[str]
+    roles_on_hold: list[str] = Field(description="Roles set aside (separation of duties) until an admin sets the roles")
     is_active: bool
     has_second_factor: bool
     must_change_password: bool
@@ -50,6 +51,7 @@ class UsersPublic(BaseModel):
 
 def _public(u: User) -> UserPublic:
     return UserPublic(id=u.id, username=u.username, full_name=u.full_name, roles=u.roles.split(),  # type: ignore[arg-type]
+                      roles_on_hold=u.roles_on_hold.split(),
                       is_active=u.is_active, has_second_factor=bool(u.totp_secret),
                       must_change_password=u.must_change_password, locked_until=u.locked_until,
                       created_at=u.created_at)

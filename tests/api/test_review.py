@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from tests.conftest import login
 from tests.factories import image_store, make_candidate, make_subject
 from triage import clock
-from triage.models import Candidate, Flag, ReviewSlot, Role
+from triage.models import AuditEntry, Candidate, Flag, Notification, ReviewSlot, Role, User
 
 
 @pytest.fixture
@@ -69,11 +69,31 @@ def test_next_verdict_and_flag_over_the_api(make_client, setup, engine):
     fid = flags["data"][0]["id"]
     detail = officer.get(f"/api/flags/{fid}").json()
     assert {v["reviewer"] for v in detail["verdicts"]} == {"ann", "bob"}
-    assert officer.post(f"/api/flags/{fid}/close", json={"reason": "arrested"}).status_code == 409
-    assert officer.post(f"/api/flags/{fid}/acknowledge").json()["status"] == "acknowledged"
-    assert officer.post(f"/api/flags/{fid}/close", json={"reason": "nope"}).status_code == 422
-    closed = officer.post(f"/api/flags/{fid}/close", json={"reason": "not_located"}).json()
+    # Officers report; only a manager acknowledges and closes (the refusals change nothing and are on record).
+    assert officer.post(f"/api/flags/{fid}/acknowledge").status_code == 403
+    assert officer.post(f"/api/flags/{fid}/close", json={"reason": "arrested"}).status_code == 403
+    assert officer.get(f"/api/flags/{fid}").json()["status"] == "raised"
+    assert officer.post(f"/api/flags/{fid}/reports", json={"outcome": "bogus"}).status_code == 422
+    report = officer.post(f"/api/flags/{fid}/reports", json={"outcome": "arrested", "note": "in custody at Namba"})
+    assert report.status_code == 201 and report.json()["status"] == "raised"
+    boss = _client(make_client, "boss")
+    seen = boss.get(f"/api/flags/{fid}").json()
+    assert [(r["reporter"], r["outcome"], r["note"]) for r in seen["reports"]] == [
+        ("officer", "arrested", "in custody at Namba")]
+    assert boss.post(f"/api/flags/{fid}/reports", json={"outcome": "arrested"}).status_code == 403
+    assert boss.post(f"/api/flags/{fid}/close", json={"reason": "arrested"}).status_code == 409
+    assert boss.post(f"/api/flags/{fid}/acknowledge").json()["status"] == "acknowledged"
+    assert boss.post(f"/api/flags/{fid}/close", json={"reason": "nope"}).status_code == 422
+    closed = boss.post(f"/api/flags/{fid}/close", json={"reason": "not_located"}).json()
     assert closed["status"] == "closed" and closed["close_reason"] == "not_located"
+    with Session(engine) as s:
+        flag = s.get(Flag, fid)
+        assert flag.closed_by is not None and s.get(User, flag.closed_by).username == "boss"
+        denied = s.exec(select(AuditEntry).where(AuditEntry.object_type == "flag", AuditEntry.outcome == "denied",
+                                                 AuditEntry.actor == "officer")).all()
+        assert {e.action for e in denied} >= {"flag.acknowledge", "flag.close"}
+        told = s.exec(select(Notification).where(Notification.kind == "flag.report")).all()
+        assert [s.get(User, n.user_id).username for n in told] == ["boss"] and all(n.flag_id == fid for n in told)
     # A recognizer sees no flags; a flag they may not see is not found.
     assert ann.get("/api/flags").json()["count"] == 0
     assert ann.get(f"/api/flags/{fid}").status_code == 404

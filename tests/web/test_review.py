@@ -117,17 +117,34 @@ def test_two_verdicts_flag_and_flag_page(make_client, cand, engine):
     # A recognizer may not see flags or their pictures.
     assert ann.get(f"/flags/{flag.id}").status_code == 404
     assert ann.get(f"/flags/{flag.id}/images/probe-eyes").status_code == 404
-    # Lifecycle, audited.
-    assert officer.post(f"/flags/{flag.id}/close", data={"reason": "arrested"}).status_code == 409
-    officer.post(f"/flags/{flag.id}/acknowledge")
-    bad = officer.post(f"/flags/{flag.id}/close", data={"reason": "gone fishing"})
+    # Lifecycle, audited: the officer reports, a manager acknowledges and closes.
+    assert 'id="close"' not in page.text and 'id="acknowledge"' not in page.text and 'id="report"' in page.text
+    assert officer.post(f"/flags/{flag.id}/acknowledge").status_code == 403
+    refused = officer.post(f"/flags/{flag.id}/close", data={"reason": "arrested"})
+    assert refused.status_code == 403 and "Only a manager" in refused.text
+    assert officer.post(f"/flags/{flag.id}/report", data={"outcome": "gone fishing"}).status_code == 422
+    r = officer.post(f"/flags/{flag.id}/report", data={"outcome": "arrested", "note": "in custody"},
+                     follow_redirects=False)
+    assert r.status_code == 303
+    with Session(engine) as s:
+        assert s.get(Flag, flag.id).status == "raised"
+    boss = _as(make_client, "boss")
+    page = boss.get(f"/flags/{flag.id}")
+    assert [(x.reporter, x.outcome, x.note) for x in page.context["ev"].reports] == [("officer", "arrested", "in custody")]
+    assert "in custody" in page.text and 'id="acknowledge"' in page.text and 'id="report"' not in page.text
+    assert boss.post(f"/flags/{flag.id}/close", data={"reason": "arrested"}).status_code == 409
+    boss.post(f"/flags/{flag.id}/acknowledge")
+    bad = boss.post(f"/flags/{flag.id}/close", data={"reason": "gone fishing"})
     assert bad.status_code == 422 and "reason must be" in bad.text
-    officer.post(f"/flags/{flag.id}/close", data={"reason": "arrested", "note": "in custody"})
+    boss.post(f"/flags/{flag.id}/close", data={"reason": "arrested", "note": "in custody"})
     with Session(engine) as s:
         f = s.get(Flag, flag.id)
         assert f.status == "closed" and f.close_reason == "arrested"
-        actions = [e.action for e in s.exec(select(AuditEntry).where(AuditEntry.object_type == "flag")).all()]
-    assert actions.count("flag.raise") == 1 and "flag.acknowledge" in actions and "flag.close" in actions
+        entries = s.exec(select(AuditEntry).where(AuditEntry.object_type == "flag")).all()
+    actions = [(e.action, e.outcome, e.actor) for e in entries]
+    assert [a for a, _, _ in actions].count("flag.raise") == 1
+    assert {("flag.acknowledge", "denied", "officer"), ("flag.close", "denied", "officer"),
+            ("flag.report", "ok", "officer"), ("flag.acknowledge", "ok", "boss"), ("flag.close", "ok", "boss")} <= set(actions)
 
 
 def test_expired_lease_verdict_is_refused_on_the_page(make_client, cand, engine):

@@ -19,7 +19,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 def _users_page(request: Request, session: SessionDep, status_code: int = 200, **ctx: object) -> Response:
     return render(request, "admin_users.html", {  # type: ignore[no-any-return]
-        "users": accounts.list_users(session), "roles": [r.value for r in Role], **ctx,
+        "users": accounts.list_users(session), "roles": [r.value for r in Role],
+        "on_hold": accounts.accounts_on_hold(session), **ctx,
     }, status_code=status_code)
 
 

@@ -14,7 +14,7 @@ from web.templating import render
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
-ERROR_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
+ERROR_STATUS = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
 CLOSE_REASONS = [("arrested", "Arrested"), ("not_located", "Not located"), ("withdrawn", "Withdrawn")]
 
 
@@ -24,8 +24,10 @@ def _flag_page(request: Request, session: SessionDep, flag_id: int, user: Curren
         flag = flags.get_visible(session, user, flag_id, client_ip(request))
     except flags.FlagError as exc:
         raise HTTPException(404, exc.message) from None
-    return render(request, "flag.html", {"ev": flags.evidence(session, flag),  # type: ignore[no-any-return]
+    ev = flags.evidence(session, flag)
+    return render(request, "flag.html", {"ev": ev,  # type: ignore[no-any-return]
                                          "warning": flags.LEAD_WARNING, "close_reasons": CLOSE_REASONS,
+                                         "may_report": flags.may_report(user, ev.sighting),
                                          "messages": messages or []}, status_code=status_code)
 
 
@@ -72,6 +74,21 @@ def update_flag_close(request: Request, flag_id: int, session: SessionDep, user:
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
                           ERROR_STATUS.get(exc.code, 400))
     return hx_redirect(f"/flags/{flag_id}", request)
+
+
+@router.post("/{flag_id}/report")
+@releases_session
+def create_flag_report(request: Request, flag_id: int, session: SessionDep, user: CurrentUser,
+                       outcome: str = Form(""), note: str = Form("")) -> Response:
+    """The sighting's officer reports what happened and proposes an outcome; the managers are told."""
+    try:
+        flags.report(session, user, flag_id, outcome, note, client_ip(request))
+    except flags.FlagError as exc:
+        if exc.code == "not_found":
+            raise HTTPException(404, exc.message) from None
+        return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
+                          ERROR_STATUS.get(exc.code, 400))
+    return hx_redirect(f"/flags/{flag_id}#reports", request)
 
 
 @router.get("/{flag_id}/images/{kind}")
