@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from sqlmodel import Session, select
 
-from triage import migrate
+from triage import audit, migrate
 from triage.config import get_settings
 from triage.db import make_engine
-from triage.models import Role, User
+from triage.models import AuditOutcome, Role, User
 from triage.security import PasswordRejected, create_user
 
 log = logging.getLogger("miatari")
@@ -119,6 +119,10 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         try:
             user = create_user(session, args.username, password, args.role, full_name=args.full_name or "")
         except (ValueError, PasswordRejected) as exc:
+            session.rollback()
+            audit.record(session, "user.create", outcome=AuditOutcome.denied, object_type="user",
+                         object_id=args.username[:64], detail={"reason": str(exc), "roles": args.role, "via": "cli"})
+            session.commit()
             print(f"error: {exc}", file=sys.stderr)
             return 1
         session.commit()
@@ -148,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("create-user", help="create an account")
     p.add_argument("username")
-    p.add_argument("--role", action="append", required=True, choices=[r.value for r in Role])
+    p.add_argument("--role", action="append", required=True, choices=[r.value for r in Role],
+                   help="repeatable; a recognizer cannot also be manager or admin (separation of duties)")
     p.add_argument("--full-name")
     p.add_argument("--password", help="read from the terminal or standard input if omitted")
     p.set_defaults(func=cmd_create_user)

@@ -179,16 +179,19 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/metrics/export.csv"): "lnnannn",
     ("GET", "/api/metrics"): "lnnannn",
     ("GET", "/api/metrics/export.csv"): "lnnannn",
-    # Flags: managers, and the officer whose sighting it is (others get an empty list)
+    # Flags: managers, and the officer whose sighting it is (others get an empty list).  The officer
+    # reports what happened; only a manager acknowledges and closes (the officer is refused: 403, audited).
     ("GET", "/flags"): "laaaaaa",
     ("GET", "/flags/{flag_id}"): "lanannn",
     ("GET", "/flags/{flag_id}/images/{kind}"): "lanannn",
-    ("POST", "/flags/{flag_id}/acknowledge"): "lanannn",
-    ("POST", "/flags/{flag_id}/close"): "lanannn",
+    ("POST", "/flags/{flag_id}/acknowledge"): "lnnannn",
+    ("POST", "/flags/{flag_id}/close"): "lnnannn",
+    ("POST", "/flags/{flag_id}/report"): "lannnnn",
     ("GET", "/api/flags"): "laaaaaa",
     ("GET", "/api/flags/{flag_id}"): "lanannn",
-    ("POST", "/api/flags/{flag_id}/acknowledge"): "lanannn",
-    ("POST", "/api/flags/{flag_id}/close"): "lanannn",
+    ("POST", "/api/flags/{flag_id}/acknowledge"): "lnnannn",
+    ("POST", "/api/flags/{flag_id}/close"): "lnnannn",
+    ("POST", "/api/flags/{flag_id}/reports"): "lannnnn",
 }
 
 # Routes whose path parameters name a different record of the world than the default.
@@ -203,6 +206,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/review/slots/{slot_id}/verdict"): {"json": {"verdict": "cannot_tell"}},
     ("POST", "/flags/{flag_id}/close"): {"data": {"reason": "not_located"}},
     ("POST", "/api/flags/{flag_id}/close"): {"json": {"reason": "not_located"}},
+    ("POST", "/flags/{flag_id}/report"): {"data": {"outcome": "not_located"}},
+    ("POST", "/api/flags/{flag_id}/reports"): {"json": {"outcome": "not_located"}},
 }
 
 # Giving the verdict ends the task (so it goes after every other look at it); logging out ends the session.

@@ -41,7 +41,8 @@ def test_create_user_then_verify_then_tamper(cli: object, engine: Engine, capsys
         assert main(["create-user", f"u{i}", "--role", "officer", "--password", TEST_PASSWORD]) == 0  # type: ignore[operator]
     capsys.readouterr()
     assert main(["audit", "verify"]) == 0  # type: ignore[operator]
-    assert "intact: 4 entries" in capsys.readouterr().out
+    # olga, the refusal of ivan's weak password, u0, u1, u2.
+    assert "intact: 5 entries" in capsys.readouterr().out
     with engine.begin() as conn:
         conn.execute(text("UPDATE audit_entry SET detail = '{\"username\": \"mallory\"}' WHERE id = 3"))
     assert main(["audit", "verify"]) == 1  # type: ignore[operator]
