@@ -130,7 +130,8 @@ def test_two_verdicts_flag_and_flag_page(make_client, cand, engine):
         assert s.get(Flag, flag.id).status == "raised"
     boss = _as(make_client, "boss")
     page = boss.get(f"/flags/{flag.id}")
-    assert [(x.reporter, x.outcome, x.note) for x in page.context["ev"].reports] == [("officer", "arrested", "in custody")]
+    reports = [(x.reporter, x.outcome, x.note) for x in page.context["ev"].reports]
+    assert reports == [("officer", "arrested", "in custody")]
     assert "in custody" in page.text and 'id="acknowledge"' in page.text and 'id="report"' not in page.text
     assert boss.post(f"/flags/{flag.id}/close", data={"reason": "arrested"}).status_code == 409
     boss.post(f"/flags/{flag.id}/acknowledge")
@@ -144,7 +145,8 @@ def test_two_verdicts_flag_and_flag_page(make_client, cand, engine):
     actions = [(e.action, e.outcome, e.actor) for e in entries]
     assert [a for a, _, _ in actions].count("flag.raise") == 1
     assert {("flag.acknowledge", "denied", "officer"), ("flag.close", "denied", "officer"),
-            ("flag.report", "ok", "officer"), ("flag.acknowledge", "ok", "boss"), ("flag.close", "ok", "boss")} <= set(actions)
+            ("flag.report", "ok", "officer"), ("flag.acknowledge", "ok", "boss"),
+            ("flag.close", "ok", "boss")} <= set(actions)
 
 
 def test_expired_lease_verdict_is_refused_on_the_page(make_client, cand, engine):
