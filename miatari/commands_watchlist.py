@@ -1,19 +1,29 @@
 """`miatari watchlist …` commands: bulk enrolment.
 
-    miatari watchlist import FOLDER [--include 'mugshot_*']    one sub-folder per subject
-    miatari watchlist import FILE.csv --csv [--map name=identity --map photo=file]
+    miatari watchlist import FOLDER [--include 'mugshot_*'] [--into FOLDER=SUBJECT_ID]
+    miatari watchlist import FILE.csv --csv [--map name=identity --map photo=file]   (optional subject_id column)
+
+Every import has a name (``--name``, generated if not given) and creates new
+subjects keyed by it: a later import never adds photos to them, nor to any
+subject enrolled before, unless that subject is named explicitly (``--into``
+for a folder, a ``subject_id`` column in a CSV).  A preview of every planned
+subject is printed first; ``--dry-run`` stops there, and without ``--yes`` the
+command asks before enrolling.  An interrupted import is resumed by running it
+again with the same ``--name``: it finds its own subjects, and a photo already
+enrolled is recognised by its content hash and skipped.
 
 The face analysis runs in ``--workers`` processes (each loads the model once);
-the database writes stay in this process.  A photo already enrolled for its
-subject is recognised by its content hash and skipped, so an interrupted
-import is resumed by running it again.
+the database writes stay in this process.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import multiprocessing as mp
+import re
+import secrets
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,6 +33,8 @@ from triage import watchlist
 from triage.config import Settings
 
 BATCH_PER_WORKER = 16
+PREVIEW_LINES = 50
+IMPORT_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")
 _worker_pipeline: Any = None
 _worker_settings: Settings | None = None
 
@@ -75,6 +87,35 @@ def _parse_map(items: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _parse_into(items: list[str]) -> dict[str, int]:
+    try:
+        return watchlist.parse_targets("\n".join(items))
+    except watchlist.WatchlistError as exc:
+        raise SystemExit(f"--into expects FOLDER=SUBJECT_ID: {exc}") from None
+
+
+def print_preview(rows: list[watchlist.PlannedSubject], name: str) -> None:
+    new = [r for r in rows if r.action == "new"]
+    print(f"import {name}: {len(new)} new subjects, "
+          f"{sum(r.action == 'existing' for r in rows)} existing subjects named explicitly, "
+          f"{sum(r.action == 'resumed' for r in rows)} continued from this import")
+    shown = [r for r in rows if r.action != "new" or r.lookalikes] + [r for r in new if not r.lookalikes]
+    for r in shown[:PREVIEW_LINES]:
+        print(f"  {r.label}: {r.photos} photos, {r.describe()}")
+    if len(shown) > PREVIEW_LINES:
+        print(f"  … and {len(shown) - PREVIEW_LINES} more new subjects")
+
+
+def _confirmed(args: argparse.Namespace) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("Nothing enrolled: pass --yes to enrol without being asked (or --dry-run to preview only).",
+              file=sys.stderr)
+        return False
+    return input("Enrol as previewed? [y/N] ").strip().lower() in ("y", "yes")
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from sqlmodel import Session, select
     from tqdm import tqdm
@@ -101,6 +142,18 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1
     if args.limit:
         plan = plan[: args.limit]
+    name = args.name or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    if not IMPORT_NAME.fullmatch(name):
+        print("error: --name takes 1 to 60 letters, digits, '.', '_' or '-'", file=sys.stderr)
+        return 1
+    ref = f"cli-import:{name}"
+    try:
+        plan = watchlist.name_targets(plan, _parse_into(args.into or []))
+        with Session(engine) as session:
+            rows = watchlist.preview_import(session, plan, ref)
+    except watchlist.WatchlistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     actor = None
     if args.as_user:
         with Session(engine, expire_on_commit=False) as session:
@@ -110,6 +163,13 @@ def cmd_import(args: argparse.Namespace) -> int:
             return 1
     total = sum(len(item.photos) for item in plan)
     print(f"{len(plan)} subjects, {total} photos in {path}" + (f" (only {', '.join(include)})" if include else ""))
+    print_preview(rows, name)
+    if args.dry_run:
+        print("dry run: nothing enrolled")
+        return 0
+    if not _confirmed(args):
+        return 1
+    print(f"to resume this import if it is interrupted: --name {name}")
     store = ImageStore(settings.images_dir)
     if args.workers > 0:
         analyze = analyze_in_pool(settings, args.workers)
@@ -118,7 +178,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
         analyze = watchlist.analyze_serially(settings, services.pipeline(services.build(engine, settings, store)))
     with tqdm(total=total, unit="photo", disable=args.quiet) as bar:
-        summary = watchlist.run_import(engine, store, settings, plan, analyze, actor, bar.update, source=str(path))
+        summary = watchlist.run_import(engine, store, settings, plan, analyze, actor, bar.update, source=str(path),
+                                       import_ref=ref)
     print(f"subjects: {summary.subjects_seen} ({summary.subjects_created} new)")
     print(f"photos:   {summary.photos_enrolled} enrolled, {summary.photos_already} already enrolled, "
           f"{len(summary.failures)} failed")
@@ -142,7 +203,15 @@ def register(sub: Any) -> None:
     imp.add_argument("path", help="a folder of sub-folders, or a CSV file")
     imp.add_argument("--include", action="append", metavar="GLOB",
                      help="only photo files whose name matches (repeatable), e.g. 'mugshot_*'")
-    imp.add_argument("--csv", action="store_true", help="PATH is a CSV (name,case_ref,…,photo[,photo2…])")
+    imp.add_argument("--csv", action="store_true",
+                     help="PATH is a CSV (name,case_ref,…,photo[,photo2…][,subject_id])")
+    imp.add_argument("--into", action="append", metavar="FOLDER=SUBJECT_ID",
+                     help="add this folder's photos to an existing subject (repeatable); every other folder "
+                          "becomes a new subject")
+    imp.add_argument("--name", help="this import's name; run again with the same name to resume it "
+                                    "(generated and printed if omitted)")
+    imp.add_argument("--dry-run", action="store_true", help="print the preview and enrol nothing")
+    imp.add_argument("--yes", action="store_true", help="enrol as previewed without asking")
     imp.add_argument("--map", action="append", metavar="FIELD=COLUMN",
                      help="read FIELD from another CSV column, e.g. --map name=identity --map photo=file")
     imp.add_argument("--workers", type=int, default=2, help="face-analysis processes (0 = in this process)")

@@ -127,6 +127,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/watchlist/import"): "lnninnn",
     ("GET", "/watchlist/imports/{import_id}"): "lnnannn",
     ("GET", "/watchlist/imports/{import_id}/status"): "lnnannn",
+    # The world's import is done: confirming or cancelling it is refused as its state (409).
+    ("POST", "/watchlist/imports/{import_id}/confirm"): "lnninnn",
+    ("POST", "/watchlist/imports/{import_id}/cancel"): "lnninnn",
     ("GET", "/watchlist/{subject_id}"): "lnnannn",
     ("GET", "/watchlist/{subject_id}/edit"): "lnnannn",
     ("POST", "/watchlist/{subject_id}/edit"): "lnninnn",

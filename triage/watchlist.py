@@ -392,9 +392,19 @@ class ImportPhoto:
 
 @dataclass
 class ImportSubject:
+    """One subject of a planned import.
+
+    ``key`` names it within the import (``dir:FOLDER``, ``csv:CASE|NAME``, ``id:N``); the subject it
+    creates is keyed by the import's reference *and* this key, so a later import never adds to it.
+    ``target_id`` is an existing subject the user named explicitly for it (CSV ``subject_id``
+    column, or a folder-to-subject mapping): the only way an import adds to an existing subject.
+    """
+
     key: str
     fields: SubjectCreate
     photos: list[ImportPhoto] = field(default_factory=list)
+    target_id: int | None = None
+    label: str = ""
 
 
 @dataclass
@@ -454,11 +464,12 @@ def plan_folder(root: Path, include: Sequence[str] = ()) -> list[ImportSubject]:
         photos = [ImportPhoto(str(p), p.read_bytes) for p in sorted(folder.iterdir())
                   if p.is_file() and _is_image_name(p.name) and _matches(p.name, include)]
         if photos:
-            plan.append(ImportSubject(f"dir:{folder.name}", _folder_subject(folder.name, "dir"), photos))
+            plan.append(ImportSubject(f"dir:{folder.name}", _folder_subject(folder.name, "dir"), photos,
+                                      label=folder.name))
     return plan
 
 
-CSV_FIELDS = ("name", "case_ref", "aliases", "priority", "notes", "expires_on")
+CSV_FIELDS = ("name", "case_ref", "aliases", "priority", "notes", "expires_on", "subject_id")
 
 
 def plan_csv(csv_path: Path, mapping: dict[str, str] | None = None, include: Sequence[str] = ()) -> list[ImportSubject]:
@@ -466,6 +477,8 @@ def plan_csv(csv_path: Path, mapping: dict[str, str] | None = None, include: Seq
 
     Columns: ``name`` and ``photo`` are required; ``case_ref`` (defaults to the
     name), ``aliases``, ``priority``, ``notes``, ``expires_on`` are optional;
+    ``subject_id`` names an existing subject the row's photos are added to
+    (the only way a CSV adds to a subject enrolled before; its other fields are ignored);
     further photos in ``photo2``, ``photo3``… or several paths in one cell
     separated by ``;``.  ``mapping`` renames columns (``{"name": "identity",
     "photo": "file"}`` reads CelebA's ``identities.csv``).  Photo paths are
@@ -487,15 +500,25 @@ def plan_csv(csv_path: Path, mapping: dict[str, str] | None = None, include: Seq
             def value(name: str, row: dict[str, str] = row) -> str:
                 return (row.get(source[name]) or "").strip()
 
+            target_id: int | None = None
+            if value("subject_id"):
+                try:
+                    target_id = int(value("subject_id").lstrip("#"))
+                except ValueError:
+                    raise WatchlistError(f"{csv_path.name} line {line_no}: subject_id must be a subject's number, "
+                                         f"not {value('subject_id')!r}.") from None
             try:
+                # With a subject_id the row's fields are not used: the subject exists.
+                name = value("name") or (f"#{target_id}" if target_id is not None else "")
                 fields = SubjectCreate(
-                    name=value("name"), case_ref=value("case_ref") or value("name")[:100], aliases=value("aliases"),
+                    name=name, case_ref=value("case_ref") or name[:100], aliases=value("aliases"),
                     priority=int(value("priority") or 3), notes=value("notes"),
                     expires_on=dt.date.fromisoformat(value("expires_on")) if value("expires_on") else None)
             except (ValueError, TypeError) as exc:
                 raise WatchlistError(f"{csv_path.name} line {line_no}: {_first_error(exc)}") from exc
-            key = f"csv:{fields.case_ref}|{fields.name}"
-            item = by_key.setdefault(key, ImportSubject(key, fields))
+            key = f"id:{target_id}" if target_id is not None else f"csv:{fields.case_ref}|{fields.name}"
+            item = by_key.setdefault(key, ImportSubject(key, fields, target_id=target_id,
+                                                        label=f"#{target_id}" if target_id else fields.name))
             for c in photo_cols:
                 for rel in (row.get(c) or "").split(";"):
                     rel = rel.strip()
@@ -533,8 +556,115 @@ def plan_zip(data: bytes, include: Sequence[str] = ()) -> list[ImportSubject]:
         return lambda: archive.read(info)
 
     return [ImportSubject(f"dir:{name}", _folder_subject(name, "dir"),
-                          [ImportPhoto(m.filename, reader(m)) for m in sorted(items, key=lambda i: i.filename)])
+                          [ImportPhoto(m.filename, reader(m)) for m in sorted(items, key=lambda i: i.filename)],
+                          label=name)
             for name, items in sorted(groups.items())]
+
+
+# Naming existing subjects, and the preview shown before anything is enrolled
+MAX_TARGETS_TEXT = 20_000
+
+
+def parse_targets(text: str) -> dict[str, int]:
+    """``FOLDER = SUBJECT_ID`` lines (``#`` before the number is allowed; blank lines are skipped)."""
+    targets: dict[str, int] = {}
+    if len(text) > MAX_TARGETS_TEXT:
+        raise WatchlistError(f"The list of existing subjects is too long (at most {MAX_TARGETS_TEXT} characters).")
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        folder, sep, number = line.partition("=")
+        folder, number = folder.strip(), number.strip().lstrip("#")
+        if not sep or not folder or not number.isdigit():
+            raise WatchlistError(f"Existing subjects, line {line_no}: write FOLDER = SUBJECT_NUMBER, "
+                                 f"e.g. '001 = 17' (got {line.strip()[:80]!r}).")
+        if folder in targets:
+            raise WatchlistError(f"Existing subjects, line {line_no}: folder {folder!r} is named twice.")
+        targets[folder] = int(number)
+    return targets
+
+
+def name_targets(plan: Sequence[ImportSubject], targets: dict[str, int]) -> list[ImportSubject]:
+    """Point the folders the user named at existing subjects; every other folder stays a new subject."""
+    by_label = {item.label: item for item in plan}
+    unknown = sorted(set(targets) - set(by_label))
+    if unknown:
+        raise WatchlistError(f"The import has no folder named {', '.join(repr(u) for u in unknown[:5])}.")
+    for label, subject_id in targets.items():
+        by_label[label].target_id = subject_id
+    return list(plan)
+
+
+def import_key(import_ref: str, item: ImportSubject) -> str:
+    return f"{import_ref}/{item.key}"[:300]
+
+
+@dataclass
+class PlannedSubject:
+    """One line of an import's preview."""
+
+    label: str
+    photos: int
+    action: str  # new | existing (named explicitly) | resumed (created by this same import before)
+    subject_id: int | None = None
+    subject_name: str = ""
+    # Existing subjects with the same name or case reference: never added to unless named explicitly.
+    lookalikes: list[int] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.action == "existing":
+            return f"adds to existing subject #{self.subject_id} {self.subject_name} (named explicitly)"
+        if self.action == "resumed":
+            return f"continues subject #{self.subject_id} {self.subject_name}, created by this import"
+        note = (f" (subject{'s' if len(self.lookalikes) > 1 else ''} "
+                f"{', '.join(f'#{i}' for i in self.lookalikes)} with the same name or case reference "
+                "exist: not added to)") if self.lookalikes else ""
+        return "new" + note
+
+
+PREVIEW_CHUNK = 500
+
+
+def preview_import(session: Session, plan: Sequence[ImportSubject], import_ref: str) -> list[PlannedSubject]:
+    """What the import will do, subject by subject; refuses (``WatchlistError``) a named subject that
+    does not exist or is closed, before anything is enrolled."""
+    targets = sorted({i.target_id for i in plan if i.target_id is not None})
+    found = {s.id: s for s in session.exec(select(Subject).where(col(Subject.id).in_(targets))).all()}
+    missing = [t for t in targets if t not in found]
+    if missing:
+        raise WatchlistError(f"No subject {', '.join(f'#{t}' for t in missing[:10])}: "
+                             "an import adds only to subjects that exist.")
+    closed = [t for t in targets if found[t].status != SubjectStatus.active.value]
+    if closed:
+        raise WatchlistError(f"Subject {', '.join(f'#{t} ({found[t].status})' for t in closed[:10])} "
+                             "is closed: photos can no longer be added to it.")
+    new = [i for i in plan if i.target_id is None]
+    keys = [import_key(import_ref, i) for i in new]
+    resumed: dict[str, Subject] = {}
+    names: dict[str, list[int]] = {}
+    for start in range(0, len(new), PREVIEW_CHUNK):
+        chunk_keys = keys[start:start + PREVIEW_CHUNK]
+        for subject in session.exec(select(Subject).where(col(Subject.import_key).in_(chunk_keys))).all():
+            resumed[subject.import_key] = subject  # type: ignore[index]
+        values = {i.fields.name for i in new[start:start + PREVIEW_CHUNK]} | \
+            {i.fields.case_ref for i in new[start:start + PREVIEW_CHUNK]}
+        for subject in session.exec(select(Subject).where(or_(col(Subject.name).in_(values),
+                                                              col(Subject.case_ref).in_(values)))).all():
+            for value in {subject.name, subject.case_ref}:
+                names.setdefault(value, []).append(subject.id)  # type: ignore[arg-type]
+    rows: list[PlannedSubject] = []
+    for item in plan:
+        if item.target_id is not None:
+            target = found[item.target_id]
+            rows.append(PlannedSubject(item.label, len(item.photos), "existing", target.id, target.name))
+            continue
+        mine = resumed.get(import_key(import_ref, item))
+        if mine is not None:
+            rows.append(PlannedSubject(item.label, len(item.photos), "resumed", mine.id, mine.name))
+            continue
+        alike = sorted(set(names.get(item.fields.name, []) + names.get(item.fields.case_ref, [])))
+        rows.append(PlannedSubject(item.label, len(item.photos), "new", lookalikes=alike))
+    return rows
 
 
 @dataclass
@@ -567,26 +697,33 @@ def analyze_task(data: bytes, settings: Settings, pipeline: Any) -> FaceAnalysis
         return f"could not be analysed ({type(exc).__name__})"
 
 
-def _subject_for(engine: Engine, item: ImportSubject, actor: User | None) -> tuple[int, bool]:
+def _subject_for(engine: Engine, item: ImportSubject, actor: User | None, import_ref: str) -> tuple[int, bool]:
+    if item.target_id is not None:
+        return item.target_id, False  # named explicitly (checked by the preview, its status again below)
+    key = import_key(import_ref, item)
     with Session(engine, expire_on_commit=False) as session:
-        found = session.exec(select(Subject).where(Subject.import_key == item.key)).first()
+        found = session.exec(select(Subject).where(Subject.import_key == key)).first()
         if found is not None:
             return found.id, False  # type: ignore[return-value]
         try:
-            subject = create_subject(session, item.fields, actor, import_key=item.key)
+            subject = create_subject(session, item.fields, actor, import_key=key)
             session.commit()
             return subject.id, True  # type: ignore[return-value]
         except IntegrityError:
             session.rollback()
-            found = session.exec(select(Subject).where(Subject.import_key == item.key)).one()
+            found = session.exec(select(Subject).where(Subject.import_key == key)).one()
             return found.id, False  # type: ignore[return-value]
 
 
 def run_import(engine: Engine, store: ImageStore, settings: Settings, plan: Sequence[ImportSubject],
                analyze_many: AnalyzeMany, actor: User | None = None,
-               progress: Callable[[int], None] | None = None, source: str = "") -> ImportSummary:
+               progress: Callable[[int], None] | None = None, source: str = "", *,
+               import_ref: str) -> ImportSummary:
     """Enrol a planned import; resumable and idempotent (a photo already enrolled is skipped by its hash).
 
+    ``import_ref`` names this import: the subjects it creates are keyed by it, so running the
+    same import again (after an interruption) finds them, and another import never does.  It adds
+    to an existing subject only where the plan names one (``ImportSubject.target_id``).
     ``progress(n)`` is called as photos are dealt with (skipped, enrolled or failed).
     """
     summary = ImportSummary(subjects_seen=len(plan))
@@ -595,10 +732,10 @@ def run_import(engine: Engine, store: ImageStore, settings: Settings, plan: Sequ
 
     def tasks() -> Iterator[AnalysisTask]:
         for item in plan:
-            subject_id, created = _subject_for(engine, item, actor)
+            subject_id, created = _subject_for(engine, item, actor, import_ref)
             summary.subjects_created += int(created)
             with Session(engine) as session:
-                status = session.exec(select(Subject.status).where(Subject.id == subject_id)).one()
+                status = session.exec(select(Subject.status).where(Subject.id == subject_id)).first() or "missing"
                 known = set(session.exec(select(ReferencePhoto.image_sha256)
                                          .where(ReferencePhoto.subject_id == subject_id)).all())
             for photo in item.photos:
@@ -640,7 +777,8 @@ def run_import(engine: Engine, store: ImageStore, settings: Settings, plan: Sequ
     with Session(engine) as session:
         audit.record(session, "watchlist.import", actor=actor, object_type="watchlist", object_id=source[:64],
                      outcome=AuditOutcome.ok if not summary.failures else AuditOutcome.error,
-                     detail=summary.as_dict())
+                     detail={**summary.as_dict(), "import": import_ref,
+                             "added_to": sorted({i.target_id for i in plan if i.target_id is not None})})
         session.commit()
     return summary
 

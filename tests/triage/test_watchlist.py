@@ -179,3 +179,35 @@ def test_folder_plan_takes_only_included_files(tmp_path) -> None:  # type: ignor
     plan = watchlist.plan_folder(tmp_path, ["mugshot_*"])
     assert [(p.key, [ph.label.rsplit("/", 1)[1] for ph in p.photos]) for p in plan] == [
         ("dir:001", ["mugshot_Img_33.png"]), ("dir:002", ["mugshot_Img_22.png"])]
+
+
+def test_csv_subject_id_names_an_existing_subject_and_targets_are_parsed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "ids.csv").write_text("name,photo,subject_id\nNew One,a.jpg,\n,a.jpg,#17\n,a.jpg,17\n")
+    plan = watchlist.plan_csv(tmp_path / "ids.csv")
+    assert [(p.key, p.target_id, len(p.photos)) for p in plan] == [("csv:New One|New One", None, 1), ("id:17", 17, 2)]
+    (tmp_path / "bad.csv").write_text("name,photo,subject_id\nA,a.jpg,seventeen\n")
+    with pytest.raises(watchlist.WatchlistError, match="line 2: subject_id must be"):
+        watchlist.plan_csv(tmp_path / "bad.csv")
+    assert watchlist.parse_targets("001 = 17\n\n 002=#3 ") == {"001": 17, "002": 3}
+    for text, message in (("001", "FOLDER = SUBJECT_NUMBER"), ("001 = x", "FOLDER = SUBJECT_NUMBER"),
+                          ("1=2\n1=3", "named twice")):
+        with pytest.raises(watchlist.WatchlistError, match=message):
+            watchlist.parse_targets(text)
+
+
+def test_the_preview_refuses_a_named_subject_that_is_missing_or_closed(session: Session, settings) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import image_store, make_subject
+
+    store = image_store(settings)
+    open_one = make_subject(session, store)
+    closed = make_subject(session, store, status="arrested")
+    item = watchlist.ImportSubject("dir:x", watchlist.SubjectCreate(name=open_one.name, case_ref="new"), label="x")
+    (row,) = watchlist.preview_import(session, [item], "test:1")
+    assert row.action == "new" and row.lookalikes == [open_one.id]
+    item.target_id = open_one.id
+    assert watchlist.preview_import(session, [item], "test:1")[0].action == "existing"
+    for target, message in ((closed.id, "is closed"), (10_000, "No subject #10000")):
+        item.target_id = target
+        with pytest.raises(watchlist.WatchlistError, match=message):
+            watchlist.preview_import(session, [item], "test:1")

@@ -1,4 +1,8 @@
-"""The web page's ZIP import: checked at once, enrolled by a background job, followed on its own page."""
+"""The web page's ZIP import: checked at once, previewed, confirmed, enrolled by a background job.
+
+Every folder is a new subject of its import unless the manager names an existing subject for it:
+a later import with a folder of the same name never adds photos to an earlier subject.
+"""
 
 from __future__ import annotations
 
@@ -52,21 +56,45 @@ def _manager(make_client, engine):  # type: ignore[no-untyped-def]
     return client
 
 
+def _send(client, data: bytes, targets: str = "", name: str = "mugshots.zip"):  # type: ignore[no-untyped-def]
+    return client.post("/watchlist/import", files={"archive": (name, data, "application/zip")},
+                       data={"include": "", "targets": targets}, follow_redirects=False)
+
+
+def _run_job(client, engine, import_id: int, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+    with Session(engine) as s:
+        job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
+    services = client.app.state.services
+    services["pipeline"] = face_pipeline
+    done = run_one(engine, client.app.state.settings, client.app.state.store, "test-worker", services)
+    assert done is not None and done.id == job.id
+
+
 @pytest.mark.model
-def test_a_zip_is_queued_at_once_then_enrolled_by_the_job(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
     client = _manager(make_client, engine)
-    r = client.post("/watchlist/import", files={"archive": ("mugshots.zip", _faces_zip(), "application/zip")},
-                    data={"include": ""}, follow_redirects=False)
+    r = _send(client, _faces_zip())
     assert r.status_code == 303, r.text
     url = r.headers["location"]
     import_id = int(url.rsplit("/", 1)[1])
     with Session(engine) as s:
         row = s.get(WatchlistImport, import_id)
-        assert row is not None and row.status == "queued" and row.photos_total == 3 and row.subjects_total == 2
+        assert row is not None and row.status == "pending" and row.photos_total == 3 and row.subjects_total == 2
         assert s.exec(select(Subject)).all() == []  # nothing enrolled in the request
-        job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
+        assert s.exec(select(Job)).all() == []  # nor queued before the preview is confirmed
     settings = client.app.state.settings
     assert archive_path(settings, row.archive_sha256).is_file()
+    preview = client.get(url)
+    assert preview.template.name == "watchlist_import_status.html"
+    assert [(p.label, p.photos, p.action) for p in preview.context["preview"]] == [("astronaut", 1, "new"),
+                                                                                 ("hopper", 2, "new")]
+    assert 'id="confirm-import"' in preview.text
+    r = client.post(url + "/confirm", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == url
+    assert client.post(url + "/confirm").status_code == 409  # once only
+    with Session(engine) as s:
+        assert s.get(WatchlistImport, import_id).status == "queued"
+        job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
     page = client.get(url)
     assert page.status_code == 200 and "Waiting for a worker" in page.text
     assert client.get(url + "/status").status_code == 200  # still polling
@@ -88,7 +116,7 @@ def test_a_zip_is_queued_at_once_then_enrolled_by_the_job(make_client, engine, f
         assert len(s.exec(select(ReferencePhoto)).all()) == 2
         assert s.get(Job, job.id).status == "done"  # type: ignore[union-attr]
         actions = [e.action for e in s.exec(select(AuditEntry)).all()]
-        assert "watchlist.import_queued" in actions and "watchlist.import" in actions
+        assert {"watchlist.import_staged", "watchlist.import_queued", "watchlist.import"} <= set(actions)
     assert not archive_path(settings, row.archive_sha256).exists()  # the archive goes once imported
     listing = client.get("/watchlist/import")
     assert f'href="/watchlist/imports/{import_id}"' in listing.text and "mugshots.zip" in listing.text
@@ -111,6 +139,111 @@ def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, s
         assert s.exec(select(WatchlistImport)).all() == [] and s.exec(select(Job)).all() == []
     imports = Path(client.app.state.settings.data_dir) / "imports"
     assert not imports.exists() or not any(imports.iterdir())
+
+
+def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(make_client, engine,  # type: ignore[no-untyped-def]
+                                                                              settings) -> None:
+    from tests.factories import image_store, make_subject
+
+    client = _manager(make_client, engine)
+    with Session(engine, expire_on_commit=False) as s:
+        closed = make_subject(s, image_store(settings), status="withdrawn")
+        s.commit()
+    data = _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})
+    for targets, message in (("a = 999", "No subject #999"), (f"a = {closed.id}", "is closed"),
+                             ("b = 1", "no folder named"), ("a : 1", "FOLDER = SUBJECT_NUMBER"),
+                             ("a = 1\na = 2", "named twice")):
+        r = _send(client, data, targets)
+        assert r.status_code == 422 and message in r.text, (targets, r.text[:300])
+    with Session(engine) as s:
+        assert s.exec(select(WatchlistImport)).all() == []
+    imports = Path(client.app.state.settings.data_dir) / "imports"
+    assert not imports.exists() or not any(imports.iterdir())
+
+
+def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+    client = _manager(make_client, engine)
+    url = _send(client, _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})).headers["location"]
+    with Session(engine) as s:
+        row = s.exec(select(WatchlistImport)).one()
+    assert archive_path(client.app.state.settings, row.archive_sha256).is_file()
+    r = client.post(url + "/cancel", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/watchlist/import"
+    with Session(engine) as s:
+        assert s.exec(select(WatchlistImport)).all() == [] and s.exec(select(Job)).all() == []
+        assert s.exec(select(AuditEntry).where(AuditEntry.action == "watchlist.import_cancel")).one().actor == "boss"
+    assert not archive_path(client.app.state.settings, row.archive_sha256).exists()
+    assert client.post(url + "/cancel").status_code == 404
+
+
+@pytest.mark.model
+def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_folder_name(  # type: ignore[no-untyped-def]
+        make_client, engine, face_pipeline) -> None:
+    from matplotlib import cbook
+
+    client = _manager(make_client, engine)
+    from skimage import data
+
+    first = _send(client, _zip({"001/front.png": _png(Image.fromarray(data.astronaut()))}))
+    url = first.headers["location"]
+    client.post(url + "/confirm")
+    _run_job(client, engine, int(url.rsplit("/", 1)[1]), face_pipeline)
+    with Session(engine) as s:
+        (wanted,) = s.exec(select(Subject)).all()
+    # Another unit's ZIP: its folder "001" is another person.
+    with cbook.get_sample_data("grace_hopper.jpg") as fh:
+        hopper = fh.read()
+    second = _send(client, _zip({"001/front.jpg": hopper}), name="other-unit.zip")
+    url2 = second.headers["location"]
+    (planned,) = client.get(url2).context["preview"]
+    assert planned.action == "new" and planned.lookalikes == [wanted.id]
+    assert f"#{wanted.id}" in planned.describe() and "not added to" in planned.describe()
+    client.post(url2 + "/confirm")
+    _run_job(client, engine, int(url2.rsplit("/", 1)[1]), face_pipeline)
+    with Session(engine) as s:
+        subjects = s.exec(select(Subject).order_by(Subject.id)).all()
+        assert [x.name for x in subjects] == ["001", "001"] and subjects[0].id == wanted.id
+        counts = [len(s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == x.id)).all()) for x in subjects]
+        assert counts == [1, 1]  # the earlier subject keeps only its own photo
+
+    # Named explicitly, a folder adds to an existing subject, as the preview says.
+    third = _send(client, _zip({"more/side.jpg": hopper}), targets=f"more = {subjects[1].id}")
+    url3 = third.headers["location"]
+    page = client.get(url3)
+    (planned,) = page.context["preview"]
+    assert (planned.action, planned.subject_id) == ("existing", subjects[1].id)
+    assert "adds to existing subject" in page.text and "(named explicitly)" in page.text
+    client.post(url3 + "/confirm")
+    _run_job(client, engine, int(url3.rsplit("/", 1)[1]), face_pipeline)
+    with Session(engine) as s:
+        assert len(s.exec(select(Subject)).all()) == 2
+        row = s.get(WatchlistImport, int(url3.rsplit("/", 1)[1]))
+        assert row.summary["subjects_created"] == 0 and row.summary["photos_already_enrolled"] == 1
+
+
+@pytest.mark.model
+def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+    from triage import watchlist, watchlist_import
+
+    client = _manager(make_client, engine)
+    url = _send(client, _faces_zip()).headers["location"]
+    import_id = int(url.rsplit("/", 1)[1])
+    settings = client.app.state.settings
+    with Session(engine) as s:
+        row = s.get(WatchlistImport, import_id)
+    # An earlier, interrupted run of this same import enrolled its first subject.
+    plan = watchlist_import.plan_of(settings, row)
+    watchlist.run_import(engine, client.app.state.store, settings, plan[:1],
+                         watchlist.analyze_serially(settings, face_pipeline),
+                         import_ref=watchlist_import.import_ref(row))
+    assert [p.action for p in client.get(url).context["preview"]] == ["resumed", "new"]
+    client.post(url + "/confirm")
+    _run_job(client, engine, import_id, face_pipeline)
+    with Session(engine) as s:
+        row = s.get(WatchlistImport, import_id)
+        assert row.summary["subjects_created"] == 1 and row.summary["photos_already_enrolled"] == 1
+        assert sorted(x.name for x in s.exec(select(Subject)).all()) == ["astronaut", "hopper"]
+        assert len(s.exec(select(ReferencePhoto)).all()) == 2
 
 
 def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from triage import services, watchlist, watchlist_import
 from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
 from triage.gallery import is_searchable, reference_photo_searchable
-from triage.models import ReferencePhoto, Subject, User, WatchlistImport
+from triage.models import ImportStatus, ReferencePhoto, Subject, User, WatchlistImport
 from triage.release import releases_session
 from triage.sightings import displayable_image
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
@@ -94,10 +94,12 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
     return hx_redirect(f"/watchlist/{subject.id}", request)
 
 
-def _import_form(request: Request, session: Any, error: str = "", status_code: int = 200) -> Response:
+def _import_form(request: Request, session: Any, error: str = "", status_code: int = 200,
+                 form: dict[str, str] | None = None) -> Response:
     return render(request, "watchlist_import.html", {  # type: ignore[no-any-return]
-        "error": error, "imports": [(i, watchlist_import.progress_of(session, i))
-                                    for i in watchlist_import.recent_imports(session)]}, status_code=status_code)
+        "error": error, "form": form or {}, "imports": [(i, watchlist_import.progress_of(session, i))
+                                                        for i in watchlist_import.recent_imports(session)]},
+        status_code=status_code)
 
 
 @router.get("/watchlist/import")
@@ -110,8 +112,9 @@ def read_import(request: Request, session: SessionDep, user: ManagerUser) -> Res
 @router.post("/watchlist/import")
 def create_import(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                   archive: Annotated[UploadFile | None, File()] = None,
-                  include: Annotated[str, Form(max_length=200)] = "") -> Response:
-    """Check the ZIP, keep it and queue its import; the import's page follows the progress."""
+                  include: Annotated[str, Form(max_length=200)] = "",
+                  targets: Annotated[str, Form(max_length=watchlist.MAX_TARGETS_TEXT)] = "") -> Response:
+    """Check the ZIP and the subjects named for it, keep it; the import's page shows the preview to confirm."""
     data = archive.file.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
     error = ""
     if not data:
@@ -120,14 +123,14 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
         error = f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
     if not error:
         try:
-            row = watchlist_import.queue_zip_import(session, settings, user, data,
+            row = watchlist_import.stage_zip_import(session, settings, user, data,
                                                     (archive.filename if archive else "") or "upload.zip",
-                                                    include, ip=client_ip(request))
+                                                    include, targets, ip=client_ip(request))
         except watchlist.WatchlistError as exc:
             error = str(exc)
     if error:
         session.rollback()
-        return _import_form(request, session, error, status_code=422)
+        return _import_form(request, session, error, status_code=422, form={"include": include, "targets": targets})
     session.commit()
     return hx_redirect(f"/watchlist/imports/{row.id}", request)
 
@@ -139,17 +142,54 @@ def _get_import(session: Any, import_id: int) -> WatchlistImport:
     return row  # type: ignore[no-any-return]
 
 
-def _import_context(session: Any, row: WatchlistImport) -> dict[str, Any]:
-    return {"imp": row, "progress": watchlist_import.progress_of(session, row),
-            "by": session.get(User, row.created_by), "poll_seconds": 2}
+def _import_context(session: Any, row: WatchlistImport, settings: Any = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"imp": row, "progress": watchlist_import.progress_of(session, row),
+                           "by": session.get(User, row.created_by), "poll_seconds": 2, "preview": None,
+                           "preview_error": ""}
+    if settings is not None and row.status == ImportStatus.pending.value:
+        try:
+            ctx["preview"] = watchlist_import.preview(session, settings, row)
+        except watchlist.WatchlistError as exc:
+            ctx["preview_error"] = str(exc)
+    return ctx
 
 
 @router.get("/watchlist/imports/{import_id}")
 @releases_session
-def read_import_status_page(request: Request, session: SessionDep, user: ManagerUser, import_id: int) -> Response:
-    """One ZIP import: its progress while the job runs, then what was enrolled and what was not, and why."""
+def read_import_status_page(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+                            import_id: int) -> Response:
+    """One ZIP import: its preview to confirm, its progress while the job runs, then what was enrolled and why not."""
     return render(request, "watchlist_import_status.html",  # type: ignore[no-any-return]
-                  _import_context(session, _get_import(session, import_id)))
+                  _import_context(session, _get_import(session, import_id), settings))
+
+
+def _import_action(request: Request, session: Any, settings: Any, user: User, import_id: int, op: Any) -> Response:
+    try:
+        op(session, settings, user, import_id, ip=client_ip(request))
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except watchlist.WatchlistError as exc:
+        ctx = _import_context(session, _get_import(session, import_id), settings)
+        return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},  # type: ignore[no-any-return]
+                      status_code=409)
+    return hx_redirect(f"/watchlist/imports/{import_id}" if op is watchlist_import.confirm_import
+                       else "/watchlist/import", request)
+
+
+@router.post("/watchlist/imports/{import_id}/confirm")
+@releases_session
+def update_import_confirm(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+                          import_id: int) -> Response:
+    """Confirm a previewed import: its job is queued and enrols the photos as the preview said."""
+    return _import_action(request, session, settings, user, import_id, watchlist_import.confirm_import)
+
+
+@router.post("/watchlist/imports/{import_id}/cancel")
+@releases_session
+def delete_import(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
+                  import_id: int) -> Response:
+    """Drop a previewed import that was not confirmed; nothing of it was enrolled."""
+    return _import_action(request, session, settings, user, import_id, watchlist_import.cancel_import)
 
 
 @router.get("/watchlist/imports/{import_id}/status")
