@@ -1,4 +1,5 @@
-"""A real Chromium: two recognizers press N, see the two eye crops, press S; the flag shows the warning."""
+"""A real Chromium: two recognizers press N, see the two eye crops, press S; the flag shows the warning,
+the officer reports what happened, a manager closes the flag."""
 
 from __future__ import annotations
 
@@ -43,3 +44,20 @@ def test_two_recognizers_keyboard_only_then_flag_page(live_server, browser_login
     page.goto(f"/flags/{flag.id}")
     assert "investigative lead — confirm identity before any action" in page.inner_text(".lead-warning").lower()
     assert page.locator("img.eyes").count() == 2
+    # The officer reports; a manager reads the report, then acknowledges and closes the flag.
+    assert page.locator("#acknowledge").count() == 0 and page.locator("#close").count() == 0
+    page.select_option("select[name=outcome]", "arrested")
+    page.fill("#reports textarea[name=note]", "arrested at the station exit")
+    page.click("#report")
+    page.wait_for_selector("#reports td:has-text('arrested at the station exit')")
+    user_factory(Role.manager, username="boss")
+    page = browser_login(server, "boss")
+    page.goto(f"/flags/{flag.id}")
+    assert "arrested at the station exit" in page.inner_text("#reports")
+    page.click("#acknowledge")
+    page.wait_for_selector("#close")
+    page.select_option("select[name=reason]", "arrested")
+    page.click("#close")
+    page.wait_for_selector("h1 .badge.closed")
+    with Session(engine) as s:
+        assert s.get(Flag, flag.id).status == "closed"
