@@ -66,7 +66,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         review.escalate(session, manager, c3.id)
         # A known-answer pair answered by c and d.
         make_subject(session, store, photos=2)
-        ka = review.create_known_answer_task(session, avoid_seen_by=None)
+        ka = review.create_known_answer_task(session, settings, avoid_seen_by=None)
         session.commit()
         for user, verdict in ((c, ka.known_truth), (d, "cannot_tell")):
             slot = next(s for s in session.exec(review.select(ReviewSlot).where(
