@@ -116,20 +116,23 @@ class ReviewMachine(RuleBasedStateMachine):
         if slot_id in self.accepted and self.accepted[slot_id][0] != user.id:
             # The lease ran out and someone else answered: a late verdict is refused, not counted.
             with pytest.raises(ReviewError) as err:
-                review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key, settings=self.settings)
+                review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key,
+                                      settings=self.settings)
             assert err.value.code == "lease_expired" and not live
             del self.held[user.id]
             return
         if slot_id in self.accepted:
             # A resend: the same verdict is a replay, another one is refused; nothing changes either way.
             try:
-                r = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key, settings=self.settings)
+                r = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key,
+                                      settings=self.settings)
                 assert r.replayed and self.accepted[slot_id][1] == verdict
             except ReviewError as e:
                 assert e.code == "conflict"
             return
         try:
-            result = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key, settings=self.settings)
+            result = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key,
+                                      settings=self.settings)
         except ReviewError as e:
             assert not live, f"a verdict on a live lease was refused: {e.message}"
             assert e.code in {"lease_expired", "forbidden"}
