@@ -73,7 +73,7 @@ def render(png: bytes, params: Params, noise_seed: int) -> bytes:
     pad = max(w, h) // 4
     big = Image.fromarray(np.pad(np.asarray(src), ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
     big = big.rotate(params.rotation_deg, resample=Image.Resampling.BICUBIC,
-                     translate=(params.shift[0] * w, params.shift[1] * h))
+                     translate=(round(params.shift[0] * w), round(params.shift[1] * h)))
     bw, bh = big.size
     sw, sh = round(bw * params.scale), round(bh * params.scale)
     big = big.resize((sw, sh), Image.Resampling.BICUBIC)

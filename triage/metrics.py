@@ -449,10 +449,10 @@ def export_csv(m: Metrics) -> str:
         w.writerow(["cohen_kappa", f"{p.a}|{p.b}", _fmt(p.kappa), p.items])
         w.writerow(["pair_agreement", f"{p.a}|{p.b}", _fmt(p.agreement), p.items])
     w.writerow(["dispute_rate", "all", _fmt(m.dispute_rate), m.first_rounds])
-    for t in m.rounds:
-        w.writerow(["round_dispute_rate", t.round, _fmt(t.dispute_rate), t.completed])
-        w.writerow(["round_flagged", t.round, t.flagged, t.completed])
-        w.writerow(["round_cleared", t.round, t.cleared, t.completed])
+    for r in m.rounds:
+        w.writerow(["round_dispute_rate", r.round, _fmt(r.dispute_rate), r.completed])
+        w.writerow(["round_flagged", r.round, r.flagged, r.completed])
+        w.writerow(["round_cleared", r.round, r.cleared, r.completed])
     w.writerow(["disputed_after_last_round", "all", m.disputed_for_good, ""])
     w.writerow(["voided_verdicts", "all", m.voided_verdicts, ""])
     w.writerow(["decided_candidates", "all", m.decided, ""])

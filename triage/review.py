@@ -228,7 +228,8 @@ def _settled_cases(session: Session, truth: str, active: set[int], user_id: int 
             .where(Candidate.status == status, col(Candidate.probe_id).is_not(None),
                    col(Candidate.known_truth).is_(None)))
     if user_id is not None:
-        seen = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id), SeenCandidate.user_id == user_id)
+        seen = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
+                              col(SeenCandidate.user_id) == user_id)
         stmt = stmt.where(~seen, col(Sighting.uploaded_by) != user_id)
     rows = session.exec(stmt.order_by(col(Candidate.decided_at).desc(), col(Candidate.id).desc())
                         .limit(KNOWN_ANSWER_CASES)).all()
