@@ -455,3 +455,30 @@ def test_closing_a_flag_as_not_located_leaves_the_subject_wanted(session, store,
     flags.close(session, manager, flag.id, "not_located")
     session.expire_all()
     assert session.get(Subject, cand.subject_id).status == "active"
+
+
+def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recognizer(session, store, settings,
+                                                                                   people):
+    officer, _, (a, b, c, *_) = people
+    flagged = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "same")
+    _answer(session, settings, b, "same")
+    cleared = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "different")
+    _answer(session, settings, b, "different")
+    make_subject(session, store, photos=2)
+    session.commit()
+    made = [review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=c.id)
+            for i in range(8)]
+    session.commit()
+    sources = {m.known_source_candidate_id: m.known_truth for m in made}
+    # c has seen neither case: every pair is made from one of them, with the truth its round settled.
+    assert sources == {flagged.id: "same", cleared.id: "different"}
+    for m in made:
+        probe = session.get(review.Probe, session.get(Candidate, m.known_source_candidate_id).probe_id)
+        assert m.known_probe_eyes_sha256 not in {probe.eye_crop_sha256, probe.face_chip_sha256}
+        assert m.reference_photo_id == session.get(Candidate, m.known_source_candidate_id).reference_photo_id
+    # a has seen both: its pairs come from reference photos.
+    for i in range(4):
+        m = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
+        assert m.known_source_candidate_id is None and m.known_probe_photo_id is not None
