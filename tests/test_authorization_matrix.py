@@ -178,6 +178,12 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/disputes/{candidate_id}/escalate"): "lnninnn",
     ("GET", "/api/review/disputes"): "lnnannn",
     ("POST", "/api/review/candidates/{candidate_id}/escalate"): "lnninnn",
+    ("GET", "/recognizers"): "lnnannn",
+    ("GET", "/api/review/recognizers"): "lnnannn",
+    # The target account is an officer, not a recognizer: "no such recognizer" for the manager too (the
+    # reinstatement itself: tests/api/test_qualification.py).
+    ("POST", "/recognizers/{user_id}/reinstate"): "lnnnnnn",
+    ("POST", "/api/review/recognizers/{user_id}/reinstate"): "lnnnnnn",
     ("GET", "/metrics"): "lnnannn",
     ("GET", "/metrics/export.csv"): "lnnannn",
     ("GET", "/api/metrics"): "lnnannn",

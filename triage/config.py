@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # Review queue
     lease_seconds: int = Field(default=300, ge=10)
     known_answer_share: float = Field(default=0.05, ge=0.0, le=0.5)
+    # Recognizers on probation (new, or reinstated) get known-answer tasks at this higher share; at 1 they
+    # take no live task until qualified, so no flag ever rests on an unqualified account's word.
+    probation_known_answer_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    # The bar of triage.qualification: suspended below it (95% upper bound), qualified above (lower bound).
+    qualification_min_accuracy: float = Field(default=0.6, ge=0.5, le=0.99)
     fresh_sighting_hours: float = Field(default=6.0, gt=0)
 
     # Sessions and accounts

@@ -58,9 +58,12 @@ def raise_flag(session: Session, candidate: Candidate) -> Flag:
     """Raise the flag for a candidate that two people confirmed; in the verdict's transaction.
 
     Refuses (an assertion, as it is a programming error) anything but a real
-    candidate with at least two *same person* verdicts by distinct accounts.
+    candidate whose current round has two counting *same person* verdicts by
+    distinct accounts (verdicts of earlier rounds, withdrawn or voided ones never count).
     """
     slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
+                                                  ReviewSlot.round == candidate.current_round,
+                                                  col(ReviewSlot.voided_at).is_(None),
                                                   ReviewSlot.withdrawn == False)).all()  # noqa: E712
     same_by = {s.reviewer_id for s in slots if s.verdict == "same"}
     if candidate.is_known_answer or candidate.sighting_id is None or len(same_by) < 2:
@@ -129,6 +132,10 @@ class VerdictEvidence:
     round: int
     note: str
     revealed_full_faces: bool
+    # The author's known-answer record when they answered (triage.qualification.Record.snapshot).
+    record: dict[str, object] | None = None
+    # Why the verdict no longer counts (its author was suspended before the decision), if so.
+    voided: str = ""
 
 
 @dataclass
@@ -168,7 +175,8 @@ def evidence(session: Session, flag: Flag) -> Evidence:
     for s in slots:
         reviewer = session.get(User, s.reviewer_id) if s.reviewer_id else None
         verdicts.append(VerdictEvidence(reviewer.username if reviewer else "?", s.verdict or "", s.verdict_at,
-                                        s.round, s.note, s.revealed_full_faces))
+                                        s.round, s.note, s.revealed_full_faces, s.reviewer_record,
+                                        s.void_reason or ("voided" if s.voided_at else "")))
     return Evidence(flag, candidate, subject, sighting, list(photos), session.get(User, sighting.uploaded_by),
                     verdicts,
                     session.get(User, flag.acknowledged_by) if flag.acknowledged_by else None,

@@ -2,13 +2,16 @@
 
 Definitions (also in docs/review.md):
 
-* an *item* is one completed round of a real candidate: two verdicts by two recognizers;
+* an *item* is one completed round of a real candidate: its two counting verdicts by two recognizers (each round
+  decides on its own, so rounds are never pooled; a verdict voided by its author's suspension is left out);
 * Cohen's kappa per recognizer pair over the items they both rated (three categories);
 * Fleiss' kappa over all items (two ratings each); raw agreement = share of items whose two verdicts are equal;
 * dispute rate = share of real candidates with a completed first round whose first round was neither
-  same/same nor different/different (an escalation later does not change it);
+  same/same nor different/different (an escalation later does not change it); the same, round by round, over
+  every completed round; candidates still disputed after the last round (MAX_ROUNDS) are counted apart;
 * known-answer accuracy per recognizer = correct / answered known-answer slots (*cannot tell* counts as not
-  correct and is also reported on its own);
+  correct and is also reported on its own), and apart on known-same and known-different pairs with 95 % Wilson
+  bounds, beside the recognizer's standing (probation / qualified / suspended);
 * verdicts per hour per recognizer = verdicts / distinct clock hours in which they gave one; plus verdicts per
   hour for the last 24 hours;
 * time from sighting to outcome = candidate decision time − sighting upload time (p50/p95, nearest rank);
@@ -33,6 +36,10 @@ from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
 from triage.models import Candidate, CandidateStatus, Flag, ReviewSlot, Sighting, User, Verdict
+from triage.qualification import wilson
+
+# As triage.review.MAX_ROUNDS (not imported: metrics reads the tables only).
+MAX_ROUNDS = 3
 
 CATEGORIES = (Verdict.same.value, Verdict.different.value, Verdict.cannot_tell.value)
 BAND_WIDTH = 0.1
@@ -56,10 +63,38 @@ class KnownAnswerScore:
     answered: int
     correct: int
     cannot_tell: int
+    standing: str = ""
+    same_answered: int = 0
+    same_correct: int = 0
+    different_answered: int = 0
+    different_correct: int = 0
 
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.answered if self.answered else None
+
+    @property
+    def same_bounds(self) -> tuple[float, float]:
+        return wilson(self.same_correct, self.same_answered)
+
+    @property
+    def different_bounds(self) -> tuple[float, float]:
+        return wilson(self.different_correct, self.different_answered)
+
+
+@dataclass
+class RoundTally:
+    """Completed rounds with this number, by what each decided on its own."""
+
+    round: int
+    completed: int = 0
+    flagged: int = 0
+    cleared: int = 0
+    disputed: int = 0
+
+    @property
+    def dispute_rate(self) -> float | None:
+        return self.disputed / self.completed if self.completed else None
 
 
 @dataclass
@@ -175,6 +210,9 @@ class Metrics:
     decided: int = 0
     first_rounds: int = 0
     disputed_first_round: int = 0
+    rounds: list[RoundTally] = field(default_factory=list)
+    disputed_for_good: int = 0
+    voided_verdicts: int = 0
     known_answer: list[KnownAnswerScore] = field(default_factory=list)
     throughput: list[Throughput] = field(default_factory=list)
     hourly: list[tuple[dt.datetime, int]] = field(default_factory=list)
@@ -249,20 +287,25 @@ def compute(session: Session, window: Window | None = None) -> Metrics:
     now = utcnow()
     window = window or Window()
     m = Metrics(computed_at=now, window=window)
-    names = {u.id: u.username for u in session.exec(select(User)).all()}
+    users = session.exec(select(User)).all()
+    names = {u.id: u.username for u in users}
+    standings = {u.id: u.qualification for u in users}
     candidates = {c.id: c for c in session.exec(select(Candidate)).all()}
     slots = session.exec(select(ReviewSlot).order_by(col(ReviewSlot.candidate_id), col(ReviewSlot.round),
                                                      col(ReviewSlot.slot_no))).all()
 
     rounds: dict[tuple[int, int], list[ReviewSlot]] = defaultdict(list)
     for s in slots:
-        if not s.withdrawn:
+        if s.voided_at is not None:
+            m.voided_verdicts += int(s.verdict is not None and window.contains(s.voided_at))
+        elif not s.withdrawn:
             rounds[(s.candidate_id, s.round)].append(s)
 
     # Agreement over completed rounds of real candidates.
     items: list[list[str]] = []
     by_pair: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
     first_round: dict[int, list[str]] = {}
+    tallies: dict[int, RoundTally] = {}
     for (cid, rnd), rs in rounds.items():
         cand = candidates[cid]
         if cand.is_known_answer or len(rs) != 2 or any(s.verdict is None for s in rs):
@@ -275,6 +318,15 @@ def compute(session: Session, window: Window | None = None) -> Metrics:
         by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))  # type: ignore[index, arg-type]
         if rnd == 1:
             first_round[cid] = [x.verdict, y.verdict]  # type: ignore[list-item]
+        tally = tallies.setdefault(rnd, RoundTally(rnd))
+        tally.completed += 1
+        if x.verdict == y.verdict == Verdict.same.value:
+            tally.flagged += 1
+        elif x.verdict == y.verdict == Verdict.different.value:
+            tally.cleared += 1
+        else:
+            tally.disputed += 1
+    m.rounds = [tallies[r] for r in sorted(tallies)]
     m.items = len(items)
     if items:
         m.raw_agreement = sum(1 for a, b in items if a == b) / len(items)
@@ -287,6 +339,8 @@ def compute(session: Session, window: Window | None = None) -> Metrics:
     real_decided = [c for c in candidates.values()
                     if not c.is_known_answer and c.status in DECIDED and window.contains(c.decided_at)]
     m.decided = len(real_decided)
+    m.disputed_for_good = sum(1 for c in real_decided
+                              if c.status == CandidateStatus.disputed.value and c.current_round >= MAX_ROUNDS)
     m.first_rounds = len(first_round)
     for fr in first_round.values():
         if not (fr[0] == fr[1] and fr[0] in (Verdict.same.value, Verdict.different.value)):
@@ -298,10 +352,18 @@ def compute(session: Session, window: Window | None = None) -> Metrics:
         cand = candidates[s.candidate_id]
         if not cand.is_known_answer or s.verdict is None or s.reviewer_id is None or not window.contains(s.verdict_at):
             continue
-        score = ka.setdefault(s.reviewer_id, KnownAnswerScore(names.get(s.reviewer_id, "?"), 0, 0, 0))
+        score = ka.setdefault(s.reviewer_id, KnownAnswerScore(names.get(s.reviewer_id, "?"), 0, 0, 0,
+                                                              standings.get(s.reviewer_id, "")))
+        right = int(s.verdict == cand.known_truth)
         score.answered += 1
-        score.correct += int(s.verdict == cand.known_truth)
+        score.correct += right
         score.cannot_tell += int(s.verdict == Verdict.cannot_tell.value)
+        if cand.known_truth == Verdict.same.value:
+            score.same_answered += 1
+            score.same_correct += right
+        else:
+            score.different_answered += 1
+            score.different_correct += right
     m.known_answer = sorted(ka.values(), key=lambda k: k.recognizer)
 
     # Throughput.
@@ -387,10 +449,22 @@ def export_csv(m: Metrics) -> str:
         w.writerow(["cohen_kappa", f"{p.a}|{p.b}", _fmt(p.kappa), p.items])
         w.writerow(["pair_agreement", f"{p.a}|{p.b}", _fmt(p.agreement), p.items])
     w.writerow(["dispute_rate", "all", _fmt(m.dispute_rate), m.first_rounds])
+    for r in m.rounds:
+        w.writerow(["round_dispute_rate", r.round, _fmt(r.dispute_rate), r.completed])
+        w.writerow(["round_flagged", r.round, r.flagged, r.completed])
+        w.writerow(["round_cleared", r.round, r.cleared, r.completed])
+    w.writerow(["disputed_after_last_round", "all", m.disputed_for_good, ""])
+    w.writerow(["voided_verdicts", "all", m.voided_verdicts, ""])
     w.writerow(["decided_candidates", "all", m.decided, ""])
     for k in m.known_answer:
         w.writerow(["known_answer_accuracy", k.recognizer, _fmt(k.accuracy), k.answered])
         w.writerow(["known_answer_cannot_tell", k.recognizer, k.cannot_tell, k.answered])
+        w.writerow(["known_same_accuracy", k.recognizer,
+                    _fmt(k.same_correct / k.same_answered if k.same_answered else None), k.same_answered])
+        w.writerow(["known_different_accuracy", k.recognizer,
+                    _fmt(k.different_correct / k.different_answered if k.different_answered else None),
+                    k.different_answered])
+        w.writerow(["recognizer_standing", k.recognizer, k.standing, ""])
     for t in m.throughput:
         w.writerow(["verdicts_per_active_hour", t.recognizer, f"{t.per_hour:.2f}", t.verdicts])
     for hour, count in m.hourly:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON as SAJSON
-from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint, true
+from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint, text, true
 from sqlmodel import Field, SQLModel
 
 from triage.clock import utcnow
@@ -60,6 +60,14 @@ class CandidateStatus(StrEnum):
     withdrawn = "withdrawn"
 
 
+class Qualification(StrEnum):
+    """A recognizer's standing on known-answer tasks (triage.qualification)."""
+
+    probation = "probation"
+    qualified = "qualified"
+    suspended = "suspended"
+
+
 class Verdict(StrEnum):
     same = "same"
     different = "different"
@@ -102,7 +110,8 @@ SEPARATION_OF_DUTIES_SQL = ("NOT (roles LIKE '%recognizer%' AND (roles LIKE '%ma
 
 class User(SQLModel, table=True):
     __tablename__ = "user_account"
-    __table_args__ = (CheckConstraint(SEPARATION_OF_DUTIES_SQL, name="ck_user_account_duties"),)
+    __table_args__ = (CheckConstraint(SEPARATION_OF_DUTIES_SQL, name="ck_user_account_duties"),
+                      CheckConstraint(_in("qualification", Qualification), name="ck_user_qualification"))
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=64, unique=True, index=True)
     full_name: str = Field(default="", max_length=200)
@@ -121,6 +130,15 @@ class User(SQLModel, table=True):
     must_change_password: bool = False
     created_at: dt.datetime = Field(default_factory=utcnow)
     password_changed_at: dt.datetime = Field(default_factory=utcnow)
+    # Known-answer standing of a recognizer: probation → qualified; suspended takes no live task.
+    qualification: str = Field(default=Qualification.probation.value, max_length=16,
+                               sa_column_kwargs={"server_default": Qualification.probation.value})
+    # The known-answer record counts answers from this moment on (a reinstatement starts it afresh).
+    qualification_since: dt.datetime | None = None
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.qualification == Qualification.suspended.value
 
     @property
     def role_set(self) -> frozenset[Role]:
@@ -342,8 +360,10 @@ class Candidate(SQLModel, table=True):
         UniqueConstraint("probe_id", "subject_id", name="uq_candidate_probe_subject"),
         CheckConstraint(_in("status", CandidateStatus), name="ck_candidate_status"),
         CheckConstraint(
-            "(probe_id IS NOT NULL AND known_probe_photo_id IS NULL AND known_truth IS NULL)"
-            " OR (probe_id IS NULL AND known_probe_photo_id IS NOT NULL AND known_truth IS NOT NULL)",
+            "(probe_id IS NOT NULL AND known_probe_photo_id IS NULL AND known_source_candidate_id IS NULL"
+            " AND known_truth IS NULL)"
+            " OR (probe_id IS NULL AND known_truth IS NOT NULL"
+            " AND (known_probe_photo_id IS NOT NULL OR known_source_candidate_id IS NOT NULL))",
             name="ck_candidate_kind",
         ),
         CheckConstraint("known_truth IS NULL OR known_truth IN ('same', 'different')", name="ck_candidate_truth"),
@@ -355,8 +375,13 @@ class Candidate(SQLModel, table=True):
     sighting_id: int | None = Field(default=None, foreign_key="sighting.id", index=True)
     subject_id: int = Field(foreign_key="subject.id", index=True)
     reference_photo_id: int = Field(foreign_key="reference_photo.id")
-    # Known-answer pairs use another reference photo as the "sighting" side.
+    # Known-answer pairs: the "sighting" side is made from another reference photo, or from the probe of a
+    # settled real candidate (kept as a plain number: retention may delete that candidate later) ...
     known_probe_photo_id: int | None = Field(default=None, foreign_key="reference_photo.id")
+    known_source_candidate_id: int | None = Field(default=None, index=True)
+    # ... re-rendered for this task alone (degraded like a real probe), so its bytes exist nowhere else.
+    known_probe_eyes_sha256: str | None = Field(default=None, foreign_key="stored_image.sha256", max_length=64)
+    known_probe_face_sha256: str | None = Field(default=None, foreign_key="stored_image.sha256", max_length=64)
     known_truth: str | None = Field(default=None, max_length=16)
     score: float
     distance: float
@@ -378,7 +403,10 @@ class ReviewSlot(SQLModel, table=True):
 
     __tablename__ = "review_slot"
     __table_args__ = (
-        UniqueConstraint("candidate_id", "round", "slot_no", name="uq_review_slot_position"),
+        # Two counting slots per round: a voided slot (its author suspended) keeps its row beside its
+        # replacement.
+        Index("uq_review_slot_position", "candidate_id", "round", "slot_no", unique=True,
+              sqlite_where=text("voided_at IS NULL"), postgresql_where=text("voided_at IS NULL")),
         # Never the same account twice on a candidate, in any round (NULLs are distinct).
         UniqueConstraint("candidate_id", "reviewer_id", name="uq_review_slot_reviewer"),
         UniqueConstraint("idempotency_key", name="uq_review_slot_idempotency"),
@@ -401,6 +429,12 @@ class ReviewSlot(SQLModel, table=True):
     verdict_at: dt.datetime | None = None
     idempotency_key: str | None = Field(default=None, max_length=100)
     withdrawn: bool = False
+    # The author's known-answer record when the verdict was given (shown with a flag's evidence).
+    reviewer_record: dict[str, Any] | None = Field(default=None, sa_column=Column(SAJSON, nullable=True))
+    # Set when the author was suspended before the candidate was decided: the verdict no longer counts,
+    # and a fresh slot in the same position is served to someone else.
+    voided_at: dt.datetime | None = None
+    void_reason: str = Field(default="", max_length=200)
 
 
 class SeenCandidate(SQLModel, table=True):

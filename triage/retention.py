@@ -119,6 +119,7 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     for p in probes:
         shas.update((p.eye_crop_sha256, p.face_chip_sha256))
     if cand_ids:
+        shas |= _forget_renditions(session, cand_ids)
         result.review_slots += session.execute(  # type: ignore[attr-defined]
             delete(ReviewSlot).where(col(ReviewSlot.candidate_id).in_(cand_ids))).rowcount
         session.execute(delete(SeenCandidate).where(col(SeenCandidate.candidate_id).in_(cand_ids)))
@@ -133,6 +134,27 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     result.photos += len(photos)
     result.probes += len(probes)
     result.candidates += len(cand_ids)
+    return shas
+
+
+def _forget_renditions(session: Session, cand_ids: list[Any]) -> set[str]:
+    """Known-answer pairs made from these candidates' probes lose their renditions (the sighting goes, so do
+    pictures made from it); the pairs and their verdicts stay, an open one withdrawn. Returns the images."""
+    pairs = session.exec(select(Candidate).where(col(Candidate.known_source_candidate_id).in_(cand_ids))).all()
+    shas: set[str] = set()
+    for pair in pairs:
+        shas.update(x for x in (pair.known_probe_eyes_sha256, pair.known_probe_face_sha256) if x)
+        pair.known_probe_eyes_sha256 = None
+        pair.known_probe_face_sha256 = None
+        if pair.status == CandidateStatus.open.value:
+            pair.status = CandidateStatus.withdrawn.value
+            pair.decided_at = utcnow()
+            for slot in session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == pair.id,
+                                                              col(ReviewSlot.verdict).is_(None))).all():
+                slot.withdrawn = True
+                session.add(slot)
+        session.add(pair)
+    session.flush()
     return shas
 
 

@@ -3,14 +3,20 @@
 Every candidate needs two blind verdicts from two different recognizers.  A
 recognizer asks for the next task and gets a lease on one review slot; a slot
 whose lease ran out goes back to the queue.  The decision is taken in the
-transaction that stores the last verdict of a round, exactly once:
+transaction that stores the last verdict of a round, exactly once, and each
+round decides on its own (verdicts are never pooled across rounds):
 
-* every verdict *same person* or *cannot tell*, and at least two *same person*
-  → an arrest flag (for a fresh round of two this means: both *same person*);
-* every verdict *different person* or *cannot tell*, and at least two
-  *different person* → cleared;
+* both *same person* → an arrest flag;
+* both *different person* → cleared;
 * anything else → disputed (never a flag).  A manager may escalate a disputed
-  candidate: two more slots, for recognizers who have never been shown it.
+  candidate to a new round of two recognizers who have never been shown it, at
+  most ``MAX_ROUNDS`` rounds in all; after that it stays disputed.
+
+A verdict counts only while its author is in good standing: when a recognizer
+is suspended (``triage.qualification``) their verdicts on undecided candidates
+are voided — kept, no longer counting — and those slots are served again.
+Known-answer tasks are made from a settled real case when one exists, else from
+reference photos, their probe side re-rendered (``triage.known_answer``).
 
 Claims are safe under concurrency: on PostgreSQL the slot is taken with
 ``FOR UPDATE SKIP LOCKED`` (and the recognizer's own row is locked so one
@@ -27,19 +33,22 @@ escalation does not reset), then candidate id.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from PIL import Image
 from sqlalchemy import Engine, case, exists, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from triage import audit, flags
+from triage import audit, flags, known_answer, qualification
 from triage.clock import utcnow
-from triage.config import Settings
+from triage.config import Settings, get_settings
 from triage.db import session_scope
 from triage.gallery import is_searchable, searchable_clause
 from triage.models import (
@@ -52,17 +61,26 @@ from triage.models import (
     Role,
     SeenCandidate,
     Sighting,
+    StoredImage,
     Subject,
     SubjectStatus,
     User,
     Verdict,
 )
+from triage.storage import ImageStore, store_image
 from triage.worker import sweep
 
 NOTE_MAX = 2000
+SUSPENDED_MESSAGE = ("Your account is suspended from review tasks: your answers on known-answer pairs fell below "
+                     "the bar. A manager can reinstate it.")
 IDEMPOTENCY_KEY_MAX = 64
 SLOTS_PER_ROUND = 2
+# A disputed candidate may be escalated until it has had this many rounds; then it stays disputed.
+MAX_ROUNDS = 3
 KNOWN_ANSWER_PAIR_ATTEMPTS = 12
+# Settled real cases considered for a known-answer pair (the most recently decided).
+KNOWN_ANSWER_CASES = 200
+RENDITION_ATTEMPTS = 5
 IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
 
 
@@ -110,13 +128,13 @@ class VerdictResult:
 
 # Consensus
 def outcome_for(verdicts: Iterable[str]) -> CandidateStatus:
-    """The rule of DESIGN.md over every verdict a candidate has received."""
+    """The rule of DESIGN.md over the two verdicts of one round (never pooled across rounds)."""
     vs = list(verdicts)
-    same = vs.count(Verdict.same.value)
-    different = vs.count(Verdict.different.value)
-    if same >= 2 and different == 0:
+    if len(vs) != SLOTS_PER_ROUND:
+        raise ValueError(f"a round has exactly {SLOTS_PER_ROUND} verdicts, not {len(vs)}")
+    if vs == [Verdict.same.value] * SLOTS_PER_ROUND:
         return CandidateStatus.flagged
-    if different >= 2 and same == 0:
+    if vs == [Verdict.different.value] * SLOTS_PER_ROUND:
         return CandidateStatus.cleared
     return CandidateStatus.disputed
 
@@ -194,45 +212,122 @@ def create_candidates_for_probe(session: Session, probe: Probe, hits: Sequence[H
     return created
 
 
-def create_known_answer_task(session: Session, rng: random.Random | None = None,
-                             avoid_seen_by: int | None = None) -> Candidate | None:
-    """A pair of reference photos whose truth is known, as a candidate with two round-1 slots.
+def _active_subject_ids(session: Session) -> set[int]:
+    """Subjects a known-answer pair may use: active and not past their expiry date."""
+    today = utcnow().date()
+    return {i for i in session.exec(
+        select(Subject.id).where(Subject.status == SubjectStatus.active.value,
+                                 or_(col(Subject.expires_on).is_(None), col(Subject.expires_on) >= today))
+    ).all() if i is not None}
 
-    Truth *same*: two photos of one subject; truth *different*: photos of two
-    subjects.  Only active subjects and photos that passed the quality check.
-    Returns None when the watchlist cannot make a pair.  Caller's transaction.
+
+def _settled_cases(session: Session, truth: str, active: set[int], user_id: int | None) -> list[Candidate]:
+    """Real candidates decided by a unanimous round whose truth is ``truth``, on active subjects,
+    that this recognizer has never been shown and did not upload."""
+    status = CandidateStatus.flagged.value if truth == Verdict.same.value else CandidateStatus.cleared.value
+    stmt = (select(Candidate).join(Sighting, col(Sighting.id) == col(Candidate.sighting_id))
+            .where(Candidate.status == status, col(Candidate.probe_id).is_not(None),
+                   col(Candidate.known_truth).is_(None)))
+    if user_id is not None:
+        seen = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
+                              col(SeenCandidate.user_id) == user_id)
+        stmt = stmt.where(~seen, col(Sighting.uploaded_by) != user_id)
+    rows = session.exec(stmt.order_by(col(Candidate.decided_at).desc(), col(Candidate.id).desc())
+                        .limit(KNOWN_ANSWER_CASES)).all()
+    out = []
+    for c in rows:
+        if c.subject_id not in active:
+            continue
+        current = [s.verdict for s in _counting_slots(session, _id(c)) if s.round == c.current_round]
+        if len(current) == SLOTS_PER_ROUND and outcome_for(sorted(v for v in current if v)).value == status:
+            out.append(c)
+    return out
+
+
+def _render_probe_side(session: Session, store: ImageStore, eyes_sha: str, face_sha: str, rng: random.Random,
+                       how: known_answer.Degradation) -> tuple[str, str, int]:
+    """Store a fresh rendition of one probe side; its bytes exist nowhere else in the system."""
+    for _ in range(RENDITION_ATTEMPTS):
+        seed = rng.getrandbits(63)
+        eyes, face, _params = known_answer.render_pair(store.get(eyes_sha), store.get(face_sha), seed, how)
+        digests = [hashlib.sha256(b).hexdigest() for b in (eyes, face)]
+        if any(session.get(StoredImage, d) is not None for d in digests):
+            continue
+        return (store_image(session, store, eyes, "image/png", *_size(eyes)),
+                store_image(session, store, face, "image/png", *_size(face)), seed)
+    raise RuntimeError("could not render a known-answer picture with new bytes")
+
+
+def _size(png: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(png)) as img:
+        return img.size
+
+
+def create_known_answer_task(session: Session, settings: Settings, rng: random.Random | None = None,
+                             avoid_seen_by: int | None = None) -> Candidate | None:
+    """A pair whose truth is known, as a candidate with two round-1 slots; caller's transaction.
+
+    The truth (*same* or *different*, even odds when both can be made) is drawn
+    first.  A settled real case of that truth is preferred — a candidate flagged
+    (truth *same*) or cleared (truth *different*) by a unanimous round, its real
+    probe re-rendered; otherwise two reference photos (one subject for *same*, two
+    for *different*), the probe side degraded like a CCTV still.  Only active
+    subjects past no expiry date, and photos that passed the quality check.
+    Returns None when nothing can make a pair.
     """
     rng = rng or random.Random()
+    store = ImageStore(settings.images_dir)
+    active = _active_subject_ids(session)
     photos = session.exec(
-        select(ReferencePhoto).join(Subject, col(Subject.id) == col(ReferencePhoto.subject_id))
-        .where(Subject.status == SubjectStatus.active.value, ReferencePhoto.quality_ok == True)  # noqa: E712
+        select(ReferencePhoto).where(ReferencePhoto.quality_ok == True)  # noqa: E712
         .order_by(col(ReferencePhoto.id))
     ).all()
     by_subject: dict[int, list[ReferencePhoto]] = {}
     for p in photos:
-        by_subject.setdefault(p.subject_id, []).append(p)
+        if p.subject_id in active:
+            by_subject.setdefault(p.subject_id, []).append(p)
     multi = [s for s, ps in by_subject.items() if len(ps) >= 2]
-    can_same = bool(multi)
-    can_different = len(by_subject) >= 2
-    if not (can_same or can_different):
+    cases = {truth: _settled_cases(session, truth, active, avoid_seen_by)
+             for truth in (Verdict.same.value, Verdict.different.value)}
+    can = {Verdict.same.value: bool(multi or cases[Verdict.same.value]),
+           Verdict.different.value: bool(len(by_subject) >= 2 or cases[Verdict.different.value])}
+    if not any(can.values()):
         return None
     for _ in range(KNOWN_ANSWER_PAIR_ATTEMPTS):
-        want_same = can_same and (not can_different or rng.random() < 0.5)
-        if want_same:
-            a, b = rng.sample(by_subject[rng.choice(multi)], 2)
+        if all(can.values()):
+            truth = Verdict.same.value if rng.random() < 0.5 else Verdict.different.value
         else:
-            s1, s2 = rng.sample(sorted(by_subject), 2)
-            a, b = rng.choice(by_subject[s1]), rng.choice(by_subject[s2])
-        if avoid_seen_by is not None and session.exec(
-            select(Candidate.id).join(SeenCandidate, col(SeenCandidate.candidate_id) == col(Candidate.id))
-            .where(Candidate.known_probe_photo_id == a.id, Candidate.reference_photo_id == b.id,
-                   SeenCandidate.user_id == avoid_seen_by)
-        ).first() is not None:
-            continue
+            truth = next(t for t, ok in can.items() if ok)
+        source: Candidate | None = None
+        probe_photo: ReferencePhoto | None = None
+        if cases[truth]:
+            source = rng.choice(cases[truth])
+            probe = session.get(Probe, source.probe_id)
+            reference = session.get(ReferencePhoto, source.reference_photo_id)
+            if probe is None or reference is None:
+                continue
+            eyes_sha, face_sha, how = probe.eye_crop_sha256, probe.face_chip_sha256, known_answer.FROM_PROBE
+        else:
+            if truth == Verdict.same.value:
+                probe_photo, reference = rng.sample(by_subject[rng.choice(multi)], 2)
+            else:
+                s1, s2 = rng.sample(sorted(by_subject), 2)
+                probe_photo, reference = rng.choice(by_subject[s1]), rng.choice(by_subject[s2])
+            if avoid_seen_by is not None and session.exec(
+                select(Candidate.id).join(SeenCandidate, col(SeenCandidate.candidate_id) == col(Candidate.id))
+                .where(Candidate.known_probe_photo_id == probe_photo.id,
+                       Candidate.reference_photo_id == reference.id, SeenCandidate.user_id == avoid_seen_by)
+            ).first() is not None:
+                continue
+            eyes_sha, face_sha, how = (probe_photo.eye_crop_sha256, probe_photo.face_chip_sha256,
+                                       known_answer.FROM_REFERENCE)
+        eyes, face, seed = _render_probe_side(session, store, eyes_sha, face_sha, rng, how)
         now = utcnow()
-        candidate = Candidate(probe_id=None, sighting_id=None, subject_id=b.subject_id, reference_photo_id=_id(b),
-                              known_probe_photo_id=a.id,
-                              known_truth=Verdict.same.value if want_same else Verdict.different.value,
+        candidate = Candidate(probe_id=None, sighting_id=None, subject_id=reference.subject_id,
+                              reference_photo_id=_id(reference),
+                              known_probe_photo_id=probe_photo.id if probe_photo else None,
+                              known_source_candidate_id=source.id if source else None,
+                              known_probe_eyes_sha256=eyes, known_probe_face_sha256=face, known_truth=truth,
                               score=0.0, distance=0.0, rank=0, priority_at=now, created_at=now)
         session.add(candidate)
         session.flush()
@@ -240,7 +335,9 @@ def create_known_answer_task(session: Session, rng: random.Random | None = None,
             session.add(slot)
         session.flush()
         audit.record(session, "candidate.create_known_answer", object_type="candidate", object_id=candidate.id,
-                     detail={"probe_photo_id": a.id, "reference_photo_id": b.id, "truth": candidate.known_truth})
+                     detail={"probe_photo_id": probe_photo.id if probe_photo else None,
+                             "source_candidate_id": source.id if source else None,
+                             "reference_photo_id": reference.id, "truth": truth, "rendition_seed": seed})
         return candidate
     return None
 
@@ -260,6 +357,7 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
         .where(
             ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
             ReviewSlot.withdrawn == False,  # noqa: E712
+            col(ReviewSlot.voided_at).is_(None),
             ReviewSlot.round == Candidate.current_round,
             or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
@@ -272,7 +370,10 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
         )
     )
     if known_answer:
-        stmt = stmt.where(Candidate.known_truth.is_not(None)).order_by(  # type: ignore[union-attr]
+        # Never a pair made from a real case this recognizer was shown.
+        seen_source = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.known_source_candidate_id),
+                                     col(SeenCandidate.user_id) == user.id)
+        stmt = stmt.where(Candidate.known_truth.is_not(None), ~seen_source).order_by(  # type: ignore[union-attr]
             col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
     else:
         fresh_since = now - dt.timedelta(hours=settings.fresh_sighting_hours)
@@ -312,12 +413,18 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
     """Lease the most urgent slot this recognizer may take (or return the lease they hold); commits.
 
     Returns None when there is nothing for them.  A known-answer task is served
-    instead of a real one at ``settings.known_answer_share``, and only when a real
-    task was there too, so a known-answer task can never be told by an empty queue.
+    instead of a real one at the recognizer's share (``qualification.share_for``:
+    higher on probation), and only when a real task was there too, so a
+    known-answer task can never be told by an empty queue.  A suspended
+    recognizer is refused.
     """
     if not user.has_role(Role.recognizer) or not user.is_active:
         raise _refuse(session, user, "review.next", "forbidden", "Only recognizers can take review tasks.",
                       object_type="user", object_id=user.id, ip=ip)
+    if user.is_suspended:
+        raise _refuse(session, user, "review.next", "suspended", SUSPENDED_MESSAGE,
+                      object_type="user", object_id=user.id, ip=ip)
+    share = qualification.share_for(user, settings)
     rng = rng or random.Random()
     for _attempt in range(3):
         now = utcnow()
@@ -333,9 +440,9 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         if slot is None:
             session.commit()
             return None
-        if settings.known_answer_share > 0 and rng.random() < settings.known_answer_share:
+        if share > 0 and rng.random() < share:
             known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
-            if known is None and create_known_answer_task(session, rng, avoid_seen_by=user.id) is not None:
+            if known is None and create_known_answer_task(session, settings, rng, avoid_seen_by=user.id) is not None:
                 known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
             if known is not None:
                 slot = known
@@ -452,10 +559,13 @@ def candidate_image_sha(session: Session, candidate: Candidate, kind: str) -> st
     """Which stored image shows one side of a candidate (no access check: callers check)."""
     side: Probe | ReferencePhoto | None
     if kind.startswith("probe"):
-        if candidate.probe_id is not None:
-            side = session.get(Probe, candidate.probe_id)
-        else:
-            side = session.get(ReferencePhoto, candidate.known_probe_photo_id)
+        if candidate.is_known_answer:
+            # Only the rendition made for this task: never bytes served anywhere else.
+            sha = candidate.known_probe_eyes_sha256 if kind.endswith("-eyes") else candidate.known_probe_face_sha256
+            if sha is None:
+                raise ReviewError("not_found", "The picture is no longer stored.")
+            return sha
+        side = session.get(Probe, candidate.probe_id)
     else:
         side = session.get(ReferencePhoto, candidate.reference_photo_id)
     if side is None:
@@ -463,7 +573,8 @@ def candidate_image_sha(session: Session, candidate: Candidate, kind: str) -> st
     return side.eye_crop_sha256 if kind.endswith("-eyes") else side.face_chip_sha256
 
 
-def _lock_candidate(session: Session, candidate_id: int) -> Candidate | None:
+def lock_candidate(session: Session, candidate_id: int) -> Candidate | None:
+    """The candidate row, locked for this transaction (the decision of a round is serialised on it)."""
     stmt = select(Candidate).where(Candidate.id == candidate_id).execution_options(populate_existing=True)
     if _is_postgres(session):
         # NO KEY UPDATE: inserting rows that refer to the candidate (seen, slots) does not wait on it.
@@ -472,7 +583,8 @@ def _lock_candidate(session: Session, candidate_id: int) -> Candidate | None:
 
 
 def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, note: str = "",
-                   idempotency_key: str | None = None, ip: str = "") -> VerdictResult:
+                   idempotency_key: str | None = None, ip: str = "",
+                   settings: Settings | None = None) -> VerdictResult:
     """Store one verdict and, if it completes the round, decide the candidate; one transaction, commits.
 
     Idempotent: sending the same verdict again (with the same key, or none) returns
@@ -480,6 +592,10 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
     verdict on an expired lease is refused, not counted, and the slot returns to the queue.
     """
     action = "review.verdict"
+    settings = settings or get_settings()
+    if user.is_suspended:
+        raise _refuse(session, user, action, "suspended", SUSPENDED_MESSAGE + " Your verdict was not counted.",
+                      object_id=slot_id, ip=ip)
     try:
         verdict = Verdict(verdict).value
     except ValueError:
@@ -510,7 +626,7 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
         raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
     # Lock the candidate first: the two verdicts of a round are serialised, so the
     # second one always sees the first and the decision is taken exactly once.
-    candidate = _lock_candidate(session, peek.candidate_id)
+    candidate = lock_candidate(session, peek.candidate_id)
     slot = session.exec(select(ReviewSlot).where(ReviewSlot.id == slot_id)
                         .execution_options(populate_existing=True)).one()
     assert candidate is not None
@@ -532,7 +648,8 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
         raise _refuse(session, user, action, "conflict",
                       "You already gave a different verdict on this task; it cannot be changed.",
                       object_id=slot_id, ip=ip)
-    if slot.withdrawn or candidate.status != CandidateStatus.open.value or slot.round != candidate.current_round:
+    if (slot.withdrawn or slot.voided_at is not None or candidate.status != CandidateStatus.open.value
+            or slot.round != candidate.current_round):
         raise _refuse(session, user, action, "withdrawn",
                       "This task was withdrawn (the subject was closed). Your verdict was not counted.",
                       object_id=slot_id, ip=ip)
@@ -557,6 +674,8 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
     slot.note = note
     slot.verdict_at = now
     slot.idempotency_key = stored_key
+    # The author's standing as it was when they answered (shown with a flag's evidence).
+    slot.reviewer_record = qualification.record_for(session, user).snapshot()
     session.add(slot)
     try:
         session.flush()
@@ -571,17 +690,28 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
                  detail={"candidate_id": candidate.id, "round": slot.round, "verdict": verdict,
                          "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
     decided = _decide_if_complete(session, candidate, now)
+    if candidate.is_known_answer:
+        # A known-answer verdict may end probation, or suspend the account (voiding its undecided verdicts).
+        qualification.reassess(session, user, settings)
     session.commit()
     return VerdictResult(slot, replayed=False, decided=decided)
 
 
+def _counting_slots(session: Session, candidate_id: int) -> list[ReviewSlot]:
+    """A candidate's slots that count: not withdrawn, not voided."""
+    return list(session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate_id,
+                                                      ReviewSlot.withdrawn == False,  # noqa: E712
+                                                      col(ReviewSlot.voided_at).is_(None))
+                             .order_by(col(ReviewSlot.round), col(ReviewSlot.slot_no))).all())
+
+
 def _decide_if_complete(session: Session, candidate: Candidate, now: dt.datetime) -> str | None:
-    slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
-                                                  ReviewSlot.withdrawn == False)).all()  # noqa: E712
+    slots = _counting_slots(session, _id(candidate))
     current = [s for s in slots if s.round == candidate.current_round]
     if len(current) < SLOTS_PER_ROUND or any(s.verdict is None for s in current):
         return None
-    outcome = outcome_for(s.verdict for s in slots if s.verdict is not None)
+    # This round alone decides: earlier rounds' verdicts are never pooled in.
+    outcome = outcome_for(sorted(s.verdict for s in current if s.verdict is not None))
     if candidate.is_known_answer:
         # A known-answer pair measures the recognizers; it never flags.
         final = CandidateStatus.cleared
@@ -594,7 +724,7 @@ def _decide_if_complete(session: Session, candidate: Candidate, now: dt.datetime
     audit.record(session, "candidate.decide", object_type="candidate", object_id=candidate.id,
                  detail={"outcome": final.value, "round": candidate.current_round,
                          "known_answer": candidate.is_known_answer,
-                         "verdicts": [[s.round, s.slot_no, s.reviewer_id, s.verdict] for s in slots]})
+                         "verdicts": [[s.round, s.slot_no, s.reviewer_id, s.verdict] for s in current]})
     if final is CandidateStatus.flagged:
         flags.raise_flag(session, candidate)
     return final.value
@@ -602,7 +732,7 @@ def _decide_if_complete(session: Session, candidate: Candidate, now: dt.datetime
 
 # Managers
 def eligible_recognizers(session: Session, candidate: Candidate) -> list[User]:
-    """Active recognizers never shown this candidate, who did not upload its sighting."""
+    """Active, unsuspended recognizers never shown this candidate, who did not upload its sighting."""
     seen = select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == candidate.id)
     users = session.exec(select(User).where(User.is_active == True, User.id.not_in(seen))  # type: ignore[union-attr]  # noqa: E712
                          .order_by(col(User.id))).all()
@@ -610,11 +740,14 @@ def eligible_recognizers(session: Session, candidate: Candidate) -> list[User]:
     if candidate.sighting_id is not None:
         sighting = session.get(Sighting, candidate.sighting_id)
         uploader = sighting.uploaded_by if sighting else None
-    return [u for u in users if u.has_role(Role.recognizer) and u.id != uploader]
+    return [u for u in users if u.has_role(Role.recognizer) and u.id != uploader and not u.is_suspended]
 
 
 def escalate(session: Session, manager: User, candidate_id: int, ip: str = "") -> Candidate:
-    """Send a disputed candidate to two further recognizers who have not seen it; commits."""
+    """Send a disputed candidate to a new round of two recognizers who have not seen it; commits.
+
+    At most ``MAX_ROUNDS`` rounds in all: a candidate disputed in its last round stays disputed.
+    """
     action = "review.escalate"
     if not manager.has_role(Role.manager):
         raise _refuse(session, manager, action, "forbidden", "Only managers can escalate a disputed candidate.",
@@ -629,7 +762,7 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "") -
                       "its candidates cannot be escalated.", object_type="candidate", object_id=candidate_id, ip=ip)
     if on_watchlist is not None and session.get(SeenCandidate, (candidate_id, manager.id)) is None:
         session.add(SeenCandidate(candidate_id=candidate_id, user_id=_id(manager)))
-    candidate = _lock_candidate(session, candidate_id)
+    candidate = lock_candidate(session, candidate_id)
     if candidate is None or candidate.is_known_answer:
         raise _refuse(session, manager, action, "not_found", "No such disputed candidate.",
                       object_type="candidate", object_id=candidate_id, ip=ip)
@@ -637,6 +770,11 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "") -
         raise _refuse(session, manager, action, "conflict",
                       f"Only a disputed candidate can be escalated; this one is {candidate.status}.",
                       object_type="candidate", object_id=candidate_id, ip=ip)
+    if candidate.current_round >= MAX_ROUNDS:
+        raise _refuse(session, manager, action, "conflict",
+                      f"This candidate has had {candidate.current_round} rounds, the most there can be; "
+                      "it stays disputed.", object_type="candidate", object_id=candidate_id,
+                      detail={"round": candidate.current_round}, ip=ip)
     subject = session.get(Subject, candidate.subject_id)
     if subject is None or subject.status != SubjectStatus.active.value:
         raise _refuse(session, manager, action, "conflict", "The subject is no longer active on the watchlist.",
@@ -698,6 +836,15 @@ class DisputedCandidate:
     verdicts: list[ReviewSlot]
     eligible: int
 
+    @property
+    def final(self) -> bool:
+        """Disputed in its last possible round: it can no longer be escalated."""
+        return self.candidate.current_round >= MAX_ROUNDS
+
+    @property
+    def last_round(self) -> list[ReviewSlot]:
+        return [s for s in self.verdicts if s.round == self.candidate.current_round]
+
 
 def disputed_candidates(session: Session, limit: int = 200) -> list[DisputedCandidate]:
     """Disputed real candidates on active subjects, oldest first, with their verdicts (managers only)."""
@@ -709,9 +856,7 @@ def disputed_candidates(session: Session, limit: int = 200) -> list[DisputedCand
     ).all()
     out = []
     for candidate, subject in rows:
-        slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
-                                                      ReviewSlot.verdict.is_not(None))  # type: ignore[union-attr]
-                             .order_by(col(ReviewSlot.round), col(ReviewSlot.slot_no))).all()
+        slots = [s for s in _counting_slots(session, _id(candidate)) if s.verdict is not None]
         out.append(DisputedCandidate(candidate, subject, list(slots), len(eligible_recognizers(session, candidate))))
     return out
 

@@ -26,6 +26,9 @@ class VerdictEvidencePublic(BaseModel):
     round: int
     note: str
     revealed_full_faces: bool
+    reviewer_record: dict[str, object] | None = Field(
+        default=None, description="The recognizer's known-answer record when they gave this verdict")
+    voided: str = Field(default="", description="Why this verdict no longer counts, if it does not")
 
 
 class FlagPublic(BaseModel):
@@ -93,7 +96,8 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
     return FlagDetail(**_public(session, flag).model_dump(), images=images,
                       verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,  # type: ignore[arg-type]
                                                       round=v.round, note=v.note,
-                                                      revealed_full_faces=v.revealed_full_faces)
+                                                      revealed_full_faces=v.revealed_full_faces,
+                                                      reviewer_record=v.record, voided=v.voided)
                                 for v in ev.verdicts],
                       reports=[FlagReportPublic(reporter=r.reporter, outcome=r.outcome, note=r.note, at=r.at)  # type: ignore[arg-type]
                                for r in ev.reports])

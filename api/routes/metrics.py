@@ -18,7 +18,9 @@ router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 def _plain(m: metrics.Metrics) -> dict[str, Any]:
     data = dataclasses.asdict(m)
     data["dispute_rate"] = m.dispute_rate
-    data["known_answer"] = [{**dataclasses.asdict(k), "accuracy": k.accuracy} for k in m.known_answer]
+    data["known_answer"] = [{**dataclasses.asdict(k), "accuracy": k.accuracy, "same_bounds": k.same_bounds,
+                             "different_bounds": k.different_bounds} for k in m.known_answer]
+    data["rounds"] = [{**dataclasses.asdict(t), "dispute_rate": t.dispute_rate} for t in m.rounds]
     data["throughput"] = [{**dataclasses.asdict(t), "per_hour": t.per_hour} for t in m.throughput]
     data["bands"] = [{**dataclasses.asdict(b), "label": b.label, "precision": b.precision} for b in m.bands]
     data["hourly"] = [{"hour": h.isoformat(), "verdicts": n} for h, n in m.hourly]

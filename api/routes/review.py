@@ -12,15 +12,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from triage import review
+from triage import qualification, review
 from triage.deps import ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
 from triage.models import StoredImage, Subject
 from triage.release import releases_session
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
-ERROR_STATUS = {"not_found": 404, "forbidden": 403, "lease_expired": 409, "conflict": 409, "withdrawn": 409,
-                "invalid": 422}
+ERROR_STATUS = {"not_found": 404, "forbidden": 403, "suspended": 403, "lease_expired": 409, "conflict": 409,
+                "withdrawn": 409, "invalid": 422}
 
 
 # Schemas
@@ -108,13 +108,13 @@ def create_reveal(request: Request, slot_id: int, session: SessionDep, user: Rec
                                              "was already given"}})
 @releases_session
 def create_verdict(request: Request, slot_id: int, body: VerdictCreate, response: Response, session: SessionDep,
-                   user: RecognizerUser,
+                   settings: SettingsDep, user: RecognizerUser,
                    idempotency_key: Annotated[str | None, Header(max_length=review.IDEMPOTENCY_KEY_MAX)] = None,
                    ) -> VerdictPublic:
     """Give your verdict on a task you hold; safe to retry with the same Idempotency-Key."""
     try:
         result = review.submit_verdict(session, user, slot_id, body.verdict, body.note, idempotency_key,
-                                       client_ip(request))
+                                       client_ip(request), settings=settings)
     except review.ReviewError as exc:
         raise _error(exc) from None
     if result.replayed:
@@ -176,3 +176,57 @@ def create_escalation(request: Request, candidate_id: int, session: SessionDep, 
     return DisputePublic(candidate_id=candidate.id, subject_id=candidate.subject_id,  # type: ignore[arg-type]
                          subject_name=subject.name if subject else "", round=candidate.current_round, verdicts=[],
                          eligible_recognizers=len(review.eligible_recognizers(session, candidate)))
+
+
+# Managers: recognizers' standing on known-answer tasks, and reinstatement
+class KindRecordPublic(BaseModel):
+    correct: int
+    answered: int
+    lower: float = Field(description="95% Wilson lower bound of the accuracy")
+    upper: float = Field(description="95% Wilson upper bound of the accuracy")
+
+
+class RecognizerStanding(BaseModel):
+    user_id: int
+    username: str
+    qualification: Literal["probation", "qualified", "suspended"]
+    known_same: KindRecordPublic
+    known_different: KindRecordPublic
+
+
+class RecognizerStandings(BaseModel):
+    data: list[RecognizerStanding]
+    count: int
+    bar: float = Field(description="MIATARI_QUALIFICATION_MIN_ACCURACY")
+
+
+def _kind(rec: qualification.KindRecord) -> KindRecordPublic:
+    lo, hi = rec.bounds
+    return KindRecordPublic(correct=rec.correct, answered=rec.answered, lower=round(lo, 4), upper=round(hi, 4))
+
+
+def _standing(st: qualification.Standing) -> RecognizerStanding:
+    return RecognizerStanding(user_id=st.user.id, username=st.user.username,  # type: ignore[arg-type]
+                              qualification=st.user.qualification,  # type: ignore[arg-type]
+                              known_same=_kind(st.record.same), known_different=_kind(st.record.different))
+
+
+@router.get("/recognizers")
+@releases_session
+def read_recognizers(session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> RecognizerStandings:
+    """Every recognizer's qualification and known-answer record, suspended first."""
+    rows = qualification.standings(session)
+    return RecognizerStandings(data=[_standing(r) for r in rows], count=len(rows),
+                               bar=settings.qualification_min_accuracy)
+
+
+@router.post("/recognizers/{user_id}/reinstate")
+@releases_session
+def create_reinstatement(request: Request, user_id: int, session: SessionDep,
+                         manager: ManagerUser) -> RecognizerStanding:
+    """Put a suspended recognizer back on probation, with a fresh known-answer record."""
+    try:
+        user = qualification.reinstate(session, manager, user_id, client_ip(request))
+    except qualification.QualificationError as exc:
+        raise HTTPException(ERROR_STATUS.get(exc.code, 400), exc.message) from None
+    return _standing(qualification.Standing(user, qualification.record_for(session, user)))

@@ -66,7 +66,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         review.escalate(session, manager, c3.id)
         # A known-answer pair answered by c and d.
         make_subject(session, store, photos=2)
-        ka = review.create_known_answer_task(session, avoid_seen_by=None)
+        ka = review.create_known_answer_task(session, settings, avoid_seen_by=None)
         session.commit()
         for user, verdict in ((c, ka.known_truth), (d, "cannot_tell")):
             slot = next(s for s in session.exec(review.select(ReviewSlot).where(
@@ -146,3 +146,33 @@ def test_a_window_counts_only_what_happened_in_it(session, settings, user_factor
                  (None, "2026-13-01"), (None, "2026-02-01", "2026-01-31")):
         with pytest.raises(metrics.BadWindow):
             metrics.parse_window(*args)
+
+
+def test_rounds_are_counted_on_their_own_and_voided_verdicts_left_out(session, settings, user_factory):
+    from triage import qualification
+
+    officer = user_factory(Role.officer, username="off")
+    manager = user_factory(Role.manager, username="mgr")
+    a, b, c, d, e = (user_factory(Role.recognizer, username=n) for n in ("ann", "bob", "cat", "dan", "eve"))
+    store = image_store(settings)
+    cand = make_candidate(session, store, settings, officer.id)
+    other = make_candidate(session, store, settings, officer.id)
+    session.commit()
+    _answer(session, settings, a, "same")
+    _answer(session, settings, b, "different")      # round 1 of cand: disputed
+    review.escalate(session, manager, cand.id)
+    _answer(session, settings, c, "same")
+    _answer(session, settings, d, "same")           # round 2 of cand, on its own: flagged
+    t = review.next_task(session, e, settings)      # e answers 'other' and is then suspended
+    assert t.candidate.id == other.id
+    review.submit_verdict(session, e, t.slot_id, "same")
+    qualification.suspend(session, e, reason="test")
+    session.commit()
+    m = metrics.compute(session)
+    assert [(r.round, r.completed, r.flagged, r.cleared, r.disputed) for r in m.rounds] == [
+        (1, 1, 0, 0, 1), (2, 1, 1, 0, 0)]
+    assert m.items == 2 and m.dispute_rate == 1.0 and m.voided_verdicts == 1
+    # The voided verdict is no round of 'other': its slot is open again, in the queue.
+    assert m.queue_slots == 2 and m.queue_candidates == 1
+    rows = list(csv.reader(io.StringIO(metrics.export_csv(m))))
+    assert ["round_dispute_rate", "2", "0.0000", "1"] in rows and ["voided_verdicts", "all", "1", ""] in rows

@@ -176,3 +176,36 @@ def test_every_table_pointing_at_a_sighting_is_handled() -> None:
     found = {(t.name, fk.parent.name) for t in SQLModel.metadata.tables.values() for fk in t.foreign_keys
              if fk.column.table.name in doomed}
     assert found <= handled, f"not handled by triage.retention: {sorted(found - handled)}"
+
+
+def test_known_answer_renditions_made_from_a_swept_sighting_go_with_it(engine: Engine, settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    """A known-answer pair made from a settled case keeps its verdicts, but not the pictures of a sighting
+    that retention deleted; an open one is withdrawn."""
+    store = ImageStore(tmp_path / "images")
+    with frozen(T0) as clock:
+        w = World(engine, store)
+        old_cleared, _ = w.sighting("old-cleared")
+        with Session(engine) as s:
+            source = s.exec(select(Candidate).where(Candidate.sighting_id == old_cleared)).one()
+            renditions = [store_image(s, store, f"rendition-{i}".encode(), "image/png") for i in range(2)]
+            pair = Candidate(probe_id=None, sighting_id=None, subject_id=w.subject_id, reference_photo_id=w.ref_id,
+                             known_source_candidate_id=source.id, known_truth="different",
+                             known_probe_eyes_sha256=renditions[0], known_probe_face_sha256=renditions[1],
+                             score=0.0, distance=0.0, rank=0)
+            s.add(pair)
+            s.flush()
+            s.add(ReviewSlot(candidate_id=pair.id, slot_no=1, reviewer_id=w.rec_a.id, verdict="different",
+                             verdict_at=T0))
+            s.add(ReviewSlot(candidate_id=pair.id, slot_no=2))
+            s.commit()
+            pair_id = pair.id
+        clock.advance(days=settings.retention_days_unflagged + 1)
+        retention.run(engine, settings, store)
+    with Session(engine) as s:
+        pair = s.get(Candidate, pair_id)
+        assert pair.status == "withdrawn" and pair.known_probe_eyes_sha256 is None
+        slots = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == pair_id)).all()
+        assert sorted((x.verdict or "", x.withdrawn) for x in slots) == [("", True), ("different", False)]
+        for sha in renditions:
+            assert s.get(StoredImage, sha) is None and not store.exists(sha)

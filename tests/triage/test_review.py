@@ -50,14 +50,16 @@ def _cand(session, store, settings, officer, **kw) -> Candidate:
     (["same", "different"], "disputed"),
     (["cannot_tell", "cannot_tell"], "disputed"),
     (["different", "cannot_tell"], "disputed"),
-    (["same", "cannot_tell", "same", "same"], "flagged"),
-    # Every verdict same-or-cannot-tell with at least two 'same' (after an escalation): a flag.
-    (["same", "cannot_tell", "same", "cannot_tell"], "flagged"),
-    (["same", "different", "same", "same"], "disputed"),
-    (["different", "cannot_tell", "different", "different"], "cleared"),
 ])
 def test_outcome_rule(verdicts, expected):
     assert outcome_for(verdicts).value == expected
+
+
+@pytest.mark.parametrize("verdicts", [["same"], ["same", "same", "same"], ["same", "cannot_tell", "same", "same"]])
+def test_outcome_rule_takes_one_round_of_two(verdicts):
+    """Verdicts are never pooled: the rule refuses anything but the two verdicts of one round."""
+    with pytest.raises(ValueError):
+        outcome_for(verdicts)
 
 
 def test_create_candidates_keeps_threshold_and_k(session, store, settings, people):
@@ -246,15 +248,62 @@ def test_dispute_escalation_to_unseen_recognizers(session, store, settings, peop
     assert err.value.code == "conflict"
 
 
-def test_escalation_with_a_different_verdict_never_flags(session, store, settings, people):
+def test_each_round_decides_on_its_own(session, store, settings, people):
+    """A split round 1 does not block round 2: round 2's two 'same' flag, and the flag rests on them."""
     officer, manager, (a, b, c, d, e) = people
     cand = _cand(session, store, settings, officer)
     _answer(session, settings, a, "same")
-    _answer(session, settings, b, "different")
+    assert _answer(session, settings, b, "different").decided == "disputed"
     review.escalate(session, manager, cand.id)
     _answer(session, settings, c, "same")
-    assert _answer(session, settings, d, "same").decided == "disputed"
+    assert _answer(session, settings, d, "same").decided == "flagged"
+    session.expire_all()
+    (flag,) = session.exec(select(Flag)).all()
+    decide = session.exec(select(AuditEntry).where(AuditEntry.action == "candidate.decide")
+                          .order_by(AuditEntry.id.desc())).first()
+    assert sorted(v[2] for v in decide.detail["verdicts"]) == sorted([c.id, d.id])
+
+
+def test_verdicts_are_never_pooled_across_rounds(session, store, settings, people):
+    """(same, cannot tell) then (same, cannot tell): no round agreed, so no flag (pooled, it would have been one)."""
+    officer, manager, (a, b, c, d, e) = people
+    cand = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "same")
+    _answer(session, settings, b, "cannot_tell")
+    review.escalate(session, manager, cand.id)
+    _answer(session, settings, c, "same")
+    assert _answer(session, settings, d, "cannot_tell").decided == "disputed"
     assert session.exec(select(Flag)).first() is None
+    # Round 2 of (different, cannot tell) after a round 1 of (different, different) would be cleared if pooled.
+    cand2 = _cand(session, store, settings, officer)
+    _answer(session, settings, e, "different")
+    _answer(session, settings, a, "cannot_tell")
+    review.escalate(session, manager, cand2.id)
+    _answer(session, settings, b, "different")
+    assert _answer(session, settings, c, "different").decided == "cleared"
+
+
+def test_at_most_three_rounds(session, store, settings, user_factory):
+    officer = user_factory(Role.officer)
+    manager = user_factory(Role.manager)
+    recs = [user_factory(Role.recognizer) for _ in range(8)]
+    cand = _cand(session, store, settings, officer)
+    for rnd in range(review.MAX_ROUNDS):
+        _answer(session, settings, recs[2 * rnd], "same")
+        assert _answer(session, settings, recs[2 * rnd + 1], "different").decided == "disputed"
+        if rnd < review.MAX_ROUNDS - 1:
+            review.escalate(session, manager, cand.id)
+    with pytest.raises(ReviewError) as err:
+        review.escalate(session, manager, cand.id)
+    assert err.value.code == "conflict" and "stays disputed" in err.value.message
+    session.expire_all()
+    row = session.get(Candidate, cand.id)
+    assert row.status == "disputed" and row.current_round == review.MAX_ROUNDS
+    assert len(session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()) == 6
+    refusal = session.exec(select(AuditEntry).where(AuditEntry.action == "review.escalate")
+                           .order_by(AuditEntry.id.desc())).first()
+    assert refusal.outcome == "denied"
+    assert review.next_task(session, recs[6], settings) is None
 
 
 def test_escalation_needs_two_unseen_recognizers(session, store, settings, user_factory):
@@ -328,7 +377,8 @@ def test_known_answer_tasks_served_at_share_and_never_flag(session, store, setti
             t = review.next_task(session, user, settings, rng=rng)
             if t.candidate.is_known_answer:
                 known += 1
-            review.submit_verdict(session, user, t.slot_id, "same")
+            # Careful recognizers: the truth on known-answer pairs (always 'same' would get them suspended).
+            review.submit_verdict(session, user, t.slot_id, t.candidate.known_truth or "same")
     assert 15 <= known <= 45  # about half of 60
     session.expire_all()
     ka = session.exec(select(Candidate).where(Candidate.known_truth.is_not(None))).all()
@@ -336,11 +386,16 @@ def test_known_answer_tasks_served_at_share_and_never_flag(session, store, setti
     assert all(c.known_truth in {"same", "different"} for c in ka)
     flags = session.exec(select(Flag)).all()
     assert all(session.get(Candidate, f.candidate_id).known_truth is None for f in flags)
-    # The truth follows the photos.
+    # The truth follows the photos, or the settled case the pair was made from.
     for c in ka:
-        p = session.get(review.ReferencePhoto, c.known_probe_photo_id)
         q = session.get(review.ReferencePhoto, c.reference_photo_id)
-        assert (p.subject_id == q.subject_id) == (c.known_truth == "same")
+        if c.known_probe_photo_id is not None:
+            p = session.get(review.ReferencePhoto, c.known_probe_photo_id)
+            assert (p.subject_id == q.subject_id) == (c.known_truth == "same")
+        else:
+            source = session.get(Candidate, c.known_source_candidate_id)
+            assert source.reference_photo_id == c.reference_photo_id
+            assert source.status == ("flagged" if c.known_truth == "same" else "cleared")
 
 
 def test_known_answer_not_served_when_queue_empty(session, store, settings, people):
@@ -400,3 +455,30 @@ def test_closing_a_flag_as_not_located_leaves_the_subject_wanted(session, store,
     flags.close(session, manager, flag.id, "not_located")
     session.expire_all()
     assert session.get(Subject, cand.subject_id).status == "active"
+
+
+def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recognizer(session, store, settings,
+                                                                                   people):
+    officer, _, (a, b, c, *_) = people
+    flagged = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "same")
+    _answer(session, settings, b, "same")
+    cleared = _cand(session, store, settings, officer)
+    _answer(session, settings, a, "different")
+    _answer(session, settings, b, "different")
+    make_subject(session, store, photos=2)
+    session.commit()
+    made = [review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=c.id)
+            for i in range(8)]
+    session.commit()
+    sources = {m.known_source_candidate_id: m.known_truth for m in made}
+    # c has seen neither case: every pair is made from one of them, with the truth its round settled.
+    assert sources == {flagged.id: "same", cleared.id: "different"}
+    for m in made:
+        probe = session.get(review.Probe, session.get(Candidate, m.known_source_candidate_id).probe_id)
+        assert m.known_probe_eyes_sha256 not in {probe.eye_crop_sha256, probe.face_chip_sha256}
+        assert m.reference_photo_id == session.get(Candidate, m.known_source_candidate_id).reference_photo_id
+    # a has seen both: its pairs come from reference photos.
+    for i in range(4):
+        m = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
+        assert m.known_source_candidate_id is None and m.known_probe_photo_id is not None

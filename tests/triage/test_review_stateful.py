@@ -23,9 +23,9 @@ from sqlmodel import Session, select
 
 from tests.conftest import USE_POSTGRES, add_user, make_settings
 from tests.factories import image_store, make_candidate, make_subject
-from triage import clock, review
+from triage import clock, qualification, review
 from triage.db import make_engine
-from triage.models import AuditEntry, Candidate, Flag, ReviewSlot, Role
+from triage.models import AuditEntry, Candidate, Flag, ReviewSlot, Role, User
 from triage.review import ReviewError, outcome_for
 
 N_RECOGNIZERS = 6
@@ -52,6 +52,9 @@ class ReviewMachine(RuleBasedStateMachine):
         # Model: accepted verdicts (slot → (reviewer, verdict)) and the lease each recognizer was given.
         self.accepted: dict[int, tuple[int, str]] = {}
         self.held: dict[int, tuple[int, dt.datetime]] = {}
+        # The model of qualification: who is suspended, and the known-answer answers that count for each.
+        self.suspended: set[int] = set()
+        self.record_from: dict[int, dt.datetime] = {}
 
     def teardown(self) -> None:
         self.session.close()
@@ -75,11 +78,21 @@ class ReviewMachine(RuleBasedStateMachine):
         make_candidate(self.session, self.store, self.settings, self.officer.id)
         self.session.commit()
 
+    def _user(self, i: int) -> User:
+        user = self.session.get(User, self.recs[i].id)
+        self.session.refresh(user)
+        return user
+
     @rule(i=st.integers(0, N_RECOGNIZERS - 1))
     def next(self, i: int) -> None:
-        user = self.recs[i]
+        user = self._user(i)
         now = clock.utcnow()
         before = self.held.get(user.id)
+        if user.id in self.suspended:
+            with pytest.raises(ReviewError) as err:
+                review.next_task(self.session, user, self.settings, rng=self.rng)
+            assert err.value.code == "suspended"
+            return
         task = review.next_task(self.session, user, self.settings, rng=self.rng)
         if before is not None and before[0] not in self.accepted and now <= before[1]:
             assert task is not None and task.slot_id == before[0], "a live lease must be handed back"
@@ -89,29 +102,37 @@ class ReviewMachine(RuleBasedStateMachine):
 
     @rule(i=st.integers(0, N_RECOGNIZERS - 1), verdict=st.sampled_from(VERDICTS), keyed=st.booleans())
     def give_verdict(self, i: int, verdict: str, keyed: bool) -> None:
-        user = self.recs[i]
+        user = self._user(i)
         if user.id not in self.held:
             return
         slot_id, expires = self.held[user.id]
+        if user.id in self.suspended:
+            with pytest.raises(ReviewError) as err:
+                review.submit_verdict(self.session, user, slot_id, verdict, settings=self.settings)
+            assert err.value.code == "suspended"
+            return
         key = f"k{slot_id}-{verdict}" if keyed else None
         live = clock.utcnow() <= expires
         if slot_id in self.accepted and self.accepted[slot_id][0] != user.id:
             # The lease ran out and someone else answered: a late verdict is refused, not counted.
             with pytest.raises(ReviewError) as err:
-                review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key)
+                review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key,
+                                      settings=self.settings)
             assert err.value.code == "lease_expired" and not live
             del self.held[user.id]
             return
         if slot_id in self.accepted:
             # A resend: the same verdict is a replay, another one is refused; nothing changes either way.
             try:
-                r = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key)
+                r = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key,
+                                      settings=self.settings)
                 assert r.replayed and self.accepted[slot_id][1] == verdict
             except ReviewError as e:
                 assert e.code == "conflict"
             return
         try:
-            result = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key)
+            result = review.submit_verdict(self.session, user, slot_id, verdict, idempotency_key=key,
+                                      settings=self.settings)
         except ReviewError as e:
             assert not live, f"a verdict on a live lease was refused: {e.message}"
             assert e.code in {"lease_expired", "forbidden"}
@@ -120,6 +141,28 @@ class ReviewMachine(RuleBasedStateMachine):
         assert live, "a verdict on an expired lease was accepted"
         assert not result.replayed
         self.accepted[slot_id] = (user.id, verdict)
+        self._expect_standing(user.id)
+
+    def _expect_standing(self, user_id: int) -> None:
+        """The model's verdict on the account: suspended once an upper Wilson bound is below the bar."""
+        s = self.session
+        tally = {"same": [0, 0], "different": [0, 0]}
+        for sid, (uid, verdict) in self.accepted.items():
+            if uid != user_id:
+                continue
+            slot = s.get(ReviewSlot, sid)
+            cand = s.get(Candidate, slot.candidate_id)
+            since = self.record_from.get(uid)
+            if cand.known_truth is None or (since is not None and slot.verdict_at < since):
+                continue
+            tally[cand.known_truth][0] += int(verdict == cand.known_truth)
+            tally[cand.known_truth][1] += 1
+        bar = self.settings.qualification_min_accuracy
+        if any(n and qualification.wilson(k, n)[1] < bar for k, n in tally.values()):
+            self.suspended.add(user_id)
+        user = s.get(User, user_id)
+        s.refresh(user)
+        assert (user.qualification == "suspended") == (user_id in self.suspended)
 
     @rule(i=st.integers(0, N_RECOGNIZERS - 1), j=st.integers(0, 50), verdict=st.sampled_from(VERDICTS))
     def meddle(self, i: int, j: int, verdict: str) -> None:
@@ -141,6 +184,18 @@ class ReviewMachine(RuleBasedStateMachine):
         review.expire_leases(self.session)
         self.session.commit()
 
+    @rule(i=st.integers(0, N_RECOGNIZERS - 1))
+    def reinstate(self, i: int) -> None:
+        user = self._user(i)
+        if user.id in self.suspended:
+            qualification.reinstate(self.session, self.manager, user.id)
+            self.suspended.discard(user.id)
+            self.record_from[user.id] = clock.utcnow()
+            self.held.pop(user.id, None)
+        else:
+            with pytest.raises(qualification.QualificationError):
+                qualification.reinstate(self.session, self.manager, user.id)
+
     @rule(j=st.integers(0, 20))
     def escalate(self, j: int) -> None:
         s = self.session
@@ -149,7 +204,7 @@ class ReviewMachine(RuleBasedStateMachine):
         cand = s.get(Candidate, cid)
         s.refresh(cand)
         eligible = len(review.eligible_recognizers(s, cand))
-        should = cand.status == "disputed" and eligible >= 2
+        should = cand.status == "disputed" and eligible >= 2 and cand.current_round < review.MAX_ROUNDS
         try:
             review.escalate(s, self.manager, cid)
             assert should, "escalation of a candidate that may not be escalated"
@@ -175,22 +230,30 @@ class ReviewMachine(RuleBasedStateMachine):
         for x in slots:
             by_cand.setdefault(x.candidate_id, []).append(x)
         flags = {f.candidate_id: f for f in s.exec(select(Flag)).all()}
+        users = {u.id: u for u in s.exec(select(User)).all()}
         for cand in s.exec(select(Candidate)).all():
             cs = by_cand[cand.id]
-            verdicts = [x.verdict for x in cs if x.verdict is not None]
-            current = [x for x in cs if x.round == cand.current_round]
-            assert len(current) == 2
+            counting = [x for x in cs if x.voided_at is None]
+            current = [x for x in counting if x.round == cand.current_round]
+            # Two counting slots per round, always; a voided one keeps its verdict and its author.
+            assert len(current) == 2 and cand.current_round <= review.MAX_ROUNDS
+            for x in cs:
+                if x.voided_at is not None:
+                    author = users[x.reviewer_id]
+                    assert x.verdict is not None and (author.qualification == "suspended"
+                                                      or author.qualification_since >= x.voided_at)
             if cand.status == "open":
                 assert any(x.verdict is None for x in current)
             else:
                 assert all(x.verdict is not None for x in current)
-                expected = "cleared" if cand.is_known_answer else outcome_for(verdicts).value
+                # Each round decides on its own: the current round's two verdicts, nothing pooled.
+                expected = "cleared" if cand.is_known_answer else outcome_for(sorted(x.verdict for x in current)).value
                 assert cand.status == expected
-            # No flag without two 'same person' verdicts by two distinct accounts, and never on a known answer.
+            # No flag without two 'same person' verdicts in one round by two distinct accounts; never on a known answer.
             if cand.id in flags:
-                same_by = {x.reviewer_id for x in cs if x.verdict == "same"}
-                assert len(same_by) >= 2 and not cand.is_known_answer and cand.status == "flagged"
-                assert "different" not in verdicts
+                assert not cand.is_known_answer and cand.status == "flagged"
+                assert [x.verdict for x in current] == ["same", "same"]
+                assert len({x.reviewer_id for x in current}) == 2
             else:
                 assert cand.status != "flagged"
 

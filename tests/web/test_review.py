@@ -251,3 +251,50 @@ def test_metrics_over_a_period_on_the_page_in_the_csv_and_the_api(make_client, c
     body = boss.get("/api/metrics", params={"days": "30"}).json()
     assert body["window"]["label"] == "last 30 days" and body["window"]["days"] == 30 and body["flags_raised"] == 1
     assert ann.get("/metrics", params={"days": "7"}).status_code == 403
+
+
+def test_a_known_answer_task_page_and_its_bytes_give_nothing_away(make_client, engine, settings, user_factory):
+    """Same page as a real task, and its sighting picture is bytes found nowhere else: not a reference
+    photo's crop (served as the wanted-person side of real tasks), not another task's."""
+    import hashlib
+
+    from tests.factories import make_subject
+    from triage.models import ReferencePhoto, StoredImage
+
+    officer = user_factory(Role.officer, username="officer")
+    user_factory(Role.recognizer, username="ann")
+    store = image_store(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        for _ in range(2):
+            make_subject(s, store, photos=2)
+        for _ in range(12):
+            make_candidate(s, store, settings, officer.id)
+        s.commit()
+    ann = make_client(known_answer_share=0.5)
+    login(ann, "ann")
+    pages: dict[str, str] = {}
+    for _ in range(12):
+        slot_id = _take(ann)
+        with Session(engine) as s:
+            cand = s.get(Candidate, s.get(ReviewSlot, slot_id).candidate_id)
+            reference_bytes = {store.get(x) for p in s.exec(select(ReferencePhoto)).all()
+                               for x in (p.eye_crop_sha256, p.face_chip_sha256)}
+            stored = {x.sha256 for x in s.exec(select(StoredImage)).all()}
+        kind = "known" if cand.known_truth else "real"
+        html = ann.get(f"/review/slots/{slot_id}").content.decode()
+        pages.setdefault(kind, re.sub(r"\d+", "N", re.sub(r'value="[^"]{20,}"', "", html)))
+        for word in ("known", "truth", "CASE-", "rendition", "seed"):
+            assert word not in html, word
+        ann.post(f"/review/slots/{slot_id}/reveal")
+        probe = [ann.get(f"/review/slots/{slot_id}/probe-{k}.png").content for k in ("eyes", "face")]
+        assert all(p[:4] == b"\x89PNG" for p in probe)
+        if kind == "known":
+            assert not any(p in reference_bytes for p in probe)
+            assert {hashlib.sha256(p).hexdigest() for p in probe} == {cand.known_probe_eyes_sha256,
+                                                                        cand.known_probe_face_sha256}
+            assert all(hashlib.sha256(p).hexdigest() in stored for p in probe)
+        _verdict(ann, slot_id, cand.known_truth or "cannot_tell")
+        if len(pages) == 2:
+            break
+    assert set(pages) == {"known", "real"}
+    assert pages["known"] == pages["real"]

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
 
-from triage import metrics, review
-from triage.deps import ManagerUser, SessionDep, client_ip
+from triage import metrics, qualification, review
+from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
 from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
@@ -140,3 +140,30 @@ def create_escalation(request: Request, candidate_id: int, session: SessionDep, 
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/disputes?escalated={candidate_id}", request)
+
+
+def _recognizers_page(request: Request, session: SessionDep, settings: SettingsDep,
+                      messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
+    return render(request, "recognizers.html", {  # type: ignore[no-any-return]
+        "standings": qualification.standings(session), "bar": settings.qualification_min_accuracy,
+        "messages": messages or []}, status_code=status_code)
+
+
+@router.get("/recognizers")
+@releases_session
+def read_recognizers(request: Request, session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> Response:
+    """Recognizers' qualification and known-answer records, with the reinstate action."""
+    return _recognizers_page(request, session, settings)
+
+
+@router.post("/recognizers/{user_id}/reinstate")
+@releases_session
+def create_reinstatement(request: Request, user_id: int, session: SessionDep, settings: SettingsDep,
+                         manager: ManagerUser) -> Response:
+    """Put a suspended recognizer back on probation."""
+    try:
+        qualification.reinstate(session, manager, user_id, client_ip(request))
+    except qualification.QualificationError as exc:
+        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
+        return _recognizers_page(request, session, settings, [{"kind": "error", "text": exc.message}], status)
+    return hx_redirect(f"/recognizers?reinstated={user_id}", request)

@@ -21,8 +21,8 @@ from web.templating import render
 
 router = APIRouter(prefix="/review", tags=["review"])
 
-ERROR_STATUS = {"not_found": 404, "forbidden": 403, "lease_expired": 409, "conflict": 409, "withdrawn": 409,
-                "invalid": 422}
+ERROR_STATUS = {"not_found": 404, "forbidden": 403, "suspended": 403, "lease_expired": 409, "conflict": 409,
+                "withdrawn": 409, "invalid": 422}
 RECORDED_MESSAGE = "Verdict recorded. Press N for the next task."
 
 
@@ -104,7 +104,8 @@ def create_verdict(request: Request, slot_id: int, session: SessionDep, settings
                    idempotency_key: str = Form("")) -> Response:
     """Give your verdict; then back to the queue."""
     try:
-        review.submit_verdict(session, user, slot_id, verdict, note, idempotency_key or None, client_ip(request))
+        review.submit_verdict(session, user, slot_id, verdict, note, idempotency_key or None, client_ip(request),
+                              settings=settings)
     except review.ReviewError as exc:
         if exc.code == "invalid":
             # Bad input on a task still held: show it again with the error, nothing stored.
