@@ -56,6 +56,7 @@ from triage.models import (
     Candidate,
     CandidateStatus,
     Probe,
+    Qualification,
     ReferencePhoto,
     ReviewSlot,
     Role,
@@ -731,8 +732,9 @@ def _decide_if_complete(session: Session, candidate: Candidate, now: dt.datetime
 
 
 # Managers
-def eligible_recognizers(session: Session, candidate: Candidate) -> list[User]:
-    """Active, unsuspended recognizers never shown this candidate, who did not upload its sighting."""
+def eligible_recognizers(session: Session, candidate: Candidate, settings: Settings | None = None) -> list[User]:
+    """Recognizers who could take the new round: active, unsuspended, served live tasks at all (not on a
+    probation that serves known-answer pairs only), never shown this candidate, not its sighting's uploader."""
     seen = select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == candidate.id)
     users = session.exec(select(User).where(User.is_active == True, User.id.not_in(seen))  # type: ignore[union-attr]  # noqa: E712
                          .order_by(col(User.id))).all()
@@ -740,10 +742,14 @@ def eligible_recognizers(session: Session, candidate: Candidate) -> list[User]:
     if candidate.sighting_id is not None:
         sighting = session.get(Sighting, candidate.sighting_id)
         uploader = sighting.uploaded_by if sighting else None
-    return [u for u in users if u.has_role(Role.recognizer) and u.id != uploader and not u.is_suspended]
+    # With settings that serve probation known-answer pairs only, a recognizer on probation takes no live round.
+    live_only_when_qualified = settings is not None and settings.probation_known_answer_share >= 1.0
+    return [u for u in users if u.has_role(Role.recognizer) and u.id != uploader and not u.is_suspended
+            and not (live_only_when_qualified and u.qualification == Qualification.probation.value)]
 
 
-def escalate(session: Session, manager: User, candidate_id: int, ip: str = "") -> Candidate:
+def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
+             settings: Settings | None = None) -> Candidate:
     """Send a disputed candidate to a new round of two recognizers who have not seen it; commits.
 
     At most ``MAX_ROUNDS`` rounds in all: a candidate disputed in its last round stays disputed.
@@ -779,7 +785,7 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "") -
     if subject is None or subject.status != SubjectStatus.active.value:
         raise _refuse(session, manager, action, "conflict", "The subject is no longer active on the watchlist.",
                       object_type="candidate", object_id=candidate_id, ip=ip)
-    available = eligible_recognizers(session, candidate)
+    available = eligible_recognizers(session, candidate, settings)
     if len(available) < SLOTS_PER_ROUND:
         raise _refuse(session, manager, action, "conflict",
                       f"Escalation needs {SLOTS_PER_ROUND} recognizers who have not seen this candidate; "
@@ -846,7 +852,8 @@ class DisputedCandidate:
         return [s for s in self.verdicts if s.round == self.candidate.current_round]
 
 
-def disputed_candidates(session: Session, limit: int = 200) -> list[DisputedCandidate]:
+def disputed_candidates(session: Session, limit: int = 200,
+                        settings: Settings | None = None) -> list[DisputedCandidate]:
     """Disputed real candidates on active subjects, oldest first, with their verdicts (managers only)."""
     rows = session.exec(
         select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
@@ -857,7 +864,8 @@ def disputed_candidates(session: Session, limit: int = 200) -> list[DisputedCand
     out = []
     for candidate, subject in rows:
         slots = [s for s in _counting_slots(session, _id(candidate)) if s.verdict is not None]
-        out.append(DisputedCandidate(candidate, subject, list(slots), len(eligible_recognizers(session, candidate))))
+        eligible = len(eligible_recognizers(session, candidate, settings))
+        out.append(DisputedCandidate(candidate, subject, list(slots), eligible))
     return out
 
 

@@ -155,9 +155,9 @@ class DisputesPublic(BaseModel):
 
 @router.get("/disputes")
 @releases_session
-def read_disputes(session: SessionDep, manager: ManagerUser) -> DisputesPublic:
+def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> DisputesPublic:
     """Disputed candidates (no flag), oldest first, with how many recognizers could still take an escalation."""
-    rows = review.disputed_candidates(session)
+    rows = review.disputed_candidates(session, settings=settings)
     return DisputesPublic(data=[DisputePublic(candidate_id=d.candidate.id, subject_id=d.subject.id,  # type: ignore[arg-type]
                                               subject_name=d.subject.name, round=d.candidate.current_round,
                                               verdicts=[s.verdict or "" for s in d.verdicts],
@@ -169,13 +169,14 @@ def read_disputes(session: SessionDep, manager: ManagerUser) -> DisputesPublic:
 def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> DisputePublic:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
-        candidate = review.escalate(session, manager, candidate_id, client_ip(request))
+        candidate = review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
     except review.ReviewError as exc:
         raise _error(exc) from None
     subject = session.get(Subject, candidate.subject_id)
     return DisputePublic(candidate_id=candidate.id, subject_id=candidate.subject_id,  # type: ignore[arg-type]
                          subject_name=subject.name if subject else "", round=candidate.current_round, verdicts=[],
-                         eligible_recognizers=len(review.eligible_recognizers(session, candidate)))
+                         eligible_recognizers=len(review.eligible_recognizers(session, candidate,
+                                                                               request.app.state.settings)))
 
 
 # Managers: recognizers' standing on known-answer tasks, and reinstatement

@@ -100,3 +100,27 @@ def test_at_most_three_rounds_then_it_stays_disputed(engine, cand, clients):
     assert clients("rec7").post("/api/review/next").json()["task"] is None
     page = boss.get("/disputes")
     assert "last round: stays disputed" in page.text
+
+
+def _set_standing(engine, names, standing: str) -> None:
+    from triage.models import User
+    with Session(engine) as s:
+        for user in s.exec(select(User).where(User.username.in_(names))).all():
+            user.qualification = standing
+            s.add(user)
+        s.commit()
+
+
+def test_escalation_counts_only_recognizers_who_can_take_live_work(engine, cand, clients, make_client):
+    """Where probation serves known-answer pairs only, an escalated round never waits on accounts on probation."""
+    _set_standing(engine, ["rec1", "rec2"], "qualified")
+    _round(clients, ["rec1", "rec2"], ["same", "different"])
+    boss = make_client(probation_known_answer_share=1.0)
+    login(boss, "boss")
+    assert boss.get("/api/review/disputes").json()["data"][0]["eligible_recognizers"] == 0
+    r = boss.post(f"/api/review/candidates/{cand.id}/escalate")
+    assert r.status_code == 409 and "there are 0" in r.json()["detail"]
+    assert _status(engine, cand.id) == "disputed"
+    _set_standing(engine, ["rec3", "rec4"], "qualified")
+    r = boss.post(f"/api/review/candidates/{cand.id}/escalate")
+    assert r.status_code == 200 and r.json()["round"] == 2 and r.json()["eligible_recognizers"] == 2

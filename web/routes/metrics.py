@@ -119,7 +119,8 @@ def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowPara
 
 def _disputes_page(request: Request, session: SessionDep, messages: list[dict[str, str]] | None = None,
                    status_code: int = 200) -> Response:
-    return render(request, "disputes.html", {"disputes": review.disputed_candidates(session),  # type: ignore[no-any-return]
+    disputes = review.disputed_candidates(session, settings=request.app.state.settings)
+    return render(request, "disputes.html", {"disputes": disputes,  # type: ignore[no-any-return]
                                              "messages": messages or []}, status_code=status_code)
 
 
@@ -135,7 +136,7 @@ def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -
 def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> Response:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
-        review.escalate(session, manager, candidate_id, client_ip(request))
+        review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
     except review.ReviewError as exc:
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
