@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-.PHONY: run test test-postgres lint bench setup browsers
+.PHONY: run test test-postgres lint bench bench-decode setup browsers
 
 setup:
 	bash scripts/bootstrap.sh
@@ -19,3 +19,6 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench.matcher
+
+bench-decode: setup
+	.venv/bin/python -m bench.decode
