@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import api
 import web
+from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
 from triage import services
 from triage.config import Settings, get_settings
 from triage.db import make_engine
@@ -76,6 +78,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
+    from web.routes.watchlist import MAX_ZIP_BYTES
+
+    app.add_middleware(RequestLimits, settings=settings, engine=engine,
+                       route_limits={"/watchlist/import": MAX_ZIP_BYTES + 1_000_000})
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -106,6 +112,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
                 return Response(status_code=200, headers={"HX-Redirect": exc.location})
             return RedirectResponse(exc.location, status_code=303)
         return web.error_page(request, 403, "Not allowed", exc.message)
+
+    @app.exception_handler(RequestTooLarge)
+    async def too_large(request: Request, exc: RequestTooLarge) -> Response:
+        await run_in_threadpool(audit_too_large, engine, request.scope, exc)
+        if _wants_json(request):
+            return JSONResponse(exc.body(), status_code=413, headers={"Connection": "close"})
+        return web.error_page(request, 413, "Too large", str(exc.detail))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=25_000_000, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_photos_per_sighting: int = Field(default=10, ge=1)
+    # Largest multipart request body; 0 = photos per sighting x photo limit + 1 MB.
+    max_request_bytes: int = Field(default=0, ge=0)
     # Photos decoded at once per process (each holds its decoded pixels meanwhile; docs/sightings.md).
     max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
 

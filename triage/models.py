@@ -220,6 +220,8 @@ class Sighting(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     uploaded_by: int = Field(foreign_key="user_account.id", index=True)
     idempotency_key: str | None = Field(default=None, max_length=100)
+    # SHA-256 of the upload's photos and fields: a key reused with another payload is refused.
+    idempotency_digest: str | None = Field(default=None, max_length=64)
     observed_at: dt.datetime
     location_text: str = Field(default="", max_length=300)
     latitude: float | None = None

@@ -16,7 +16,7 @@ from triage.models import Sighting
 router = APIRouter(prefix="/api/sightings", tags=["sightings"])
 
 # How a refused upload is answered: the status says what kind of problem it was.
-REJECTION_STATUS = {"image_too_large": 413, "unsupported_format": 415}
+REJECTION_STATUS = {"image_too_large": 413, "unsupported_format": 415, "idempotency_conflict": 409}
 
 
 class SightingAccepted(BaseModel):
@@ -97,7 +97,8 @@ def _public(session: Any, sighting: Sighting) -> SightingPublic:
 
 
 @router.post("", status_code=202, response_model=SightingAccepted,
-             responses={413: {"model": SightingRejection}, 415: {"model": SightingRejection},
+             responses={409: {"model": SightingRejection}, 413: {"model": SightingRejection},
+                        415: {"model": SightingRejection},
                         422: {"model": SightingRejection}})
 def create_sighting(
     request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
@@ -112,7 +113,7 @@ def create_sighting(
     """Upload a sighting; 202 with its URL at once. A retry with the same Idempotency-Key returns the same sighting."""
     try:
         data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "")
+            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "", f.size)
                     for f in (photos or []) if f.filename or f.size],
             observed_at=sightings.parse_observed_at(observed_at),
             location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),

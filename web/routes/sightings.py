@@ -89,7 +89,7 @@ def create_sighting(
     try:
         offset = int(tz_offset) if tz_offset.strip().lstrip("-").isdigit() else None
         data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "")
+            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "", f.size)
                     for f in (photos or []) if f.filename or f.size],
             observed_at=sightings.parse_observed_at(observed_at, offset),
             location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),
@@ -98,7 +98,7 @@ def create_sighting(
         result = sightings.create_sighting(session, request.app.state.store, settings, user, data,
                                            ip=client_ip(request))
     except sightings.SightingRejected as exc:
-        status = {"image_too_large": 413, "unsupported_format": 415}.get(exc.code, 422)
+        status = {"image_too_large": 413, "unsupported_format": 415, "idempotency_conflict": 409}.get(exc.code, 422)
         if _wants_json(request):
             return JSONResponse({"detail": exc.message, "field": exc.field, "code": exc.code}, status_code=status)
         return _new_form(request, settings, error=exc.message, field=exc.field, values=values, status_code=status)
