@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-.PHONY: run test test-postgres lint bench bench-decode setup browsers
+.PHONY: run test test-postgres lint bench bench-decode fuzz setup browsers
 
 setup:
 	bash scripts/bootstrap.sh
@@ -22,3 +22,6 @@ bench: setup
 
 bench-decode: setup
 	.venv/bin/python -m bench.decode
+
+fuzz: setup
+	.venv/bin/python scripts/fuzz.py

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
+from annotated_types import Interval
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -49,6 +50,13 @@ class ActionRequired(Forbidden):
         super().__init__(message)
         self.location = location
 
+
+# Integers in paths, queries and bodies are bounded in the schema: the databases store 64-bit
+# integers, and a larger number must be a 422, never an overflow deep in the driver.
+DB_INT_MAX = 2**63 - 1
+Id = Annotated[int, Interval(ge=1, le=DB_INT_MAX)]  # a record's id
+Position = Annotated[int, Interval(ge=0, le=DB_INT_MAX)]  # a position, an offset, an index
+PageNumber = Annotated[int, Interval(ge=1, le=DB_INT_MAX)]
 
 PASSWORD_CHANGE_PATH = "/account/password"
 TOTP_ENROL_PATH = "/account/totp"

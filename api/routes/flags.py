@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import flags
-from triage.deps import CurrentUser, SessionDep, client_ip
+from triage.deps import CurrentUser, Id, SessionDep, client_ip
 from triage.models import Flag
 from triage.release import releases_session
 
@@ -33,10 +33,10 @@ class FlagPublic(BaseModel):
     status: str
     warning: str = Field(description="A flag is a lead, never an identification")
     raised_at: dt.datetime
-    subject_id: int
+    subject_id: Id
     subject_name: str
     case_ref: str
-    sighting_id: int
+    sighting_id: Id
     observed_at: dt.datetime
     location: str
     acknowledged_at: dt.datetime | None
@@ -94,7 +94,7 @@ def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None
 
 @router.get("/{flag_id}")
 @releases_session
-def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
+def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """One flag with its evidence."""
     try:
         flag = flags.get_visible(session, user, flag_id, client_ip(request))
@@ -105,7 +105,7 @@ def read_flag(request: Request, flag_id: int, session: SessionDep, user: Current
 
 @router.post("/{flag_id}/acknowledge")
 @releases_session
-def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
+def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """Acknowledge a raised flag."""
     try:
         flag = flags.acknowledge(session, user, flag_id, client_ip(request))
@@ -116,7 +116,7 @@ def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep,
 
 @router.post("/{flag_id}/close")
 @releases_session
-def update_flag_close(request: Request, flag_id: int, body: FlagClose, session: SessionDep,
+def update_flag_close(request: Request, flag_id: Id, body: FlagClose, session: SessionDep,
                       user: CurrentUser) -> FlagDetail:
     """Close an acknowledged flag: arrested, not located, or withdrawn."""
     try:

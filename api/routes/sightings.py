@@ -9,8 +9,18 @@ from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from api.responses import FieldProblem
 from triage import sightings
-from triage.deps import CurrentUser, ManagerUser, OfficerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import (
+    CurrentUser,
+    Id,
+    ManagerUser,
+    OfficerUser,
+    Position,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+)
 from triage.models import Sighting
 
 router = APIRouter(prefix="/api/sightings", tags=["sightings"])
@@ -31,6 +41,14 @@ class SightingRejection(BaseModel):
     detail: str
     field: str
     code: str
+
+
+class SightingRejectionOrProblems(BaseModel):
+    """422: a refused upload (``field`` and ``code``), or fields that did not validate (a list)."""
+
+    detail: str | list[FieldProblem]
+    field: str | None = None
+    code: str | None = None
 
 
 class ProbePublic(BaseModel):
@@ -99,7 +117,7 @@ def _public(session: Any, sighting: Sighting) -> SightingPublic:
 @router.post("", status_code=202, response_model=SightingAccepted,
              responses={409: {"model": SightingRejection}, 413: {"model": SightingRejection},
                         415: {"model": SightingRejection},
-                        422: {"model": SightingRejection}})
+                        422: {"model": SightingRejectionOrProblems}})
 def create_sighting(
     request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
     photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
@@ -131,7 +149,7 @@ def create_sighting(
 
 
 @router.get("", response_model=SightingsPublic)
-def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[int, Query(ge=0)] = 0,
+def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[Position, Query()] = 0,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50, everyone: bool = False) -> Any:
     """Your own sightings, newest first (managers: everyone's with everyone=true)."""
     rows, count = sightings.list_for(session, user, offset=offset, limit=limit, everyone=everyone)
@@ -139,7 +157,7 @@ def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[int
 
 
 @router.get("/{sighting_id}", response_model=SightingPublic)
-def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: int) -> Any:
+def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: Id) -> Any:
     """A sighting's status: faces found, candidates under review, outcome."""
     try:
         return _public(session, sightings.get_for(session, user, sighting_id))
@@ -149,8 +167,8 @@ def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: int) -> A
 
 @router.get("/{sighting_id}/photos/{position}", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int,
-                        position: int) -> Response:
+def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id,
+                        position: Position) -> Response:
     """One photo of a sighting you may see."""
     try:
         sha = sightings.image_sha_for(session, user, sighting_id, position)
@@ -162,7 +180,7 @@ def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser
 
 @router.get("/probes/{probe_id}/{kind}", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
-def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: int, kind: str) -> Response:
+def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: Id, kind: str) -> Response:
     """A face found in a sighting: its eye-region crop (eyes) or aligned face (face)."""
     try:
         sha = sightings.probe_image_sha(session, user, probe_id, kind)
@@ -173,7 +191,7 @@ def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, p
 
 
 @router.post("/{sighting_id}/retry", response_model=SightingPublic)
-def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: int) -> Any:
+def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: Id) -> Any:
     """Managers: put a sighting whose matching failed back in the queue."""
     try:
         sighting = sightings.retry_matching(session, user, sighting_id, ip=client_ip(request))

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from markupsafe import Markup, escape
 
 from triage import metrics, review
-from triage.deps import ManagerUser, SessionDep, client_ip
+from triage.deps import Id, ManagerUser, SessionDep, client_ip
 from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
@@ -132,7 +132,7 @@ def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -
 
 @router.post("/disputes/{candidate_id}/escalate")
 @releases_session
-def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> Response:
+def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> Response:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
         review.escalate(session, manager, candidate_id, client_ip(request))
