@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     session_absolute_hours: int = Field(default=12, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_minutes: int = Field(default=10, ge=1)
+    # Failed logins from one address (any usernames) before that address is throttled too.
+    login_max_failures_per_address: int = Field(default=20, ge=1)
     require_totp_for_privileged: bool = False
     secure_cookies: bool = False
 

@@ -111,6 +111,16 @@ class User(SQLModel, table=True):
         return bool(self.role_set & set(roles))
 
 
+class LoginFailure(SQLModel, table=True):
+    """A failed login, by the username tried (existing or not) and the address: throttling, not locking."""
+
+    __tablename__ = "login_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(default_factory=utcnow, index=True)
+    username: str = Field(max_length=64, index=True)
+    ip: str = Field(default="", max_length=64, index=True)
+
+
 class WebSession(SQLModel, table=True):
     __tablename__ = "web_session"
     id: int | None = Field(default=None, primary_key=True)
