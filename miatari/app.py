@@ -35,6 +35,8 @@ SECURITY_HEADERS = {
                                "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "Permissions-Policy": "geolocation=(self), camera=(self)",
 }
+# Production is served over HTTPS only: browsers are told never to try plain HTTP.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 def _wants_json(request: Request) -> bool:
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
         response: Response = await call_next(request)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if settings.environment == "production":
+            response.headers.setdefault(*HSTS)
         if not request.url.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     # Failed logins from one address (any usernames) before that address is throttled too.
     login_max_failures_per_address: int = Field(default=20, ge=1)
     require_totp_for_privileged: bool = False
+    # Forced true in production.
     secure_cookies: bool = False
 
     # Retention
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
                 )
             if not self.database_url:
                 raise ValueError("MIATARI_DATABASE_URL must be set in production")
+            # Production is served over HTTPS (the app also sends HSTS): cookies are always Secure.
+            self.secure_cookies = True
         return self
 
     @property
