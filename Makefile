@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-.PHONY: run test test-postgres lint bench bench-decode fuzz setup browsers
+.PHONY: run test test-postgres lint bench bench-decode fuzz fault-test setup browsers
 
 setup:
 	bash scripts/bootstrap.sh
@@ -25,3 +25,6 @@ bench-decode: setup
 
 fuzz: setup
 	.venv/bin/python scripts/fuzz.py
+
+fault-test: setup
+	bash scripts/fault-test.sh

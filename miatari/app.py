@@ -22,6 +22,7 @@ from triage import services
 from triage.config import Settings, get_settings
 from triage.db import make_engine
 from triage.deps import ActionRequired, Forbidden, NotAuthenticated
+from triage.recovery import process_age_seconds
 from triage.storage import ImageStore
 from triage.worker import Worker
 
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = store.remove_leftovers()  # temporary files of a killed process's unfinished writes
+        log.info("web process ready %.2f s after its process started (%d leftover temporary file(s) removed)",
+                 process_age_seconds(), removed)
         worker: Worker | None = None
         if background:
             worker = Worker(engine, settings, store, app.state.services)

@@ -31,7 +31,6 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from triage import audit
-from triage.clock import utcnow
 from triage.models import Job, JobStatus
 from triage.storage import ImageStore
 
@@ -82,7 +81,6 @@ def claim_identity(data_dir: Path, role: str = "worker") -> Identity:
 
 def release_previous_boot(engine: Engine, identity: Identity) -> list[int]:
     """Put back in the queue every job held by an earlier run of this identity; return their ids."""
-    now = utcnow()
     with Session(engine) as session:
         held = session.exec(select(Job).where(Job.status == JobStatus.running.value,
                                               col(Job.lease_owner).startswith(identity.name + "#"),
@@ -92,7 +90,8 @@ def release_previous_boot(engine: Engine, identity: Identity) -> list[int]:
             # Only if it is still held by that dead run (one statement: nothing else can slip between).
             session.execute(update(Job).where(Job.id == job.id, Job.lease_owner == job.lease_owner,  # type: ignore[arg-type]
                                               Job.status == JobStatus.running.value)
-                            .values(status=JobStatus.queued.value, lease_expires_at=None, run_after=now))
+                            # run_after kept: the job keeps its place at the head of the queue.
+                            .values(status=JobStatus.queued.value, lease_expires_at=None))
             audit.record(session, "job.released", object_type="job", object_id=job.id,
                          detail={"previous_owner": job.lease_owner, "attempts": job.attempts,
                                  "reason": "its worker was restarted"})
