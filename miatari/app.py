@@ -20,7 +20,7 @@ import web
 from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
 from triage import services
 from triage.config import Settings, get_settings
-from triage.db import make_engine
+from triage.db import make_engine, read_first
 from triage.deps import ActionRequired, Forbidden, NotAuthenticated
 from triage.recovery import process_age_seconds
 from triage.storage import ImageStore
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = read_first(engine)
     app.state.store = store
     app.state.services = services.build(engine, settings, store)
 

@@ -71,7 +71,10 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    engine = request.app.state.engine
+    # A GET reads first: on SQLite its transaction takes the write lock only if it writes.
+    bind = request.app.state.read_engine if request.method in SAFE_METHODS else engine
+    with Session(bind, expire_on_commit=False) as session:
         yield session
 
 

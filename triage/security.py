@@ -28,6 +28,9 @@ MIN_PASSWORD_WITH_2FA = 8
 MIN_PASSWORD_WITHOUT_2FA = 15
 MAX_PASSWORD = 128
 SESSION_COOKIE = "miatari_session"
+# How precisely "last seen" (sessions) and "last used" (API tokens) are kept: every request
+# would otherwise write, and on SQLite wait for the single write lock, just to say so.
+LAST_SEEN_RESOLUTION = dt.timedelta(minutes=1)
 TOKEN_PREFIX = "mia_"
 TOTP_ISSUER = "Miatari"
 TOTP_DIGITS = 6
@@ -265,8 +268,10 @@ def resolve_session_token(session: Session, settings: Settings, token: str) -> R
     user = session.get(User, ws.user_id)
     if user is None or not user.is_active:
         return None
-    ws.last_seen_at = now
-    session.add(ws)
+    # Written at most once a minute (finer for very short idle timeouts), not on every request.
+    if now - ws.last_seen_at >= min(LAST_SEEN_RESOLUTION, idle / 10):
+        ws.last_seen_at = now
+        session.add(ws)
     return ResolvedSession(user, ws, None)
 
 
@@ -339,8 +344,10 @@ def resolve_api_token(session: Session, token: str) -> ResolvedSession | None:
     user = session.get(User, row.user_id)
     if user is None or not user.is_active:
         return None
-    row.last_used_at = utcnow()
-    session.add(row)
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_SEEN_RESOLUTION:
+        row.last_used_at = now
+        session.add(row)
     return ResolvedSession(user, None, row)
 
 
