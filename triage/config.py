@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=300, ge=10)
     known_answer_share: float = Field(default=0.05, ge=0.0, le=0.5)
     fresh_sighting_hours: float = Field(default=6.0, gt=0)
+    # Managers' metrics are recomputed at most this often per period (0 = on every view).
+    metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # Sessions and accounts
     session_idle_minutes: int = Field(default=30, ge=1)

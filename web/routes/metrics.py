@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
 
-from triage import metrics, review
+from triage import metrics, metrics_cache, review
 from triage.deps import Id, ManagerUser, SessionDep, client_ip
 from triage.release import releases_session
 from web.htmx import hx_redirect
@@ -98,7 +98,7 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     except metrics.BadWindow as exc:
         return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,  # type: ignore[no-any-return]
                                                 "choices": metrics.WINDOW_CHOICES}, status_code=422)
-    m = metrics.compute(session, window)
+    m = metrics_cache.compute(session, window, _cache_seconds(request))
     return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
                                             "duration": _duration, "form": form,
                                             "choices": metrics.WINDOW_CHOICES})
@@ -140,3 +140,7 @@ def create_escalation(request: Request, candidate_id: Id, session: SessionDep, m
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/disputes?escalated={candidate_id}", request)
+
+
+def _cache_seconds(request: Request) -> float:
+    return float(request.app.state.settings.metrics_cache_seconds)
