@@ -93,16 +93,19 @@ class SightingsPublic(BaseModel):
     count: int
 
 
-def _public(session: Any, sighting: Sighting) -> SightingPublic:
-    progress = sightings.progress_of(session, sighting)
-    photos = sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+def _public(session: Any, sighting: Sighting, progress: sightings.SightingProgress | None = None,
+            photos: list[Any] | None = None, probe_rows: list[Any] | None = None) -> SightingPublic:
+    progress = progress or sightings.progress_of(session, sighting)
+    photos = photos if photos is not None else sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+    if probe_rows is None:
+        probe_rows = sightings.probes_of(session, sighting.id)  # type: ignore[arg-type]
     positions = {p.id: p.position for p in photos}
     probes = [ProbePublic(id=p.id, photo_position=positions.get(p.sighting_photo_id, 0),  # type: ignore[arg-type]
                           face_index=p.face_index, quality_ok=p.quality_ok, quality_issues=p.quality_issues,
                           iod_px=round(p.iod_px, 1), searched=p.searched,
                           eye_crop_url=f"/api/sightings/probes/{p.id}/eyes",
                           face_chip_url=f"/api/sightings/probes/{p.id}/face")
-              for p in sightings.probes_of(session, sighting.id)]  # type: ignore[arg-type]
+              for p in probe_rows]
     return SightingPublic(
         id=sighting.id, url=f"/sightings/{sighting.id}", status=progress.status, done=progress.done,  # type: ignore[arg-type]
         outcome=progress.outcome, observed_at=sighting.observed_at, created_at=sighting.created_at,
@@ -153,7 +156,12 @@ def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[Pos
                    limit: Annotated[int, Query(ge=1, le=200)] = 50, everyone: bool = False) -> Any:
     """Your own sightings, newest first (managers: everyone's with everyone=true)."""
     rows, count = sightings.list_for(session, user, offset=offset, limit=limit, everyone=everyone)
-    return {"data": [_public(session, s) for s in rows], "count": count}
+    # Set-based: a handful of queries for the page, not several per sighting.
+    ids = sightings.ids(rows)
+    progress = sightings.progress_of_many(session, rows)
+    photos, probes = sightings.photos_of_many(session, ids), sightings.probes_of_many(session, ids)
+    return {"data": [_public(session, s, progress[s.id], photos[s.id], probes[s.id]) for s in rows],  # type: ignore[index]
+            "count": count}
 
 
 @router.get("/{sighting_id}", response_model=SightingPublic)

@@ -65,7 +65,8 @@ def read_sightings(request: Request, session: SessionDep, user: CurrentUser,
     _require_viewer(request, user)
     rows, count = sightings.list_for(session, user, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
                                      everyone=everyone)
-    items = [(s, sightings.progress_of(session, s)) for s in rows]
+    progress = sightings.progress_of_many(session, rows)  # set-based: not several queries per row
+    items = [(s, progress[s.id]) for s in rows]  # type: ignore[index]
     ctx = {"items": items, "count": count, "page": page, "pages": max(1, -(-count // PAGE_SIZE)),
            "everyone": everyone and user.has_role(Role.manager)}
     return render(request, "sightings.html", ctx)  # type: ignore[no-any-return]
