@@ -237,7 +237,8 @@ async def manager(client: httpx.AsyncClient, stats: Stats, until: float, rnd: ra
 
 def _client(port: int, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                             timeout=60, limits=httpx.Limits(max_connections=4))
+                             # Idle connections are let go before the server (uvicorn: 5 s) closes them.
+                             timeout=60, limits=httpx.Limits(max_connections=4, keepalive_expiry=3.0))
 
 
 async def seed_queue(dep: Deployment, tokens: dict[str, list[str]], count: int, timeout: float) -> int:
