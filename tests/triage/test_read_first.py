@@ -33,7 +33,7 @@ def test_a_read_first_transaction_reads_while_another_holds_the_write_lock(engin
 
         t = threading.Thread(target=read)
         t.start()
-        t.join(5)
+        t.join(20)  # well under the 30 s busy timeout a waiting read would sit out
         assert done == [0], "the read waited for the writer"
     finally:
         writer.rollback()
@@ -72,7 +72,7 @@ def test_get_requests_answer_while_a_write_is_in_progress(make_client, engine: E
         answers: list[int] = []
         t = threading.Thread(target=lambda: answers.append(client.get("/api/sightings", headers=headers).status_code))
         t.start()
-        t.join(10)
+        t.join(20)  # well under the 30 s busy timeout
         assert answers == [200], "a GET waited for SQLite's write lock"
     finally:
         writer.rollback()
