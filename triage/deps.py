@@ -51,9 +51,10 @@ class ActionRequired(Forbidden):
         self.location = location
 
 
-# Integers in paths, queries and bodies are bounded in the schema: the databases store 64-bit
-# integers, and a larger number must be a 422, never an overflow deep in the driver.
-DB_INT_MAX = 2**63 - 1
+# Integers in paths, queries and bodies are bounded in the schema: ids are INTEGER columns
+# (32-bit on PostgreSQL, 64-bit on SQLite), and a larger number must be a 422, never an
+# overflow deep in the driver.
+DB_INT_MAX = 2**31 - 1
 Id = Annotated[int, Interval(ge=1, le=DB_INT_MAX)]  # a record's id
 Position = Annotated[int, Interval(ge=0, le=DB_INT_MAX)]  # a position, an offset, an index
 PageNumber = Annotated[int, Interval(ge=1, le=DB_INT_MAX)]

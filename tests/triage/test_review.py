@@ -201,7 +201,7 @@ def test_someone_elses_slot_is_refused(session, store, settings, people):
         review.submit_verdict(session, b, t.slot_id, "same")
     # Exactly the answer for a slot that does not exist, so ids reveal nothing...
     with pytest.raises(ReviewError) as missing:
-        review.submit_verdict(session, b, 2**62, "same")
+        review.submit_verdict(session, b, 2**31 - 1, "same")
     assert (err.value.code, err.value.message) == (missing.value.code, missing.value.message) == \
         ("not_found", "No such review task.")
     for call in (lambda: review.slot_image_sha(session, b, t.slot_id, "probe-eyes"),
