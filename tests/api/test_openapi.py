@@ -57,8 +57,8 @@ def test_error_answers_are_documented_on_every_api_route(client: TestClient) -> 
 def test_an_integer_past_the_database_range_is_a_422_with_typed_problems(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
     add_user(engine, "chief", Role.manager, Role.officer)
     login(client, "chief")
-    for url in (f"/api/sightings/{TOO_BIG}", f"/api/sightings/{2**63}", f"/api/subjects/{TOO_BIG}", f"/api/flags/{TOO_BIG}",
-                f"/api/sightings?offset={TOO_BIG}", f"/api/audit?offset={TOO_BIG}"):
+    for url in (f"/api/sightings/{TOO_BIG}", f"/api/sightings/{2**63}", f"/api/subjects/{TOO_BIG}",
+                f"/api/flags/{TOO_BIG}", f"/api/sightings?offset={TOO_BIG}", f"/api/audit?offset={TOO_BIG}"):
         r = client.get(url)
         assert r.status_code == 422, (url, r.status_code, r.text)
         problems = r.json()["detail"]
