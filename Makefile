@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-.PHONY: run test test-postgres lint bench setup browsers
+.PHONY: run test test-postgres lint bench bench-decode fuzz fault-test bench-load setup browsers
 
 setup:
 	bash scripts/bootstrap.sh
@@ -19,3 +19,15 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench.matcher
+
+bench-decode: setup
+	.venv/bin/python -m bench.decode
+
+fuzz: setup
+	.venv/bin/python scripts/fuzz.py
+
+fault-test: setup
+	bash scripts/fault-test.sh
+
+bench-load: setup
+	.venv/bin/python -m bench.load

@@ -3,6 +3,12 @@
 Only JPEG, PNG, WebP and HEIF/HEIC are accepted. Limits are checked on the
 header *before* the pixels are decoded, so a decompression bomb (a small file
 declaring a huge canvas) is refused without allocating it.
+
+Memory is bounded too: a photo whose longest side exceeds ``DECODE_MAX_SIDE``
+is scaled down while it is decoded (JPEG's DCT scaling via ``draft``, then
+``reduce`` strip by strip), 16-bit and palette images are converted to 8-bit
+RGB one strip at a time in integers (never a whole float64 copy), and at
+most ``set_concurrent_decodes(n)`` decodes run at once in a process.
 """
 
 from __future__ import annotations
@@ -19,20 +25,48 @@ from matcher.errors import ImageTooLarge, NotAnImage, TruncatedImage, Unsupporte
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
 DEFAULT_MAX_BYTES = 25_000_000
 DEFAULT_MAX_PIXELS = 50_000_000
+# The face pipeline detects on at most 1024 px and crops from the decoded photo:
+# 4096 px keeps every face's detail while capping the decoded RGB at 50 MB.
+DECODE_MAX_SIDE = 4096
+DEFAULT_CONCURRENT_DECODES = 2
+# Rows are converted in strips of about this many pixels (16-bit, palette, alpha).
+_STRIP_PIXELS = 2_000_000
+_EXIF_ORIENTATION = 0x0112
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
 _heif_lock = threading.Lock()
 _heif_registered = False
+_decode_slots = threading.BoundedSemaphore(DEFAULT_CONCURRENT_DECODES)
+_decode_slots_size = DEFAULT_CONCURRENT_DECODES
+
+
+def set_concurrent_decodes(n: int) -> None:
+    """At most ``n`` photos are decoded at once in this process (each holds its pixels meanwhile)."""
+    global _decode_slots, _decode_slots_size
+    if n < 1:
+        raise ValueError("at least one concurrent decode")
+    if n != _decode_slots_size:
+        _decode_slots, _decode_slots_size = threading.BoundedSemaphore(n), n
+
+
+def concurrent_decodes() -> int:
+    """The current limit of concurrent decodes."""
+    return _decode_slots_size
 
 
 @dataclass
 class DecodedImage:
-    """A decoded photo: RGB uint8, EXIF orientation applied, full resolution."""
+    """A decoded photo: RGB uint8, EXIF orientation applied.
+
+    ``width``/``height`` are the photo's own (oriented) size; ``rgb`` is that size
+    unless the longest side was over ``max_side``, then scaled down by ``scale``.
+    """
 
     rgb: np.ndarray
     format: str
     width: int
     height: int
+    scale: float = 1.0
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -72,15 +106,14 @@ def _register_heif() -> None:
 
 
 def decode_image(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DECODE_MAX_SIDE,
 ) -> DecodedImage:
-    """Decode an uploaded photo to RGB, EXIF orientation applied.
+    """Decode an uploaded photo to RGB, EXIF orientation applied, longest side at most ``max_side``.
 
     Raises a subclass of :class:`matcher.errors.ImageError`: ``NotAnImage``,
     ``UnsupportedFormat``, ``ImageTooLarge`` (bytes or pixels) or ``TruncatedImage``.
     """
-    from PIL import Image, ImageOps
-
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise NotAnImage("Expected the bytes of an image file.")
     if len(data) == 0:
@@ -94,12 +127,18 @@ def decode_image(
         raise UnsupportedFormat(f"{fmt} images are not accepted; use JPEG, PNG, WebP or HEIC.")
     if fmt == "HEIF":
         _register_heif()
+    with _decode_slots:
+        return _decode(data, fmt, max_pixels, max(int(max_side), 1))
+
+
+def _decode(data: bytes | bytearray | memoryview, fmt: str, max_pixels: int, max_side: int) -> DecodedImage:
+    from PIL import Image
 
     with warnings.catch_warnings():
         # Pillow's own bomb check warns/raises at its global limit; ours is explicit below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(bytes(data)), formats=[fmt])
+            img = Image.open(io.BytesIO(data), formats=[fmt])
         except Image.DecompressionBombError as e:
             raise ImageTooLarge(_too_many(max_pixels)) from e
         except Exception as e:  # noqa: BLE001 - any parser failure means "not a usable image"
@@ -116,27 +155,67 @@ def decode_image(
                     f"the limit is {max_pixels / 1e6:.0f} MP."
                 )
             try:
+                orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+            except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
+                orientation = 1
+            if fmt == "JPEG" and max(width, height) > max_side:
+                # DCT scaling: the decoder itself produces 1/2, 1/4 or 1/8 of the pixels, as
+                # small as keeps the longest side at half the limit or more (reduced below if over).
+                shrink = 2 * max(width, height) / max_side
+                img.draft("RGB", (max(1, int(width / shrink)), max(1, int(height / shrink))))
+            try:
                 img.load()
             except Image.DecompressionBombError as e:
                 raise ImageTooLarge(_too_many(max_pixels)) from e
             except (OSError, SyntaxError, ValueError, EOFError) as e:
                 raise TruncatedImage() from e
-            try:
-                oriented = ImageOps.exif_transpose(img)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-                oriented = img
-            rgb_img = _to_rgb(oriented)
-    rgb = np.ascontiguousarray(np.asarray(rgb_img, dtype=np.uint8))
+            factor = -(-max(img.size) // max_side)  # ceil
+            rgb = _orient(_to_rgb(img, factor), orientation)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise NotAnImage("The image could not be converted to RGB.")
-    return DecodedImage(rgb=rgb, format=fmt, width=rgb.shape[1], height=rgb.shape[0])
+    oriented_w, oriented_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return DecodedImage(rgb=rgb, format=fmt, width=oriented_w, height=oriented_h,
+                        scale=rgb.shape[1] / oriented_w)
 
 
 def _too_many(max_pixels: int) -> str:
     return f"The image declares more pixels than the limit of {max_pixels / 1e6:.0f} MP."
 
 
-def _to_rgb(img):  # type: ignore[no-untyped-def]
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply the EXIF orientation (as ``ImageOps.exif_transpose``) to the decoded pixels."""
+    views = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+             7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+    view = views.get(orientation)
+    return rgb if view is None else np.ascontiguousarray(view(rgb))
+
+
+def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """8-bit RGB pixels, ``factor`` times smaller, as an array; the source image is released.
+
+    The pixels are converted a strip of rows at a time straight into the result,
+    so the memory beyond the decoded source is one strip plus the result.
+    """
+    from PIL import Image
+
+    # Whole-image conversions would hold two more full copies (Pillow's tobytes joins its chunks).
+    width, height = img.size
+    top = 0.0
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        top = float(img.getextrema()[1])  # type: ignore[index]
+    rows = max(factor, (max(_STRIP_PIXELS // max(width, 1), 1) // factor) * factor)
+    out = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
+    for y in range(0, height, rows):
+        strip: Image.Image = _strip_to_rgb(img.crop((0, y, width, min(height, y + rows))), top)
+        if factor > 1:
+            strip = strip.reduce(factor)
+        out[y // factor:y // factor + strip.height] = np.asarray(strip, dtype=np.uint8)
+    img.close()
+    return out
+
+
+def _strip_to_rgb(img, top: float):  # type: ignore[no-untyped-def]
     from PIL import Image
 
     if img.mode == "RGB":
@@ -147,8 +226,8 @@ def _to_rgb(img):  # type: ignore[no-untyped-def]
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = max(float(arr.max()), 1.0)
-        scale = 255.0 / (65535.0 if top > 255 else 255.0)
-        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8)).convert("RGB")
+        # Integers only: 16-bit values (0-65535) are divided by 257, 8-bit ones kept.
+        arr = np.asarray(img)
+        arr = arr // 257 if top > 255 else arr
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
     return img.convert("RGB")

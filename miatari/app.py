@@ -12,14 +12,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import api
 import web
+from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
 from triage import services
 from triage.config import Settings, get_settings
-from triage.db import make_engine
+from triage.db import make_engine, read_first
 from triage.deps import ActionRequired, Forbidden, NotAuthenticated
+from triage.recovery import process_age_seconds
 from triage.storage import ImageStore
 from triage.worker import Worker
 
@@ -33,6 +36,8 @@ SECURITY_HEADERS = {
                                "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "Permissions-Policy": "geolocation=(self), camera=(self)",
 }
+# Production is served over HTTPS only: browsers are told never to try plain HTTP.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 def _wants_json(request: Request) -> bool:
@@ -49,6 +54,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = store.remove_leftovers()  # temporary files of a killed process's unfinished writes
+        log.info("web process ready %.2f s after its process started (%d leftover temporary file(s) removed)",
+                 process_age_seconds(), removed)
         worker: Worker | None = None
         if background:
             worker = Worker(engine, settings, store, app.state.services)
@@ -70,18 +78,25 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = read_first(engine)
     app.state.store = store
     app.state.services = services.build(engine, settings, store)
 
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
+    from web.routes.watchlist import MAX_ZIP_BYTES
+
+    app.add_middleware(RequestLimits, settings=settings, engine=engine,
+                       route_limits={"/watchlist/import": MAX_ZIP_BYTES + 1_000_000})
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if settings.environment == "production":
+            response.headers.setdefault(*HSTS)
         if not request.url.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
@@ -107,6 +122,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
             return RedirectResponse(exc.location, status_code=303)
         return web.error_page(request, 403, "Not allowed", exc.message)
 
+    @app.exception_handler(RequestTooLarge)
+    async def too_large(request: Request, exc: RequestTooLarge) -> Response:
+        await run_in_threadpool(audit_too_large, engine, request.scope, exc)
+        if _wants_json(request):
+            return JSONResponse(exc.body(), status_code=413, headers={"Connection": "close"})
+        return web.error_page(request, 413, "Too large", str(exc.detail))
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _wants_json(request):
@@ -116,7 +138,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
+                  for e in exc.errors()]
         if _wants_json(request):
             return JSONResponse({"detail": errors}, status_code=422)
         text = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=25_000_000, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_photos_per_sighting: int = Field(default=10, ge=1)
+    # Largest multipart request body; 0 = photos per sighting x photo limit + 1 MB.
+    max_request_bytes: int = Field(default=0, ge=0)
+    # Photos decoded at once per process (each holds its decoded pixels meanwhile; docs/sightings.md).
+    max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
 
     # Review queue
     lease_seconds: int = Field(default=300, ge=10)
@@ -62,13 +66,18 @@ class Settings(BaseSettings):
     # The bar of triage.qualification: suspended below it (95% upper bound), qualified above (lower bound).
     qualification_min_accuracy: float = Field(default=0.6, ge=0.5, le=0.99)
     fresh_sighting_hours: float = Field(default=6.0, gt=0)
+    # Managers' metrics are recomputed at most this often per period (0 = on every view).
+    metrics_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # Sessions and accounts
     session_idle_minutes: int = Field(default=30, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_minutes: int = Field(default=10, ge=1)
+    # Failed logins from one address (any usernames) before that address is throttled too.
+    login_max_failures_per_address: int = Field(default=20, ge=1)
     require_totp_for_privileged: bool = False
+    # Forced true in production.
     secure_cookies: bool = False
 
     # Retention
@@ -85,6 +94,8 @@ class Settings(BaseSettings):
                 )
             if not self.database_url:
                 raise ValueError("MIATARI_DATABASE_URL must be set in production")
+            # Production is served over HTTPS (the app also sends HSTS): cookies are always Secure.
+            self.secure_cookies = True
         return self
 
     @property

@@ -11,6 +11,10 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option: this engine's transactions start as readers (see ``read_first``).
+READ_FIRST = "miatari_read_first"
+_DEFERRED = "miatari_deferred"
+_WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -40,13 +44,43 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # Every transaction takes the write lock at once: a read-then-write
             # transaction can then never fail half-way with "database is locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-first transactions (GET requests) start deferred: WAL readers wait for nobody.
+            deferred = bool(conn.get_execution_options().get(READ_FIRST))
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+            conn.info[_DEFERRED] = deferred
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _sqlite_upgrade(conn: Any, _cursor: Any, statement: str, _params: Any, context: Any,
+                            _many: bool) -> None:
+            # A read-first transaction about to write (or to lock a row, as the audit head is locked
+            # before every append) becomes an ordinary one first: it has written nothing, so ending
+            # it and taking the write lock loses nothing, and everything from here on is read and
+            # written under the lock exactly as in a transaction that began IMMEDIATE.
+            if not conn.info.get(_DEFERRED):
+                return
+            compiled = getattr(context, "compiled", None)
+            locks = getattr(getattr(compiled, "statement", None), "_for_update_arg", None) is not None
+            if locks or statement.lstrip()[:9].upper().startswith(_WRITE_STATEMENTS):
+                raw = conn.connection.dbapi_connection
+                raw.execute("COMMIT")
+                raw.execute("BEGIN IMMEDIATE")
+                conn.info[_DEFERRED] = False
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+def read_first(engine: Engine) -> Engine:
+    """The same engine, whose transactions begin as readers on SQLite (``BEGIN`` deferred).
+
+    For requests that mostly read (GET): they no longer queue behind every writer for
+    SQLite's single write lock. The first write, or row lock, of such a transaction
+    takes the lock then (see ``_sqlite_upgrade``); PostgreSQL is unaffected.
+    """
+    return engine.execution_options(**{READ_FIRST: True}) if is_sqlite(engine) else engine
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
+from annotated_types import Interval
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -50,6 +51,14 @@ class ActionRequired(Forbidden):
         self.location = location
 
 
+# Integers in paths, queries and bodies are bounded in the schema: ids are INTEGER columns
+# (32-bit on PostgreSQL, 64-bit on SQLite), and a larger number must be a 422, never an
+# overflow deep in the driver.
+DB_INT_MAX = 2**31 - 1
+Id = Annotated[int, Interval(ge=1, le=DB_INT_MAX)]  # a record's id
+Position = Annotated[int, Interval(ge=0, le=DB_INT_MAX)]  # a position, an offset, an index
+PageNumber = Annotated[int, Interval(ge=1, le=DB_INT_MAX)]
+
 PASSWORD_CHANGE_PATH = "/account/password"
 TOTP_ENROL_PATH = "/account/totp"
 
@@ -63,7 +72,10 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    engine = request.app.state.engine
+    # A GET reads first: on SQLite its transaction takes the write lock only if it writes.
+    bind = request.app.state.read_engine if request.method in SAFE_METHODS else engine
+    with Session(bind, expire_on_commit=False) as session:
         yield session
 
 

@@ -148,6 +148,16 @@ class User(SQLModel, table=True):
         return bool(self.role_set & set(roles))
 
 
+class LoginFailure(SQLModel, table=True):
+    """A failed login, by the username tried (existing or not) and the address: throttling, not locking."""
+
+    __tablename__ = "login_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(default_factory=utcnow, index=True)
+    username: str = Field(max_length=64, index=True)
+    ip: str = Field(default="", max_length=64, index=True)
+
+
 class WebSession(SQLModel, table=True):
     __tablename__ = "web_session"
     id: int | None = Field(default=None, primary_key=True)
@@ -257,6 +267,8 @@ class Sighting(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     uploaded_by: int = Field(foreign_key="user_account.id", index=True)
     idempotency_key: str | None = Field(default=None, max_length=100)
+    # SHA-256 of the upload's photos and fields: a key reused with another payload is refused.
+    idempotency_digest: str | None = Field(default=None, max_length=64)
     observed_at: dt.datetime
     location_text: str = Field(default="", max_length=300)
     latitude: float | None = None

@@ -514,8 +514,9 @@ def _held_slot(session: Session, user: User, slot_id: int, action: str, ip: str 
     if slot is None:
         raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
     if slot.reviewer_id != user.id or slot.verdict is not None or slot.withdrawn:
-        raise _refuse(session, user, action, "forbidden", "This review task is not yours to open.",
-                      object_id=slot_id, ip=ip)
+        # Answered exactly as a missing slot, so ids reveal nothing; the audit entry says why.
+        raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
+                      detail={"why": "not held by this recognizer"})
     expires = _aware(slot.lease_expires_at)
     if expires is None or expires < utcnow():
         raise _refuse(session, user, action, "lease_expired",
@@ -638,10 +639,12 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
         holds_other = session.exec(select(ReviewSlot.id).where(ReviewSlot.candidate_id == candidate.id,
                                                                ReviewSlot.reviewer_id == user.id)).first()
         had_it = holds_other is None and session.get(SeenCandidate, (candidate.id, user.id)) is not None
-        raise _refuse(session, user, action, "lease_expired" if had_it else "forbidden",
+        if not had_it:  # someone else's slot: the same answer as a missing one
+            raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
+                          detail={"why": "not held by this recognizer"})
+        raise _refuse(session, user, action, "lease_expired",
                       "This task is no longer leased to you: your time on it ran out and it went back to the queue. "
-                      "Your verdict was not counted." if had_it else "This review task is not yours.",
-                      object_id=slot_id, ip=ip)
+                      "Your verdict was not counted.", object_id=slot_id, ip=ip)
     if slot.verdict is not None:
         if slot.verdict == verdict:
             session.commit()

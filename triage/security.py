@@ -16,19 +16,31 @@ from importlib import resources
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.models import OVERSEEING_ROLES, REVIEWING_ROLES, ApiToken, AuditOutcome, Role, User, WebSession
+from triage.models import (
+    OVERSEEING_ROLES,
+    REVIEWING_ROLES,
+    ApiToken,
+    AuditOutcome,
+    LoginFailure,
+    Role,
+    User,
+    WebSession,
+)
 from triage.secretbox import SecretUnreadable, is_sealed, seal, unseal
 
 MIN_PASSWORD_WITH_2FA = 8
 MIN_PASSWORD_WITHOUT_2FA = 15
 MAX_PASSWORD = 128
 SESSION_COOKIE = "miatari_session"
+# How precisely "last seen" (sessions) and "last used" (API tokens) are kept: every request
+# would otherwise write, and on SQLite wait for the single write lock, just to say so.
+LAST_SEEN_RESOLUTION = dt.timedelta(minutes=1)
 TOKEN_PREFIX = "mia_"
 TOTP_ISSUER = "Miatari"
 TOTP_DIGITS = 6
@@ -96,20 +108,57 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+THROTTLED = ("Too many failed logins for this username from this address; "
+             "try again in {minutes} minutes.")
+
+
+def _failures(session: Session, now: dt.datetime, window: dt.timedelta, username: str, ip: str) -> tuple[int, int]:
+    """Failed logins within the window: for this username from this address, and from this address at all."""
+    since = now - window
+    session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # type: ignore[arg-type]
+    pair = session.exec(select(func.count()).select_from(LoginFailure).where(
+        LoginFailure.username == username, LoginFailure.ip == ip, LoginFailure.at >= since)).one()
+    address = session.exec(select(func.count()).select_from(LoginFailure).where(
+        LoginFailure.ip == ip, LoginFailure.at >= since)).one()
+    return int(pair), int(address)
+
+
 def authenticate(session: Session, settings: Settings, username: str, password: str,
                  totp_code: str = "", ip: str = "") -> User:
-    """Check credentials, counting failures and locking the account after too many."""
+    """Check credentials, throttling repeated failures.
+
+    Failures are counted per (username tried, address) and per address, whether the
+    username exists or not: past ``login_max_failures`` for the pair, or
+    ``login_max_failures_per_address`` for the address, logins from there are refused
+    for ``login_lockout_minutes`` — with the same words and the same Argon2 cost for a
+    username that does not exist. The account itself is never locked, so nobody can
+    lock someone else out from their own address.
+    """
     now = utcnow()
+    key = username.strip().lower()[:64]
+    window = dt.timedelta(minutes=settings.login_lockout_minutes)
+    pair, address = _failures(session, now, window, key, ip[:64])
     user = session.exec(select(User).where(User.username == username)).first()
+    if pair >= settings.login_max_failures or address >= settings.login_max_failures_per_address:
+        verify_password(_DUMMY_HASH, password)
+        audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
+                     object_id=user.id if user else username[:64],
+                     detail={"reason": "throttled", "per": "address" if pair < settings.login_max_failures
+                             else "username and address"}, ip=ip)
+        raise LoginFailed(THROTTLED.format(minutes=settings.login_lockout_minutes), locked=True)
+
+    def failed(reason: str) -> LoginFailed:
+        session.add(LoginFailure(at=now, username=key, ip=ip[:64]))
+        locked = pair + 1 >= settings.login_max_failures or address + 1 >= settings.login_max_failures_per_address
+        if locked:
+            reason += "; throttled for this address"
+        audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
+                     object_id=user.id if user else username[:64], detail={"reason": reason}, ip=ip)
+        return LoginFailed("Wrong username or password.", locked=locked)
+
     if user is None:
         verify_password(_DUMMY_HASH, password)
-        audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user",
-                     object_id=username[:64], detail={"reason": "unknown user"}, ip=ip)
-        raise LoginFailed("Wrong username or password.")
-    if user.locked_until and user.locked_until > now:
-        audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
-                     object_id=user.id, detail={"reason": "locked"}, ip=ip)
-        raise LoginFailed("Account locked after repeated failed logins; try again later.", locked=True)
+        raise failed("unknown user")
     ok = verify_password(user.password_hash, password)
     unreadable = False
     if ok and user.totp_secret:
@@ -123,21 +172,15 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
             user.totp_last_step = step
             if not is_sealed(user.totp_secret):
                 set_totp_secret(user, settings, secret)  # a seed stored before sealing: seal it now
-    if not ok or not user.is_active:
-        reason = "disabled" if ok else "bad credentials"
-        if unreadable:
-            reason = "second-factor secret unreadable (secret key changed?); an admin can reset it"
-        if not ok:
-            user.failed_logins += 1
-            if user.failed_logins >= settings.login_max_failures:
-                user.locked_until = now + dt.timedelta(minutes=settings.login_lockout_minutes)
-                user.failed_logins = 0
-                reason = "bad credentials; account locked"
-        session.add(user)
+    if not ok:
+        raise failed("second-factor secret unreadable (secret key changed?); an admin can reset it"
+                     if unreadable else "bad credentials")
+    if not user.is_active:
         audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
-                     object_id=user.id, detail={"reason": reason}, ip=ip)
-        raise LoginFailed("Wrong username or password." if not ok else "This account is disabled.",
-                          locked=bool(user.locked_until and user.locked_until > now))
+                     object_id=user.id, detail={"reason": "disabled"}, ip=ip)
+        raise LoginFailed("This account is disabled.")
+    session.execute(delete(LoginFailure).where(LoginFailure.username == key,  # type: ignore[arg-type]
+                                               LoginFailure.ip == ip[:64]))
     user.failed_logins = 0
     user.locked_until = None
     session.add(user)
@@ -235,8 +278,10 @@ def resolve_session_token(session: Session, settings: Settings, token: str) -> R
     user = session.get(User, ws.user_id)
     if user is None or not user.is_active:
         return None
-    ws.last_seen_at = now
-    session.add(ws)
+    # Written at most once a minute (finer for very short idle timeouts), not on every request.
+    if now - ws.last_seen_at >= min(LAST_SEEN_RESOLUTION, idle / 10):
+        ws.last_seen_at = now
+        session.add(ws)
     return ResolvedSession(user, ws, None)
 
 
@@ -309,8 +354,10 @@ def resolve_api_token(session: Session, token: str) -> ResolvedSession | None:
     user = session.get(User, row.user_id)
     if user is None or not user.is_active:
         return None
-    row.last_used_at = utcnow()
-    session.add(row)
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_SEEN_RESOLUTION:
+        row.last_used_at = now
+        session.add(row)
     return ResolvedSession(user, None, row)
 
 

@@ -7,7 +7,9 @@ expensive members are created on first use through ``gallery()`` and
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from triage.gallery import Gallery
 
 _build_lock = threading.Lock()
+log = logging.getLogger("miatari.services")
 
 
 def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, Any]:
@@ -28,7 +31,9 @@ def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, An
     import triage.retention  # noqa: F401
     import triage.watchlist  # noqa: F401
     import triage.watchlist_import  # noqa: F401
+    from matcher.decode import set_concurrent_decodes
 
+    set_concurrent_decodes(settings.max_concurrent_decodes)
     return {"engine": engine, "settings": settings, "store": store}
 
 
@@ -66,8 +71,12 @@ def pipeline(services: dict[str, Any]) -> FacePipeline:
             home = settings.deepface_home if settings is not None else None
             if home is not None:
                 ensure_models(home)
+            started = time.monotonic()
             found = get_pipeline(models_home=home)
+            found.warm_up()  # load the models now, so the first job's wait is measured and logged
             services["pipeline"] = found
+            services["pipeline_load_seconds"] = time.monotonic() - started
+            log.info("face pipeline loaded in %.1f s", services["pipeline_load_seconds"])
     return found
 
 

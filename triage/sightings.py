@@ -4,12 +4,15 @@
 the size and pixel limits, the location in range, the fields present) and
 only then stores anything: bad input leaves no row and no file behind.  A
 retried upload with the same ``Idempotency-Key`` returns the sighting the
-first one created.
+first one created; the same key with other photos or fields is refused
+(the payload's digest is kept beside the key).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +70,7 @@ class SightingNotFound(LookupError):
 class PhotoUpload:
     data: bytes
     filename: str = ""
+    size: int | None = None  # the whole file's size when known (``data`` may have been cut at the limit)
 
 
 @dataclass
@@ -154,6 +158,9 @@ def validate(data: SightingInput, settings: Settings) -> list[_Checked]:
     checked: list[_Checked] = []
     for n, photo in enumerate(data.photos, start=1):
         label = f"Photo {n}" + (f" ({photo.filename})" if photo.filename else "")
+        if photo.size is not None and photo.size > settings.max_upload_bytes:
+            raise SightingRejected("photos", f"{label}: The file is {photo.size / 1e6:.1f} MB; the limit is "
+                                   f"{settings.max_upload_bytes / 1e6:.0f} MB.", "image_too_large")
         try:
             decoded = decode_image(photo.data, max_bytes=settings.max_upload_bytes,
                                    max_pixels=settings.max_image_pixels)
@@ -162,6 +169,31 @@ def validate(data: SightingInput, settings: Settings) -> list[_Checked]:
         checked.append(_Checked(photo, MEDIA_TYPES.get(decoded.format, "application/octet-stream"),
                                 decoded.width, decoded.height))
     return checked
+
+
+def payload_digest(data: SightingInput) -> str:
+    """What an idempotent retry must repeat: the photos (by content) and every field given."""
+    payload = {
+        "photos": [hashlib.sha256(p.data).hexdigest() for p in data.photos],
+        "observed_at": data.observed_at.isoformat() if data.observed_at else "",
+        "location_text": data.location_text.strip(), "latitude": data.latitude, "longitude": data.longitude,
+        "note": data.note.strip(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _replay(session: Session, user: User, found: Sighting, digest: str, ip: str) -> CreateResult:
+    """A retry: the same sighting if the payload is the same; refused if the key came with another one."""
+    if found.idempotency_digest is not None and found.idempotency_digest != digest:
+        audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=found.id,
+                     outcome=AuditOutcome.denied, ip=ip,
+                     detail={"field": "idempotency_key", "code": "idempotency_conflict",
+                             "reason": "key reused with a different payload"})
+        session.commit()
+        raise SightingRejected("idempotency_key", "This Idempotency-Key was already used for a different "
+                               "sighting (other photos or details); send a new sighting with a new key.",
+                               "idempotency_conflict")
+    return CreateResult(found, created=False)
 
 
 def _existing(session: Session, user: User, key: str | None) -> Sighting | None:
@@ -179,10 +211,11 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
     (``created`` False) and stores nothing new.
     """
     # The key is looked up before the photos are decoded: a retry is answered cheaply.
+    digest = payload_digest(data) if data.idempotency_key else None
     if data.idempotency_key:
         found = _existing(session, user, data.idempotency_key)
         if found is not None:
-            return CreateResult(found, created=False)
+            return _replay(session, user, found, digest or "", ip)
     # Decoding is slow: hold no transaction (on SQLite, no write lock) meanwhile.
     session.rollback()
     try:
@@ -193,7 +226,8 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
         session.commit()
         raise
     sighting = Sighting(uploaded_by=user.id,  # type: ignore[arg-type]
-                        idempotency_key=data.idempotency_key or None, observed_at=data.observed_at or utcnow(),
+                        idempotency_key=data.idempotency_key or None, idempotency_digest=digest,
+                        observed_at=data.observed_at or utcnow(),
                         location_text=data.location_text.strip(), latitude=data.latitude, longitude=data.longitude,
                         note=data.note.strip())
     try:
@@ -218,7 +252,7 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
         found = _existing(session, user, data.idempotency_key)
         if found is None:
             raise
-        return CreateResult(found, created=False)
+        return _replay(session, user, found, digest or "", ip)
     return CreateResult(sighting, created=True, photos=photos)
 
 
@@ -328,6 +362,62 @@ def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
         cleared=counts.get(CandidateStatus.cleared.value, 0), disputed=counts.get(CandidateStatus.disputed.value, 0),
         flagged=max(counts.get(CandidateStatus.flagged.value, 0), int(flags)),
         withdrawn=counts.get(CandidateStatus.withdrawn.value, 0), job_error=job_error, faces_too_small=int(too_small))
+
+
+def progress_of_many(session: Session, items: Sequence[Sighting]) -> dict[int, SightingProgress]:
+    """``progress_of`` for a page of sightings, in four queries whatever the page's length."""
+    ids_ = [x.id for x in items if x.id is not None]
+    if not ids_:
+        return {}
+    counts: dict[int, dict[str, int]] = {i: {} for i in ids_}
+    for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())  # type: ignore[call-overload]
+                                       .where(col(Candidate.sighting_id).in_(ids_))
+                                       .group_by(Candidate.sighting_id, Candidate.status)).all():
+        counts[sid][status] = int(n)
+    flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))  # type: ignore[call-overload]
+                              .group_by(Flag.sighting_id)).all())
+    too_small = dict(session.exec(select(Probe.sighting_id, func.count())  # type: ignore[call-overload]
+                                  .where(col(Probe.sighting_id).in_(ids_), Probe.searched == False)  # noqa: E712
+                                  .group_by(Probe.sighting_id)).all())
+    pending = [x.id for x in items if x.status not in DONE_STATUSES]
+    failed_jobs = {j.ref_id: j for j in session.exec(select(Job).where(
+        Job.kind == MATCH_JOB, col(Job.ref_id).in_(pending), Job.status == JobStatus.failed.value)).all()} \
+        if pending else {}
+    out: dict[int, SightingProgress] = {}
+    for x in items:
+        assert x.id is not None
+        c = counts[x.id]
+        status, job_error = x.status, ""
+        job = failed_jobs.get(x.id)
+        if job is not None:
+            status = SightingStatus.failed.value
+            job_error = job.last_error.splitlines()[0] if job.last_error else ""
+        out[x.id] = SightingProgress(
+            status=status, done=status in DONE_STATUSES, faces_found=x.faces_found, candidates=sum(c.values()),
+            under_review=c.get(CandidateStatus.open.value, 0), cleared=c.get(CandidateStatus.cleared.value, 0),
+            disputed=c.get(CandidateStatus.disputed.value, 0),
+            flagged=max(c.get(CandidateStatus.flagged.value, 0), int(flags.get(x.id, 0))),
+            withdrawn=c.get(CandidateStatus.withdrawn.value, 0), job_error=job_error,
+            faces_too_small=int(too_small.get(x.id, 0)))
+    return out
+
+
+def photos_of_many(session: Session, sighting_ids: Sequence[int]) -> dict[int, list[SightingPhoto]]:
+    out: dict[int, list[SightingPhoto]] = {i: [] for i in sighting_ids}
+    if sighting_ids:
+        for p in session.exec(select(SightingPhoto).where(col(SightingPhoto.sighting_id).in_(sighting_ids))
+                              .order_by(SightingPhoto.sighting_id, SightingPhoto.position)).all():
+            out[p.sighting_id].append(p)
+    return out
+
+
+def probes_of_many(session: Session, sighting_ids: Sequence[int]) -> dict[int, list[Probe]]:
+    out: dict[int, list[Probe]] = {i: [] for i in sighting_ids}
+    if sighting_ids:
+        for p in session.exec(select(Probe).where(col(Probe.sighting_id).in_(sighting_ids))
+                              .order_by(Probe.sighting_id, Probe.sighting_photo_id, Probe.face_index)).all():
+            out[p.sighting_id].append(p)
+    return out
 
 
 def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "") -> Sighting:

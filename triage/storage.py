@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from sqlmodel import Session
@@ -17,6 +18,19 @@ from sqlmodel import Session
 from triage.models import StoredImage
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TEMP_PREFIX = ".tmp-"
+# A temporary file this old is a leftover whoever wrote it (a write takes well under a second).
+TEMP_MAX_AGE_SECONDS = 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ImageStore:
@@ -34,7 +48,8 @@ class ImageStore:
         if path.exists():
             return digest
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        # The writer's pid in the name: a leftover of a killed process is known as such at the next start.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -49,6 +64,26 @@ class ImageStore:
         finally:
             os.unlink(tmp)
         return digest
+
+    def remove_leftovers(self) -> int:
+        """Remove temporary files left by writers that died (a kill -9 mid-write); return how many.
+
+        A file whose writer (the pid in its name) is still running is kept unless it is
+        over an hour old, so processes sharing the store never lose each other's writes.
+        """
+        removed = 0
+        now = time.time()
+        for tmp in self.root.glob(f"*/*/{TEMP_PREFIX}*"):
+            pid_text = tmp.name[len(TEMP_PREFIX):].split("-", 1)[0]
+            try:
+                stale = not pid_text.isdigit() or not _pid_alive(int(pid_text)) \
+                    or now - tmp.stat().st_mtime > TEMP_MAX_AGE_SECONDS
+                if stale:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # its writer finished (or another process tidied it) meanwhile
+        return removed
 
     def get(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()

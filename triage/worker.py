@@ -128,6 +128,7 @@ class Worker:
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sweep = 0.0
+        self.owner = ""
 
     def run_sweeps_now(self) -> None:
         for name, fn in list(SWEEPS.items()):
@@ -138,7 +139,17 @@ class Worker:
         self._last_sweep = time.monotonic()
 
     def loop(self) -> None:
-        owner = default_owner()
+        # A stable identity per data folder and slot: jobs a killed run of it held are taken back now.
+        from triage.recovery import recover_worker
+
+        identity = recover_worker(self.engine, self.store, self.settings.data_dir).identity
+        self.owner = owner = identity.owner
+        try:
+            self._loop(owner)
+        finally:
+            identity.release()
+
+    def _loop(self, owner: str) -> None:
         while not self.stop_event.is_set():
             if self.run_sweeps and time.monotonic() - self._last_sweep >= self.settings.sweep_interval_seconds:
                 self.run_sweeps_now()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from triage import audit
-from triage.deps import ManagerUser, SessionDep, client_ip
+from triage.deps import ManagerUser, Position, SessionDep, client_ip
 from triage.release import releases_session
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
@@ -56,7 +56,7 @@ def _filter(actor: str, action: str, object_type: str, object_id: str, outcome: 
 def read_audit(session: SessionDep, manager: ManagerUser, actor: Text = "", action: Text = "",
                object_type: Text = "", object_id: Text = "", outcome: Text = "", since: dt.datetime | None = None,
                until: dt.datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               offset: Annotated[int, Query(ge=0)] = 0) -> AuditEntriesPublic:
+               offset: Annotated[Position, Query()] = 0) -> AuditEntriesPublic:
     """Entries matching the filters, newest first; `count` is the total that match."""
     rows, total = audit.search(session, _filter(actor, action, object_type, object_id, outcome, since, until),
                                limit=limit, offset=offset)
@@ -64,7 +64,7 @@ def read_audit(session: SessionDep, manager: ManagerUser, actor: Text = "", acti
                               count=total)
 
 
-@router.get("/export.csv")
+@router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 @releases_session
 def read_audit_export(request: Request, session: SessionDep, manager: ManagerUser, actor: Text = "",
                       action: Text = "", object_type: Text = "", object_id: Text = "", outcome: Text = "",

@@ -12,6 +12,7 @@ from triage.deps import (
     CSRF_HEADER,
     CurrentUser,
     Forbidden,
+    Id,
     SessionDep,
     SettingsDep,
     audit_refusal,
@@ -118,7 +119,7 @@ def read_tokens(session: SessionDep, user: CurrentUser) -> TokensPublic:
 
 @router.delete("/tokens/{token_id}", status_code=204)
 @releases_session
-def delete_token(request: Request, session: SessionDep, user: CurrentUser, token_id: int) -> Response:
+def delete_token(request: Request, session: SessionDep, user: CurrentUser, token_id: Id) -> Response:
     """Revoke a token: your own, or anyone's if you are an admin."""
     try:
         revoke_api_token(session, user, token_id, client_ip(request))

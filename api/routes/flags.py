@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import flags
-from triage.deps import CurrentUser, SessionDep, client_ip
+from triage.deps import CurrentUser, Id, SessionDep, client_ip
 from triage.models import Flag
 from triage.release import releases_session
 
@@ -36,10 +36,10 @@ class FlagPublic(BaseModel):
     status: str
     warning: str = Field(description="A flag is a lead, never an identification")
     raised_at: dt.datetime
-    subject_id: int
+    subject_id: Id
     subject_name: str
     case_ref: str
-    sighting_id: int
+    sighting_id: Id
     observed_at: dt.datetime
     location: str
     acknowledged_at: dt.datetime | None
@@ -113,7 +113,7 @@ def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None
 
 @router.get("/{flag_id}")
 @releases_session
-def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
+def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """One flag with its evidence."""
     try:
         flag = flags.get_visible(session, user, flag_id, client_ip(request))
@@ -124,7 +124,7 @@ def read_flag(request: Request, flag_id: int, session: SessionDep, user: Current
 
 @router.post("/{flag_id}/reports", status_code=201)
 @releases_session
-def create_flag_report(request: Request, flag_id: int, body: FlagReportCreate, session: SessionDep,
+def create_flag_report(request: Request, flag_id: Id, body: FlagReportCreate, session: SessionDep,
                        user: CurrentUser) -> FlagDetail:
     """Report what happened (the sighting's officer), proposing an outcome; the managers are told."""
     try:
@@ -137,7 +137,7 @@ def create_flag_report(request: Request, flag_id: int, body: FlagReportCreate, s
 
 @router.post("/{flag_id}/acknowledge")
 @releases_session
-def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> FlagDetail:
+def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """Acknowledge a raised flag (managers): the flag is taken on."""
     try:
         flag = flags.acknowledge(session, user, flag_id, client_ip(request))
@@ -148,7 +148,7 @@ def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep,
 
 @router.post("/{flag_id}/close")
 @releases_session
-def update_flag_close(request: Request, flag_id: int, body: FlagClose, session: SessionDep,
+def update_flag_close(request: Request, flag_id: Id, body: FlagClose, session: SessionDep,
                       user: CurrentUser) -> FlagDetail:
     """Close an acknowledged flag (managers): arrested, not located, or withdrawn."""
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from triage import metrics
+from triage import metrics, metrics_cache
 from triage.deps import ManagerUser, SessionDep
 from triage.release import releases_session
 
@@ -42,18 +42,22 @@ def _window(days: str | None, since: str | None, until: str | None) -> metrics.W
 
 @router.get("", responses={422: {"description": "the period cannot be read"}})
 @releases_session
-def read_metrics(session: SessionDep, manager: ManagerUser, days: WindowParam = None, since: WindowParam = None,
-                 until: WindowParam = None) -> dict[str, Any]:
+def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
+                 since: WindowParam = None, until: WindowParam = None) -> dict[str, Any]:
     """Every manager metric, computed now from the stored verdicts: over all time, the last
     ``days`` days, or from ``since`` to ``until`` (dates, both included, UTC)."""
-    return _plain(metrics.compute(session, _window(days, since, until)))
+    return _plain(metrics_cache.compute(session, _window(days, since, until), _cache_seconds(request)))
 
 
 @router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, 422: {}})
 @releases_session
-def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowParam = None, since: WindowParam = None,
-                     until: WindowParam = None) -> Response:
+def read_metrics_csv(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
+                     since: WindowParam = None, until: WindowParam = None) -> Response:
     """The same metrics as one CSV table (metric, key, value, n), over the same window."""
-    body = metrics.export_csv(metrics.compute(session, _window(days, since, until)))
+    body = metrics.export_csv(metrics.compute(session, _window(days, since, until)))  # an export: as of now
     return Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="miatari-metrics.csv"'})
+
+
+def _cache_seconds(request: Request) -> float:
+    return float(request.app.state.settings.metrics_cache_seconds)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from triage import qualification, review
-from triage.deps import ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
 from triage.models import StoredImage, Subject
 from triage.release import releases_session
 
@@ -32,7 +32,7 @@ class TaskImages(BaseModel):
 
 
 class TaskPublic(BaseModel):
-    slot_id: int
+    slot_id: Id
     lease_expires_at: dt.datetime
     revealed_full_faces: bool
     images: TaskImages
@@ -50,7 +50,7 @@ class VerdictCreate(BaseModel):
 
 
 class VerdictPublic(BaseModel):
-    slot_id: int
+    slot_id: Id
     verdict: str
     verdict_at: dt.datetime
     revealed_full_faces: bool
@@ -93,7 +93,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 
 @router.post("/slots/{slot_id}/reveal")
 @releases_session
-def create_reveal(request: Request, slot_id: int, session: SessionDep, user: RecognizerUser) -> TaskPublic:
+def create_reveal(request: Request, slot_id: Id, session: SessionDep, user: RecognizerUser) -> TaskPublic:
     """Reveal the full faces of your task (recorded with the verdict)."""
     try:
         review.reveal_full_faces(session, user, slot_id, client_ip(request))
@@ -107,7 +107,7 @@ def create_reveal(request: Request, slot_id: int, session: SessionDep, user: Rec
                         409: {"description": "The lease expired, the task was withdrawn, or a different verdict "
                                              "was already given"}})
 @releases_session
-def create_verdict(request: Request, slot_id: int, body: VerdictCreate, response: Response, session: SessionDep,
+def create_verdict(request: Request, slot_id: Id, body: VerdictCreate, response: Response, session: SessionDep,
                    settings: SettingsDep, user: RecognizerUser,
                    idempotency_key: Annotated[str | None, Header(max_length=review.IDEMPOTENCY_KEY_MAX)] = None,
                    ) -> VerdictPublic:
@@ -127,7 +127,7 @@ def create_verdict(request: Request, slot_id: int, body: VerdictCreate, response
 @router.get("/slots/{slot_id}/images/{kind}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
 @releases_session
-def read_slot_image(request: Request, slot_id: int, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
+def read_slot_image(request: Request, slot_id: Id, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
     """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
     try:
         sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
@@ -140,8 +140,8 @@ def read_slot_image(request: Request, slot_id: int, kind: str, session: SessionD
 
 # Managers: disputes and escalation
 class DisputePublic(BaseModel):
-    candidate_id: int
-    subject_id: int
+    candidate_id: Id
+    subject_id: Id
     subject_name: str
     round: int
     verdicts: list[str]
@@ -166,7 +166,7 @@ def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUs
 
 @router.post("/candidates/{candidate_id}/escalate")
 @releases_session
-def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> DisputePublic:
+def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> DisputePublic:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
         candidate = review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
@@ -223,7 +223,7 @@ def read_recognizers(session: SessionDep, settings: SettingsDep, manager: Manage
 
 @router.post("/recognizers/{user_id}/reinstate")
 @releases_session
-def create_reinstatement(request: Request, user_id: int, session: SessionDep,
+def create_reinstatement(request: Request, user_id: Id, session: SessionDep,
                          manager: ManagerUser) -> RecognizerStanding:
     """Put a suspended recognizer back on probation, with a fresh known-answer record."""
     try:

@@ -9,14 +9,24 @@ from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from api.responses import FieldProblem
 from triage import sightings
-from triage.deps import CurrentUser, ManagerUser, OfficerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import (
+    CurrentUser,
+    Id,
+    ManagerUser,
+    OfficerUser,
+    Position,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+)
 from triage.models import Sighting
 
 router = APIRouter(prefix="/api/sightings", tags=["sightings"])
 
 # How a refused upload is answered: the status says what kind of problem it was.
-REJECTION_STATUS = {"image_too_large": 413, "unsupported_format": 415}
+REJECTION_STATUS = {"image_too_large": 413, "unsupported_format": 415, "idempotency_conflict": 409}
 
 
 class SightingAccepted(BaseModel):
@@ -31,6 +41,14 @@ class SightingRejection(BaseModel):
     detail: str
     field: str
     code: str
+
+
+class SightingRejectionOrProblems(BaseModel):
+    """422: a refused upload (``field`` and ``code``), or fields that did not validate (a list)."""
+
+    detail: str | list[FieldProblem]
+    field: str | None = None
+    code: str | None = None
 
 
 class ProbePublic(BaseModel):
@@ -75,16 +93,19 @@ class SightingsPublic(BaseModel):
     count: int
 
 
-def _public(session: Any, sighting: Sighting) -> SightingPublic:
-    progress = sightings.progress_of(session, sighting)
-    photos = sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+def _public(session: Any, sighting: Sighting, progress: sightings.SightingProgress | None = None,
+            photos: list[Any] | None = None, probe_rows: list[Any] | None = None) -> SightingPublic:
+    progress = progress or sightings.progress_of(session, sighting)
+    photos = photos if photos is not None else sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+    if probe_rows is None:
+        probe_rows = sightings.probes_of(session, sighting.id)  # type: ignore[arg-type]
     positions = {p.id: p.position for p in photos}
     probes = [ProbePublic(id=p.id, photo_position=positions.get(p.sighting_photo_id, 0),  # type: ignore[arg-type]
                           face_index=p.face_index, quality_ok=p.quality_ok, quality_issues=p.quality_issues,
                           iod_px=round(p.iod_px, 1), searched=p.searched,
                           eye_crop_url=f"/api/sightings/probes/{p.id}/eyes",
                           face_chip_url=f"/api/sightings/probes/{p.id}/face")
-              for p in sightings.probes_of(session, sighting.id)]  # type: ignore[arg-type]
+              for p in probe_rows]
     return SightingPublic(
         id=sighting.id, url=f"/sightings/{sighting.id}", status=progress.status, done=progress.done,  # type: ignore[arg-type]
         outcome=progress.outcome, observed_at=sighting.observed_at, created_at=sighting.created_at,
@@ -97,8 +118,9 @@ def _public(session: Any, sighting: Sighting) -> SightingPublic:
 
 
 @router.post("", status_code=202, response_model=SightingAccepted,
-             responses={413: {"model": SightingRejection}, 415: {"model": SightingRejection},
-                        422: {"model": SightingRejection}})
+             responses={409: {"model": SightingRejection}, 413: {"model": SightingRejection},
+                        415: {"model": SightingRejection},
+                        422: {"model": SightingRejectionOrProblems}})
 def create_sighting(
     request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
     photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
@@ -112,7 +134,7 @@ def create_sighting(
     """Upload a sighting; 202 with its URL at once. A retry with the same Idempotency-Key returns the same sighting."""
     try:
         data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "")
+            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "", f.size)
                     for f in (photos or []) if f.filename or f.size],
             observed_at=sightings.parse_observed_at(observed_at),
             location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),
@@ -130,15 +152,20 @@ def create_sighting(
 
 
 @router.get("", response_model=SightingsPublic)
-def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[int, Query(ge=0)] = 0,
+def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[Position, Query()] = 0,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50, everyone: bool = False) -> Any:
     """Your own sightings, newest first (managers: everyone's with everyone=true)."""
     rows, count = sightings.list_for(session, user, offset=offset, limit=limit, everyone=everyone)
-    return {"data": [_public(session, s) for s in rows], "count": count}
+    # Set-based: a handful of queries for the page, not several per sighting.
+    ids = sightings.ids(rows)
+    progress = sightings.progress_of_many(session, rows)
+    photos, probes = sightings.photos_of_many(session, ids), sightings.probes_of_many(session, ids)
+    return {"data": [_public(session, s, progress[s.id], photos[s.id], probes[s.id]) for s in rows],  # type: ignore[index]
+            "count": count}
 
 
 @router.get("/{sighting_id}", response_model=SightingPublic)
-def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: int) -> Any:
+def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: Id) -> Any:
     """A sighting's status: faces found, candidates under review, outcome."""
     try:
         return _public(session, sightings.get_for(session, user, sighting_id))
@@ -148,8 +175,8 @@ def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: int) -> A
 
 @router.get("/{sighting_id}/photos/{position}", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int,
-                        position: int) -> Response:
+def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id,
+                        position: Position) -> Response:
     """One photo of a sighting you may see."""
     try:
         sha = sightings.image_sha_for(session, user, sighting_id, position)
@@ -161,7 +188,7 @@ def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser
 
 @router.get("/probes/{probe_id}/{kind}", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
-def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: int, kind: str) -> Response:
+def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: Id, kind: str) -> Response:
     """A face found in a sighting: its eye-region crop (eyes) or aligned face (face)."""
     try:
         sha = sightings.probe_image_sha(session, user, probe_id, kind)
@@ -172,7 +199,7 @@ def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, p
 
 
 @router.post("/{sighting_id}/retry", response_model=SightingPublic)
-def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: int) -> Any:
+def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: Id) -> Any:
     """Managers: put a sighting whose matching failed back in the queue."""
     try:
         sighting = sightings.retry_matching(session, user, sighting_id, ip=client_ip(request))

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import BaseModel
 
+from api.responses import FieldProblem
 from triage import services, watchlist
-from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import Id, ManagerUser, Position, SessionDep, SettingsDep, client_ip
 from triage.models import ReferencePhoto, Subject, SubjectStatus
 from triage.sightings import displayable_image
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/api/subjects", tags=["subjects"])
 # Response schemas
 class ReferencePhotoPublic(BaseModel):
     id: int
-    subject_id: int
+    subject_id: Id
     view: str
     face_index: int
     bbox: list[int]
@@ -72,8 +73,10 @@ class FaceChoice(BaseModel):
 
 
 class EnrolmentRefusal(BaseModel):
-    detail: str
-    faces: list[FaceChoice]
+    """422: the photo was refused (``faces`` lists those found), or the form's fields did not validate."""
+
+    detail: str | list[FieldProblem]
+    faces: list[FaceChoice] = []
 
 
 def _subject_public(subject: Subject, photo_count: int) -> dict[str, Any]:
@@ -94,7 +97,7 @@ def _detail(session: Any, subject: Subject) -> SubjectDetail:
     return SubjectDetail(**_subject_public(subject, len(photos)), photos=[_photo_public(p) for p in photos])
 
 
-def _get(session: Any, subject_id: int) -> Subject:
+def _get(session: Any, subject_id: Id) -> Subject:
     try:
         return watchlist.get_subject(session, subject_id)
     except watchlist.SubjectNotFound as exc:
@@ -105,7 +108,8 @@ def _get(session: Any, subject_id: int) -> Subject:
 def read_subjects(session: SessionDep, user: ManagerUser,
                   q: Annotated[str, Query(max_length=200)] = "",
                   status: Annotated[str, Query(pattern="^(|" + "|".join(watchlist.STATUS_FILTERS) + ")$")] = "",
-                  offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
+                  offset: Annotated[Position, Query()] = 0,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
     """List subjects: search by name, alias or case reference; filter by status; page."""
     rows, count = watchlist.list_subjects(session, q=q, status=status, offset=offset, limit=limit)
     return {"data": [_subject_public(s, n) for s, n in rows], "count": count}
@@ -120,13 +124,13 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser, bod
 
 
 @router.get("/{subject_id}", response_model=SubjectDetail)
-def read_subject(session: SessionDep, user: ManagerUser, subject_id: int) -> Any:
+def read_subject(session: SessionDep, user: ManagerUser, subject_id: Id) -> Any:
     """One subject with its reference photos and their quality."""
     return _detail(session, _get(session, subject_id))
 
 
 @router.patch("/{subject_id}", response_model=SubjectDetail)
-def update_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int,
+def update_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id,
                    body: watchlist.SubjectUpdate) -> Any:
     """Edit a subject's fields (only those given)."""
     _get(session, subject_id)
@@ -139,7 +143,7 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
 
 
 @router.post("/{subject_id}/close", response_model=SubjectDetail)
-def close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int,
+def close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id,
                   body: SubjectClose) -> Any:
     """Close a subject (arrested or withdrawn): it leaves the gallery and its open tasks are withdrawn."""
     _get(session, subject_id)
@@ -154,9 +158,9 @@ def close_subject(request: Request, session: SessionDep, user: ManagerUser, subj
 @router.post("/{subject_id}/photos", response_model=ReferencePhotoPublic, status_code=201,
              responses={422: {"model": EnrolmentRefusal, "description": "no face, several faces, or not an image"}})
 def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                                 subject_id: int, photo: Annotated[UploadFile, File()],
+                                 subject_id: Id, photo: Annotated[UploadFile, File()],
                                  view: Annotated[str, Form(max_length=40)] = "",
-                                 face_index: Annotated[int | None, Form(ge=0)] = None) -> Any:
+                                 face_index: Annotated[int | None, Form(ge=0, le=1000)] = None) -> Any:
     """Enrol a reference photo: the face is found, quality-checked and embedded; 200 if already enrolled."""
     _get(session, subject_id)
     session.rollback()
@@ -180,7 +184,7 @@ IMAGE_KINDS = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "face
 
 @router.get("/{subject_id}/photos/{photo_id}/{kind}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, subject_id: int, photo_id: int,
+def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id, photo_id: Id,
                          kind: str) -> Response:
     """A reference photo (image), its eye-region crop (eyes) or its aligned face (face)."""
     photo = session.get(ReferencePhoto, photo_id)

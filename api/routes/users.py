@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import accounts
-from triage.deps import AdminUser, SessionDep, client_ip
+from triage.deps import AdminUser, Id, SessionDep, client_ip
 from triage.models import User
 from triage.release import releases_session
 
@@ -87,7 +87,7 @@ def create_user(request: Request, body: UserCreate, session: SessionDep, admin: 
 
 @router.get("/{user_id}")
 @releases_session
-def read_user(session: SessionDep, admin: AdminUser, user_id: int) -> UserPublic:
+def read_user(session: SessionDep, admin: AdminUser, user_id: Id) -> UserPublic:
     """One account."""
     user = session.get(User, user_id)
     if user is None:
@@ -97,7 +97,7 @@ def read_user(session: SessionDep, admin: AdminUser, user_id: int) -> UserPublic
 
 @router.patch("/{user_id}")
 @releases_session
-def update_user(request: Request, user_id: int, body: UserUpdate, session: SessionDep, admin: AdminUser) -> UserPublic:
+def update_user(request: Request, user_id: Id, body: UserUpdate, session: SessionDep, admin: AdminUser) -> UserPublic:
     """Change roles and/or enable or disable the account."""
     ip = client_ip(request)
     try:
@@ -116,7 +116,7 @@ def update_user(request: Request, user_id: int, body: UserUpdate, session: Sessi
     return _public(user)
 
 
-def _refused_again(session: SessionDep, admin: User, user_id: int, body: UserUpdate, ip: str,
+def _refused_again(session: SessionDep, admin: User, user_id: Id, body: UserUpdate, ip: str,
                    exc: accounts.AccountError) -> HTTPException:
     from triage import audit
     from triage.models import AuditOutcome
@@ -128,7 +128,7 @@ def _refused_again(session: SessionDep, admin: User, user_id: int, body: UserUpd
 
 @router.post("/{user_id}/reset-password")
 @releases_session
-def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> UserCreated:
+def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> UserCreated:
     """Give the account a new one-time password (its sessions end)."""
     try:
         user, password = accounts.reset_password(session, admin, user_id, ip=client_ip(request))
@@ -140,7 +140,7 @@ def update_user_password(request: Request, session: SessionDep, admin: AdminUser
 
 @router.delete("/{user_id}/totp")
 @releases_session
-def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> UserPublic:
+def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> UserPublic:
     """Remove a lost second factor."""
     try:
         user = accounts.remove_totp_for(session, admin, user_id, ip=client_ip(request))

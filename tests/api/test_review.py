@@ -41,8 +41,10 @@ def test_next_verdict_and_flag_over_the_api(make_client, setup, engine):
     assert ann.get("/api/review/next").json()["task"]["slot_id"] == task["slot_id"]
     img = ann.get(task["images"]["probe_eyes"])
     assert img.status_code == 200 and img.headers["content-type"] == "image/png" and img.content[:4] == b"\x89PNG"
-    # Another recognizer cannot fetch it; faces only after the reveal.
-    assert bob.get(task["images"]["probe_eyes"]).status_code == 403
+    # Another recognizer cannot fetch it: answered exactly as a missing task; faces only after the reveal.
+    theirs = bob.get(task["images"]["probe_eyes"])
+    missing = bob.get(f"/api/review/slots/{2**31 - 1}/images/probe-eyes")
+    assert theirs.status_code == missing.status_code == 404 and theirs.json() == missing.json()
     assert ann.get(f"/api/review/slots/{task['slot_id']}/images/probe-face").status_code == 403
     revealed = ann.post(task["reveal_url"]).json()
     assert revealed["revealed_full_faces"] and ann.get(revealed["images"]["subject_face"]).status_code == 200

@@ -35,6 +35,35 @@ def test_upload_is_answered_at_once_and_a_retry_makes_one_sighting(client: TestC
     assert client.get("/api/sightings").json()["count"] == 1
 
 
+def test_a_key_reused_with_another_payload_is_refused(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+    from triage.models import AuditEntry
+
+    _officer(client, engine)
+    first = client.post("/api/sightings", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
+                        data={"note": "blue cap"}, headers={"Idempotency-Key": "key-1"})
+    assert first.status_code == 202
+    # Other photo, same key: refused with the reason, nothing stored, on record.
+    other_photo = client.post("/api/sightings", files=[("photos", ("b.jpg", jpeg((80, 60)), "image/jpeg"))],
+                              data={"note": "blue cap"}, headers={"Idempotency-Key": "key-1"})
+    assert other_photo.status_code == 409, other_photo.text
+    assert other_photo.json()["code"] == "idempotency_conflict"
+    assert "already used for a different sighting" in other_photo.json()["detail"]
+    # Same photo, another note: refused too.
+    other_note = client.post("/api/sightings", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
+                             data={"note": "red cap"}, headers={"Idempotency-Key": "key-1"})
+    assert other_note.status_code == 409
+    # The true retry still replays.
+    again = client.post("/api/sightings", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
+                        data={"note": "blue cap"}, headers={"Idempotency-Key": "key-1"})
+    assert again.status_code == 202 and again.json()["replayed"] and again.json()["id"] == first.json()["id"]
+    with Session(engine) as s:
+        assert len(s.exec(select(Sighting)).all()) == 1
+        assert len(s.exec(select(SightingPhoto)).all()) == 1
+        refusals = s.exec(select(AuditEntry).where(AuditEntry.action == "sighting.create",
+                                                   AuditEntry.outcome == "denied")).all()
+        assert [r.detail["code"] for r in refusals] == ["idempotency_conflict", "idempotency_conflict"]
+
+
 def test_refusals_are_clear_and_store_nothing(make_client, engine) -> None:  # type: ignore[no-untyped-def]
     client = make_client(max_upload_bytes=50_000, max_image_pixels=2_000_000)
     _officer(client, engine)

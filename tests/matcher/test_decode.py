@@ -130,3 +130,82 @@ def test_unsupported_formats_are_refused(fmt: str) -> None:
         decode_image(data)
     assert isinstance(e.value, ImageError) and isinstance(e.value, ValueError)
     assert e.value.code == "unsupported_format"
+
+
+def _png16(w: int, h: int, value: int) -> bytes:
+    img = Image.fromarray(np.full((h, w), value, np.uint16))
+    assert img.mode == "I;16"
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_sixteen_bit_png_is_scaled_down_to_eight_bit_rgb() -> None:
+    from matcher.decode import DECODE_MAX_SIDE
+
+    out = decode_image(_png16(5000, 300, 65535))
+    assert out.rgb.dtype == np.uint8
+    assert max(out.rgb.shape[:2]) <= DECODE_MAX_SIDE
+    assert (out.width, out.height) == (5000, 300)  # the photo's own size is kept
+    assert int(out.rgb.min()) == 255  # 65535 is white, not clipped noise
+    mid = decode_image(_png16(64, 32, 32896))
+    assert mid.rgb.shape == (32, 64, 3) and int(mid.rgb[0, 0, 0]) == 128
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_photo_is_downscaled_while_decoding(fmt: str) -> None:
+    data = encode(_gradient(1200, 800), fmt)
+    out = decode_image(data, max_side=500)
+    assert max(out.rgb.shape[:2]) <= 500 and out.rgb.dtype == np.uint8
+    assert (out.width, out.height) == (1200, 800)
+    assert out.scale == pytest.approx(out.rgb.shape[1] / 1200)
+
+
+def test_orientation_survives_downscaling() -> None:
+    img = Image.fromarray(_gradient(1200, 800))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    out = decode_image(buf.getvalue(), max_side=400)
+    assert (out.width, out.height) == (800, 1200)
+    assert out.rgb.shape[0] > out.rgb.shape[1]
+
+
+def test_concurrent_decodes_are_limited() -> None:
+    import threading
+    import time
+
+    from matcher import decode as decode_mod
+
+    active = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+    real = decode_mod._decode
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            active["now"] += 1
+            active["peak"] = max(active["peak"], active["now"])
+        time.sleep(0.05)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active["now"] -= 1
+
+    data = encode(_gradient(), "PNG")
+    before = decode_mod.concurrent_decodes()
+    decode_mod._decode = slow
+    try:
+        decode_mod.set_concurrent_decodes(2)
+        threads = [threading.Thread(target=decode_image, args=(data,)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        decode_mod._decode = real
+        decode_mod.set_concurrent_decodes(before)
+    assert active["peak"] == 2
+    with pytest.raises(ValueError):
+        decode_mod.set_concurrent_decodes(0)

@@ -201,10 +201,24 @@ def test_someone_elses_slot_is_refused(session, store, settings, people):
     t = review.next_task(session, a, settings)
     with pytest.raises(ReviewError) as err:
         review.submit_verdict(session, b, t.slot_id, "same")
-    assert err.value.code == "forbidden"
-    with pytest.raises(ReviewError):
-        review.slot_image_sha(session, b, t.slot_id, "probe-eyes")
+    # Exactly the answer for a slot that does not exist, so ids reveal nothing...
+    with pytest.raises(ReviewError) as missing:
+        review.submit_verdict(session, b, 2**31 - 1, "same")
+    assert (err.value.code, err.value.message) == (missing.value.code, missing.value.message) == \
+        ("not_found", "No such review task.")
+    for call in (lambda: review.slot_image_sha(session, b, t.slot_id, "probe-eyes"),
+                 lambda: review.reveal_full_faces(session, b, t.slot_id),
+                 lambda: review.held_task(session, b, t.slot_id)):
+        with pytest.raises(ReviewError) as other:
+            call()
+        assert (other.value.code, other.value.message) == ("not_found", "No such review task.")
     assert review.slot_image_sha(session, a, t.slot_id, "probe-eyes")
+    # ...and still on record, with the reason.
+    from triage.models import AuditEntry
+
+    refused = session.exec(select(AuditEntry).where(AuditEntry.actor_id == b.id, AuditEntry.outcome == "denied",
+                                                    AuditEntry.object_id == str(t.slot_id))).all()
+    assert len(refused) == 4 and all(e.detail["why"] == "not held by this recognizer" for e in refused)
 
 
 def test_full_faces_only_after_reveal(session, store, settings, people):

@@ -93,27 +93,60 @@ def test_create_user_validates(session: Session) -> None:
     assert user.role_set == {Role.officer, Role.recognizer}
 
 
-def test_five_failures_lock_the_account_for_ten_minutes(engine: Engine, settings: Settings) -> None:
+def test_five_failures_throttle_that_username_from_that_address_for_ten_minutes(engine: Engine,
+                                                                                settings: Settings) -> None:
     add_user(engine, "olga", Role.officer)
     with frozen(T0) as clock, Session(engine) as s:
         for _ in range(4):
             with pytest.raises(LoginFailed) as exc:
-                authenticate(s, settings, "olga", "wrong password here")
+                authenticate(s, settings, "olga", "wrong password here", ip="10.0.0.1")
             assert not exc.value.locked
         with pytest.raises(LoginFailed) as exc:
-            authenticate(s, settings, "olga", "wrong password here")
+            authenticate(s, settings, "olga", "wrong password here", ip="10.0.0.1")
         assert exc.value.locked
         s.commit()
-        # Even the right password is refused while locked.
+        # Even the right password is refused from that address meanwhile...
         clock.advance(minutes=9, seconds=59)
-        with pytest.raises(LoginFailed, match="locked"):
-            authenticate(s, settings, "olga", TEST_PASSWORD)
+        with pytest.raises(LoginFailed, match="Too many failed logins"):
+            authenticate(s, settings, "olga", TEST_PASSWORD, ip="10.0.0.1")
+        # ...but the account is not locked: its owner logs in from elsewhere.
+        assert authenticate(s, settings, "olga", TEST_PASSWORD, ip="10.0.0.2").username == "olga"
         clock.advance(seconds=2)
-        assert authenticate(s, settings, "olga", TEST_PASSWORD).username == "olga"
+        assert authenticate(s, settings, "olga", TEST_PASSWORD, ip="10.0.0.1").username == "olga"
         s.commit()
         reasons = [e.detail.get("reason") for e in s.exec(select(AuditEntry).where(AuditEntry.action == "login"))]
         assert reasons.count("bad credentials") == 4
-        assert "bad credentials; account locked" in reasons and "locked" in reasons
+        assert "bad credentials; throttled for this address" in reasons and "throttled" in reasons
+        assert s.exec(select(User).where(User.username == "olga")).one().locked_until is None
+
+
+def test_throttling_does_not_tell_whether_a_username_exists(engine: Engine, settings: Settings) -> None:
+    add_user(engine, "olga", Role.officer)
+
+    def answers(username: str) -> list[tuple[str, bool]]:
+        out = []
+        with Session(engine) as s:
+            for _ in range(7):
+                with pytest.raises(LoginFailed) as exc:
+                    authenticate(s, settings, username, "wrong password here", ip="10.0.0.9")
+                s.commit()
+                out.append((str(exc.value), exc.value.locked))
+        return out
+
+    with frozen(T0):
+        assert answers("olga") == answers("nobody-of-that-name")
+
+
+def test_one_address_trying_many_usernames_is_throttled(engine: Engine, settings: Settings) -> None:
+    add_user(engine, "olga", Role.officer)
+    with frozen(T0), Session(engine) as s:
+        for n in range(settings.login_max_failures_per_address):
+            with pytest.raises(LoginFailed):
+                authenticate(s, settings, f"guess{n}", "wrong password here", ip="10.0.0.7")
+        s.commit()
+        with pytest.raises(LoginFailed, match="Too many failed logins"):
+            authenticate(s, settings, "olga", TEST_PASSWORD, ip="10.0.0.7")
+        assert authenticate(s, settings, "olga", TEST_PASSWORD, ip="10.0.0.8").username == "olga"
 
 
 def test_disabled_account_cannot_log_in(engine: Engine, settings: Settings) -> None:

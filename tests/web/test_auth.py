@@ -88,7 +88,7 @@ def test_lockout_through_the_form_with_a_frozen_clock(client: TestClient, engine
         for _ in range(5):
             assert _post_login(client, "lena", "bad password guess 1").status_code == 401
         r = _post_login(client, "lena")
-        assert r.status_code == 401 and "locked" in r.context["error"]
+        assert r.status_code == 401 and "Too many failed logins" in r.context["error"]
         clock.advance(minutes=10, seconds=1)
         assert _post_login(client, "lena").status_code == 303
 
@@ -283,3 +283,21 @@ def test_dead_credentials_and_anonymous_changes_are_audited(client: TestClient, 
     reasons = [e.detail["reason"] for e in _audit(engine, "auth")]
     assert reasons == ["not logged in"] + ["unknown, revoked or expired credential"] * 2
     assert all(e.outcome == "denied" for e in _audit(engine, "auth"))
+
+
+def test_production_forces_secure_cookies_and_sends_hsts(make_client, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    add_user(engine, "pia", Role.officer)
+    client = make_client(environment="production", secure_cookies=False)
+    client.base_url = "https://testserver"  # type: ignore[assignment]  # a browser sends Secure cookies over HTTPS only
+    assert client.app.state.settings.secure_cookies is True  # type: ignore[attr-defined]
+    page = client.get("/login")
+    assert page.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+    assert "secure" in page.headers["set-cookie"].lower()
+    token = page.cookies.get("miatari_login_csrf")
+    r = client.post("/login", data={"username": "pia", "password": TEST_PASSWORD, "csrf_token": token},
+                    follow_redirects=False)
+    session_cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith("miatari_session=")]
+    assert r.status_code == 303 and session_cookie and "secure" in session_cookie[0].lower()
+    # Development over plain HTTP keeps neither.
+    dev = make_client()
+    assert "strict-transport-security" not in dev.get("/login").headers

@@ -81,8 +81,13 @@ def test_task_page_shows_eye_crops_first_and_nothing_revealing(make_client, cand
 def test_crops_only_for_the_lease_holder(make_client, cand):
     ann, bob = _as(make_client, "ann"), _as(make_client, "bob")
     slot_id = _take(ann)
-    assert bob.get(f"/review/slots/{slot_id}/probe-eyes.png").status_code == 403
-    assert bob.get(f"/review/slots/{slot_id}").status_code == 403
+    # Someone else's task is answered exactly as a missing one.
+    for path in ("/probe-eyes.png", ""):
+        theirs, missing = bob.get(f"/review/slots/{slot_id}{path}"), bob.get(f"/review/slots/{2**31 - 1}{path}")
+        assert theirs.status_code == missing.status_code == 404 and theirs.text == missing.text
+    theirs = bob.post(f"/review/slots/{slot_id}/reveal", follow_redirects=False)
+    missing = bob.post(f"/review/slots/{2**31 - 1}/reveal", follow_redirects=False)
+    assert theirs.status_code == missing.status_code == 404 and theirs.text == missing.text
     assert ann.get(f"/review/slots/{slot_id}/probe-face.png").status_code == 403
     assert ann.get(f"/review/slots/{slot_id}/original.png").status_code == 404
     # The reveal is a POST, recorded, then the faces are served.

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import accounts
-from triage.deps import AdminUser, SessionDep, client_ip
+from triage.deps import AdminUser, Id, SessionDep, client_ip
 from triage.models import ApiToken, Role, User
 from triage.release import releases_session
 from triage.security import list_api_tokens, revoke_api_token
@@ -24,7 +24,7 @@ def _users_page(request: Request, session: SessionDep, status_code: int = 200, *
     }, status_code=status_code)
 
 
-def _get_user(session: SessionDep, user_id: int) -> User:
+def _get_user(session: SessionDep, user_id: Id) -> User:
     user = session.get(User, user_id)
     if user is None:
         raise HTTPException(404, "No such account.")
@@ -68,12 +68,12 @@ def create_user(
 
 @router.get("/users/{user_id}")
 @releases_session
-def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """One account."""
     return _user_page(request, session, _get_user(session, user_id))
 
 
-def _act(request: Request, session: SessionDep, user_id: int, op: object, *args: object) -> Response:
+def _act(request: Request, session: SessionDep, user_id: Id, op: object, *args: object) -> Response:
     try:
         result = op(session, request.state.auth.user, user_id, *args, ip=client_ip(request))  # type: ignore[operator]
     except accounts.AccountError as exc:
@@ -91,28 +91,28 @@ def _act(request: Request, session: SessionDep, user_id: int, op: object, *args:
 
 @router.post("/users/{user_id}/disable")
 @releases_session
-def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Disable an account: its sessions and tokens stop working at once."""
     return _act(request, session, user_id, accounts.set_active, False)
 
 
 @router.post("/users/{user_id}/enable")
 @releases_session
-def update_user_enable(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+def update_user_enable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Enable an account again (and lift a lockout)."""
     return _act(request, session, user_id, accounts.set_active, True)
 
 
 @router.post("/users/{user_id}/reset-password")
 @releases_session
-def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Give the account a one-time password, to be changed at the next login."""
     return _act(request, session, user_id, accounts.reset_password)
 
 
 @router.post("/users/{user_id}/roles")
 @releases_session
-def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, user_id: int,
+def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
                       roles: Annotated[list[str] | None, Form()] = None) -> Response:
     """Set the account's roles."""
     return _act(request, session, user_id, accounts.set_roles, roles or [])
@@ -120,15 +120,15 @@ def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, u
 
 @router.post("/users/{user_id}/totp/remove")
 @releases_session
-def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: int) -> Response:
+def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Remove a lost second factor."""
     return _act(request, session, user_id, accounts.remove_totp_for)
 
 
 @router.post("/users/{user_id}/tokens/{token_id}/revoke")
 @releases_session
-def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, user_id: int,
-                      token_id: int) -> Response:
+def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
+                      token_id: Id) -> Response:
     """Revoke one of the account's API tokens (a lost phone)."""
     target = _get_user(session, user_id)
     token = session.get(ApiToken, token_id)

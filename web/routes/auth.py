@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from triage import accounts, audit
 from triage.clock import utcnow
-from triage.deps import AccountUser, CurrentUser, SessionDep, SettingsDep, client_ip, pending_action
+from triage.deps import AccountUser, CurrentUser, Id, SessionDep, SettingsDep, client_ip, pending_action
 from triage.models import AuditOutcome, WebSession
 from triage.release import releases_session
 from triage.security import (
@@ -219,7 +219,7 @@ def create_account_token(
 
 @router.post("/account/tokens/{token_id}/revoke")
 @releases_session
-def delete_account_token(request: Request, session: SessionDep, user: CurrentUser, token_id: int) -> Response:
+def delete_account_token(request: Request, session: SessionDep, user: CurrentUser, token_id: Id) -> Response:
     """Revoke one of your API tokens."""
     try:
         revoke_api_token(session, user, token_id, client_ip(request))

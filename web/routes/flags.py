@@ -6,7 +6,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
 from triage import flags, review
-from triage.deps import CurrentUser, SessionDep, client_ip
+from triage.deps import CurrentUser, Id, SessionDep, client_ip
 from triage.release import releases_session
 from triage.sightings import displayable_image
 from web.htmx import hx_redirect
@@ -18,7 +18,7 @@ ERROR_STATUS = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 
 CLOSE_REASONS = [("arrested", "Arrested"), ("not_located", "Not located"), ("withdrawn", "Withdrawn")]
 
 
-def _flag_page(request: Request, session: SessionDep, flag_id: int, user: CurrentUser,
+def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: CurrentUser,
                messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
     try:
         flag = flags.get_visible(session, user, flag_id, client_ip(request))
@@ -42,14 +42,14 @@ def read_flags(request: Request, session: SessionDep, user: CurrentUser, status:
 
 @router.get("/{flag_id}")
 @releases_session
-def read_flag(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> Response:
+def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> Response:
     """One flag with its evidence."""
     return _flag_page(request, session, flag_id, user)
 
 
 @router.post("/{flag_id}/acknowledge")
 @releases_session
-def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep, user: CurrentUser) -> Response:
+def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> Response:
     """Acknowledge a raised flag."""
     try:
         flags.acknowledge(session, user, flag_id, client_ip(request))
@@ -63,7 +63,7 @@ def update_flag_acknowledge(request: Request, flag_id: int, session: SessionDep,
 
 @router.post("/{flag_id}/close")
 @releases_session
-def update_flag_close(request: Request, flag_id: int, session: SessionDep, user: CurrentUser,
+def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser,
                       reason: str = Form(""), note: str = Form("")) -> Response:
     """Close an acknowledged flag with its reason."""
     try:
@@ -78,7 +78,7 @@ def update_flag_close(request: Request, flag_id: int, session: SessionDep, user:
 
 @router.post("/{flag_id}/report")
 @releases_session
-def create_flag_report(request: Request, flag_id: int, session: SessionDep, user: CurrentUser,
+def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser,
                        outcome: str = Form(""), note: str = Form("")) -> Response:
     """The sighting's officer reports what happened and proposes an outcome; the managers are told."""
     try:
@@ -93,7 +93,7 @@ def create_flag_report(request: Request, flag_id: int, session: SessionDep, user
 
 @router.get("/{flag_id}/images/{kind}")
 @releases_session
-def read_flag_image(request: Request, flag_id: int, kind: str, session: SessionDep, user: CurrentUser) -> Response:
+def read_flag_image(request: Request, flag_id: Id, kind: str, session: SessionDep, user: CurrentUser) -> Response:
     """A picture of a flag's evidence: eye crops, full faces, or a sighting photo (sighting-N)."""
     try:
         flag = flags.get_visible(session, user, flag_id, client_ip(request))

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
 
-from triage import metrics, qualification, review
-from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
+from triage import metrics, metrics_cache, qualification, review
+from triage.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip
 from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
@@ -98,7 +98,7 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     except metrics.BadWindow as exc:
         return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,  # type: ignore[no-any-return]
                                                 "choices": metrics.WINDOW_CHOICES}, status_code=422)
-    m = metrics.compute(session, window)
+    m = metrics_cache.compute(session, window, _cache_seconds(request))
     return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
                                             "duration": _duration, "form": form,
                                             "choices": metrics.WINDOW_CHOICES})
@@ -133,7 +133,7 @@ def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -
 
 @router.post("/disputes/{candidate_id}/escalate")
 @releases_session
-def create_escalation(request: Request, candidate_id: int, session: SessionDep, manager: ManagerUser) -> Response:
+def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> Response:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
         review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
@@ -159,7 +159,7 @@ def read_recognizers(request: Request, session: SessionDep, settings: SettingsDe
 
 @router.post("/recognizers/{user_id}/reinstate")
 @releases_session
-def create_reinstatement(request: Request, user_id: int, session: SessionDep, settings: SettingsDep,
+def create_reinstatement(request: Request, user_id: Id, session: SessionDep, settings: SettingsDep,
                          manager: ManagerUser) -> Response:
     """Put a suspended recognizer back on probation."""
     try:
@@ -168,3 +168,7 @@ def create_reinstatement(request: Request, user_id: int, session: SessionDep, se
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _recognizers_page(request, session, settings, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/recognizers?reinstated={user_id}", request)
+
+
+def _cache_seconds(request: Request) -> float:
+    return float(request.app.state.settings.metrics_cache_seconds)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import notifications
-from triage.deps import AccountUser, CurrentUser, SessionDep
+from triage.deps import AccountUser, CurrentUser, Id, SessionDep
 from triage.release import releases_session
 from web.htmx import is_htmx
 from web.templating import render
@@ -45,7 +45,7 @@ def update_notifications_read(request: Request, session: SessionDep, user: Curre
 @router.post("/{notification_id}/read")
 @releases_session
 def update_notification_read(request: Request, session: SessionDep, user: CurrentUser,
-                             notification_id: int) -> Response:
+                             notification_id: Id) -> Response:
     """Mark one of your notifications read (someone else's is simply not found)."""
     if notifications.get_for(session, user.id, notification_id) is None:  # type: ignore[arg-type]
         raise HTTPException(404, "No such notification.")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from triage import review
-from triage.deps import RecognizerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
 from triage.models import StoredImage
 from triage.release import releases_session
 from web.htmx import hx_redirect
@@ -73,7 +73,7 @@ def _task_page(request: Request, task: review.Task, messages: list[dict[str, str
 
 @router.get("/slots/{slot_id}")
 @releases_session
-def read_task(request: Request, slot_id: int, session: SessionDep, settings: SettingsDep,
+def read_task(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
               user: RecognizerUser) -> Response:
     """One task you hold: the two eye crops side by side."""
     try:
@@ -86,7 +86,7 @@ def read_task(request: Request, slot_id: int, session: SessionDep, settings: Set
 
 @router.post("/slots/{slot_id}/reveal")
 @releases_session
-def create_reveal(request: Request, slot_id: int, session: SessionDep, settings: SettingsDep,
+def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                   user: RecognizerUser) -> Response:
     """Reveal the full faces (recorded with your verdict)."""
     try:
@@ -99,7 +99,7 @@ def create_reveal(request: Request, slot_id: int, session: SessionDep, settings:
 
 @router.post("/slots/{slot_id}/verdict")
 @releases_session
-def create_verdict(request: Request, slot_id: int, session: SessionDep, settings: SettingsDep,
+def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                    user: RecognizerUser, verdict: str = Form(""), note: str = Form(""),
                    idempotency_key: str = Form("")) -> Response:
     """Give your verdict; then back to the queue."""
@@ -119,7 +119,7 @@ def create_verdict(request: Request, slot_id: int, session: SessionDep, settings
 
 @router.get("/slots/{slot_id}/{kind}.png")
 @releases_session
-def read_task_image(request: Request, slot_id: int, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
+def read_task_image(request: Request, slot_id: Id, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
     """A picture of your task, for the lease holder only (full faces after the reveal)."""
     try:
         sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))

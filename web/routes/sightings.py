@@ -12,8 +12,11 @@ from triage import sightings
 from triage.deps import (
     CurrentUser,
     Forbidden,
+    Id,
     ManagerUser,
     OfficerUser,
+    PageNumber,
+    Position,
     SessionDep,
     SettingsDep,
     audit_refusal,
@@ -39,7 +42,7 @@ def _require_viewer(request: Request, user: User) -> None:
         raise Forbidden("This needs the role officer or manager.")
 
 
-def _get(session: Any, user: User, sighting_id: int) -> Sighting:
+def _get(session: Any, user: User, sighting_id: Id) -> Sighting:
     try:
         return sightings.get_for(session, user, sighting_id)
     except sightings.SightingNotFound as exc:
@@ -57,12 +60,13 @@ def _new_form(request: Request, settings: Any, *, error: str = "", field: str = 
 
 @router.get("/sightings")
 def read_sightings(request: Request, session: SessionDep, user: CurrentUser,
-                   page: Annotated[int, Query(ge=1)] = 1, everyone: bool = False) -> Response:
+                   page: Annotated[PageNumber, Query()] = 1, everyone: bool = False) -> Response:
     """Your sightings, newest first, with how far each got (managers may see everyone's)."""
     _require_viewer(request, user)
     rows, count = sightings.list_for(session, user, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
                                      everyone=everyone)
-    items = [(s, sightings.progress_of(session, s)) for s in rows]
+    progress = sightings.progress_of_many(session, rows)  # set-based: not several queries per row
+    items = [(s, progress[s.id]) for s in rows]  # type: ignore[index]
     ctx = {"items": items, "count": count, "page": page, "pages": max(1, -(-count // PAGE_SIZE)),
            "everyone": everyone and user.has_role(Role.manager)}
     return render(request, "sightings.html", ctx)  # type: ignore[no-any-return]
@@ -89,7 +93,7 @@ def create_sighting(
     try:
         offset = int(tz_offset) if tz_offset.strip().lstrip("-").isdigit() else None
         data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "")
+            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "", f.size)
                     for f in (photos or []) if f.filename or f.size],
             observed_at=sightings.parse_observed_at(observed_at, offset),
             location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),
@@ -98,7 +102,7 @@ def create_sighting(
         result = sightings.create_sighting(session, request.app.state.store, settings, user, data,
                                            ip=client_ip(request))
     except sightings.SightingRejected as exc:
-        status = {"image_too_large": 413, "unsupported_format": 415}.get(exc.code, 422)
+        status = {"image_too_large": 413, "unsupported_format": 415, "idempotency_conflict": 409}.get(exc.code, 422)
         if _wants_json(request):
             return JSONResponse({"detail": exc.message, "field": exc.field, "code": exc.code}, status_code=status)
         return _new_form(request, settings, error=exc.message, field=exc.field, values=values, status_code=status)
@@ -118,14 +122,14 @@ def _status_context(session: Any, user: User, sighting: Sighting) -> dict[str, A
 
 
 @router.get("/sightings/{sighting_id}")
-def read_sighting(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int) -> Response:
+def read_sighting(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id) -> Response:
     """One sighting: its photos, the faces found, and live status until matching is done."""
     sighting = _get(session, user, sighting_id)
     return render(request, "sighting.html", _status_context(session, user, sighting))  # type: ignore[no-any-return]
 
 
 @router.get("/sightings/{sighting_id}/status")
-def read_sighting_status(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int) -> Response:
+def read_sighting_status(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id) -> Response:
     """The live status fragment; answers 286 (htmx stops polling) once matching is done."""
     ctx = _status_context(session, user, _get(session, user, sighting_id))
     return render(request, "_sighting_status.html", ctx,  # type: ignore[no-any-return]
@@ -133,8 +137,8 @@ def read_sighting_status(request: Request, session: SessionDep, user: CurrentUse
 
 
 @router.get("/sightings/{sighting_id}/photos/{position}")
-def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: int,
-                        position: int) -> Response:
+def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id,
+                        position: Position) -> Response:
     """A photo of a sighting you may see."""
     try:
         sha = sightings.image_sha_for(session, user, sighting_id, position)
@@ -145,7 +149,7 @@ def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser
 
 
 @router.get("/sightings/probes/{probe_id}/{kind}")
-def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: int, kind: str) -> Response:
+def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: Id, kind: str) -> Response:
     """A face found in a sighting you may see: eye-region crop (eyes) or aligned face (face)."""
     try:
         sha = sightings.probe_image_sha(session, user, probe_id, kind)
@@ -156,7 +160,7 @@ def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, p
 
 
 @router.post("/sightings/{sighting_id}/retry")
-def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: int) -> Response:
+def create_retry(request: Request, session: SessionDep, user: ManagerUser, sighting_id: Id) -> Response:
     """Managers: run a failed matching job again."""
     try:
         sightings.retry_matching(session, user, sighting_id, ip=client_ip(request))

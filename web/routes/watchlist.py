@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from pydantic import ValidationError
 
 from triage import services, watchlist, watchlist_import
-from triage.deps import ManagerUser, SessionDep, SettingsDep, client_ip
+from triage.deps import Id, ManagerUser, PageNumber, SessionDep, SettingsDep, client_ip
 from triage.gallery import is_searchable, reference_photo_searchable
 from triage.models import ImportStatus, ReferencePhoto, Subject, User, WatchlistImport
 from triage.release import releases_session
@@ -32,7 +32,7 @@ def _errors(exc: ValidationError) -> dict[str, str]:
     return out
 
 
-def _get(session: Any, subject_id: int) -> Subject:
+def _get(session: Any, subject_id: Id) -> Subject:
     try:
         return watchlist.get_subject(session, subject_id)
     except watchlist.SubjectNotFound as exc:
@@ -53,7 +53,7 @@ def _subject_page(request: Request, session: Any, subject: Subject, status_code:
 @router.get("/watchlist")
 def read_watchlist(request: Request, session: SessionDep, user: ManagerUser,
                    q: Annotated[str, Query(max_length=200)] = "", status: str = "",
-                   page: Annotated[int, Query(ge=1)] = 1) -> Response:
+                   page: Annotated[PageNumber, Query()] = 1) -> Response:
     """The subjects: search, filter by status, page."""
     status = status if status in watchlist.STATUS_FILTERS else ""
     rows, count = watchlist.list_subjects(session, q=q, status=status, offset=(page - 1) * PAGE_SIZE,
@@ -135,7 +135,7 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
     return hx_redirect(f"/watchlist/imports/{row.id}", request)
 
 
-def _get_import(session: Any, import_id: int) -> WatchlistImport:
+def _get_import(session: Any, import_id: Id) -> WatchlistImport:
     row = session.get(WatchlistImport, import_id)
     if row is None:
         raise HTTPException(404, "No such import.")
@@ -157,7 +157,7 @@ def _import_context(session: Any, row: WatchlistImport, settings: Any = None) ->
 @router.get("/watchlist/imports/{import_id}")
 @releases_session
 def read_import_status_page(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                            import_id: int) -> Response:
+                            import_id: Id) -> Response:
     """One ZIP import: its preview to confirm, its progress while the job runs, then what was enrolled and why not."""
     return render(request, "watchlist_import_status.html",  # type: ignore[no-any-return]
                   _import_context(session, _get_import(session, import_id), settings))
@@ -179,7 +179,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
 @router.post("/watchlist/imports/{import_id}/confirm")
 @releases_session
 def update_import_confirm(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                          import_id: int) -> Response:
+                          import_id: Id) -> Response:
     """Confirm a previewed import: its job is queued and enrols the photos as the preview said."""
     return _import_action(request, session, settings, user, import_id, watchlist_import.confirm_import)
 
@@ -187,14 +187,14 @@ def update_import_confirm(request: Request, session: SessionDep, settings: Setti
 @router.post("/watchlist/imports/{import_id}/cancel")
 @releases_session
 def delete_import(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                  import_id: int) -> Response:
+                  import_id: Id) -> Response:
     """Drop a previewed import that was not confirmed; nothing of it was enrolled."""
     return _import_action(request, session, settings, user, import_id, watchlist_import.cancel_import)
 
 
 @router.get("/watchlist/imports/{import_id}/status")
 @releases_session
-def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: int) -> Response:
+def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: Id) -> Response:
     """The live fragment; answers 286 (htmx stops polling) once the import is over."""
     ctx = _import_context(session, _get_import(session, import_id))
     return render(request, "_watchlist_import_status.html", ctx,  # type: ignore[no-any-return]
@@ -202,13 +202,13 @@ def read_import_status(request: Request, session: SessionDep, user: ManagerUser,
 
 
 @router.get("/watchlist/{subject_id}")
-def read_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int) -> Response:
+def read_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id) -> Response:
     """A subject, its reference photos with their quality, and the actions on it."""
     return _subject_page(request, session, _get(session, subject_id))
 
 
 @router.get("/watchlist/{subject_id}/edit")
-def read_edit_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int) -> Response:
+def read_edit_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id) -> Response:
     """The form to edit a subject."""
     subject = _get(session, subject_id)
     values = {k: getattr(subject, k) for k in FORM_FIELDS}
@@ -216,7 +216,7 @@ def read_edit_subject(request: Request, session: SessionDep, user: ManagerUser, 
 
 
 @router.post("/watchlist/{subject_id}/edit")
-def update_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int,
+def update_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id,
                    name: Annotated[str, Form()] = "", aliases: Annotated[str, Form()] = "",
                    case_ref: Annotated[str, Form()] = "", priority: Annotated[str, Form()] = "3",
                    notes: Annotated[str, Form()] = "", expires_on: Annotated[str, Form()] = "") -> Response:
@@ -240,7 +240,7 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
 
 
 @router.post("/watchlist/{subject_id}/close")
-def close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: int,
+def close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id,
                   status: Annotated[str, Form()] = "", reason: Annotated[str, Form(max_length=500)] = "") -> Response:
     """Close a subject: out of the gallery at once; its open review tasks are withdrawn."""
     subject = _get(session, subject_id)
@@ -261,7 +261,7 @@ def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
 
 @router.post("/watchlist/{subject_id}/photos")
 def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                                 subject_id: int, photo: Annotated[UploadFile | None, File()] = None,
+                                 subject_id: Id, photo: Annotated[UploadFile | None, File()] = None,
                                  view: Annotated[str, Form(max_length=40)] = "",
                                  face_index: Annotated[str, Form()] = "") -> Response:
     """Enrol a reference photo; a photo with no face, or several, is refused with the reason."""
@@ -286,7 +286,7 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
 
 
 @router.get("/watchlist/photos/{photo_id}/{kind}")
-def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, photo_id: int,
+def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, photo_id: Id,
                          kind: str) -> Response:
     """A reference photo (image), its eye-region crop (eyes) or aligned face (face)."""
     kinds = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "face_chip_sha256"}
