@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from matcher.errors import ModelMismatch
 from matcher.score import distance_for_score, similarity_array
 
 DIM = 128
@@ -49,8 +50,12 @@ class Hit:
 
 
 class GalleryIndex:
-    def __init__(self, dim: int = DIM, initial_capacity: int = 1024) -> None:
-        self.dim = dim
+    """Reference embeddings of ONE face model (``model_id``, ``dim``): a vector of another
+    model, or of another length, is refused with :class:`ModelMismatch` on add and search."""
+
+    def __init__(self, dim: int = DIM, initial_capacity: int = 1024, *, model_id: str | None = None) -> None:
+        self.dim = int(dim)
+        self.model_id = model_id
         self._lock = threading.RLock()
         cap = max(16, int(initial_capacity))
         self._vecs = np.zeros((cap, dim), dtype=np.float32)
@@ -80,6 +85,20 @@ class GalleryIndex:
         return reference_photo_id in self._row_of_ref
 
     # -- changes ---------------------------------------------------------------------
+    def _check_model(self, model_id: str | None, emb: np.ndarray) -> None:
+        if model_id is not None and self.model_id is not None and model_id != self.model_id:
+            raise ModelMismatch(
+                f"embedding of face model {model_id!r} offered to a gallery of {self.model_id!r}; "
+                "re-embed the reference photos with the gallery's model"
+            )
+        arr = np.asarray(emb)
+        width = arr.shape[-1] if arr.ndim else 0
+        if width != self.dim:
+            raise ModelMismatch(
+                f"embedding of length {width} offered to a gallery of {self.dim}-d vectors"
+                + (f" ({self.model_id})" if self.model_id else "")
+            )
+
     def _normalise(self, emb: np.ndarray) -> np.ndarray:
         arr = np.asarray(emb, dtype=np.float32).reshape(-1, self.dim)
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
@@ -100,22 +119,29 @@ class GalleryIndex:
             new[: self._n] = old[: self._n]
             setattr(self, name, new)
 
-    def add(self, subject_id: int, reference_photo_id: int, embedding: np.ndarray) -> None:
-        self.add_many([(subject_id, reference_photo_id, embedding)])
+    def add(
+        self, subject_id: int, reference_photo_id: int, embedding: np.ndarray, *, model_id: str | None = None
+    ) -> None:
+        self.add_many([(subject_id, reference_photo_id, embedding)], model_id=model_id)
 
     def add_many(
         self,
         items: Iterable[tuple[int, int, np.ndarray]] | Sequence[int],
         reference_photo_ids: Sequence[int] | None = None,
         embeddings: np.ndarray | None = None,
+        *,
+        model_id: str | None = None,
     ) -> None:
         """Add (or replace) reference photos: ``add_many([(subject_id, photo_id, emb), ...])``
-        or column-wise ``add_many(subject_ids, photo_ids, matrix)``."""
+        or column-wise ``add_many(subject_ids, photo_ids, matrix)``. ``model_id`` is the model
+        the vectors came from (:class:`ModelMismatch` if it is not the gallery's); nothing is
+        added when any vector is refused."""
         if reference_photo_ids is not None or embeddings is not None:
             if reference_photo_ids is None or embeddings is None:
                 raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
             subj = np.asarray(list(items), dtype=np.int64)  # type: ignore[arg-type]
             refs = np.asarray(list(reference_photo_ids), dtype=np.int64)
+            self._check_model(model_id, np.asarray(embeddings))
             mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         else:
             rows = list(items)  # type: ignore[arg-type]
@@ -123,6 +149,8 @@ class GalleryIndex:
                 return
             subj = np.asarray([r[0] for r in rows], dtype=np.int64)
             refs = np.asarray([r[1] for r in rows], dtype=np.int64)
+            for r in rows:
+                self._check_model(model_id, np.asarray(r[2]).reshape(-1))
             mat = np.stack([np.asarray(r[2], dtype=np.float32).reshape(-1) for r in rows])
         if not (len(subj) == len(refs) == len(mat)):
             raise ValueError("subject ids, photo ids and embeddings differ in length")
@@ -237,8 +265,11 @@ class GalleryIndex:
         *,
         min_score: float | None = None,
         exclude_subjects: Iterable[int] = (),
+        model_id: str | None = None,
     ) -> list[Hit]:
-        """The ``k`` most similar subjects (best reference photo each), rank 1..k."""
+        """The ``k`` most similar subjects (best reference photo each), rank 1..k; a probe
+        embedding of another model than the gallery's raises :class:`ModelMismatch`."""
+        self._check_model(model_id, np.asarray(embedding).reshape(-1))
         if k <= 0:
             return []
         q = self._normalise(embedding)[0]
