@@ -1,7 +1,7 @@
 """Builders for watchlist, sighting and review rows without running the face model.
 
 The crops are small generated PNGs stored through the real image store; the
-embeddings are arbitrary bytes.  Candidates are made by the real
+embeddings are arbitrary bytes, recorded under the active gallery model.  Candidates are made by the real
 ``triage.review.create_candidates_for_probe``.
 """
 
@@ -19,7 +19,17 @@ from sqlmodel import Session
 from triage import review
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.models import Candidate, Probe, ReferencePhoto, Sighting, SightingPhoto, Subject, SubjectStatus
+from triage.gallery import active_model_id
+from triage.models import (
+    Candidate,
+    Probe,
+    ReferenceEmbedding,
+    ReferencePhoto,
+    Sighting,
+    SightingPhoto,
+    Subject,
+    SubjectStatus,
+)
 from triage.storage import ImageStore, store_image
 
 _counter = itertools.count(1)
@@ -58,11 +68,15 @@ def make_subject(session: Session, store: ImageStore, *, name: str | None = None
     return subject
 
 
-def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "") -> ReferencePhoto:
+def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "",
+                        embedding: bytes = EMBEDDING) -> ReferencePhoto:
     photo = ReferencePhoto(subject_id=subject.id, image_sha256=store_png(session, store, size=(160, 200)),
-                           view=view, embedding=EMBEDDING, eye_crop_sha256=store_png(session, store),
+                           view=view, eye_crop_sha256=store_png(session, store),
                            face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(photo)
+    session.flush()
+    session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=active_model_id(session),
+                                   dim=len(embedding) // 4, embedding=embedding))
     session.flush()
     return photo
 
@@ -84,7 +98,7 @@ def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_ind
     photo = session.exec(SightingPhoto.__table__.select().where(  # type: ignore[attr-defined]
         SightingPhoto.sighting_id == sighting.id)).first()
     probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=face_index,
-                  embedding=EMBEDDING, eye_crop_sha256=store_png(session, store),
+                  embedding=EMBEDDING, model_id=active_model_id(session), eye_crop_sha256=store_png(session, store),
                   face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(probe)
     session.flush()

@@ -271,7 +271,7 @@ def build_world(engine: Engine, app: Any) -> World:
         s.add(subject)
         s.flush()
         ref = ReferencePhoto(subject_id=subject.id, image_sha256=store_image(s, store, _png((200, 0, 0)), "image/png"),
-                             embedding=b"\0" * 8, eye_crop_sha256=store_image(s, store, _png((0, 200, 0)), "image/png"),
+                             eye_crop_sha256=store_image(s, store, _png((0, 200, 0)), "image/png"),
                              face_chip_sha256=store_image(s, store, _png((0, 0, 200)), "image/png"))
         s.add(ref)
         sighting = Sighting(uploaded_by=officer.id, observed_at=dt.datetime.now(dt.UTC), status="matched")
@@ -282,6 +282,7 @@ def build_world(engine: Engine, app: Any) -> World:
         s.add(photo)
         s.flush()
         probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
+                      model_id="dlib@55533b28a95800a5",
                       eye_crop_sha256=store_image(s, store, _png((20, 20, 20)), "image/png"),
                       face_chip_sha256=store_image(s, store, _png((30, 30, 30)), "image/png"))
         s.add(probe)

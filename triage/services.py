@@ -23,8 +23,9 @@ _build_lock = threading.Lock()
 
 
 def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, Any]:
-    # Importing these registers the jobs (matching, ZIP import) and the sweeps with the worker.
+    # Importing these registers the jobs (matching, ZIP import, re-embedding) and the sweeps with the worker.
     import triage.matching  # noqa: F401
+    import triage.reindex  # noqa: F401
     import triage.retention  # noqa: F401
     import triage.watchlist  # noqa: F401
     import triage.watchlist_import  # noqa: F401
@@ -53,7 +54,10 @@ def gallery(services: dict[str, Any]) -> Gallery:
 
 
 def pipeline(services: dict[str, Any]) -> FacePipeline:
-    """The face pipeline (models placed offline first); one per process."""
+    """The face pipeline (models placed offline first); one per process.
+
+    It embeds with the configured model (``Settings.face_model``); callers ask for the
+    gallery's model too (``models=``) where it may differ."""
     found = services.get("pipeline")
     if found is not None:
         return found  # type: ignore[no-any-return]
@@ -66,7 +70,7 @@ def pipeline(services: dict[str, Any]) -> FacePipeline:
             home = settings.deepface_home if settings is not None else None
             if home is not None:
                 ensure_models(home)
-            found = get_pipeline(models_home=home)
+            found = get_pipeline(models_home=home, model=settings.face_model if settings is not None else None)
             services["pipeline"] = found
     return found
 

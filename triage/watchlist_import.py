@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from triage import audit, jobs, services, watchlist
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.gallery import enrolment_models
 from triage.models import Job, JobStatus, User, WatchlistImport
 from triage.worker import JobContext, LeaseLost, PermanentJobError, job_function
 
@@ -169,7 +170,8 @@ def run_zip_import(ctx: JobContext) -> watchlist.ImportSummary:
     pipeline = services.pipeline(ctx.services)
     try:
         summary = watchlist.run_import(ctx.engine, ctx.store, ctx.settings, plan,
-                                       watchlist.analyze_serially(ctx.settings, pipeline), actor, progress,
+                                       watchlist.analyze_serially(ctx.settings, pipeline,
+                                                                  enrolment_models(ctx.engine)), actor, progress,
                                        f"zip:{row.filename}")
     except LeaseLost:
         raise

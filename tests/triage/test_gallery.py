@@ -29,11 +29,9 @@ def test_poor_reference_photos_are_kept_but_not_searched(engine: Engine, setting
     rng = np.random.default_rng(0)
     with Session(engine, expire_on_commit=False) as s:
         subject = factories.make_subject(s, store, photos=0)
-        good = factories.add_reference_photo(s, store, subject, view="frontal")
-        poor = factories.add_reference_photo(s, store, subject, view="cctv")
-        for photo in (good, poor):
-            v = rng.normal(size=128).astype(np.float32)
-            photo.embedding = embedding_to_bytes(v / np.linalg.norm(v))
+        good, poor = (factories.add_reference_photo(s, store, subject, view=view,
+                                                    embedding=embedding_to_bytes(v / np.linalg.norm(v)))
+                      for view, v in (("frontal", rng.normal(size=128)), ("cctv", rng.normal(size=128))))
         good.iod_px, good.blur = 64.0, 150.0
         poor.iod_px, poor.blur, poor.quality_issues = 20.0, 150.0, "small"
         s.add(good)
