@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import api
 import web
-from triage import services
+from triage import reindex, services
 from triage.config import Settings, get_settings
 from triage.db import make_engine
 from triage.deps import ActionRequired, Forbidden, NotAuthenticated
@@ -50,6 +50,11 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: Worker | None = None
+        try:
+            # Queue re-embedding if the configured face model is not the gallery's (docs/watchlist.md).
+            reindex.ensure_started(engine, settings)
+        except Exception:  # noqa: BLE001 - e.g. not migrated yet: /readyz says so; the app still starts
+            log.exception("could not check the gallery's face model")
         if background:
             worker = Worker(engine, settings, store, app.state.services)
             worker.start()

@@ -51,6 +51,7 @@ from triage.models import (
     Flag,
     Job,
     Probe,
+    ReferenceEmbedding,
     ReferencePhoto,
     ReviewSlot,
     Role,
@@ -106,6 +107,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/admin/users/{user_id}/roles"): "lnnninn",
     ("POST", "/admin/users/{user_id}/totp/remove"): "lnnnann",
     ("POST", "/admin/users/{user_id}/tokens/{token_id}/revoke"): "lnnnann",
+    # The face model: nothing to re-embed here (the gallery already uses the configured model): 409
+    ("GET", "/admin/reindex"): "lnnnann",
+    ("GET", "/admin/reindex/status"): "lnnnann",
+    ("POST", "/admin/reindex"): "lnnninn",
     ("GET", "/api/users"): "lnnnann",
     ("POST", "/api/users"): "lnnninn",
     ("GET", "/api/users/{user_id}"): "lnnnann",
@@ -212,7 +217,7 @@ RUN_LATE = {("POST", "/review/slots/{slot_id}/verdict"): 1, ("POST", "/api/revie
 
 def _fail_matching_job(engine: Engine, world: World) -> None:
     with Session(engine) as s:
-        job = s.exec(select(Job).where(Job.ref_id == world.params["sighting_id"])).one()
+        job = s.exec(select(Job).where(Job.kind == "match_sighting", Job.ref_id == world.params["sighting_id"])).one()
         job.status = "failed"
         s.add(job)
         s.commit()
@@ -274,6 +279,9 @@ def build_world(engine: Engine, app: Any) -> World:
                              eye_crop_sha256=store_image(s, store, _png((0, 200, 0)), "image/png"),
                              face_chip_sha256=store_image(s, store, _png((0, 0, 200)), "image/png"))
         s.add(ref)
+        s.flush()
+        s.add(ReferenceEmbedding(reference_photo_id=ref.id, model_id="dlib@55533b28a95800a5", dim=2,
+                                 embedding=b"\0" * 8))
         sighting = Sighting(uploaded_by=officer.id, observed_at=dt.datetime.now(dt.UTC), status="matched")
         s.add(sighting)
         s.flush()
