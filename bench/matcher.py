@@ -119,6 +119,81 @@ def embed_all(pipe, photos: list[Photo]) -> list[Embedded]:  # type: ignore[no-u
     return out
 
 
+@dataclass
+class CachedFace:
+    """One photo's most prominent face as found by the pipeline: its quality and the
+    region of the aligned-from image around it with its geometry (``None``: no face)."""
+
+    path: str
+    subject: str
+    kind: str
+    region: np.ndarray | None = None
+    points5: np.ndarray | None = None
+    dlib_shape5: tuple[tuple[int, int, int, int], list[tuple[int, int]]] | None = None
+    iod_px: float = float("nan")
+    yaw_deg: float = float("nan")
+    blur: float = float("nan")
+    det_score: float = float("nan")
+
+
+def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -> list[CachedFace]:  # type: ignore[no-untyped-def]
+    """Detect and align once (``pipe`` made with ``keep_source=True``); every descriptor is
+    then computed from the cached regions (``--from-saved``)."""
+    from matcher import ImageError
+
+    out: list[CachedFace] = []
+    t0 = time.perf_counter()
+    for n, ph in enumerate(photos, 1):
+        try:
+            faces = pipe.analyze(ph.path.read_bytes())
+        except ImageError:
+            faces = []
+        c = CachedFace(str(ph.path), ph.subject, ph.kind)
+        if faces:
+            f = pipe.best_face(faces)
+            region, geom = f.source
+            c.region, c.points5 = region, geom.points5
+            if geom.dlib_shape5 is not None:
+                r = geom.dlib_shape5.rect
+                c.dlib_shape5 = (
+                    (r.left(), r.top(), r.right(), r.bottom()),
+                    [(p.x, p.y) for p in geom.dlib_shape5.parts()],
+                )
+            q = f.quality
+            c.iod_px, c.yaw_deg, c.blur, c.det_score = q.iod_px, q.yaw_deg, q.blur, q.det_score
+        out.append(c)
+        if n % 100 == 0:
+            log(f"  {n}/{len(photos)} photos in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def cached_geometry(c: CachedFace):  # type: ignore[no-untyped-def]
+    from matcher.embedders import FaceGeometry
+
+    shape5 = None
+    if c.dlib_shape5 is not None:
+        import dlib
+
+        (x0, y0, x1, y1), pts = c.dlib_shape5
+        dp = dlib.points()
+        for x, y in pts:
+            dp.append(dlib.point(int(x), int(y)))
+        shape5 = dlib.full_object_detection(dlib.rectangle(x0, y0, x1, y1), dp)
+    return FaceGeometry(np.asarray(c.points5, dtype=np.float64), shape5, float(c.iod_px))
+
+
+def embed_cached(embedder, cached: list[CachedFace]) -> list[Embedded]:  # type: ignore[no-untyped-def]
+    """Embeddings of the cached faces by one embedder."""
+    out = []
+    for c in cached:
+        if c.region is None:
+            out.append(Embedded(None))
+            continue
+        v = embedder.embed(c.region, [cached_geometry(c)])[0]
+        out.append(Embedded(v, c.iod_px, c.yaw_deg, c.blur, c.det_score))
+    return out
+
+
 def save_embeddings(path: Path, photos: list[Photo], emb: list[Embedded]) -> None:
     np.savez(
         path,

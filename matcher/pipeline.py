@@ -102,6 +102,9 @@ class Face:
     model_id: str = ""  # the model the embedding came from
     # every embedding computed for this face, by model id (the primary one included)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    # with FacePipeline(keep_source=True): the region of the aligned-from image around the
+    # face and the face's geometry in it, to embed again with other models (benchmarks)
+    source: tuple[np.ndarray, FaceGeometry] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -178,6 +181,7 @@ class FacePipeline:
         place_models: bool = True,
         flip_below_iod: float | None = None,
         model: str = DEFAULT_MODEL,
+        keep_source: bool = False,
     ) -> None:
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}")
@@ -186,6 +190,7 @@ class FacePipeline:
         if model not in available_models():
             raise ValueError(f"unknown face model {model!r}; known: {', '.join(available_models())}")
         self.model = model
+        self.keep_source = keep_source
         self.models_home = Path(models_home) if models_home is not None else default_models_home()
         self.detector = detector
         # faces smaller than this (inter-ocular px in the photo) are embedded twice, the
@@ -514,6 +519,7 @@ class FacePipeline:
                     face_chip_png=geometry.png_bytes(np.ascontiguousarray(display)),
                     model_id=primary.model_id,
                     embeddings={mid: vecs[i] for mid, vecs in vectors.items()},
+                    source=_source_region(src, _geom, rect) if self.keep_source else None,
                 )
             )
         # left to right, as a reviewer reads the photo
@@ -533,6 +539,31 @@ class FacePipeline:
 
 
 _fit_similarity = fit_similarity
+SOURCE_MARGIN = 1.5  # the kept source region reaches this many face-box sides beyond the box
+
+
+def _source_region(src: np.ndarray, geom: FaceGeometry, rect: Any) -> tuple[np.ndarray, FaceGeometry]:
+    """A copy of the region of ``src`` around a face and the face's geometry in it."""
+    import dlib
+
+    side = max(rect.right() - rect.left(), rect.bottom() - rect.top(), 1)
+    h, w = src.shape[:2]
+    x0 = max(0, int(rect.left() - SOURCE_MARGIN * side))
+    y0 = max(0, int(rect.top() - SOURCE_MARGIN * side))
+    x1 = min(w, int(rect.right() + SOURCE_MARGIN * side))
+    y1 = min(h, int(rect.bottom() + SOURCE_MARGIN * side))
+    region = np.ascontiguousarray(src[y0:y1, x0:x1])
+    shape5 = None
+    if geom.dlib_shape5 is not None:
+        r = geom.dlib_shape5.rect
+        pts = dlib.points()
+        for p in geom.dlib_shape5.parts():
+            pts.append(dlib.point(p.x - x0, p.y - y0))
+        shape5 = dlib.full_object_detection(
+            dlib.rectangle(r.left() - x0, r.top() - y0, r.right() - x0, r.bottom() - y0), pts
+        )
+    shifted = FaceGeometry(geom.points5 - np.array([x0, y0], dtype=np.float64), shape5, geom.iod_px)
+    return region, shifted
 
 
 def _equalise(rgb: np.ndarray) -> np.ndarray:
