@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 POLL_SECONDS = 0.5
+BATCH_SIZE_DEFAULT = 16  # triage.reindex.BATCH_SIZE (not imported here: the parser stays light)
 
 
 def _print_status(st: Any) -> None:
@@ -91,6 +92,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     store = ImageStore(settings.images_dir)
     svc = services.build(engine, settings, store)
+    if args.batch_size > 0:
+        svc["reindex_batch_size"] = args.batch_size
     owner = default_owner()
     worker: threading.Thread | None = None
     bar = tqdm(total=run.photos_total, initial=run.photos_done, unit="photo", desc="re-embedding",
@@ -161,5 +164,7 @@ def register(sub: Any) -> None:
     group.add_argument("--status", action="store_true", help="show the active and configured models and progress")
     group.add_argument("--purge-old", action="store_true",
                        help="delete the embeddings of every model but the active one")
+    p.add_argument("--batch-size", type=int, default=0, metavar="N",
+                   help=f"photos committed together (default: the worker's, {BATCH_SIZE_DEFAULT})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reindex)

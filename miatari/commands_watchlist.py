@@ -114,7 +114,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     total = sum(len(item.photos) for item in plan)
     print(f"{len(plan)} subjects, {total} photos in {path}" + (f" (only {', '.join(include)})" if include else ""))
     store = ImageStore(settings.images_dir)
-    models = enrolment_models(engine)
+    models = enrolment_models(engine, settings.face_model)
     if args.workers > 0:
         analyze = analyze_in_pool(settings, args.workers, models)
     else:

@@ -71,12 +71,14 @@ def model_name(model_id: str) -> str:
     return model_id.split("@", 1)[0]
 
 
-def enrolment_models(engine: Engine) -> list[str]:
-    """The models a reference photo is embedded with besides the configured one: the gallery's.
+def enrolment_models(engine: Engine, configured: str) -> list[str]:
+    """The models a reference photo is embedded with: the gallery's and the configured one
+    (``Settings.face_model``), when they differ (a re-embedding is pending or under way).
 
     Read in a short transaction of its own, before the (slow) analysis."""
     with Session(engine) as session:
-        return [model_name(active_model_id(session))]
+        active = model_name(active_model_id(session))
+    return [active] if configured == active else [active, configured]
 
 
 def today() -> dt.date:
@@ -229,19 +231,20 @@ class Gallery:
             if not force and time.monotonic() - self._last_sync < self.sync_seconds:
                 return 0
             applied = 0
+            switched = False
             with Session(self.engine) as session:
                 changes = session.exec(
                     select(GalleryChange).where(GalleryChange.id > self.applied_change_id).order_by(GalleryChange.id)
                 ).all()
                 for change in changes:
+                    applied += 1
                     if change.action == SWITCH_MODEL:
-                        # Everything up to the new tip is in the rebuilt index: stop here.
-                        self.rebuild()
-                        applied += 1
+                        switched = True  # the rebuild below covers everything up to the new tip
                         break
                     self._apply(session, change)
                     self._set_applied(int(change.id))  # type: ignore[arg-type]
-                    applied += 1
+            if switched:
+                self.rebuild()  # in a transaction of its own (on SQLite, once this one has ended)
             self._last_sync = time.monotonic()
             return applied
 

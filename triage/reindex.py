@@ -365,7 +365,7 @@ def run_batches(engine: Engine, store: ImageStore, settings: Settings, pipeline:
                 session.commit()
                 return ReindexOutcome(run_id, "superseded", run.photos_total, run.photos_done, embedded, len(skip))
             batch = _pending(session, target, skip, batch_size)
-            session.rollback()  # nothing held while the model works
+            session.expunge_all()  # kept as read; the transaction ends here: nothing held while the model works
         if not batch:
             outcome = _finish_run(engine, settings, run_id, target, skip, finish, embedded)
             if outcome is not None:
@@ -471,6 +471,7 @@ def run_reindex(ctx: JobContext) -> ReindexOutcome:
     from triage import services
 
     return run_batches(ctx.engine, ctx.store, ctx.settings, services.pipeline(ctx.services), ctx.job.ref_id,
+                       batch_size=int(ctx.services.get("reindex_batch_size") or BATCH_SIZE),
                        renew=ctx.renew_lease, finish=ctx.finish_in)
 
 

@@ -280,8 +280,8 @@ def analyze_for_enrolment(data: bytes, settings: Settings, pipeline: Any,
                           models: Sequence[str] = ()) -> FaceAnalysis:
     """Decode (size and pixel limits) and find the faces; raises ``EnrolmentRefused`` for a bad file.
 
-    Each face is embedded with the pipeline's (the configured) model and with ``models``
-    (:func:`triage.gallery.enrolment_models`: the gallery's, when it is another)."""
+    Each face is embedded with the pipeline's model and with ``models``
+    (:func:`triage.gallery.enrolment_models`: the gallery's and the configured one)."""
     from matcher import ImageError, decode_image
 
     try:

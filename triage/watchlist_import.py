@@ -168,10 +168,9 @@ def run_zip_import(ctx: JobContext) -> watchlist.ImportSummary:
             _set(ctx, import_id, photos_done=done)
 
     pipeline = services.pipeline(ctx.services)
+    analyze = watchlist.analyze_serially(ctx.settings, pipeline, enrolment_models(ctx.engine, ctx.settings.face_model))
     try:
-        summary = watchlist.run_import(ctx.engine, ctx.store, ctx.settings, plan,
-                                       watchlist.analyze_serially(ctx.settings, pipeline,
-                                                                  enrolment_models(ctx.engine)), actor, progress,
+        summary = watchlist.run_import(ctx.engine, ctx.store, ctx.settings, plan, analyze, actor, progress,
                                        f"zip:{row.filename}")
     except LeaseLost:
         raise

@@ -165,7 +165,8 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
     pipeline = services.pipeline(request.app.state.services)
     try:
         analysis = watchlist.analyze_for_enrolment(data, settings, pipeline,
-                                                   enrolment_models(request.app.state.engine))
+                                                   enrolment_models(request.app.state.engine,
+                                                                    settings.face_model))
         ref, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
