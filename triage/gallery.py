@@ -107,7 +107,7 @@ _GALLERY_COLUMNS = (ReferencePhoto.id, ReferencePhoto.subject_id, ReferenceEmbed
 def _gallery_rows(model_id: str) -> Any:
     """Searchable reference photos joined with their embedding of ``model_id`` (photos without one are left out)."""
     return (
-        select(*_GALLERY_COLUMNS)
+        select(*_GALLERY_COLUMNS)  # type: ignore[call-overload]
         .join(ReferenceEmbedding, (ReferenceEmbedding.reference_photo_id == ReferencePhoto.id)  # type: ignore[arg-type]
               & (ReferenceEmbedding.model_id == model_id))
         .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]

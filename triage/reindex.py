@@ -107,8 +107,8 @@ def _covered() -> Any:
 
 
 def _has(model_id: str) -> Any:
-    return exists().where(ReferenceEmbedding.reference_photo_id == ReferencePhoto.id,
-                          ReferenceEmbedding.model_id == model_id)
+    return exists().where(ReferenceEmbedding.reference_photo_id == ReferencePhoto.id,  # type: ignore[arg-type]
+                          ReferenceEmbedding.model_id == model_id)  # type: ignore[arg-type]
 
 
 def counts(session: Session, model_id: str) -> tuple[int, int]:
@@ -494,7 +494,8 @@ def purge_old(session: Session, settings: Settings, actor: User | None = None) -
     by_model = dict(session.exec(select(ReferenceEmbedding.model_id, func.count())  # type: ignore[arg-type]
                                  .where(ReferenceEmbedding.model_id != active)
                                  .group_by(ReferenceEmbedding.model_id)).all())
-    removed = session.execute(delete(ReferenceEmbedding).where(col(ReferenceEmbedding.model_id) != active)).rowcount
+    removed = session.execute(  # type: ignore[attr-defined]
+        delete(ReferenceEmbedding).where(col(ReferenceEmbedding.model_id) != active)).rowcount
     audit.record(session, "gallery.purge_old_embeddings", actor=actor, object_type="gallery_model",
                  object_id=active, detail={"kept": active, "deleted": by_model})
     return int(removed or 0)
