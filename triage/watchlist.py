@@ -343,8 +343,10 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
         active = active_model_id(session)
         vectors = dict(getattr(face, "embeddings", None) or {})
         if active not in vectors:
-            raise EnrolmentRefused(f"The gallery now searches with the face model {active}, and this photo was "
-                                   f"embedded with {', '.join(vectors) or 'no model'}: send it again.")
+            raise EnrolmentRefused(f"This photo was embedded with {', '.join(vectors) or 'no face model'}, and the "
+                                   f"gallery searches with {active}: if the gallery has just switched models, send "
+                                   "the photo again; otherwise this installation cannot embed with the gallery's "
+                                   "model (Admin > Face model).")
     except EnrolmentRefused as exc:
         audit.record(session, "subject.photo.enrol", actor=actor, object_type="subject", object_id=subject_id,
                      outcome=AuditOutcome.denied, detail={"reason": str(exc), "sha256": analysis.sha256,

@@ -220,3 +220,31 @@ def test_a_searchable_photo_that_cannot_be_re_embedded_blocks_the_switch(world: 
     gallery = Gallery(world.engine)
     gallery.rebuild()
     assert len(gallery) == 8  # still every photo, with the old model
+
+
+def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
+        engine, tmp_path: Path, db_url: str, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+    """The gallery switched models between the analysis (dlib only) and the commit: nothing is stored."""
+    from tests.triage.test_matching import astronaut_png
+    from triage.gallery import SWITCH_MODEL, record_change
+    from triage.models import AuditEntry
+
+    settings = make_settings(tmp_path, db_url)
+    store = ImageStore(settings.images_dir)
+    analysis = watchlist.analyze_for_enrolment(astronaut_png(), settings, face_pipeline,
+                                               enrolment_models(engine, settings.face_model))
+    assert [m.split("@")[0] for m in analysis.faces[0].embeddings] == ["dlib"]
+    with Session(engine, expire_on_commit=False) as s:
+        subject = watchlist.create_subject(s, watchlist.SubjectCreate(name="A", case_ref="A"), None)
+        row = gallery_model(s)
+        row.previous_model_id, row.model_id, row.dim = row.model_id, reindex.configured_model_id(
+            make_settings(tmp_path, db_url, face_model=NEW_MODEL)), 1024
+        s.add(row)
+        record_change(s, SWITCH_MODEL, 0)
+        s.commit()
+    with Session(engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="send the photo again"):
+        watchlist.enrol_reference_photo(s, store, subject.id, analysis, None)  # type: ignore[arg-type]
+    with Session(engine) as s:
+        assert s.exec(select(ReferencePhoto)).all() == [] and s.exec(select(ReferenceEmbedding)).all() == []
+        refusal = s.exec(select(AuditEntry).where(AuditEntry.action == "subject.photo.enrol")).one()
+        assert refusal.outcome == "denied" and NEW_MODEL in refusal.detail["reason"]
