@@ -212,6 +212,7 @@ def start_run(session: Session, settings: Settings, actor: User | None, *, ip: s
     """
     from matcher import ModelFilesMissing
 
+    lock_changes(session)  # processes starting together queue one run, not one each
     try:
         target = configured_model_id(settings)
     except ModelFilesMissing as exc:
