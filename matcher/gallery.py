@@ -53,12 +53,13 @@ class GalleryIndex:
     """Reference embeddings of ONE face model (``model_id``, ``dim``): a vector of another
     model, or of another length, is refused with :class:`ModelMismatch` on add and search."""
 
-    def __init__(self, dim: int = DIM, initial_capacity: int = 1024, *, model_id: str | None = None) -> None:
-        self.dim = int(dim)
+    def __init__(self, dim: int | None = None, initial_capacity: int = 1024, *, model_id: str | None = None) -> None:
+        # dim None: the length of the first vector added (the default model's, in the app)
+        self.dim: int | None = None if dim is None else int(dim)
         self.model_id = model_id
         self._lock = threading.RLock()
         cap = max(16, int(initial_capacity))
-        self._vecs = np.zeros((cap, dim), dtype=np.float32)
+        self._vecs = np.zeros((cap, self.dim or 0), dtype=np.float32)
         self._subj = np.zeros(cap, dtype=np.int64)
         self._ref = np.zeros(cap, dtype=np.int64)
         self._alive = np.zeros(cap, dtype=bool)
@@ -85,7 +86,7 @@ class GalleryIndex:
         return reference_photo_id in self._row_of_ref
 
     # -- changes ---------------------------------------------------------------------
-    def _check_model(self, model_id: str | None, emb: np.ndarray) -> None:
+    def _check_model(self, model_id: str | None, emb: np.ndarray, adopt: bool = False) -> None:
         if model_id is not None and self.model_id is not None and model_id != self.model_id:
             raise ModelMismatch(
                 f"embedding of face model {model_id!r} offered to a gallery of {self.model_id!r}; "
@@ -93,6 +94,13 @@ class GalleryIndex:
             )
         arr = np.asarray(emb)
         width = arr.shape[-1] if arr.ndim else 0
+        if self.dim is None and width > 0 and not adopt:
+            return
+        if self.dim is None and width > 0:
+            with self._lock:
+                if self.dim is None:
+                    self.dim = int(width)
+                    self._vecs = np.zeros((self._vecs.shape[0], width), dtype=np.float32)
         if width != self.dim:
             raise ModelMismatch(
                 f"embedding of length {width} offered to a gallery of {self.dim}-d vectors"
@@ -141,7 +149,7 @@ class GalleryIndex:
                 raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
             subj = np.asarray(list(items), dtype=np.int64)  # type: ignore[arg-type]
             refs = np.asarray(list(reference_photo_ids), dtype=np.int64)
-            self._check_model(model_id, np.asarray(embeddings))
+            self._check_model(model_id, np.asarray(embeddings), adopt=True)
             mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         else:
             rows = list(items)  # type: ignore[arg-type]
@@ -150,7 +158,7 @@ class GalleryIndex:
             subj = np.asarray([r[0] for r in rows], dtype=np.int64)
             refs = np.asarray([r[1] for r in rows], dtype=np.int64)
             for r in rows:
-                self._check_model(model_id, np.asarray(r[2]).reshape(-1))
+                self._check_model(model_id, np.asarray(r[2]).reshape(-1), adopt=True)
             mat = np.stack([np.asarray(r[2], dtype=np.float32).reshape(-1) for r in rows])
         if not (len(subj) == len(refs) == len(mat)):
             raise ValueError("subject ids, photo ids and embeddings differ in length")
@@ -270,7 +278,7 @@ class GalleryIndex:
         """The ``k`` most similar subjects (best reference photo each), rank 1..k; a probe
         embedding of another model than the gallery's raises :class:`ModelMismatch`."""
         self._check_model(model_id, np.asarray(embedding).reshape(-1))
-        if k <= 0:
+        if k <= 0 or self.dim is None:
             return []
         q = self._normalise(embedding)[0]
         excluded = {int(s) for s in exclude_subjects}
@@ -288,7 +296,7 @@ class GalleryIndex:
                 alive_n = int(np.count_nonzero(np.isfinite(dots)))
             if min_score is not None:
                 # score >= min_score  <=>  distance <= d  <=>  dot >= 1 - d^2/2
-                d = distance_for_score(min_score)
+                d = distance_for_score(min_score, self.model_id)
                 dots[dots < 1.0 - d * d / 2.0 - 1e-6] = -np.inf
                 alive_n = int(np.count_nonzero(np.isfinite(dots)))
             if alive_n == 0:
@@ -312,7 +320,7 @@ class GalleryIndex:
             subj_out = self._subj[best_rows].tolist()
             ref_out = self._ref[best_rows].tolist()
         dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * np.minimum(best_dots, 1.0)))
-        scores = similarity_array(dist)
+        scores = similarity_array(dist, self.model_id)
         return [
             Hit(subject_id=int(s), reference_photo_id=int(r), distance=float(d), score=float(sc), rank=i + 1)
             for i, (s, r, d, sc) in enumerate(zip(subj_out, ref_out, dist, scores, strict=True))
