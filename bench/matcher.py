@@ -545,12 +545,12 @@ def descriptor_table(
 
 def calibrate(impostor: np.ndarray, impostor_dlib: np.ndarray, fmr: float = 0.0019) -> tuple[float, float]:
     """(centre, width) of a model's score logistic: the width dlib's 0.06 scaled by the spread
-    of the model's different-person distances relative to dlib's, the centre such that the
-    default lead threshold passes ``fmr`` of them (dlib's share)."""
-    from matcher.score import DEFAULT_LEAD_THRESHOLD, SCORE_WIDTH
+    of the model's different-person distances relative to dlib's, the centre such that a
+    score of ``CALIBRATION_SCORE`` passes ``fmr`` of them (dlib's share)."""
+    from matcher.score import CALIBRATION_SCORE, SCORE_WIDTH
 
     width = SCORE_WIDTH * float(impostor.std() / impostor_dlib.std())
-    s = DEFAULT_LEAD_THRESHOLD
+    s = CALIBRATION_SCORE
     return float(np.quantile(impostor, fmr)) - width * float(np.log((1 - s) / s)), width
 
 

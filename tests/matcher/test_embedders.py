@@ -175,3 +175,37 @@ def test_extra_models_are_embedded_once_per_face(every_model_faces, models_home:
     assert set(face.embeddings) == {model_id_for(n, models_home) for n in ALL_MODELS}
     assert face.model_id == model_id_for(DEFAULT_MODEL, models_home)
     np.testing.assert_array_equal(face.embedding, face.embeddings[face.model_id])
+
+
+class _Member:
+    """A member with a name, an id and a length only: ``combine`` never calls a model."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        self.name, self.dim, self.model_id = name, dim, f"{name}@{'0' * 16}"
+
+    def embed(self, src: np.ndarray, faces: object) -> np.ndarray:  # pragma: no cover - not called
+        raise AssertionError
+
+
+def test_fusion_vector_dot_is_the_weighted_sum_of_cosines() -> None:
+    from matcher.embedders import FusionEmbedder
+
+    rng = np.random.default_rng(5)
+    fusion = FusionEmbedder("f", [(_Member("a", 8), 3.0), (_Member("b", 16), 1.0)])  # type: ignore[list-item]
+    a1, a2 = (np.stack([unit(rng.standard_normal(8))]) for _ in range(2))
+    b1, b2 = (np.stack([unit(rng.standard_normal(16))]) for _ in range(2))
+    v1, v2 = fusion.combine([a1, b1])[0], fusion.combine([a2, b2])[0]
+    expected = (3.0 * float(a1[0] @ a2[0]) + 1.0 * float(b1[0] @ b2[0])) / 4.0
+    assert float(v1 @ v2) == pytest.approx(expected, abs=1e-6)
+    assert fusion.dim == 24 and np.linalg.norm(v1) == pytest.approx(1.0, abs=1e-6)
+    # the id changes with the weights and with the projection
+    other = FusionEmbedder("f", [(_Member("a", 8), 1.0), (_Member("b", 16), 1.0)])  # type: ignore[list-item]
+    projected = FusionEmbedder(
+        "f",
+        [(_Member("a", 8), 3.0), (_Member("b", 16), 1.0)],
+        np.eye(24, dtype=np.float32)[:4],  # type: ignore[list-item]
+    )
+    assert len({fusion.model_id, other.model_id, projected.model_id}) == 3
+    assert projected.dim == 4
+    with pytest.raises(ValueError, match="projection"):
+        FusionEmbedder("f", [(_Member("a", 8), 1.0)], np.eye(24, dtype=np.float32))  # type: ignore[list-item]
