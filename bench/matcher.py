@@ -490,12 +490,12 @@ def descriptor_table(
 ) -> tuple[list[tuple[str, str]], dict[str, list[Embedded]]]:
     """One row per descriptor and per fusion (the default model last), from the cached
     detections; fusions are combined from their members' vectors (each model runs once)."""
-    from matcher import DEFAULT_MODEL, available_models
-    from matcher.embedders import FusionEmbedder, build_embedder
+    from matcher import DEFAULT_MODEL
+    from matcher.embedders import MODELS, FusionEmbedder, build_embedder
 
     cache: dict = {}  # type: ignore[type-arg]
     vectors: dict[str, list[Embedded]] = {}
-    names = [n for n in available_models() if n != DEFAULT_MODEL] + [DEFAULT_MODEL]
+    names = [n for n in MODELS if n != DEFAULT_MODEL] + [DEFAULT_MODEL]
     for name in names:
         emb = build_embedder(name, home, cache)
         t0 = time.perf_counter()
@@ -597,10 +597,10 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
             p = fit_projection(full[celeba], dim)
             np.save(projection_path(proj_name), p)
             print(f"{name}: projection {p.shape} written to {projection_path(proj_name)}")
-    from matcher import available_models
+    from matcher.embedders import MODELS
 
     dlib_imp = impostor_distances(matrix("dlib"))
-    for name in available_models():
+    for name in MODELS:
         emb = build_embedder(name, home, cache)
         if isinstance(emb, FusionEmbedder):
             m = np.full((len(cached), emb.dim), np.nan, np.float32)

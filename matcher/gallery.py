@@ -1,10 +1,11 @@
-"""In-memory gallery of reference embeddings with exact top-k subject search.
+"""In-memory gallery of reference embeddings of one face model, with exact top-k subject search.
 
 One contiguous float32 matrix (rows = reference photos), grown by doubling;
 removals only clear a row's "alive" flag and the matrix is compacted lazily once
 a quarter of its rows are dead. A search is one matrix-vector product, an
-``argpartition`` for the best rows, and a per-subject best - about 25-60 ms for
-1M x 128 on two cores (``python -m bench.matcher``). Thread-safe.
+``argpartition`` for the best rows, and a per-subject best - about 20-50 ms for
+1M x 192 on two cores (``python -m bench.matcher``). Each index holds the vectors of
+one model (``model_id``, ``dim``) and refuses any other. Thread-safe.
 """
 
 from __future__ import annotations
