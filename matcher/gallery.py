@@ -109,7 +109,7 @@ class GalleryIndex:
             )
 
     def _normalise(self, emb: np.ndarray) -> np.ndarray:
-        arr = np.asarray(emb, dtype=np.float32).reshape(-1, self.dim)
+        arr = np.asarray(emb, dtype=np.float32).reshape(-1, self.dim or 0)
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
         if not np.all(np.isfinite(arr)) or np.any(norms == 0):
             raise ValueError("embedding must be finite and non-zero")
@@ -151,7 +151,7 @@ class GalleryIndex:
             subj = np.asarray(list(items), dtype=np.int64)  # type: ignore[arg-type]
             refs = np.asarray(list(reference_photo_ids), dtype=np.int64)
             self._check_model(model_id, np.asarray(embeddings), adopt=True)
-            mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+            mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim or 0)
         else:
             rows = list(items)  # type: ignore[arg-type]
             if not rows:
