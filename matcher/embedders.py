@@ -203,10 +203,13 @@ class ChipSpec:
     scale: float = 1.0  # input = (pixel - offset) * scale
     offset: float = 0.0
     flip: bool = True  # average the embedding with the mirror image's
+    bgr: bool = False  # channels in BGR order
 
     def key(self) -> str:
         """The preprocessing as text (part of the model id: other chips, other vectors)."""
-        return f"chip{self.size}/zoom{self.zoom:g}/scale{self.scale:g}/offset{self.offset:g}/flip{int(self.flip)}"
+        return f"chip{self.size}/zoom{self.zoom:g}/scale{self.scale:g}/offset{self.offset:g}/flip{int(self.flip)}" + (
+            "/bgr" if self.bgr else ""
+        )
 
 
 class _ChipModel:
@@ -227,6 +230,8 @@ class _ChipModel:
         if not chips:
             return np.zeros((0, self.dim), np.float32)
         batch = np.stack(chips).astype(np.float32)
+        if self.chip.bgr:
+            batch = batch[..., ::-1]
         if self.chip.flip:
             batch = np.concatenate([batch, batch[:, :, ::-1]])
         batch = (batch - self.chip.offset) * self.chip.scale
@@ -311,39 +316,69 @@ class TFLiteEmbedder(_ChipModel):
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         interp = self.load()
+        # the model has a fixed batch size (XNNPACK cannot reshape it): run it in chunks of
+        # that size, the last one padded
+        n, b = len(batch), self._batch
+        padded = np.concatenate([batch, np.zeros(((-n) % b, *batch.shape[1:]), np.float32)])
+        out = []
         with self._lock:  # one interpreter: one call at a time
-            n = len(batch)
-            if n != self._batch:
-                interp.resize_tensor_input(interp.get_input_details()[0]["index"], [n, *batch.shape[1:]])
-                interp.allocate_tensors()
-                self._batch = n
-            interp.set_tensor(interp.get_input_details()[0]["index"], np.ascontiguousarray(batch, np.float32))
-            interp.invoke()
-            return np.array(interp.get_tensor(interp.get_output_details()[0]["index"]))
+            for i in range(0, len(padded), b):
+                interp.set_tensor(interp.get_input_details()[0]["index"], np.ascontiguousarray(padded[i : i + b]))
+                interp.invoke()
+                out.append(np.array(interp.get_tensor(interp.get_output_details()[0]["index"])))
+        return np.concatenate(out)[:n]
 
 
 # -- fusion -----------------------------------------------------------------------------------
 class FusionEmbedder:
     """Score-level fusion Σ wᵢ·cosᵢ / Σ wᵢ of member models, as one vector: the members'
-    L2-normalised vectors scaled by √(wᵢ/Σw) and concatenated (unit norm by construction)."""
+    L2-normalised vectors scaled by √(wᵢ/Σw) and concatenated (unit norm by construction).
 
-    def __init__(self, name: str, members: Sequence[tuple[Embedder, float]]) -> None:
+    With a ``projection`` (k x Σdim), the concatenated vector is projected to k dims and
+    L2-normalised again: a shorter vector to store and search (docs/matcher.md)."""
+
+    def __init__(
+        self, name: str, members: Sequence[tuple[Embedder, float]], projection: np.ndarray | None = None
+    ) -> None:
         if not members or any(w <= 0 for _, w in members):
             raise ValueError("a fusion needs members with positive weights")
         self.name = name
         self.members = list(members)
         total = sum(w for _, w in members)
         self._scales = [math.sqrt(w / total) for _, w in members]
-        self.dim = sum(e.dim for e, _ in members)
-        self.model_id = fusion_model_id(name, [(e.model_id, w) for e, w in members])
+        full = sum(e.dim for e, _ in members)
+        self.projection = None if projection is None else np.asarray(projection, dtype=np.float32)
+        if self.projection is not None and self.projection.shape[1] != full:
+            raise ValueError(f"projection of shape {self.projection.shape} for a {full}-d fusion")
+        self.dim = full if self.projection is None else int(self.projection.shape[0])
+        extra = "" if self.projection is None else hashlib.sha256(self.projection.tobytes()).hexdigest()
+        self.model_id = fusion_model_id(name, [(e.model_id, w) for e, w in members], extra)
+
+    def load(self) -> None:
+        for e, _ in self.members:
+            load = getattr(e, "load", None)
+            if load is not None:
+                load()
+
+    def embed_members(self, src: np.ndarray, faces: Sequence[FaceGeometry]) -> list[np.ndarray]:
+        return [l2_normalise(e.embed(src, faces)) for e, _ in self.members]
+
+    def combine(self, parts: Sequence[np.ndarray]) -> np.ndarray:
+        """The fused vectors from the members' vectors (in member order)."""
+        scaled = [np.asarray(p, np.float32) * s for p, s in zip(parts, self._scales, strict=True)]
+        vec = np.concatenate(scaled, axis=1)
+        if self.projection is not None:
+            vec = vec @ self.projection.T
+        return l2_normalise(vec)
 
     def embed(self, src: np.ndarray, faces: Sequence[FaceGeometry]) -> np.ndarray:
-        parts = [l2_normalise(e.embed(src, faces)) * s for (e, _), s in zip(self.members, self._scales, strict=True)]
-        return l2_normalise(np.concatenate(parts, axis=1))
+        if not faces:
+            return np.zeros((0, self.dim), np.float32)
+        return self.combine(self.embed_members(src, faces))
 
 
-def fusion_model_id(name: str, members: Sequence[tuple[str, float]]) -> str:
-    text = ";".join(f"{mid}*{w:.6g}" for mid, w in members)
+def fusion_model_id(name: str, members: Sequence[tuple[str, float]], extra: str = "") -> str:
+    text = ";".join(f"{mid}*{w:.6g}" for mid, w in members) + extra
     return f"{name}@{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -356,15 +391,16 @@ class ModelSpec:
     build: Callable[[Path, dict[str, Any]], Embedder]
     weight_files: Callable[[Path], list[Path]] | None = None  # None: a fusion
     fusion: tuple[tuple[str, float], ...] = ()  # (member name, weight)
+    projection: str | None = None  # a fusion's projection (matcher/fusion/<name>-projection.npy)
 
 
 # Each model's input, as measured in bench.matcher (docs/matcher.md).
 CHIP_SPECS: dict[str, ChipSpec] = {
-    "faceres": ChipSpec(224, zoom=0.7),
-    "faceres-deep": ChipSpec(224, zoom=0.7),
+    "faceres": ChipSpec(224, zoom=0.85),
+    "faceres-deep": ChipSpec(224, zoom=0.85),
     "mobilefacenet": ChipSpec(112, scale=1 / 128, offset=127.5),
     "mobileface": ChipSpec(112),
-    "mobilefacenet-tflite": ChipSpec(112, scale=1 / 128, offset=127.5),
+    "mobilefacenet-tflite": ChipSpec(112, zoom=0.9, scale=1 / 128, offset=127.5),
 }
 # TFJS graphs: (input node, descriptor node, dim)
 GRAPH_IO: dict[str, tuple[str, str, int]] = {
@@ -398,12 +434,43 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
-DEFAULT_MODEL = "dlib"
+# The fusion: z-scored cosines summed, i.e. each member weighted by 1 / (the standard
+# deviation of its different-person cosines on ../shared/faces: dlib 0.0404, faceres
+# 0.1006, mobilefacenet-tflite 0.1595); the 1344-d concatenation is projected onto 192
+# dims fitted on the CelebA photos only (bench.matcher --fit-fusion; docs/matcher.md).
+FUSIONS: dict[str, tuple[tuple[tuple[str, float], ...], str | None]] = {
+    "fused": ((("dlib", 1 / 0.0404), ("faceres", 1 / 0.1006), ("mobilefacenet-tflite", 1 / 0.1595)), "fused"),
+    "fused-full": ((("dlib", 1 / 0.0404), ("faceres", 1 / 0.1006), ("mobilefacenet-tflite", 1 / 0.1595)), None),
+}
+FUSION_DIR = Path(__file__).resolve().parent / "fusion"
+
+
+def projection_path(name: str) -> Path:
+    return FUSION_DIR / f"{name}-projection.npy"
+
+
+def _fusion_spec(name: str) -> ModelSpec:
+    members, projection = FUSIONS[name]
+
+    def build(home: Path, opts: dict[str, Any]) -> Embedder:  # pragma: no cover - built in build_embedder
+        raise AssertionError("fusions are built by build_embedder")
+
+    return ModelSpec(name, build, None, members, projection)
+
+
+MODELS.update({name: _fusion_spec(name) for name in FUSIONS})
+
+DEFAULT_MODEL = "fused"
+
+
+# Measured in bench.matcher but not offered: the TFJS mobilefacenet ranks at chance with
+# every input scaling tried (docs/matcher.md), although its conversion is exact.
+NOT_OFFERED = frozenset({"mobilefacenet"})
 
 
 def available_models() -> list[str]:
     """Names of every model the matcher can embed with (weights installed or not)."""
-    return list(MODELS)
+    return [name for name in MODELS if name not in NOT_OFFERED]
 
 
 def _spec(name: str) -> ModelSpec:
@@ -429,7 +496,14 @@ def build_embedder(
     spec = _spec(name)
     home = Path(models_home)
     if spec.fusion:
-        emb: Embedder = FusionEmbedder(name, [(build_embedder(m, home, cache, **opts), w) for m, w in spec.fusion])
+        proj = None
+        if spec.projection is not None:
+            path = projection_path(spec.projection)
+            if not path.is_file():
+                raise ModelFilesMissing(f"the projection of the {name!r} fusion is missing: {path}")
+            proj = np.load(path)
+        members = [(build_embedder(m, home, cache, **opts), w) for m, w in spec.fusion]
+        emb: Embedder = FusionEmbedder(name, members, proj)
     else:
         emb = spec.build(home, opts if name == "dlib" else {})
     cache[name] = emb

@@ -121,53 +121,98 @@ def converted_graph(models_home: Path | str, name: str) -> Path:
     return registry_dir(models_home) / "converted" / f"{name}.pb"
 
 
+def _place(src: Path, dst: Path) -> None:
+    """``dst`` becomes a link to ``src`` (a copy where links are not possible)."""
+    if dst.is_symlink() or dst.exists():
+        if dst.is_symlink() and dst.resolve() == src.resolve():
+            return
+        dst.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    try:
+        tmp.symlink_to(src)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _stamped(path: Path, sha: str | None = None) -> bool:
+    """``path`` exists with a stamp of its sha256 (and the stamp says ``sha``, if given) -
+    verified when the file was written; cheap."""
+    stamp = _stamp(path)
+    if not path.is_file() or not stamp.is_file():
+        return False
+    recorded = stamp.read_text().split()[0] if stamp.stat().st_size else ""
+    return bool(recorded) and (sha is None or recorded == sha)
+
+
 def _extract_package(home: Path, key: str, pkg: NpmPackage) -> None:
-    wanted = {m: package_file(home, key, m) for m in pkg.files}
-    if all(p.is_file() and _sha256(p) == pkg.files[m] for m, p in wanted.items()):
-        return
-    tgz = npm_cache_dir() / pkg.tarball
-    if not tgz.is_file():
-        raise ModelFilesMissing(
-            f"the npm package {pkg.spec} is not in {npm_cache_dir()}; run `make setup` "
-            "(scripts/bootstrap.sh fetches it with `npm pack`; nothing is downloaded at run time)"
-        )
-    got = _sha256(tgz)
-    if got != pkg.sha256:
-        raise ModelFilesMissing(f"{tgz} has sha256 {got}, not the pinned {pkg.sha256}; delete it and run `make setup`")
-    with tarfile.open(tgz, "r:gz") as tar:
-        for member, dst in wanted.items():
-            fh = tar.extractfile(member)
-            if fh is None:
-                raise ModelFilesMissing(f"{member} is not in {pkg.spec}")
-            data = fh.read()
-            if hashlib.sha256(data).hexdigest() != pkg.files[member]:
-                raise ModelFilesMissing(f"{member} in {pkg.spec} does not have its pinned sha256")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
+    """Extract the needed files once into the cache (each checked against its pinned
+    sha256), then link them into ``home``."""
+    shared = npm_cache_dir() / "extracted" / key
+    if not all(_stamped(shared / m, sha) for m, sha in pkg.files.items()):
+        tgz = npm_cache_dir() / pkg.tarball
+        if not tgz.is_file():
+            raise ModelFilesMissing(
+                f"the npm package {pkg.spec} is not in {npm_cache_dir()}; run `make setup` "
+                "(scripts/bootstrap.sh fetches it with `npm pack`; nothing is downloaded at run time)"
+            )
+        got = _sha256(tgz)
+        if got != pkg.sha256:
+            raise ModelFilesMissing(
+                f"{tgz} has sha256 {got}, not the pinned {pkg.sha256}; delete it and run `make setup`"
+            )
+        with tarfile.open(tgz, "r:gz") as tar:
+            for member, sha in pkg.files.items():
+                fh = tar.extractfile(member)
+                if fh is None:
+                    raise ModelFilesMissing(f"{member} is not in {pkg.spec}")
+                data = fh.read()
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise ModelFilesMissing(f"{member} in {pkg.spec} does not have its pinned sha256")
+                _write_atomic(shared / member, data)
+                _write_atomic(_stamp(shared / member), f"{sha}  {Path(member).name}\n".encode())
+    for member in pkg.files:
+        _place(shared / member, package_file(home, key, member))
 
 
 def _convert_graph(home: Path, name: str) -> None:
-    out = converted_graph(home, name)
-    stamp = out.with_suffix(".pb.sha256")
-    if out.is_file() and stamp.is_file() and stamp.read_text().split()[0] == _sha256(out):
-        return
-    from matcher import tfjs
-
+    """Convert a TensorFlow.js graph once into the cache (keyed by the sha256 of its
+    files), then link the frozen graph and its checksum into ``home``."""
     key, member = TFJS_GRAPHS[name]
-    data = tfjs.convert(package_file(home, key, member))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-    stamp.write_text(f"{hashlib.sha256(data).hexdigest()}  {out.name}\n")
+    pkg = NPM_PACKAGES[key]
+    bin_member = member.removesuffix(".json") + ".bin"
+    source = hashlib.sha256((pkg.files[member] + pkg.files[bin_member]).encode()).hexdigest()[:16]
+    shared = npm_cache_dir() / "converted" / f"{name}-{source}.pb"
+    if not _stamped(shared):
+        from matcher import tfjs
+
+        data = tfjs.convert(package_file(home, key, member))
+        _write_atomic(shared, data)
+        _write_atomic(_stamp(shared), f"{hashlib.sha256(data).hexdigest()}  {name}.pb\n".encode())
+    out = converted_graph(home, name)
+    _place(shared, out)
+    _place(_stamp(shared), _stamp(out))
 
 
 def ensure_registry_models(models_home: Path | str) -> None:
     """Extract the registry models from the verified npm tarballs and convert the
-    TensorFlow.js graphs (idempotent, offline); :class:`ModelFilesMissing` if a tarball
-    is absent or does not match its pinned sha256."""
+    TensorFlow.js graphs (idempotent, offline; the work is done once per cache and linked
+    into each models folder); :class:`ModelFilesMissing` if a tarball is absent or does
+    not match its pinned sha256."""
     home = Path(models_home).expanduser().resolve()
     with _lock:
         for key, pkg in NPM_PACKAGES.items():

@@ -8,10 +8,13 @@ Detector cascade (see docs/matcher.md for the measurements): MTCNN first, since 
 finds small and turned faces that dlib's HOG misses and is faster than HOG with
 upsampling on a 1024-px copy; HOG next if MTCNN finds nothing; finally MTCNN with
 relaxed thresholds, on views rolled by +-25 degrees, at 0.8x and contrast-equalised,
-for hard CCTV frames. Every face is aligned into dlib's 150x150 face-chip layout
-(from MTCNN's five points, or dlib's 5-point predictor for HOG faces) and embedded
-by deepface's ``Dlib`` model (dlib's ResNet, 128-d); small faces are mirror-averaged. Heavy libraries (deepface,
-TensorFlow, dlib, OpenCV, mtcnn) are imported on first use only.
+for hard CCTV frames. Landmarks (MTCNN's five points, or dlib's predictors for HOG
+faces) are found once per face; each recognition model then cuts its own chip from
+the photo (matcher/embedders.py): the default, ``fused``, combines deepface's ``Dlib``
+model on dlib's 150x150 chip, faceres (TFJS, 224x224 loose crop) and MobileFaceNet
+(TFLite, 112x112 ArcFace chip) into one 192-d vector. Quality is measured on dlib's
+150x150 chip. Heavy libraries (deepface, TensorFlow, dlib, OpenCV, mtcnn) are imported
+on first use only.
 """
 
 from __future__ import annotations

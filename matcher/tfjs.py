@@ -38,7 +38,7 @@ def read_weights(model_json: Path) -> dict[str, np.ndarray]:
                 nbytes = count * np.dtype(qdtype).itemsize
                 raw = np.frombuffer(buf, dtype=qdtype, count=count, offset=offset)
                 if quant["dtype"] == "float16":
-                    arr = raw.astype(dtype)
+                    arr: np.ndarray = raw.astype(dtype)
                 else:  # affine integer quantisation
                     arr = (raw.astype(np.float32) * float(quant["scale"]) + float(quant["min"])).astype(dtype)
             else:

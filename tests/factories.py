@@ -19,7 +19,7 @@ from sqlmodel import Session
 from triage import review
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.gallery import active_model_id
+from triage.gallery import gallery_model
 from triage.models import (
     Candidate,
     Probe,
@@ -33,7 +33,13 @@ from triage.models import (
 from triage.storage import ImageStore, store_image
 
 _counter = itertools.count(1)
-EMBEDDING = bytes(range(256)) * 2
+EMBEDDING = bytes(range(256)) * 2  # 128 float32
+
+
+def _embedding_of(session: Session) -> tuple[str, bytes]:
+    """The active gallery model and arbitrary bytes of its vector length."""
+    row = gallery_model(session)
+    return row.model_id, (EMBEDDING * (row.dim // 128 + 1))[: row.dim * 4]
 
 
 def png(seed: int, size: tuple[int, int] = (96, 48)) -> bytes:
@@ -69,13 +75,15 @@ def make_subject(session: Session, store: ImageStore, *, name: str | None = None
 
 
 def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "",
-                        embedding: bytes = EMBEDDING) -> ReferencePhoto:
+                        embedding: bytes | None = None) -> ReferencePhoto:
     photo = ReferencePhoto(subject_id=subject.id, image_sha256=store_png(session, store, size=(160, 200)),
                            view=view, eye_crop_sha256=store_png(session, store),
                            face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(photo)
     session.flush()
-    session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=active_model_id(session),
+    model_id, default = _embedding_of(session)
+    embedding = default if embedding is None else embedding
+    session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,
                                    dim=len(embedding) // 4, embedding=embedding))
     session.flush()
     return photo
@@ -97,8 +105,9 @@ def make_sighting(session: Session, store: ImageStore, uploaded_by: int, *,
 def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_index: int = 0) -> Probe:
     photo = session.exec(SightingPhoto.__table__.select().where(  # type: ignore[attr-defined]
         SightingPhoto.sighting_id == sighting.id)).first()
+    model_id, embedding = _embedding_of(session)
     probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=face_index,
-                  embedding=EMBEDDING, model_id=active_model_id(session), eye_crop_sha256=store_png(session, store),
+                  embedding=embedding, model_id=model_id, eye_crop_sha256=store_png(session, store),
                   face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(probe)
     session.flush()

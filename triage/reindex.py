@@ -262,6 +262,12 @@ def ensure_started(engine: Engine, settings: Settings) -> ReindexRun | None:
             return None
         if target == active:
             return None
+        if counts(session, target)[0] == 0:
+            # Nothing to re-embed (a new installation): the configured model is the gallery's at once.
+            switch_model(session, settings, target, reason="no reference photo to re-embed")
+            session.commit()
+            log.info("the gallery searches with %s from now on (it held no reference photo)", target)
+            return None
         run = start_run(session, settings, None)
         session.commit()
     if run is not None:
@@ -417,6 +423,22 @@ def _target_dim(session: Session, settings: Settings, target: str) -> int:
     return int(build_embedder(model_name(target), settings.deepface_home).dim)
 
 
+def switch_model(session: Session, settings: Settings, target: str, *, run_id: int | None = None,
+                 reason: str = "") -> None:
+    """Make ``target`` the active gallery model, in the caller's transaction: every process rebuilds
+    its index on it when it applies the ``switch_model`` change."""
+    lock_changes(session)
+    active = gallery_model(session)
+    previous = active.model_id
+    active.previous_model_id, active.model_id = previous, target
+    active.dim, active.switched_at = _target_dim(session, settings, target), utcnow()
+    session.add(active)
+    record_change(session, SWITCH_MODEL, 0)
+    audit.record(session, "gallery.switch_model", object_type="reindex_run" if run_id else "gallery_model",
+                 object_id=run_id or 1, detail={"from": previous, "to": target, "dim": active.dim,
+                                                **({"reason": reason} if reason else {})})
+
+
 def _finish_run(engine: Engine, settings: Settings, run_id: int, target: str, skip: set[int],
                 finish: Finish | None, embedded: int) -> ReindexOutcome | None:
     """The last transaction: switch the active model if every searchable photo has a target embedding.
@@ -442,14 +464,8 @@ def _finish_run(engine: Engine, settings: Settings, run_id: int, target: str, sk
                                                    "photos": missing[:100]})
         else:
             state = "switched"
-            previous = active.model_id
-            active.previous_model_id, active.model_id = previous, target
-            active.dim, active.switched_at = _target_dim(session, settings, target), now
-            session.add(active)
-            record_change(session, SWITCH_MODEL, 0)
+            switch_model(session, settings, target, run_id=run_id)
             run.switched_at = now
-            audit.record(session, "gallery.switch_model", object_type="reindex_run", object_id=run_id,
-                         detail={"from": previous, "to": target, "dim": active.dim})
         run.status, run.finished_at = JobStatus.done.value, now
         run.photos_total, run.photos_done = counts(session, target)
         session.add(run)
