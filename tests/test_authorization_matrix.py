@@ -45,6 +45,7 @@ from sqlmodel import Session, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from triage import notifications
+from triage.gallery import active_model_id
 from triage.models import (
     Candidate,
     CandidateStatus,
@@ -280,7 +281,7 @@ def build_world(engine: Engine, app: Any) -> World:
                              face_chip_sha256=store_image(s, store, _png((0, 0, 200)), "image/png"))
         s.add(ref)
         s.flush()
-        s.add(ReferenceEmbedding(reference_photo_id=ref.id, model_id="dlib@55533b28a95800a5", dim=2,
+        s.add(ReferenceEmbedding(reference_photo_id=ref.id, model_id=active_model_id(s), dim=2,
                                  embedding=b"\0" * 8))
         sighting = Sighting(uploaded_by=officer.id, observed_at=dt.datetime.now(dt.UTC), status="matched")
         s.add(sighting)
@@ -290,7 +291,7 @@ def build_world(engine: Engine, app: Any) -> World:
         s.add(photo)
         s.flush()
         probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
-                      model_id="dlib@55533b28a95800a5",
+                      model_id=active_model_id(s),
                       eye_crop_sha256=store_image(s, store, _png((20, 20, 20)), "image/png"),
                       face_chip_sha256=store_image(s, store, _png((30, 30, 30)), "image/png"))
         s.add(probe)

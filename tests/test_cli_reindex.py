@@ -42,7 +42,7 @@ def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
 def test_reindex_command_shows_progress_survives_sigkill_and_completes(
         engine, tmp_path: Path, db_url: str, face_pipeline, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     frmdb = require_faces() / "frmdb"
-    settings = make_settings(tmp_path, db_url)
+    settings = make_settings(tmp_path, db_url, face_model="dlib")
     store = ImageStore(settings.images_dir)
     for label in ("002", "003", "004"):
         with Session(engine, expire_on_commit=False) as s:

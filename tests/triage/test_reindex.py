@@ -37,7 +37,7 @@ class World:
     def __init__(self, engine: Any, tmp_path: Path, db_url: str, pipeline: Any) -> None:
         self.faces = require_faces() / "frmdb"
         self.engine = engine
-        self.old = make_settings(tmp_path, db_url)  # configured: dlib, the active model
+        self.old = make_settings(tmp_path, db_url, face_model="dlib")  # configured: the active model
         self.new = make_settings(tmp_path, db_url, face_model=NEW_MODEL)
         self.store = ImageStore(self.old.images_dir)
         self.pipeline = pipeline
@@ -229,7 +229,7 @@ def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
     from triage.gallery import SWITCH_MODEL, record_change
     from triage.models import AuditEntry
 
-    settings = make_settings(tmp_path, db_url)
+    settings = make_settings(tmp_path, db_url, face_model="dlib")
     store = ImageStore(settings.images_dir)
     analysis = watchlist.analyze_for_enrolment(astronaut_png(), settings, face_pipeline,
                                                enrolment_models(engine, settings.face_model))

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from tests import factories
 from tests.conftest import add_user, login
 from triage import services
 from triage.gallery import active_model_id
@@ -42,7 +43,9 @@ def test_only_admins_see_the_page(client: TestClient, engine: Engine,
     assert len(refusals) == 9 and {e.outcome for e in refusals} == {"denied"}
 
 
-def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(client: TestClient, engine: Engine) -> None:
+def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Callable[..., TestClient],
+                                                              engine: Engine) -> None:
+    client = make_client(face_model="dlib")  # the gallery's model (the database starts on dlib)
     add_user(engine, "root", Role.admin)
     token = login(client, "root")
     page = client.get("/admin/reindex")
@@ -94,20 +97,36 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(client: TestClient
 
 
 def test_a_configured_model_that_is_not_the_galleries_is_queued_at_start_up(
-        make_client: Callable[..., TestClient], engine: Engine) -> None:
+        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:  # type: ignore[no-untyped-def]
+    with Session(engine) as s:
+        factories.make_subject(s, factories.image_store(settings))  # one reference photo, embedded by dlib
+        s.commit()
     make_client(face_model=NEW_MODEL)
     (run,) = _runs(engine)
     assert run.from_model_id.startswith("dlib@") and run.target_model_id.startswith(NEW_MODEL + "@")
     assert run.created_by is None and run.status == "queued"
     make_client(face_model=NEW_MODEL)  # another process starting: the same run
     assert len(_runs(engine)) == 1
+    with Session(engine) as s:
+        assert active_model_id(s).startswith("dlib@")  # searched until the run is done
+
+
+def test_an_empty_gallery_takes_the_configured_model_at_start_up(make_client: Callable[..., TestClient],
+                                                                 engine: Engine) -> None:
+    make_client(face_model=NEW_MODEL)
+    assert _runs(engine) == []  # nothing to re-embed
+    with Session(engine) as s:
+        assert active_model_id(s).startswith(NEW_MODEL + "@")
+    (switch,) = _audit(engine, "gallery.switch_model")
+    assert switch.detail["from"].startswith("dlib@") and switch.detail["reason"] == "no reference photo to re-embed"
 
 
 def test_readyz_says_when_this_build_cannot_embed_with_the_galleries_model(
-        make_client: Callable[..., TestClient], engine: Engine) -> None:
+        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:  # type: ignore[no-untyped-def]
     with Session(engine) as s:
         from triage.gallery import gallery_model
 
+        factories.make_subject(s, factories.image_store(settings))  # a gallery to re-embed: no instant switch
         row = gallery_model(s)
         row.model_id = "dlib@0000000000000000"  # weights this build does not have
         s.add(row)
