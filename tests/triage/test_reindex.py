@@ -189,11 +189,13 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
         (probe,) = s.exec(select(Probe).where(Probe.sighting_id == sighting.id)).all()
     assert probe.model_id == new_id and len(probe.embedding) == 1024 * 4 and probe.searched
 
-    # Nothing left to do; the old rows can now go.
+    # Nothing left to do; the old rows (dlib's, and any other model's) can now go.
     with Session(world.engine) as s:
         assert reindex.start_run(s, world.new, None) is None
-        assert reindex.purge_old(s, world.new) == 9
+        others = len(s.exec(select(ReferenceEmbedding).where(ReferenceEmbedding.model_id != new_id)).all())
+        assert others >= 9 and reindex.purge_old(s, world.new) == others
         s.commit()
+        assert {r.model_id for r in s.exec(select(ReferenceEmbedding)).all()} == {new_id}
     assert world.rows(dlib_id) == [] and len(world.rows(new_id)) == 9
 
 
@@ -224,7 +226,7 @@ def test_a_searchable_photo_that_cannot_be_re_embedded_blocks_the_switch(world: 
 
 def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
         engine, tmp_path: Path, db_url: str, face_pipeline) -> None:  # type: ignore[no-untyped-def]
-    """The gallery switched models between the analysis (dlib only) and the commit: nothing is stored."""
+    """The gallery switched models between the analysis (no FaceRes embedding) and the commit: nothing is stored."""
     from tests.triage.test_matching import astronaut_png
     from triage.gallery import SWITCH_MODEL, record_change
     from triage.models import AuditEntry
@@ -233,7 +235,7 @@ def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
     store = ImageStore(settings.images_dir)
     analysis = watchlist.analyze_for_enrolment(astronaut_png(), settings, face_pipeline,
                                                enrolment_models(engine, settings.face_model))
-    assert [m.split("@")[0] for m in analysis.faces[0].embeddings] == ["dlib"]
+    assert NEW_MODEL not in [m.split("@")[0] for m in analysis.faces[0].embeddings]
     with Session(engine, expire_on_commit=False) as s:
         subject = watchlist.create_subject(s, watchlist.SubjectCreate(name="A", case_ref="A"), None)
         row = gallery_model(s)
