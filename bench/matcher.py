@@ -20,6 +20,7 @@ import csv
 import io
 import multiprocessing
 import os
+import pickle
 import statistics
 import sys
 import time
@@ -101,78 +102,99 @@ class Embedded:
         return is_searchable_reference(q)
 
 
-def embed_all(pipe, photos: list[Photo]) -> list[Embedded]:  # type: ignore[no-untyped-def]
+@dataclass
+class CachedFace:
+    """One photo's most prominent face as found by the pipeline: its quality and the
+    region of the aligned-from image around it with its geometry (``None``: no face)."""
+
+    path: str
+    subject: str
+    kind: str
+    region: np.ndarray | None = None
+    points5: np.ndarray | None = None
+    dlib_shape5: tuple[tuple[int, int, int, int], list[tuple[int, int]]] | None = None
+    iod_px: float = float("nan")
+    yaw_deg: float = float("nan")
+    blur: float = float("nan")
+    det_score: float = float("nan")
+
+
+def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -> list[CachedFace]:  # type: ignore[no-untyped-def]
+    """Detect and align once (``pipe`` made with ``keep_source=True``); every descriptor is
+    then computed from the cached regions (``--from-saved``)."""
     from matcher import ImageError
 
-    out: list[Embedded] = []
-    for ph in photos:
+    out: list[CachedFace] = []
+    t0 = time.perf_counter()
+    for n, ph in enumerate(photos, 1):
         try:
             faces = pipe.analyze(ph.path.read_bytes())
         except ImageError:
             faces = []
-        if not faces:
-            out.append(Embedded(None))
-            continue
-        f = pipe.best_face(faces)
-        q = f.quality
-        out.append(Embedded(f.embedding, q.iod_px, q.yaw_deg, q.blur, q.det_score))
+        c = CachedFace(str(ph.path), ph.subject, ph.kind)
+        if faces:
+            f = pipe.best_face(faces)
+            region, geom = f.source
+            c.region, c.points5 = region, geom.points5
+            if geom.dlib_shape5 is not None:
+                r = geom.dlib_shape5.rect
+                c.dlib_shape5 = (
+                    (r.left(), r.top(), r.right(), r.bottom()),
+                    [(p.x, p.y) for p in geom.dlib_shape5.parts()],
+                )
+            q = f.quality
+            c.iod_px, c.yaw_deg, c.blur, c.det_score = q.iod_px, q.yaw_deg, q.blur, q.det_score
+        out.append(c)
+        if n % 100 == 0:
+            log(f"  {n}/{len(photos)} photos in {time.perf_counter() - t0:.0f} s")
     return out
 
 
-def save_embeddings(path: Path, photos: list[Photo], emb: list[Embedded]) -> None:
-    np.savez(
-        path,
-        emb=np.stack([e.embedding if e.embedding is not None else np.full(128, np.nan, np.float32) for e in emb]),
-        subject=np.array([p.subject for p in photos]),
-        kind=np.array([p.kind for p in photos]),
-        path=np.array([str(p.path) for p in photos]),
-        iod=np.array([e.iod_px for e in emb]),
-        yaw=np.array([e.yaw_deg for e in emb]),
-        blur=np.array([e.blur for e in emb]),
-        det=np.array([e.det_score for e in emb]),
-    )
+def cached_geometry(c: CachedFace):  # type: ignore[no-untyped-def]
+    from matcher.embedders import FaceGeometry
+
+    shape5 = None
+    if c.dlib_shape5 is not None:
+        import dlib
+
+        (x0, y0, x1, y1), pts = c.dlib_shape5
+        dp = dlib.points()
+        for x, y in pts:
+            dp.append(dlib.point(int(x), int(y)))
+        shape5 = dlib.full_object_detection(dlib.rectangle(x0, y0, x1, y1), dp)
+    return FaceGeometry(np.asarray(c.points5, dtype=np.float64), shape5, float(c.iod_px))
 
 
-def load_embeddings(path: Path) -> tuple[list[Photo], list[Embedded]]:
-    """Photos and embeddings saved with ``--save`` (files without quality arrays: no gate)."""
-    z = np.load(path)
-    n = len(z["subject"])
-    nan = np.full(n, np.nan)
-    iod, yaw, blur, det = (z[k] if k in z.files else nan for k in ("iod", "yaw", "blur", "det"))
-    photos = [Photo(Path(str(p)), str(s), str(k)) for p, s, k in zip(z["path"], z["subject"], z["kind"], strict=True)]
-    emb = [
-        Embedded(
-            None if np.isnan(e[0]) else e.astype(np.float32),
-            float(iod[i]),
-            float(yaw[i]),
-            float(blur[i]),
-            float(det[i]),
-        )
-        for i, e in enumerate(z["emb"])
-    ]
-    return photos, emb
+def embed_cached(embedder, cached: list[CachedFace]) -> list[Embedded]:  # type: ignore[no-untyped-def]
+    """Embeddings of the cached faces by one embedder."""
+    out = []
+    for c in cached:
+        if c.region is None:
+            out.append(Embedded(None))
+            continue
+        v = embedder.embed(c.region, [cached_geometry(c)])[0]
+        out.append(Embedded(v, c.iod_px, c.yaw_deg, c.blur, c.det_score))
+    return out
 
 
-def accuracy(
-    pipe,  # type: ignore[no-untyped-def]
-    frmdb: list[Photo],
-    distractors: list[Photo],
-    lead: float,
-    k: int = 10,
-    log: Callable[[str], None] = print,
-    save: Path | None = None,
-) -> Accuracy:
-    gallery_photos = [p for p in frmdb if p.kind == "mugshot"] + distractors
-    probes = [p for p in frmdb if p.kind == "surveillance"]
-    t0 = time.perf_counter()
-    g_emb = embed_all(pipe, gallery_photos)
-    log(f"  gallery embedded: {len(gallery_photos)} photos in {time.perf_counter() - t0:.0f} s")
-    t0 = time.perf_counter()
-    p_emb = embed_all(pipe, probes)
-    log(f"  probes embedded: {len(probes)} photos in {time.perf_counter() - t0:.0f} s")
-    if save is not None:
-        save_embeddings(save, gallery_photos + probes, g_emb + p_emb)
-    return score_accuracy(gallery_photos, g_emb, probes, p_emb, lead, k)
+def impostor_std(vectors: np.ndarray, subjects: np.ndarray) -> float:
+    """Standard deviation of the cosine similarity over every pair of different subjects
+    (the z-scoring scale of one model in a fusion)."""
+    ok = ~np.isnan(vectors[:, 0])
+    x, lab = vectors[ok], subjects[ok]
+    iu = np.triu_indices(len(x), 1)
+    diff = lab[iu[0]] != lab[iu[1]]
+    return float((x @ x.T)[iu][diff].std())
+
+
+def fit_projection(fused: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` x dim linear map onto the top-``k`` right singular vectors of the fused
+    vectors (uncentred; signs fixed so that the largest entry of each row is positive)."""
+    x = fused[~np.isnan(fused[:, 0])].astype(np.float64)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    p = vt[:k]
+    signs = np.sign(p[np.arange(len(p)), np.argmax(np.abs(p), axis=1)])
+    return (p * signs[:, None]).astype(np.float32)
 
 
 # Lower edges of the probe eye-distance bands (px) for the rank-5 breakdown.
@@ -188,6 +210,7 @@ def search_ranks(
     k: int,
     gate: bool,
     probe_gate: bool = True,
+    model: str | None = None,
 ) -> dict[str, int]:
     """Rank-1/5 hits and candidates over the probes, the gallery with or without the quality
     gate; with ``probe_gate``, faces under ``matcher.PROBE_MIN_IOD_PX`` between the eyes are not
@@ -196,7 +219,8 @@ def search_ranks(
 
     subjects = sorted({p.subject for p in gallery_photos})
     sid = {s: i + 1 for i, s in enumerate(subjects)}
-    index = GalleryIndex()
+    dim = next((len(e.embedding) for e in g_emb if e.embedding is not None), 128)
+    index = GalleryIndex(dim, model_id=model)
     out = dict(rank1=0, rank5=0, false=0, genuine=0, noface=0, probes=0, gated=0, gallery_noface=0, too_small=0)
     for i, (ph, e) in enumerate(zip(gallery_photos, g_emb, strict=True)):
         if e.embedding is None:
@@ -236,14 +260,18 @@ def score_accuracy(
     p_emb_q: list[Embedded],
     lead: float,
     k: int = 10,
+    model: str | None = None,
 ) -> Accuracy:
-    """Every accuracy figure of the table from embeddings already computed."""
+    """Every accuracy figure of the table from embeddings already computed (scores by
+    ``model``'s calibration; the default model's when None)."""
     from matcher.score import similarity_array
 
     acc = Accuracy(k=k)
-    gated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True)
-    ungated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=False)
-    all_probes = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True, probe_gate=False)
+    gated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True, model=model)
+    ungated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=False, model=model)
+    all_probes = search_ranks(
+        gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True, probe_gate=False, model=model
+    )
     acc.probes, acc.noface = gated["probes"], gated["noface"]
     acc.rank1, acc.rank5 = gated["rank1"], gated["rank5"]
     acc.false_candidates, acc.genuine_leads = gated["false"], gated["genuine"]
@@ -276,8 +304,8 @@ def score_accuracy(
         b = np.stack([e for _, e in sur])
         d = np.sqrt(np.maximum(0, 2 - 2 * a @ b.T))
         same = np.array([[sa == sb for sb, _ in sur] for sa, _ in mug])
-        acc.frmdb_fmr_at_lead = float((similarity_array(d[~same]) >= lead).mean())
-        acc.extras["frmdb_tmr_at_lead"] = float((similarity_array(d[same]) >= lead).mean())
+        acc.frmdb_fmr_at_lead = float((similarity_array(d[~same], model) >= lead).mean())
+        acc.extras["frmdb_tmr_at_lead"] = float((similarity_array(d[same], model) >= lead).mean())
 
     # CelebA 1:1 pairs: every same pair, every different pair
     emb = [
@@ -306,15 +334,15 @@ def score_accuracy(
         thr = np.quantile(imp, 0.001)
         acc.tmr_at_fmr001 = float((gen <= thr).mean())
         acc.extras["dist_at_fmr001"] = float(thr)
-        acc.fmr_at_lead = float((similarity_array(imp) >= lead).mean())
-        acc.tmr_at_lead = float((similarity_array(gen) >= lead).mean())
+        acc.fmr_at_lead = float((similarity_array(imp, model) >= lead).mean())
+        acc.tmr_at_lead = float((similarity_array(gen, model) >= lead).mean())
         # the same, only pairs of reference photos that pass the quality gate
         both = ok[iu[0]] & ok[iu[1]]
         gen_s, imp_s = dist[same & both], dist[~same & both]
         if len(gen_s) and len(imp_s):
             acc.extras["searchable_pairs_same"] = len(gen_s)
             acc.extras["searchable_tmr_at_fmr001"] = float((gen_s <= np.quantile(imp_s, 0.001)).mean())
-            acc.extras["searchable_fmr_at_lead"] = float((similarity_array(imp_s) >= lead).mean())
+            acc.extras["searchable_fmr_at_lead"] = float((similarity_array(imp_s, model) >= lead).mean())
     return acc
 
 
@@ -433,27 +461,155 @@ def enrol_throughput(paths: list[Path], workers: int) -> float:
         return len(paths) / (time.perf_counter() - t)
 
 
-def gallery_speed(n: int, k: int = 50, repeat: int = 20) -> tuple[float, float]:
+def gallery_speed(n: int, k: int = 50, repeat: int = 20, dim: int = 128) -> tuple[float, float]:
     from matcher import GalleryIndex
 
     rng = np.random.default_rng(n)
-    index = GalleryIndex(initial_capacity=n)
+    index = GalleryIndex(dim, initial_capacity=n)
     chunk = 100_000
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        v = rng.standard_normal((m, 128), dtype=np.float32)
+        v = rng.standard_normal((m, dim), dtype=np.float32)
         ids = np.arange(start, start + m)
         index.add_many(ids // 3, ids, v)
-    q = rng.standard_normal(128).astype(np.float32)
+    q = rng.standard_normal(dim).astype(np.float32)
     index.search(q, k)
     times = []
     for _ in range(repeat):
-        q = rng.standard_normal(128).astype(np.float32)
+        q = rng.standard_normal(dim).astype(np.float32)
         t = time.perf_counter()
         hits = index.search(q, k)
         times.append(time.perf_counter() - t)
         assert len(hits) == k
     return statistics.median(times) * 1000, index.nbytes / 2**20
+
+
+# -- descriptors --------------------------------------------------------------------------
+def descriptor_table(
+    cached: list[CachedFace], home: Path, lead: float, k: int, log: Callable[[str], None] = print
+) -> tuple[list[tuple[str, str]], dict[str, list[Embedded]]]:
+    """One row per descriptor and per fusion (the default model last), from the cached
+    detections; fusions are combined from their members' vectors (each model runs once)."""
+    from matcher import DEFAULT_MODEL
+    from matcher.embedders import MODELS, FusionEmbedder, build_embedder
+
+    cache: dict = {}  # type: ignore[type-arg]
+    vectors: dict[str, list[Embedded]] = {}
+    names = [n for n in MODELS if n != DEFAULT_MODEL] + [DEFAULT_MODEL]
+    for name in names:
+        emb = build_embedder(name, home, cache)
+        t0 = time.perf_counter()
+        if isinstance(emb, FusionEmbedder):
+            parts = []
+            for member, _ in emb.members:
+                if member.name not in vectors:
+                    vectors[member.name] = embed_cached(member, cached)
+                parts.append(vectors[member.name])
+            out = []
+            for i, c in enumerate(cached):
+                if c.region is None:
+                    out.append(Embedded(None))
+                    continue
+                v = emb.combine([p[i].embedding[None, :] for p in parts])[0]  # type: ignore[index]
+                out.append(Embedded(v, c.iod_px, c.yaw_deg, c.blur, c.det_score))
+            vectors[name] = out
+        elif name not in vectors:
+            vectors[name] = embed_cached(emb, cached)
+        log(f"  descriptor {name}: {time.perf_counter() - t0:.0f} s")
+    photos = [Photo(Path(c.path), c.subject, c.kind) for c in cached]
+    gi = [i for i, p in enumerate(photos) if p.kind != "surveillance"]
+    pi = [i for i, p in enumerate(photos) if p.kind == "surveillance"]
+    rows = []
+    for name in names:
+        e = vectors[name]
+        acc = score_accuracy(
+            [photos[i] for i in gi],
+            [e[i] for i in gi],
+            [photos[i] for i in pi],
+            [e[i] for i in pi],
+            lead,
+            k,
+            model=name,
+        )
+        P, F = max(acc.probes, 1), max(acc.probes - acc.noface, 1)
+        dim = build_embedder(name, home, cache).dim
+        rows.append(
+            (
+                f"descriptor {name} ({dim}-d){' - chosen' if name == DEFAULT_MODEL else ''}",
+                f"rank-1 {acc.rank1 / F:.3f}, rank-5 {acc.rank5 / F:.3f}, no face {acc.noface / P:.3f}, "
+                f"false candidates/probe {acc.false_candidates / P:.2f}, CelebA TAR@FAR 0.1 % {acc.tmr_at_fmr001:.3f}",
+            )
+        )
+    return rows, vectors
+
+
+def calibrate(impostor: np.ndarray, impostor_dlib: np.ndarray, fmr: float = 0.0019) -> tuple[float, float]:
+    """(centre, width) of a model's score logistic: the width dlib's 0.06 scaled by the spread
+    of the model's different-person distances relative to dlib's, the centre such that a
+    score of ``CALIBRATION_SCORE`` passes ``fmr`` of them (dlib's share)."""
+    from matcher.score import CALIBRATION_SCORE, SCORE_WIDTH
+
+    width = SCORE_WIDTH * float(impostor.std() / impostor_dlib.std())
+    s = CALIBRATION_SCORE
+    return float(np.quantile(impostor, fmr)) - width * float(np.log((1 - s) / s)), width
+
+
+def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] = print) -> None:
+    """The fusion's few fitted numbers, from the cached faces: one weight per member (1 /
+    the standard deviation of its different-person cosines, all photos), the projection
+    (top singular vectors of the fused CelebA vectors only: FRMDB is never seen), and each
+    model's score calibration (CelebA different-person pairs)."""
+    from matcher.embedders import FUSIONS, FusionEmbedder, build_embedder, projection_path
+
+    subjects = np.array([c.subject for c in cached])
+    celeba = np.array([c.kind == "distractor" for c in cached])
+    cache: dict = {}  # type: ignore[type-arg]
+    mats: dict[str, np.ndarray] = {}
+
+    def matrix(name: str) -> np.ndarray:
+        if name not in mats:
+            emb = build_embedder(name, home, cache)
+            mats[name] = np.stack(
+                [
+                    e.embedding if e.embedding is not None else np.full(emb.dim, np.nan, np.float32)
+                    for e in embed_cached(emb, cached)
+                ]
+            )
+        return mats[name]
+
+    def impostor_distances(m: np.ndarray) -> np.ndarray:
+        x, lab = m[celeba], subjects[celeba]
+        ok = ~np.isnan(x[:, 0])
+        x, lab = x[ok], lab[ok]
+        iu = np.triu_indices(len(x), 1)
+        d = np.sqrt(np.maximum(0, 2 - 2 * (x @ x.T)[iu]))
+        return d[lab[iu[0]] != lab[iu[1]]]
+
+    for name, (members, proj_name) in FUSIONS.items():
+        sig = {m: impostor_std(matrix(m), subjects) for m, _ in members}
+        print(f"{name}: weights " + ", ".join(f"{m} 1/{s:.4f}" for m, s in sig.items()))
+        if proj_name is not None:
+            fusion = FusionEmbedder(name, [(build_embedder(m, home, cache), 1 / sig[m]) for m, _ in members])
+            full = np.full((len(cached), fusion.dim), np.nan, np.float32)
+            ok = ~np.isnan(matrix(members[0][0])[:, 0])
+            full[ok] = fusion.combine([matrix(m)[ok] for m, _ in members])
+            dim = build_embedder(name, home, cache).dim
+            p = fit_projection(full[celeba], dim)
+            np.save(projection_path(proj_name), p)
+            print(f"{name}: projection {p.shape} written to {projection_path(proj_name)}")
+    from matcher.embedders import MODELS
+
+    dlib_imp = impostor_distances(matrix("dlib"))
+    for name in MODELS:
+        emb = build_embedder(name, home, cache)
+        if isinstance(emb, FusionEmbedder):
+            m = np.full((len(cached), emb.dim), np.nan, np.float32)
+            ok = ~np.isnan(matrix("dlib")[:, 0])
+            m[ok] = emb.combine([matrix(e.name)[ok] for e, _ in emb.members])
+        else:
+            m = matrix(name)
+        centre, width = calibrate(impostor_distances(m), dlib_imp)
+        print(f'calibration "{name}": ({centre:.4f}, {width:.4f})')
 
 
 # -- main --------------------------------------------------------------------------------
@@ -465,16 +621,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=10, help="candidates per probe (default 10)")
     ap.add_argument("--detector", default="cascade", help="cascade | mtcnn | hog")
     ap.add_argument("--models-home", type=Path, default=None, help="DEEPFACE_HOME for the weights")
-    ap.add_argument("--save", type=Path, default=None, help="also save the embeddings (npz) for later analysis")
+    ap.add_argument(
+        "--save", type=Path, default=None, help="also save the detections (faces, quality) for --from-saved"
+    )
     ap.add_argument(
         "--from-saved",
         type=Path,
         default=None,
-        help="accuracy only, from embeddings saved with --save (no face model, no speed part)",
+        help="accuracy only, every descriptor from detections saved with --save (no detection, no speed part)",
+    )
+    ap.add_argument(
+        "--fit-fusion",
+        action="store_true",
+        help="print the fusion weights and score calibrations and write the fusion's projection (CelebA only)",
     )
     args = ap.parse_args(argv)
 
-    from matcher import FacePipeline
+    from matcher import DEFAULT_MODEL, FacePipeline, ensure_models
+    from matcher.models import default_models_home
     from matcher.pipeline import PROBE_MIN_IOD_PX, REFERENCE_MIN_IOD_PX
     from matcher.score import DEFAULT_LEAD_THRESHOLD, distance_for_score
 
@@ -483,22 +647,44 @@ def main(argv: list[str] | None = None) -> int:
 
     lead = DEFAULT_LEAD_THRESHOLD
     pipe = None
+    distractors: list[Photo] = []
+    home = args.models_home or default_models_home()
     if args.from_saved is not None:
-        photos, emb = load_embeddings(args.from_saved)
-        gi = [i for i, p in enumerate(photos) if p.kind != "surveillance"]
-        pi = [i for i, p in enumerate(photos) if p.kind == "surveillance"]
-        log(f"accuracy from {args.from_saved}: {len(gi)} gallery photos, {len(pi)} probes")
-        acc = score_accuracy(
-            [photos[i] for i in gi], [emb[i] for i in gi], [photos[i] for i in pi], [emb[i] for i in pi], lead, args.k
-        )
-        distractors = []
+        with open(args.from_saved, "rb") as fh:
+            cached = pickle.load(fh)
+        log(f"detections from {args.from_saved}: {len(cached)} photos")
     else:
         frmdb = load_frmdb(args.frmdb)
         distractors = load_distractors(args.distractors)
-        pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
+        pipe = FacePipeline(models_home=args.models_home, detector=args.detector, keep_source=True)
         pipe.warm_up()
-        log(f"accuracy: {len(frmdb)} FRMDB photos, {len(distractors)} distractors")
-        acc = accuracy(pipe, frmdb, distractors, lead, k=args.k, log=log, save=args.save)
+        home = pipe.models_home
+        photos = (
+            [p for p in frmdb if p.kind == "mugshot"] + distractors + [p for p in frmdb if p.kind == "surveillance"]
+        )
+        log(f"detection: {len(frmdb)} FRMDB photos, {len(distractors)} distractors")
+        cached = cache_faces(pipe, photos, log)
+        if args.save is not None:
+            with open(args.save, "wb") as fh:
+                pickle.dump(cached, fh)
+    ensure_models(home)
+    if args.fit_fusion:
+        fit_fusion(cached, home, log)
+        return 0
+    desc_rows, vectors = descriptor_table(cached, home, lead, args.k, log)
+    photos_c = [Photo(Path(c.path), c.subject, c.kind) for c in cached]
+    gi = [i for i, p in enumerate(photos_c) if p.kind != "surveillance"]
+    pi = [i for i, p in enumerate(photos_c) if p.kind == "surveillance"]
+    emb = vectors[DEFAULT_MODEL]
+    acc = score_accuracy(
+        [photos_c[i] for i in gi],
+        [emb[i] for i in gi],
+        [photos_c[i] for i in pi],
+        [emb[i] for i in pi],
+        lead,
+        args.k,
+        model=DEFAULT_MODEL,
+    )
 
     rows: list[tuple[str, str]] = []
     P = max(acc.probes, 1)
@@ -566,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({acc.extras.get('searchable_pairs_same', 0):.0f} same pairs)",
         ),
     ]
+    rows += desc_rows
     if pipe is None:
         print_rows(rows)
         print(summary(acc))
@@ -598,8 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
     for n in sizes:
         log(f"speed: gallery {n}")
-        ms, mb = gallery_speed(n)
-        rows.append((f"gallery search top-50 over {n:,}", f"{ms:.1f} ms, {mb:.0f} MiB"))
+        ms, mb = gallery_speed(n, dim=pipe.dim)
+        rows.append((f"gallery search top-50 over {n:,} ({pipe.dim}-d)", f"{ms:.1f} ms, {mb:.0f} MiB"))
 
     print_rows(rows)
     print(summary(acc))

@@ -5,10 +5,12 @@ imported only when a pipeline first analyses a photo.
 """
 
 from matcher.decode import ACCEPTED_FORMATS, DecodedImage, decode_image, sniff_format
+from matcher.embedders import DEFAULT_MODEL, Embedder, available_models, model_id_for
 from matcher.errors import (
     ImageError,
     ImageTooLarge,
     ModelFilesMissing,
+    ModelMismatch,
     NoFaceFound,
     NotAnImage,
     TruncatedImage,
@@ -40,10 +42,12 @@ from matcher.score import (
 __all__ = [
     "ACCEPTED_FORMATS",
     "DEFAULT_LEAD_THRESHOLD",
+    "DEFAULT_MODEL",
     "EYE_CROP_HEIGHT",
     "EYE_CROP_IOD",
     "EYE_CROP_WIDTH",
     "DecodedImage",
+    "Embedder",
     "Face",
     "FacePipeline",
     "GalleryIndex",
@@ -51,6 +55,7 @@ __all__ = [
     "ImageError",
     "ImageTooLarge",
     "ModelFilesMissing",
+    "ModelMismatch",
     "NoFaceFound",
     "NotAnImage",
     "PROBE_MIN_IOD_PX",
@@ -58,6 +63,7 @@ __all__ = [
     "REFERENCE_MIN_IOD_PX",
     "TruncatedImage",
     "UnsupportedFormat",
+    "available_models",
     "decode_image",
     "distance",
     "embedding_from_bytes",
@@ -68,6 +74,7 @@ __all__ = [
     "get_pipeline",
     "is_searchable_probe",
     "is_searchable_reference",
+    "model_id_for",
     "models_present",
     "similarity",
     "sniff_format",

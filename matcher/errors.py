@@ -50,3 +50,10 @@ class ModelFilesMissing(RuntimeError):
     """A model file the pipeline needs is not installed (nothing is ever downloaded)."""
 
     code = "model_files_missing"
+
+
+class ModelMismatch(ValueError):
+    """An embedding of another face model (or of another length) than the gallery's:
+    vectors of different models are never compared."""
+
+    code = "model_mismatch"

@@ -1,10 +1,11 @@
-"""In-memory gallery of reference embeddings with exact top-k subject search.
+"""In-memory gallery of reference embeddings of one face model, with exact top-k subject search.
 
 One contiguous float32 matrix (rows = reference photos), grown by doubling;
 removals only clear a row's "alive" flag and the matrix is compacted lazily once
 a quarter of its rows are dead. A search is one matrix-vector product, an
-``argpartition`` for the best rows, and a per-subject best - about 25-60 ms for
-1M x 128 on two cores (``python -m bench.matcher``). Thread-safe.
+``argpartition`` for the best rows, and a per-subject best - about 20-50 ms for
+1M x 192 on two cores (``python -m bench.matcher``). Each index holds the vectors of
+one model (``model_id``, ``dim``) and refuses any other. Thread-safe.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from matcher.errors import ModelMismatch
 from matcher.score import distance_for_score, similarity_array
 
 DIM = 128
@@ -49,11 +51,16 @@ class Hit:
 
 
 class GalleryIndex:
-    def __init__(self, dim: int = DIM, initial_capacity: int = 1024) -> None:
-        self.dim = dim
+    """Reference embeddings of ONE face model (``model_id``, ``dim``): a vector of another
+    model, or of another length, is refused with :class:`ModelMismatch` on add and search."""
+
+    def __init__(self, dim: int | None = None, initial_capacity: int = 1024, *, model_id: str | None = None) -> None:
+        # dim None: the length of the first vector added (the default model's, in the app)
+        self.dim: int | None = None if dim is None else int(dim)
+        self.model_id = model_id
         self._lock = threading.RLock()
         cap = max(16, int(initial_capacity))
-        self._vecs = np.zeros((cap, dim), dtype=np.float32)
+        self._vecs = np.zeros((cap, self.dim or 0), dtype=np.float32)
         self._subj = np.zeros(cap, dtype=np.int64)
         self._ref = np.zeros(cap, dtype=np.int64)
         self._alive = np.zeros(cap, dtype=bool)
@@ -80,8 +87,29 @@ class GalleryIndex:
         return reference_photo_id in self._row_of_ref
 
     # -- changes ---------------------------------------------------------------------
+    def _check_model(self, model_id: str | None, emb: np.ndarray, adopt: bool = False) -> None:
+        if model_id is not None and self.model_id is not None and model_id != self.model_id:
+            raise ModelMismatch(
+                f"embedding of face model {model_id!r} offered to a gallery of {self.model_id!r}; "
+                "re-embed the reference photos with the gallery's model"
+            )
+        arr = np.asarray(emb)
+        width = arr.shape[-1] if arr.ndim else 0
+        if self.dim is None and width > 0 and not adopt:
+            return
+        if self.dim is None and width > 0:
+            with self._lock:
+                if self.dim is None:
+                    self.dim = int(width)
+                    self._vecs = np.zeros((self._vecs.shape[0], width), dtype=np.float32)
+        if width != self.dim:
+            raise ModelMismatch(
+                f"embedding of length {width} offered to a gallery of {self.dim}-d vectors"
+                + (f" ({self.model_id})" if self.model_id else "")
+            )
+
     def _normalise(self, emb: np.ndarray) -> np.ndarray:
-        arr = np.asarray(emb, dtype=np.float32).reshape(-1, self.dim)
+        arr = np.asarray(emb, dtype=np.float32).reshape(-1, self.dim or 0)
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
         if not np.all(np.isfinite(arr)) or np.any(norms == 0):
             raise ValueError("embedding must be finite and non-zero")
@@ -100,29 +128,38 @@ class GalleryIndex:
             new[: self._n] = old[: self._n]
             setattr(self, name, new)
 
-    def add(self, subject_id: int, reference_photo_id: int, embedding: np.ndarray) -> None:
-        self.add_many([(subject_id, reference_photo_id, embedding)])
+    def add(
+        self, subject_id: int, reference_photo_id: int, embedding: np.ndarray, *, model_id: str | None = None
+    ) -> None:
+        self.add_many([(subject_id, reference_photo_id, embedding)], model_id=model_id)
 
     def add_many(
         self,
         items: Iterable[tuple[int, int, np.ndarray]] | Sequence[int],
         reference_photo_ids: Sequence[int] | None = None,
         embeddings: np.ndarray | None = None,
+        *,
+        model_id: str | None = None,
     ) -> None:
         """Add (or replace) reference photos: ``add_many([(subject_id, photo_id, emb), ...])``
-        or column-wise ``add_many(subject_ids, photo_ids, matrix)``."""
+        or column-wise ``add_many(subject_ids, photo_ids, matrix)``. ``model_id`` is the model
+        the vectors came from (:class:`ModelMismatch` if it is not the gallery's); nothing is
+        added when any vector is refused."""
         if reference_photo_ids is not None or embeddings is not None:
             if reference_photo_ids is None or embeddings is None:
                 raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
             subj = np.asarray(list(items), dtype=np.int64)  # type: ignore[arg-type]
             refs = np.asarray(list(reference_photo_ids), dtype=np.int64)
-            mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+            self._check_model(model_id, np.asarray(embeddings), adopt=True)
+            mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim or 0)
         else:
             rows = list(items)  # type: ignore[arg-type]
             if not rows:
                 return
             subj = np.asarray([r[0] for r in rows], dtype=np.int64)
             refs = np.asarray([r[1] for r in rows], dtype=np.int64)
+            for r in rows:
+                self._check_model(model_id, np.asarray(r[2]).reshape(-1), adopt=True)
             mat = np.stack([np.asarray(r[2], dtype=np.float32).reshape(-1) for r in rows])
         if not (len(subj) == len(refs) == len(mat)):
             raise ValueError("subject ids, photo ids and embeddings differ in length")
@@ -237,9 +274,12 @@ class GalleryIndex:
         *,
         min_score: float | None = None,
         exclude_subjects: Iterable[int] = (),
+        model_id: str | None = None,
     ) -> list[Hit]:
-        """The ``k`` most similar subjects (best reference photo each), rank 1..k."""
-        if k <= 0:
+        """The ``k`` most similar subjects (best reference photo each), rank 1..k; a probe
+        embedding of another model than the gallery's raises :class:`ModelMismatch`."""
+        self._check_model(model_id, np.asarray(embedding).reshape(-1))
+        if k <= 0 or self.dim is None:
             return []
         q = self._normalise(embedding)[0]
         excluded = {int(s) for s in exclude_subjects}
@@ -257,7 +297,7 @@ class GalleryIndex:
                 alive_n = int(np.count_nonzero(np.isfinite(dots)))
             if min_score is not None:
                 # score >= min_score  <=>  distance <= d  <=>  dot >= 1 - d^2/2
-                d = distance_for_score(min_score)
+                d = distance_for_score(min_score, self.model_id)
                 dots[dots < 1.0 - d * d / 2.0 - 1e-6] = -np.inf
                 alive_n = int(np.count_nonzero(np.isfinite(dots)))
             if alive_n == 0:
@@ -281,7 +321,7 @@ class GalleryIndex:
             subj_out = self._subj[best_rows].tolist()
             ref_out = self._ref[best_rows].tolist()
         dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * np.minimum(best_dots, 1.0)))
-        scores = similarity_array(dist)
+        scores = similarity_array(dist, self.model_id)
         return [
             Hit(subject_id=int(s), reference_photo_id=int(r), distance=float(d), score=float(sc), rank=i + 1)
             for i, (s, r, d, sc) in enumerate(zip(subj_out, ref_out, dist, scores, strict=True))

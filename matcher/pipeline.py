@@ -8,10 +8,13 @@ Detector cascade (see docs/matcher.md for the measurements): MTCNN first, since 
 finds small and turned faces that dlib's HOG misses and is faster than HOG with
 upsampling on a 1024-px copy; HOG next if MTCNN finds nothing; finally MTCNN with
 relaxed thresholds, on views rolled by +-25 degrees, at 0.8x and contrast-equalised,
-for hard CCTV frames. Every face is aligned into dlib's 150x150 face-chip layout
-(from MTCNN's five points, or dlib's 5-point predictor for HOG faces) and embedded
-by deepface's ``Dlib`` model (dlib's ResNet, 128-d); small faces are mirror-averaged. Heavy libraries (deepface,
-TensorFlow, dlib, OpenCV, mtcnn) are imported on first use only.
+for hard CCTV frames. Landmarks (MTCNN's five points, or dlib's predictors for HOG
+faces) are found once per face; each recognition model then cuts its own chip from
+the photo (matcher/embedders.py): the default, ``fused``, combines deepface's ``Dlib``
+model on dlib's 150x150 chip, faceres (TFJS, 224x224 loose crop) and MobileFaceNet
+(TFLite, 112x112 ArcFace chip) into one 192-d vector. Quality is measured on dlib's
+150x150 chip. Heavy libraries (deepface, TensorFlow, dlib, OpenCV, mtcnn) are imported
+on first use only.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from matcher.decode import DecodedImage, decode_image
+from matcher.embedders import DEFAULT_MODEL, Embedder, FaceGeometry, build_embedder, dlib_chip, fit_similarity
+from matcher.embedders import FLIP_BELOW_IOD as FLIP_BELOW_IOD
 from matcher.errors import NoFaceFound
 from matcher.models import default_models_home, ensure_models, models_present
 
@@ -47,9 +53,9 @@ MTCNN_RELAXED = (0.4, 0.5, 0.55)
 MTCNN_RESCUE = (0.5, 0.6, 0.6)
 RESCUE_ROLL_DEG = (25.0, -25.0)
 RESCUE_ZOOM = 0.8
-# Mirror-averaging of the embedding for small faces (noisy, upsampled chips gain the
-# most; each extra forward pass of dlib's ResNet costs ~50-100 ms on two cores).
-FLIP_BELOW_IOD = 80.0
+# Mirror-averaging of the dlib embedding for small faces (FLIP_BELOW_IOD, in
+# matcher.embedders: noisy, upsampled chips gain the most; each extra forward pass of
+# dlib's ResNet costs ~50-100 ms on two cores).
 MIN_DET_SCORE = 0.9  # faces below this are kept but flagged "low_confidence"
 # Quality flags.
 MIN_IOD_PX = 24.0
@@ -93,9 +99,15 @@ class Face:
     landmarks: dict[str, list[float]]
     detector: str
     quality: Quality
-    embedding: np.ndarray  # float32 (128,), L2-normalised
+    embedding: np.ndarray  # float32 (dim of the pipeline's model,), L2-normalised
     eye_crop_png: bytes
     face_chip_png: bytes
+    model_id: str = ""  # the model the embedding came from
+    # every embedding computed for this face, by model id (the primary one included)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    # with FacePipeline(keep_source=True): the region of the aligned-from image around the
+    # face and the face's geometry in it, to embed again with other models (benchmarks)
+    source: tuple[np.ndarray, FaceGeometry] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -171,9 +183,17 @@ class FacePipeline:
         detector: str = "cascade",
         place_models: bool = True,
         flip_below_iod: float | None = None,
+        model: str = DEFAULT_MODEL,
+        keep_source: bool = False,
     ) -> None:
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}")
+        from matcher.embedders import available_models
+
+        if model not in available_models():
+            raise ValueError(f"unknown face model {model!r}; known: {', '.join(available_models())}")
+        self.model = model
+        self.keep_source = keep_source
         self.models_home = Path(models_home) if models_home is not None else default_models_home()
         self.detector = detector
         # faces smaller than this (inter-ocular px in the photo) are embedded twice, the
@@ -187,6 +207,21 @@ class FacePipeline:
             raise ModelFilesMissing(f"model files are not in place under {self.models_home}; run ensure_models")
         self._lock = threading.RLock()
         self._loaded = False
+        self._embedders: dict[str, Embedder] = {}
+        self._embedder(model)  # weights checked now (ModelFilesMissing), loaded on first use
+
+    def _embedder(self, name: str) -> Embedder:
+        with self._lock:
+            return build_embedder(name, self.models_home, self._embedders, flip_below_iod=self.flip_below_iod)
+
+    @property
+    def model_id(self) -> str:
+        """The id of the model this pipeline embeds with (``name@hash`` of its weights)."""
+        return self._embedder(self.model).model_id
+
+    @property
+    def dim(self) -> int:
+        return self._embedder(self.model).dim
 
     # -- models ---------------------------------------------------------------
     def _load(self) -> None:
@@ -205,8 +240,6 @@ class FacePipeline:
             from matcher.models import weights_dir
 
             self._dlib = dlib
-            rec = modeling.build_model(task="facial_recognition", model_name="Dlib")
-            self._rec = rec.model.model  # dlib.face_recognition_model_v1 loaded by deepface
             hog = modeling.build_model(task="face_detector", model_name="dlib")
             self._hog = hog.model["face_detector"]
             self._sp5 = hog.model["sp"]
@@ -221,16 +254,25 @@ class FacePipeline:
     def warm_up(self) -> None:
         """Load the models now rather than on the first photo."""
         self._load()
+        for emb in list(self._embedders.values()):
+            load = getattr(emb, "load", None)
+            if load is not None:
+                load()
         blank = np.full((160, 160, 3), 128, np.uint8)
         self.analyze_image(DecodedImage(rgb=blank, format="PNG", width=160, height=160))
 
     # -- public ---------------------------------------------------------------
-    def analyze(self, data: bytes) -> list[Face]:
-        """Decode (typed errors on bad input) and analyse every face; [] if none."""
-        return self.analyze_image(decode_image(data))
+    def analyze(self, data: bytes, *, models: Sequence[str] | None = None) -> list[Face]:
+        """Decode (typed errors on bad input) and analyse every face; [] if none.
 
-    def analyze_image(self, img: DecodedImage) -> list[Face]:
+        Each face is embedded by the pipeline's model (``face.embedding``) and by any
+        extra ``models`` named (all in ``face.embeddings``, by model id); detection and
+        landmarks are computed once."""
+        return self.analyze_image(decode_image(data), models=models)
+
+    def analyze_image(self, img: DecodedImage, *, models: Sequence[str] | None = None) -> list[Face]:
         self._load()
+        extra = [self._embedder(m) for m in (models or ()) if m != self.model]
         import cv2
 
         rgb = img.rgb
@@ -268,11 +310,11 @@ class FacePipeline:
             else:
                 src, s2o_scale, s2o_pad = work, scale, pad
                 to_src = 1.0
-            return self._faces(src, candidates, to_src, s2o_scale, s2o_pad, (w, h))
+            return self._faces(src, candidates, to_src, s2o_scale, s2o_pad, (w, h), extra)
 
-    def enrol(self, data: bytes) -> Face:
+    def enrol(self, data: bytes, *, models: Sequence[str] | None = None) -> Face:
         """The single most prominent face of a reference photo; :class:`NoFaceFound` if none."""
-        return self.best_face(self.analyze(data))
+        return self.best_face(self.analyze(data, models=models))
 
     @staticmethod
     def best_face(faces: list[Face]) -> Face:
@@ -385,6 +427,7 @@ class FacePipeline:
         s2o_scale: float,
         s2o_pad: int,
         orig_size: tuple[int, int],
+        extra: Sequence[Embedder] = (),
     ) -> list[Face]:
         from matcher import geometry
 
@@ -395,7 +438,6 @@ class FacePipeline:
             return (x / s2o_scale - s2o_pad, y / s2o_scale - s2o_pad)
 
         kp_order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN: observer's left first
-        tmpl = geometry.CHIP_TEMPLATE_150
         tmpl_display = geometry.chip_template(DISPLAY_CHIP_SIZE, DISPLAY_CHIP_PADDING)
         prepared = []
         for c in cands:
@@ -403,29 +445,32 @@ class FacePipeline:
             rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
             shape68 = self._sp68(src, rect)
             if c.keypoints and all(k in c.keypoints for k in kp_order):
-                # MTCNN's five points -> dlib's chip layout (measured better than re-running
-                # dlib's 5-point predictor in MTCNN's box: see docs/matcher.md)
                 pts = np.array([c.keypoints[k] for k in kp_order], dtype=np.float64) * to_src
-                m = _fit_similarity(pts, tmpl)
-                chip = geometry.warp_affine(src, m, (CHIP_SIZE, CHIP_SIZE))
-                display = geometry.warp_affine(src, _fit_similarity(pts, tmpl_display), (DISPLAY_CHIP_SIZE,) * 2)
+                geom = FaceGeometry(pts, None, 0.0)
+                display = geometry.warp_affine(src, fit_similarity(pts, tmpl_display), (DISPLAY_CHIP_SIZE,) * 2)
                 right_src, left_src = tuple(pts[0]), tuple(pts[1])  # image-left eye is the subject's right
                 p5 = pts
             else:
                 shape5 = self._sp5(src, rect)
-                chip = dlib.get_face_chip(src, shape5, size=CHIP_SIZE, padding=CHIP_PADDING)
                 display = dlib.get_face_chip(src, shape5, size=DISPLAY_CHIP_SIZE, padding=DISPLAY_CHIP_PADDING)
                 p5 = np.array([(p.x, p.y) for p in shape5.parts()], dtype=np.float64)
                 # dlib's 5 points: 0-1 the subject's left eye corners, 2-3 the right eye's, 4 under the nose
                 left_src = tuple(p5[0:2].mean(axis=0))
                 right_src = tuple(p5[2:4].mean(axis=0))
-            prepared.append((c, rect, shape68, np.ascontiguousarray(chip), display, p5, left_src, right_src))
+                p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
+                five = np.array([right_src, left_src, p68[30], p68[48], p68[54]], dtype=np.float64)
+                geom = FaceGeometry(five, shape5, 0.0)
+            geom.iod_px = math.dist(left_src, right_src) / s2o_scale
+            chip = dlib_chip(src, geom)  # quality is measured on dlib's 150x150 chip
+            prepared.append((c, rect, shape68, chip, display, p5, left_src, right_src, geom))
 
-        flips = [math.dist(item[6], item[7]) / s2o_scale < self.flip_below_iod for item in prepared]
-        embeddings = self._embed([item[3] for item in prepared], flips)
+        geoms = [item[8] for item in prepared]
+        primary = self._embedder(self.model)
+        vectors = {e.model_id: e.embed(src, geoms) for e in [primary, *extra]}
+        embeddings = list(vectors[primary.model_id])
 
         faces: list[Face] = []
-        for i, ((c, rect, shape68, chip, display, p5, left_src, right_src), emb) in enumerate(
+        for i, ((c, rect, shape68, chip, display, p5, left_src, right_src, _geom), emb) in enumerate(
             zip(prepared, embeddings, strict=True)
         ):
             p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
@@ -475,6 +520,9 @@ class FacePipeline:
                     embedding=emb,
                     eye_crop_png=geometry.png_bytes(eye),
                     face_chip_png=geometry.png_bytes(np.ascontiguousarray(display)),
+                    model_id=primary.model_id,
+                    embeddings={mid: vecs[i] for mid, vecs in vectors.items()},
+                    source=_source_region(src, _geom, rect) if self.keep_source else None,
                 )
             )
         # left to right, as a reviewer reads the photo
@@ -483,37 +531,42 @@ class FacePipeline:
             f.index = i
         return faces
 
-    def _embed(self, chips: list[np.ndarray], flips: list[bool] | None = None) -> list[np.ndarray]:
-        flips = flips if flips is not None else [False] * len(chips)
-        batch = list(chips) + [np.ascontiguousarray(c[:, ::-1]) for c, f in zip(chips, flips, strict=True) if f]
-        vecs = np.asarray(self._rec.compute_face_descriptor(batch), dtype=np.float32).reshape(len(batch), -1)
-        out = vecs[: len(chips)].copy()
-        j = len(chips)
-        for i, f in enumerate(flips):
-            if f:
-                out[i] += vecs[j]
-                j += 1
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return [v.astype(np.float32) for v in out]
-
     def embed_chip(self, chip_rgb: np.ndarray) -> np.ndarray:
-        """Embed an already aligned 150x150 RGB chip (for tools and tests)."""
-        self._load()
+        """Embed an already aligned 150x150 RGB chip with dlib's model (for tools and tests)."""
+        from matcher.embedders import DlibEmbedder
+
+        emb = self._embedder("dlib")
+        assert isinstance(emb, DlibEmbedder)
         with self._lock:
-            return self._embed([np.ascontiguousarray(chip_rgb)], [self.flip_below_iod == math.inf])[0]
+            return emb.embed_chips([np.ascontiguousarray(chip_rgb)], [self.flip_below_iod == math.inf])[0]
 
 
-def _fit_similarity(pts: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """Similarity transform from five detected points to a chip template (robust LMedS fit,
-    least squares when that fails)."""
-    import cv2
+_fit_similarity = fit_similarity
+SOURCE_MARGIN = 1.5  # the kept source region reaches this many face-box sides beyond the box
 
-    from matcher import geometry
 
-    m, _ = cv2.estimateAffinePartial2D(pts.astype(np.float32), template.astype(np.float32), method=cv2.LMEDS)
-    if m is None or not np.all(np.isfinite(m)):
-        m = geometry.similarity_from_points(pts, template)
-    return m
+def _source_region(src: np.ndarray, geom: FaceGeometry, rect: Any) -> tuple[np.ndarray, FaceGeometry]:
+    """A copy of the region of ``src`` around a face and the face's geometry in it."""
+    import dlib
+
+    side = max(rect.right() - rect.left(), rect.bottom() - rect.top(), 1)
+    h, w = src.shape[:2]
+    x0 = max(0, int(rect.left() - SOURCE_MARGIN * side))
+    y0 = max(0, int(rect.top() - SOURCE_MARGIN * side))
+    x1 = min(w, int(rect.right() + SOURCE_MARGIN * side))
+    y1 = min(h, int(rect.bottom() + SOURCE_MARGIN * side))
+    region = np.ascontiguousarray(src[y0:y1, x0:x1])
+    shape5 = None
+    if geom.dlib_shape5 is not None:
+        r = geom.dlib_shape5.rect
+        pts = dlib.points()
+        for p in geom.dlib_shape5.parts():
+            pts.append(dlib.point(p.x - x0, p.y - y0))
+        shape5 = dlib.full_object_detection(
+            dlib.rectangle(r.left() - x0, r.top() - y0, r.right() - x0, r.bottom() - y0), pts
+        )
+    shifted = FaceGeometry(geom.points5 - np.array([x0, y0], dtype=np.float64), shape5, geom.iod_px)
+    return region, shifted
 
 
 def _equalise(rgb: np.ndarray) -> np.ndarray:
@@ -530,13 +583,14 @@ _singleton: FacePipeline | None = None
 _singleton_lock = threading.Lock()
 
 
-def get_pipeline(*, models_home: Path | None = None) -> FacePipeline:
-    """The process-wide pipeline, created on first call (models placed if needed)."""
+def get_pipeline(*, models_home: Path | None = None, model: str | None = None) -> FacePipeline:
+    """The process-wide pipeline, created on first call (models placed if needed); asking
+    for another ``model`` than the current one replaces it."""
     global _singleton
-    if _singleton is None:
+    if _singleton is None or (model is not None and _singleton.model != model):
         with _singleton_lock:
-            if _singleton is None:
-                _singleton = FacePipeline(models_home=models_home)
+            if _singleton is None or (model is not None and _singleton.model != model):
+                _singleton = FacePipeline(models_home=models_home, model=model or DEFAULT_MODEL)
     return _singleton
 
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import api
 import web
 from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
-from triage import services
+from triage import reindex, services
 from triage.config import Settings, get_settings
 from triage.db import make_engine, read_first
 from triage.deps import ActionRequired, Forbidden, NotAuthenticated
@@ -58,6 +58,11 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
         log.info("web process ready %.2f s after its process started (%d leftover temporary file(s) removed)",
                  process_age_seconds(), removed)
         worker: Worker | None = None
+        try:
+            # Queue re-embedding if the configured face model is not the gallery's (docs/watchlist.md).
+            reindex.ensure_started(engine, settings)
+        except Exception:  # noqa: BLE001 - e.g. not migrated yet: /readyz says so; the app still starts
+            log.exception("could not check the gallery's face model")
         if background:
             worker = Worker(engine, settings, store, app.state.services)
             worker.start()

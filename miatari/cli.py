@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from triage import services
+    from triage import reindex, services
     from triage.storage import ImageStore
     from triage.worker import Worker
 
@@ -99,6 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _place_models()
     store = ImageStore(settings.images_dir)
     worker = Worker(engine, settings, store, services.build(engine, settings, store), run_sweeps=not args.no_sweeps)
+    reindex.ensure_started(engine, settings)
 
     def _stop(*_: object) -> None:
         log.info("stopping after the current job")
@@ -158,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="read from the terminal or standard input if omitted")
     p.set_defaults(func=cmd_create_user)
 
-    from miatari import commands_audit, commands_watchlist
+    from miatari import commands_audit, commands_reindex, commands_watchlist
 
     commands_audit.register(sub)
+    commands_reindex.register(sub)
     commands_watchlist.register(sub)
     return parser
 

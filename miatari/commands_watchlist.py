@@ -37,25 +37,27 @@ PREVIEW_LINES = 50
 IMPORT_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")
 _worker_pipeline: Any = None
 _worker_settings: Settings | None = None
+_worker_models: list[str] = []
 
 
-def _init_worker(settings: Settings) -> None:
-    global _worker_pipeline, _worker_settings
+def _init_worker(settings: Settings, models: list[str]) -> None:
+    global _worker_pipeline, _worker_settings, _worker_models
     from matcher import ensure_models, get_pipeline
 
     ensure_models(settings.deepface_home)
     _worker_settings = settings
-    _worker_pipeline = get_pipeline(models_home=settings.deepface_home)
+    _worker_models = models
+    _worker_pipeline = get_pipeline(models_home=settings.deepface_home, model=settings.face_model)
 
 
 def _analyze_in_worker(task: watchlist.AnalysisTask) -> tuple[watchlist.AnalysisTask, watchlist.FaceAnalysis | str]:
     assert _worker_settings is not None
-    result = watchlist.analyze_task(task.data, _worker_settings, _worker_pipeline)
+    result = watchlist.analyze_task(task.data, _worker_settings, _worker_pipeline, _worker_models)
     # The bytes are sent back for storing; drop the copy in the task to halve the traffic.
     return watchlist.AnalysisTask(task.subject_id, task.label, b""), result
 
 
-def analyze_in_pool(settings: Settings, workers: int) -> watchlist.AnalyzeMany:
+def analyze_in_pool(settings: Settings, workers: int, models: list[str]) -> watchlist.AnalyzeMany:
     """Analyse in ``workers`` processes; results come back as they finish."""
 
     def run(tasks: Iterable[watchlist.AnalysisTask]) -> Iterator[tuple[watchlist.AnalysisTask,
@@ -66,7 +68,7 @@ def analyze_in_pool(settings: Settings, workers: int) -> watchlist.AnalyzeMany:
         batch = list(itertools.islice(source, size))
         if not batch:
             return  # everything already enrolled: no need to load the model
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, models)) as pool:
             # In batches: the pool would otherwise read every photo into its queue at once,
             # and the task list is then built in this thread (it touches the database).
             while batch:
@@ -123,6 +125,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from triage import migrate
     from triage.config import get_settings
     from triage.db import make_engine
+    from triage.gallery import enrolment_models
     from triage.models import User
     from triage.storage import ImageStore
 
@@ -171,12 +174,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1
     print(f"to resume this import if it is interrupted: --name {name}")
     store = ImageStore(settings.images_dir)
+    models = enrolment_models(engine, settings.face_model)
     if args.workers > 0:
-        analyze = analyze_in_pool(settings, args.workers)
+        analyze = analyze_in_pool(settings, args.workers, models)
     else:
         from triage import services
 
-        analyze = watchlist.analyze_serially(settings, services.pipeline(services.build(engine, settings, store)))
+        analyze = watchlist.analyze_serially(settings, services.pipeline(services.build(engine, settings, store)),
+                                             models)
     with tqdm(total=total, unit="photo", disable=args.quiet) as bar:
         summary = watchlist.run_import(engine, store, settings, plan, analyze, actor, bar.update, source=str(path),
                                        import_ref=ref)

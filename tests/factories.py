@@ -1,7 +1,7 @@
 """Builders for watchlist, sighting and review rows without running the face model.
 
 The crops are small generated PNGs stored through the real image store; the
-embeddings are arbitrary bytes.  Candidates are made by the real
+embeddings are arbitrary bytes, recorded under the active gallery model.  Candidates are made by the real
 ``triage.review.create_candidates_for_probe``.
 """
 
@@ -19,11 +19,27 @@ from sqlmodel import Session
 from triage import review
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.models import Candidate, Probe, ReferencePhoto, Sighting, SightingPhoto, Subject, SubjectStatus
+from triage.gallery import gallery_model
+from triage.models import (
+    Candidate,
+    Probe,
+    ReferenceEmbedding,
+    ReferencePhoto,
+    Sighting,
+    SightingPhoto,
+    Subject,
+    SubjectStatus,
+)
 from triage.storage import ImageStore, store_image
 
 _counter = itertools.count(1)
-EMBEDDING = bytes(range(256)) * 2
+EMBEDDING = bytes(range(256)) * 2  # 128 float32
+
+
+def _embedding_of(session: Session) -> tuple[str, bytes]:
+    """The active gallery model and arbitrary bytes of its vector length."""
+    row = gallery_model(session)
+    return row.model_id, (EMBEDDING * (row.dim // 128 + 1))[: row.dim * 4]
 
 
 def png(seed: int, size: tuple[int, int] = (96, 48)) -> bytes:
@@ -58,11 +74,17 @@ def make_subject(session: Session, store: ImageStore, *, name: str | None = None
     return subject
 
 
-def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "") -> ReferencePhoto:
+def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "",
+                        embedding: bytes | None = None) -> ReferencePhoto:
     photo = ReferencePhoto(subject_id=subject.id, image_sha256=store_png(session, store, size=(160, 200)),
-                           view=view, embedding=EMBEDDING, eye_crop_sha256=store_png(session, store),
+                           view=view, eye_crop_sha256=store_png(session, store),
                            face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(photo)
+    session.flush()
+    model_id, default = _embedding_of(session)
+    embedding = default if embedding is None else embedding
+    session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,
+                                   dim=len(embedding) // 4, embedding=embedding))
     session.flush()
     return photo
 
@@ -83,8 +105,9 @@ def make_sighting(session: Session, store: ImageStore, uploaded_by: int, *,
 def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_index: int = 0) -> Probe:
     photo = session.exec(SightingPhoto.__table__.select().where(  # type: ignore[attr-defined]
         SightingPhoto.sighting_id == sighting.id)).first()
+    model_id, embedding = _embedding_of(session)
     probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=face_index,
-                  embedding=EMBEDDING, eye_crop_sha256=store_png(session, store),
+                  embedding=embedding, model_id=model_id, eye_crop_sha256=store_png(session, store),
                   face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(probe)
     session.flush()

@@ -63,7 +63,8 @@ def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path
     child_env = {**os.environ, "MIATARI_DATABASE_URL": db_url, "MIATARI_DATA_DIR": str(settings.data_dir),
                  "MIATARI_SECRET_KEY": "t" * 40, "MIATARI_MODELS_DIR": str(settings.deepface_home),
                  "MIATARI_JOB_LEASE_SECONDS": str(LEASE_SECONDS), "MIATARI_WORKER_POLL_SECONDS": "0.2",
-                 "PYTHONPATH": str(ROOT)}
+                 # the gallery's model: another would have the worker queue a re-embedding first
+                 "MIATARI_FACE_MODEL": "dlib", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "miatari.cli", "worker", "--no-sweeps"], env=child_env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

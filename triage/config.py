@@ -7,9 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from matcher.embedders import DEFAULT_MODEL, available_models
 from matcher.pipeline import PROBE_MIN_IOD_PX
 from matcher.score import DEFAULT_LEAD_THRESHOLD
 
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
 
     # Matcher
+    # The face descriptor new embeddings are made with (docs/matcher.md). When it differs from
+    # the model the gallery searches with, reference photos are re-embedded (`miatari reindex`).
+    face_model: str = DEFAULT_MODEL
     # Default measured on the reference photos; see docs/matcher.md.
     lead_threshold: float = Field(default=DEFAULT_LEAD_THRESHOLD, ge=0.0, le=1.0)
     top_k: int = Field(default=5, ge=1, le=50)
@@ -84,6 +88,13 @@ class Settings(BaseSettings):
     retention_days_unflagged: int = Field(default=30, ge=1)
     retention_days_audit: int = Field(default=400, ge=365)
     sweep_interval_seconds: int = Field(default=300, ge=5)
+
+    @field_validator("face_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in available_models():
+            raise ValueError(f"unknown face model {value!r}; this build has: {', '.join(available_models())}")
+        return value
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:

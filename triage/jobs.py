@@ -36,8 +36,11 @@ def enqueue(session: Session, kind: str, ref_id: int, *, max_attempts: int = 3) 
     return job
 
 
-def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ...] | None = None) -> Job | None:
-    """Take the oldest runnable job (queued, or running with an expired lease) and commit the claim."""
+def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ...] | None = None,
+          *, job_id: int | None = None) -> Job | None:
+    """Take the oldest runnable job (queued, or running with an expired lease) and commit the claim.
+
+    ``job_id`` claims that job only (a command running one job in the foreground)."""
     now = utcnow()
     stmt = (
         select(Job)
@@ -52,6 +55,8 @@ def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ..
     )
     if kinds:
         stmt = stmt.where(Job.kind.in_(kinds))
+    if job_id is not None:
+        stmt = stmt.where(Job.id == job_id)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     job = session.exec(stmt).first()

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from triage import audit, review, services
 from triage.clock import utcnow
-from triage.gallery import searchable_clause
+from triage.gallery import model_name, searchable_clause
 from triage.models import Probe, Sighting, SightingPhoto, SightingStatus, Subject
 from triage.sightings import DONE_STATUSES, MATCH_JOB, photos_of
 from triage.storage import store_image
@@ -43,6 +43,7 @@ class _AnalysedPhoto:
     faces: list[Any]
     hits: list[list[Any] | None]  # None: the face was too small to search
     error: str = ""
+    model_id: str = ""  # the gallery model the faces were embedded with and searched against
 
 
 def _start(ctx: JobContext) -> tuple[Sighting, list[SightingPhoto]] | MatchResult:
@@ -62,8 +63,39 @@ def _start(ctx: JobContext) -> tuple[Sighting, list[SightingPhoto]] | MatchResul
         return sighting, photos
 
 
+class ModelUnavailable(RuntimeError):
+    """This process cannot embed with the gallery's face model (see /readyz)."""
+
+
+def _search_photo(pipeline: Any, gallery: Any, decoded: Any, settings: Any) -> tuple[list[Any], list[Any], str]:
+    """Faces embedded with the gallery's model, and their hits; again with the new model if the
+    gallery switched models in between."""
+    from matcher import ModelMismatch, is_searchable_probe
+
+    for _ in range(3):
+        model_id = gallery.model_id
+        faces = list(pipeline.analyze_image(decoded, models=[model_name(model_id)]))
+        hits: list[list[Any] | None] = []
+        try:
+            for face in faces:
+                vector = face.embeddings.get(model_id)
+                if vector is None:
+                    raise ModelUnavailable(f"the gallery searches with {model_id}; this process embeds "
+                                           f"{', '.join(face.embeddings)} (re-embed: `miatari reindex`)")
+                face.embedding, face.model_id = vector, model_id
+                if not is_searchable_probe(face.quality, settings.min_face_iod_px):
+                    hits.append(None)  # too small: its ranking would be chance (docs/matcher.md)
+                    continue
+                hits.append(gallery.search(vector, settings.top_k, min_score=settings.lead_threshold,
+                                           model_id=model_id))
+        except ModelMismatch:
+            continue  # switched since the embedding: embed with the new model
+        return faces, hits, model_id
+    raise ModelMismatch("the gallery's face model kept changing during the search")
+
+
 def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhoto]:
-    from matcher import ImageError, decode_image, is_searchable_probe
+    from matcher import ImageError, decode_image
 
     pipeline = services.pipeline(ctx.services)
     gallery = services.gallery(ctx.services)
@@ -73,18 +105,12 @@ def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhot
         data = ctx.store.get(photo.image_sha256)
         try:
             decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-            faces = list(pipeline.analyze_image(decoded))
+            faces, hits, model_id = _search_photo(pipeline, gallery, decoded, settings)
         except ImageError as exc:
             # Validated at upload, so only a damaged store gets here: say so on the photo, keep going.
             out.append(_AnalysedPhoto(photo, [], [], str(exc)))
             continue
-        hits: list[list[Any] | None] = []
-        for face in faces:
-            if not is_searchable_probe(face.quality, settings.min_face_iod_px):
-                hits.append(None)  # too small: its ranking would be chance (docs/matcher.md)
-                continue
-            hits.append(gallery.search(face.embedding, settings.top_k, min_score=settings.lead_threshold))
-        out.append(_AnalysedPhoto(photo, faces, hits))
+        out.append(_AnalysedPhoto(photo, faces, hits, model_id=model_id))
     return out
 
 
@@ -120,7 +146,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
                     bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
                     iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
                     quality_issues=", ".join(q.issues)[:200], searched=hits is not None,
-                    embedding=embedding_to_bytes(face.embedding),
+                    embedding=embedding_to_bytes(face.embedding), model_id=item.model_id,
                     eye_crop_sha256=store_image(session, ctx.store, face.eye_crop_png, "image/png"),
                     face_chip_sha256=store_image(session, ctx.store, face.face_chip_png, "image/png"),
                 )

@@ -234,11 +234,60 @@ class ReferencePhoto(SQLModel, table=True):
     yaw_deg: float = 0.0
     quality_ok: bool = True
     quality_issues: str = Field(default="", max_length=200)
-    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     eye_crop_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     face_chip_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     created_at: dt.datetime = Field(default_factory=utcnow)
     created_by: int | None = Field(default=None, foreign_key="user_account.id")
+
+
+class ReferenceEmbedding(SQLModel, table=True):
+    """A reference photo's face descriptor from one model (``name@<weights checksum>``).
+
+    A photo holds one row per model it was embedded with; the gallery loads only
+    the rows of the active model (``GalleryModel``), so vectors of different models
+    are never compared.
+    """
+
+    __tablename__ = "reference_embedding"
+    reference_photo_id: int = Field(foreign_key="reference_photo.id", primary_key=True)
+    model_id: str = Field(max_length=80, primary_key=True, index=True)
+    dim: int
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class GalleryModel(SQLModel, table=True):
+    """The single row naming the face model every process searches (and embeds probes) with."""
+
+    __tablename__ = "gallery_model"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_gallery_model_single_row"),)
+    id: int = Field(default=1, primary_key=True)
+    model_id: str = Field(max_length=80)
+    dim: int  # the length of its vectors (an empty gallery still needs it)
+    previous_model_id: str | None = Field(default=None, max_length=80)
+    switched_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ReindexRun(SQLModel, table=True):
+    """Re-embedding the reference photos with another model, run by a ``reindex`` job."""
+
+    __tablename__ = "reindex_run"
+    __table_args__ = (CheckConstraint(_in("status", JobStatus), name="ck_reindex_run_status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    target_model_id: str = Field(max_length=80, index=True)
+    from_model_id: str = Field(max_length=80)
+    status: str = Field(default=JobStatus.queued.value, max_length=16)
+    created_by: int | None = Field(default=None, foreign_key="user_account.id")
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    # Reference photos of active subjects, and how many of them hold a target-model embedding;
+    # updated in the transaction of each batch.
+    photos_total: int = 0
+    photos_done: int = 0
+    failures: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(SAJSON, nullable=False))
+    # Set in the transaction that made the target model the active one.
+    switched_at: dt.datetime | None = None
 
 
 class GalleryChange(SQLModel, table=True):
@@ -246,7 +295,8 @@ class GalleryChange(SQLModel, table=True):
 
     __tablename__ = "gallery_change"
     __table_args__ = (
-        CheckConstraint("action IN ('add', 'remove_subject', 'remove_photo')", name="ck_gallery_change_action"),
+        CheckConstraint("action IN ('add', 'remove_subject', 'remove_photo', 'switch_model')",
+                        name="ck_gallery_change_action"),
     )
     id: int | None = Field(default=None, primary_key=True)
     action: str = Field(max_length=16)
@@ -358,6 +408,8 @@ class Probe(SQLModel, table=True):
     # False: the face was too small to search (Settings.min_face_iod_px); stored and shown only.
     searched: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The face model the embedding came from (``name@<weights checksum>``): the gallery's at the time.
+    model_id: str = Field(max_length=80)
     eye_crop_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     face_chip_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     created_at: dt.datetime = Field(default_factory=utcnow)

@@ -26,8 +26,9 @@ log = logging.getLogger("miatari.services")
 
 
 def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, Any]:
-    # Importing these registers the jobs (matching, ZIP import) and the sweeps with the worker.
+    # Importing these registers the jobs (matching, ZIP import, re-embedding) and the sweeps with the worker.
     import triage.matching  # noqa: F401
+    import triage.reindex  # noqa: F401
     import triage.retention  # noqa: F401
     import triage.watchlist  # noqa: F401
     import triage.watchlist_import  # noqa: F401
@@ -58,7 +59,10 @@ def gallery(services: dict[str, Any]) -> Gallery:
 
 
 def pipeline(services: dict[str, Any]) -> FacePipeline:
-    """The face pipeline (models placed offline first); one per process."""
+    """The face pipeline (models placed offline first); one per process.
+
+    It embeds with the configured model (``Settings.face_model``); callers ask for the
+    gallery's model too (``models=``) where it may differ."""
     found = services.get("pipeline")
     if found is not None:
         return found  # type: ignore[no-any-return]
@@ -72,7 +76,7 @@ def pipeline(services: dict[str, Any]) -> FacePipeline:
             if home is not None:
                 ensure_models(home)
             started = time.monotonic()
-            found = get_pipeline(models_home=home)
+            found = get_pipeline(models_home=home, model=settings.face_model if settings is not None else None)
             found.warm_up()  # load the models now, so the first job's wait is measured and logged
             services["pipeline"] = found
             services["pipeline_load_seconds"] = time.monotonic() - started

@@ -30,8 +30,17 @@ from sqlmodel import Session, col, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.gallery import ADD, REMOVE_SUBJECT, is_searchable, record_change, searchable_clause, today
-from triage.models import AuditOutcome, ReferencePhoto, Subject, SubjectStatus, User
+from triage.gallery import (
+    ADD,
+    REMOVE_SUBJECT,
+    active_model_id,
+    is_searchable,
+    lock_changes,
+    record_change,
+    searchable_clause,
+    today,
+)
+from triage.models import AuditOutcome, ReferenceEmbedding, ReferencePhoto, Subject, SubjectStatus, User
 from triage.storage import ImageStore, store_image
 from triage.worker import sweep
 
@@ -284,13 +293,17 @@ class FaceAnalysis:
     faces: list[Any]
 
 
-def analyze_for_enrolment(data: bytes, settings: Settings, pipeline: Any) -> FaceAnalysis:
-    """Decode (size and pixel limits) and find the faces; raises ``EnrolmentRefused`` for a bad file."""
+def analyze_for_enrolment(data: bytes, settings: Settings, pipeline: Any,
+                          models: Sequence[str] = ()) -> FaceAnalysis:
+    """Decode (size and pixel limits) and find the faces; raises ``EnrolmentRefused`` for a bad file.
+
+    Each face is embedded with the pipeline's model and with ``models``
+    (:func:`triage.gallery.enrolment_models`: the gallery's and the configured one)."""
     from matcher import ImageError, decode_image
 
     try:
         decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-        faces = list(pipeline.analyze_image(decoded))
+        faces = list(pipeline.analyze_image(decoded, models=list(models)))
     except ImageError as exc:
         raise EnrolmentRefused(str(exc)) from exc
     return FaceAnalysis(data=data, sha256=hashlib.sha256(data).hexdigest(),
@@ -341,6 +354,16 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
         if subject.status != SubjectStatus.active.value:
             raise EnrolmentRefused(f"This subject is closed ({subject.status}); photos can no longer be added.")
         face = choose_face(analysis.faces, face_index)
+        # From here to the commit the gallery cannot switch models: the photo gets an embedding of
+        # the model searched now (and of the configured one, if another: the next gallery's).
+        lock_changes(session)
+        active = active_model_id(session)
+        vectors = dict(getattr(face, "embeddings", None) or {})
+        if active not in vectors:
+            raise EnrolmentRefused(f"This photo was embedded with {', '.join(vectors) or 'no face model'}, and the "
+                                   f"gallery searches with {active}: if the gallery has just switched models, send "
+                                   "the photo again; otherwise this installation cannot embed with the gallery's "
+                                   "model (Admin > Face model).")
     except EnrolmentRefused as exc:
         audit.record(session, "subject.photo.enrol", actor=actor, object_type="subject", object_id=subject_id,
                      outcome=AuditOutcome.denied, detail={"reason": str(exc), "sha256": analysis.sha256,
@@ -355,17 +378,20 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
         subject_id=subject_id, image_sha256=image_sha, view=view[:40], face_index=int(face.index),
         bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
         iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
-        quality_issues=", ".join(q.issues)[:200], embedding=embedding_to_bytes(face.embedding),
+        quality_issues=", ".join(q.issues)[:200],
         eye_crop_sha256=eye_sha, face_chip_sha256=chip_sha, created_by=actor.id if actor else None,
     )
     session.add(photo)
     session.flush()
+    for model_id, vector in vectors.items():
+        session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,  # type: ignore[arg-type]
+                                       dim=int(len(vector)), embedding=embedding_to_bytes(vector)))
     subject.updated_at = utcnow()
     session.add(subject)
     audit.record(session, "subject.photo.enrol", actor=actor, object_type="reference_photo", object_id=photo.id,
                  detail={"subject_id": subject_id, "sha256": image_sha, "faces": len(analysis.faces),
                          "face_index": photo.face_index, "quality_ok": photo.quality_ok,
-                         "quality_issues": photo.quality_issues}, ip=ip)
+                         "quality_issues": photo.quality_issues, "models": sorted(vectors)}, ip=ip)
     record_change(session, ADD, subject_id, photo.id)
     return photo, True
 
@@ -678,19 +704,19 @@ class AnalysisTask:
 AnalyzeMany = Callable[[Iterable[AnalysisTask]], Iterator[tuple[AnalysisTask, "FaceAnalysis | str"]]]
 
 
-def analyze_serially(settings: Settings, pipeline: Any) -> AnalyzeMany:
+def analyze_serially(settings: Settings, pipeline: Any, models: Sequence[str] = ()) -> AnalyzeMany:
     """Analyse in this process, one photo after another (the web page's ZIP import)."""
 
     def run(tasks: Iterable[AnalysisTask]) -> Iterator[tuple[AnalysisTask, FaceAnalysis | str]]:
         for task in tasks:
-            yield task, analyze_task(task.data, settings, pipeline)
+            yield task, analyze_task(task.data, settings, pipeline, models)
 
     return run
 
 
-def analyze_task(data: bytes, settings: Settings, pipeline: Any) -> FaceAnalysis | str:
+def analyze_task(data: bytes, settings: Settings, pipeline: Any, models: Sequence[str] = ()) -> FaceAnalysis | str:
     try:
-        return analyze_for_enrolment(data, settings, pipeline)
+        return analyze_for_enrolment(data, settings, pipeline, models)
     except EnrolmentRefused as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad photo must not stop an import

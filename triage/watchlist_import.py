@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from triage import audit, jobs, services, watchlist
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.gallery import enrolment_models
 from triage.models import AuditOutcome, ImportStatus, Job, JobStatus, User, WatchlistImport
 from triage.worker import JobContext, LeaseLost, PermanentJobError, job_function
 
@@ -241,9 +242,9 @@ def run_zip_import(ctx: JobContext) -> watchlist.ImportSummary:
             _set(ctx, import_id, photos_done=done)
 
     pipeline = services.pipeline(ctx.services)
+    analyze = watchlist.analyze_serially(ctx.settings, pipeline, enrolment_models(ctx.engine, ctx.settings.face_model))
     try:
-        summary = watchlist.run_import(ctx.engine, ctx.store, ctx.settings, plan,
-                                       watchlist.analyze_serially(ctx.settings, pipeline), actor, progress,
+        summary = watchlist.run_import(ctx.engine, ctx.store, ctx.settings, plan, analyze, actor, progress,
                                        f"zip:{row.filename}", import_ref=import_ref(row))
     except LeaseLost:
         raise

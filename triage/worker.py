@@ -96,6 +96,13 @@ def run_one(engine: Engine, settings: Settings, store: ImageStore, owner: str,
         job = jobs.claim(session, owner, settings.job_lease_seconds, tuple(JOB_FUNCTIONS) or None)
     if job is None:
         return None
+    run_claimed(engine, settings, store, owner, job, services)
+    return job
+
+
+def run_claimed(engine: Engine, settings: Settings, store: ImageStore, owner: str, job: Job,
+                services: dict[str, Any] | None = None) -> None:
+    """Run a job this owner has claimed; a failure is recorded (and retried), never raised."""
     fn = JOB_FUNCTIONS.get(job.kind)
     ctx = JobContext(engine, settings, store, owner, job, services or {})
     try:
@@ -112,7 +119,6 @@ def run_one(engine: Engine, settings: Settings, store: ImageStore, owner: str,
             jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent)
             session.commit()
-    return job
 
 
 class Worker:

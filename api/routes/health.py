@@ -33,6 +33,23 @@ def read_ready(settings: SettingsDep, engine: EngineDep) -> JSONResponse:
     from matcher import models_present
 
     checks["models"] = "ok" if models_present(settings.deepface_home) else "missing: run `miatari migrate`"
+    checks["face_model"] = _face_model_check(settings, engine) if checks["migrations"] == "ok" else "unknown"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)
+
+
+def _face_model_check(settings: SettingsDep, engine: EngineDep) -> str:
+    """This process can embed probes with the model the gallery searches with."""
+    from sqlmodel import Session
+
+    from triage.gallery import active_model_id
+    from triage.reindex import unavailable_reason
+
+    with Session(engine) as session:
+        active = active_model_id(session)
+    problem = unavailable_reason(settings, active)
+    if problem:
+        return (f"the gallery searches with {active}, which this build cannot embed with ({problem}): "
+                "re-embed with `miatari reindex`")
+    return "ok"

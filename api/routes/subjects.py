@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from api.responses import FieldProblem
 from triage import services, watchlist
 from triage.deps import Id, ManagerUser, Position, SessionDep, SettingsDep, client_ip
+from triage.gallery import enrolment_models
 from triage.models import ReferencePhoto, Subject, SubjectStatus
 from triage.sightings import displayable_image
 
@@ -167,7 +168,9 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
     data = photo.file.read(settings.max_upload_bytes + 1)
     pipeline = services.pipeline(request.app.state.services)
     try:
-        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline)
+        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline,
+                                                   enrolment_models(request.app.state.engine,
+                                                                    settings.face_model))
         ref, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:

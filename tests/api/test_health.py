@@ -12,7 +12,8 @@ def test_readyz_reports_each_check(client: TestClient) -> None:
     body = r.json()
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["migrations"] == "ok"
-    assert set(body["checks"]) == {"database", "migrations", "models"}
+    assert set(body["checks"]) == {"database", "migrations", "models", "face_model"}
+    assert body["checks"]["face_model"] == "ok"
     assert r.status_code == (200 if body["checks"]["models"] == "ok" else 503)
 
 

@@ -41,3 +41,53 @@ def test_missing_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(ModelFilesMissing, match="face_recognition_models"):
         ensure_models(tmp_path / "home")
     assert not models_present(tmp_path / "home")
+
+
+# -- recognition models from npm --------------------------------------------------------------
+def test_registry_models_linked_into_the_models_folder(tmp_path: Path) -> None:
+    from matcher.models import NPM_PACKAGES, converted_graph, package_file
+
+    ensure_models(tmp_path)
+    home = tmp_path.resolve()
+    for key, pkg in NPM_PACKAGES.items():
+        for member in pkg.files:
+            assert package_file(home, key, member).is_file()
+    for name in models_mod.TFJS_GRAPHS:
+        assert converted_graph(home, name).stat().st_size > 1_000_000
+    assert models_present(tmp_path)
+
+
+def test_missing_npm_tarball_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIATARI_NPM_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelFilesMissing, match="make setup"):
+        ensure_models(tmp_path / "home")
+    assert not models_present(tmp_path / "home")  # and /readyz says "missing"
+    from matcher import FacePipeline
+
+    with pytest.raises(ModelFilesMissing):
+        FacePipeline(models_home=tmp_path / "home", place_models=False)
+
+
+def test_tampered_npm_tarball_is_refused_and_nothing_extracted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matcher.models import NPM_PACKAGES
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for pkg in NPM_PACKAGES.values():
+        (cache / pkg.tarball).write_bytes(b"not the package")
+    monkeypatch.setenv("MIATARI_NPM_CACHE", str(cache))
+    with pytest.raises(ModelFilesMissing, match="pinned"):
+        ensure_models(tmp_path / "home")
+    assert not (cache / "extracted").exists()
+    assert not (tmp_path / "home" / "miatari").exists()
+    assert not models_present(tmp_path / "home")
+
+
+def test_bootstrap_fetches_the_pinned_packages() -> None:
+    """scripts/bootstrap.sh and matcher/models.py pin the same versions and checksums."""
+    from matcher.models import NPM_PACKAGES
+
+    text = (Path(__file__).resolve().parents[2] / "scripts" / "bootstrap.sh").read_text()
+    block = text.split("<<'PINS'\n", 1)[1].split("\nPINS", 1)[0]
+    pins = {tuple(line.split()) for line in block.splitlines() if line.strip()}
+    assert pins == {(p.spec, p.tarball, p.sha256) for p in NPM_PACKAGES.values()}

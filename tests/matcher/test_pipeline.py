@@ -35,7 +35,7 @@ def rotate(rgb: np.ndarray, degrees: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).rotate(degrees, resample=Image.BICUBIC, fillcolor=(128, 128, 128)))
 
 
-def test_face_fields(astronaut_face: Face, astronaut: np.ndarray) -> None:
+def test_face_fields(pipeline, astronaut_face: Face, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     f = astronaut_face
     assert f.index == 0
     x, y, w, h = f.bbox
@@ -43,7 +43,7 @@ def test_face_fields(astronaut_face: Face, astronaut: np.ndarray) -> None:
     # the subject's left eye is on the image's right
     assert f.left_eye[0] > f.right_eye[0]
     assert x <= f.right_eye[0] < f.left_eye[0] <= x + w
-    assert f.embedding.dtype == np.float32 and f.embedding.shape == (128,)
+    assert f.embedding.dtype == np.float32 and f.embedding.shape == (pipeline.dim,)
     assert np.linalg.norm(f.embedding) == pytest.approx(1.0, abs=1e-5)
     q = f.quality
     assert q.iod_px == pytest.approx(math.dist(f.left_eye, f.right_eye), rel=0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -29,11 +30,9 @@ def test_poor_reference_photos_are_kept_but_not_searched(engine: Engine, setting
     rng = np.random.default_rng(0)
     with Session(engine, expire_on_commit=False) as s:
         subject = factories.make_subject(s, store, photos=0)
-        good = factories.add_reference_photo(s, store, subject, view="frontal")
-        poor = factories.add_reference_photo(s, store, subject, view="cctv")
-        for photo in (good, poor):
-            v = rng.normal(size=128).astype(np.float32)
-            photo.embedding = embedding_to_bytes(v / np.linalg.norm(v))
+        good, poor = (factories.add_reference_photo(s, store, subject, view=view,
+                                                    embedding=embedding_to_bytes(v / np.linalg.norm(v)))
+                      for view, v in (("frontal", rng.normal(size=128)), ("cctv", rng.normal(size=128))))
         good.iod_px, good.blur = 64.0, 150.0
         poor.iod_px, poor.blur, poor.quality_issues = 20.0, 150.0, "small"
         s.add(good)
@@ -48,3 +47,72 @@ def test_poor_reference_photos_are_kept_but_not_searched(engine: Engine, setting
     assert len(synced) == 1 and synced.subject_ids() == {subject.id}
     with Session(engine) as s:
         assert s.get(type(poor), poor.id) is not None  # kept on the record
+
+
+def test_a_stored_embedding_of_another_model_is_never_searched(engine: Engine, settings: Settings) -> None:
+    from matcher import GalleryIndex, ModelMismatch
+    from triage.gallery import active_model_id
+    from triage.models import ReferenceEmbedding
+
+    store = ImageStore(settings.images_dir)
+    rng = np.random.default_rng(1)
+    vectors = [v / np.linalg.norm(v) for v in rng.normal(size=(2, 128)).astype(np.float32)]
+    with Session(engine, expire_on_commit=False) as s:
+        active = active_model_id(s)
+        subject = factories.make_subject(s, store, photos=0)
+        kept = factories.add_reference_photo(s, store, subject, embedding=embedding_to_bytes(vectors[0]))
+        # A photo that holds only an embedding of another model (same length, so only its model tells).
+        other = factories.add_reference_photo(s, store, subject, embedding=embedding_to_bytes(vectors[1]))
+        row = s.get(ReferenceEmbedding, (other.id, active))
+        assert row is not None
+        s.delete(row)
+        s.flush()
+        s.add(ReferenceEmbedding(reference_photo_id=other.id, model_id="other@0123456789abcdef", dim=128,
+                                 embedding=embedding_to_bytes(vectors[1])))
+        for photo in (kept, other):
+            photo.iod_px, photo.blur = 64.0, 150.0
+            s.add(photo)
+            record_change(s, ADD, subject.id, photo.id)  # type: ignore[arg-type]
+        s.commit()
+    synced = Gallery(engine)
+    synced.rebuild()
+    assert len(synced) == 1 and synced.model_id == active
+    hits = synced.search(vectors[1], 5, model_id=active)
+    assert [h.reference_photo_id for h in hits] == [kept.id]  # the other model's vector is not in the index
+    with pytest.raises(ModelMismatch):
+        synced.search(vectors[1], 5, model_id="other@0123456789abcdef")
+    index = GalleryIndex(128, model_id=active)
+    with pytest.raises(ModelMismatch):
+        index.add(subject.id, other.id, vectors[1], model_id="other@0123456789abcdef")  # type: ignore[arg-type]
+    assert len(index) == 0
+
+
+def test_a_model_switch_in_the_change_log_rebuilds_the_index_on_the_new_model(engine: Engine,
+                                                                             settings: Settings) -> None:
+    from triage.gallery import SWITCH_MODEL, gallery_model
+    from triage.models import ReferenceEmbedding
+
+    store = ImageStore(settings.images_dir)
+    rng = np.random.default_rng(2)
+    with Session(engine, expire_on_commit=False) as s:
+        subject = factories.make_subject(s, store, photos=0)
+        photo = factories.add_reference_photo(s, store, subject,
+                                              embedding=embedding_to_bytes(rng.normal(size=128).astype(np.float32)))
+        photo.iod_px, photo.blur = 64.0, 150.0
+        s.add(photo)
+        s.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id="next@0123456789abcdef", dim=64,
+                                 embedding=embedding_to_bytes(rng.normal(size=64).astype(np.float32))))
+        record_change(s, ADD, subject.id, photo.id)  # type: ignore[arg-type]
+        s.commit()
+    running = Gallery(engine)
+    running.rebuild()
+    old = running.model_id
+    assert len(running) == 1 and running.index.dim == 128
+    with Session(engine) as s:
+        row = gallery_model(s)
+        row.previous_model_id, row.model_id, row.dim = row.model_id, "next@0123456789abcdef", 64
+        s.add(row)
+        record_change(s, SWITCH_MODEL, 0)
+        s.commit()
+    assert running.sync() == 1
+    assert running.model_id == "next@0123456789abcdef" != old and running.index.dim == 64 and len(running) == 1

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from tests.conftest import make_settings, require_faces
 from triage import services, watchlist
 from triage.config import Settings
+from triage.gallery import enrolment_models
 from triage.models import Candidate, Job, Probe, ReviewSlot, Role, Sighting, Subject
 from triage.sightings import PhotoUpload, SightingInput, create_sighting
 from triage.storage import ImageStore
@@ -76,7 +77,8 @@ class Env:
             subject = watchlist.create_subject(s, watchlist.SubjectCreate(name=name, case_ref=f"W-{name}"), None)
             s.commit()
         for data in photos:
-            analysis = watchlist.analyze_for_enrolment(data, self.settings, self.services["pipeline"])
+            analysis = watchlist.analyze_for_enrolment(data, self.settings, self.services["pipeline"],
+                                                       enrolment_models(self.engine, self.settings.face_model))
             with Session(self.engine, expire_on_commit=False) as s:
                 watchlist.enrol_reference_photo(s, self.store, subject.id, analysis, None)  # type: ignore[arg-type]
                 s.commit()

@@ -145,3 +145,80 @@ def test_0006_reevaluates_every_candidate_under_one_rule_per_round(  # type: ign
     upgrade(db_url)
     with engine.connect() as conn:
         assert dict(conn.execute(text("SELECT id, status FROM candidate")).all()) == status
+
+
+DLIB_MODEL_ID = "dlib@55533b28a95800a5"
+
+
+def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, db_url) -> None:  # type: ignore[no-untyped-def]
+    """Up: reference_photo.embedding becomes a reference_embedding row of dlib's model; probes are dlib's.
+    Down: the bytes go back where they were; a photo with no dlib embedding stops the downgrade."""
+    import pytest
+
+    from matcher import model_id_for
+    from triage.config import Settings
+    from triage.migrate import downgrade, upgrade
+
+    models_home = Settings(_env_file=None).deepface_home  # type: ignore[call-arg]
+    if (models_home / ".deepface" / "weights").is_dir():
+        assert model_id_for("dlib", models_home) == DLIB_MODEL_ID, "the migration's constant is dlib's model id"
+    engine.dispose()
+    downgrade(db_url, "0004")
+    vectors = {1: bytes(range(256)) * 2, 2: bytes(reversed(range(256))) * 2}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO user_account (id, username, full_name, roles, password_hash, is_active, "
+                          "failed_logins, must_change_password, created_at, password_changed_at) VALUES "
+                          "(1, 'off', '', 'officer', 'x', true, 0, false, :t, :t)"), {"t": "2026-01-01 00:00:00"})
+        for sha in ("a" * 64, "b" * 64, "c" * 64):
+            conn.execute(text("INSERT INTO stored_image (sha256, media_type, size_bytes, created_at) "
+                              "VALUES (:s, 'image/png', 1, :t)"), {"s": sha, "t": "2026-01-01 00:00:00"})
+        conn.execute(text("INSERT INTO subject (id, name, aliases, case_ref, priority, notes, status, created_at, "
+                          "updated_at) VALUES (1, 'S', '', 'C', 3, '', 'active', :t, :t)"),
+                     {"t": "2026-01-01 00:00:00"})
+        for pid, emb in vectors.items():
+            conn.execute(text(
+                "INSERT INTO reference_photo (id, subject_id, image_sha256, view, face_index, bbox, landmarks, "
+                "detector, iod_px, blur, yaw_deg, quality_ok, quality_issues, embedding, eye_crop_sha256, "
+                "face_chip_sha256, created_at) VALUES (:id, 1, :img, '', 0, '[]', '{}', '', 60, 150, 0, true, '', "
+                ":emb, :eye, :chip, :t)"),
+                {"id": pid, "img": "a" * 64 if pid == 1 else "b" * 64, "emb": emb, "eye": "c" * 64, "chip": "c" * 64,
+                 "t": "2026-01-01 00:00:00"})
+        conn.execute(text("INSERT INTO sighting (id, uploaded_by, observed_at, location_text, note, status, "
+                          "faces_found, created_at) VALUES (1, 1, :t, '', '', 'matched', 1, :t)"),
+                     {"t": "2026-01-01 00:00:00"})
+        conn.execute(text("INSERT INTO sighting_photo (id, sighting_id, position, image_sha256) "
+                          "VALUES (1, 1, 0, :s)"), {"s": "a" * 64})
+        conn.execute(text("INSERT INTO probe (id, sighting_id, sighting_photo_id, face_index, bbox, landmarks, "
+                          "detector, iod_px, blur, yaw_deg, quality_ok, quality_issues, embedding, eye_crop_sha256, "
+                          "face_chip_sha256, created_at) VALUES (1, 1, 1, 0, '[]', '{}', '', 30, 100, 0, true, '', "
+                          ":emb, :c, :c, :t)"), {"emb": vectors[1], "c": "c" * 64, "t": "2026-01-01 00:00:00"})
+    engine.dispose()
+    upgrade(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT reference_photo_id, model_id, dim, embedding FROM reference_embedding "
+                                 "ORDER BY reference_photo_id")).all()
+        assert [(r[0], r[1], r[2], bytes(r[3])) for r in rows] == [(pid, DLIB_MODEL_ID, 128, emb)
+                                                                 for pid, emb in vectors.items()]
+        assert "embedding" not in {c["name"] for c in inspect(conn).get_columns("reference_photo")}
+        assert conn.execute(text("SELECT model_id FROM probe")).scalar_one() == DLIB_MODEL_ID
+        assert conn.execute(text("SELECT model_id, dim FROM gallery_model")).one() == (DLIB_MODEL_ID, 128)
+    engine.dispose()
+    downgrade(db_url, "0004")
+    with engine.connect() as conn:
+        back = conn.execute(text("SELECT id, embedding FROM reference_photo ORDER BY id")).all()
+        assert [(r[0], bytes(r[1])) for r in back] == list(vectors.items())
+        assert "model_id" not in {c["name"] for c in inspect(conn).get_columns("probe")}
+        assert "reference_embedding" not in inspect(conn).get_table_names()
+    engine.dispose()
+    upgrade(db_url)
+    # A photo embedded only by another model cannot go back to a schema that holds dlib's vector only.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE reference_embedding SET model_id = 'faceres@1dc7ca1c3bceb377' "
+                          "WHERE reference_photo_id = 2"))
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="1 reference photos have no dlib embedding"):
+        downgrade(db_url, "0004")
+    engine.dispose()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM reference_embedding")).scalar_one() == 2  # nothing lost
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()

@@ -47,7 +47,7 @@ class World:
             s.flush()
             self.shared_sha = store_image(s, store, b"shared-bytes", "image/png")
             ref = ReferencePhoto(subject_id=subject.id, image_sha256=store_image(s, store, b"mugshot", "image/png"),
-                                 embedding=b"\0" * 8, eye_crop_sha256=self.shared_sha,
+                                 eye_crop_sha256=self.shared_sha,
                                  face_chip_sha256=store_image(s, store, b"ref-chip", "image/png"))
             s.add(ref)
             s.commit()
@@ -66,6 +66,7 @@ class World:
             s.add(photo)
             s.flush()
             probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
+                          model_id="dlib@55533b28a95800a5",
                           eye_crop_sha256=shas[1], face_chip_sha256=shas[2])
             s.add(probe)
             s.flush()

@@ -1,4 +1,4 @@
-"""Admin pages: accounts (create, disable/enable, reset password, roles, second factor)."""
+"""Admin pages: accounts (create, disable/enable, reset password, roles, second factor); the face model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from triage import accounts
-from triage.deps import AdminUser, Id, SessionDep, client_ip
+from triage import accounts, reindex
+from triage.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
 from triage.models import ApiToken, Role, User
 from triage.release import releases_session
 from triage.security import list_api_tokens, revoke_api_token
+from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -137,3 +138,59 @@ def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, u
     revoke_api_token(session, admin, token_id, client_ip(request))
     session.commit()
     return RedirectResponse(f"/admin/users/{target.id}?done=1", status_code=303)
+
+
+REINDEX_POLL_SECONDS = 2
+
+
+def _reindex_context(session: SessionDep, settings: SettingsDep) -> dict[str, object]:
+    return {"st": reindex.status(session, settings), "runs": reindex.recent_runs(session),
+            "poll_seconds": REINDEX_POLL_SECONDS}
+
+
+@router.get("/reindex")
+@releases_session
+def read_reindex(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser,
+                 started: int = 0) -> Response:
+    """The gallery's face model, the configured one, and the re-embedding's progress."""
+    return render(request, "admin_reindex.html", {  # type: ignore[no-any-return]
+        **_reindex_context(session, settings),
+        "notice": "Re-embedding started: it runs in the background." if started else ""})
+
+
+@router.get("/reindex/status")
+@releases_session
+def read_reindex_status(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser) -> Response:
+    """The live fragment; answers 286 (htmx stops polling) once no run is under way."""
+    ctx = _reindex_context(session, settings)
+    return render(request, "_reindex_status.html", ctx,  # type: ignore[no-any-return]
+                  status_code=200 if ctx["st"].in_progress else STOP_POLLING)  # type: ignore[attr-defined]
+
+
+@router.post("/reindex")
+@releases_session
+def create_reindex(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser) -> Response:
+    """Start re-embedding the reference photos with the configured model (a background job)."""
+    try:
+        run = reindex.start_run(session, settings, admin, ip=client_ip(request))
+    except reindex.ReindexRefused as exc:
+        session.commit()
+        return render(request, "admin_reindex.html", {  # type: ignore[no-any-return]
+            **_reindex_context(session, settings), "error": str(exc)}, status_code=409)
+    if run is None:
+        _audit_nothing_to_do(session, admin, request)
+        session.commit()
+        return render(request, "admin_reindex.html", {  # type: ignore[no-any-return]
+            **_reindex_context(session, settings),
+            "error": "Nothing to re-embed: the gallery already searches with the configured model."},
+            status_code=409)
+    session.commit()
+    return hx_redirect("/admin/reindex?started=1", request)
+
+
+def _audit_nothing_to_do(session: SessionDep, admin: User, request: Request) -> None:
+    from triage import audit
+    from triage.models import AuditOutcome
+
+    audit.record(session, "gallery.reindex_start", actor=admin, outcome=AuditOutcome.denied,
+                 object_type="reindex_run", detail={"reason": "nothing to re-embed"}, ip=client_ip(request))

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from triage import services, watchlist, watchlist_import
 from triage.deps import Id, ManagerUser, PageNumber, SessionDep, SettingsDep, client_ip
-from triage.gallery import is_searchable, reference_photo_searchable
+from triage.gallery import enrolment_models, is_searchable, reference_photo_searchable
 from triage.models import ImportStatus, ReferencePhoto, Subject, User, WatchlistImport
 from triage.release import releases_session
 from triage.sightings import displayable_image
@@ -273,7 +273,9 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
     chosen = int(face_index) if face_index.strip().isdigit() else None
     pipeline = services.pipeline(request.app.state.services)
     try:
-        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline)
+        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline,
+                                                   enrolment_models(request.app.state.engine,
+                                                                    settings.face_model))
         _, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
                                                      face_index=chosen, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
