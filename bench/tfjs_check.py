@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(
                 ["node", str(work / "run.js"), str(package_file(home, *TFJS_GRAPHS[name])), str(Path(tmp) / "in.f32"),
                  str(len(crops)), str(spec.size), out, str(Path(tmp) / "out.json")],
-                check=True, cwd=work, env={**os.environ, "NODE_PATH": str(work / "node_modules")}, stdout=subprocess.DEVNULL,
+                check=True, cwd=work, stdout=subprocess.DEVNULL,
+                env={**os.environ, "NODE_PATH": str(work / "node_modules")},
             )  # fmt: skip
             theirs = np.array(json.loads((Path(tmp) / "out.json").read_text()), np.float32).reshape(len(crops), -1)
             cos = [float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(ours, theirs, strict=True)]
