@@ -589,7 +589,8 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
         sig = {m: impostor_std(matrix(m), subjects) for m, _ in members}
         print(f"{name}: weights " + ", ".join(f"{m} 1/{s:.4f}" for m, s in sig.items()))
         if proj_name is not None:
-            fusion = FusionEmbedder(name, [(build_embedder(m, home, cache), 1 / sig[m]) for m, _ in members])
+            # the projection is fitted for the weights in matcher/embedders.py FUSIONS
+            fusion = FusionEmbedder(name, [(build_embedder(m, home, cache), w) for m, w in members])
             full = np.full((len(cached), fusion.dim), np.nan, np.float32)
             ok = ~np.isnan(matrix(members[0][0])[:, 0])
             full[ok] = fusion.combine([matrix(m)[ok] for m, _ in members])

@@ -65,6 +65,7 @@ def test_outcome_rule_takes_one_round_of_two(verdicts):
 def test_create_candidates_keeps_threshold_and_k(session, store, settings, people):
     officer, _, _ = people
     settings.top_k = 2
+    settings.lead_threshold = 0.65  # between the second and the third hit's score
     subjects = [make_subject(session, store) for _ in range(4)]
     sighting = make_sighting(session, store, officer.id)
     probe = make_probe(session, store, sighting)
