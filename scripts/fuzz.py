@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", f"http://127.0.0.1:{port}/openapi.json",
                    "--checks", CHECKS, "--max-examples", str(examples), "--max-time", str(max_time),
                    "--header", f"Authorization: Bearer {token}", "--workers", "1", "--no-color",
-                   "--request-timeout", "30", "--generation-database", "none",
+                   # The first reference photo loads the face model in the web process (20-40 s on a busy machine).
+                   "--request-timeout", "120", "--generation-database", "none",
                    "--suppress-health-check", "all", "--warnings", "off"]
             if args.seed is not None:
                 cmd += ["--seed", str(args.seed)]
