@@ -613,6 +613,42 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
         print(f'calibration "{name}": ({centre:.4f}, {width:.4f})')
 
 
+def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, log: Callable[[str], None]):  # type: ignore[no-untyped-def]
+    """12 MP photos against the raw dlib baseline, enrolment throughput, gallery search."""
+    rows: list[tuple[str, str]] = []
+    log("speed: 12 MP photos")
+    raw = RawDlib()
+    for n_faces in (1, 5):
+        data = synth_12mp(sample_faces(distractors, n_faces), seed=n_faces)
+        t_raw, n_raw = timed(lambda data=data: raw.analyze(data), 3)
+        t_ours, faces = timed(lambda data=data: pipe.analyze(data), 3)
+        n_ours = len(faces)  # type: ignore[arg-type]
+        rows.append(
+            (
+                f"12 MP photo, {n_faces} face{'s' if n_faces > 1 else ''}",
+                f"{t_ours * 1000:.0f} ms ({n_ours} found) vs raw dlib {t_raw * 1000:.0f} ms ({n_raw} found): "
+                f"x{t_ours / t_raw:.2f}",
+            )
+        )
+
+    if not quick:
+        log("speed: enrolment throughput")
+        paths = [p.path for p in frmdb if p.kind == "mugshot"] + [p.path for p in distractors[:60]]
+        t = time.perf_counter()
+        for p in paths[:40]:
+            pipe.analyze(p.read_bytes())
+        single = 40 / (time.perf_counter() - t)
+        double = enrol_throughput(paths, 2)
+        rows.append(("enrolment throughput", f"{double:.1f} photos/s with 2 processes ({single:.1f} in 1)"))
+    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    for n in sizes:
+        log(f"speed: gallery {n}")
+        ms, mb = gallery_speed(n, dim=pipe.dim)
+        rows.append((f"gallery search top-50 over {n:,} ({pipe.dim}-d)", f"{ms:.1f} ms, {mb:.0f} MiB"))
+
+    return rows
+
+
 # -- main --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.matcher", description=__doc__.split("\n\n")[0])
@@ -631,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="accuracy only, every descriptor from detections saved with --save (no detection, no speed part)",
     )
+    ap.add_argument("--speed-only", action="store_true", help="only the speed part (12 MP photos, throughput, search)")
     ap.add_argument(
         "--fit-fusion",
         action="store_true",
@@ -650,6 +687,12 @@ def main(argv: list[str] | None = None) -> int:
     pipe = None
     distractors: list[Photo] = []
     home = args.models_home or default_models_home()
+    if args.speed_only:
+        pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
+        pipe.warm_up()
+        rows = speed_rows(pipe, load_frmdb(args.frmdb), load_distractors(args.distractors), args.quick, log)
+        print_rows(rows)
+        return 0
     if args.from_saved is not None:
         with open(args.from_saved, "rb") as fh:
             cached = pickle.load(fh)
@@ -759,36 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(acc))
         return 0
 
-    log("speed: 12 MP photos")
-    raw = RawDlib()
-    for n_faces in (1, 5):
-        data = synth_12mp(sample_faces(distractors, n_faces), seed=n_faces)
-        t_raw, n_raw = timed(lambda data=data: raw.analyze(data), 3)
-        t_ours, faces = timed(lambda data=data: pipe.analyze(data), 3)
-        n_ours = len(faces)  # type: ignore[arg-type]
-        rows.append(
-            (
-                f"12 MP photo, {n_faces} face{'s' if n_faces > 1 else ''}",
-                f"{t_ours * 1000:.0f} ms ({n_ours} found) vs raw dlib {t_raw * 1000:.0f} ms ({n_raw} found): "
-                f"x{t_ours / t_raw:.2f}",
-            )
-        )
-
-    if not args.quick:
-        log("speed: enrolment throughput")
-        paths = [p.path for p in frmdb if p.kind == "mugshot"] + [p.path for p in distractors[:60]]
-        t = time.perf_counter()
-        for p in paths[:40]:
-            pipe.analyze(p.read_bytes())
-        single = 40 / (time.perf_counter() - t)
-        double = enrol_throughput(paths, 2)
-        rows.append(("enrolment throughput", f"{double:.1f} photos/s with 2 processes ({single:.1f} in 1)"))
-    sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
-    for n in sizes:
-        log(f"speed: gallery {n}")
-        ms, mb = gallery_speed(n, dim=pipe.dim)
-        rows.append((f"gallery search top-50 over {n:,} ({pipe.dim}-d)", f"{ms:.1f} ms, {mb:.0f} MiB"))
-
+    rows += speed_rows(pipe, frmdb, distractors, args.quick, log)
     print_rows(rows)
     print(summary(acc))
     return 0

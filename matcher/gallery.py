@@ -3,8 +3,8 @@
 One contiguous float32 matrix (rows = reference photos), grown by doubling;
 removals only clear a row's "alive" flag and the matrix is compacted lazily once
 a quarter of its rows are dead. A search is one matrix-vector product, an
-``argpartition`` for the best rows, and a per-subject best - about 20-50 ms for
-1M x 192 on two cores (``python -m bench.matcher``). Each index holds the vectors of
+``argpartition`` for the best rows, and a per-subject best (15 ms for 1M x 128 on
+two idle cores; ``python -m bench.matcher`` measures the default model's 192 dims). Each index holds the vectors of
 one model (``model_id``, ``dim``) and refuses any other. Thread-safe.
 """
 
