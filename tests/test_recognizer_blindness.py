@@ -38,7 +38,7 @@ from triage.models import (
 from triage.security import create_api_token
 
 # Scores, distances, and the notes of other people's verdicts: none may reach a recognizer.
-LIVE, DISPUTED, FLAGGED = 0.8765, 0.7531, 0.9247
+LIVE, DISPUTED, FLAGGED = 0.8765, 0.8531, 0.9247
 OTHER_NOTES = ("bob-note-on-live", "bob-note-on-dispute", "cat-note-on-dispute", "bob-note-on-flag",
                "cat-note-on-flag")
 KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face", "eyes", "face", "photo")
@@ -173,7 +173,7 @@ def test_the_scan_sees_what_a_manager_is_shown(make_client: Callable[..., TestCl
     token = web.post("/api/tokens", json={"name": "scan", "username": "boss", "password": TEST_PASSWORD}).json()
     _, leaks = _scan(web, token["token"], params, words)
     found = {(line.split(" (")[0], line.rsplit(": ", 1)[1]) for line in leaks}
-    assert {("GET /disputes", "'0.753'"), ("GET /api/review/disputes", "key '\"verdicts\"'"),
+    assert {("GET /disputes", "'0.853'"), ("GET /api/review/disputes", "key '\"verdicts\"'"),
             ("GET /flags/1", "'0.925'"), ("GET /flags/1", "'cat-note-on-flag'")} <= found, "\n".join(leaks)
     assert any(u.startswith("GET /audit") and w == "'0.8765'" for u, w in found), "\n".join(leaks)
 

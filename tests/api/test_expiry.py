@@ -13,7 +13,7 @@ from tests.conftest import login
 from tests.factories import image_store, make_candidate, make_subject
 from triage import clock, review, watchlist
 from triage.gallery import Gallery
-from triage.models import AuditEntry, Candidate, ReferencePhoto, ReviewSlot, Role, Subject, User
+from triage.models import AuditEntry, Candidate, ReferenceEmbedding, ReferencePhoto, ReviewSlot, Role, Subject, User
 
 START = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -31,12 +31,15 @@ def world(engine, settings, user_factory):
         subject.expires_on = dt.date(2026, 6, 3)
         s.add(subject)
         for photo in s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == subject.id)).all():
-            v = rng.normal(size=128).astype(np.float32)
-            photo.embedding, photo.iod_px, photo.blur = embedding_to_bytes(v / np.linalg.norm(v)), 64.0, 150.0
+            photo.iod_px, photo.blur = 64.0, 150.0
             s.add(photo)
-        disputed = make_candidate(s, store, settings, officer.id, subject=subject, score=0.9)
-        leased = make_candidate(s, store, settings, officer.id, subject=subject, score=0.8)
-        opened = make_candidate(s, store, settings, officer.id, subject=subject, score=0.7)
+            stored = s.exec(select(ReferenceEmbedding).where(ReferenceEmbedding.reference_photo_id == photo.id)).one()
+            v = rng.normal(size=stored.dim).astype(np.float32)
+            stored.embedding = embedding_to_bytes(v / np.linalg.norm(v))
+            s.add(stored)
+        disputed = make_candidate(s, store, settings, officer.id, subject=subject, score=0.95)
+        leased = make_candidate(s, store, settings, officer.id, subject=subject, score=0.9)
+        opened = make_candidate(s, store, settings, officer.id, subject=subject, score=0.85)
         s.commit()
         for name, verdict in (("bob", "same"), ("cat", "different")):
             task = review.next_task(s, s.get(User, recs[name].id), settings)

@@ -221,4 +221,5 @@ def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, d
     engine.dispose()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM reference_embedding")).scalar_one() == 2  # nothing lost
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+        # Later revisions went down; 0007 refused, keeping the embeddings.
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
