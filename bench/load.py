@@ -274,7 +274,7 @@ def enrol(dep: Deployment) -> None:
         (gallery / subject).mkdir(parents=True, exist_ok=True)
         for name in ("mugshot_Img_33.png", "mugshot_Img_22.png"):
             shutil.copy(faces_dir() / "frmdb" / subject / name, gallery / subject / name)
-    dep.run("watchlist", "import", str(gallery), "--workers", "0", "--quiet")
+    dep.run("watchlist", "import", str(gallery), "--workers", "0", "--quiet", "--yes")
 
 
 def invariants(dep: Deployment, stats: Stats) -> list[tuple[str, bool, str]]:

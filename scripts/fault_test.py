@@ -133,7 +133,7 @@ class Rig:
             (gallery / subject).mkdir(parents=True)
             for name in ("mugshot_Img_33.png", "mugshot_Img_22.png"):
                 shutil.copy(faces_dir() / "frmdb" / subject / name, gallery / subject / name)
-        self.run_cli("watchlist", "import", str(gallery), "--workers", "0", "--quiet")
+        self.run_cli("watchlist", "import", str(gallery), "--workers", "0", "--quiet", "--yes")
         from sqlmodel import Session
 
         from triage.db import make_engine
