@@ -304,16 +304,7 @@ def ensure_models(models_home: Path | str) -> list[Path]:
             if dst.is_file() and dst.stat().st_size == src.stat().st_size:
                 placed.append(dst)
                 continue
-            if dst.is_symlink() or dst.exists():
-                dst.unlink()  # broken link or a partial file
-            tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            try:
-                tmp.symlink_to(src)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            _place(src, dst)  # replaces a broken link or a partial file
             placed.append(dst)
         _last_home = home
     ensure_registry_models(home)
