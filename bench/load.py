@@ -43,7 +43,7 @@ SUBJECTS = ["040", "041", "042", "043", "044", "045", "046", "047"]
 PG_ADMIN_URL = os.environ.get("MIATARI_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGETS_MS = {"POST /api/review/next": 100, "GET task image": 100, "POST verdict": 100,
               "GET /api/sightings": 150, "GET /sightings": 150, "GET /sightings/{id}": 150,
-              "GET /metrics": 300}
+              "GET /stats": 300}
 
 
 def faces_dir() -> Path:
@@ -229,7 +229,7 @@ async def officer(client: httpx.AsyncClient, stats: Stats, until: float, rnd: ra
 
 async def manager(client: httpx.AsyncClient, stats: Stats, until: float, rnd: random.Random) -> None:
     while time.monotonic() < until:
-        await stats.call(client, "GET /metrics", "GET", "/metrics")
+        await stats.call(client, "GET /stats", "GET", "/stats")
         await asyncio.sleep(rnd.uniform(1, 3))
         await stats.call(client, "GET /disputes", "GET", "/disputes")
         await asyncio.sleep(rnd.uniform(1, 3))

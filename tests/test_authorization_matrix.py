@@ -190,8 +190,8 @@ MATRIX: dict[tuple[str, str], str] = {
     # reinstatement itself: tests/api/test_qualification.py).
     ("POST", "/recognizers/{user_id}/reinstate"): "lnnnnnn",
     ("POST", "/api/review/recognizers/{user_id}/reinstate"): "lnnnnnn",
-    ("GET", "/metrics"): "lnnannn",
-    ("GET", "/metrics/export.csv"): "lnnannn",
+    ("GET", "/stats"): "lnnannn",
+    ("GET", "/stats/export.csv"): "lnnannn",
     ("GET", "/api/metrics"): "lnnannn",
     ("GET", "/api/metrics/export.csv"): "lnnannn",
     # Flags: managers, and the officer whose sighting it is (others get an empty list).  The officer

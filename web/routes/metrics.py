@@ -86,7 +86,7 @@ def _duration(seconds: float | None) -> str:
 WindowParam = Annotated[str | None, Query(max_length=20)]
 
 
-@router.get("/metrics")
+@router.get("/stats")
 @releases_session
 def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                  since: WindowParam = None, until: WindowParam = None) -> Response:
@@ -104,7 +104,7 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
                                             "choices": metrics.WINDOW_CHOICES})
 
 
-@router.get("/metrics/export.csv")
+@router.get("/stats/export.csv")
 @releases_session
 def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                      since: WindowParam = None, until: WindowParam = None) -> Response:
