@@ -32,10 +32,11 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
+from triage import metrics_queries as q
 from triage.clock import utcnow
-from triage.models import Candidate, CandidateStatus, Flag, ReviewSlot, Sighting, User, Verdict
+from triage.models import CandidateStatus, User, Verdict
 from triage.qualification import wilson
 
 # As triage.review.MAX_ROUNDS (not imported: metrics reads the tables only).
@@ -45,7 +46,6 @@ CATEGORIES = (Verdict.same.value, Verdict.different.value, Verdict.cannot_tell.v
 BAND_WIDTH = 0.1
 HOURS_CHART = 24
 FLAG_DAYS_CHART = 14
-DECIDED = (CandidateStatus.flagged.value, CandidateStatus.cleared.value, CandidateStatus.disputed.value)
 
 
 @dataclass
@@ -124,6 +124,37 @@ class ScoreBand:
     @property
     def label(self) -> str:
         return f"{self.low:.1f}–{self.high:.1f}"
+
+
+@dataclass
+class Confusion:
+    """What recognizer a said (rows) against what b said (columns) on the rounds they completed together;
+    ``counts`` keyed "a_verdict|b_verdict"."""
+
+    a: str
+    b: str
+    counts: dict[str, int]
+
+    def cell(self, x: str, y: str) -> int:
+        return self.counts.get(f"{x}|{y}", 0)
+
+
+@dataclass
+class WeekTrend:
+    """One week (starting Monday, UTC) of the period."""
+
+    week: dt.date
+    items: int = 0
+    agreement: float | None = None
+    kappa: float | None = None
+    first_rounds: int = 0
+    disputed_first_round: int = 0
+    decided: int = 0
+    mean_wait_seconds: float | None = None
+
+    @property
+    def dispute_rate(self) -> float | None:
+        return self.disputed_first_round / self.first_rounds if self.first_rounds else None
 
 
 MAX_WINDOW_DAYS = 3660
@@ -227,6 +258,8 @@ class Metrics:
     flags_by_status: dict[str, int] = field(default_factory=dict)
     flags_daily: list[tuple[dt.date, int]] = field(default_factory=list)
     bands: list[ScoreBand] = field(default_factory=list)
+    confusion: list[Confusion] = field(default_factory=list)
+    weeks: list[WeekTrend] = field(default_factory=list)
 
     @property
     def dispute_rate(self) -> float | None:
@@ -269,6 +302,39 @@ def fleiss_kappa(items: list[list[str]]) -> float | None:
     return (p_bar - pe) / (1 - pe)
 
 
+def cohen_from_counts(counts: Counter[tuple[str, str]]) -> float | None:
+    """Cohen's kappa from counts of (rater a, rater b) category pairs; as :func:`cohen_kappa`."""
+    n = sum(counts.values())
+    if n == 0:
+        return None
+    po = sum(c for (x, y), c in counts.items() if x == y) / n
+    ca: Counter[str] = Counter()
+    cb: Counter[str] = Counter()
+    for (x, y), c in counts.items():
+        ca[x] += c
+        cb[y] += c
+    pe = sum((ca[k] / n) * (cb[k] / n) for k in CATEGORIES)
+    if math.isclose(pe, 1.0):
+        return None
+    return (po - pe) / (1 - pe)
+
+
+def fleiss_from_counts(counts: Counter[tuple[str, str]]) -> float | None:
+    """Fleiss' kappa for items rated twice, from counts of (rating, rating); as :func:`fleiss_kappa`."""
+    n = sum(counts.values())
+    if n == 0:
+        return None
+    p_bar = sum(c for (x, y), c in counts.items() if x == y) / n
+    totals: Counter[str] = Counter()
+    for (x, y), c in counts.items():
+        totals[x] += c
+        totals[y] += c
+    pe = sum((totals[k] / (2 * n)) ** 2 for k in CATEGORIES)
+    if math.isclose(pe, 1.0):
+        return None
+    return (p_bar - pe) / (1 - pe)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100)."""
     if not values:
@@ -282,153 +348,136 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-# Computing
+# Computing (the SQL is in triage.metrics_queries)
 def compute(session: Session, window: Window | None = None) -> Metrics:
+    """Every figure for the window, from a fixed number of aggregate queries (none loads the tables)."""
     now = utcnow()
     window = window or Window()
     m = Metrics(computed_at=now, window=window)
-    users = session.exec(select(User)).all()
-    names = {u.id: u.username for u in users}
-    standings = {u.id: u.qualification for u in users}
-    candidates = {c.id: c for c in session.exec(select(Candidate)).all()}
-    slots = session.exec(select(ReviewSlot).order_by(col(ReviewSlot.candidate_id), col(ReviewSlot.round),
-                                                     col(ReviewSlot.slot_no))).all()
-
-    rounds: dict[tuple[int, int], list[ReviewSlot]] = defaultdict(list)
-    for s in slots:
-        if s.voided_at is not None:
-            m.voided_verdicts += int(s.verdict is not None and window.contains(s.voided_at))
-        elif not s.withdrawn:
-            rounds[(s.candidate_id, s.round)].append(s)
-
-    # Agreement over completed rounds of real candidates.
-    items: list[list[str]] = []
-    by_pair: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
-    first_round: dict[int, list[str]] = {}
-    tallies: dict[int, RoundTally] = {}
-    for (cid, rnd), rs in rounds.items():
-        cand = candidates[cid]
-        if cand.is_known_answer or len(rs) != 2 or any(s.verdict is None for s in rs):
-            continue
-        completed = max((_aware(s.verdict_at) for s in rs if s.verdict_at is not None), default=None)
-        if not window.contains(completed):
-            continue
-        x, y = sorted(rs, key=lambda s: s.reviewer_id or 0)
-        items.append([x.verdict, y.verdict])  # type: ignore[list-item]
-        by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))  # type: ignore[index, arg-type]
-        if rnd == 1:
-            first_round[cid] = [x.verdict, y.verdict]  # type: ignore[list-item]
-        tally = tallies.setdefault(rnd, RoundTally(rnd))
-        tally.completed += 1
-        if x.verdict == y.verdict == Verdict.same.value:
-            tally.flagged += 1
-        elif x.verdict == y.verdict == Verdict.different.value:
-            tally.cleared += 1
-        else:
-            tally.disputed += 1
-    m.rounds = [tallies[r] for r in sorted(tallies)]
-    m.items = len(items)
-    if items:
-        m.raw_agreement = sum(1 for a, b in items if a == b) / len(items)
-        m.fleiss_kappa = fleiss_kappa(items)
-    for (a, b), ps in sorted(by_pair.items(), key=lambda kv: (names.get(kv[0][0], ""), names.get(kv[0][1], ""))):
-        m.pairs.append(PairAgreement(names.get(a, str(a)), names.get(b, str(b)), len(ps),
-                                     sum(1 for x, y in ps if x == y) / len(ps), cohen_kappa(ps)))
-
-    # Disputes and outcomes of real candidates.
-    real_decided = [c for c in candidates.values()
-                    if not c.is_known_answer and c.status in DECIDED and window.contains(c.decided_at)]
-    m.decided = len(real_decided)
-    m.disputed_for_good = sum(1 for c in real_decided
-                              if c.status == CandidateStatus.disputed.value and c.current_round >= MAX_ROUNDS)
-    m.first_rounds = len(first_round)
-    for fr in first_round.values():
-        if not (fr[0] == fr[1] and fr[0] in (Verdict.same.value, Verdict.different.value)):
-            m.disputed_first_round += 1
-
-    # Known-answer accuracy.
-    ka: dict[int, KnownAnswerScore] = {}
-    for s in slots:
-        cand = candidates[s.candidate_id]
-        if not cand.is_known_answer or s.verdict is None or s.reviewer_id is None or not window.contains(s.verdict_at):
-            continue
-        score = ka.setdefault(s.reviewer_id, KnownAnswerScore(names.get(s.reviewer_id, "?"), 0, 0, 0,
-                                                              standings.get(s.reviewer_id, "")))
-        right = int(s.verdict == cand.known_truth)
-        score.answered += 1
-        score.correct += right
-        score.cannot_tell += int(s.verdict == Verdict.cannot_tell.value)
-        if cand.known_truth == Verdict.same.value:
-            score.same_answered += 1
-            score.same_correct += right
-        else:
-            score.different_answered += 1
-            score.different_correct += right
-    m.known_answer = sorted(ka.values(), key=lambda k: k.recognizer)
-
-    # Throughput.
-    hours: dict[int, set[dt.datetime]] = defaultdict(set)
-    counts: Counter[int] = Counter()
-    recent: Counter[dt.datetime] = Counter()
-    this_hour = now.replace(minute=0, second=0, microsecond=0)
-    chart_start = this_hour - dt.timedelta(hours=HOURS_CHART - 1)
-    for s in slots:
-        if s.verdict is None or s.verdict_at is None or s.reviewer_id is None:
-            continue
-        at = _aware(s.verdict_at).replace(minute=0, second=0, microsecond=0)
-        if window.contains(s.verdict_at):
-            hours[s.reviewer_id].add(at)
-            counts[s.reviewer_id] += 1
-        if at >= chart_start:
-            recent[at] += 1
-    m.throughput = sorted((Throughput(names.get(uid, "?"), counts[uid], len(hours[uid])) for uid in counts),
-                          key=lambda t: t.recognizer)
+    users = {uid: (name, standing) for uid, name, standing in
+             session.execute(select(User.id, User.username, User.qualification)).all()}
+    names = {uid: name for uid, (name, _) in users.items()}
+    rounds = q.round_counts(session, window)
+    _agreement(m, rounds.by_pair, names)
+    _outcomes(m, q.outcome_counts(session, window, BAND_WIDTH, MAX_ROUNDS))
+    _known_answer(m, q.known_answer_counts(session, window), users)
+    _throughput(m, q.throughput_counts(session, window), names)
+    chart_start = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=HOURS_CHART - 1)
+    recent = q.hourly_counts(session, chart_start)
     m.hourly = [(chart_start + dt.timedelta(hours=i), recent[chart_start + dt.timedelta(hours=i)])
                 for i in range(HOURS_CHART)]
-
-    # Time from sighting to outcome.
-    sightings = {s.id: s for s in session.exec(select(Sighting)).all()}
-    durations = []
-    for c in real_decided:
-        sighting = sightings.get(c.sighting_id)  # type: ignore[arg-type]
-        if sighting is not None and c.decided_at is not None:
-            durations.append((_aware(c.decided_at) - _aware(sighting.created_at)).total_seconds())
+    durations = q.outcome_seconds(session, window)
     m.outcomes_timed = len(durations)
     m.outcome_seconds_p50 = percentile(durations, 50)
     m.outcome_seconds_p95 = percentile(durations, 95)
-
-    # Queue depth and age.
-    open_real = {cid: c for cid, c in candidates.items()
-                 if c.status == CandidateStatus.open.value and not c.is_known_answer}
-    m.queue_slots = sum(1 for s in slots if s.candidate_id in open_real and s.verdict is None and not s.withdrawn
-                        and s.round == open_real[s.candidate_id].current_round)
-    m.queue_candidates = len(open_real)
-    ages = [(now - _aware(c.priority_at)).total_seconds() for c in open_real.values()]
-    m.queue_oldest_seconds = max(ages) if ages else None
-    m.queue_median_seconds = percentile(ages, 50)
-
-    # Flags.
-    flags = session.exec(select(Flag)).all()
-    in_window = [f for f in flags if window.contains(f.raised_at)]
-    m.flags_raised = len(in_window)
-    m.flags_by_status = dict(Counter(f.status for f in in_window))
+    m.voided_verdicts = q.voided_count(session, window)
+    m.queue_slots, m.queue_candidates, m.queue_oldest_seconds, m.queue_median_seconds = q.queue_figures(session, now)
     today = now.date()
-    per_day = Counter(_aware(f.raised_at).date() for f in flags)
+    m.flags_by_status, per_day = q.flag_counts(session, window, today - dt.timedelta(days=FLAG_DAYS_CHART - 1))
+    m.flags_raised = sum(m.flags_by_status.values())
     m.flags_daily = [(today - dt.timedelta(days=i), per_day[today - dt.timedelta(days=i)])
                      for i in range(FLAG_DAYS_CHART - 1, -1, -1)]
-
-    # Matcher precision by score band.
-    bands: dict[int, ScoreBand] = {}
-    n_bands = round(1 / BAND_WIDTH)
-    for c in real_decided:
-        i = min(n_bands - 1, max(0, int(c.score / BAND_WIDTH)))
-        band = bands.setdefault(i, ScoreBand(i * BAND_WIDTH, (i + 1) * BAND_WIDTH, 0, 0, 0, 0))
-        band.decided += 1
-        band.flagged += int(c.status == CandidateStatus.flagged.value)
-        band.cleared += int(c.status == CandidateStatus.cleared.value)
-        band.disputed += int(c.status == CandidateStatus.disputed.value)
-    m.bands = [bands[i] for i in sorted(bands)]
+    m.weeks = _weeks(rounds.by_week, q.weekly_waits(session, window))
     return m
+
+
+def _is_disputed(x: str, y: str) -> bool:
+    return not (x == y and x in (Verdict.same.value, Verdict.different.value))
+
+
+def _agreement(m: Metrics, by_pair: Counter[tuple[int, int, str, int, str]], names: dict[int, str]) -> None:
+    """Kappa (pairwise and Fleiss), raw agreement, round tallies, confusion matrices, dispute rate."""
+    pairs: dict[tuple[int, int], Counter[tuple[str, str]]] = defaultdict(Counter)
+    tallies: dict[int, RoundTally] = {}
+    for (rnd, a, va, b, vb), n in by_pair.items():
+        pairs[(a, b)][(va, vb)] += n
+        tally = tallies.setdefault(rnd, RoundTally(rnd))
+        tally.completed += n
+        if va == vb == Verdict.same.value:
+            tally.flagged += n
+        elif va == vb == Verdict.different.value:
+            tally.cleared += n
+        else:
+            tally.disputed += n
+    m.rounds = [tallies[r] for r in sorted(tallies)]
+    m.first_rounds = tallies[1].completed if 1 in tallies else 0
+    m.disputed_first_round = tallies[1].disputed if 1 in tallies else 0
+    everything: Counter[tuple[str, str]] = Counter()
+    for counts in pairs.values():
+        everything.update(counts)
+    m.items = sum(everything.values())
+    if m.items:
+        m.raw_agreement = sum(n for (x, y), n in everything.items() if x == y) / m.items
+        m.fleiss_kappa = fleiss_from_counts(everything)
+    ordered = sorted(pairs.items(), key=lambda kv: (names.get(kv[0][0], ""), names.get(kv[0][1], "")))
+    for (a, b), counts in ordered:
+        total = sum(counts.values())
+        name_a, name_b = names.get(a, str(a)), names.get(b, str(b))
+        m.pairs.append(PairAgreement(name_a, name_b, total, sum(n for (x, y), n in counts.items() if x == y) / total,
+                                     cohen_from_counts(counts)))
+        m.confusion.append(Confusion(name_a, name_b, {f"{x}|{y}": counts[(x, y)]
+                                                      for x in CATEGORIES for y in CATEGORIES}))
+
+
+def _outcomes(m: Metrics, counts: Counter[tuple[str, int, bool]]) -> None:
+    """Decided real candidates, those disputed for good, matcher precision by score band."""
+    n_bands = round(1 / BAND_WIDTH)
+    bands: dict[int, ScoreBand] = {}
+    for (status, raw, last), n in counts.items():
+        m.decided += n
+        m.disputed_for_good += n if status == CandidateStatus.disputed.value and last else 0
+        i = min(n_bands - 1, max(0, raw))
+        band = bands.setdefault(i, ScoreBand(i * BAND_WIDTH, (i + 1) * BAND_WIDTH, 0, 0, 0, 0))
+        band.decided += n
+        setattr(band, status, getattr(band, status) + n)
+    m.bands = [bands[i] for i in sorted(bands)]
+
+
+def _known_answer(m: Metrics, counts: Counter[tuple[int, str, str]], users: dict[int, tuple[str, str]]) -> None:
+    ka: dict[int, KnownAnswerScore] = {}
+    for (uid, truth, verdict), n in counts.items():
+        name, standing = users.get(uid, ("?", ""))
+        score = ka.setdefault(uid, KnownAnswerScore(name, 0, 0, 0, standing))
+        right = n if verdict == truth else 0
+        score.answered += n
+        score.correct += right
+        score.cannot_tell += n if verdict == Verdict.cannot_tell.value else 0
+        if truth == Verdict.same.value:
+            score.same_answered += n
+            score.same_correct += right
+        else:
+            score.different_answered += n
+            score.different_correct += right
+    m.known_answer = sorted(ka.values(), key=lambda k: k.recognizer)
+
+
+def _throughput(m: Metrics, counts: dict[int, tuple[int, int]], names: dict[int, str]) -> None:
+    m.throughput = sorted((Throughput(names.get(uid, "?"), n, hours) for uid, (n, hours) in counts.items()),
+                          key=lambda t: t.recognizer)
+
+
+def _weeks(by_week: Counter[tuple[dt.date, int, str, str]],
+           waits: dict[dt.date, tuple[int, float]]) -> list[WeekTrend]:
+    """Per week (Monday, UTC): agreement and Fleiss' kappa over completed rounds, first-round dispute
+    rate, and the mean wait of the candidates decided in it (created → decided)."""
+    ratings: dict[dt.date, Counter[tuple[str, str]]] = defaultdict(Counter)
+    weeks: dict[dt.date, WeekTrend] = {}
+    for (week, rnd, x, y), n in by_week.items():
+        ratings[week][(x, y)] += n
+        trend = weeks.setdefault(week, WeekTrend(week))
+        if rnd == 1:
+            trend.first_rounds += n
+            trend.disputed_first_round += n if _is_disputed(x, y) else 0
+    for week, (n, total) in waits.items():
+        trend = weeks.setdefault(week, WeekTrend(week))
+        trend.decided = n
+        trend.mean_wait_seconds = total / n if n else None
+    for week, counts in ratings.items():
+        trend = weeks[week]
+        trend.items = sum(counts.values())
+        trend.agreement = sum(n for (x, y), n in counts.items() if x == y) / trend.items
+        trend.kappa = fleiss_from_counts(counts)
+    return [weeks[w] for w in sorted(weeks)]
 
 
 def _fmt(value: float | None) -> str:

@@ -581,3 +581,36 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     last_id: int = 0
     last_hash: str = Field(default="0" * 64, max_length=64)
+
+
+# Metrics kept past retention
+class MetricSlot(SQLModel, table=True):
+    """A review slot of a candidate deleted by the retention sweep, as the metrics need it (no image, no
+    note, no sighting): written in the sweep's transaction before the slot goes, so figures stay equal."""
+
+    __tablename__ = "metric_slot"
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(index=True)  # the deleted candidate's number (not a key any more)
+    round: int = 1
+    reviewer_id: int | None = Field(default=None, index=True)
+    verdict: str | None = Field(default=None, max_length=16)
+    verdict_at: dt.datetime | None = Field(default=None, index=True)
+    withdrawn: bool = False
+    voided_at: dt.datetime | None = None
+    known_truth: str | None = Field(default=None, max_length=16)
+    archived_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class MetricOutcome(SQLModel, table=True):
+    """A real candidate deleted by the retention sweep, as the metrics need it: its outcome, score, times."""
+
+    __tablename__ = "metric_outcome"
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(index=True)
+    status: str = Field(max_length=16)
+    score: float
+    current_round: int = 1
+    created_at: dt.datetime
+    decided_at: dt.datetime | None = Field(default=None, index=True)
+    sighting_created_at: dt.datetime | None = None
+    archived_at: dt.datetime = Field(default_factory=utcnow)

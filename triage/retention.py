@@ -6,7 +6,14 @@ is still live or decisive:
 
 * a flag was raised on it (any status: the evidence of an arrest lead is kept);
 * one of its candidates is still open (under review);
+* one of its candidates is disputed and a manager may still escalate it (fewer than ``MAX_ROUNDS``
+  rounds): a dispute is never purged before a manager has handled it;
 * its matching has not finished.
+
+Before a candidate goes, what the managers' metrics need of it is copied, in the same transaction,
+to ``metric_slot`` (its review slots: reviewer, verdict, times; no image, no note) and
+``metric_outcome`` (its status, score, round and times): every period's figures stay what they were
+(see ``triage.metrics_queries``).
 
 Images that nothing references any more are deleted too, row and file.
 Audit entries older than ``retention_days_audit`` (a year at least) are
@@ -21,8 +28,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, or_
+from sqlalchemy import Engine, delete, exists, insert, literal, or_
 from sqlmodel import Session, SQLModel, col, select
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from triage import audit
 from triage.clock import utcnow
@@ -32,6 +40,8 @@ from triage.models import (
     CandidateStatus,
     Flag,
     Job,
+    MetricOutcome,
+    MetricSlot,
     Probe,
     ReviewSlot,
     SeenCandidate,
@@ -48,6 +58,8 @@ log = logging.getLogger("miatari.retention")
 # Sightings handled per transaction: keeps each one short, the rest wait for the next sweep.
 BATCH = 200
 UNFINISHED = (SightingStatus.queued.value, SightingStatus.matching.value)
+# As triage.review.MAX_ROUNDS (not imported: retention reads the tables only).
+MAX_ROUNDS = 3
 
 
 @dataclass
@@ -70,9 +82,12 @@ def _expired_sightings(session: Session, cutoff: dt.datetime, limit: int) -> lis
     flagged = exists().where(col(Flag.sighting_id) == col(Sighting.id))
     open_candidate = exists().where(col(Candidate.sighting_id) == col(Sighting.id),
                                     col(Candidate.status) == CandidateStatus.open.value)
+    waiting_dispute = exists().where(col(Candidate.sighting_id) == col(Sighting.id),
+                                     col(Candidate.status) == CandidateStatus.disputed.value,
+                                     col(Candidate.current_round) < MAX_ROUNDS)
     stmt = (select(Sighting.id)
             .where(col(Sighting.created_at) < cutoff, col(Sighting.status).not_in(UNFINISHED), ~flagged,
-                   ~open_candidate)
+                   ~open_candidate, ~waiting_dispute)
             .order_by(col(Sighting.id)).limit(limit))
     return [i for i in session.exec(stmt).all() if i is not None]
 
@@ -111,7 +126,7 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     # Re-checked under the lock: a candidate reopened (escalated) or flagged meanwhile keeps its sighting.
     sighting_of_probe = {p.id: p.sighting_id for p in probes}
     live = {c.sighting_id or sighting_of_probe.get(c.probe_id) for c in candidates  # type: ignore[arg-type]
-            if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value)}
+            if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value) or _waiting(c)}
     if live:
         raise _Retry(live)  # type: ignore[arg-type]
     cand_ids = [c.id for c in candidates]
@@ -119,6 +134,7 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     for p in probes:
         shas.update((p.eye_crop_sha256, p.face_chip_sha256))
     if cand_ids:
+        _keep_for_metrics(session, cand_ids)
         shas |= _forget_renditions(session, cand_ids)
         result.review_slots += session.execute(  # type: ignore[attr-defined]
             delete(ReviewSlot).where(col(ReviewSlot.candidate_id).in_(cand_ids))).rowcount
@@ -135,6 +151,32 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     result.probes += len(probes)
     result.candidates += len(cand_ids)
     return shas
+
+
+def _waiting(candidate: Candidate) -> bool:
+    """A dispute a manager may still escalate: kept until handled."""
+    return candidate.status == CandidateStatus.disputed.value and candidate.current_round < MAX_ROUNDS
+
+
+def _keep_for_metrics(session: Session, cand_ids: list[Any]) -> None:
+    """Copy what the metrics read of these candidates (slots; outcomes of real ones) before they go."""
+    stamp = literal(utcnow(), UTCDateTime())
+    slots = ReviewSlot.__table__.c  # type: ignore[attr-defined]
+    cands = Candidate.__table__.c  # type: ignore[attr-defined]
+    sightings = Sighting.__table__.c  # type: ignore[attr-defined]
+    slot_columns = ("candidate_id", "round", "reviewer_id", "verdict", "verdict_at", "withdrawn", "voided_at")
+    session.execute(insert(MetricSlot.__table__).from_select(  # type: ignore[attr-defined]
+        [*slot_columns, "known_truth", "archived_at"],
+        select(*(slots[c] for c in slot_columns), cands.known_truth, stamp)
+        .select_from(ReviewSlot.__table__.join(Candidate.__table__, cands.id == slots.candidate_id))  # type: ignore[attr-defined]
+        .where(slots.candidate_id.in_(cand_ids))))
+    outcome_columns = ("status", "score", "current_round", "created_at", "decided_at")
+    session.execute(insert(MetricOutcome.__table__).from_select(  # type: ignore[attr-defined]
+        ["candidate_id", *outcome_columns, "sighting_created_at", "archived_at"],
+        select(cands.id, *(cands[c] for c in outcome_columns), sightings.created_at,
+               stamp)
+        .select_from(Candidate.__table__.outerjoin(Sighting.__table__, sightings.id == cands.sighting_id))  # type: ignore[attr-defined]
+        .where(cands.id.in_(cand_ids), cands.known_truth.is_(None))))
 
 
 def _forget_renditions(session: Session, cand_ids: list[Any]) -> set[str]:

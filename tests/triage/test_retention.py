@@ -18,6 +18,8 @@ from triage.models import (
     CandidateStatus,
     Flag,
     Job,
+    MetricOutcome,
+    MetricSlot,
     Probe,
     ReferencePhoto,
     ReviewSlot,
@@ -54,7 +56,7 @@ class World:
             self.subject_id, self.ref_id = subject.id, ref.id
 
     def sighting(self, tag: str, *, status: CandidateStatus | None = CandidateStatus.cleared,
-                 flag: bool = False, share_image: bool = False) -> tuple[int, list[str]]:
+                 flag: bool = False, share_image: bool = False, rounds: int = 1) -> tuple[int, list[str]]:
         with Session(self.engine) as s:
             sighting = Sighting(uploaded_by=self.officer.id, observed_at=T0, status="matched")
             s.add(sighting)
@@ -74,7 +76,7 @@ class World:
             if status is not None:
                 cand = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=self.subject_id,
                                  reference_photo_id=self.ref_id, score=0.9, distance=0.1, rank=1,
-                                 status=status.value)
+                                 status=status.value, current_round=rounds)
                 s.add(cand)
                 s.flush()
                 for slot_no, rec in ((1, self.rec_a), (2, self.rec_b)):
@@ -98,7 +100,8 @@ def test_sweep_deletes_old_unflagged_sightings_with_their_images(engine: Engine,
     with frozen(T0) as clock:
         w = World(engine, store)
         old_cleared, old_shas = w.sighting("old-cleared", share_image=True)
-        old_disputed, _ = w.sighting("old-disputed", status=CandidateStatus.disputed)
+        old_disputed, _ = w.sighting("old-disputed", status=CandidateStatus.disputed)  # a manager may escalate
+        old_settled, _ = w.sighting("old-settled", status=CandidateStatus.disputed, rounds=3)  # stays disputed
         old_noface, _ = w.sighting("old-noface", status=None)
         old_flagged, flagged_shas = w.sighting("old-flagged", status=CandidateStatus.flagged, flag=True)
         old_open, _ = w.sighting("old-open", status=CandidateStatus.open)
@@ -107,15 +110,23 @@ def test_sweep_deletes_old_unflagged_sightings_with_their_images(engine: Engine,
         clock.advance(days=2)
         result = retention.run(engine, settings, store, batch=2)
 
-    assert sorted(result.sighting_ids) == sorted([old_cleared, old_disputed, old_noface])
+    assert sorted(result.sighting_ids) == sorted([old_cleared, old_settled, old_noface])
     with Session(engine) as s:
         remaining = set(s.exec(select(Sighting.id)).all())
-        assert remaining == {old_flagged, old_open, fresh}
+        assert remaining == {old_flagged, old_open, old_disputed, fresh}
         assert set(s.exec(select(Probe.sighting_id)).all()) == remaining
         assert set(s.exec(select(SightingPhoto.sighting_id)).all()) == remaining
-        assert set(s.exec(select(Candidate.sighting_id)).all()) == {old_flagged, old_open, fresh}
+        assert set(s.exec(select(Candidate.sighting_id)).all()) == {old_flagged, old_open, old_disputed, fresh}
         assert set(s.exec(select(Job.ref_id)).all()) == remaining
-        assert len(s.exec(select(ReviewSlot)).all()) == 6 and len(s.exec(select(SeenCandidate)).all()) == 6
+        assert len(s.exec(select(ReviewSlot)).all()) == 8 and len(s.exec(select(SeenCandidate)).all()) == 8
+        # What the metrics need of the two deleted candidates was kept: their slots and outcomes, no image.
+        kept = s.exec(select(MetricOutcome)).all()
+        assert sorted(k.status for k in kept) == ["cleared", "disputed"]
+        assert [k.current_round for k in kept if k.status == "disputed"] == [3]
+        assert all(k.sighting_created_at is not None and k.decided_at is None for k in kept)
+        slots = s.exec(select(MetricSlot)).all()
+        assert len(slots) == 4 and {x.verdict for x in slots} == {"different"}
+        assert {x.reviewer_id for x in slots} == {w.rec_a.id, w.rec_b.id}
         assert len(s.exec(select(Flag)).all()) == 1
         # The eye crop shared with a reference photo stays; the rest of the old sighting's images are gone.
         assert s.get(StoredImage, old_shas[1]) is not None and store.exists(old_shas[1])

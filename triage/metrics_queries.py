@@ -1,0 +1,281 @@
+"""The SQL behind ``triage.metrics``: aggregates computed by the database, on SQLite and PostgreSQL alike.
+
+Every figure is read from two *sources* with the same columns: the live tables (``review_slot``,
+``candidate``) and what the retention sweep kept of deleted candidates (``metric_slot``,
+``metric_outcome``, see ``triage.retention``). Counts from the two are added; the few figures that are
+not sums (distinct active hours, percentiles) are computed over both at once.
+
+Nothing here loads rows one by one: each function is one or two aggregate queries returning a few
+grouped rows (or, for the two percentiles, one column of numbers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Date, Float, Integer, Select, case, cast, false, func, literal, select, type_coerce, union_all
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session
+from sqlmodel.sql.sqltypes import UTCDateTime
+
+from triage.models import (
+    Candidate,
+    CandidateStatus,
+    Flag,
+    MetricOutcome,
+    MetricSlot,
+    ReviewSlot,
+    Sighting,
+    Verdict,
+)
+
+DECIDED = (CandidateStatus.flagged.value, CandidateStatus.cleared.value, CandidateStatus.disputed.value)
+# A verdict as a number 1..3, so that one MIN/MAX of ``reviewer * 4 + code`` yields a reviewer and their verdict.
+CODES = {Verdict.same.value: 1, Verdict.different.value: 2, Verdict.cannot_tell.value: 3}
+VERDICT_OF = {v: k for k, v in CODES.items()}
+
+SLOTS = ReviewSlot.__table__.c  # type: ignore[attr-defined]
+KEPT_SLOTS = MetricSlot.__table__.c  # type: ignore[attr-defined]
+CANDIDATES = Candidate.__table__.c  # type: ignore[attr-defined]
+KEPT = MetricOutcome.__table__.c  # type: ignore[attr-defined]
+SIGHTINGS = Sighting.__table__.c  # type: ignore[attr-defined]
+FLAGS = Flag.__table__.c  # type: ignore[attr-defined]
+
+
+# Dialect helpers
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _hour(session: Session, column: Any) -> Any:
+    if _pg(session):
+        return func.date_trunc("hour", func.timezone("UTC", column))
+    return func.strftime("%Y-%m-%d %H:00:00", column)
+
+
+def _day(session: Session, column: Any) -> Any:
+    if _pg(session):
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
+
+
+def _week(session: Session, column: Any) -> Any:
+    """The Monday (UTC) of the week of ``column``."""
+    if _pg(session):
+        return cast(func.date_trunc("week", func.timezone("UTC", column)), Date)
+    return func.date(column, "weekday 0", "-6 days")
+
+
+def _seconds(session: Session, later: Any, earlier: Any) -> Any:
+    if _pg(session):
+        return cast(func.extract("epoch", later - earlier), Float)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def _band(session: Session, score: Any, width: float) -> Any:
+    ratio = score / type_coerce(literal(width), Float)
+    return func.floor(ratio) if _pg(session) else cast(ratio, Integer)
+
+
+def as_hour(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC)
+
+
+def as_day(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+
+
+def within(window: Any, column: Any) -> list[ColumnElement[bool]]:
+    """Conditions keeping ``column`` inside the window (none for all time)."""
+    column = type_coerce(column, UTCDateTime())
+    conditions = []
+    if window.since is not None:
+        conditions.append(column >= window.since)
+    if window.until is not None:
+        conditions.append(column < window.until)
+    return conditions
+
+
+def _known_ids() -> Select[Any]:
+    return select(CANDIDATES.id).where(CANDIDATES.known_truth.is_not(None))
+
+
+# Rounds
+def _rounds(session: Session, window: Any, kept: bool) -> Any:
+    """One row per completed round of a real candidate: round, (reviewer*4+code) low and high, completion."""
+    s = KEPT_SLOTS if kept else SLOTS
+    code = case(*((s.verdict == v, n) for v, n in CODES.items()), else_=None)
+    key = s.reviewer_id * 4 + code
+    real = s.known_truth.is_(None) if kept else s.candidate_id.not_in(_known_ids())
+    done = func.max(s.verdict_at)
+    stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"),
+                   (func.min(key) % 4).label("va"), (func.max(key) % 4).label("vb"), done.label("done"))
+            .where(s.voided_at.is_(None), s.withdrawn == false(), real)
+            .group_by(s.candidate_id, s.round)
+            .having(func.count() == 2, func.count(s.verdict) == 2, *within(window, done)))
+    return stmt.subquery()
+
+
+@dataclass
+class RoundCounts:
+    """Completed rounds, counted by (round, reviewer a, verdict a, reviewer b, verdict b), a < b."""
+
+    by_pair: Counter[tuple[int, int, str, int, str]]
+    by_week: Counter[tuple[dt.date, int, str, str]]
+
+
+def round_counts(session: Session, window: Any) -> RoundCounts:
+    by_pair: Counter[tuple[int, int, str, int, str]] = Counter()
+    by_week: Counter[tuple[dt.date, int, str, str]] = Counter()
+    for kept in (False, True):
+        r = _rounds(session, window, kept)
+        for rnd, lo, hi, n in session.execute(
+                select(r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(r.c.rnd, r.c.lo, r.c.hi)):
+            by_pair[(rnd, lo // 4, VERDICT_OF[lo % 4], hi // 4, VERDICT_OF[hi % 4])] += n
+        r = _rounds(session, window, kept)
+        week = _week(session, r.c.done)
+        for day, rnd, lo, hi, n in session.execute(
+                select(week, r.c.rnd, r.c.va, r.c.vb, func.count()).group_by(week, r.c.rnd, r.c.va, r.c.vb)):
+            by_week[(as_day(day), rnd, VERDICT_OF[lo], VERDICT_OF[hi])] += n
+    return RoundCounts(by_pair, by_week)
+
+
+# Outcomes
+def outcome_counts(session: Session, window: Any, width: float, last_round: int) -> Counter[tuple[str, int, bool]]:
+    """Decided real candidates by (status, raw score band index, disputed in the last round)."""
+    out: Counter[tuple[str, int, bool]] = Counter()
+    for c in (CANDIDATES, KEPT):
+        band = _band(session, c.score, width)
+        final = c.current_round >= last_round
+        stmt = (select(c.status, band, final, func.count())
+                .where(c.status.in_(DECIDED), *within(window, c.decided_at))
+                .group_by(c.status, band, final))
+        if c is CANDIDATES:
+            stmt = stmt.where(c.known_truth.is_(None))
+        for status, i, last, n in session.execute(stmt):
+            out[(status, int(i), bool(last))] += n
+    return out
+
+
+def outcome_seconds(session: Session, window: Any) -> list[float]:
+    """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
+    live = (select(_seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
+            .select_from(Candidate.__table__.join(  # type: ignore[attr-defined]
+                Sighting.__table__, SIGHTINGS.id == CANDIDATES.sighting_id))  # type: ignore[attr-defined]
+            .where(CANDIDATES.known_truth.is_(None), CANDIDATES.status.in_(DECIDED),
+                   CANDIDATES.decided_at.is_not(None), *within(window, CANDIDATES.decided_at)))
+    kept = (select(_seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
+            .where(KEPT.status.in_(DECIDED), KEPT.sighting_created_at.is_not(None),
+                   KEPT.decided_at.is_not(None), *within(window, KEPT.decided_at)))
+    return [round(float(v), 3) for v in session.execute(union_all(live, kept)).scalars()]
+
+
+def weekly_waits(session: Session, window: Any) -> dict[dt.date, tuple[int, float]]:
+    """Per week of decision: real candidates decided and the sum of their waits (created → decided), s."""
+    out: dict[dt.date, tuple[int, float]] = {}
+    for c in (CANDIDATES, KEPT):
+        week = _week(session, c.decided_at)
+        stmt = (select(week, func.count(), func.sum(_seconds(session, c.decided_at, c.created_at)))
+                .where(c.status.in_(DECIDED), c.decided_at.is_not(None), *within(window, c.decided_at))
+                .group_by(week))
+        if c is CANDIDATES:
+            stmt = stmt.where(c.known_truth.is_(None))
+        for day, n, total in session.execute(stmt):
+            old = out.get(as_day(day), (0, 0.0))
+            out[as_day(day)] = (old[0] + n, old[1] + float(total or 0.0))
+    return out
+
+
+# Verdicts
+def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
+    """Answered known-answer slots by (reviewer, known truth, verdict)."""
+    out: Counter[tuple[int, str, str]] = Counter()
+    live = (select(SLOTS.reviewer_id, CANDIDATES.known_truth, SLOTS.verdict, func.count())
+            .select_from(Candidate.__table__.join(  # type: ignore[attr-defined]
+                ReviewSlot.__table__, SLOTS.candidate_id == CANDIDATES.id))  # type: ignore[attr-defined]
+            .where(CANDIDATES.known_truth.is_not(None), SLOTS.verdict.is_not(None), SLOTS.reviewer_id.is_not(None),
+                   *within(window, SLOTS.verdict_at))
+            .group_by(SLOTS.reviewer_id, CANDIDATES.known_truth, SLOTS.verdict))
+    kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count())
+            .where(KEPT_SLOTS.known_truth.is_not(None), KEPT_SLOTS.verdict.is_not(None),
+                   KEPT_SLOTS.reviewer_id.is_not(None), *within(window, KEPT_SLOTS.verdict_at))
+            .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict))
+    for stmt in (live, kept):
+        for uid, truth, verdict, n in session.execute(stmt):
+            out[(uid, truth, verdict)] += n
+    return out
+
+
+def _verdicts(s: Any, conditions: Iterable[Any]) -> Any:
+    return select(s.reviewer_id.label("uid"), s.verdict_at.label("at")).where(
+        s.verdict.is_not(None), s.verdict_at.is_not(None), s.reviewer_id.is_not(None), *conditions)
+
+
+def throughput_counts(session: Session, window: Any) -> dict[int, tuple[int, int]]:
+    """Per recognizer: verdicts given in the window and distinct clock hours they were given in."""
+    v = union_all(_verdicts(SLOTS, within(window, SLOTS.verdict_at)),
+                  _verdicts(KEPT_SLOTS, within(window, KEPT_SLOTS.verdict_at))).subquery()
+    stmt = select(v.c.uid, func.count(), func.count(func.distinct(_hour(session, v.c.at)))).group_by(v.c.uid)
+    return {uid: (n, hours) for uid, n, hours in session.execute(stmt)}
+
+
+def hourly_counts(session: Session, since: dt.datetime) -> Counter[dt.datetime]:
+    out: Counter[dt.datetime] = Counter()
+    for s in (SLOTS, KEPT_SLOTS):
+        hour = _hour(session, s.verdict_at)
+        stmt = _verdicts(s, [type_coerce(s.verdict_at, UTCDateTime()) >= since]).with_only_columns(
+            hour, func.count()).group_by(hour)
+        for at, n in session.execute(stmt):
+            out[as_hour(at)] += n
+    return out
+
+
+def voided_count(session: Session, window: Any) -> int:
+    total = 0
+    for s in (SLOTS, KEPT_SLOTS):
+        total += session.execute(select(func.count()).select_from(s[0].table).where(
+            s.voided_at.is_not(None), s.verdict.is_not(None), *within(window, s.voided_at))).scalar_one()
+    return total
+
+
+# Queue and flags (live only: the sweep never deletes open candidates nor flags)
+def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float | None, float | None]:
+    """Waiting slots, open real candidates, oldest and median (nearest rank) age in seconds."""
+    open_real = (CANDIDATES.status == CandidateStatus.open.value, CANDIDATES.known_truth.is_(None))
+    n, oldest = session.execute(select(func.count(), func.min(CANDIDATES.priority_at)).where(*open_real)).one()
+    slots = session.execute(
+        select(func.count()).select_from(ReviewSlot.__table__.join(  # type: ignore[attr-defined]
+            Candidate.__table__, SLOTS.candidate_id == CANDIDATES.id))  # type: ignore[attr-defined]
+        .where(*open_real, SLOTS.verdict.is_(None), SLOTS.withdrawn == false(),
+               SLOTS.round == CANDIDATES.current_round)).scalar_one()
+    if not n:
+        return slots, 0, None, None
+    rank = max(1, -(-n // 2))  # nearest rank of the median age = that rank from the youngest
+    median_at = session.execute(select(Candidate.priority_at).where(*open_real)
+                                .order_by(CANDIDATES.priority_at.desc()).offset(rank - 1).limit(1)).scalar_one()
+    ages = [(now - _aware(at)).total_seconds() for at in (oldest, median_at)]
+    return slots, n, ages[0], ages[1]
+
+
+def _aware(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value  # type: ignore[no-any-return]
+
+
+def flag_counts(session: Session, window: Any, since_day: dt.date) -> tuple[dict[str, int], Counter[dt.date]]:
+    stmt = select(FLAGS.status, func.count()).where(*within(window, FLAGS.raised_at)).group_by(FLAGS.status)
+    by_status: dict[str, int] = {status: n for status, n in session.execute(stmt)}
+    start = dt.datetime.combine(since_day, dt.time(), dt.UTC)
+    day = _day(session, FLAGS.raised_at)
+    daily: Counter[dt.date] = Counter()
+    for d, n in session.execute(select(day, func.count()).where(
+            type_coerce(FLAGS.raised_at, UTCDateTime()) >= start).group_by(day)):
+        daily[as_day(d)] += n
+    return by_status, daily
