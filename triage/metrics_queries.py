@@ -17,7 +17,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Date, Float, Integer, Select, case, cast, false, func, literal, select, type_coerce, union_all
+from sqlalchemy import (
+    Date,
+    Float,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 from sqlmodel.sql.sqltypes import UTCDateTime
@@ -114,6 +128,8 @@ def _rounds(session: Session, window: Any, kept: bool) -> Any:
     key = s.reviewer_id * 4 + code
     real = s.known_truth.is_(None) if kept else s.candidate_id.not_in(_known_ids())
     done = func.max(s.verdict_at)
+    if window.bounded:  # a round completed in the window has a verdict in it: read only those candidates
+        real = and_(real, s.candidate_id.in_(select(s.candidate_id).where(*within(window, s.verdict_at))))
     stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"),
                    (func.min(key) % 4).label("va"), (func.max(key) % 4).label("vb"), done.label("done"))
             .where(s.voided_at.is_(None), s.withdrawn == false(), real)

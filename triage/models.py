@@ -455,7 +455,7 @@ class Candidate(SQLModel, table=True):
     # Sort key of the queue: earlier is served first (see triage.queue).
     priority_at: dt.datetime = Field(default_factory=utcnow)
     created_at: dt.datetime = Field(default_factory=utcnow)
-    decided_at: dt.datetime | None = None
+    decided_at: dt.datetime | None = Field(default=None, index=True)  # indexed for the metrics
 
     @property
     def is_known_answer(self) -> bool:
@@ -490,7 +490,7 @@ class ReviewSlot(SQLModel, table=True):
     verdict: str | None = Field(default=None, max_length=16)
     note: str = Field(default="", max_length=2000)
     revealed_full_faces: bool = False
-    verdict_at: dt.datetime | None = None
+    verdict_at: dt.datetime | None = Field(default=None, index=True)  # indexed for the metrics
     idempotency_key: str | None = Field(default=None, max_length=100)
     withdrawn: bool = False
     # The author's known-answer record when the verdict was given (shown with a flag's evidence).

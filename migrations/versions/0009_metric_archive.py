@@ -54,9 +54,18 @@ def upgrade() -> None:
     with op.batch_alter_table("metric_outcome", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_metric_outcome_candidate_id"), ["candidate_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_metric_outcome_decided_at"), ["decided_at"], unique=False)
+    # The metrics read verdicts and decisions of a period through these.
+    with op.batch_alter_table("review_slot", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_review_slot_verdict_at"), ["verdict_at"], unique=False)
+    with op.batch_alter_table("candidate", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_candidate_decided_at"), ["decided_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("candidate", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_candidate_decided_at"))
+    with op.batch_alter_table("review_slot", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_review_slot_verdict_at"))
     # What the sweep kept of deleted candidates goes: figures for purged days are no longer available.
     with op.batch_alter_table("metric_outcome", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_metric_outcome_decided_at"))
