@@ -531,4 +531,14 @@ def export_csv(m: Metrics) -> str:
         w.writerow(["flags_raised_on", day.isoformat(), n, ""])
     for b in m.bands:
         w.writerow(["matcher_precision", b.label, _fmt(b.precision), b.decided])
+    for c in m.confusion:
+        for x in CATEGORIES:
+            for y in CATEGORIES:
+                w.writerow(["confusion", f"{c.a}={x}|{c.b}={y}", c.cell(x, y), sum(c.counts.values())])
+    for t in m.weeks:
+        week = t.week.isoformat()
+        w.writerow(["week_agreement", week, _fmt(t.agreement), t.items])
+        w.writerow(["week_fleiss_kappa", week, _fmt(t.kappa), t.items])
+        w.writerow(["week_dispute_rate", week, _fmt(t.dispute_rate), t.first_rounds])
+        w.writerow(["week_mean_wait_seconds", week, _fmt(t.mean_wait_seconds), t.decided])
     return out.getvalue()

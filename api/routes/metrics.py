@@ -25,6 +25,7 @@ def _plain(m: metrics.Metrics) -> dict[str, Any]:
     data["bands"] = [{**dataclasses.asdict(b), "label": b.label, "precision": b.precision} for b in m.bands]
     data["hourly"] = [{"hour": h.isoformat(), "verdicts": n} for h, n in m.hourly]
     data["flags_daily"] = [{"day": d.isoformat(), "flags": n} for d, n in m.flags_daily]
+    data["weeks"] = [{**dataclasses.asdict(t), "dispute_rate": t.dispute_rate} for t in m.weeks]
     data["window"] = {"label": m.window.label, "since": m.window.since, "until": m.window.until,
                       "days": m.window.days}
     return data

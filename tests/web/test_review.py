@@ -219,7 +219,7 @@ def test_metrics_page_with_svg_charts_and_csv(make_client, cand):
     assert r.template.name == "metrics.html"
     m = r.context["m"]
     assert m.items == 1 and m.raw_agreement == 1.0 and m.flags_raised == 1
-    assert r.text.count("<svg") == 4 and "<script" not in r.text.split("<main>")[1]
+    assert r.text.count("<svg") == 6 and "<script" not in r.text.split("<main>")[1]
     # No CDN, no chart library: every linked resource is the app's own.
     linked = re.findall(r'(?:src|href)="(https?://[^"/]+)', r.text)
     assert set(linked) <= {"http://testserver"}

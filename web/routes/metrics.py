@@ -69,6 +69,10 @@ def charts(m: metrics.Metrics) -> dict[str, Markup]:
                            "Flags raised per day, last 14 days"),
         "precision": bar_chart([Bar(b.label, b.precision or 0.0, _pct(b.precision)) for b in m.bands],
                                "Matcher precision by score band", max_value=1.0),
+        "weekly_agreement": bar_chart([Bar(t.week.strftime("%d %b"), t.agreement or 0.0, _pct(t.agreement))
+                                       for t in m.weeks[-26:]], "Agreement per week", max_value=1.0),
+        "weekly_disputes": bar_chart([Bar(t.week.strftime("%d %b"), t.dispute_rate or 0.0, _pct(t.dispute_rate))
+                                      for t in m.weeks[-26:]], "First-round dispute rate per week", max_value=1.0),
         "known_answer": bar_chart([Bar(k.recognizer, k.accuracy or 0.0, _pct(k.accuracy)) for k in m.known_answer],
                                   "Known-answer accuracy per recognizer", max_value=1.0),
     }
@@ -84,6 +88,7 @@ def _duration(seconds: float | None) -> str:
 
 
 WindowParam = Annotated[str | None, Query(max_length=20)]
+VERDICT_LABELS = {"same": "Same person", "different": "Different people", "cannot_tell": "Cannot tell"}
 
 
 @router.get("/stats")
@@ -101,7 +106,8 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     m = metrics_cache.compute(session, window, _cache_seconds(request))
     return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
                                             "duration": _duration, "form": form,
-                                            "choices": metrics.WINDOW_CHOICES})
+                                            "choices": metrics.WINDOW_CHOICES, "categories": metrics.CATEGORIES,
+                                            "labels": VERDICT_LABELS})
 
 
 @router.get("/stats/export.csv")
