@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-.PHONY: run test test-postgres lint bench bench-decode fuzz fault-test bench-load setup browsers
+.PHONY: run test test-postgres lint bench bench-decode fuzz fault-test bench-load bench-metrics setup browsers
 
 setup:
 	bash scripts/bootstrap.sh
@@ -28,6 +28,9 @@ fuzz: setup
 
 fault-test: setup
 	bash scripts/fault-test.sh
+
+bench-metrics: setup
+	.venv/bin/python -m bench.metrics
 
 bench-load: setup
 	.venv/bin/python -m bench.load
