@@ -190,7 +190,9 @@ MATRIX: dict[tuple[str, str], str] = {
     # reinstatement itself: tests/api/test_qualification.py).
     ("POST", "/recognizers/{user_id}/reinstate"): "lnnnnnn",
     ("POST", "/api/review/recognizers/{user_id}/reinstate"): "lnnnnnn",
-    ("GET", "/metrics"): "lnnannn",
+    ("GET", "/stats"): "lnnannn",
+    # Prometheus scrape: no token nor allow-list configured here, so it does not exist for anyone.
+    ("GET", "/metrics"): "nnnnnnn",
     ("GET", "/metrics/export.csv"): "lnnannn",
     ("GET", "/api/metrics"): "lnnannn",
     ("GET", "/api/metrics/export.csv"): "lnnannn",

@@ -130,7 +130,7 @@ def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine
     login(client, "mia")
     # Neither side: no live task, no disputes, no audit log, no metrics.
     assert client.post("/api/review/next").status_code == 403
-    for path in ("/disputes", "/audit", "/metrics", "/api/review/disputes", "/api/audit", "/watchlist"):
+    for path in ("/disputes", "/audit", "/stats", "/api/review/disputes", "/api/audit", "/watchlist"):
         assert client.get(path).status_code == 403, path
     admin = make_client()  # type: ignore[operator]
     login(admin, "root")

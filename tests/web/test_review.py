@@ -215,7 +215,7 @@ def test_metrics_page_with_svg_charts_and_csv(make_client, cand):
     _verdict(ann, _take(ann), "same")
     _verdict(bob, _take(bob), "same")
     boss = _as(make_client, "boss")
-    r = boss.get("/metrics")
+    r = boss.get("/stats")
     assert r.template.name == "metrics.html"
     m = r.context["m"]
     assert m.items == 1 and m.raw_agreement == 1.0 and m.flags_raised == 1
@@ -226,7 +226,7 @@ def test_metrics_page_with_svg_charts_and_csv(make_client, cand):
     assert 'href="/metrics/export.csv"' in r.text
     csv = boss.get("/metrics/export.csv")
     assert csv.headers["content-type"].startswith("text/csv") and "flags_raised,all,1" in csv.text
-    assert ann.get("/metrics").status_code == 403
+    assert ann.get("/stats").status_code == 403
 
 
 def test_metrics_over_a_period_on_the_page_in_the_csv_and_the_api(make_client, cand):
@@ -234,12 +234,12 @@ def test_metrics_over_a_period_on_the_page_in_the_csv_and_the_api(make_client, c
     _verdict(ann, _take(ann), "same")
     _verdict(bob, _take(bob), "same")
     boss = _as(make_client, "boss")
-    r = boss.get("/metrics", params={"days": "7"})
+    r = boss.get("/stats", params={"days": "7"})
     assert r.status_code == 200 and r.context["m"].window.label == "last 7 days"
     assert r.context["m"].flags_raised == 1 and 'id="window">last 7 days<' in r.text
     assert 'href="/metrics/export.csv?days=7"' in r.text and '<option value="7" selected' in r.text
     # A period that ended before anything happened: nothing counted, the queue still shown.
-    old = boss.get("/metrics", params={"since": "2020-01-01", "until": "2020-01-31"})
+    old = boss.get("/stats", params={"since": "2020-01-01", "until": "2020-01-31"})
     assert old.status_code == 200 and old.context["m"].items == 0 and old.context["m"].flags_raised == 0
     csv = boss.get("/metrics/export.csv", params={"since": "2020-01-01", "until": "2020-01-31"})
     assert "window,2020-01-01 to 2020-01-31,2020-01-01T00:00:00+00:00,2020-02-01T00:00:00+00:00" in csv.text
@@ -248,14 +248,14 @@ def test_metrics_over_a_period_on_the_page_in_the_csv_and_the_api(make_client, c
     for params, message in (({"days": "abc"}, "whole number"), ({"since": "yesterday"}, "date like"),
                             ({"days": "7", "since": "2026-01-01"}, "not both"),
                             ({"since": "2026-02-01", "until": "2026-01-01"}, "before")):
-        bad = boss.get("/metrics", params=params)
+        bad = boss.get("/stats", params=params)
         assert bad.status_code == 422 and message in bad.text and bad.context["m"] is None
         assert boss.get("/metrics/export.csv", params=params).status_code == 422
         api = boss.get("/api/metrics", params=params)
         assert api.status_code == 422 and message in api.json()["detail"]
     body = boss.get("/api/metrics", params={"days": "30"}).json()
     assert body["window"]["label"] == "last 30 days" and body["window"]["days"] == 30 and body["flags_raised"] == 1
-    assert ann.get("/metrics", params={"days": "7"}).status_code == 403
+    assert ann.get("/stats", params={"days": "7"}).status_code == 403
 
 
 def test_a_known_answer_task_page_and_its_bytes_give_nothing_away(make_client, engine, settings, user_factory):

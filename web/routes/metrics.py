@@ -86,7 +86,8 @@ def _duration(seconds: float | None) -> str:
 WindowParam = Annotated[str | None, Query(max_length=20)]
 
 
-@router.get("/metrics")
+# /metrics is the Prometheus endpoint (miatari.observability): the managers' page is /stats.
+@router.get("/stats")
 @releases_session
 def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                  since: WindowParam = None, until: WindowParam = None) -> Response:
