@@ -139,7 +139,7 @@ def deliver(ctx: JobContext) -> str:
     except WebhookFailed as exc:
         error = str(exc)
     ok = status is not None and 200 <= status < 300
-    with Session(ctx.engine) as session:
+    with Session(ctx.engine, expire_on_commit=False) as session:
         row = session.get(WebhookDelivery, delivery.id)
         assert row is not None
         row.attempts += 1

@@ -123,8 +123,8 @@ def run_claimed(engine: Engine, settings: Settings, store: ImageStore, owner: st
         with Session(engine) as session:
             failed = jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent)
+            outcome = "retry" if failed is not None and failed.status == "queued" else "failed"
             session.commit()
-        outcome = "retry" if failed is not None and failed.status == "queued" else "failed"
     job_log.info("job", extra={"fields": {"job_id": job.id, "kind": job.kind, "ref_id": job.ref_id,
                                           "attempt": job.attempts, "outcome": outcome,
                                           "duration_ms": round((time.monotonic() - started) * 1000, 1)}})
