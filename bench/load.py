@@ -229,7 +229,7 @@ async def officer(client: httpx.AsyncClient, stats: Stats, until: float, rnd: ra
 
 async def manager(client: httpx.AsyncClient, stats: Stats, until: float, rnd: random.Random) -> None:
     while time.monotonic() < until:
-        await stats.call(client, "GET /metrics", "GET", "/metrics")
+        await stats.call(client, "GET /stats", "GET", "/stats")
         await asyncio.sleep(rnd.uniform(1, 3))
         await stats.call(client, "GET /disputes", "GET", "/disputes")
         await asyncio.sleep(rnd.uniform(1, 3))
