@@ -169,7 +169,7 @@ def _histogram(session: Session, name: str, doc: str, seconds: Any, where: Seque
         stmt = stmt.join(target, on)
     row = session.exec(stmt.where(*where)).one()
     count, total = int(row[0]), float(row[1])
-    cumulative = [(str(float(b)), int(v)) for b, v in zip(buckets, row[2:], strict=True)]
+    cumulative: list[tuple[str, float]] = [(str(float(b)), int(row[i + 2])) for i, b in enumerate(buckets)]
     family = HistogramMetricFamily(name, doc)
     family.add_metric([], cumulative + [("+Inf", count)], total)
     return family
@@ -261,8 +261,8 @@ def collect_from(session: Session) -> list[Metric]:
             select(ReviewSlot.reviewer_id, Candidate.known_truth, func.count(), right)
             .join(Candidate, col(Candidate.id) == col(ReviewSlot.candidate_id))
             .where(known, col(ReviewSlot.verdict).is_not(None))
-            .group_by(ReviewSlot.reviewer_id, Candidate.known_truth)
-            .order_by(ReviewSlot.reviewer_id, Candidate.known_truth)).all():
+            .group_by(col(ReviewSlot.reviewer_id), col(Candidate.known_truth))
+            .order_by(col(ReviewSlot.reviewer_id), col(Candidate.known_truth))).all():
         answered.add_metric([str(reviewer), str(truth)], int(n))
         accuracy.add_metric([str(reviewer), str(truth)], int(correct) / int(n))
     out += [accuracy, answered]

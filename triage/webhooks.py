@@ -31,7 +31,7 @@ from triage.worker import JobContext, PermanentJobError, job_function
 log = logging.getLogger("miatari.webhooks")
 
 WEBHOOK_JOB = "webhook_delivery"
-# 10 s, 20 s, 40 s … 21 min after the first failure: about 42 minutes of retries in all.
+# 10 s, 20 s, 40 s … 640 s between the 8 attempts: about 21 minutes of retries in all.
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 3600.0
