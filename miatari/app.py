@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import api
 import web
+from miatari import observability
 from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
 from triage import reindex, services
 from triage.config import Settings, get_settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     app.state.store = store
     app.state.services = services.build(engine, settings, store)
 
+    app.include_router(observability.router)  # first: its /metrics is the scrape endpoint
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
@@ -150,4 +152,5 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
         text = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
         return web.error_page(request, 422, "Please check the form", text)
 
+    observability.install(app, settings)  # last: the outermost middleware times and logs everything
     return app

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from sqlmodel import Session, select
 
 from triage import audit, migrate
-from triage.config import get_settings
+from triage.config import Settings, get_settings
 from triage.db import make_engine
 from triage.models import AuditOutcome, Role, User
 from triage.security import PasswordRejected, create_user
@@ -24,6 +24,14 @@ log = logging.getLogger("miatari")
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _json_logs(settings: Settings, verbose: bool) -> None:
+    """A server's log lines are JSON objects, one a line (docs/operations.md), unless turned off."""
+    if settings.json_logs:
+        from triage import logging_json
+
+        logging_json.install(logging.DEBUG if verbose else logging.INFO)
 
 
 def _place_models() -> None:
@@ -80,9 +88,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _bootstrap_admin()
     from miatari.app import create_app
 
+    _json_logs(settings, args.verbose)
     app = create_app(settings)
+    # With JSON logs, miatari.access writes the one line per request (route template, no query string).
+    logs: dict[str, object] = {"log_config": None, "access_log": False} if settings.json_logs else {}
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
-                proxy_headers=True, log_level="info")
+                proxy_headers=True, log_level="info", **logs)  # type: ignore[arg-type]
     return 0
 
 
@@ -97,6 +108,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("The database is not at the latest migration: run `miatari migrate` first.", file=sys.stderr)
         return 2
     _place_models()
+    _json_logs(settings, args.verbose)
+    from triage import prom
+
+    prom.setup_process(settings.data_dir)  # its gallery series join the web processes' scrape
     store = ImageStore(settings.images_dir)
     worker = Worker(engine, settings, store, services.build(engine, settings, store), run_sweeps=not args.no_sweeps)
     reindex.ensure_started(engine, settings)

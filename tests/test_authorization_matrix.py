@@ -192,6 +192,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/review/recognizers/{user_id}/reinstate"): "lnnnnnn",
     ("GET", "/stats"): "lnnannn",
     ("GET", "/stats/export.csv"): "lnnannn",
+    # Prometheus scrape: no token nor allow-list configured here, so it does not exist for anyone.
+    ("GET", "/metrics"): "nnnnnnn",
     ("GET", "/api/metrics"): "lnnannn",
     ("GET", "/api/metrics/export.csv"): "lnnannn",
     # Flags: managers, and the officer whose sighting it is (others get an empty list).  The officer

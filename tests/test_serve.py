@@ -3,6 +3,7 @@ answers /healthz and /readyz — with every non-loopback connection blocked and 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -33,6 +34,7 @@ def test_fresh_start_is_ready_and_offline(tmp_path: Path) -> None:
         "PYTHONPATH": str(NETBLOCK),
         "MIATARI_NETBLOCK_LOG": str(netlog),
         "HOME": str(tmp_path),  # nothing cached from earlier runs
+        "MIATARI_METRICS_TOKEN": "scrape-token-" + "z" * 24,
     })
     out = tmp_path / "serve.log"
     with out.open("w") as fh:
@@ -55,8 +57,20 @@ def test_fresh_start_is_ready_and_offline(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         log = out.read_text()
         assert "username: admin" in log and "password: " in log
-        login = httpx.get(f"http://127.0.0.1:{port}/login")
-        assert login.status_code == 200 and "Log in" in login.text
+        login = httpx.get(f"http://127.0.0.1:{port}/login", headers={"X-Request-ID": "probe-1"})
+        assert login.status_code == 200 and "Log in" in login.text and login.headers["x-request-id"] == "probe-1"
+        # Prometheus, from the running server: guarded, and its own requests timed by route template.
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics",
+                            headers={"Authorization": "Bearer scrape-token-" + "z" * 24})
+        assert scraped.status_code == 200 and "\nmiatari_queue_depth 0.0\n" in scraped.text
+        assert 'miatari_http_request_duration_seconds_count{method="GET",route="/login",status="200"} 1.0' \
+            in scraped.text
+        assert list((tmp_path / "data" / "prometheus").glob("histogram_*.db"))
+        # One JSON line per request, with the caller's request id.
+        lines = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")]
+        access = [x for x in lines if x.get("logger") == "miatari.access" and x.get("request_id") == "probe-1"]
+        assert len(access) == 1 and access[0]["route"] == "/login" and access[0]["status"] == 200
     finally:
         proc.terminate()
         proc.wait(30)

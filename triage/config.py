@@ -16,6 +16,7 @@ from matcher.score import DEFAULT_LEAD_THRESHOLD
 
 PLACEHOLDER_SECRET = "change-me"
 SECRET_FILE_NAME = "secret_key"
+WEBHOOK_SECRET_MIN = 16
 
 
 class Settings(BaseSettings):
@@ -84,6 +85,17 @@ class Settings(BaseSettings):
     # Forced true in production.
     secure_cookies: bool = False
 
+    # Operations (docs/operations.md)
+    # Bearer token a Prometheus scraper sends to /metrics; empty (and no allow-list) = /metrics answers 404.
+    metrics_token: str = ""
+    # Addresses or networks (comma-separated, e.g. "10.0.0.0/8,127.0.0.1") allowed to scrape without the token.
+    metrics_allow: str = ""
+    # Notification events are POSTed here as signed JSON; empty = not sent (recorded as skipped).
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # One JSON line per request and per job on the "miatari.access" / "miatari.jobs" loggers.
+    json_logs: bool = True
+
     # Retention
     retention_days_unflagged: int = Field(default=30, ge=1)
     retention_days_audit: int = Field(default=400, ge=365)
@@ -95,6 +107,28 @@ class Settings(BaseSettings):
         if value not in available_models():
             raise ValueError(f"unknown face model {value!r}; this build has: {', '.join(available_models())}")
         return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"MIATARI_METRICS_ALLOW: {part!r} is not an address or network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_webhook(self) -> Settings:
+        if self.webhook_url:
+            if not self.webhook_url.startswith(("https://", "http://")):
+                raise ValueError("MIATARI_WEBHOOK_URL must be an http(s) URL")
+            if len(self.webhook_secret) < WEBHOOK_SECRET_MIN:
+                raise ValueError(f"MIATARI_WEBHOOK_SECRET must be set ({WEBHOOK_SECRET_MIN}+ characters) "
+                                 "when MIATARI_WEBHOOK_URL is")
+        return self
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from triage import audit, notifications
+from triage import audit, events, notifications
 from triage.clock import utcnow
 from triage.models import (
     AuditOutcome,
@@ -80,12 +80,12 @@ def raise_flag(session: Session, candidate: Candidate) -> Flag:
     sighting = session.get(Sighting, candidate.sighting_id)
     name = subject.name if subject else f"subject {candidate.subject_id}"
     message = f"Arrest flag #{flag.id}: {name} — {LEAD_WARNING}."
-    recipients: list[int] = []
+    recipients: list[int | None] = []
     if sighting is not None:
         recipients.append(sighting.uploaded_by)
-    recipients += [m.id for m in _managers(session) if m.id is not None]
-    for user_id in dict.fromkeys(recipients):
-        notifications.notify(session, user_id, "flag.raised", message, flag_id=flag.id)
+    recipients += [m.id for m in _managers(session)]
+    events.announce(session, events.FLAG_RAISED, message, recipients, object_type="flag", object_id=flag.id,
+                    flag_id=flag.id)
     return flag
 
 
@@ -234,6 +234,8 @@ def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Fla
     flag.acknowledged_at = utcnow()
     session.add(flag)
     audit.record(session, "flag.acknowledge", actor=user, object_type="flag", object_id=flag.id, ip=ip)
+    # A manager took the flag on: the other managers' alerts are handled (the officer's stays theirs to read).
+    events.handled(session, "flag", flag.id, kinds=(events.FLAG_RAISED,), user_ids=events.managers(session))
     session.commit()
     return flag
 

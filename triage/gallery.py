@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, select
 
+from triage import prom
 from triage.clock import utcnow
 from triage.models import (
     AuditHead,
@@ -219,6 +220,7 @@ class Gallery:
             self._set_applied(int(tip))
             self._loaded = True
             self._last_sync = time.monotonic()
+            prom.gallery_synced(len(self._photos), self.applied_change_id)
         log.info("gallery rebuilt on %s: %d reference photos of %d subjects", active.model_id, len(self._photos),
                  len(self.subject_ids()))
 
@@ -246,6 +248,7 @@ class Gallery:
             if switched:
                 self.rebuild()  # in a transaction of its own (on SQLite, once this one has ended)
             self._last_sync = time.monotonic()
+            prom.gallery_synced(len(self._photos), self.applied_change_id)
             return applied
 
     def _apply(self, session: Session, change: GalleryChange) -> None:

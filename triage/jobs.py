@@ -10,16 +10,19 @@ serialises claims just as well.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from triage import audit
+from triage import audit, events
 from triage.clock import utcnow
 from triage.models import AuditOutcome, Job, JobStatus
 
 RETRY_BACKOFF_SECONDS = (5, 30, 120)
+# A kind may set its own delay before the next attempt, from the attempts made (the webhook doubles it).
+RETRY_BACKOFF_BY_KIND: dict[str, Callable[[int], float]] = {}
 
 
 def enqueue(session: Session, kind: str, ref_id: int, *, max_attempts: int = 3) -> Job:
@@ -73,6 +76,7 @@ def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ..
         session.add(job)
         audit.record(session, "job.fail", outcome=AuditOutcome.error, object_type="job", object_id=job.id,
                      detail={"error": job.last_error[-200:]})
+        events.job_failed_for_good(session, job)
         session.commit()
         return None
     job.status = JobStatus.running.value
@@ -115,7 +119,9 @@ def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool =
     job.lease_expires_at = None
     if retry and job.attempts < job.max_attempts:
         job.status = JobStatus.queued.value
-        backoff = RETRY_BACKOFF_SECONDS[min(job.attempts, len(RETRY_BACKOFF_SECONDS)) - 1]
+        by_kind = RETRY_BACKOFF_BY_KIND.get(job.kind)
+        backoff = by_kind(job.attempts) if by_kind else RETRY_BACKOFF_SECONDS[
+            min(job.attempts, len(RETRY_BACKOFF_SECONDS)) - 1]
         job.run_after = utcnow() + dt.timedelta(seconds=backoff)
     else:
         job.status = JobStatus.failed.value
@@ -123,6 +129,8 @@ def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool =
     session.add(job)
     audit.record(session, "job.fail", outcome=AuditOutcome.error, object_type="job", object_id=job.id,
                  detail={"error": error[-500:], "will_retry": job.status == JobStatus.queued.value})
+    if job.status == JobStatus.failed.value:
+        events.job_failed_for_good(session, job)
     return job
 
 
@@ -138,4 +146,5 @@ def retry(session: Session, job_id: int) -> Job:
     job.run_after = utcnow()
     job.finished_at = None
     session.add(job)
+    events.job_retried(session, job)
     return job

@@ -545,13 +545,43 @@ class FlagReport(SQLModel, table=True):
 
 class Notification(SQLModel, table=True):
     __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_object", "object_type", "object_id"),)
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user_account.id", index=True)
     kind: str = Field(max_length=40)
     message: str = Field(max_length=500)
     flag_id: int | None = Field(default=None, foreign_key="flag.id")
+    # What the notification is about ("candidate", "sighting", "user", "watchlist_import", "flag"), so it
+    # is marked read for everyone once that item is handled. No foreign key: the item may be purged.
+    object_type: str = Field(default="", max_length=40)
+    object_id: int | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
     read_at: dt.datetime | None = None
+
+
+class WebhookDeliveryStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    skipped = "skipped"  # no webhook URL was configured when its job ran
+    failed = "failed"
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One notification event for the unit's webhook (triage.webhooks); delivered by a job."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (CheckConstraint(_in("status", WebhookDeliveryStatus), name="ck_webhook_delivery_status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    event: str = Field(max_length=40)
+    object_type: str = Field(default="", max_length=40)
+    object_id: int | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    status: str = Field(default=WebhookDeliveryStatus.pending.value, max_length=16)
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str = Field(default="", max_length=500)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    delivered_at: dt.datetime | None = None
 
 
 # Audit

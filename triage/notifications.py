@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
@@ -12,12 +14,30 @@ MESSAGE_MAX = 500
 LIST_LIMIT = 100
 
 
-def notify(session: Session, user_id: int, kind: str, message: str, flag_id: int | None = None) -> Notification:
+def notify(session: Session, user_id: int, kind: str, message: str, flag_id: int | None = None, *,
+           object_type: str = "", object_id: int | None = None) -> Notification:
     """Add a notification inside the caller's transaction (it commits with the event it reports)."""
-    row = Notification(user_id=user_id, kind=kind[:40], message=message[:MESSAGE_MAX], flag_id=flag_id)
+    if flag_id is not None and not object_type:
+        object_type, object_id = "flag", flag_id
+    row = Notification(user_id=user_id, kind=kind[:40], message=message[:MESSAGE_MAX], flag_id=flag_id,
+                       object_type=object_type[:40], object_id=object_id)
     session.add(row)
     session.flush()
     return row
+
+
+def clear(session: Session, object_type: str, object_id: int, *, kinds: Sequence[str] = (),
+          user_ids: Iterable[int] | None = None) -> int:
+    """The item was handled: its unread notifications (of these kinds, to these users) are marked read."""
+    stmt = update(Notification).where(col(Notification.object_type) == object_type,
+                                      col(Notification.object_id) == object_id,
+                                      col(Notification.read_at).is_(None))
+    if kinds:
+        stmt = stmt.where(col(Notification.kind).in_(list(kinds)))
+    if user_ids is not None:
+        stmt = stmt.where(col(Notification.user_id).in_(list(user_ids)))
+    result = session.execute(stmt.values(read_at=utcnow()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def unread_count(session: Session, user_id: int) -> int:

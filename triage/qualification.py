@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from triage import audit, notifications
+from triage import audit, events
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.models import (
@@ -186,8 +186,8 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
                          "voided_slots": voided})
     message = (f"Recognizer {user.username} was suspended from live tasks: {reason}. "
                f"{len(voided)} verdict(s) on undecided candidates no longer count. A manager may reinstate.")
-    for manager in _managers(session):
-        notifications.notify(session, manager.id, "recognizer.suspended", message)  # type: ignore[arg-type]
+    events.announce(session, events.RECOGNIZER_SUSPENDED, message, [m.id for m in _managers(session)],
+                    object_type="user", object_id=user.id)
 
 
 class QualificationError(Exception):
@@ -224,6 +224,7 @@ def reinstate(session: Session, manager: User, user_id: int, ip: str = "") -> Us
     session.add(user)
     audit.record(session, action, actor=manager, object_type="user", object_id=user.id,
                  detail={"to": Qualification.probation.value}, ip=ip)
+    events.handled(session, "user", user.id, kinds=(events.RECOGNIZER_SUSPENDED,))
     session.commit()
     return user
 

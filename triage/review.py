@@ -46,7 +46,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from triage import audit, flags, known_answer, qualification
+from triage import audit, events, flags, known_answer, qualification
 from triage.clock import utcnow
 from triage.config import Settings, get_settings
 from triage.db import session_scope
@@ -731,6 +731,8 @@ def _decide_if_complete(session: Session, candidate: Candidate, now: dt.datetime
                          "verdicts": [[s.round, s.slot_no, s.reviewer_id, s.verdict] for s in current]})
     if final is CandidateStatus.flagged:
         flags.raise_flag(session, candidate)
+    elif final is CandidateStatus.disputed:
+        events.dispute_waiting(session, candidate)
     return final.value
 
 
@@ -803,6 +805,7 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
     session.flush()
     audit.record(session, action, actor=manager, object_type="candidate", object_id=candidate.id,
                  detail={"round": candidate.current_round, "eligible": len(available)}, ip=ip)
+    events.handled(session, "candidate", candidate.id, kinds=(events.DISPUTE_WAITING,))
     session.commit()
     return candidate
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from triage import audit, jobs, services, watchlist
+from triage import audit, events, jobs, services, watchlist
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.gallery import enrolment_models
@@ -260,6 +260,7 @@ def run_zip_import(ctx: JobContext) -> watchlist.ImportSummary:
         final.summary = summary.as_dict()
         final.failures = [{"photo": f.label, "reason": f.reason} for f in summary.failures[:MAX_FAILURES_KEPT]]
         session.add(final)
+        events.import_finished(session, final, summary.photos_enrolled, len(summary.failures))
         ctx.finish_in(session)
         session.commit()
         _release_archive(ctx.settings, session, row.archive_sha256, import_id)

@@ -30,6 +30,8 @@ from triage.models import Job
 from triage.storage import ImageStore
 
 log = logging.getLogger("miatari.worker")
+# One structured line per job run (triage.logging_json): id, kind, outcome, duration.
+job_log = logging.getLogger("miatari.jobs")
 
 
 class LeaseLost(RuntimeError):
@@ -105,20 +107,27 @@ def run_claimed(engine: Engine, settings: Settings, store: ImageStore, owner: st
     """Run a job this owner has claimed; a failure is recorded (and retried), never raised."""
     fn = JOB_FUNCTIONS.get(job.kind)
     ctx = JobContext(engine, settings, store, owner, job, services or {})
+    started = time.monotonic()
+    outcome = "done"
     try:
         if fn is None:
             raise PermanentJobError(f"no job function for kind {job.kind!r}")
         fn(ctx)
         log.info("job %s (%s %s) done", job.id, job.kind, job.ref_id)
     except LeaseLost:
+        outcome = "lease_lost"
         log.warning("job %s: lease lost, result discarded", job.id)
     except Exception as exc:  # noqa: BLE001 - a worker records failures, it does not die of them
         permanent = isinstance(exc, PermanentJobError)
         log.exception("job %s (%s %s) failed", job.id, job.kind, job.ref_id)
         with Session(engine) as session:
-            jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
-                      f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent)
+            failed = jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
+                               f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent)
+            outcome = "retry" if failed is not None and failed.status == "queued" else "failed"
             session.commit()
+    job_log.info("job", extra={"fields": {"job_id": job.id, "kind": job.kind, "ref_id": job.ref_id,
+                                          "attempt": job.attempts, "outcome": outcome,
+                                          "duration_ms": round((time.monotonic() - started) * 1000, 1)}})
 
 
 class Worker:

@@ -16,7 +16,16 @@ from sqlmodel import Session, select
 
 from tests.conftest import add_user, login
 from triage import jobs
-from triage.models import AuditEntry, Job, ReferencePhoto, Role, Subject, WatchlistImport
+from triage.models import (
+    AuditEntry,
+    Job,
+    Notification,
+    ReferencePhoto,
+    Role,
+    Subject,
+    WatchlistImport,
+    WebhookDelivery,
+)
 from triage.watchlist_import import IMPORT_JOB, archive_path
 from triage.worker import run_one
 
@@ -117,6 +126,13 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
         assert s.get(Job, job.id).status == "done"  # type: ignore[union-attr]
         actions = [e.action for e in s.exec(select(AuditEntry)).all()]
         assert {"watchlist.import_staged", "watchlist.import_queued", "watchlist.import"} <= set(actions)
+        # The manager who started it is told, in-app and on the webhook (no names there).
+        told = s.exec(select(Notification).where(Notification.kind == "import.finished")).all()
+        assert [(n.user_id, n.object_type, n.object_id) for n in told] == [(row.created_by, "watchlist_import",
+                                                                            import_id)]
+        assert "2 photo(s) enrolled, 1 refused" in told[0].message and told[0].read_at is None
+        hook = s.exec(select(WebhookDelivery).where(WebhookDelivery.event == "import.finished")).one()
+        assert hook.payload["path"] == f"/watchlist/imports/{import_id}" and "hopper" not in str(hook.payload)
     assert not archive_path(settings, row.archive_sha256).exists()  # the archive goes once imported
     listing = client.get("/watchlist/import")
     assert f'href="/watchlist/imports/{import_id}"' in listing.text and "mugshots.zip" in listing.text

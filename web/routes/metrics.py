@@ -91,6 +91,7 @@ WindowParam = Annotated[str | None, Query(max_length=20)]
 VERDICT_LABELS = {"same": "Same person", "different": "Different people", "cannot_tell": "Cannot tell"}
 
 
+# /metrics is the Prometheus endpoint (miatari.observability): the managers' page is /stats.
 @router.get("/stats")
 @releases_session
 def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,

@@ -1,0 +1,168 @@
+"""Notifications beyond flags: who is told of what, and the notification is read once the item is handled."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+
+from tests.factories import image_store, make_candidate
+from triage import events, flags, jobs, qualification, review, sightings
+from triage.models import (
+    Candidate,
+    Job,
+    Notification,
+    Role,
+    User,
+    WatchlistImport,
+    WebhookDelivery,
+)
+from triage.sightings import MATCH_JOB
+from triage.watchlist_import import IMPORT_JOB
+
+
+def _told(session: Session, kind: str) -> list[Notification]:
+    return list(session.exec(select(Notification).where(Notification.kind == kind)
+                             .order_by(Notification.user_id)).all())
+
+
+@pytest.fixture
+def people(engine, user_factory) -> dict[str, User]:
+    return {"officer": user_factory(Role.officer, username="officer"),
+            "boss": user_factory(Role.manager, username="boss"),
+            "chief": user_factory(Role.manager, username="chief"),
+            **{n: user_factory(Role.recognizer, username=n) for n in ("ann", "bob", "cy", "dee")}}
+
+
+def _answer(session: Session, settings, user: User, verdict: str) -> None:
+    task = review.next_task(session, user, settings)
+    assert task is not None
+    review.submit_verdict(session, user, task.slot_id, verdict, settings=settings)
+
+
+def test_a_dispute_tells_every_manager_and_escalating_it_marks_it_read(engine, settings, people) -> None:
+    store = image_store(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        cand = make_candidate(s, store, settings, people["officer"].id)
+        s.commit()
+        _answer(s, settings, people["ann"], "same")
+        assert _told(s, events.DISPUTE_WAITING) == []  # one verdict decides nothing
+        _answer(s, settings, people["bob"], "cannot_tell")
+        assert s.get(Candidate, cand.id).status == "disputed"
+        told = _told(s, events.DISPUTE_WAITING)
+        assert [(n.user_id, n.object_type, n.object_id, n.read_at) for n in told] == [
+            (people["boss"].id, "candidate", cand.id, None), (people["chief"].id, "candidate", cand.id, None)]
+        hook = s.exec(select(WebhookDelivery)).one()
+        assert hook.event == events.DISPUTE_WAITING and hook.status == "pending"
+        assert s.exec(select(Job).where(Job.kind == "webhook_delivery", Job.ref_id == hook.id)).one()
+        # A refused escalation (an officer) handles nothing.
+        with pytest.raises(review.ReviewError):
+            review.escalate(s, people["officer"], cand.id, settings=settings)
+        assert all(n.read_at is None for n in _told(s, events.DISPUTE_WAITING))
+        review.escalate(s, people["boss"], cand.id, settings=settings)
+        s.expire_all()
+        assert all(n.read_at is not None for n in _told(s, events.DISPUTE_WAITING))
+
+
+def test_a_cleared_or_flagged_candidate_is_no_dispute(engine, settings, people) -> None:
+    store = image_store(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        make_candidate(s, store, settings, people["officer"].id)
+        s.commit()
+        _answer(s, settings, people["ann"], "different")
+        _answer(s, settings, people["bob"], "different")
+        assert _told(s, events.DISPUTE_WAITING) == [] and s.exec(select(WebhookDelivery)).all() == []
+
+
+def test_acknowledging_a_flag_reads_the_managers_alerts_not_the_officers(engine, settings, people) -> None:
+    store = image_store(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        make_candidate(s, store, settings, people["officer"].id)
+        s.commit()
+        _answer(s, settings, people["ann"], "same")
+        _answer(s, settings, people["bob"], "same")
+        told = _told(s, events.FLAG_RAISED)
+        assert {n.user_id for n in told} == {people[n].id for n in ("officer", "boss", "chief")}
+        assert {(n.object_type, n.object_id) for n in told} == {("flag", told[0].flag_id)}
+        assert len(s.exec(select(WebhookDelivery).where(WebhookDelivery.event == events.FLAG_RAISED)).all()) == 1
+        flags.acknowledge(s, people["chief"], told[0].flag_id)
+        s.expire_all()
+        read = {n.user_id: n.read_at is not None for n in _told(s, events.FLAG_RAISED)}
+        assert read == {people["officer"].id: False, people["boss"].id: True, people["chief"].id: True}
+
+
+def _fail_for_good(session: Session, kind: str, ref_id: int) -> Job:
+    jobs.enqueue(session, kind, ref_id, max_attempts=1)
+    session.commit()
+    job = jobs.claim(session, "w", 60, (kind,))
+    assert job is not None
+    jobs.fail(session, job.id, "w", "RuntimeError: boom\ntraceback")
+    session.commit()
+    return job
+
+
+def test_matching_failed_for_good_tells_managers_and_the_officer_and_a_retry_reads_it(engine, settings,
+                                                                                     people) -> None:
+    store = image_store(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        cand = make_candidate(s, store, settings, people["officer"].id)
+        s.commit()
+        job = jobs.enqueue(s, MATCH_JOB, cand.sighting_id, max_attempts=2)
+        s.commit()
+        # A failure with a retry left tells nobody.
+        claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
+        jobs.fail(s, claimed.id, "w", "RuntimeError: first")
+        s.commit()
+        assert _told(s, events.JOB_FAILED) == []
+        s.get(Job, job.id).run_after = claimed.started_at
+        s.commit()
+        claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
+        jobs.fail(s, claimed.id, "w", "RuntimeError: second")
+        s.commit()
+        told = _told(s, events.JOB_FAILED)
+        assert {n.user_id for n in told} == {people[n].id for n in ("officer", "boss", "chief")}
+        assert {(n.object_type, n.object_id) for n in told} == {("sighting", cand.sighting_id)}
+        assert "2 attempt(s)" in told[0].message
+        with pytest.raises(sightings.SightingRejected):
+            sightings.retry_matching(s, people["officer"], cand.sighting_id)
+        assert all(n.read_at is None for n in _told(s, events.JOB_FAILED))
+        sightings.retry_matching(s, people["boss"], cand.sighting_id)
+        s.expire_all()
+        assert all(n.read_at is not None for n in _told(s, events.JOB_FAILED))
+
+
+def test_an_import_that_fails_for_good_tells_who_started_it(engine, settings, people) -> None:
+    with Session(engine, expire_on_commit=False) as s:
+        row = WatchlistImport(created_by=people["chief"].id, filename="wanted.zip", archive_sha256="0" * 64,
+                              archive_bytes=10, status="queued")
+        s.add(row)
+        s.commit()
+        job = _fail_for_good(s, IMPORT_JOB, row.id)
+        told = _told(s, events.IMPORT_FAILED)
+        assert [(n.user_id, n.object_type, n.object_id) for n in told] == [
+            (people["chief"].id, "watchlist_import", row.id)]
+        assert "wanted.zip" in told[0].message and "RuntimeError: boom" in told[0].message
+        jobs.retry(s, job.id)
+        s.commit()
+        s.expire_all()
+        assert _told(s, events.IMPORT_FAILED)[0].read_at is not None
+
+
+def test_a_webhook_job_that_fails_tells_nobody(engine, settings, people) -> None:
+    with Session(engine) as s:
+        _fail_for_good(s, "webhook_delivery", 12345)
+        assert s.exec(select(Notification)).all() == [] and s.exec(select(WebhookDelivery)).all() == []
+
+
+def test_reinstating_a_recognizer_reads_the_suspension_alerts(engine, settings, people) -> None:
+    with Session(engine, expire_on_commit=False) as s:
+        ann = s.get(User, people["ann"].id)
+        qualification.suspend(s, ann, "three wrong known-answer verdicts")
+        s.commit()
+        told = _told(s, events.RECOGNIZER_SUSPENDED)
+        assert [(n.user_id, n.object_type, n.object_id) for n in told] == [
+            (people["boss"].id, "user", ann.id), (people["chief"].id, "user", ann.id)]
+        hook = s.exec(select(WebhookDelivery)).one()
+        assert hook.payload["path"] == "/recognizers" and "ann" not in str(hook.payload)
+        qualification.reinstate(s, people["boss"], ann.id)
+        s.expire_all()
+        assert all(n.read_at is not None for n in _told(s, events.RECOGNIZER_SUSPENDED))
