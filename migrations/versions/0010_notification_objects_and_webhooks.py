@@ -14,7 +14,7 @@ from alembic import op
 
 revision: str = "0010"
 # Re-chained onto "0009" (o15a's retention revision) when both branches meet.
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
