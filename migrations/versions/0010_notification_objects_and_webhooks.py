@@ -2,7 +2,7 @@
 webhook_delivery (notification events for the unit's webhook, delivered by a job)
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -13,7 +13,6 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0010"
-# Re-chained onto "0009" (o15a's retention revision) when both branches meet.
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
