@@ -132,7 +132,7 @@ def _rounds(session: Session, window: Any, kept: bool) -> Any:
         real = and_(real, s.candidate_id.in_(select(s.candidate_id).where(*within(window, s.verdict_at))))
     stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"), done.label("done"))
             .where(s.voided_at.is_(None), s.withdrawn == false(), real)
-            .group_by(s.candidate_id, s.round)
+            .group_by(s.candidate_id, *([s.archived_at] if kept else []), s.round)  # (a reused number: apart)
             .having(func.count() == 2, func.count(s.verdict) == 2, *within(window, done)))
     return stmt.subquery()
 
