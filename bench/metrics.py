@@ -311,6 +311,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
             engine = create_engine(url)
             t = time.perf_counter()
             counts = seed(engine, candidates=n)
+            if args.postgres:  # as autovacuum would after such a load: the planner needs the tables' statistics
+                with engine.connect() as c:
+                    c.exec_driver_sql("ANALYZE")
             print(f"{label}: seeded {counts} in {time.perf_counter() - t:.1f} s", flush=True)
             window = metrics.parse_window(days="90")
             with Session(engine) as session:

@@ -138,6 +138,10 @@ class Confusion:
     def cell(self, x: str, y: str) -> int:
         return self.counts.get(f"{x}|{y}", 0)
 
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
 
 @dataclass
 class WeekTrend:

@@ -1,9 +1,10 @@
 """A short-lived cache of the managers' metrics, keyed by database and period.
 
-The figures are still computed from stored verdicts (``triage.metrics.compute``)
-and shown with the time they were computed; within ``MIATARI_METRICS_CACHE_SECONDS``
-(5 s by default) two managers, or a page and its CSV, share one computation
-instead of each recomputing everything. 0 turns the cache off.
+The figures are still computed from stored verdicts (``triage.metrics.compute``, a dozen
+aggregate queries in the database) and shown with the time they were computed; within
+``MIATARI_METRICS_CACHE_SECONDS`` (5 s by default) managers looking at the same period share
+one computation (at a year's scale those queries still take a noticeable fraction of a second;
+see ``bench/metrics.py``). CSV exports are always computed as of the request. 0 turns it off.
 """
 
 from __future__ import annotations

@@ -130,10 +130,9 @@ def _rounds(session: Session, window: Any, kept: bool) -> Any:
     done = func.max(s.verdict_at)
     if window.bounded:  # a round completed in the window has a verdict in it: read only those candidates
         real = and_(real, s.candidate_id.in_(select(s.candidate_id).where(*within(window, s.verdict_at))))
-    stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"),
-                   (func.min(key) % 4).label("va"), (func.max(key) % 4).label("vb"), done.label("done"))
+    stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"), done.label("done"))
             .where(s.voided_at.is_(None), s.withdrawn == false(), real)
-            .group_by(s.candidate_id, s.round)
+            .group_by(s.candidate_id, *([s.archived_at] if kept else []), s.round)  # (a reused number: apart)
             .having(func.count() == 2, func.count(s.verdict) == 2, *within(window, done)))
     return stmt.subquery()
 
@@ -147,18 +146,17 @@ class RoundCounts:
 
 
 def round_counts(session: Session, window: Any) -> RoundCounts:
+    """One pass over the rounds, grouped by (week, round, a, b with their verdicts); summed both ways here."""
     by_pair: Counter[tuple[int, int, str, int, str]] = Counter()
     by_week: Counter[tuple[dt.date, int, str, str]] = Counter()
     for kept in (False, True):
         r = _rounds(session, window, kept)
-        for rnd, lo, hi, n in session.execute(
-                select(r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(r.c.rnd, r.c.lo, r.c.hi)):
-            by_pair[(rnd, lo // 4, VERDICT_OF[lo % 4], hi // 4, VERDICT_OF[hi % 4])] += n
-        r = _rounds(session, window, kept)
         week = _week(session, r.c.done)
-        for day, rnd, lo, hi, n in session.execute(
-                select(week, r.c.rnd, r.c.va, r.c.vb, func.count()).group_by(week, r.c.rnd, r.c.va, r.c.vb)):
-            by_week[(as_day(day), rnd, VERDICT_OF[lo], VERDICT_OF[hi])] += n
+        stmt = select(week, r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(week, r.c.rnd, r.c.lo, r.c.hi)
+        for day, rnd, lo, hi, n in session.execute(stmt):
+            va, vb = VERDICT_OF[lo % 4], VERDICT_OF[hi % 4]
+            by_pair[(rnd, lo // 4, va, hi // 4, vb)] += n
+            by_week[(as_day(day), rnd, va, vb)] += n
     return RoundCounts(by_pair, by_week)
 
 
@@ -169,27 +167,29 @@ def outcome_counts(session: Session, window: Any, width: float, last_round: int)
     for c in (CANDIDATES, KEPT):
         band = _band(session, c.score, width)
         final = c.current_round >= last_round
+        # The status is grouped on, not filtered: the period's decisions are then read from one index.
         stmt = (select(c.status, band, final, func.count())
-                .where(c.status.in_(DECIDED), *within(window, c.decided_at))
+                .where(c.decided_at.is_not(None), *within(window, c.decided_at))
                 .group_by(c.status, band, final))
         if c is CANDIDATES:
             stmt = stmt.where(c.known_truth.is_(None))
         for status, i, last, n in session.execute(stmt):
-            out[(status, int(i), bool(last))] += n
+            if status in DECIDED:
+                out[(status, int(i), bool(last))] += n
     return out
 
 
 def outcome_seconds(session: Session, window: Any) -> list[float]:
     """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
-    live = (select(_seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
+    live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
             .select_from(Candidate.__table__.join(  # type: ignore[attr-defined]
                 Sighting.__table__, SIGHTINGS.id == CANDIDATES.sighting_id))  # type: ignore[attr-defined]
-            .where(CANDIDATES.known_truth.is_(None), CANDIDATES.status.in_(DECIDED),
+            .where(CANDIDATES.known_truth.is_(None),
                    CANDIDATES.decided_at.is_not(None), *within(window, CANDIDATES.decided_at)))
-    kept = (select(_seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
-            .where(KEPT.status.in_(DECIDED), KEPT.sighting_created_at.is_not(None),
+    kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
+            .where(KEPT.sighting_created_at.is_not(None),
                    KEPT.decided_at.is_not(None), *within(window, KEPT.decided_at)))
-    return [round(float(v), 3) for v in session.execute(union_all(live, kept)).scalars()]
+    return [round(float(v), 3) for status, v in session.execute(union_all(live, kept)) if status in DECIDED]
 
 
 def weekly_waits(session: Session, window: Any) -> dict[dt.date, tuple[int, float]]:
@@ -197,12 +197,14 @@ def weekly_waits(session: Session, window: Any) -> dict[dt.date, tuple[int, floa
     out: dict[dt.date, tuple[int, float]] = {}
     for c in (CANDIDATES, KEPT):
         week = _week(session, c.decided_at)
-        stmt = (select(week, func.count(), func.sum(_seconds(session, c.decided_at, c.created_at)))
-                .where(c.status.in_(DECIDED), c.decided_at.is_not(None), *within(window, c.decided_at))
-                .group_by(week))
+        stmt = (select(week, c.status, func.count(), func.sum(_seconds(session, c.decided_at, c.created_at)))
+                .where(c.decided_at.is_not(None), *within(window, c.decided_at))
+                .group_by(week, c.status))
         if c is CANDIDATES:
             stmt = stmt.where(c.known_truth.is_(None))
-        for day, n, total in session.execute(stmt):
+        for day, status, n, total in session.execute(stmt):
+            if status not in DECIDED:
+                continue
             old = out.get(as_day(day), (0, 0.0))
             out[as_day(day)] = (old[0] + n, old[1] + float(total or 0.0))
     return out
@@ -212,25 +214,25 @@ def weekly_waits(session: Session, window: Any) -> dict[dt.date, tuple[int, floa
 def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
     """Answered known-answer slots by (reviewer, known truth, verdict)."""
     out: Counter[tuple[int, str, str]] = Counter()
-    live = (select(SLOTS.reviewer_id, CANDIDATES.known_truth, SLOTS.verdict, func.count())
-            .select_from(Candidate.__table__.join(  # type: ignore[attr-defined]
-                ReviewSlot.__table__, SLOTS.candidate_id == CANDIDATES.id))  # type: ignore[attr-defined]
-            .where(CANDIDATES.known_truth.is_not(None), SLOTS.verdict.is_not(None), SLOTS.reviewer_id.is_not(None),
-                   *within(window, SLOTS.verdict_at))
-            .group_by(SLOTS.reviewer_id, CANDIDATES.known_truth, SLOTS.verdict))
+    # One query per truth, over the slots of those pairs (found through an index on the truth).
+    live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count())
+            .where(SLOTS.candidate_id.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
+                   SLOTS.verdict.is_not(None), *within(window, SLOTS.verdict_at))  # a verdict has its reviewer
+            .group_by(SLOTS.reviewer_id, SLOTS.verdict) for truth in (Verdict.same.value, Verdict.different.value)]
     kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count())
             .where(KEPT_SLOTS.known_truth.is_not(None), KEPT_SLOTS.verdict.is_not(None),
                    KEPT_SLOTS.reviewer_id.is_not(None), *within(window, KEPT_SLOTS.verdict_at))
             .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict))
-    for stmt in (live, kept):
+    for stmt in (*live, kept):
         for uid, truth, verdict, n in session.execute(stmt):
             out[(uid, truth, verdict)] += n
     return out
 
 
 def _verdicts(s: Any, conditions: Iterable[Any]) -> Any:
+    # A verdict always has its reviewer (a check constraint); the period's verdicts come from one index.
     return select(s.reviewer_id.label("uid"), s.verdict_at.label("at")).where(
-        s.verdict.is_not(None), s.verdict_at.is_not(None), s.reviewer_id.is_not(None), *conditions)
+        s.verdict_at.is_not(None), s.verdict.is_not(None), *conditions)
 
 
 def throughput_counts(session: Session, window: Any) -> dict[int, tuple[int, int]]:

@@ -433,6 +433,10 @@ class Candidate(SQLModel, table=True):
         CheckConstraint("known_truth IS NULL OR known_truth IN ('same', 'different')", name="ck_candidate_truth"),
         CheckConstraint("current_round >= 1", name="ck_candidate_round"),
         Index("ix_candidate_queue", "status", "priority_at"),
+        # The managers' metrics: decisions of a period, and known-answer pairs, read from the index alone.
+        Index("ix_candidate_decided", "decided_at", "status", "known_truth", "score", "current_round",
+              "created_at", "sighting_id"),
+        Index("ix_candidate_known", "known_truth", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     probe_id: int | None = Field(default=None, foreign_key="probe.id", index=True)
@@ -455,7 +459,7 @@ class Candidate(SQLModel, table=True):
     # Sort key of the queue: earlier is served first (see triage.queue).
     priority_at: dt.datetime = Field(default_factory=utcnow)
     created_at: dt.datetime = Field(default_factory=utcnow)
-    decided_at: dt.datetime | None = Field(default=None, index=True)  # indexed for the metrics
+    decided_at: dt.datetime | None = None
 
     @property
     def is_known_answer(self) -> bool:
@@ -479,6 +483,10 @@ class ReviewSlot(SQLModel, table=True):
                         name="ck_review_slot_verdict"),
         CheckConstraint("verdict IS NULL OR reviewer_id IS NOT NULL", name="ck_review_slot_verdict_reviewer"),
         Index("ix_review_slot_open", "verdict", "lease_expires_at"),
+        # The managers' metrics: verdicts of a period, and rounds, read from the index alone.
+        Index("ix_review_slot_verdicts", "verdict_at", "reviewer_id", "verdict", "candidate_id"),
+        Index("ix_review_slot_rounds", "candidate_id", "round", "voided_at", "withdrawn", "reviewer_id", "verdict",
+              "verdict_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(foreign_key="candidate.id", index=True)
@@ -490,7 +498,7 @@ class ReviewSlot(SQLModel, table=True):
     verdict: str | None = Field(default=None, max_length=16)
     note: str = Field(default="", max_length=2000)
     revealed_full_faces: bool = False
-    verdict_at: dt.datetime | None = Field(default=None, index=True)  # indexed for the metrics
+    verdict_at: dt.datetime | None = None
     idempotency_key: str | None = Field(default=None, max_length=100)
     withdrawn: bool = False
     # The author's known-answer record when the verdict was given (shown with a flag's evidence).

@@ -54,18 +54,25 @@ def upgrade() -> None:
     with op.batch_alter_table("metric_outcome", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_metric_outcome_candidate_id"), ["candidate_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_metric_outcome_decided_at"), ["decided_at"], unique=False)
-    # The metrics read verdicts and decisions of a period through these.
+    # The metrics read a period's verdicts and decisions, and the rounds, from these indexes alone.
     with op.batch_alter_table("review_slot", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_review_slot_verdict_at"), ["verdict_at"], unique=False)
+        batch_op.create_index("ix_review_slot_verdicts", ["verdict_at", "reviewer_id", "verdict", "candidate_id"],
+                              unique=False)
+        batch_op.create_index("ix_review_slot_rounds", ["candidate_id", "round", "voided_at", "withdrawn",
+                                                        "reviewer_id", "verdict", "verdict_at"], unique=False)
     with op.batch_alter_table("candidate", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_candidate_decided_at"), ["decided_at"], unique=False)
+        batch_op.create_index("ix_candidate_decided", ["decided_at", "status", "known_truth", "score",
+                                                       "current_round", "created_at", "sighting_id"], unique=False)
+        batch_op.create_index("ix_candidate_known", ["known_truth", "id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("candidate", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_candidate_decided_at"))
+        batch_op.drop_index("ix_candidate_known")
+        batch_op.drop_index("ix_candidate_decided")
     with op.batch_alter_table("review_slot", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_review_slot_verdict_at"))
+        batch_op.drop_index("ix_review_slot_rounds")
+        batch_op.drop_index("ix_review_slot_verdicts")
     # What the sweep kept of deleted candidates goes: figures for purged days are no longer available.
     with op.batch_alter_table("metric_outcome", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_metric_outcome_decided_at"))

@@ -147,3 +147,22 @@ def test_a_waiting_dispute_is_kept_and_a_settled_one_goes(engine: Engine, settin
         assert not session.exec(select(ReviewSlot).where(col_in(ReviewSlot.candidate_id, settled_ids))).all()
         assert session.exec(select(func.count()).select_from(MetricSlot)).one() > 0
         assert session.exec(select(func.count()).select_from(Sighting)).one() > 0
+
+
+def test_kept_rows_of_two_deleted_candidates_with_the_same_number_stay_apart(engine: Engine) -> None:
+    """SQLite may give a deleted candidate's number to a new one; swept later, the two stay two rounds."""
+    at = NOW - dt.timedelta(days=40)
+    with Session(engine) as session:
+        for k, (verdict, status) in enumerate((("same", "flagged"), ("different", "cleared"))):
+            swept = NOW - dt.timedelta(days=10 - k)
+            for reviewer in (901 + 2 * k, 902 + 2 * k):
+                session.add(MetricSlot(candidate_id=7, reviewer_id=reviewer, verdict=verdict, verdict_at=at,
+                                       archived_at=swept))
+            session.add(MetricOutcome(candidate_id=7, status=status, score=0.95, created_at=at, decided_at=at,
+                                      sighting_created_at=at - dt.timedelta(minutes=5), archived_at=swept))
+        session.commit()
+        with clock.frozen(NOW):
+            m = metrics.compute(session)
+    assert m.items == 2 and [(r.completed, r.flagged, r.cleared) for r in m.rounds] == [(2, 1, 1)]
+    assert m.decided == 2 and m.bands[0].flagged == 1 and m.outcome_seconds_p50 == 300.0
+    assert [t.verdicts for t in m.throughput] == [1, 1, 1, 1]

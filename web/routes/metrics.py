@@ -88,6 +88,7 @@ def _duration(seconds: float | None) -> str:
 
 
 WindowParam = Annotated[str | None, Query(max_length=20)]
+CONFUSION_SHOWN = 12  # pairs shown on the page (the most rounds together); all of them in the CSV and the API
 VERDICT_LABELS = {"same": "Same person", "different": "Different people", "cannot_tell": "Cannot tell"}
 
 
@@ -108,7 +109,7 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
                                             "duration": _duration, "form": form,
                                             "choices": metrics.WINDOW_CHOICES, "categories": metrics.CATEGORIES,
-                                            "labels": VERDICT_LABELS})
+                                            "labels": VERDICT_LABELS, "confusion_shown": CONFUSION_SHOWN})
 
 
 @router.get("/stats/export.csv")
