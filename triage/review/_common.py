@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from triage import audit
+from triage.db import lock_row
 from triage.models import AuditOutcome, Candidate, ReviewSlot, User
 
 SUSPENDED_MESSAGE = ("Your account is suspended from review tasks: your answers on known-answer pairs fell below "
@@ -82,11 +83,8 @@ def _new_slots(candidate: Candidate, round_no: int) -> list[ReviewSlot]:
 
 def lock_candidate(session: Session, candidate_id: int) -> Candidate | None:
     """The candidate row, locked for this transaction (the decision of a round is serialised on it)."""
-    stmt = select(Candidate).where(Candidate.id == candidate_id).execution_options(populate_existing=True)
-    if _is_postgres(session):
-        # NO KEY UPDATE: inserting rows that refer to the candidate (seen, slots) does not wait on it.
-        stmt = stmt.with_for_update(key_share=True)
-    return session.exec(stmt).first()
+    # NO KEY UPDATE on PostgreSQL: inserting rows that refer to the candidate (seen, slots) does not wait on it.
+    return lock_row(session, Candidate, candidate_id)
 
 
 def _counting_slots(session: Session, candidate_id: int) -> list[ReviewSlot]:

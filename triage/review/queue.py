@@ -34,7 +34,7 @@ from triage.models import (
 )
 from triage.review._common import SUSPENDED_MESSAGE, ReviewError, Task, _aware, _id, _is_postgres, _refuse
 from triage.review.candidates import create_known_answer_task
-from triage.worker import sweep
+from triage.services import Services
 
 IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
 
@@ -196,8 +196,7 @@ def expire_leases(session: Session) -> int:
     return len(slots)
 
 
-@sweep("review.expire_leases")
-def sweep_expired_leases(engine: Engine, settings: Settings, services: dict[str, Any]) -> int:
+def sweep_expired_leases(engine: Engine, settings: Settings, services: Services) -> int:
     """Periodic sweep (claims also take over expired slots, so the queue never waits for it)."""
     with session_scope(engine) as session:
         return expire_leases(session)

@@ -53,10 +53,11 @@ from triage.models import (
     User,
     WatchlistImport,
 )
+from triage.services import Services
 from triage.storage import ImageStore
 from triage.watchlist.enrolment import EnrolmentRefused, FaceAnalysis, analyze_for_enrolment, enrol_reference_photo
 from triage.watchlist.subjects import SubjectCreate, WatchlistError, create_subject
-from triage.worker import JobContext, LeaseLost, PermanentJobError, job_function
+from triage.worker import JobContext, PermanentJobError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".gif"})
 MAX_ZIP_MEMBERS = 20_000
@@ -399,6 +400,36 @@ def _subject_for(engine: Engine, item: ImportSubject, actor: User | None, import
             return found.id, False  # type: ignore[return-value]
 
 
+def _analysis_tasks(engine: Engine, plan: Sequence[ImportSubject], actor: User | None, import_ref: str,
+                    summary: ImportSummary, tick: Callable[[int], None]) -> Iterator[AnalysisTask]:
+    """The photos still to analyse, subject by subject (each subject found or created as it comes);
+    photos that cannot be read, are enrolled already, or are for a closed subject are counted here."""
+    for item in plan:
+        subject_id, created = _subject_for(engine, item, actor, import_ref)
+        summary.subjects_created += int(created)
+        with Session(engine) as session:
+            status = session.exec(select(Subject.status).where(Subject.id == subject_id)).first() or "missing"
+            known = set(session.exec(select(ReferencePhoto.image_sha256)
+                                     .where(ReferencePhoto.subject_id == subject_id)).all())
+        for photo in item.photos:
+            summary.photos_seen += 1
+            try:
+                data = photo.read()
+            except OSError as exc:
+                summary.failures.append(ImportFailure(photo.label, f"cannot be read ({exc.strerror})"))
+                tick(1)
+                continue
+            if hashlib.sha256(data).hexdigest() in known:
+                summary.photos_already += 1
+                tick(1)
+                continue
+            if status != SubjectStatus.active.value:
+                summary.failures.append(ImportFailure(photo.label, f"subject is closed ({status})"))
+                tick(1)
+                continue
+            yield AnalysisTask(subject_id, photo.label, data)
+
+
 def run_import(engine: Engine, store: ImageStore, settings: Settings, plan: Sequence[ImportSubject],
                analyze_many: AnalyzeMany, actor: User | None = None,
                progress: Callable[[int], None] | None = None, source: str = "", *,
@@ -414,33 +445,8 @@ def run_import(engine: Engine, store: ImageStore, settings: Settings, plan: Sequ
     started = time.monotonic()
     tick = progress or (lambda n: None)
 
-    def tasks() -> Iterator[AnalysisTask]:
-        for item in plan:
-            subject_id, created = _subject_for(engine, item, actor, import_ref)
-            summary.subjects_created += int(created)
-            with Session(engine) as session:
-                status = session.exec(select(Subject.status).where(Subject.id == subject_id)).first() or "missing"
-                known = set(session.exec(select(ReferencePhoto.image_sha256)
-                                         .where(ReferencePhoto.subject_id == subject_id)).all())
-            for photo in item.photos:
-                summary.photos_seen += 1
-                try:
-                    data = photo.read()
-                except OSError as exc:
-                    summary.failures.append(ImportFailure(photo.label, f"cannot be read ({exc.strerror})"))
-                    tick(1)
-                    continue
-                if hashlib.sha256(data).hexdigest() in known:
-                    summary.photos_already += 1
-                    tick(1)
-                    continue
-                if status != SubjectStatus.active.value:
-                    summary.failures.append(ImportFailure(photo.label, f"subject is closed ({status})"))
-                    tick(1)
-                    continue
-                yield AnalysisTask(subject_id, photo.label, data)
-
-    for task, result in analyze_many(tasks()):
+    tasks = _analysis_tasks(engine, plan, actor, import_ref, summary, tick)
+    for task, result in analyze_many(tasks):
         summary.photos_analyzed += 1
         if isinstance(result, str):
             summary.failures.append(ImportFailure(task.label, result))
@@ -581,7 +587,7 @@ def confirm_import(session: Session, settings: Settings, user: User, import_id: 
         raise
     row.status = ImportStatus.queued.value
     session.add(row)
-    jobs.enqueue(session, IMPORT_JOB, row.id)  # type: ignore[arg-type]
+    jobs.enqueue(session, IMPORT_JOB, row.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
     audit.record(session, action, actor=user, object_type="watchlist_import", object_id=row.id,
                  detail={"filename": row.filename, "subjects": row.subjects_total, "photos": row.photos_total,
                          "new_subjects": sum(p.action == "new" for p in planned),
@@ -617,7 +623,7 @@ class ImportProgress:
 
 def progress_of(session: Session, row: WatchlistImport) -> ImportProgress:
     status, error = row.status, ""
-    if status in ACTIVE:
+    if status in (*ACTIVE, ImportStatus.failed.value):
         job = session.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).first()
         if job is not None and job.status == JobStatus.failed.value:
             status = JobStatus.failed.value
@@ -648,7 +654,6 @@ def _release_archive(settings: Settings, session: Session, sha256: str, import_i
         archive_path(settings, sha256).unlink(missing_ok=True)
 
 
-@job_function(IMPORT_JOB)
 def run_zip_import(ctx: JobContext) -> ImportSummary:
     """Enrol a queued ZIP import; progress and the result go on its row."""
     import_id = ctx.job.ref_id
@@ -678,16 +683,8 @@ def run_zip_import(ctx: JobContext) -> ImportSummary:
 
     pipeline = services.pipeline(ctx.services)
     analyze = analyze_serially(ctx.settings, pipeline, enrolment_models(ctx.engine, ctx.settings.face_model))
-    try:
-        summary = run_import(ctx.engine, ctx.store, ctx.settings, plan, analyze, actor, progress,
-                                       f"zip:{row.filename}", import_ref=import_ref(row))
-    except LeaseLost:
-        raise
-    except Exception:
-        if ctx.job.attempts >= ctx.job.max_attempts:  # no retry left: the archive is of no more use
-            with Session(ctx.engine) as session:
-                _release_archive(ctx.settings, session, row.archive_sha256, import_id)
-        raise
+    summary = run_import(ctx.engine, ctx.store, ctx.settings, plan, analyze, actor, progress,
+                         f"zip:{row.filename}", import_ref=import_ref(row))
     with Session(ctx.engine) as session:
         final = session.get(WatchlistImport, import_id)
         assert final is not None
@@ -699,3 +696,14 @@ def run_zip_import(ctx: JobContext) -> ImportSummary:
         session.commit()
         _release_archive(ctx.settings, session, row.archive_sha256, import_id)
     return summary
+
+
+def import_failed(session: Session, services: Services, job: Job) -> None:
+    """The worker gave up on an import's job: the import is marked failed and its archive, of no more use, goes."""
+    row = session.get(WatchlistImport, job.ref_id)
+    if row is None:
+        return
+    row.status, row.finished_at = ImportStatus.failed.value, utcnow()
+    session.add(row)
+    session.flush()
+    _release_archive(services.settings, session, row.archive_sha256, job.ref_id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, func, or_
@@ -28,7 +27,7 @@ from triage.models import (
     SubjectStatus,
     User,
 )
-from triage.worker import sweep
+from triage.services import Services
 
 log = logging.getLogger("miatari.watchlist")
 
@@ -234,8 +233,7 @@ def expire_subjects(session: Session, on: dt.date | None = None) -> list[int]:
     return [s.id for s in due]  # type: ignore[misc]
 
 
-@sweep("expiry")
-def expiry_sweep(engine: Engine, settings: Settings, services: dict[str, Any]) -> list[int]:
+def expiry_sweep(engine: Engine, settings: Settings, services: Services) -> list[int]:
     """Scheduled: expire subjects whose date has come, even if nobody looks at them."""
     del settings
     with Session(engine, expire_on_commit=False) as session:
@@ -243,9 +241,8 @@ def expiry_sweep(engine: Engine, settings: Settings, services: dict[str, Any]) -
         session.commit()
     if expired:
         log.info("expired subjects %s", expired)
-        found = services.get("gallery")
-        if found is not None:
-            found.sync()
+        if services.gallery is not None:
+            services.gallery.sync()
     return expired
 
 
