@@ -10,6 +10,7 @@ import hashlib
 import io
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
@@ -171,45 +172,71 @@ def create_known_answer_task(session: Session, settings: Settings, rng: random.R
             truth = Verdict.same.value if rng.random() < 0.5 else Verdict.different.value
         else:
             truth = next(t for t, ok in can.items() if ok)
-        source: Candidate | None = None
-        probe_photo: ReferencePhoto | None = None
         if cases[truth]:
-            source = rng.choice(cases[truth])
-            probe = session.get(Probe, source.probe_id)
-            reference = session.get(ReferencePhoto, source.reference_photo_id)
-            if probe is None or reference is None:
-                continue
-            eyes_sha, face_sha, how = probe.eye_crop_sha256, probe.face_chip_sha256, known_answer.FROM_PROBE
+            pair = _pair_from_case(session, rng.choice(cases[truth]))
         else:
-            if truth == Verdict.same.value:
-                probe_photo, reference = rng.sample(by_subject[rng.choice(multi)], 2)
-            else:
-                s1, s2 = rng.sample(sorted(by_subject), 2)
-                probe_photo, reference = rng.choice(by_subject[s1]), rng.choice(by_subject[s2])
-            if avoid_seen_by is not None and session.exec(
-                select(Candidate.id).join(SeenCandidate, col(SeenCandidate.candidate_id) == col(Candidate.id))
-                .where(Candidate.known_probe_photo_id == probe_photo.id,
-                       Candidate.reference_photo_id == reference.id, SeenCandidate.user_id == avoid_seen_by)
-            ).first() is not None:
-                continue
-            eyes_sha, face_sha, how = (probe_photo.eye_crop_sha256, probe_photo.face_chip_sha256,
-                                       known_answer.FROM_REFERENCE)
-        eyes, face, seed = _render_probe_side(session, store, eyes_sha, face_sha, rng, how)
-        now = utcnow()
-        candidate = Candidate(probe_id=None, sighting_id=None, subject_id=reference.subject_id,
-                              reference_photo_id=_id(reference),
-                              known_probe_photo_id=probe_photo.id if probe_photo else None,
-                              known_source_candidate_id=source.id if source else None,
-                              known_probe_eyes_sha256=eyes, known_probe_face_sha256=face, known_truth=truth,
-                              score=0.0, distance=0.0, rank=0, priority_at=now, created_at=now)
-        session.add(candidate)
-        session.flush()
-        for slot in _new_slots(candidate, 1):
-            session.add(slot)
-        session.flush()
-        audit.record(session, "candidate.create_known_answer", object_type="candidate", object_id=candidate.id,
-                     detail={"probe_photo_id": probe_photo.id if probe_photo else None,
-                             "source_candidate_id": source.id if source else None,
-                             "reference_photo_id": reference.id, "truth": truth, "rendition_seed": seed})
-        return candidate
+            pair = _pair_from_photos(session, truth, by_subject, multi, rng, avoid_seen_by)
+        if pair is not None:
+            return _add_known_answer(session, store, pair, truth, rng)
     return None
+
+
+@dataclass
+class _Pair:
+    """What a known-answer pair is made from: the probe side's pictures, and where they came from."""
+
+    reference: ReferencePhoto
+    eyes_sha: str
+    face_sha: str
+    how: known_answer.Degradation
+    source: Candidate | None = None  # a settled real case
+    probe_photo: ReferencePhoto | None = None  # or another reference photo
+
+
+def _pair_from_case(session: Session, source: Candidate) -> _Pair | None:
+    probe = session.get(Probe, source.probe_id)
+    reference = session.get(ReferencePhoto, source.reference_photo_id)
+    if probe is None or reference is None:
+        return None
+    return _Pair(reference, probe.eye_crop_sha256, probe.face_chip_sha256, known_answer.FROM_PROBE, source=source)
+
+
+def _pair_from_photos(session: Session, truth: str, by_subject: dict[int, list[ReferencePhoto]], multi: list[int],
+                      rng: random.Random, avoid_seen_by: int | None) -> _Pair | None:
+    """Two reference photos: of one subject for *same*, of two for *different*; None if the recognizer saw it."""
+    if truth == Verdict.same.value:
+        probe_photo, reference = rng.sample(by_subject[rng.choice(multi)], 2)
+    else:
+        s1, s2 = rng.sample(sorted(by_subject), 2)
+        probe_photo, reference = rng.choice(by_subject[s1]), rng.choice(by_subject[s2])
+    if avoid_seen_by is not None and session.exec(
+        select(Candidate.id).join(SeenCandidate, col(SeenCandidate.candidate_id) == col(Candidate.id))
+        .where(Candidate.known_probe_photo_id == probe_photo.id,
+               Candidate.reference_photo_id == reference.id, SeenCandidate.user_id == avoid_seen_by)
+    ).first() is not None:
+        return None
+    return _Pair(reference, probe_photo.eye_crop_sha256, probe_photo.face_chip_sha256, known_answer.FROM_REFERENCE,
+                 probe_photo=probe_photo)
+
+
+def _add_known_answer(session: Session, store: ImageStore, pair: _Pair, truth: str,
+                      rng: random.Random) -> Candidate:
+    eyes, face, seed = _render_probe_side(session, store, pair.eyes_sha, pair.face_sha, rng, pair.how)
+    source, probe_photo, reference = pair.source, pair.probe_photo, pair.reference
+    now = utcnow()
+    candidate = Candidate(probe_id=None, sighting_id=None, subject_id=reference.subject_id,
+                          reference_photo_id=_id(reference),
+                          known_probe_photo_id=probe_photo.id if probe_photo else None,
+                          known_source_candidate_id=source.id if source else None,
+                          known_probe_eyes_sha256=eyes, known_probe_face_sha256=face, known_truth=truth,
+                          score=0.0, distance=0.0, rank=0, priority_at=now, created_at=now)
+    session.add(candidate)
+    session.flush()
+    for slot in _new_slots(candidate, 1):
+        session.add(slot)
+    session.flush()
+    audit.record(session, "candidate.create_known_answer", object_type="candidate", object_id=candidate.id,
+                 detail={"probe_photo_id": probe_photo.id if probe_photo else None,
+                         "source_candidate_id": source.id if source else None,
+                         "reference_photo_id": reference.id, "truth": truth, "rendition_seed": seed})
+    return candidate
