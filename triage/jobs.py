@@ -13,7 +13,7 @@ import datetime as dt
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage import audit
 from triage.clock import utcnow
@@ -46,15 +46,15 @@ def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ..
         select(Job)
         .where(
             or_(
-                (Job.status == JobStatus.queued.value) & (Job.run_after <= now),
-                (Job.status == JobStatus.running.value) & (Job.lease_expires_at < now),
+                (col(Job.status) == JobStatus.queued.value) & (col(Job.run_after) <= now),
+                (col(Job.status) == JobStatus.running.value) & (col(Job.lease_expires_at) < now),
             )
         )
-        .order_by(Job.run_after, Job.id)
+        .order_by(col(Job.run_after), col(Job.id))
         .limit(1)
     )
     if kinds:
-        stmt = stmt.where(Job.kind.in_(kinds))
+        stmt = stmt.where(col(Job.kind).in_(kinds))
     if job_id is not None:
         stmt = stmt.where(Job.id == job_id)
     if session.get_bind().dialect.name == "postgresql":
@@ -90,20 +90,20 @@ def finish(session: Session, job_id: int, owner: str) -> bool:
     """Mark a job done if this owner still holds it; in the caller's transaction."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running.value)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.status) == JobStatus.running.value)
         .values(status=JobStatus.done.value, finished_at=utcnow(), lease_expires_at=None)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def renew(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool:
     """Extend the lease of a long job this owner still holds; False if it was taken over."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running.value)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.status) == JobStatus.running.value)
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True) -> Job | None:

@@ -185,8 +185,8 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
         audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
                      object_id=user.id, detail={"reason": "disabled"}, ip=ip)
         raise LoginFailed("This account is disabled.")
-    session.execute(delete(LoginFailure).where(LoginFailure.username == key,  # type: ignore[arg-type]
-                                               LoginFailure.ip == ip[:64]))
+    session.execute(delete(LoginFailure).where(col(LoginFailure.username) == key,
+                                               col(LoginFailure.ip) == ip[:64]))
     user.failed_logins = 0
     user.locked_until = None
     session.add(user)

@@ -124,14 +124,14 @@ def list_subjects(session: Session, *, q: str = "", status: str = "", offset: in
     if ids:
         counts = dict(session.exec(  # type: ignore[arg-type]
             select(ReferencePhoto.subject_id, func.count()).where(col(ReferencePhoto.subject_id).in_(ids))
-            .group_by(ReferencePhoto.subject_id)
+            .group_by(col(ReferencePhoto.subject_id))
         ).all())
     return [(s, counts.get(s.id, 0)) for s in subjects], int(total)  # type: ignore[arg-type]
 
 
 def reference_photos(session: Session, subject_id: int) -> list[ReferencePhoto]:
     return list(session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == subject_id)
-                             .order_by(ReferencePhoto.id)).all())
+                             .order_by(col(ReferencePhoto.id))).all())
 
 
 # Changing subjects
