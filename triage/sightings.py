@@ -373,7 +373,8 @@ def progress_of_many(session: Session, items: Sequence[Sighting]) -> dict[int, S
     for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())  # type: ignore[call-overload]
                                        .where(col(Candidate.sighting_id).in_(ids_))
                                        .group_by(col(Candidate.sighting_id), col(Candidate.status))).all():
-        counts[int(sid)][status] = int(n)  # sighting ids of the page: never None
+        if sid is not None:  # always: the page's sighting ids
+            counts[sid][status] = int(n)
     flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))  # type: ignore[call-overload]
                               .group_by(col(Flag.sighting_id))).all())
     too_small = dict(session.exec(select(Probe.sighting_id, func.count())  # type: ignore[call-overload]
