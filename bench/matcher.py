@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -264,8 +265,6 @@ def score_accuracy(
 ) -> Accuracy:
     """Every accuracy figure of the table from embeddings already computed (scores by
     ``model``'s calibration; the default model's when None)."""
-    from matcher.score import similarity_array
-
     acc = Accuracy(k=k)
     gated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=True, model=model)
     ungated = search_ranks(gallery_photos, g_emb_q, probes, p_emb_q, lead, k, gate=False, model=model)
@@ -294,7 +293,16 @@ def score_accuracy(
     p_emb = [e.embedding for e in p_emb_q]
     searchable = [e.searchable() for e in g_emb_q]
 
-    # FRMDB one-to-one impostor comparisons (mugshots vs other people's surveillance)
+    _frmdb_pairs(acc, gallery_photos, g_emb, probes, p_emb, lead, model)
+    _celeba_pairs(acc, gallery_photos, g_emb, searchable, lead, model)
+    return acc
+
+
+def _frmdb_pairs(acc: Accuracy, gallery_photos: list[Photo], g_emb: list[Any], probes: list[Photo],
+                 p_emb: list[Any], lead: float, model: str | None) -> None:
+    """FRMDB one-to-one: mugshots against the surveillance photos, the same person and others."""
+    from matcher.score import similarity_array
+
     mug = [
         (ph.subject, e) for ph, e in zip(gallery_photos, g_emb, strict=True) if e is not None and ph.kind == "mugshot"
     ]
@@ -307,7 +315,12 @@ def score_accuracy(
         acc.frmdb_fmr_at_lead = float((similarity_array(d[~same], model) >= lead).mean())
         acc.extras["frmdb_tmr_at_lead"] = float((similarity_array(d[same], model) >= lead).mean())
 
-    # CelebA 1:1 pairs: every same pair, every different pair
+
+def _celeba_pairs(acc: Accuracy, gallery_photos: list[Photo], g_emb: list[Any], searchable: list[bool],
+                  lead: float, model: str | None) -> None:
+    """CelebA 1:1 pairs: every same pair, every different pair."""
+    from matcher.score import similarity_array
+
     emb = [
         (ph.subject, e, ok)
         for ph, e, ok in zip(gallery_photos, g_emb, searchable, strict=True)
@@ -343,7 +356,6 @@ def score_accuracy(
             acc.extras["searchable_pairs_same"] = len(gen_s)
             acc.extras["searchable_tmr_at_fmr001"] = float((gen_s <= np.quantile(imp_s, 0.001)).mean())
             acc.extras["searchable_fmr_at_lead"] = float((similarity_array(imp_s, model) >= lead).mean())
-    return acc
 
 
 # -- speed ---------------------------------------------------------------------------
@@ -650,7 +662,7 @@ def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, 
 
 
 # -- main --------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.matcher", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frmdb", type=Path, default=DEFAULT_FACES / "frmdb", help="folder with manifest.csv")
     ap.add_argument("--distractors", type=Path, default=DEFAULT_FACES / "celeba", help="folder with identities.csv")
@@ -673,26 +685,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the fusion weights and score calibrations and write the fusion's projection (CelebA only)",
     )
-    args = ap.parse_args(argv)
+    return ap
 
-    from matcher import DEFAULT_MODEL, FacePipeline, ensure_models
-    from matcher.models import default_models_home
-    from matcher.pipeline import PROBE_MIN_IOD_PX, REFERENCE_MIN_IOD_PX
-    from matcher.score import DEFAULT_LEAD_THRESHOLD, distance_for_score
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+def _detections(args: argparse.Namespace, home: Path,
+                log: Callable[[str], None]) -> tuple[list[CachedFace], Any, Path, list[Photo], list[Photo]]:
+    """The faces of every photo: detected now (kept for --save), or read back from --from-saved."""
+    from matcher import FacePipeline
 
-    lead = DEFAULT_LEAD_THRESHOLD
     pipe = None
+    frmdb: list[Photo] = []
     distractors: list[Photo] = []
-    home = args.models_home or default_models_home()
-    if args.speed_only:
-        pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
-        pipe.warm_up()
-        rows = speed_rows(pipe, load_frmdb(args.frmdb), load_distractors(args.distractors), args.quick, log)
-        print_rows(rows)
-        return 0
     if args.from_saved is not None:
         with open(args.from_saved, "rb") as fh:
             cached = pickle.load(fh)
@@ -711,29 +714,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.save is not None:
             with open(args.save, "wb") as fh:
                 pickle.dump(cached, fh)
-    ensure_models(home)
-    if args.fit_fusion:
-        fit_fusion(cached, home, log)
-        return 0
-    desc_rows, vectors = descriptor_table(cached, home, lead, args.k, log)
-    photos_c = [Photo(Path(c.path), c.subject, c.kind) for c in cached]
-    gi = [i for i, p in enumerate(photos_c) if p.kind != "surveillance"]
-    pi = [i for i, p in enumerate(photos_c) if p.kind == "surveillance"]
-    emb = vectors[DEFAULT_MODEL]
-    acc = score_accuracy(
-        [photos_c[i] for i in gi],
-        [emb[i] for i in gi],
-        [photos_c[i] for i in pi],
-        [emb[i] for i in pi],
-        lead,
-        args.k,
-        model=DEFAULT_MODEL,
-    )
+    return cached, pipe, home, frmdb, distractors
 
-    rows: list[tuple[str, str]] = []
+
+def _gallery_rows(acc: Accuracy) -> list[tuple[str, str]]:
+    """The report's lines on the gallery, its quality gate and the probes' hit rates."""
+    from matcher.pipeline import PROBE_MIN_IOD_PX, REFERENCE_MIN_IOD_PX
+
     P = max(acc.probes, 1)
     F = max(acc.probes - acc.noface, 1)  # probes with a face found
-    rows += [
+    return [
         (
             "gallery",
             f"{acc.gallery_photos} photos, {acc.gallery_subjects} subjects ({acc.gallery_noface} without a face)",
@@ -773,6 +763,15 @@ def main(argv: list[str] | None = None) -> int:
         ("rank-1 hit rate (probes with a face)", f"{acc.rank1 / F:.3f} ({acc.rank1 / P:.3f} of all probes)"),
         ("rank-5 hit rate (probes with a face)", f"{acc.rank5 / F:.3f} ({acc.rank5 / P:.3f} of all probes)"),
         ("no face found", f"{acc.noface / P:.3f}"),
+    ]
+
+
+def _lead_rows(acc: Accuracy, lead: float) -> list[tuple[str, str]]:
+    """The report's lines on the lead threshold and the CelebA verification pairs."""
+    from matcher.score import distance_for_score
+
+    P = max(acc.probes, 1)
+    return [
         (
             f"lead threshold (score >= {lead:.2f}, distance <= {distance_for_score(lead):.3f})",
             f"false candidates/probe {acc.false_candidates / P:.2f}, true leads/probe {acc.genuine_leads / P:.2f} "
@@ -796,6 +795,46 @@ def main(argv: list[str] | None = None) -> int:
             f"({acc.extras.get('searchable_pairs_same', 0):.0f} same pairs)",
         ),
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    from matcher import DEFAULT_MODEL, FacePipeline, ensure_models
+    from matcher.models import default_models_home
+    from matcher.score import DEFAULT_LEAD_THRESHOLD
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    lead = DEFAULT_LEAD_THRESHOLD
+    home = args.models_home or default_models_home()
+    if args.speed_only:
+        pipe = FacePipeline(models_home=args.models_home, detector=args.detector)
+        pipe.warm_up()
+        rows = speed_rows(pipe, load_frmdb(args.frmdb), load_distractors(args.distractors), args.quick, log)
+        print_rows(rows)
+        return 0
+    cached, pipe, home, frmdb, distractors = _detections(args, home, log)
+    ensure_models(home)
+    if args.fit_fusion:
+        fit_fusion(cached, home, log)
+        return 0
+    desc_rows, vectors = descriptor_table(cached, home, lead, args.k, log)
+    photos_c = [Photo(Path(c.path), c.subject, c.kind) for c in cached]
+    gi = [i for i, p in enumerate(photos_c) if p.kind != "surveillance"]
+    pi = [i for i, p in enumerate(photos_c) if p.kind == "surveillance"]
+    emb = vectors[DEFAULT_MODEL]
+    acc = score_accuracy(
+        [photos_c[i] for i in gi],
+        [emb[i] for i in gi],
+        [photos_c[i] for i in pi],
+        [emb[i] for i in pi],
+        lead,
+        args.k,
+        model=DEFAULT_MODEL,
+    )
+    rows = _gallery_rows(acc) + _lead_rows(acc, lead)
     rows += desc_rows
     if pipe is None:
         print_rows(rows)

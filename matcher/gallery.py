@@ -153,7 +153,7 @@ class GalleryIndex:
             self._check_model(model_id, np.asarray(embeddings), adopt=True)
             mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim or 0)
         else:
-            rows = list(items)  # type: ignore[arg-type]
+            rows = [tuple(r) for r in items]  # type: ignore[arg-type]  # (subject id, photo id, embedding) each
             if not rows:
                 return
             subj = np.asarray([r[0] for r in rows], dtype=np.int64)

@@ -118,6 +118,73 @@ class _Candidate:
     keypoints: dict[str, tuple[float, float]] | None = None  # MTCNN's five points, working-copy pixels
 
 
+# MTCNN's five points, the observer's left first
+KEYPOINT_ORDER = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass
+class _Prepared:
+    """One detected face, located in the source image (the one landmarks and chips come from)."""
+
+    candidate: _Candidate
+    rect: Any  # dlib.rectangle, source pixels
+    p68: np.ndarray  # dlib's 68 landmarks, source pixels
+    chip: np.ndarray  # dlib's 150x150 aligned chip (quality is measured on it)
+    display: np.ndarray  # the chip shown to reviewers
+    p5: np.ndarray  # the five points the face was aligned on
+    left_src: tuple[float, float]  # the subject's left eye
+    right_src: tuple[float, float]
+    geom: FaceGeometry
+
+
+@dataclass
+class _Frame:
+    """From source pixels back to the original photo's: the source may be enlarged and padded."""
+
+    scale: float
+    pad: int
+    orig_size: tuple[int, int]
+
+    def to_orig(self, x: float, y: float) -> tuple[float, float]:
+        return (x / self.scale - self.pad, y / self.scale - self.pad)
+
+    def point(self, p: Any) -> list[float]:
+        x, y = self.to_orig(float(p[0]), float(p[1]))
+        return [round(x, 2), round(y, 2)]
+
+
+def _quality(prep: _Prepared, s2o_scale: float) -> Quality:
+    from matcher import geometry
+
+    yaw, pitch = geometry.head_pose(prep.p68)
+    blur = geometry.blur_score(prep.chip)
+    iod = math.dist(prep.left_src, prep.right_src) / s2o_scale
+    issues = quality_issues(iod, blur, yaw, pitch, prep.candidate.score)
+    return Quality(
+        iod_px=round(iod, 2),
+        blur=round(blur, 2),
+        yaw_deg=round(yaw, 1),
+        pitch_deg=None if math.isnan(pitch) else round(pitch, 1),
+        det_score=round(prep.candidate.score, 4),
+        ok=not issues,
+        issues=issues,
+    )
+
+
+def _landmarks(prep: _Prepared, frame: _Frame) -> dict[str, list[float]]:
+    pt, p68 = frame.point, prep.p68
+    mouth_l, mouth_r = p68[54], p68[48]  # subject's left mouth corner is on the image's right
+    return {
+        "left_eye": pt(prep.left_src),
+        "right_eye": pt(prep.right_src),
+        "nose": pt(p68[30]),
+        "mouth_left": pt(mouth_l),
+        "mouth_right": pt(mouth_r),
+        "points5": [v for p in prep.p5 for v in pt(p)],
+        "points68": [v for p in p68 for v in pt(p)],
+    }
+
+
 def quality_issues(iod_px: float, blur: float, yaw: float, pitch: float | None, det_score: float) -> list[str]:
     issues = []
     if iod_px < MIN_IOD_PX:
@@ -431,105 +498,73 @@ class FacePipeline:
     ) -> list[Face]:
         from matcher import geometry
 
-        dlib = self._dlib
-        ow, oh = orig_size
-
-        def to_orig(x: float, y: float) -> tuple[float, float]:
-            return (x / s2o_scale - s2o_pad, y / s2o_scale - s2o_pad)
-
-        kp_order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN: observer's left first
+        frame = _Frame(s2o_scale, s2o_pad, orig_size)
         tmpl_display = geometry.chip_template(DISPLAY_CHIP_SIZE, DISPLAY_CHIP_PADDING)
-        prepared = []
-        for c in cands:
-            x0, y0, x1, y1 = (v * to_src for v in c.box)
-            rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
-            shape68 = self._sp68(src, rect)
-            if c.keypoints and all(k in c.keypoints for k in kp_order):
-                pts = np.array([c.keypoints[k] for k in kp_order], dtype=np.float64) * to_src
-                geom = FaceGeometry(pts, None, 0.0)
-                display = geometry.warp_affine(src, fit_similarity(pts, tmpl_display), (DISPLAY_CHIP_SIZE,) * 2)
-                right_src, left_src = tuple(pts[0]), tuple(pts[1])  # image-left eye is the subject's right
-                p5 = pts
-            else:
-                shape5 = self._sp5(src, rect)
-                display = dlib.get_face_chip(src, shape5, size=DISPLAY_CHIP_SIZE, padding=DISPLAY_CHIP_PADDING)
-                p5 = np.array([(p.x, p.y) for p in shape5.parts()], dtype=np.float64)
-                # dlib's 5 points: 0-1 the subject's left eye corners, 2-3 the right eye's, 4 under the nose
-                left_src = tuple(p5[0:2].mean(axis=0))
-                right_src = tuple(p5[2:4].mean(axis=0))
-                p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
-                five = np.array([right_src, left_src, p68[30], p68[48], p68[54]], dtype=np.float64)
-                geom = FaceGeometry(five, shape5, 0.0)
-            geom.iod_px = math.dist(left_src, right_src) / s2o_scale
-            chip = dlib_chip(src, geom)  # quality is measured on dlib's 150x150 chip
-            prepared.append((c, rect, shape68, chip, display, p5, left_src, right_src, geom))
-
-        geoms = [item[8] for item in prepared]
+        prepared = [self._prepare(src, c, to_src, s2o_scale, tmpl_display) for c in cands]
         primary = self._embedder(self.model)
-        vectors = {e.model_id: e.embed(src, geoms) for e in [primary, *extra]}
-        embeddings = list(vectors[primary.model_id])
-
-        faces: list[Face] = []
-        for i, ((c, rect, shape68, chip, display, p5, left_src, right_src, _geom), emb) in enumerate(
-            zip(prepared, embeddings, strict=True)
-        ):
-            p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
-            iod_src = math.dist(left_src, right_src)
-            yaw, pitch = geometry.head_pose(p68)
-            blur = geometry.blur_score(chip)
-            iod = iod_src / s2o_scale
-            issues = quality_issues(iod, blur, yaw, pitch, c.score)
-            quality = Quality(
-                iod_px=round(iod, 2),
-                blur=round(blur, 2),
-                yaw_deg=round(yaw, 1),
-                pitch_deg=None if math.isnan(pitch) else round(pitch, 1),
-                det_score=round(c.score, 4),
-                ok=not issues,
-                issues=issues,
-            )
-            x0, y0 = to_orig(rect.left(), rect.top())
-            x1, y1 = to_orig(rect.right(), rect.bottom())
-            x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
-            x1, y1 = min(ow, int(round(x1))), min(oh, int(round(y1)))
-            eye = geometry.eye_crop(src, right_src, left_src)  # type: ignore[arg-type]
-            mouth_l, mouth_r = p68[54], p68[48]  # subject's left mouth corner is on the image's right
-
-            def pt(p: Any) -> list[float]:
-                x, y = to_orig(float(p[0]), float(p[1]))
-                return [round(x, 2), round(y, 2)]
-
-            landmarks = {
-                "left_eye": pt(left_src),
-                "right_eye": pt(right_src),
-                "nose": pt(p68[30]),
-                "mouth_left": pt(mouth_l),
-                "mouth_right": pt(mouth_r),
-                "points5": [v for p in p5 for v in pt(p)],
-                "points68": [v for p in p68 for v in pt(p)],
-            }
-            faces.append(
-                Face(
-                    index=i,
-                    bbox=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)),
-                    left_eye=tuple(landmarks["left_eye"]),  # type: ignore[arg-type]
-                    right_eye=tuple(landmarks["right_eye"]),  # type: ignore[arg-type]
-                    landmarks=landmarks,
-                    detector=c.detector,
-                    quality=quality,
-                    embedding=emb,
-                    eye_crop_png=geometry.png_bytes(eye),
-                    face_chip_png=geometry.png_bytes(np.ascontiguousarray(display)),
-                    model_id=primary.model_id,
-                    embeddings={mid: vecs[i] for mid, vecs in vectors.items()},
-                    source=_source_region(src, _geom, rect) if self.keep_source else None,
-                )
-            )
+        vectors = {e.model_id: e.embed(src, [p.geom for p in prepared]) for e in [primary, *extra]}
+        faces = [self._face(i, prep, vectors, primary.model_id, src, frame) for i, prep in enumerate(prepared)]
         # left to right, as a reviewer reads the photo
         faces.sort(key=lambda f: (f.bbox[0], f.bbox[1]))
         for i, f in enumerate(faces):
             f.index = i
         return faces
+
+    def _prepare(self, src: np.ndarray, c: _Candidate, to_src: float, s2o_scale: float,
+                 tmpl_display: np.ndarray) -> _Prepared:
+        """Landmarks, the display chip and the alignment geometry of one detected face."""
+        from matcher import geometry
+
+        dlib = self._dlib
+        x0, y0, x1, y1 = (v * to_src for v in c.box)
+        rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
+        shape68 = self._sp68(src, rect)
+        p68 = np.array([(p.x, p.y) for p in shape68.parts()], dtype=np.float64)
+        if c.keypoints and all(k in c.keypoints for k in KEYPOINT_ORDER):
+            pts = np.array([c.keypoints[k] for k in KEYPOINT_ORDER], dtype=np.float64) * to_src
+            geom = FaceGeometry(pts, None, 0.0)
+            display = geometry.warp_affine(src, fit_similarity(pts, tmpl_display), (DISPLAY_CHIP_SIZE,) * 2)
+            right_src, left_src = tuple(pts[0]), tuple(pts[1])  # image-left eye is the subject's right
+            p5 = pts
+        else:
+            shape5 = self._sp5(src, rect)
+            display = dlib.get_face_chip(src, shape5, size=DISPLAY_CHIP_SIZE, padding=DISPLAY_CHIP_PADDING)
+            p5 = np.array([(p.x, p.y) for p in shape5.parts()], dtype=np.float64)
+            # dlib's 5 points: 0-1 the subject's left eye corners, 2-3 the right eye's, 4 under the nose
+            left_src = tuple(p5[0:2].mean(axis=0))
+            right_src = tuple(p5[2:4].mean(axis=0))
+            five = np.array([right_src, left_src, p68[30], p68[48], p68[54]], dtype=np.float64)
+            geom = FaceGeometry(five, shape5, 0.0)
+        geom.iod_px = math.dist(left_src, right_src) / s2o_scale
+        chip = dlib_chip(src, geom)  # quality is measured on dlib's 150x150 chip
+        return _Prepared(c, rect, p68, chip, display, p5, left_src, right_src, geom)  # type: ignore[arg-type]
+
+    def _face(self, i: int, prep: _Prepared, vectors: dict[str, Any], model_id: str, src: np.ndarray,
+              frame: _Frame) -> Face:
+        from matcher import geometry
+
+        ow, oh = frame.orig_size
+        x0, y0 = frame.to_orig(prep.rect.left(), prep.rect.top())
+        x1, y1 = frame.to_orig(prep.rect.right(), prep.rect.bottom())
+        x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
+        x1, y1 = min(ow, int(round(x1))), min(oh, int(round(y1)))
+        eye = geometry.eye_crop(src, prep.right_src, prep.left_src)
+        landmarks = _landmarks(prep, frame)
+        return Face(
+            index=i,
+            bbox=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)),
+            left_eye=tuple(landmarks["left_eye"]),  # type: ignore[arg-type]
+            right_eye=tuple(landmarks["right_eye"]),  # type: ignore[arg-type]
+            landmarks=landmarks,
+            detector=prep.candidate.detector,
+            quality=_quality(prep, frame.scale),
+            embedding=vectors[model_id][i],
+            eye_crop_png=geometry.png_bytes(eye),
+            face_chip_png=geometry.png_bytes(np.ascontiguousarray(prep.display)),
+            model_id=model_id,
+            embeddings={mid: vecs[i] for mid, vecs in vectors.items()},
+            source=_source_region(src, prep.geom, prep.rect) if self.keep_source else None,
+        )
 
     def embed_chip(self, chip_rgb: np.ndarray) -> np.ndarray:
         """Embed an already aligned 150x150 RGB chip with dlib's model (for tools and tests)."""

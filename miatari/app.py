@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,6 +20,7 @@ import api
 import web
 from miatari import observability
 from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
+from miatari.registry import worker_registry
 from triage import reindex, services
 from triage.config import Settings, get_settings
 from triage.db import make_engine, read_first
@@ -53,6 +55,32 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     store = ImageStore(settings.images_dir)
     background = settings.embedded_worker if start_background is None else start_background
 
+    app = FastAPI(
+        title="Miatari",
+        summary="Two-person face-match triage: the matcher proposes, two blind recognizers dispose.",
+        version="0.1.0",
+        lifespan=_lifespan(engine, settings, store, background),
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.read_engine = read_first(engine)
+    app.state.store = store
+    app.state.services = services.build(engine, settings, store)
+
+    app.include_router(observability.router)  # first: its /metrics is the scrape endpoint
+    app.include_router(api.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
+    _add_middleware(app, settings, engine)
+    _add_error_handlers(app, engine)
+    observability.install(app, settings)  # last: the outermost middleware times and logs everything
+    return app
+
+
+def _lifespan(engine: Engine, settings: Settings, store: ImageStore,
+              background: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up and shut-down: leftovers removed, re-embedding queued if due, the embedded worker."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         removed = store.remove_leftovers()  # temporary files of a killed process's unfinished writes
@@ -65,7 +93,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
         except Exception:  # noqa: BLE001 - e.g. not migrated yet: /readyz says so; the app still starts
             log.exception("could not check the gallery's face model")
         if background:
-            worker = Worker(engine, settings, store, app.state.services)
+            worker = Worker(app.state.services, worker_registry())
             worker.start()
             log.info("embedded worker started")
         try:
@@ -76,22 +104,11 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
             services.stop(app.state.services)
             engine.dispose()
 
-    app = FastAPI(
-        title="Miatari",
-        summary="Two-person face-match triage: the matcher proposes, two blind recognizers dispose.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.read_engine = read_first(engine)
-    app.state.store = store
-    app.state.services = services.build(engine, settings, store)
+    return lifespan
 
-    app.include_router(observability.router)  # first: its /metrics is the scrape endpoint
-    app.include_router(api.router)
-    app.include_router(web.router)
-    app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
+
+def _add_middleware(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    """Request size limits, and the security headers on every response."""
     from web.routes.watchlist import MAX_ZIP_BYTES
 
     app.add_middleware(RequestLimits, settings=settings, engine=engine,
@@ -107,6 +124,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
         if not request.url.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _add_error_handlers(app: FastAPI, engine: Engine) -> None:
+    """Errors answer JSON under /api/, an error page (or an htmx redirect) elsewhere."""
 
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
@@ -151,6 +172,3 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
             return JSONResponse({"detail": errors}, status_code=422)
         text = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
         return web.error_page(request, 422, "Please check the form", text)
-
-    observability.install(app, settings)  # last: the outermost middleware times and logs everything
-    return app

@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from miatari.registry import worker_registry
     from triage import reindex, services
     from triage.storage import ImageStore
     from triage.worker import Worker
@@ -113,7 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     prom.setup_process(settings.data_dir)  # its gallery series join the web processes' scrape
     store = ImageStore(settings.images_dir)
-    worker = Worker(engine, settings, store, services.build(engine, settings, store), run_sweeps=not args.no_sweeps)
+    worker = Worker(services.build(engine, settings, store), worker_registry(), run_sweeps=not args.no_sweeps)
     reindex.ensure_started(engine, settings)
 
     def _stop(*_: object) -> None:

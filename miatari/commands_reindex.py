@@ -41,14 +41,10 @@ def _print_status(st: Any) -> None:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     from sqlmodel import Session
-    from tqdm import tqdm
 
-    from triage import jobs, migrate, reindex, services
+    from triage import migrate, reindex
     from triage.config import get_settings
     from triage.db import make_engine
-    from triage.models import JobStatus, ReindexRun
-    from triage.storage import ImageStore
-    from triage.worker import default_owner, run_claimed
 
     settings = get_settings()
     engine = make_engine(settings.db_url)
@@ -60,15 +56,39 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             _print_status(reindex.status(session, settings))
         return 0
     if args.purge_old:
-        with Session(engine) as session:
-            try:
-                removed = reindex.purge_old(session, settings)
-            except reindex.ReindexRefused as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            session.commit()
-        print(f"deleted {removed} embeddings of models other than the active one")
+        return _purge_old(engine, settings)
+    started = _start(engine, settings)
+    if isinstance(started, int):
+        return started
+    run, job = started
+    print(f"re-embedding run {run.id}: {run.from_model_id} -> {run.target_model_id}")
+    if args.queue:
+        print("queued for the workers; follow it with `miatari reindex --status` or on /admin/reindex")
         return 0
+    return _run_in_foreground(args, engine, settings, run, job)
+
+
+def _purge_old(engine: Any, settings: Any) -> int:
+    from sqlmodel import Session
+
+    from triage import reindex
+
+    with Session(engine) as session:
+        try:
+            removed = reindex.purge_old(session, settings)
+        except reindex.ReindexRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        session.commit()
+    print(f"deleted {removed} embeddings of models other than the active one")
+    return 0
+
+
+def _start(engine: Any, settings: Any) -> tuple[Any, Any] | int:
+    """The run started (or resumed) and its job; or the exit status when there is nothing to run."""
+    from sqlmodel import Session
+
+    from triage import reindex
 
     with Session(engine, expire_on_commit=False) as session:
         try:
@@ -85,15 +105,24 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             return 0
         job = reindex.job_of(session, run.id)  # type: ignore[arg-type]
         assert job is not None
-    print(f"re-embedding run {run.id}: {run.from_model_id} -> {run.target_model_id}")
-    if args.queue:
-        print("queued for the workers; follow it with `miatari reindex --status` or on /admin/reindex")
-        return 0
+    return run, job
+
+
+def _run_in_foreground(args: argparse.Namespace, engine: Any, settings: Any, run: Any, job: Any) -> int:
+    """Claim the run's job and work it here with a progress bar (unless a worker holds it already)."""
+    from sqlmodel import Session
+    from tqdm import tqdm
+
+    from miatari.registry import worker_registry
+    from triage import jobs, reindex, services
+    from triage.models import JobStatus, ReindexRun
+    from triage.storage import ImageStore
+    from triage.worker import default_owner, run_claimed
 
     store = ImageStore(settings.images_dir)
     svc = services.build(engine, settings, store)
     if args.batch_size > 0:
-        svc["reindex_batch_size"] = args.batch_size
+        svc.reindex_batch_size = args.batch_size
     owner = default_owner()
     worker: threading.Thread | None = None
     bar = tqdm(total=run.photos_total, initial=run.photos_done, unit="photo", desc="re-embedding",
@@ -112,7 +141,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
                     claimed = jobs.claim(session, owner, settings.job_lease_seconds, (reindex.REINDEX_JOB,),
                                          job_id=job.id)
                 if claimed is not None:
-                    worker = threading.Thread(target=run_claimed, args=(engine, settings, store, owner, claimed, svc),
+                    worker = threading.Thread(target=run_claimed, args=(svc, owner, claimed, worker_registry()),
                                               name="miatari-reindex", daemon=True)
                     worker.start()
                 elif job_now.status == JobStatus.running.value:
@@ -136,6 +165,15 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     bar.total, bar.n = final.photos_total, final.photos_done
     bar.refresh()
     bar.close()
+    return _report(engine, settings, final, job_end)
+
+
+def _report(engine: Any, settings: Any, final: Any, job_end: Any) -> int:
+    from sqlmodel import Session
+
+    from triage import reindex
+    from triage.models import JobStatus
+
     print(f"photos: {final.photos_done} of {final.photos_total} hold an embedding of {final.target_model_id}"
           f"; {len(final.failures)} could not be re-embedded")
     if final.switched_at is not None:

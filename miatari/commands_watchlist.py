@@ -125,7 +125,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     from triage import migrate
     from triage.config import get_settings
     from triage.db import make_engine
-    from triage.gallery import enrolment_models
     from triage.models import User
     from triage.storage import ImageStore
 
@@ -136,12 +135,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     path = Path(args.path)
     include = [p for p in args.include or [] if p]
-    try:
-        as_csv = args.csv or path.suffix.lower() == ".csv"
-        plan = watchlist.plan_csv(path, _parse_map(args.map or []), include) if as_csv \
-            else watchlist.plan_folder(path, include)
-    except (watchlist.WatchlistError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    plan = _read_plan(args, path, include)
+    if plan is None:
         return 1
     if args.limit:
         plan = plan[: args.limit]
@@ -174,17 +169,38 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1
     print(f"to resume this import if it is interrupted: --name {name}")
     store = ImageStore(settings.images_dir)
-    models = enrolment_models(engine, settings.face_model)
-    if args.workers > 0:
-        analyze = analyze_in_pool(settings, args.workers, models)
-    else:
-        from triage import services
-
-        analyze = watchlist.analyze_serially(settings, services.pipeline(services.build(engine, settings, store)),
-                                             models)
+    analyze = _analyzer(args, engine, settings, store)
     with tqdm(total=total, unit="photo", disable=args.quiet) as bar:
         summary = watchlist.run_import(engine, store, settings, plan, analyze, actor, bar.update, source=str(path),
                                        import_ref=ref)
+    print_summary(summary)
+    engine.dispose()
+    return 0
+
+
+def _analyzer(args: argparse.Namespace, engine: Any, settings: Any, store: Any) -> watchlist.AnalyzeMany:
+    """Analysis in a pool of ``--workers`` processes, or in this one."""
+    from triage import services
+    from triage.gallery import enrolment_models
+
+    models = enrolment_models(engine, settings.face_model)
+    if args.workers > 0:
+        return analyze_in_pool(settings, args.workers, models)
+    return watchlist.analyze_serially(settings, services.pipeline(services.build(engine, settings, store)), models)
+
+
+def _read_plan(args: argparse.Namespace, path: Path, include: list[str]) -> list[watchlist.ImportSubject] | None:
+    """The import's plan from a CSV or a folder; None (the error printed) if it cannot be read."""
+    try:
+        as_csv = args.csv or path.suffix.lower() == ".csv"
+        return watchlist.plan_csv(path, _parse_map(args.map or []), include) if as_csv \
+            else watchlist.plan_folder(path, include)
+    except (watchlist.WatchlistError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def print_summary(summary: watchlist.ImportSummary) -> None:
     print(f"subjects: {summary.subjects_seen} ({summary.subjects_created} new)")
     print(f"photos:   {summary.photos_enrolled} enrolled, {summary.photos_already} already enrolled, "
           f"{len(summary.failures)} failed")
@@ -196,8 +212,6 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(f"  {n:5d}  {reason}")
         for failure in summary.failures:
             print(f"  {failure.label}: {failure.reason}")
-    engine.dispose()
-    return 0
 
 
 def register(sub: Any) -> None:

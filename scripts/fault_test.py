@@ -311,8 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     rig = Rig(work)
     ledger = Ledger()
     stop = threading.Event()
-    threads: list[threading.Thread] = []
-    rows: list[str] = []
     rnd = random.Random(7)
     t0 = time.monotonic()
     try:
@@ -321,61 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         rig.worker.start()
         print(f"server ready in {rig.wait_server_ready():.1f} s; worker ready in {rig.wait_worker_ready()[0]:.1f} s",
               flush=True)
-        photos = _photos()
-        for n in range(OFFICERS):
-            threads.append(threading.Thread(target=officer_loop, daemon=True,
-                                            args=(rig, rig.tokens[f"officer{n}"], ledger, stop, photos)))
-        for n in range(RECOGNIZERS):
-            threads.append(threading.Thread(target=recognizer_loop, daemon=True,
-                                            args=(rig, rig.tokens[f"rec{n}"], ledger, stop)))
-        for t in threads:
-            t.start()
-        # The first job loads the model: wait for it, and report how long it took.
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "face pipeline loaded" not in rig.worker.new_log() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        m = re.search(r"face pipeline loaded in ([0-9.]+) s", rig.worker.new_log())
-        print(f"first job's model load: {m.group(1) if m else '?'} s", flush=True)
+        threads = _start_clients(rig, ledger, stop)
+        _report_model_load(rig)
         print(f"{'#':>3} {'killed':<7} {'in flight':<34} {'ready s':>8} {'taken back':>10} "
               f"{'held sighting waited s':>22}")
         for n in range(1, kills + 1):
-            target = rig.worker if n % 2 == 0 else rig.server
-            if target is rig.worker:
-                # Kill it while it holds a job (matching in progress), if one comes within a few seconds.
-                deadline = time.monotonic() + 8
-                while not rig.running_jobs() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            else:
-                time.sleep(rnd.uniform(0.5, 2.0))  # mid-uploads and mid-verdicts
-            held = rig.running_jobs()
-            with ledger.lock:
-                flight = f"{len(held)} job(s) running, {len(ledger.uploads)} up, {len(ledger.verdicts)} verdicts"
-            killed_at = time.monotonic()
-            target.kill9()
-            target.start()
-            if target is rig.server:
-                ready = rig.wait_server_ready()
-                rows.append(f"{n:>3} {'server':<7} {flight:<34} {ready:>8.1f} {'-':>10} {'-':>22}")
-            else:
-                ready, taken = rig.wait_worker_ready()
-                waited = "-"
-                if held:
-                    start = time.monotonic()
-                    while not all(rig.sighting_done(s) for s in held) and time.monotonic() - start < 300:
-                        time.sleep(0.1)
-                    waited = f"{time.monotonic() - killed_at:.1f}"  # from the kill until its matching is done
-                rows.append(f"{n:>3} {'worker':<7} {flight:<34} {ready:>8.1f} {taken:>10} {waited:>22}")
-            print(rows[-1], flush=True)
-        # Let the clients finish what they were doing, then let the queue drain.
-        stop.set()
-        for t in threads:
-            t.join(60)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with rig.db() as c:
-                if c.execute("SELECT COUNT(*) FROM job WHERE status IN ('running','queued')").fetchone()[0] == 0:
-                    break
-            time.sleep(0.5)
+            print(_kill_once(n, rig, ledger, rnd), flush=True)
+        _drain(rig, stop, threads)
     finally:
         stop.set()
         rig.server.stop()
@@ -392,6 +342,72 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"work folder kept: {work}")
     return 0 if ok else 1
+
+
+def _start_clients(rig: Rig, ledger: Ledger, stop: threading.Event) -> list[threading.Thread]:
+    """The officers uploading and the recognizers answering, each in a thread, until ``stop``."""
+    photos = _photos()
+    threads: list[threading.Thread] = []
+    for n in range(OFFICERS):
+        threads.append(threading.Thread(target=officer_loop, daemon=True,
+                                        args=(rig, rig.tokens[f"officer{n}"], ledger, stop, photos)))
+    for n in range(RECOGNIZERS):
+        threads.append(threading.Thread(target=recognizer_loop, daemon=True,
+                                        args=(rig, rig.tokens[f"rec{n}"], ledger, stop)))
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _report_model_load(rig: Rig) -> None:
+    """The first job loads the model: wait for it, and report how long it took."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while "face pipeline loaded" not in rig.worker.new_log() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    m = re.search(r"face pipeline loaded in ([0-9.]+) s", rig.worker.new_log())
+    print(f"first job's model load: {m.group(1) if m else '?'} s", flush=True)
+
+
+def _kill_once(n: int, rig: Rig, ledger: Ledger, rnd: random.Random) -> str:
+    """Kill -9 the server (odd ``n``) or the worker (even), start it again; the table's row."""
+    target = rig.worker if n % 2 == 0 else rig.server
+    if target is rig.worker:
+        # Kill it while it holds a job (matching in progress), if one comes within a few seconds.
+        deadline = time.monotonic() + 8
+        while not rig.running_jobs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        time.sleep(rnd.uniform(0.5, 2.0))  # mid-uploads and mid-verdicts
+    held = rig.running_jobs()
+    with ledger.lock:
+        flight = f"{len(held)} job(s) running, {len(ledger.uploads)} up, {len(ledger.verdicts)} verdicts"
+    killed_at = time.monotonic()
+    target.kill9()
+    target.start()
+    if target is rig.server:
+        ready = rig.wait_server_ready()
+        return f"{n:>3} {'server':<7} {flight:<34} {ready:>8.1f} {'-':>10} {'-':>22}"
+    ready, taken = rig.wait_worker_ready()
+    waited = "-"
+    if held:
+        start = time.monotonic()
+        while not all(rig.sighting_done(s) for s in held) and time.monotonic() - start < 300:
+            time.sleep(0.1)
+        waited = f"{time.monotonic() - killed_at:.1f}"  # from the kill until its matching is done
+    return f"{n:>3} {'worker':<7} {flight:<34} {ready:>8.1f} {taken:>10} {waited:>22}"
+
+
+def _drain(rig: Rig, stop: threading.Event, threads: list[threading.Thread]) -> None:
+    """Let the clients finish what they were doing, then let the queue drain."""
+    stop.set()
+    for t in threads:
+        t.join(60)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with rig.db() as c:
+            if c.execute("SELECT COUNT(*) FROM job WHERE status IN ('running','queued')").fetchone()[0] == 0:
+                break
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import ROOT, make_settings
 from tests.triage.test_matching import Env, astronaut_altered_jpeg, astronaut_png
 from triage import services
 from triage.models import AuditEntry, Candidate, Job, Probe, Role, Sighting
-from triage.storage import ImageStore
 from triage.worker import Worker, run_one
 
 pytestmark = pytest.mark.model
@@ -43,7 +43,7 @@ def test_worker_loop_in_a_thread_completes_the_job(engine, tmp_path: Path, db_ur
     officer = user_factory(Role.officer)
     subject_id = env.enrol("astronaut", astronaut_png())
     sighting_id = env.sight(officer, astronaut_altered_jpeg())
-    worker = Worker(engine, env.settings, env.store, env.services)
+    worker = Worker(env.services, worker_registry())
     worker.start()
     try:
         _wait(lambda: _job(engine).status == "done", 60, "the job")
@@ -84,9 +84,9 @@ def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path
     assert job.status == "running" and job.attempts == 1
     with Session(engine) as s:
         assert s.exec(select(Probe)).all() == []  # nothing half-written
-    assert run_one(engine, settings, env.store, "second", env.services) is None  # lease still held
+    assert run_one(env.services, "second", worker_registry()) is None  # lease still held
     time.sleep(LEASE_SECONDS + 0.5)
-    assert run_one(engine, settings, env.store, "second", env.services) is not None
+    assert run_one(env.services, "second", worker_registry()) is not None
     job = _job(engine)
     assert job.status == "done" and job.attempts == 2 and job.lease_owner == "second"
     with Session(engine) as s:
@@ -97,5 +97,5 @@ def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path
         assert s.exec(select(AuditEntry).where(AuditEntry.action == "job.lease_expired")).one()
         assert len(s.exec(select(AuditEntry).where(AuditEntry.action == "sighting.match")).all()) == 1
     # Nothing is left to run: the job does not complete twice.
-    assert run_one(engine, settings, ImageStore(settings.images_dir), "third", env.services) is None
+    assert run_one(env.services, "third", worker_registry()) is None
     services.stop(env.services)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine, select
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option: this engine's transactions start as readers (see ``read_first``).
 READ_FIRST = "miatari_read_first"
 _DEFERRED = "miatari_deferred"
+RowT = TypeVar("RowT", bound=SQLModel)
 _WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 
 
@@ -93,3 +94,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def lock_row(session: Session, model: type[RowT], row_id: int) -> RowT | None:
+    """The row, read afresh and locked for this transaction (SQLite: every transaction holds the write lock).
+
+    On PostgreSQL ``FOR NO KEY UPDATE``: inserting rows that refer to it does not wait on the lock."""
+    stmt = select(model).where(model.id == row_id).execution_options(populate_existing=True)  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(key_share=True)
+    return session.exec(stmt).first()

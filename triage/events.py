@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from sqlmodel import Session, col, select
 
 from triage import notifications
-from triage.models import Candidate, Job, Role, Sighting, User, WatchlistImport
+from triage.models import IMPORT_JOB, MATCH_JOB, Candidate, Job, Role, Sighting, User, WatchlistImport
 
 DISPUTE_WAITING = "dispute.waiting"
 JOB_FAILED = "matching.failed"
@@ -74,9 +74,6 @@ def dispute_waiting(session: Session, candidate: Candidate) -> None:
 
 def job_failed_for_good(session: Session, job: Job) -> None:
     """A job gave up: matching tells managers and the uploading officer; an import tells who started it."""
-    from triage.sightings import MATCH_JOB
-    from triage.watchlist_import import IMPORT_JOB
-
     if job.kind == MATCH_JOB:
         sighting = session.get(Sighting, job.ref_id)
         officer = [sighting.uploaded_by] if sighting is not None else []
@@ -94,9 +91,6 @@ def job_failed_for_good(session: Session, job: Job) -> None:
 
 def job_retried(session: Session, job: Job) -> None:
     """A failed job is back in the queue: its failure notifications are handled."""
-    from triage.sightings import MATCH_JOB
-    from triage.watchlist_import import IMPORT_JOB
-
     if job.kind == MATCH_JOB:
         handled(session, "sighting", job.ref_id, kinds=(JOB_FAILED,))
     elif job.kind == IMPORT_JOB:

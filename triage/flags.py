@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from triage import audit, events, notifications
+from triage import audit, events, notifications, watchlist
 from triage.clock import utcnow
 from triage.models import (
     AuditOutcome,
@@ -273,8 +273,6 @@ def close(session: Session, user: User, flag_id: int, reason: str, note: str = "
 def _close_subject_as_arrested(session: Session, user: User, flag: Flag, ip: str) -> None:
     """An arrest ends the search: the subject leaves the gallery and its open tasks are withdrawn,
     in the flag's transaction."""
-    from triage import watchlist  # here, not at the top: watchlist → review → flags
-
     subject = session.get(Subject, flag.subject_id)
     if subject is not None and subject.status == SubjectStatus.active.value:
         watchlist.close_subject(session, subject.id, SubjectStatus.arrested, user,  # type: ignore[arg-type]

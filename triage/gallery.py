@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Engine, func, or_
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement, Engine, func, or_
+from sqlmodel import Session, col, select
 
 from triage import prom
 from triage.clock import utcnow
@@ -86,14 +86,14 @@ def today() -> dt.date:
     return utcnow().date()
 
 
-def searchable_clause(on: dt.date | None = None) -> object:
+def searchable_clause(on: dt.date | None = None) -> ColumnElement[bool]:
     """SQL condition for a subject that belongs in the gallery: active and not expired.
 
     A subject expires at the start of its expiry date (UTC).
     """
     on = on or today()
-    return (Subject.status == SubjectStatus.active.value) & or_(Subject.expires_on.is_(None),  # type: ignore[union-attr]
-                                                               Subject.expires_on > on)  # type: ignore[operator]
+    return (col(Subject.status) == SubjectStatus.active.value) & or_(col(Subject.expires_on).is_(None),
+                                                                    col(Subject.expires_on) > on)
 
 
 def is_searchable(subject: Subject, on: dt.date | None = None) -> bool:
@@ -236,7 +236,8 @@ class Gallery:
             switched = False
             with Session(self.engine) as session:
                 changes = session.exec(
-                    select(GalleryChange).where(GalleryChange.id > self.applied_change_id).order_by(GalleryChange.id)
+                    select(GalleryChange).where(col(GalleryChange.id) > self.applied_change_id)
+                    .order_by(col(GalleryChange.id))
                 ).all()
                 for change in changes:
                     applied += 1

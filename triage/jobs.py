@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage import audit, events
 from triage.clock import utcnow
@@ -22,7 +22,6 @@ from triage.models import AuditOutcome, Job, JobStatus
 
 RETRY_BACKOFF_SECONDS = (5, 30, 120)
 # A kind may set its own delay before the next attempt, from the attempts made (the webhook doubles it).
-RETRY_BACKOFF_BY_KIND: dict[str, Callable[[int], float]] = {}
 
 
 def enqueue(session: Session, kind: str, ref_id: int, *, max_attempts: int = 3) -> Job:
@@ -49,15 +48,15 @@ def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ..
         select(Job)
         .where(
             or_(
-                (Job.status == JobStatus.queued.value) & (Job.run_after <= now),
-                (Job.status == JobStatus.running.value) & (Job.lease_expires_at < now),
+                (col(Job.status) == JobStatus.queued.value) & (col(Job.run_after) <= now),
+                (col(Job.status) == JobStatus.running.value) & (col(Job.lease_expires_at) < now),
             )
         )
-        .order_by(Job.run_after, Job.id)
+        .order_by(col(Job.run_after), col(Job.id))
         .limit(1)
     )
     if kinds:
-        stmt = stmt.where(Job.kind.in_(kinds))
+        stmt = stmt.where(col(Job.kind).in_(kinds))
     if job_id is not None:
         stmt = stmt.where(Job.id == job_id)
     if session.get_bind().dialect.name == "postgresql":
@@ -94,24 +93,26 @@ def finish(session: Session, job_id: int, owner: str) -> bool:
     """Mark a job done if this owner still holds it; in the caller's transaction."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running.value)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.status) == JobStatus.running.value)
         .values(status=JobStatus.done.value, finished_at=utcnow(), lease_expires_at=None)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def renew(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool:
     """Extend the lease of a long job this owner still holds; False if it was taken over."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running.value)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.status) == JobStatus.running.value)
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
-def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True) -> Job | None:
-    """Record why a job failed; schedule a retry while attempts remain."""
+def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True,
+         backoff: Callable[[int], float] | None = None) -> Job | None:
+    """Record why a job failed; schedule a retry while attempts remain (after ``backoff(attempts)`` seconds,
+    or the default schedule)."""
     job = session.get(Job, job_id)
     if job is None or job.lease_owner != owner or job.status != JobStatus.running.value:
         return None
@@ -119,10 +120,9 @@ def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool =
     job.lease_expires_at = None
     if retry and job.attempts < job.max_attempts:
         job.status = JobStatus.queued.value
-        by_kind = RETRY_BACKOFF_BY_KIND.get(job.kind)
-        backoff = by_kind(job.attempts) if by_kind else RETRY_BACKOFF_SECONDS[
+        delay = backoff(job.attempts) if backoff else RETRY_BACKOFF_SECONDS[
             min(job.attempts, len(RETRY_BACKOFF_SECONDS)) - 1]
-        job.run_after = utcnow() + dt.timedelta(seconds=backoff)
+        job.run_after = utcnow() + dt.timedelta(seconds=delay)
     else:
         job.status = JobStatus.failed.value
         job.finished_at = utcnow()

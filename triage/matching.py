@@ -19,10 +19,10 @@ from triage import audit, review, services
 from triage.clock import utcnow
 from triage.gallery import model_name, searchable_clause
 from triage.models import Probe, Sighting, SightingPhoto, SightingStatus, Subject
-from triage.sightings import DONE_STATUSES, MATCH_JOB, photos_of
+from triage.sightings import DONE_STATUSES, photos_of
 from triage.storage import store_image
 from triage.watchlist import face_landmarks
-from triage.worker import JobContext, PermanentJobError, job_function
+from triage.worker import JobContext, PermanentJobError
 
 log = logging.getLogger("miatari.matching")
 
@@ -114,7 +114,6 @@ def _analyse(ctx: JobContext, photos: list[SightingPhoto]) -> list[_AnalysedPhot
     return out
 
 
-@job_function(MATCH_JOB)
 def match_sighting(ctx: JobContext) -> MatchResult:
     """Find the faces of a sighting's photos and propose candidates for review."""
     from matcher import embedding_to_bytes

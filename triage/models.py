@@ -364,6 +364,11 @@ class WatchlistImport(SQLModel, table=True):
     finished_at: dt.datetime | None = None
 
 
+# Kinds of job in the persistent queue whose failures and retries other modules speak of.
+MATCH_JOB = "match_sighting"
+IMPORT_JOB = "watchlist_import"
+
+
 class Job(SQLModel, table=True):
     """A persistent unit of work; claimed with a lease so a dead worker's job is taken again."""
 

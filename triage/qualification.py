@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from triage import audit, events
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.db import lock_row
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -147,8 +148,6 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
     a fresh slot in its place, so the round is served again to someone else; the
     author can never take that candidate again (one account, one slot per candidate).
     """
-    from triage.review import lock_candidate  # here: review imports this module
-
     now = utcnow()
     user.qualification = Qualification.suspended.value
     session.add(user)
@@ -159,7 +158,7 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
                                                  ReviewSlot.withdrawn == False)  # noqa: E712
                         .order_by(col(ReviewSlot.candidate_id))).all()
     for slot in mine:
-        candidate = lock_candidate(session, slot.candidate_id)
+        candidate = lock_row(session, Candidate, slot.candidate_id)
         session.refresh(slot)
         if candidate is None or candidate.status != CandidateStatus.open.value or candidate.is_known_answer:
             continue

@@ -88,8 +88,8 @@ def release_previous_boot(engine: Engine, identity: Identity) -> list[int]:
         ids = [job.id for job in held if job.id is not None]
         for job in held:
             # Only if it is still held by that dead run (one statement: nothing else can slip between).
-            session.execute(update(Job).where(Job.id == job.id, Job.lease_owner == job.lease_owner,  # type: ignore[arg-type]
-                                              Job.status == JobStatus.running.value)
+            session.execute(update(Job).where(col(Job.id) == job.id, col(Job.lease_owner) == job.lease_owner,
+                                              col(Job.status) == JobStatus.running.value)
                             # run_after kept: the job keeps its place at the head of the queue.
                             .values(status=JobStatus.queued.value, lease_expires_at=None))
             audit.record(session, "job.released", object_type="job", object_id=job.id,

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, exists, func
 from sqlmodel import Session, col, select
 
-from triage import audit, jobs
+from triage import audit, jobs, services
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.gallery import (
@@ -59,7 +59,7 @@ from triage.models import (
     User,
 )
 from triage.storage import ImageStore
-from triage.worker import JobContext, PermanentJobError, job_function
+from triage.worker import JobContext, PermanentJobError
 
 log = logging.getLogger("miatari.reindex")
 
@@ -340,27 +340,11 @@ def run_batches(engine: Engine, store: ImageStore, settings: Settings, pipeline:
     ``renew`` is called before each photo (a job's lease), ``finish(session)`` inside the final
     transaction (the job's completion), ``on_batch(done, total)`` after each commit.
     """
-    from matcher import embedding_to_bytes
-
     renew = renew or (lambda: None)
-    with Session(engine, expire_on_commit=False) as session:
-        run = session.get(ReindexRun, run_id)
-        if run is None:
-            raise PermanentJobError(f"reindex run {run_id} does not exist")
-        target = run.target_model_id
-        if run.status not in ACTIVE:
-            if finish is not None:
-                finish(session)
-            session.commit()
-            return ReindexOutcome(run_id, "superseded", run.photos_total, run.photos_done, 0, 0)
-        problem = unavailable_reason(settings, target)
-        if problem:
-            raise PermanentJobError(f"cannot embed with {target}: {problem}")
-        run.status = JobStatus.running.value
-        run.started_at = run.started_at or utcnow()
-        session.add(run)
-        session.commit()
-        skip = {int(f["photo_id"]) for f in run.failures if f.get("photo_id") is not None}
+    started = _start_run(engine, settings, run_id, finish)
+    if isinstance(started, ReindexOutcome):
+        return started
+    target, skip = started
     embedded = batches = 0
     while True:
         with Session(engine, expire_on_commit=False) as session:
@@ -382,36 +366,69 @@ def run_batches(engine: Engine, store: ImageStore, settings: Settings, pipeline:
         for photo in batch:
             renew()
             results.append(_embed_photo(photo, store, settings, pipeline, target))
-        with Session(engine, expire_on_commit=False) as session:
-            run = session.get(ReindexRun, run_id)
-            assert run is not None
-            active = gallery_model(session).model_id
-            failures = list(run.failures)
-            for r in results:
-                pid = int(r.photo.id)  # type: ignore[arg-type]
-                if r.vector is None:
-                    skip.add(pid)
-                    failures.append({"photo_id": pid, "subject_id": r.photo.subject_id, "reason": r.reason})
-                    continue
-                if session.get(ReferenceEmbedding, (pid, target)) is not None:
-                    continue  # enrolment got there first
-                session.add(ReferenceEmbedding(reference_photo_id=pid, model_id=target, dim=int(len(r.vector)),
-                                               embedding=embedding_to_bytes(r.vector)))
-                embedded += 1
-                if target == active:  # filling a gap in the active model: the photo enters the gallery
-                    session.flush()
-                    record_change(session, ADD, r.photo.subject_id, pid)
-            session.flush()
-            run.failures = failures[-MAX_FAILURES_KEPT:]
-            run.photos_total, run.photos_done = counts(session, target)
-            session.add(run)
-            session.commit()
-            done, total = run.photos_done, run.photos_total
+        added, done, total = _store_batch(engine, run_id, target, results, skip)
+        embedded += added
         if on_batch is not None:
             on_batch(done, total)
         batches += 1
         if max_batches is not None and batches >= max_batches:
             return ReindexOutcome(run_id, "stopped", total, done, embedded, len(skip))
+
+
+def _start_run(engine: Engine, settings: Settings, run_id: int,
+               finish: Finish | None) -> ReindexOutcome | tuple[str, set[int]]:
+    """Mark the run running; its target model and the photos already failed (or the outcome: superseded)."""
+    with Session(engine, expire_on_commit=False) as session:
+        run = session.get(ReindexRun, run_id)
+        if run is None:
+            raise PermanentJobError(f"reindex run {run_id} does not exist")
+        target = run.target_model_id
+        if run.status not in ACTIVE:
+            if finish is not None:
+                finish(session)
+            session.commit()
+            return ReindexOutcome(run_id, "superseded", run.photos_total, run.photos_done, 0, 0)
+        problem = unavailable_reason(settings, target)
+        if problem:
+            raise PermanentJobError(f"cannot embed with {target}: {problem}")
+        run.status = JobStatus.running.value
+        run.started_at = run.started_at or utcnow()
+        session.add(run)
+        session.commit()
+        return target, {int(f["photo_id"]) for f in run.failures if f.get("photo_id") is not None}
+
+
+def _store_batch(engine: Engine, run_id: int, target: str, results: list[BatchResult],
+                 skip: set[int]) -> tuple[int, int, int]:
+    """Commit one batch's embeddings (failures join ``skip``); how many were added, and the run's done/total."""
+    from matcher import embedding_to_bytes
+
+    embedded = 0
+    with Session(engine, expire_on_commit=False) as session:
+        run = session.get(ReindexRun, run_id)
+        assert run is not None
+        active = gallery_model(session).model_id
+        failures = list(run.failures)
+        for r in results:
+            pid = int(r.photo.id)  # type: ignore[arg-type]
+            if r.vector is None:
+                skip.add(pid)
+                failures.append({"photo_id": pid, "subject_id": r.photo.subject_id, "reason": r.reason})
+                continue
+            if session.get(ReferenceEmbedding, (pid, target)) is not None:
+                continue  # enrolment got there first
+            session.add(ReferenceEmbedding(reference_photo_id=pid, model_id=target, dim=int(len(r.vector)),
+                                           embedding=embedding_to_bytes(r.vector)))
+            embedded += 1
+            if target == active:  # filling a gap in the active model: the photo enters the gallery
+                session.flush()
+                record_change(session, ADD, r.photo.subject_id, pid)
+        session.flush()
+        run.failures = failures[-MAX_FAILURES_KEPT:]
+        run.photos_total, run.photos_done = counts(session, target)
+        session.add(run)
+        session.commit()
+        return embedded, run.photos_done, run.photos_total
 
 
 def _target_dim(session: Session, settings: Settings, target: str) -> int:
@@ -482,13 +499,10 @@ def _finish_run(engine: Engine, settings: Settings, run_id: int, target: str, sk
     return ReindexOutcome(run_id, state, run.photos_total, run.photos_done, embedded, len(skip))
 
 
-@job_function(REINDEX_JOB)
 def run_reindex(ctx: JobContext) -> ReindexOutcome:
     """Re-embed the reference photos for a run, then switch the gallery to its model."""
-    from triage import services
-
     return run_batches(ctx.engine, ctx.store, ctx.settings, services.pipeline(ctx.services), ctx.job.ref_id,
-                       batch_size=int(ctx.services.get("reindex_batch_size") or BATCH_SIZE),
+                       batch_size=ctx.services.reindex_batch_size or BATCH_SIZE,
                        renew=ctx.renew_lease, finish=ctx.finish_in)
 
 

@@ -50,8 +50,8 @@ from triage.models import (
     SightingStatus,
     StoredImage,
 )
+from triage.services import Services
 from triage.storage import ImageStore
-from triage.worker import sweep
 
 log = logging.getLogger("miatari.retention")
 
@@ -258,7 +258,5 @@ def _add(total: RetentionResult, part: RetentionResult) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
 
 
-@sweep("retention")
-def retention_sweep(engine: Engine, settings: Settings, services: dict[str, Any]) -> RetentionResult:
-    store = services.get("store") or ImageStore(settings.images_dir)
-    return run(engine, settings, store)
+def retention_sweep(engine: Engine, settings: Settings, services: Services) -> RetentionResult:
+    return run(engine, settings, services.store)

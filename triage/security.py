@@ -123,6 +123,21 @@ def _failures(session: Session, now: dt.datetime, window: dt.timedelta, username
     return int(pair), int(address)
 
 
+def _second_factor(user: User, settings: Settings, totp_code: str, now: dt.datetime) -> tuple[bool, bool]:
+    """Whether the one-time code is good (its step is then used up), and whether the seed was unreadable."""
+    try:
+        secret = totp_secret_of(user, settings)
+    except SecretUnreadable:
+        return False, True
+    step = totp_step(secret, totp_code, now, after=user.totp_last_step) if secret else None
+    if step is None:
+        return False, False
+    user.totp_last_step = step
+    if not is_sealed(user.totp_secret):
+        set_totp_secret(user, settings, secret)  # a seed stored before sealing: seal it now
+    return True, False
+
+
 def authenticate(session: Session, settings: Settings, username: str, password: str,
                  totp_code: str = "", ip: str = "") -> User:
     """Check credentials, throttling repeated failures.
@@ -162,16 +177,7 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
     ok = verify_password(user.password_hash, password)
     unreadable = False
     if ok and user.totp_secret:
-        try:
-            secret = totp_secret_of(user, settings)
-        except SecretUnreadable:
-            secret, unreadable = None, True
-        step = totp_step(secret, totp_code, now, after=user.totp_last_step) if secret else None
-        ok = step is not None
-        if ok:
-            user.totp_last_step = step
-            if not is_sealed(user.totp_secret):
-                set_totp_secret(user, settings, secret)  # a seed stored before sealing: seal it now
+        ok, unreadable = _second_factor(user, settings, totp_code, now)
     if not ok:
         raise failed("second-factor secret unreadable (secret key changed?); an admin can reset it"
                      if unreadable else "bad credentials")
@@ -179,8 +185,8 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
         audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
                      object_id=user.id, detail={"reason": "disabled"}, ip=ip)
         raise LoginFailed("This account is disabled.")
-    session.execute(delete(LoginFailure).where(LoginFailure.username == key,  # type: ignore[arg-type]
-                                               LoginFailure.ip == ip[:64]))
+    session.execute(delete(LoginFailure).where(col(LoginFailure.username) == key,
+                                               col(LoginFailure.ip) == ip[:64]))
     user.failed_logins = 0
     user.locked_until = None
     session.add(user)

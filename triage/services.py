@@ -1,6 +1,6 @@
 """Long-lived, per-process services (the gallery index, the face pipeline), built lazily.
 
-``build`` returns a plain dict (``app.state.services``, or a worker's); the
+``build`` returns a :class:`Services` (``app.state.services``, or a worker's); the
 expensive members are created on first use through ``gallery()`` and
 ``pipeline()``, so the web app and tests that never match a face start fast.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -19,74 +20,79 @@ from triage.storage import ImageStore
 
 if TYPE_CHECKING:
     from matcher import FacePipeline
-    from triage.gallery import Gallery
+    from triage.gallery import Gallery, GallerySyncThread
 
 _build_lock = threading.Lock()
 log = logging.getLogger("miatari.services")
 
 
-def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, Any]:
-    # Importing these registers the jobs (matching, ZIP import, re-embedding) and the sweeps with the worker.
-    import triage.matching  # noqa: F401
-    import triage.reindex  # noqa: F401
-    import triage.retention  # noqa: F401
-    import triage.watchlist  # noqa: F401
-    import triage.watchlist_import  # noqa: F401
-    import triage.webhooks  # noqa: F401
+@dataclass(eq=False)
+class Services:
+    """What jobs and sweeps work with: the database, the settings, the image store, and what is built on use."""
+
+    engine: Engine
+    settings: Settings
+    store: ImageStore
+    # Built on first use (``gallery()``, ``pipeline()``); a test may put its own in.
+    gallery: Gallery | None = None
+    pipeline: FacePipeline | None = None
+    gallery_sync: GallerySyncThread | None = None
+    pipeline_load_seconds: float | None = None
+    # Photos re-embedded per transaction by a reindex job (None: its default).
+    reindex_batch_size: int | None = None
+
+
+def build(engine: Engine, settings: Settings, store: ImageStore) -> Services:
     from matcher.decode import set_concurrent_decodes
 
     set_concurrent_decodes(settings.max_concurrent_decodes)
-    return {"engine": engine, "settings": settings, "store": store}
+    return Services(engine, settings, store)
 
 
-def gallery(services: dict[str, Any]) -> Gallery:
+def gallery(services: Services) -> Gallery:
     """This process's gallery index, rebuilt from the database on first use and kept in step after."""
-    found = services.get("gallery")
+    found = services.gallery
     if found is not None:
-        return found  # type: ignore[no-any-return]
+        return found
     with _build_lock:
-        found = services.get("gallery")
+        found = services.gallery
         if found is None:
             from triage.gallery import Gallery, GallerySyncThread
 
-            settings: Settings = services["settings"]
-            found = Gallery(services["engine"], settings.gallery_sync_seconds)
+            found = Gallery(services.engine, services.settings.gallery_sync_seconds)
             found.rebuild()
-            services["gallery"] = found
+            services.gallery = found
             syncer = GallerySyncThread(found)
             syncer.start()
-            services["gallery_sync"] = syncer
+            services.gallery_sync = syncer
     return found
 
 
-def pipeline(services: dict[str, Any]) -> FacePipeline:
+def pipeline(services: Services) -> FacePipeline:
     """The face pipeline (models placed offline first); one per process.
 
     It embeds with the configured model (``Settings.face_model``); callers ask for the
     gallery's model too (``models=``) where it may differ."""
-    found = services.get("pipeline")
+    found = services.pipeline
     if found is not None:
-        return found  # type: ignore[no-any-return]
+        return found
     with _build_lock:
-        found = services.get("pipeline")
+        found = services.pipeline
         if found is None:
             from matcher import ensure_models, get_pipeline
 
-            settings: Settings | None = services.get("settings")
-            home = settings.deepface_home if settings is not None else None
-            if home is not None:
-                ensure_models(home)
+            settings = services.settings
+            ensure_models(settings.deepface_home)
             started = time.monotonic()
-            found = get_pipeline(models_home=home, model=settings.face_model if settings is not None else None)
+            found = get_pipeline(models_home=settings.deepface_home, model=settings.face_model)
             found.warm_up()  # load the models now, so the first job's wait is measured and logged
-            services["pipeline"] = found
-            services["pipeline_load_seconds"] = time.monotonic() - started
-            log.info("face pipeline loaded in %.1f s", services["pipeline_load_seconds"])
+            services.pipeline = found
+            services.pipeline_load_seconds = time.monotonic() - started
+            log.info("face pipeline loaded in %.1f s", services.pipeline_load_seconds)
     return found
 
 
-def stop(services: dict[str, Any]) -> None:
-    syncer = services.get("gallery_sync")
-    if syncer is not None:
-        syncer.stop()
-    services.clear()
+def stop(services: Services) -> None:
+    if services.gallery_sync is not None:
+        services.gallery_sync.stop()
+    services.gallery = services.pipeline = services.gallery_sync = None

@@ -25,6 +25,7 @@ from triage import audit, jobs
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.models import (
+    MATCH_JOB,
     AuditOutcome,
     Candidate,
     CandidateStatus,
@@ -40,7 +41,6 @@ from triage.models import (
 )
 from triage.storage import ImageStore, store_image
 
-MATCH_JOB = "match_sighting"
 IDEMPOTENCY_KEY_MAX = 100
 LOCATION_TEXT_MAX = 300
 NOTE_MAX = 2000
@@ -290,12 +290,12 @@ def list_for(session: Session, user: User, *, offset: int = 0, limit: int = 50,
 
 def photos_of(session: Session, sighting_id: int) -> list[SightingPhoto]:
     return list(session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting_id)
-                             .order_by(SightingPhoto.position)).all())
+                             .order_by(col(SightingPhoto.position))).all())
 
 
 def probes_of(session: Session, sighting_id: int) -> list[Probe]:
     return list(session.exec(select(Probe).where(Probe.sighting_id == sighting_id)
-                             .order_by(Probe.sighting_photo_id, Probe.face_index)).all())
+                             .order_by(col(Probe.sighting_photo_id), col(Probe.face_index))).all())
 
 
 @dataclass
@@ -372,13 +372,14 @@ def progress_of_many(session: Session, items: Sequence[Sighting]) -> dict[int, S
     counts: dict[int, dict[str, int]] = {i: {} for i in ids_}
     for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())  # type: ignore[call-overload]
                                        .where(col(Candidate.sighting_id).in_(ids_))
-                                       .group_by(Candidate.sighting_id, Candidate.status)).all():
-        counts[sid][status] = int(n)
+                                       .group_by(col(Candidate.sighting_id), col(Candidate.status))).all():
+        if sid is not None:  # always: the page's sighting ids
+            counts[sid][status] = int(n)
     flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))  # type: ignore[call-overload]
-                              .group_by(Flag.sighting_id)).all())
+                              .group_by(col(Flag.sighting_id))).all())
     too_small = dict(session.exec(select(Probe.sighting_id, func.count())  # type: ignore[call-overload]
                                   .where(col(Probe.sighting_id).in_(ids_), Probe.searched == False)  # noqa: E712
-                                  .group_by(Probe.sighting_id)).all())
+                                  .group_by(col(Probe.sighting_id))).all())
     pending = [x.id for x in items if x.status not in DONE_STATUSES]
     failed_jobs = {j.ref_id: j for j in session.exec(select(Job).where(
         Job.kind == MATCH_JOB, col(Job.ref_id).in_(pending), Job.status == JobStatus.failed.value)).all()} \
@@ -406,7 +407,7 @@ def photos_of_many(session: Session, sighting_ids: Sequence[int]) -> dict[int, l
     out: dict[int, list[SightingPhoto]] = {i: [] for i in sighting_ids}
     if sighting_ids:
         for p in session.exec(select(SightingPhoto).where(col(SightingPhoto.sighting_id).in_(sighting_ids))
-                              .order_by(SightingPhoto.sighting_id, SightingPhoto.position)).all():
+                              .order_by(col(SightingPhoto.sighting_id), col(SightingPhoto.position))).all():
             out[p.sighting_id].append(p)
     return out
 
@@ -414,8 +415,9 @@ def photos_of_many(session: Session, sighting_ids: Sequence[int]) -> dict[int, l
 def probes_of_many(session: Session, sighting_ids: Sequence[int]) -> dict[int, list[Probe]]:
     out: dict[int, list[Probe]] = {i: [] for i in sighting_ids}
     if sighting_ids:
-        for p in session.exec(select(Probe).where(col(Probe.sighting_id).in_(sighting_ids))
-                              .order_by(Probe.sighting_id, Probe.sighting_photo_id, Probe.face_index)).all():
+        stmt = (select(Probe).where(col(Probe.sighting_id).in_(sighting_ids))
+                .order_by(col(Probe.sighting_id), col(Probe.sighting_photo_id), col(Probe.face_index)))
+        for p in session.exec(stmt).all():
             out[p.sighting_id].append(p)
     return out
 

@@ -19,14 +19,17 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
 from triage import audit, jobs
 from triage.clock import utcnow
-from triage.models import AuditOutcome, WebhookDelivery, WebhookDeliveryStatus
-from triage.worker import JobContext, PermanentJobError, job_function
+from triage.models import AuditOutcome, Job, WebhookDelivery, WebhookDeliveryStatus
+from triage.worker import JobContext, PermanentJobError
+
+if TYPE_CHECKING:
+    from triage.services import Services
 
 log = logging.getLogger("miatari.webhooks")
 
@@ -52,7 +55,6 @@ def backoff_seconds(attempts: int) -> float:
     return min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
 
 
-jobs.RETRY_BACKOFF_BY_KIND[WEBHOOK_JOB] = backoff_seconds
 
 
 def record(session: Session, event: str, *, object_type: str, object_id: int | None, summary: str,
@@ -114,7 +116,15 @@ def _post(url: str, secret: str, delivery: WebhookDelivery) -> int:
         raise WebhookFailed(f"no answer: {getattr(exc, 'reason', exc)}") from exc
 
 
-@job_function(WEBHOOK_JOB)
+def delivery_failed(session: Session, services: Services, job: Job) -> None:
+    """The worker gave up on a delivery's job (attempts spent, or a permanent error): the delivery is failed."""
+    row = session.get(WebhookDelivery, job.ref_id)
+    if row is None or row.status != WebhookDeliveryStatus.pending.value:
+        return
+    row.status = WebhookDeliveryStatus.failed.value
+    session.add(row)
+
+
 def deliver(ctx: JobContext) -> str:
     """POST one event; a refusal or no answer raises, so the worker retries it later."""
     with Session(ctx.engine, expire_on_commit=False) as session:
@@ -148,8 +158,6 @@ def deliver(ctx: JobContext) -> str:
         if ok:
             row.status, row.delivered_at = WebhookDeliveryStatus.delivered.value, utcnow()
             ctx.finish_in(session)
-        elif ctx.job.attempts >= ctx.job.max_attempts:
-            row.status = WebhookDeliveryStatus.failed.value
         session.add(row)
         audit.record(session, "webhook.deliver", outcome=AuditOutcome.ok if ok else AuditOutcome.error,
                      object_type="webhook_delivery", object_id=row.id,

@@ -1,10 +1,16 @@
 """The worker: owns claiming, leases, logging, retries and failure records.
 
-Jobs themselves are plain functions registered per kind.  A job function
-receives a ``JobContext``; it does its slow work outside any transaction and
+Jobs themselves are plain functions, listed per kind in a :class:`Registry` that
+is handed to the worker where the process is assembled (``miatari.registry``).  A
+job function receives a ``JobContext``; it does its slow work outside any transaction and
 calls ``ctx.finish_in(session)`` inside its final one, so that the result and
 the job's completion commit together (a job whose lease was lost meanwhile
 rolls back instead of completing twice).
+
+The worker, not the job, decides when a job has failed for good: a job raises
+(a transient failure, retried while ``Job.max_attempts`` allows) or raises
+:class:`PermanentJobError` (failed at once).  When a job of a kind ends failed, the
+kind's ``on_failed`` function, if it has one, records that on the job's own rows.
 
 Periodic sweeps (expiry, retention) run from the same loop.
 """
@@ -19,15 +25,18 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from triage import jobs
 from triage.config import Settings
-from triage.models import Job
+from triage.models import Job, JobStatus
 from triage.storage import ImageStore
+
+if TYPE_CHECKING:
+    from triage.services import Services
 
 log = logging.getLogger("miatari.worker")
 # One structured line per job run (triage.logging_json): id, kind, outcome, duration.
@@ -49,7 +58,7 @@ class JobContext:
     store: ImageStore
     owner: str
     job: Job
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services
 
     def finish_in(self, session: Session) -> None:
         if not jobs.finish(session, self.job.id, self.owner):  # type: ignore[arg-type]
@@ -65,48 +74,41 @@ class JobContext:
 
 
 JobFunction = Callable[[JobContext], Any]
-SweepFunction = Callable[[Engine, Settings, dict[str, Any]], Any]
-
-JOB_FUNCTIONS: dict[str, JobFunction] = {}
-SWEEPS: dict[str, SweepFunction] = {}
-
-
-def job_function(kind: str) -> Callable[[JobFunction], JobFunction]:
-    def register(fn: JobFunction) -> JobFunction:
-        JOB_FUNCTIONS[kind] = fn
-        return fn
-
-    return register
+# Called, in its own transaction, when a job of the kind has failed for good.
+FailedFunction = Callable[[Session, "Services", Job], None]
+SweepFunction = Callable[[Engine, Settings, "Services"], Any]
 
 
-def sweep(name: str) -> Callable[[SweepFunction], SweepFunction]:
-    def register(fn: SweepFunction) -> SweepFunction:
-        SWEEPS[name] = fn
-        return fn
+@dataclass
+class Registry:
+    """What a worker runs: job functions by kind, what to do when a kind's job fails for good, and sweeps."""
 
-    return register
+    jobs: dict[str, JobFunction] = field(default_factory=dict)
+    on_failed: dict[str, FailedFunction] = field(default_factory=dict)
+    sweeps: dict[str, SweepFunction] = field(default_factory=dict)
+    # Seconds before the next attempt after N failed ones, for kinds that want their own schedule.
+    backoff: dict[str, Callable[[int], float]] = field(default_factory=dict)
 
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def run_one(engine: Engine, settings: Settings, store: ImageStore, owner: str,
-            services: dict[str, Any] | None = None) -> Job | None:
-    """Claim and run at most one job; return it (or None if the queue was empty)."""
-    with Session(engine, expire_on_commit=False) as session:
-        job = jobs.claim(session, owner, settings.job_lease_seconds, tuple(JOB_FUNCTIONS) or None)
+def run_one(services: Services, owner: str, registry: Registry) -> Job | None:
+    """Claim and run at most one job of the registry's kinds; return it (or None if the queue was empty)."""
+    with Session(services.engine, expire_on_commit=False) as session:
+        job = jobs.claim(session, owner, services.settings.job_lease_seconds, tuple(registry.jobs) or None)
     if job is None:
         return None
-    run_claimed(engine, settings, store, owner, job, services)
+    run_claimed(services, owner, job, registry)
     return job
 
 
-def run_claimed(engine: Engine, settings: Settings, store: ImageStore, owner: str, job: Job,
-                services: dict[str, Any] | None = None) -> None:
+def run_claimed(services: Services, owner: str, job: Job, registry: Registry) -> None:
     """Run a job this owner has claimed; a failure is recorded (and retried), never raised."""
-    fn = JOB_FUNCTIONS.get(job.kind)
-    ctx = JobContext(engine, settings, store, owner, job, services or {})
+    engine = services.engine
+    fn = registry.jobs.get(job.kind)
+    ctx = JobContext(engine, services.settings, services.store, owner, job, services)
     started = time.monotonic()
     outcome = "done"
     try:
@@ -120,25 +122,40 @@ def run_claimed(engine: Engine, settings: Settings, store: ImageStore, owner: st
     except Exception as exc:  # noqa: BLE001 - a worker records failures, it does not die of them
         permanent = isinstance(exc, PermanentJobError)
         log.exception("job %s (%s %s) failed", job.id, job.kind, job.ref_id)
-        with Session(engine) as session:
+        with Session(engine, expire_on_commit=False) as session:
             failed = jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
-                               f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent)
+                               f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent,
+                               backoff=registry.backoff.get(job.kind))
             outcome = "retry" if failed is not None and failed.status == "queued" else "failed"
             session.commit()
+        if failed is not None and failed.status == JobStatus.failed.value:
+            _record_failed(services, failed, registry)
     job_log.info("job", extra={"fields": {"job_id": job.id, "kind": job.kind, "ref_id": job.ref_id,
                                           "attempt": job.attempts, "outcome": outcome,
                                           "duration_ms": round((time.monotonic() - started) * 1000, 1)}})
 
 
+def _record_failed(services: Services, job: Job, registry: Registry) -> None:
+    on_failed = registry.on_failed.get(job.kind)
+    if on_failed is None:
+        return
+    try:
+        with Session(services.engine, expire_on_commit=False) as session:
+            on_failed(session, services, job)
+            session.commit()
+    except Exception:  # noqa: BLE001 - the job's failure is recorded already
+        log.exception("job %s (%s %s): recording its failure failed", job.id, job.kind, job.ref_id)
+
+
 class Worker:
     """A loop in a thread (embedded) or in the foreground (``miatari worker``)."""
 
-    def __init__(self, engine: Engine, settings: Settings, store: ImageStore,
-                 services: dict[str, Any] | None = None, *, run_sweeps: bool = True) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.store = store
-        self.services = services if services is not None else {}
+    def __init__(self, services: Services, registry: Registry, *, run_sweeps: bool = True) -> None:
+        self.services = services
+        self.engine = services.engine
+        self.settings = services.settings
+        self.store = services.store
+        self.registry = registry
         self.run_sweeps = run_sweeps
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,7 +163,7 @@ class Worker:
         self.owner = ""
 
     def run_sweeps_now(self) -> None:
-        for name, fn in list(SWEEPS.items()):
+        for name, fn in list(self.registry.sweeps.items()):
             try:
                 fn(self.engine, self.settings, self.services)
             except Exception:  # noqa: BLE001
@@ -169,7 +186,7 @@ class Worker:
             if self.run_sweeps and time.monotonic() - self._last_sweep >= self.settings.sweep_interval_seconds:
                 self.run_sweeps_now()
             try:
-                job = run_one(self.engine, self.settings, self.store, owner, self.services)
+                job = run_one(self.services, owner, self.registry)
             except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
                 log.exception("worker loop error")
                 job = None

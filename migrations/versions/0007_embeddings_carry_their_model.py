@@ -38,6 +38,15 @@ NEW_ACTIONS = "action IN ('add', 'remove_subject', 'remove_photo', 'switch_model
 
 
 def upgrade() -> None:
+    _embeddings_by_model()
+    _probes_name_their_model()
+    _gallery_model()
+    _reindex_runs()
+    _set_actions(NEW_ACTIONS)
+
+
+def _embeddings_by_model() -> None:
+    """Reference embeddings move to their own table, one row per photo and model."""
     op.create_table(
         "reference_embedding",
         sa.Column("reference_photo_id", sa.Integer(), nullable=False),
@@ -58,6 +67,8 @@ def upgrade() -> None:
     with op.batch_alter_table("reference_photo", schema=None) as batch_op:
         batch_op.drop_column("embedding")
 
+
+def _probes_name_their_model() -> None:
     with op.batch_alter_table("probe", schema=None) as batch_op:
         batch_op.add_column(sa.Column("model_id", sqlmodel.sql.sqltypes.AutoString(length=80), nullable=True))
     op.execute(sa.text("UPDATE probe SET model_id = :model").bindparams(model=DLIB_MODEL_ID))
@@ -65,6 +76,8 @@ def upgrade() -> None:
         batch_op.alter_column("model_id", existing_type=sqlmodel.sql.sqltypes.AutoString(length=80),
                               nullable=False)
 
+
+def _gallery_model() -> None:
     gallery_model = op.create_table(
         "gallery_model",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -80,6 +93,8 @@ def upgrade() -> None:
     op.bulk_insert(gallery_model, [{"id": 1, "model_id": DLIB_MODEL_ID, "dim": 128, "previous_model_id": None,
                                     "switched_at": dt.datetime.now(dt.UTC)}])
 
+
+def _reindex_runs() -> None:
     op.create_table(
         "reindex_run",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -100,8 +115,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("reindex_run", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_reindex_run_target_model_id"), ["target_model_id"], unique=False)
-
-    _set_actions(NEW_ACTIONS)
 
 
 def downgrade() -> None:

@@ -14,6 +14,7 @@ from tests.factories import image_store, make_candidate, make_subject
 from triage import clock, review, watchlist
 from triage.gallery import Gallery
 from triage.models import AuditEntry, Candidate, ReferenceEmbedding, ReferencePhoto, ReviewSlot, Role, Subject, User
+from triage.services import Services
 
 START = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -57,6 +58,10 @@ def _gallery(engine) -> Gallery:
     return g
 
 
+def _services(engine, settings, gallery: Gallery) -> Services:
+    return Services(engine, settings, image_store(settings), gallery=gallery)
+
+
 def _as(make_client, name):
     c = make_client(known_answer_share=0.0)
     login(c, name)
@@ -71,7 +76,7 @@ def test_expiry_withdraws_everything_and_escalation_is_refused(make_client, worl
         boss = _as(make_client, "boss")
         assert [d["candidate_id"] for d in boss.get("/api/review/disputes").json()["data"]] == [world["disputed"].id]
     with clock.frozen(START + dt.timedelta(days=2)):  # 2026-06-03: the warrant lapses
-        assert watchlist.expiry_sweep(engine, settings, {"gallery": running}) == [sid]
+        assert watchlist.expiry_sweep(engine, settings, _services(engine, settings, running)) == [sid]
         assert sid not in running.subject_ids()
         with Session(engine) as s:
             assert s.get(Candidate, world["open"].id).status == "withdrawn"
@@ -108,7 +113,7 @@ def test_extending_an_expired_warrant_puts_the_subject_back_and_it_expires_again
     with clock.frozen(START):
         running = _gallery(engine)
     with clock.frozen(START + dt.timedelta(days=2)):
-        watchlist.expiry_sweep(engine, settings, {"gallery": running})
+        watchlist.expiry_sweep(engine, settings, _services(engine, settings, running))
         assert sid not in running.subject_ids()
         boss = _as(make_client, "boss")
         assert sid not in [x["id"] for x in boss.get("/api/subjects?status=searchable").json()["data"]]
@@ -124,6 +129,6 @@ def test_extending_an_expired_warrant_puts_the_subject_back_and_it_expires_again
         with Session(engine) as s:
             assert s.get(Candidate, world["open"].id).status == "withdrawn"
     with clock.frozen(dt.datetime(2026, 7, 1, 0, 5, tzinfo=dt.UTC)):
-        assert watchlist.expiry_sweep(engine, settings, {"gallery": running}) == [sid]
+        assert watchlist.expiry_sweep(engine, settings, _services(engine, settings, running)) == [sid]
         assert sid not in running.subject_ids()
-        assert watchlist.expiry_sweep(engine, settings, {"gallery": running}) == []
+        assert watchlist.expiry_sweep(engine, settings, _services(engine, settings, running)) == []

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import TEST_PASSWORD, add_user, login
 from tests.factories import image_store, make_candidate
 from tests.triage.test_sightings import jpeg
@@ -18,6 +19,7 @@ from triage import review
 from triage.logging_json import JsonFormatter, new_request_id
 from triage.models import Role, SightingPhoto, User
 from triage.security import SESSION_COOKIE, create_api_token
+from triage.services import Services
 from triage.worker import run_one
 
 
@@ -102,7 +104,7 @@ def test_each_job_run_is_one_json_line(engine, settings, user_factory, log_lines
             task = review.next_task(s, user, settings)
             review.submit_verdict(s, user, task.slot_id, verdict, settings=settings)
     failing = make_settings(tmp_path, db_url, webhook_url="http://127.0.0.1:9/x", webhook_secret="s" * 32)
-    job = run_one(engine, failing, image_store(settings), "w1")
+    job = run_one(Services(engine, failing, image_store(settings)), "w1", worker_registry())
     assert job is not None
     lines = [x for x in _flush(log_lines) if x["logger"] == "miatari.jobs"]
     assert len(lines) == 1

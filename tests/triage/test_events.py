@@ -8,6 +8,8 @@ from sqlmodel import Session, select
 from tests.factories import image_store, make_candidate
 from triage import events, flags, jobs, qualification, review, sightings
 from triage.models import (
+    IMPORT_JOB,
+    MATCH_JOB,
     Candidate,
     Job,
     Notification,
@@ -16,8 +18,6 @@ from triage.models import (
     WatchlistImport,
     WebhookDelivery,
 )
-from triage.sightings import MATCH_JOB
-from triage.watchlist_import import IMPORT_JOB
 
 
 def _told(session: Session, kind: str) -> list[Notification]:

@@ -11,8 +11,9 @@ from triage import jobs
 from triage.clock import frozen
 from triage.config import Settings
 from triage.models import AuditEntry, Job, JobStatus
+from triage.services import Services
 from triage.storage import ImageStore
-from triage.worker import JOB_FUNCTIONS, JobContext, PermanentJobError, Worker, run_one
+from triage.worker import JobContext, PermanentJobError, Registry, Worker, run_one
 
 
 def _enqueue(engine: Engine, kind: str = "test", ref_id: int = 1, max_attempts: int = 3) -> int:
@@ -88,21 +89,18 @@ def test_run_one_runs_the_registered_function_and_records_errors(engine: Engine,
     def bad(ctx: JobContext) -> None:
         raise PermanentJobError("not an image")
 
-    JOB_FUNCTIONS["t_ok"], JOB_FUNCTIONS["t_bad"] = ok, bad
-    try:
-        ok_id = _enqueue(engine, "t_ok", 5)
-        bad_id = _enqueue(engine, "t_bad", 6)
-        store = ImageStore(settings.images_dir)
-        assert run_one(engine, settings, store, "w") is not None
-        assert run_one(engine, settings, store, "w") is not None
-        with Session(engine) as s:
-            assert s.get(Job, ok_id).status == "done"  # type: ignore[union-attr]
-            bad_job = s.get(Job, bad_id)
-            assert bad_job is not None and bad_job.status == "failed"  # permanent: no retry
-            assert "not an image" in bad_job.last_error
-        assert calls == [5]
-    finally:
-        JOB_FUNCTIONS.pop("t_ok"), JOB_FUNCTIONS.pop("t_bad")
+    registry = Registry(jobs={"t_ok": ok, "t_bad": bad})
+    ok_id = _enqueue(engine, "t_ok", 5)
+    bad_id = _enqueue(engine, "t_bad", 6)
+    svc = Services(engine, settings, ImageStore(settings.images_dir))
+    assert run_one(svc, "w", registry) is not None
+    assert run_one(svc, "w", registry) is not None
+    with Session(engine) as s:
+        assert s.get(Job, ok_id).status == "done"  # type: ignore[union-attr]
+        bad_job = s.get(Job, bad_id)
+        assert bad_job is not None and bad_job.status == "failed"  # permanent: no retry
+        assert "not an image" in bad_job.last_error
+    assert calls == [5]
 
 
 def test_concurrent_claims_give_each_job_to_one_worker(engine: Engine) -> None:
@@ -136,13 +134,10 @@ def test_worker_loop_runs_in_a_thread(engine: Engine, settings: Settings) -> Non
             s.commit()
         done.set()
 
-    JOB_FUNCTIONS["t_loop"] = fn
-    try:
-        _enqueue(engine, "t_loop", 1)
-        settings.worker_poll_seconds = 0.05
-        worker = Worker(engine, settings, ImageStore(settings.images_dir), run_sweeps=False)
-        worker.start()
-        assert done.wait(10)
-        worker.stop()
-    finally:
-        JOB_FUNCTIONS.pop("t_loop")
+    _enqueue(engine, "t_loop", 1)
+    settings.worker_poll_seconds = 0.05
+    svc = Services(engine, settings, ImageStore(settings.images_dir))
+    worker = Worker(svc, Registry(jobs={"t_loop": fn}), run_sweeps=False)
+    worker.start()
+    assert done.wait(10)
+    worker.stop()

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import make_settings, require_faces
 from triage import services, watchlist
 from triage.config import Settings
@@ -70,14 +71,14 @@ class Env:
         self.settings = settings
         self.store = ImageStore(settings.images_dir)
         self.services = services.build(engine, settings, self.store)
-        self.services["pipeline"] = pipeline
+        self.services.pipeline = pipeline
 
     def enrol(self, name: str, *photos: bytes) -> int:
         with Session(self.engine, expire_on_commit=False) as s:
             subject = watchlist.create_subject(s, watchlist.SubjectCreate(name=name, case_ref=f"W-{name}"), None)
             s.commit()
         for data in photos:
-            analysis = watchlist.analyze_for_enrolment(data, self.settings, self.services["pipeline"],
+            analysis = watchlist.analyze_for_enrolment(data, self.settings, self.services.pipeline,
                                                        enrolment_models(self.engine, self.settings.face_model))
             with Session(self.engine, expire_on_commit=False) as s:
                 watchlist.enrol_reference_photo(s, self.store, subject.id, analysis, None)  # type: ignore[arg-type]
@@ -92,7 +93,7 @@ class Env:
 
     def run_jobs(self) -> int:
         n = 0
-        while run_one(self.engine, self.settings, self.store, "test-worker", self.services) is not None:
+        while run_one(self.services, "test-worker", worker_registry()) is not None:
             n += 1
         return n
 
@@ -212,11 +213,11 @@ def test_enrolment_refuses_a_photo_without_a_face(env: Env) -> None:
     with Session(env.engine, expire_on_commit=False) as s:
         subject = watchlist.create_subject(s, watchlist.SubjectCreate(name="N", case_ref="C"), None)
         s.commit()
-    analysis = watchlist.analyze_for_enrolment(blank_png(), env.settings, env.services["pipeline"])
+    analysis = watchlist.analyze_for_enrolment(blank_png(), env.settings, env.services.pipeline)
     with Session(env.engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="No face"):
         watchlist.enrol_reference_photo(s, env.store, subject.id, analysis, None)  # type: ignore[arg-type]
     with pytest.raises(watchlist.EnrolmentRefused, match="not an image"):
-        watchlist.analyze_for_enrolment(b"hello, not an image at all", env.settings, env.services["pipeline"])
+        watchlist.analyze_for_enrolment(b"hello, not an image at all", env.settings, env.services.pipeline)
     with Session(env.engine) as s:
         assert watchlist.reference_photos(s, subject.id) == []  # type: ignore[arg-type]
     assert not any(p.is_file() for p in Path(env.settings.images_dir).rglob("*"))

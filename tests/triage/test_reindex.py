@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import make_settings, require_faces
 from triage import reindex, services, watchlist
 from triage.config import Settings
@@ -43,9 +44,9 @@ class World:
         self.pipeline = pipeline
         self.subjects: dict[str, int] = {}
 
-    def services(self, settings: Settings) -> dict[str, Any]:
+    def services(self, settings: Settings) -> services.Services:
         svc = services.build(self.engine, settings, self.store)
-        svc["pipeline"] = self.pipeline
+        svc.pipeline = self.pipeline
         return svc
 
     def enrol(self, settings: Settings, label: str, *views: str) -> None:
@@ -145,7 +146,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
     # The worker resumes the job and completes it.
     worker_services = world.services(world.new)
     try:
-        job = run_one(world.engine, world.new, world.store, "worker-1", worker_services)
+        job = run_one(worker_services, "worker-1", worker_registry())
     finally:
         services.stop(worker_services)
     assert job is not None and job.kind == reindex.REINDEX_JOB
@@ -182,7 +183,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
             photos=[PhotoUpload((world.faces / "002" / PROBE_VIEW).read_bytes())])).sighting
     match_services = world.services(world.new)
     try:
-        assert run_one(world.engine, world.new, world.store, "worker-2", match_services) is not None
+        assert run_one(match_services, "worker-2", worker_registry()) is not None
     finally:
         services.stop(match_services)
     with Session(world.engine) as s:

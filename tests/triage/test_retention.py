@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import add_user
 from triage import audit, retention
 from triage.clock import frozen
@@ -30,8 +31,8 @@ from triage.models import (
     StoredImage,
     Subject,
 )
+from triage.services import Services
 from triage.storage import ImageStore, store_image
-from triage.worker import SWEEPS
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -170,8 +171,9 @@ def test_audit_is_kept_a_year_at_least_then_pruned(engine: Engine, settings: Set
 
 
 def test_retention_is_a_registered_sweep(engine: Engine, settings: Settings, tmp_path: Path) -> None:
-    assert SWEEPS["retention"] is retention.retention_sweep
-    result = SWEEPS["retention"](engine, settings, {"store": ImageStore(tmp_path / "images")})
+    sweep = worker_registry().sweeps["retention"]
+    assert sweep is retention.retention_sweep
+    result = sweep(engine, settings, Services(engine, settings, ImageStore(tmp_path / "images")))
     assert isinstance(result, retention.RetentionResult)
 
 

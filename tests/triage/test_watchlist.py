@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests import factories
 from triage import watchlist
 from triage.clock import frozen, utcnow
@@ -21,7 +22,7 @@ from triage.models import (
     Subject,
     SubjectStatus,
 )
-from triage.worker import SWEEPS
+from triage.services import Services
 
 
 def _create(session: Session, actor=None, **fields) -> Subject:  # type: ignore[no-untyped-def]
@@ -125,11 +126,12 @@ def test_expiry_sweep_runs_on_its_own(engine, session: Session, settings, user_f
     subject.expires_on = utcnow().date() + dt.timedelta(days=3)
     session.add(subject)
     session.commit()
-    assert "expiry" in SWEEPS
-    assert SWEEPS["expiry"](engine, settings, {}) == []  # not yet due
+    sweep = worker_registry().sweeps["expiry"]
+    svc = Services(engine, settings, store)
+    assert sweep(engine, settings, svc) == []  # not yet due
     with frozen(utcnow() + dt.timedelta(days=3)):
-        assert SWEEPS["expiry"](engine, settings, {}) == [subject.id]
-        assert SWEEPS["expiry"](engine, settings, {}) == []  # idempotent
+        assert sweep(engine, settings, svc) == [subject.id]
+        assert sweep(engine, settings, svc) == []  # idempotent
         session.expire_all()
         assert watchlist.display_status(session.get(Subject, subject.id)) == "expired"  # type: ignore[arg-type]
     assert session.get(Candidate, candidate.id).status == "withdrawn"  # type: ignore[union-attr]

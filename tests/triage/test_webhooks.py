@@ -11,10 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import make_settings
 from tests.factories import image_store, make_candidate
 from triage import clock, events, webhooks
 from triage.models import Job, Role, WebhookDelivery
+from triage.services import Services
 from triage.worker import run_one
 
 SECRET = "hook-secret-" + "k" * 24
@@ -70,7 +72,7 @@ def _dispute(engine, settings, user_factory) -> int:
 
 
 def _run(engine, settings):  # type: ignore[no-untyped-def]
-    return run_one(engine, settings, image_store(settings), "test-worker")
+    return run_one(Services(engine, settings, image_store(settings)), "test-worker", worker_registry())
 
 
 def test_a_refused_delivery_is_retried_with_back_off_then_delivered_signed(engine, tmp_path, db_url,

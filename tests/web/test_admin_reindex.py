@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests import factories
 from tests.conftest import add_user, login
 from triage import services
@@ -84,7 +85,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     # A worker runs it: no reference photo yet, so the gallery switches at once.
     svc = services.build(engine, client.app.state.settings, client.app.state.store)  # type: ignore[attr-defined]
     try:
-        job = run_one(engine, client.app.state.settings, client.app.state.store, "w", svc)  # type: ignore[attr-defined]
+        job = run_one(svc, "w", worker_registry())  # type: ignore[attr-defined]
     finally:
         services.stop(svc)
     assert job is not None

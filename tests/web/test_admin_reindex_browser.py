@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
+from miatari.registry import worker_registry
 from tests import factories
 from tests.conftest import add_user
 from triage import services
@@ -30,7 +31,7 @@ def test_the_page_follows_a_run_to_the_switch(live_server, browser_login, engine
     # A worker takes the job; with no reference photo the gallery switches at once.
     svc = services.build(engine, server.settings, server.app.state.store)
     try:
-        assert run_one(engine, server.settings, server.app.state.store, "w", svc) is not None
+        assert run_one(svc, "w", worker_registry()) is not None
     finally:
         services.stop(svc)
     with Session(engine) as s:

@@ -14,19 +14,13 @@ import pytest
 from PIL import Image
 from sqlmodel import Session, select
 
+from miatari.registry import worker_registry
 from tests.conftest import add_user, login
 from triage import jobs
-from triage.models import (
-    AuditEntry,
-    Job,
-    Notification,
-    ReferencePhoto,
-    Role,
-    Subject,
-    WatchlistImport,
-    WebhookDelivery,
-)
-from triage.watchlist_import import IMPORT_JOB, archive_path
+from triage.clock import frozen
+from triage.models import AuditEntry, Job, Notification, ReferencePhoto, Role, Subject, WatchlistImport, WebhookDelivery
+from triage.watchlist import bulk_import
+from triage.watchlist.bulk_import import IMPORT_JOB, archive_path
 from triage.worker import run_one
 
 
@@ -74,8 +68,8 @@ def _run_job(client, engine, import_id: int, face_pipeline) -> None:  # type: ig
     with Session(engine) as s:
         job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
     services = client.app.state.services
-    services["pipeline"] = face_pipeline
-    done = run_one(engine, client.app.state.settings, client.app.state.store, "test-worker", services)
+    services.pipeline = face_pipeline
+    done = run_one(services, "test-worker", worker_registry())
     assert done is not None and done.id == job.id
 
 
@@ -109,8 +103,8 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
     assert client.get(url + "/status").status_code == 200  # still polling
 
     services = client.app.state.services
-    services["pipeline"] = face_pipeline
-    assert run_one(engine, settings, client.app.state.store, "test-worker", services).id == job.id  # type: ignore[union-attr]
+    services.pipeline = face_pipeline
+    assert run_one(services, "test-worker", worker_registry()).id == job.id  # type: ignore[union-attr]
 
     status = client.get(url + "/status")
     assert status.status_code == 286  # htmx stops polling
@@ -239,7 +233,8 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
 
 @pytest.mark.model
 def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
-    from triage import watchlist, watchlist_import
+    from triage import watchlist
+    from triage.watchlist import bulk_import
 
     client = _manager(make_client, engine)
     url = _send(client, _faces_zip()).headers["location"]
@@ -248,10 +243,10 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
     with Session(engine) as s:
         row = s.get(WatchlistImport, import_id)
     # An earlier, interrupted run of this same import enrolled its first subject.
-    plan = watchlist_import.plan_of(settings, row)
+    plan = bulk_import.plan_of(settings, row)
     watchlist.run_import(engine, client.app.state.store, settings, plan[:1],
                          watchlist.analyze_serially(settings, face_pipeline),
-                         import_ref=watchlist_import.import_ref(row))
+                         import_ref=bulk_import.import_ref(row))
     assert [p.action for p in client.get(url).context["preview"]] == ["resumed", "new"]
     client.post(url + "/confirm")
     _run_job(client, engine, import_id, face_pipeline)
@@ -284,3 +279,68 @@ def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None
             assert jobs.claim(s, "w2", lease_seconds=60) is not None
         with Session(engine) as s:
             assert jobs.renew(s, job_id, "w1", 60) is False  # type: ignore[arg-type]
+
+
+def _confirmed_import(client, engine) -> WatchlistImport:  # type: ignore[no-untyped-def]
+    url = _send(client, _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})).headers["location"]
+    assert client.post(url + "/confirm", follow_redirects=False).status_code == 303
+    with Session(engine) as s:
+        return s.exec(select(WatchlistImport)).one()
+
+
+def _import_job(engine, row: WatchlistImport) -> Job:  # type: ignore[no-untyped-def]
+    with Session(engine) as s:
+        return s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).one()
+
+
+def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the_import_with_it(  # type: ignore[no-untyped-def]
+        make_client, engine) -> None:
+    client = _manager(make_client, engine)
+    settings = client.app.state.settings
+    settings.job_max_attempts = 2  # the job is queued with the configured number of attempts
+    row = _confirmed_import(client, engine)
+    assert _import_job(engine, row).max_attempts == 2
+
+    def failing(ctx) -> None:  # type: ignore[no-untyped-def]
+        raise OSError("the image store is full")
+
+    registry = worker_registry()
+    registry.jobs[IMPORT_JOB] = failing  # the import's own failure handling stays
+    services = client.app.state.services
+    with frozen() as clock:
+        assert run_one(services, "w", registry) is not None
+        job = _import_job(engine, row)
+        assert job.status == "queued" and job.attempts == 1  # a transient failure: tried again later
+        assert run_one(services, "w", registry) is None  # not before its back-off
+        with Session(engine) as s:
+            assert s.get(WatchlistImport, row.id).status == "queued"  # type: ignore[union-attr]
+        assert archive_path(settings, row.archive_sha256).is_file()
+        clock.advance(minutes=5)
+        assert run_one(services, "w", registry) is not None
+        clock.advance(minutes=5)
+        assert run_one(services, "w", registry) is None  # given up: nothing runs a third time
+    job = _import_job(engine, row)
+    assert job.status == "failed" and job.attempts == 2 and "the image store is full" in job.last_error
+    with Session(engine) as s:
+        final = s.get(WatchlistImport, row.id)
+        assert final is not None and final.status == "failed" and final.finished_at is not None
+        progress = bulk_import.progress_of(s, final)
+    assert progress.done and progress.status == "failed" and "the image store is full" in progress.error
+    assert not archive_path(settings, row.archive_sha256).exists()  # of no more use
+    status = client.get(f"/watchlist/imports/{row.id}/status")
+    assert status.status_code == 286 and "the image store is full" in status.text
+
+
+def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+    client = _manager(make_client, engine)
+    row = _confirmed_import(client, engine)
+    assert _import_job(engine, row).max_attempts == 3
+    archive_path(client.app.state.settings, row.archive_sha256).unlink()  # lost: no retry can help
+    assert run_one(client.app.state.services, "w", worker_registry()) is not None
+    job = _import_job(engine, row)
+    assert job.status == "failed" and job.attempts == 1 and "is gone" in job.last_error
+    with Session(engine) as s:
+        final = s.get(WatchlistImport, row.id)
+        assert final is not None and final.status == "failed"
+        assert bulk_import.progress_of(s, final).status == "failed"
+    assert run_one(client.app.state.services, "w", worker_registry()) is None
