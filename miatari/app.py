@@ -21,10 +21,11 @@ from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
 from triage import reindex, services
 from triage.config import Settings, get_settings
 from triage.db import make_engine, read_first
-from triage.deps import ActionRequired, Forbidden, NotAuthenticated
 from triage.recovery import process_age_seconds
 from triage.storage import ImageStore
 from triage.worker import Worker
+from webcommon import media
+from webcommon.deps import ActionRequired, Forbidden, NotAuthenticated
 
 log = logging.getLogger("miatari")
 
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
     app.state.services = services.build(engine, settings, store)
 
     app.include_router(api.router)
+    app.include_router(media.router)  # pictures and CSV exports: the same handlers for api and web
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
     from web.routes.watchlist import MAX_ZIP_BYTES

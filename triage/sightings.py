@@ -85,6 +85,33 @@ class SightingInput:
 
 
 @dataclass
+class SightingForm:
+    """A sighting's fields as an upload form or an API caller sends them (text), read by ``to_input``."""
+
+    observed_at: str = ""
+    location_text: str = ""
+    latitude: str = ""
+    longitude: str = ""
+    note: str = ""
+    idempotency_key: str = ""
+    tz_offset: str = ""  # the browser's minutes from UTC, for a time seen given without a zone
+
+    def to_input(self, photos: list[PhotoUpload]) -> SightingInput:
+        """The checked input; raises ``SightingRejected`` naming the field that cannot be read."""
+        offset = int(self.tz_offset) if self.tz_offset.strip().lstrip("-").isdigit() else None
+        return SightingInput(photos=photos, observed_at=parse_observed_at(self.observed_at, offset),
+                             location_text=self.location_text,
+                             latitude=parse_coordinate(self.latitude, "latitude", 90.0),
+                             longitude=parse_coordinate(self.longitude, "longitude", 180.0), note=self.note,
+                             idempotency_key=self.idempotency_key.strip() or None)
+
+    def values(self) -> dict[str, str]:
+        """The fields a refused form shows again."""
+        return {"observed_at": self.observed_at, "location_text": self.location_text, "latitude": self.latitude,
+                "longitude": self.longitude, "note": self.note, "idempotency_key": self.idempotency_key}
+
+
+@dataclass
 class _Checked:
     photo: PhotoUpload
     media_type: str

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-from triage.deps import csrf_token_for
+from webcommon.deps import csrf_token_for, get_settings
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
@@ -30,7 +30,7 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, s
     ctx: dict[str, Any] = {
         "user": auth.user if auth else None,
         "csrf_token": csrf_token_for(request),
-        "settings": request.app.state.settings,
+        "settings": get_settings(request),
     }
     ctx.update(context or {})
     return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)

@@ -8,7 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from triage.deps import (
+from triage.models import User
+from triage.security import (
+    LoginFailed,
+    authenticate,
+    create_api_token,
+    csrf_matches,
+    list_api_tokens,
+    revoke_api_token,
+)
+from webcommon.deps import (
     CSRF_HEADER,
     CurrentUser,
     Forbidden,
@@ -22,16 +31,7 @@ from triage.deps import (
     pending_action,
     require_account_user,
 )
-from triage.models import User
-from triage.release import releases_session
-from triage.security import (
-    LoginFailed,
-    authenticate,
-    create_api_token,
-    csrf_matches,
-    list_api_tokens,
-    revoke_api_token,
-)
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api", tags=["auth"])
 

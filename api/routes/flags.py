@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import flags
-from triage.deps import CurrentUser, Id, SessionDep, client_ip
 from triage.models import Flag
-from triage.release import releases_session
+from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/flags", tags=["flags"])
 

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from triage import qualification, review
-from triage.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
-from triage.models import StoredImage, Subject
-from triage.release import releases_session
+from triage.models import Subject
+from webcommon.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -124,20 +124,6 @@ def create_verdict(request: Request, slot_id: Id, body: VerdictCreate, response:
                          revealed_full_faces=slot.revealed_full_faces, replayed=result.replayed)
 
 
-@router.get("/slots/{slot_id}/images/{kind}", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-@releases_session
-def read_slot_image(request: Request, slot_id: Id, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
-    """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
-    try:
-        sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
-    except review.ReviewError as exc:
-        raise _error(exc) from None
-    stored = session.get(StoredImage, sha)
-    return Response(request.app.state.store.get(sha), media_type=stored.media_type if stored else "image/png",
-                    headers={"Cache-Control": "no-store"})
-
-
 # Managers: disputes and escalation
 class DisputePublic(BaseModel):
     candidate_id: Id
@@ -166,17 +152,18 @@ def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUs
 
 @router.post("/candidates/{candidate_id}/escalate")
 @releases_session
-def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> DisputePublic:
+def create_escalation(request: Request, candidate_id: Id, session: SessionDep, settings: SettingsDep,
+                      manager: ManagerUser) -> DisputePublic:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
-        candidate = review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
+        candidate = review.escalate(session, manager, candidate_id, client_ip(request), settings)
     except review.ReviewError as exc:
         raise _error(exc) from None
     subject = session.get(Subject, candidate.subject_id)
     return DisputePublic(candidate_id=candidate.id, subject_id=candidate.subject_id,  # type: ignore[arg-type]
                          subject_name=subject.name if subject else "", round=candidate.current_round, verdicts=[],
                          eligible_recognizers=len(review.eligible_recognizers(session, candidate,
-                                                                               request.app.state.settings)))
+                                                                               settings)))
 
 
 # Managers: recognizers' standing on known-answer tasks, and reinstatement

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import accounts, reindex
-from triage.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
 from triage.models import ApiToken, Role, User
-from triage.release import releases_session
 from triage.security import list_api_tokens, revoke_api_token
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
+from webcommon.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -11,9 +11,7 @@ from sqlmodel import select
 
 from triage import accounts, audit
 from triage.clock import utcnow
-from triage.deps import AccountUser, CurrentUser, Id, SessionDep, SettingsDep, client_ip, pending_action
 from triage.models import AuditOutcome, WebSession
-from triage.release import releases_session
 from triage.security import (
     SESSION_COOKIE,
     LoginFailed,
@@ -29,6 +27,17 @@ from triage.security import (
     totp_uri,
 )
 from web.templating import render
+from webcommon.deps import (
+    AccountUser,
+    CurrentUser,
+    Id,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+    get_settings,
+    pending_action,
+)
+from webcommon.release import releases_session
 
 router = APIRouter(tags=["auth"])
 
@@ -38,7 +47,7 @@ LOGIN_CSRF_COOKIE = "miatari_login_csrf"
 
 def _secure(request: Request) -> bool:
     """Secure cookies when configured, and whenever the request came over HTTPS (also through a proxy)."""
-    return bool(request.app.state.settings.secure_cookies or request.url.scheme == "https")
+    return bool(get_settings(request).secure_cookies or request.url.scheme == "https")
 
 
 def _safe_next(url: str) -> str:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
-from triage import flags, review
-from triage.deps import CurrentUser, Id, SessionDep, client_ip
-from triage.release import releases_session
-from triage.sightings import displayable_image
+from triage import flags
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
@@ -91,23 +90,3 @@ def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user:
     return hx_redirect(f"/flags/{flag_id}#reports", request)
 
 
-@router.get("/{flag_id}/images/{kind}")
-@releases_session
-def read_flag_image(request: Request, flag_id: Id, kind: str, session: SessionDep, user: CurrentUser) -> Response:
-    """A picture of a flag's evidence: eye crops, full faces, or a sighting photo (sighting-N)."""
-    try:
-        flag = flags.get_visible(session, user, flag_id, client_ip(request))
-    except flags.FlagError as exc:
-        raise HTTPException(404, exc.message) from None
-    ev = flags.evidence(session, flag)
-    if kind.startswith("sighting-"):
-        photo = next((p for p in ev.photos if f"sighting-{p.position}" == kind), None)
-        if photo is None:
-            raise HTTPException(404, "No such picture.")
-        sha = photo.image_sha256
-    elif kind in review.IMAGE_KINDS:
-        sha = review.candidate_image_sha(session, ev.candidate, kind)
-    else:
-        raise HTTPException(404, "No such picture.")
-    data, media_type = displayable_image(session, request.app.state.store, sha)
-    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})

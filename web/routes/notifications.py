@@ -6,10 +6,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import notifications
-from triage.deps import AccountUser, CurrentUser, Id, SessionDep
-from triage.release import releases_session
 from web.htmx import is_htmx
 from web.templating import render
+from webcommon.deps import AccountUser, CurrentUser, Id, SessionDep
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 

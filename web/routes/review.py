@@ -13,11 +13,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from triage import review
-from triage.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
-from triage.models import StoredImage
-from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -117,14 +116,3 @@ def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings:
     return hx_redirect("/review?recorded=1", request)
 
 
-@router.get("/slots/{slot_id}/{kind}.png")
-@releases_session
-def read_task_image(request: Request, slot_id: Id, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
-    """A picture of your task, for the lease holder only (full faces after the reveal)."""
-    try:
-        sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
-    except review.ReviewError as exc:
-        return Response(exc.message, status_code=ERROR_STATUS.get(exc.code, 400), media_type="text/plain")
-    stored = session.get(StoredImage, sha)
-    return Response(request.app.state.store.get(sha), media_type=stored.media_type if stored else "image/png",
-                    headers={"Cache-Control": "no-store"})

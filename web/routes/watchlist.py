@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
-from triage import services, watchlist, watchlist_import
-from triage.deps import Id, ManagerUser, PageNumber, SessionDep, SettingsDep, client_ip
-from triage.gallery import enrolment_models, is_searchable, reference_photo_searchable
-from triage.models import ImportStatus, ReferencePhoto, Subject, User, WatchlistImport
-from triage.release import releases_session
-from triage.sightings import displayable_image
+from triage import watchlist, watchlist_import
+from triage.gallery import is_searchable, reference_photo_searchable
+from triage.models import ImportStatus, Subject, User, WatchlistImport
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
+from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
+from webcommon.release import releases_session
+from webcommon.uploads import read_capped
 
 router = APIRouter(tags=["watchlist"])
 
@@ -260,23 +260,21 @@ def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.post("/watchlist/{subject_id}/photos")
-def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                                 subject_id: Id, photo: Annotated[UploadFile | None, File()] = None,
-                                 view: Annotated[str, Form(max_length=40)] = "",
-                                 face_index: Annotated[str, Form()] = "") -> Response:
+def create_reference_photo(request: Request, session: SessionDep, store: StoreDep, pipeline: PipelineDep,
+                           settings: SettingsDep, user: ManagerUser, subject_id: Id,
+                           photo: Annotated[UploadFile | None, File()] = None,
+                           view: Annotated[str, Form(max_length=40)] = "",
+                           face_index: Annotated[str, Form()] = "") -> Response:
     """Enrol a reference photo; a photo with no face, or several, is refused with the reason."""
     subject = _get(session, subject_id)
     session.rollback()
-    data = photo.file.read(settings.max_upload_bytes + 1) if photo is not None else b""
+    data = read_capped(photo, settings)
     if not data:
         return _subject_page(request, session, subject, 422, error="Choose a photo to upload.")
     chosen = int(face_index) if face_index.strip().isdigit() else None
-    pipeline = services.pipeline(request.app.state.services)
     try:
-        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline,
-                                                   enrolment_models(request.app.state.engine,
-                                                                    settings.face_model))
-        _, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
+        analysis = pipeline.analyze_for_enrolment(data)
+        _, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
                                                      face_index=chosen, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
         session.rollback()
@@ -286,15 +284,4 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
     message = "Reference photo enrolled." if created else "This photo was already enrolled for this subject."
     return _subject_page(request, session, subject, notice=message)
 
-
-@router.get("/watchlist/photos/{photo_id}/{kind}")
-def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, photo_id: Id,
-                         kind: str) -> Response:
-    """A reference photo (image), its eye-region crop (eyes) or aligned face (face)."""
-    kinds = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "face_chip_sha256"}
-    photo = session.get(ReferencePhoto, photo_id)
-    if photo is None or kind not in kinds:
-        raise HTTPException(404, "No such image.")
-    data, media_type = displayable_image(session, request.app.state.store, getattr(photo, kinds[kind]))
-    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
 
