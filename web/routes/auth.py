@@ -7,11 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import select
 
 from triage import accounts, audit
-from triage.clock import utcnow
-from triage.models import AuditOutcome, WebSession
+from triage.models import AuditOutcome
 from triage.security import (
     SESSION_COOKIE,
     LoginFailed,
@@ -23,7 +21,6 @@ from triage.security import (
     new_totp_secret,
     revoke_api_token,
     start_session,
-    token_digest,
     totp_uri,
 )
 from web.templating import render
@@ -76,30 +73,31 @@ def create_login(
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     ctx = {"login_csrf": cookie or secrets.token_urlsafe(32), "next_url": _safe_next(next), "username": username}
     if not cookie or not csrf_matches(cookie, csrf_token):
-        audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
-                     detail={"reason": "CSRF check failed"}, ip=client_ip(request))
-        session.commit()
-        return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},  # type: ignore[no-any-return]
-                      status_code=403)
+        return _login_csrf_refused(request, session, ctx, username)
     try:
         user = authenticate(session, settings, username, password, totp, ip=client_ip(request))
     except LoginFailed as exc:
         session.commit()
         return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)  # type: ignore[no-any-return]
-    # A session cookie the browser already had is ended: a new login never continues an old session.
-    previous = request.cookies.get(SESSION_COOKIE)
-    if previous:
-        old = session.exec(select(WebSession).where(WebSession.token_hash == token_digest(previous))).first()
-        if old is not None and old.revoked_at is None:
-            old.revoked_at = utcnow()
-            session.add(old)
-    token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""))
+    token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""),
+                             replaces=request.cookies.get(SESSION_COOKIE))
     session.commit()
     pending = pending_action(user, settings)
-    response = RedirectResponse(pending.location if pending else _safe_next(next), status_code=303)
+    return _logged_in(request, token, pending.location if pending else _safe_next(next))
+
+
+def _login_csrf_refused(request: Request, session: SessionDep, ctx: dict[str, str], username: str) -> Response:
+    audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
+                 detail={"reason": "CSRF check failed"}, ip=client_ip(request))
+    session.commit()
+    return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},  # type: ignore[no-any-return]
+                  status_code=403)
+
+
+def _logged_in(request: Request, token: str, location: str) -> Response:
+    response = RedirectResponse(location, status_code=303)
     # No max_age: a session cookie, gone when the browser closes; the server enforces both timeouts.
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request),
-                        path="/")
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request), path="/")
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 

@@ -69,7 +69,13 @@ def read_watchlist(request: Request, session: SessionDep, user: ManagerUser,
 @router.get("/watchlist/new")
 def read_new_subject(request: Request, user: ManagerUser) -> Response:
     """The form for a new subject."""
-    return render(request, "subject_form.html", {"subject": None, "values": {"priority": 3}, "errors": {}})  # type: ignore[no-any-return]
+    return _subject_form(request, None, {"priority": 3})
+
+
+def _subject_form(request: Request, subject: Subject | None, values: dict[str, Any],
+                  errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": errors or {}},  # type: ignore[no-any-return]
+                  status_code=status_code)
 
 
 def _form_values(name: str, aliases: str, case_ref: str, priority: str, notes: str, expires_on: str) -> dict[str, Any]:
@@ -87,8 +93,7 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
     try:
         data = watchlist.SubjectCreate(**values)
     except ValidationError as exc:
-        return render(request, "subject_form.html", {"subject": None, "values": values,  # type: ignore[no-any-return]
-                                                     "errors": _errors(exc)}, status_code=422)
+        return _subject_form(request, None, values, _errors(exc), 422)
     subject = watchlist.create_subject(session, data, user, ip=client_ip(request))
     session.commit()
     return hx_redirect(f"/watchlist/{subject.id}", request)
@@ -116,11 +121,7 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
                   targets: Annotated[str, Form(max_length=watchlist.MAX_TARGETS_TEXT)] = "") -> Response:
     """Check the ZIP and the subjects named for it, keep it; the import's page shows the preview to confirm."""
     data = archive.file.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
-    error = ""
-    if not data:
-        error = "Choose a ZIP file."
-    elif len(data) > MAX_ZIP_BYTES:
-        error = f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
+    error = _zip_problem(data)
     if not error:
         try:
             row = watchlist_import.stage_zip_import(session, settings, user, data,
@@ -133,6 +134,14 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
         return _import_form(request, session, error, status_code=422, form={"include": include, "targets": targets})
     session.commit()
     return hx_redirect(f"/watchlist/imports/{row.id}", request)
+
+
+def _zip_problem(data: bytes) -> str:
+    if not data:
+        return "Choose a ZIP file."
+    if len(data) > MAX_ZIP_BYTES:
+        return f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
+    return ""
 
 
 def _get_import(session: Any, import_id: Id) -> WatchlistImport:
@@ -212,7 +221,7 @@ def read_edit_subject(request: Request, session: SessionDep, user: ManagerUser, 
     """The form to edit a subject."""
     subject = _get(session, subject_id)
     values = {k: getattr(subject, k) for k in FORM_FIELDS}
-    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": {}})  # type: ignore[no-any-return]
+    return _subject_form(request, subject, values)
 
 
 @router.post("/watchlist/{subject_id}/edit")
@@ -229,12 +238,10 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
             raise watchlist.WatchlistError("Name and case reference are required.")
         watchlist.update_subject(session, subject_id, data, user, ip=client_ip(request))
     except ValidationError as exc:
-        return render(request, "subject_form.html", {"subject": subject, "values": values,  # type: ignore[no-any-return]
-                                                     "errors": _errors(exc)}, status_code=422)
+        return _subject_form(request, subject, values, _errors(exc), 422)
     except watchlist.WatchlistError as exc:
         session.rollback()
-        return render(request, "subject_form.html", {"subject": subject, "values": values,  # type: ignore[no-any-return]
-                                                     "errors": {"form": str(exc)}}, status_code=409)
+        return _subject_form(request, subject, values, {"form": str(exc)}, 409)
     session.commit()
     return hx_redirect(f"/watchlist/{subject_id}", request)
 
