@@ -31,7 +31,6 @@ def build(engine: Engine, settings: Settings, store: ImageStore) -> dict[str, An
     import triage.reindex  # noqa: F401
     import triage.retention  # noqa: F401
     import triage.watchlist  # noqa: F401
-    import triage.watchlist_import  # noqa: F401
     from matcher.decode import set_concurrent_decodes
 
     set_concurrent_decodes(settings.max_concurrent_decodes)

@@ -7,6 +7,7 @@ import datetime as dt
 import io
 
 import pytest
+from sqlmodel import select
 
 from tests.factories import image_store, make_candidate, make_subject
 from triage import clock, metrics, review
@@ -69,7 +70,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         ka = review.create_known_answer_task(session, settings, avoid_seen_by=None)
         session.commit()
         for user, verdict in ((c, ka.known_truth), (d, "cannot_tell")):
-            slot = next(s for s in session.exec(review.select(ReviewSlot).where(
+            slot = next(s for s in session.exec(select(ReviewSlot).where(
                 ReviewSlot.candidate_id == ka.id, ReviewSlot.reviewer_id.is_(None))).all())
             slot.reviewer_id = user.id
             slot.lease_expires_at = clock.utcnow() + dt.timedelta(minutes=5)

@@ -9,12 +9,14 @@ import pytest
 from sqlmodel import select
 
 from tests.factories import FakeHit, image_store, make_candidate, make_probe, make_sighting, make_subject
-from triage import clock, review
+from triage import clock, review, watchlist
 from triage.models import (
     AuditEntry,
     Candidate,
     Flag,
     Notification,
+    Probe,
+    ReferencePhoto,
     ReviewSlot,
     Role,
     SeenCandidate,
@@ -69,7 +71,7 @@ def test_create_candidates_keeps_threshold_and_k(session, store, settings, peopl
     subjects = [make_subject(session, store) for _ in range(4)]
     sighting = make_sighting(session, store, officer.id)
     probe = make_probe(session, store, sighting)
-    photos = [session.exec(select(review.ReferencePhoto).where(review.ReferencePhoto.subject_id == s.id)).first()
+    photos = [session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == s.id)).first()
               for s in subjects]
     hits = [FakeHit(s.id, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
                                                                                 [0.9, 0.7, 0.6, 0.3], strict=True), 1)]
@@ -339,7 +341,7 @@ def test_withdraw_for_subject_keeps_rows(session, store, settings, people):
     officer, manager, (a, b, *_) = people
     cand = _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
-    n = review.withdraw_for_subject(session, cand.subject_id, manager)
+    n = watchlist.withdraw_for_subject(session, cand.subject_id, manager)
     subject = session.get(Subject, cand.subject_id)
     subject.status = "withdrawn"
     session.add(subject)
@@ -403,9 +405,9 @@ def test_known_answer_tasks_served_at_share_and_never_flag(session, store, setti
     assert all(session.get(Candidate, f.candidate_id).known_truth is None for f in flags)
     # The truth follows the photos, or the settled case the pair was made from.
     for c in ka:
-        q = session.get(review.ReferencePhoto, c.reference_photo_id)
+        q = session.get(ReferencePhoto, c.reference_photo_id)
         if c.known_probe_photo_id is not None:
-            p = session.get(review.ReferencePhoto, c.known_probe_photo_id)
+            p = session.get(ReferencePhoto, c.known_probe_photo_id)
             assert (p.subject_id == q.subject_id) == (c.known_truth == "same")
         else:
             source = session.get(Candidate, c.known_source_candidate_id)
@@ -490,7 +492,7 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
     # c has seen neither case: every pair is made from one of them, with the truth its round settled.
     assert sources == {flagged.id: "same", cleared.id: "different"}
     for m in made:
-        probe = session.get(review.Probe, session.get(Candidate, m.known_source_candidate_id).probe_id)
+        probe = session.get(Probe, session.get(Candidate, m.known_source_candidate_id).probe_id)
         assert m.known_probe_eyes_sha256 not in {probe.eye_crop_sha256, probe.face_chip_sha256}
         assert m.reference_photo_id == session.get(Candidate, m.known_source_candidate_id).reference_photo_id
     # a has seen both: its pairs come from reference photos.

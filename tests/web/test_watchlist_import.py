@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from tests.conftest import add_user, login
 from triage import jobs
 from triage.models import AuditEntry, Job, ReferencePhoto, Role, Subject, WatchlistImport
-from triage.watchlist_import import IMPORT_JOB, archive_path
+from triage.watchlist.bulk_import import IMPORT_JOB, archive_path
 from triage.worker import run_one
 
 
@@ -223,7 +223,8 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
 
 @pytest.mark.model
 def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
-    from triage import watchlist, watchlist_import
+    from triage import watchlist
+    from triage.watchlist import bulk_import
 
     client = _manager(make_client, engine)
     url = _send(client, _faces_zip()).headers["location"]
@@ -232,10 +233,10 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
     with Session(engine) as s:
         row = s.get(WatchlistImport, import_id)
     # An earlier, interrupted run of this same import enrolled its first subject.
-    plan = watchlist_import.plan_of(settings, row)
+    plan = bulk_import.plan_of(settings, row)
     watchlist.run_import(engine, client.app.state.store, settings, plan[:1],
                          watchlist.analyze_serially(settings, face_pipeline),
-                         import_ref=watchlist_import.import_ref(row))
+                         import_ref=bulk_import.import_ref(row))
     assert [p.action for p in client.get(url).context["preview"]] == ["resumed", "new"]
     client.post(url + "/confirm")
     _run_job(client, engine, import_id, face_pipeline)

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
-from triage import watchlist, watchlist_import
+from triage import watchlist
 from triage.gallery import is_searchable, reference_photo_searchable
 from triage.models import ImportStatus, Subject, User, WatchlistImport
+from triage.watchlist import bulk_import
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
@@ -102,8 +103,8 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
 def _import_form(request: Request, session: Any, error: str = "", status_code: int = 200,
                  form: dict[str, str] | None = None) -> Response:
     return render(request, "watchlist_import.html", {  # type: ignore[no-any-return]
-        "error": error, "form": form or {}, "imports": [(i, watchlist_import.progress_of(session, i))
-                                                        for i in watchlist_import.recent_imports(session)]},
+        "error": error, "form": form or {}, "imports": [(i, bulk_import.progress_of(session, i))
+                                                        for i in bulk_import.recent_imports(session)]},
         status_code=status_code)
 
 
@@ -124,7 +125,7 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
     error = _zip_problem(data)
     if not error:
         try:
-            row = watchlist_import.stage_zip_import(session, settings, user, data,
+            row = bulk_import.stage_zip_import(session, settings, user, data,
                                                     (archive.filename if archive else "") or "upload.zip",
                                                     include, targets, ip=client_ip(request))
         except watchlist.WatchlistError as exc:
@@ -152,12 +153,12 @@ def _get_import(session: Any, import_id: Id) -> WatchlistImport:
 
 
 def _import_context(session: Any, row: WatchlistImport, settings: Any = None) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"imp": row, "progress": watchlist_import.progress_of(session, row),
+    ctx: dict[str, Any] = {"imp": row, "progress": bulk_import.progress_of(session, row),
                            "by": session.get(User, row.created_by), "poll_seconds": 2, "preview": None,
                            "preview_error": ""}
     if settings is not None and row.status == ImportStatus.pending.value:
         try:
-            ctx["preview"] = watchlist_import.preview(session, settings, row)
+            ctx["preview"] = bulk_import.preview(session, settings, row)
         except watchlist.WatchlistError as exc:
             ctx["preview_error"] = str(exc)
     return ctx
@@ -181,7 +182,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
         ctx = _import_context(session, _get_import(session, import_id), settings)
         return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},  # type: ignore[no-any-return]
                       status_code=409)
-    return hx_redirect(f"/watchlist/imports/{import_id}" if op is watchlist_import.confirm_import
+    return hx_redirect(f"/watchlist/imports/{import_id}" if op is bulk_import.confirm_import
                        else "/watchlist/import", request)
 
 
@@ -190,7 +191,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
 def update_import_confirm(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                           import_id: Id) -> Response:
     """Confirm a previewed import: its job is queued and enrols the photos as the preview said."""
-    return _import_action(request, session, settings, user, import_id, watchlist_import.confirm_import)
+    return _import_action(request, session, settings, user, import_id, bulk_import.confirm_import)
 
 
 @router.post("/watchlist/imports/{import_id}/cancel")
@@ -198,7 +199,7 @@ def update_import_confirm(request: Request, session: SessionDep, settings: Setti
 def delete_import(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                   import_id: Id) -> Response:
     """Drop a previewed import that was not confirmed; nothing of it was enrolled."""
-    return _import_action(request, session, settings, user, import_id, watchlist_import.cancel_import)
+    return _import_action(request, session, settings, user, import_id, bulk_import.cancel_import)
 
 
 @router.get("/watchlist/imports/{import_id}/status")

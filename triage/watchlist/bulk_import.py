@@ -1,10 +1,21 @@
-"""The watchlist: subjects, their reference photos, closing, expiry and bulk enrolment.
+"""Bulk enrolment: planning an import (folder, CSV or ZIP), its preview, running it, and ZIP imports from the page.
 
-Every function that changes something takes the session, performs the whole
-change in the caller's transaction, appends the gallery change that keeps
-every process's index in step (``triage.gallery``) and writes its audit entry.
-Face analysis is slow, so it happens before the transaction
-(``analyze_for_enrolment``), never inside it.
+An import is resumable and idempotent: the subjects it creates are keyed by the import, and a photo
+enrolled before is recognised by its content.
+
+ZIP imports sent from the web page are previewed, confirmed, then enrolled in the
+background.  The page checks the ZIP (it opens, it holds photos in the folder layout)
+and the existing subjects the manager named for some folders, keeps the ZIP in
+``<data>/imports/<sha256>.zip`` and records a *pending* import.  Its page shows the
+preview — each planned subject "new", or "adds to existing subject #N (named
+explicitly)" — and nothing is enrolled until the manager confirms; confirming
+queues a ``watchlist_import`` job.  Every folder not named explicitly becomes a new
+subject keyed by this import, so a later import with a folder of the same name
+never adds photos to it.  The job runs :func:`run_import`
+(idempotent: the same import run again after a crash finds its own subjects, and a
+photo enrolled before is recognised by its content), renews its lease while it
+works, records the result on the import's row, and deletes the archive once no
+pending, queued or running import needs it.
 """
 
 from __future__ import annotations
@@ -14,7 +25,8 @@ import datetime as dt
 import fnmatch
 import hashlib
 import io
-import logging
+import os
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,391 +34,37 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Engine, func, or_
+from sqlalchemy import Engine, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from triage import audit
+from triage import audit, jobs, services
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.gallery import (
-    ADD,
-    REMOVE_SUBJECT,
-    active_model_id,
-    is_searchable,
-    lock_changes,
-    record_change,
-    searchable_clause,
-    today,
+from triage.gallery import enrolment_models
+from triage.models import (
+    AuditOutcome,
+    ImportStatus,
+    Job,
+    JobStatus,
+    ReferencePhoto,
+    Subject,
+    SubjectStatus,
+    User,
+    WatchlistImport,
 )
-from triage.models import AuditOutcome, ReferenceEmbedding, ReferencePhoto, Subject, SubjectStatus, User
-from triage.storage import ImageStore, store_image
-from triage.worker import sweep
+from triage.storage import ImageStore
+from triage.watchlist.enrolment import EnrolmentRefused, FaceAnalysis, analyze_for_enrolment, enrol_reference_photo
+from triage.watchlist.subjects import SubjectCreate, WatchlistError, create_subject
+from triage.worker import JobContext, LeaseLost, PermanentJobError, job_function
 
-log = logging.getLogger("miatari.watchlist")
-
-# A face this many times larger (by area) than every other face in a photo is taken
-# to be the subject's; otherwise the manager must pick one.
-DOMINANT_FACE_AREA_RATIO = 2.0
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".gif"})
-MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
-               "tiff": "image/tiff", "heif": "image/heif", "heic": "image/heic", "gif": "image/gif"}
 MAX_ZIP_MEMBERS = 20_000
-CLOSING_STATUSES = (SubjectStatus.arrested, SubjectStatus.withdrawn)
-
-
-class WatchlistError(ValueError):
-    """A refused watchlist change; the message is meant for the user."""
-
-
-class SubjectNotFound(LookupError):
-    pass
-
-
-class EnrolmentRefused(WatchlistError):
-    """A reference photo that cannot be enrolled (no face, several faces, not an image)."""
-
-    def __init__(self, message: str, faces: Sequence[Any] = ()) -> None:
-        super().__init__(message)
-        self.faces = list(faces)
-
-
-# Subject input schemas (shared by the API and the pages)
-class SubjectBase(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    name: str = Field(min_length=1, max_length=200)
-    aliases: str = Field(default="", max_length=500)
-    case_ref: str = Field(min_length=1, max_length=100)
-    priority: int = Field(default=3, ge=1, le=5, description="1 = most urgent, 5 = least")
-    notes: str = Field(default="", max_length=4000)
-    expires_on: dt.date | None = Field(default=None, description="The subject leaves the gallery on this date (UTC)")
-
-
-class SubjectCreate(SubjectBase):
-    @field_validator("expires_on")
-    @classmethod
-    def _future(cls, value: dt.date | None) -> dt.date | None:
-        if value is not None and value <= today():
-            raise ValueError("the expiry date must be in the future")
-        return value
-
-
-class SubjectUpdate(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    aliases: str | None = Field(default=None, max_length=500)
-    case_ref: str | None = Field(default=None, min_length=1, max_length=100)
-    priority: int | None = Field(default=None, ge=1, le=5)
-    notes: str | None = Field(default=None, max_length=4000)
-    expires_on: dt.date | None = None
-
-    @field_validator("expires_on")
-    @classmethod
-    def _future(cls, value: dt.date | None) -> dt.date | None:
-        if value is not None and value <= today():
-            raise ValueError("the expiry date must be in the future (close the subject to take it out now)")
-        return value
-
-
-# Reading
-def get_subject(session: Session, subject_id: int) -> Subject:
-    subject = session.get(Subject, subject_id)
-    if subject is None:
-        raise SubjectNotFound(f"No subject {subject_id}.")
-    return subject
-
-
-def is_expired(subject: Subject, on: dt.date | None = None) -> bool:
-    return subject.expires_on is not None and subject.expires_on <= (on or today())
-
-
-def display_status(subject: Subject) -> str:
-    if subject.status == SubjectStatus.active.value and is_expired(subject):
-        return "expired"
-    return subject.status
-
-
-STATUS_FILTERS = ("active", "arrested", "withdrawn", "expired", "searchable")
-
-
-def list_subjects(session: Session, *, q: str = "", status: str = "", offset: int = 0,
-                  limit: int = 50) -> tuple[list[tuple[Subject, int]], int]:
-    """A page of subjects (newest first) with their reference photo counts, and the total count."""
-    stmt = select(Subject)
-    q = q.strip()
-    if q:
-        like = f"%{q.lower()}%"
-        stmt = stmt.where(or_(func.lower(Subject.name).like(like), func.lower(Subject.aliases).like(like),
-                              func.lower(Subject.case_ref).like(like)))
-    if status == "searchable":
-        stmt = stmt.where(searchable_clause())
-    elif status == "expired":
-        stmt = stmt.where(Subject.status == SubjectStatus.active.value, col(Subject.expires_on) <= today())
-    elif status:
-        stmt = stmt.where(Subject.status == status)
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    subjects = session.exec(stmt.order_by(col(Subject.id).desc()).offset(max(offset, 0)).limit(limit)).all()
-    ids = [s.id for s in subjects]
-    counts: dict[int, int] = {}
-    if ids:
-        counts = dict(session.exec(  # type: ignore[arg-type]
-            select(ReferencePhoto.subject_id, func.count()).where(col(ReferencePhoto.subject_id).in_(ids))
-            .group_by(ReferencePhoto.subject_id)
-        ).all())
-    return [(s, counts.get(s.id, 0)) for s in subjects], int(total)  # type: ignore[arg-type]
-
-
-def reference_photos(session: Session, subject_id: int) -> list[ReferencePhoto]:
-    return list(session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == subject_id)
-                             .order_by(ReferencePhoto.id)).all())
-
-
-# Changing subjects
-def create_subject(session: Session, data: SubjectCreate, actor: User | None, *, import_key: str | None = None,
-                   ip: str = "") -> Subject:
-    subject = Subject(**data.model_dump(), import_key=import_key, created_by=actor.id if actor else None)
-    session.add(subject)
-    session.flush()
-    audit.record(session, "subject.create", actor=actor, object_type="subject", object_id=subject.id,
-                 detail={"name": subject.name, "case_ref": subject.case_ref, "priority": subject.priority,
-                         "expires_on": subject.expires_on, "import_key": import_key}, ip=ip)
-    return subject
-
-
-def update_subject(session: Session, subject_id: int, data: SubjectUpdate, actor: User | None,
-                   ip: str = "") -> Subject:
-    subject = get_subject(session, subject_id)
-    changes = data.model_dump(exclude_unset=True)
-    if subject.status != SubjectStatus.active.value:
-        audit.record(session, "subject.update", actor=actor, object_type="subject", object_id=subject_id,
-                     outcome=AuditOutcome.denied, detail={"reason": "closed"}, ip=ip)
-        session.commit()
-        raise WatchlistError(f"This subject is closed ({subject.status}); it can no longer be edited.")
-    for key in ("name", "case_ref"):
-        if key in changes and changes[key] is None:
-            raise WatchlistError(f"{key.replace('_', ' ')} cannot be empty.")
-    before = {k: getattr(subject, k) for k in changes}
-    for key, value in changes.items():
-        setattr(subject, key, value if value is not None or key == "expires_on" else getattr(subject, key))
-    subject.updated_at = utcnow()
-    session.add(subject)
-    audit.record(session, "subject.update", actor=actor, object_type="subject", object_id=subject_id,
-                 detail={"before": before, "after": {k: getattr(subject, k) for k in changes}}, ip=ip)
-    if "expires_on" in changes and subject.closed_at is not None and is_searchable(subject):
-        _put_back(session, subject, actor, ip)
-    return subject
-
-
-def _put_back(session: Session, subject: Subject, actor: User | None, ip: str = "") -> None:
-    """A lapsed warrant was extended: the subject is searched again in every process, and expires again.
-
-    Candidates withdrawn when it expired stay withdrawn; new sightings are matched against it again.
-    """
-    subject.closed_at = None
-    session.add(subject)
-    photos = reference_photos(session, subject.id)  # type: ignore[arg-type]
-    for photo in photos:
-        record_change(session, ADD, subject.id, photo.id)  # type: ignore[arg-type]
-    audit.record(session, "subject.reactivate", actor=actor, object_type="subject", object_id=subject.id,
-                 detail={"expires_on": subject.expires_on, "reference_photos": len(photos)}, ip=ip)
-
-
-def _take_out(session: Session, subject: Subject, actor: User | None) -> int:
-    """Remove from every gallery and withdraw the open review tasks; returns how many were withdrawn."""
-    from triage import review
-
-    record_change(session, REMOVE_SUBJECT, subject.id)  # type: ignore[arg-type]
-    withdrawn = review.withdraw_for_subject(session, subject.id, actor)
-    return int(withdrawn or 0) if isinstance(withdrawn, int) else len(withdrawn or [])
-
-
-def close_subject(session: Session, subject_id: int, status: SubjectStatus | str, actor: User | None,
-                  reason: str = "", ip: str = "") -> Subject:
-    """Close a subject (arrested or withdrawn): out of the gallery at once, open tasks withdrawn."""
-    subject = get_subject(session, subject_id)
-    try:
-        new_status = SubjectStatus(status)
-    except ValueError:
-        new_status = None  # type: ignore[assignment]
-    if new_status not in CLOSING_STATUSES:
-        raise WatchlistError("A subject is closed as arrested or withdrawn.")
-    if subject.status != SubjectStatus.active.value:
-        audit.record(session, "subject.close", actor=actor, object_type="subject", object_id=subject_id,
-                     outcome=AuditOutcome.denied, detail={"reason": "already closed", "status": subject.status}, ip=ip)
-        session.commit()
-        raise WatchlistError(f"This subject is already closed ({subject.status}).")
-    subject.status = new_status.value
-    subject.closed_at = utcnow()
-    subject.updated_at = subject.closed_at
-    session.add(subject)
-    audit.record(session, "subject.close", actor=actor, object_type="subject", object_id=subject_id,
-                 detail={"status": subject.status, "reason": reason[:500]}, ip=ip)
-    withdrawn = _take_out(session, subject, actor)
-    log.info("subject %s closed as %s; %d open tasks withdrawn", subject_id, subject.status, withdrawn)
-    return subject
-
-
-def expire_subjects(session: Session, on: dt.date | None = None) -> list[int]:
-    """Take every active subject whose expiry date has come out of the gallery (idempotent)."""
-    on = on or today()
-    due = session.exec(select(Subject).where(Subject.status == SubjectStatus.active.value,
-                                             col(Subject.expires_on) <= on, col(Subject.closed_at).is_(None))
-                       .with_for_update()).all()
-    for subject in due:
-        # The status stays active (the warrant merely lapsed); closed_at marks that it was taken out.
-        subject.closed_at = utcnow()
-        session.add(subject)
-        audit.record(session, "subject.expire", object_type="subject", object_id=subject.id,
-                     detail={"expires_on": subject.expires_on})
-        _take_out(session, subject, None)
-    return [s.id for s in due]  # type: ignore[misc]
-
-
-@sweep("expiry")
-def expiry_sweep(engine: Engine, settings: Settings, services: dict[str, Any]) -> list[int]:
-    """Scheduled: expire subjects whose date has come, even if nobody looks at them."""
-    del settings
-    with Session(engine, expire_on_commit=False) as session:
-        expired = expire_subjects(session)
-        session.commit()
-    if expired:
-        log.info("expired subjects %s", expired)
-        found = services.get("gallery")
-        if found is not None:
-            found.sync()
-    return expired
-
-
-# Reference photos
-@dataclass
-class FaceAnalysis:
-    """What enrolment needs from the matcher, computed outside any transaction."""
-
-    data: bytes
-    sha256: str
-    media_type: str
-    width: int
-    height: int
-    faces: list[Any]
-
-
-def analyze_for_enrolment(data: bytes, settings: Settings, pipeline: Any,
-                          models: Sequence[str] = ()) -> FaceAnalysis:
-    """Decode (size and pixel limits) and find the faces; raises ``EnrolmentRefused`` for a bad file.
-
-    Each face is embedded with the pipeline's model and with ``models``
-    (:func:`triage.gallery.enrolment_models`: the gallery's and the configured one)."""
-    from matcher import ImageError, decode_image
-
-    try:
-        decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-        faces = list(pipeline.analyze_image(decoded, models=list(models)))
-    except ImageError as exc:
-        raise EnrolmentRefused(str(exc)) from exc
-    return FaceAnalysis(data=data, sha256=hashlib.sha256(data).hexdigest(),
-                        media_type=MEDIA_TYPES.get(str(decoded.format).lower(), "application/octet-stream"),
-                        width=decoded.width, height=decoded.height, faces=faces)
-
-
-def _area(face: Any) -> float:
-    _, _, w, h = face.bbox
-    return float(w) * float(h)
-
-
-def choose_face(faces: Sequence[Any], face_index: int | None = None) -> Any:
-    """The subject's face: the one picked, the only one, or one clearly larger than the others."""
-    if not faces:
-        raise EnrolmentRefused("No face was found in this photo. Use a clear, well-lit photo of the face.")
-    if face_index is not None:
-        for face in faces:
-            if face.index == face_index:
-                return face
-        raise EnrolmentRefused(f"There is no face number {face_index + 1} in this photo "
-                               f"(it shows {len(faces)}).", faces)
-    if len(faces) == 1:
-        return faces[0]
-    by_size = sorted(faces, key=_area, reverse=True)
-    if _area(by_size[0]) >= DOMINANT_FACE_AREA_RATIO * _area(by_size[1]):
-        return by_size[0]
-    raise EnrolmentRefused(f"This photo shows {len(faces)} faces and the subject's cannot be told apart: "
-                           "pick the face, or use a photo of the subject alone.", faces)
-
-
-def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, analysis: FaceAnalysis,
-                          actor: User | None, *, face_index: int | None = None, view: str = "",
-                          ip: str = "") -> tuple[ReferencePhoto, bool]:
-    """Enrol one analysed photo for a subject; the same photo twice is enrolled once.
-
-    Returns the reference photo and whether it is new.  A refusal is audited
-    (and committed) before ``EnrolmentRefused`` is raised.
-    """
-    from matcher import embedding_to_bytes
-
-    subject = get_subject(session, subject_id)
-    existing = session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == subject_id,
-                                                         ReferencePhoto.image_sha256 == analysis.sha256)).first()
-    if existing is not None:
-        return existing, False
-    try:
-        if subject.status != SubjectStatus.active.value:
-            raise EnrolmentRefused(f"This subject is closed ({subject.status}); photos can no longer be added.")
-        face = choose_face(analysis.faces, face_index)
-        # From here to the commit the gallery cannot switch models: the photo gets an embedding of
-        # the model searched now (and of the configured one, if another: the next gallery's).
-        lock_changes(session)
-        active = active_model_id(session)
-        vectors = dict(getattr(face, "embeddings", None) or {})
-        if active not in vectors:
-            raise EnrolmentRefused(f"This photo was embedded with {', '.join(vectors) or 'no face model'}, and the "
-                                   f"gallery searches with {active}: if the gallery has just switched models, send "
-                                   "the photo again; otherwise this installation cannot embed with the gallery's "
-                                   "model (Admin > Face model).")
-    except EnrolmentRefused as exc:
-        audit.record(session, "subject.photo.enrol", actor=actor, object_type="subject", object_id=subject_id,
-                     outcome=AuditOutcome.denied, detail={"reason": str(exc), "sha256": analysis.sha256,
-                                                          "faces": len(analysis.faces)}, ip=ip)
-        session.commit()
-        raise
-    image_sha = store_image(session, store, analysis.data, analysis.media_type, analysis.width, analysis.height)
-    eye_sha = store_image(session, store, face.eye_crop_png, "image/png")
-    chip_sha = store_image(session, store, face.face_chip_png, "image/png")
-    q = face.quality
-    photo = ReferencePhoto(
-        subject_id=subject_id, image_sha256=image_sha, view=view[:40], face_index=int(face.index),
-        bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
-        iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
-        quality_issues=", ".join(q.issues)[:200],
-        eye_crop_sha256=eye_sha, face_chip_sha256=chip_sha, created_by=actor.id if actor else None,
-    )
-    session.add(photo)
-    session.flush()
-    for model_id, vector in vectors.items():
-        session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,  # type: ignore[arg-type]
-                                       dim=int(len(vector)), embedding=embedding_to_bytes(vector)))
-    subject.updated_at = utcnow()
-    session.add(subject)
-    audit.record(session, "subject.photo.enrol", actor=actor, object_type="reference_photo", object_id=photo.id,
-                 detail={"subject_id": subject_id, "sha256": image_sha, "faces": len(analysis.faces),
-                         "face_index": photo.face_index, "quality_ok": photo.quality_ok,
-                         "quality_issues": photo.quality_issues, "models": sorted(vectors)}, ip=ip)
-    record_change(session, ADD, subject_id, photo.id)
-    return photo, True
-
-
-def face_landmarks(face: Any) -> dict[str, list[float]]:
-    """A matcher face's landmarks as JSON-ready lists (reference photos and probes alike)."""
-    marks: dict[str, list[float]] = {}
-    for name, value in (getattr(face, "landmarks", None) or {}).items():
-        try:
-            marks[str(name)] = [float(v) for v in value]
-        except TypeError:
-            continue
-    marks.setdefault("left_eye", [float(v) for v in face.left_eye])
-    marks.setdefault("right_eye", [float(v) for v in face.right_eye])
-    return marks
+IMPORT_JOB = "watchlist_import"
+MAX_FAILURES_KEPT = 2000
+PROGRESS_EVERY_SECONDS = 2.0
+ACTIVE = (ImportStatus.queued.value, ImportStatus.running.value)
+KEEPS_ARCHIVE = (ImportStatus.pending.value, *ACTIVE)
 
 
 # Bulk enrolment
@@ -815,3 +473,229 @@ def _short_reason(message: str) -> str:
     if "faces and the subject's cannot be told apart" in message:
         return "several faces, subject's cannot be told apart"
     return message
+
+
+def import_ref(row: WatchlistImport) -> str:
+    """What keys the subjects this import creates (see ``run_import``)."""
+    return f"zip-import:{row.id}"
+
+
+def imports_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "imports"
+
+
+def archive_path(settings: Settings, sha256: str) -> Path:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("not a sha256 digest")
+    return imports_dir(settings) / f"{sha256}.zip"
+
+
+def _keep_archive(settings: Settings, data: bytes, sha256: str) -> None:
+    path = archive_path(settings, sha256)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _patterns(include: str) -> list[str]:
+    return [p.strip() for p in include.split(",") if p.strip()]
+
+
+def stage_zip_import(session: Session, settings: Settings, user: User, data: bytes, filename: str,
+                     include: str = "", targets: str = "", ip: str = "") -> WatchlistImport:
+    """Check the ZIP and the named subjects, keep the ZIP, and record a pending import (caller's transaction).
+
+    ``targets`` is the manager's ``FOLDER = SUBJECT_ID`` lines.  :class:`triage.WatchlistError`
+    says what is wrong with a ZIP that cannot be imported; nothing is kept then.  Nothing is enrolled
+    until :func:`confirm_import`."""
+    plan = plan_zip(data, _patterns(include))
+    photos = sum(len(item.photos) for item in plan)
+    if photos == 0:
+        raise WatchlistError("The ZIP holds no photos to import"
+                                       + (" matching those patterns." if include.strip() else "."))
+    named = parse_targets(targets)
+    preview_import(session, name_targets(plan, named), "zip-import:new")
+    sha = hashlib.sha256(data).hexdigest()
+    _keep_archive(settings, data, sha)
+    row = WatchlistImport(created_by=user.id, filename=filename[:200], include=include[:200],  # type: ignore[arg-type]
+                          archive_sha256=sha, archive_bytes=len(data), subjects_total=len(plan),
+                          photos_total=photos, targets=named, status=ImportStatus.pending.value)
+    session.add(row)
+    session.flush()
+    audit.record(session, "watchlist.import_staged", actor=user, object_type="watchlist_import", object_id=row.id,
+                 detail={"filename": row.filename, "bytes": len(data), "sha256": sha, "subjects": len(plan),
+                         "photos": photos, "include": row.include, "targets": named}, ip=ip)
+    return row
+
+
+def plan_of(settings: Settings, row: WatchlistImport) -> list[ImportSubject]:
+    """The import's plan, read again from its archive, with the subjects the manager named."""
+    try:
+        data = archive_path(settings, row.archive_sha256).read_bytes()
+    except OSError as exc:
+        raise WatchlistError(f"The archive of import {row.id} is gone ({exc.strerror}).") from exc
+    return name_targets(plan_zip(data, _patterns(row.include)), dict(row.targets))
+
+
+def preview(session: Session, settings: Settings, row: WatchlistImport) -> list[PlannedSubject]:
+    return preview_import(session, plan_of(settings, row), import_ref(row))
+
+
+def _refuse(session: Session, user: User, action: str, row_id: int, reason: str, ip: str) -> None:
+    audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="watchlist_import",
+                 object_id=row_id, detail={"reason": reason}, ip=ip)
+    session.commit()
+
+
+def _pending(session: Session, user: User, action: str, import_id: int, ip: str) -> WatchlistImport:
+    stmt = select(WatchlistImport).where(WatchlistImport.id == import_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = session.exec(stmt).first()
+    if row is None:
+        raise LookupError("No such import.")
+    if row.status != ImportStatus.pending.value:
+        _refuse(session, user, action, import_id, f"import is {row.status}", ip)
+        raise WatchlistError(f"This import is already {row.status}: only a previewed import "
+                                       "waiting for confirmation can be confirmed or cancelled.")
+    return row
+
+
+def confirm_import(session: Session, settings: Settings, user: User, import_id: int, ip: str = "") -> WatchlistImport:
+    """The manager confirmed the preview: queue the import's job; commits (a refusal too)."""
+    action = "watchlist.import_queued"
+    row = _pending(session, user, action, import_id, ip)
+    try:
+        planned = preview(session, settings, row)  # the named subjects are checked again: one may have closed
+    except WatchlistError as exc:
+        _refuse(session, user, action, import_id, str(exc), ip)
+        raise
+    row.status = ImportStatus.queued.value
+    session.add(row)
+    jobs.enqueue(session, IMPORT_JOB, row.id)  # type: ignore[arg-type]
+    audit.record(session, action, actor=user, object_type="watchlist_import", object_id=row.id,
+                 detail={"filename": row.filename, "subjects": row.subjects_total, "photos": row.photos_total,
+                         "new_subjects": sum(p.action == "new" for p in planned),
+                         "added_to": sorted(p.subject_id for p in planned if p.action == "existing")}, ip=ip)
+    session.commit()
+    return row
+
+
+def cancel_import(session: Session, settings: Settings, user: User, import_id: int, ip: str = "") -> None:
+    """Drop a previewed import that was not confirmed (nothing of it was enrolled); commits."""
+    action = "watchlist.import_cancel"
+    row = _pending(session, user, action, import_id, ip)
+    sha = row.archive_sha256
+    session.delete(row)
+    audit.record(session, action, actor=user, object_type="watchlist_import", object_id=import_id,
+                 detail={"filename": row.filename, "sha256": sha}, ip=ip)
+    session.commit()
+    _release_archive(settings, session, sha, import_id)
+
+
+@dataclass
+class ImportProgress:
+    status: str  # queued | running | done | failed
+    done: bool
+    photos_total: int
+    photos_done: int
+    error: str = ""
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.photos_done / self.photos_total) if self.photos_total else 0
+
+
+def progress_of(session: Session, row: WatchlistImport) -> ImportProgress:
+    status, error = row.status, ""
+    if status in ACTIVE:
+        job = session.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).first()
+        if job is not None and job.status == JobStatus.failed.value:
+            status = JobStatus.failed.value
+            error = job.last_error.splitlines()[0] if job.last_error else ""
+    return ImportProgress(status, status in (JobStatus.done.value, JobStatus.failed.value), row.photos_total,
+                          row.photos_done, error)
+
+
+def recent_imports(session: Session, limit: int = 20) -> list[WatchlistImport]:
+    return list(session.exec(select(WatchlistImport).order_by(col(WatchlistImport.id).desc()).limit(limit)).all())
+
+
+def _set(ctx: JobContext, import_id: int, **values: Any) -> None:
+    with Session(ctx.engine) as session:
+        row = session.get(WatchlistImport, import_id)
+        if row is not None:
+            for k, v in values.items():
+                setattr(row, k, v)
+            session.add(row)
+            session.commit()
+
+
+def _release_archive(settings: Settings, session: Session, sha256: str, import_id: int) -> None:
+    others = session.exec(select(WatchlistImport.id).where(WatchlistImport.archive_sha256 == sha256,
+                                                           col(WatchlistImport.status).in_(KEEPS_ARCHIVE),
+                                                           WatchlistImport.id != import_id)).first()
+    if others is None:
+        archive_path(settings, sha256).unlink(missing_ok=True)
+
+
+@job_function(IMPORT_JOB)
+def run_zip_import(ctx: JobContext) -> ImportSummary:
+    """Enrol a queued ZIP import; progress and the result go on its row."""
+    import_id = ctx.job.ref_id
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        row = session.get(WatchlistImport, import_id)
+        if row is None:
+            raise PermanentJobError(f"watchlist import {import_id} does not exist")
+        actor = session.get(User, row.created_by)
+        row.status, row.started_at, row.photos_done = JobStatus.running.value, utcnow(), 0
+        session.add(row)
+        session.commit()
+    try:
+        plan = plan_of(ctx.settings, row)
+    except WatchlistError as exc:  # checked at upload: only a damaged or lost file gets here
+        raise PermanentJobError(str(exc)) from exc
+
+    done = 0
+    last = time.monotonic()
+
+    def progress(n: int) -> None:
+        nonlocal done, last
+        done += n
+        if time.monotonic() - last >= PROGRESS_EVERY_SECONDS:
+            last = time.monotonic()
+            ctx.renew_lease()  # a long import keeps its job; LeaseLost stops it if it was taken over
+            _set(ctx, import_id, photos_done=done)
+
+    pipeline = services.pipeline(ctx.services)
+    analyze = analyze_serially(ctx.settings, pipeline, enrolment_models(ctx.engine, ctx.settings.face_model))
+    try:
+        summary = run_import(ctx.engine, ctx.store, ctx.settings, plan, analyze, actor, progress,
+                                       f"zip:{row.filename}", import_ref=import_ref(row))
+    except LeaseLost:
+        raise
+    except Exception:
+        if ctx.job.attempts >= ctx.job.max_attempts:  # no retry left: the archive is of no more use
+            with Session(ctx.engine) as session:
+                _release_archive(ctx.settings, session, row.archive_sha256, import_id)
+        raise
+    with Session(ctx.engine) as session:
+        final = session.get(WatchlistImport, import_id)
+        assert final is not None
+        final.status, final.finished_at, final.photos_done = JobStatus.done.value, utcnow(), done
+        final.summary = summary.as_dict()
+        final.failures = [{"photo": f.label, "reason": f.reason} for f in summary.failures[:MAX_FAILURES_KEPT]]
+        session.add(final)
+        ctx.finish_in(session)
+        session.commit()
+        _release_archive(ctx.settings, session, row.archive_sha256, import_id)
+    return summary

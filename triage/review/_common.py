@@ -1,0 +1,97 @@
+"""What the review modules share: the error, the task, the slots of a round, refusals and row locks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from triage import audit
+from triage.models import AuditOutcome, Candidate, ReviewSlot, User
+
+SUSPENDED_MESSAGE = ("Your account is suspended from review tasks: your answers on known-answer pairs fell below "
+                     "the bar. A manager can reinstate it.")
+SLOTS_PER_ROUND = 2
+
+
+class ReviewError(Exception):
+    """A refused review action; ``code`` says why (for the HTTP status), ``message`` says it to a person."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Task:
+    """A leased review slot: what a recognizer works on. Carries nothing the page may not show."""
+
+    slot: ReviewSlot
+    candidate: Candidate
+    resumed: bool = False
+
+    @property
+    def slot_id(self) -> int:
+        return self.slot.id  # type: ignore[return-value]
+
+    @property
+    def lease_expires_at(self) -> dt.datetime:
+        return self.slot.lease_expires_at  # type: ignore[return-value]
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _refuse(session: Session, user: User | None, action: str, code: str, message: str, *,
+            object_type: str = "review_slot", object_id: object = "", detail: dict[str, Any] | None = None,
+            ip: str = "") -> ReviewError:
+    """Write the refusal to the audit log and commit it (nothing else); return the error to raise."""
+    _drop_pending(session)
+    audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
+                 object_id=object_id, detail={"reason": code, **(detail or {})}, ip=ip)
+    session.commit()
+    return ReviewError(code, message)
+
+
+def _drop_pending(session: Session) -> None:
+    # Refusals come before any change; a rollback only if something is pending, because a rollback
+    # expires every loaded object (the request's user among them) and they may be read after the request.
+    if session.new or session.dirty or session.deleted:
+        session.rollback()
+
+
+def _id(row: Any) -> int:
+    assert row.id is not None, "the row has not been flushed"
+    return int(row.id)
+
+
+def _new_slots(candidate: Candidate, round_no: int) -> list[ReviewSlot]:
+    return [ReviewSlot(candidate_id=_id(candidate), round=round_no, slot_no=n) for n in range(1, SLOTS_PER_ROUND + 1)]
+
+
+def lock_candidate(session: Session, candidate_id: int) -> Candidate | None:
+    """The candidate row, locked for this transaction (the decision of a round is serialised on it)."""
+    stmt = select(Candidate).where(Candidate.id == candidate_id).execution_options(populate_existing=True)
+    if _is_postgres(session):
+        # NO KEY UPDATE: inserting rows that refer to the candidate (seen, slots) does not wait on it.
+        stmt = stmt.with_for_update(key_share=True)
+    return session.exec(stmt).first()
+
+
+def _counting_slots(session: Session, candidate_id: int) -> list[ReviewSlot]:
+    """A candidate's slots that count: not withdrawn, not voided."""
+    return list(session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate_id,
+                                                      ReviewSlot.withdrawn == False,  # noqa: E712
+                                                      col(ReviewSlot.voided_at).is_(None))
+                             .order_by(col(ReviewSlot.round), col(ReviewSlot.slot_no))).all())

@@ -1,0 +1,134 @@
+"""Disputed candidates: the managers' list, and escalation to a new round of recognizers who never saw it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from triage import audit
+from triage.config import Settings
+from triage.gallery import is_searchable, searchable_clause
+from triage.models import (
+    Candidate,
+    CandidateStatus,
+    Qualification,
+    ReviewSlot,
+    Role,
+    SeenCandidate,
+    Sighting,
+    Subject,
+    SubjectStatus,
+    User,
+)
+from triage.review._common import SLOTS_PER_ROUND, _counting_slots, _id, _new_slots, _refuse, lock_candidate
+
+# A disputed candidate may be escalated until it has had this many rounds; then it stays disputed.
+MAX_ROUNDS = 3
+
+
+# Managers
+def eligible_recognizers(session: Session, candidate: Candidate, settings: Settings | None = None) -> list[User]:
+    """Recognizers who could take the new round: active, unsuspended, served live tasks at all (not on a
+    probation that serves known-answer pairs only), never shown this candidate, not its sighting's uploader."""
+    seen = select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == candidate.id)
+    users = session.exec(select(User).where(User.is_active == True, User.id.not_in(seen))  # type: ignore[union-attr]  # noqa: E712
+                         .order_by(col(User.id))).all()
+    uploader = None
+    if candidate.sighting_id is not None:
+        sighting = session.get(Sighting, candidate.sighting_id)
+        uploader = sighting.uploaded_by if sighting else None
+    # With settings that serve probation known-answer pairs only, a recognizer on probation takes no live round.
+    live_only_when_qualified = settings is not None and settings.probation_known_answer_share >= 1.0
+    return [u for u in users if u.has_role(Role.recognizer) and u.id != uploader and not u.is_suspended
+            and not (live_only_when_qualified and u.qualification == Qualification.probation.value)]
+
+
+def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
+             settings: Settings | None = None) -> Candidate:
+    """Send a disputed candidate to a new round of two recognizers who have not seen it; commits.
+
+    At most ``MAX_ROUNDS`` rounds in all: a candidate disputed in its last round stays disputed.
+    """
+    action = "review.escalate"
+    if not manager.has_role(Role.manager):
+        raise _refuse(session, manager, action, "forbidden", "Only managers can escalate a disputed candidate.",
+                      object_type="candidate", object_id=candidate_id, ip=ip)
+    # An expired warrant or a closed subject is never escalated.  Whoever escalates was shown the
+    # candidate's verdicts and score: they count as having seen it, so its new round never goes to them.
+    on_watchlist = session.exec(select(Subject).join(Candidate, col(Candidate.subject_id) == col(Subject.id))
+                                .where(Candidate.id == candidate_id)).first()
+    if on_watchlist is not None and not is_searchable(on_watchlist):
+        raise _refuse(session, manager, action, "conflict",
+                      "The subject is no longer searched (its warrant expired or it was closed): "
+                      "its candidates cannot be escalated.", object_type="candidate", object_id=candidate_id, ip=ip)
+    if on_watchlist is not None and session.get(SeenCandidate, (candidate_id, manager.id)) is None:
+        session.add(SeenCandidate(candidate_id=candidate_id, user_id=_id(manager)))
+    candidate = lock_candidate(session, candidate_id)
+    if candidate is None or candidate.is_known_answer:
+        raise _refuse(session, manager, action, "not_found", "No such disputed candidate.",
+                      object_type="candidate", object_id=candidate_id, ip=ip)
+    if candidate.status != CandidateStatus.disputed.value:
+        raise _refuse(session, manager, action, "conflict",
+                      f"Only a disputed candidate can be escalated; this one is {candidate.status}.",
+                      object_type="candidate", object_id=candidate_id, ip=ip)
+    if candidate.current_round >= MAX_ROUNDS:
+        raise _refuse(session, manager, action, "conflict",
+                      f"This candidate has had {candidate.current_round} rounds, the most there can be; "
+                      "it stays disputed.", object_type="candidate", object_id=candidate_id,
+                      detail={"round": candidate.current_round}, ip=ip)
+    subject = session.get(Subject, candidate.subject_id)
+    if subject is None or subject.status != SubjectStatus.active.value:
+        raise _refuse(session, manager, action, "conflict", "The subject is no longer active on the watchlist.",
+                      object_type="candidate", object_id=candidate_id, ip=ip)
+    available = eligible_recognizers(session, candidate, settings)
+    if len(available) < SLOTS_PER_ROUND:
+        raise _refuse(session, manager, action, "conflict",
+                      f"Escalation needs {SLOTS_PER_ROUND} recognizers who have not seen this candidate; "
+                      f"there are {len(available)}.", object_type="candidate", object_id=candidate_id, ip=ip)
+    candidate.current_round += 1
+    candidate.status = CandidateStatus.open.value
+    candidate.decided_at = None
+    session.add(candidate)
+    session.flush()
+    for slot in _new_slots(candidate, candidate.current_round):
+        session.add(slot)
+    session.flush()
+    audit.record(session, action, actor=manager, object_type="candidate", object_id=candidate.id,
+                 detail={"round": candidate.current_round, "eligible": len(available)}, ip=ip)
+    session.commit()
+    return candidate
+
+
+@dataclass
+class DisputedCandidate:
+    candidate: Candidate
+    subject: Subject
+    verdicts: list[ReviewSlot]
+    eligible: int
+
+    @property
+    def final(self) -> bool:
+        """Disputed in its last possible round: it can no longer be escalated."""
+        return self.candidate.current_round >= MAX_ROUNDS
+
+    @property
+    def last_round(self) -> list[ReviewSlot]:
+        return [s for s in self.verdicts if s.round == self.candidate.current_round]
+
+
+def disputed_candidates(session: Session, limit: int = 200,
+                        settings: Settings | None = None) -> list[DisputedCandidate]:
+    """Disputed real candidates on active subjects, oldest first, with their verdicts (managers only)."""
+    rows = session.exec(
+        select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
+        .where(Candidate.status == CandidateStatus.disputed.value, Candidate.known_truth.is_(None),  # type: ignore[union-attr]
+               searchable_clause())  # type: ignore[arg-type]
+        .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)
+    ).all()
+    out = []
+    for candidate, subject in rows:
+        slots = [s for s in _counting_slots(session, _id(candidate)) if s.verdict is not None]
+        eligible = len(eligible_recognizers(session, candidate, settings))
+        out.append(DisputedCandidate(candidate, subject, list(slots), eligible))
+    return out

@@ -1,0 +1,277 @@
+"""The queue: claiming the most urgent slot, leases and their expiry, and working on a held task.
+
+Queue order (see docs/review.md): fresh sightings first, then subject priority (1 first), then the
+oldest candidate, then candidate id.  Claims are safe under concurrency (see ``triage.review``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from sqlalchemy import Engine, case, exists, func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from triage import audit, qualification
+from triage.clock import utcnow
+from triage.config import Settings
+from triage.db import session_scope
+from triage.gallery import searchable_clause
+from triage.models import (
+    Candidate,
+    CandidateStatus,
+    Probe,
+    ReferencePhoto,
+    ReviewSlot,
+    Role,
+    SeenCandidate,
+    Sighting,
+    Subject,
+    User,
+)
+from triage.review._common import SUSPENDED_MESSAGE, ReviewError, Task, _aware, _id, _is_postgres, _refuse
+from triage.review.candidates import create_known_answer_task
+from triage.worker import sweep
+
+IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
+
+
+# Claiming
+def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_answer: bool) -> Any:
+    """Slots this recognizer may take now, most urgent first."""
+    other = aliased(ReviewSlot)
+    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id)
+    has_seen = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
+                              col(SeenCandidate.user_id) == user.id)
+    stmt = (
+        select(ReviewSlot)
+        .join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
+        .join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
+        .outerjoin(Sighting, Sighting.id == Candidate.sighting_id)  # type: ignore[arg-type]
+        .where(
+            ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
+            ReviewSlot.withdrawn == False,  # noqa: E712
+            col(ReviewSlot.voided_at).is_(None),
+            ReviewSlot.round == Candidate.current_round,
+            or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
+            Candidate.status == CandidateStatus.open.value,
+            searchable_clause(now.date()),  # type: ignore[arg-type]
+            ~on_it_already,
+            # An escalated round goes only to people who have never been shown the candidate.
+            or_(col(ReviewSlot.round) == 1, ~has_seen),
+            # Never a candidate from one's own sighting.
+            or_(col(Candidate.sighting_id).is_(None), col(Sighting.uploaded_by) != user.id),
+        )
+    )
+    if known_answer:
+        # Never a pair made from a real case this recognizer was shown.
+        seen_source = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.known_source_candidate_id),
+                                     col(SeenCandidate.user_id) == user.id)
+        stmt = stmt.where(Candidate.known_truth.is_not(None), ~seen_source).order_by(  # type: ignore[union-attr]
+            col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
+    else:
+        fresh_since = now - dt.timedelta(hours=settings.fresh_sighting_hours)
+        fresh_first = case((col(Sighting.observed_at) >= fresh_since, 0), else_=1)
+        stmt = stmt.where(Candidate.known_truth.is_(None)).order_by(  # type: ignore[union-attr]
+            fresh_first, col(Subject.priority), col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
+    return stmt
+
+
+def _lock_first(session: Session, stmt: Any) -> ReviewSlot | None:
+    stmt = stmt.limit(1)
+    if _is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True, of=ReviewSlot)
+    return session.exec(stmt).first()  # type: ignore[no-any-return]
+
+
+def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot | None:
+    return session.exec(
+        select(ReviewSlot).join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
+        .where(ReviewSlot.reviewer_id == user.id, ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
+               ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at >= now,  # type: ignore[operator]  # noqa: E712
+               ReviewSlot.round == Candidate.current_round, Candidate.status == CandidateStatus.open.value)
+        .order_by(col(ReviewSlot.leased_at)).limit(1)
+    ).first()
+
+
+def current_task(session: Session, user: User) -> Task | None:
+    """The live lease this user holds, if any (read only)."""
+    held = _current_lease(session, user, utcnow())
+    if held is None:
+        return None
+    return Task(held, session.get(Candidate, held.candidate_id), resumed=True)  # type: ignore[arg-type]
+
+
+def next_task(session: Session, user: User, settings: Settings, *, rng: random.Random | None = None,
+              ip: str = "") -> Task | None:
+    """Lease the most urgent slot this recognizer may take (or return the lease they hold); commits.
+
+    Returns None when there is nothing for them.  A known-answer task is served
+    instead of a real one at the recognizer's share (``qualification.share_for``:
+    higher on probation), and only when a real task was there too, so a
+    known-answer task can never be told by an empty queue.  A suspended
+    recognizer is refused.
+    """
+    if not user.has_role(Role.recognizer) or not user.is_active:
+        raise _refuse(session, user, "review.next", "forbidden", "Only recognizers can take review tasks.",
+                      object_type="user", object_id=user.id, ip=ip)
+    if user.is_suspended:
+        raise _refuse(session, user, "review.next", "suspended", SUSPENDED_MESSAGE,
+                      object_type="user", object_id=user.id, ip=ip)
+    share = qualification.share_for(user, settings)
+    rng = rng or random.Random()
+    for _attempt in range(3):
+        now = utcnow()
+        # One person's claims are serialised, so they can never race themself onto both slots.
+        # FOR NO KEY UPDATE: rows referring to the user (notifications, slots) can still be written meanwhile.
+        session.exec(select(User).where(User.id == user.id).with_for_update(key_share=True)).one()
+        held = _current_lease(session, user, now)
+        if held is not None:
+            candidate = session.get(Candidate, held.candidate_id)
+            session.commit()
+            return Task(held, candidate, resumed=True)  # type: ignore[arg-type]
+        slot = _lock_first(session, _available_slots(user, settings, now, known_answer=False))
+        if slot is None:
+            session.commit()
+            return None
+        if share > 0 and rng.random() < share:
+            known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
+            if known is None and create_known_answer_task(session, settings, rng, avoid_seen_by=user.id) is not None:
+                known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
+            if known is not None:
+                slot = known
+        try:
+            task = _lease(session, user, slot, settings, now, ip)
+        except IntegrityError:
+            session.rollback()
+            continue
+        session.commit()
+        return task
+    session.rollback()
+    return None
+
+
+def _lease(session: Session, user: User, slot: ReviewSlot, settings: Settings, now: dt.datetime, ip: str) -> Task:
+    previous = slot.reviewer_id
+    if previous is not None:
+        audit.record(session, "review.lease_expired", object_type="review_slot", object_id=slot.id,
+                     detail={"candidate_id": slot.candidate_id, "previous_reviewer_id": previous})
+    slot.reviewer_id = user.id
+    slot.leased_at = now
+    slot.lease_expires_at = now + dt.timedelta(seconds=settings.lease_seconds)
+    slot.revealed_full_faces = False
+    session.add(slot)
+    if session.get(SeenCandidate, (slot.candidate_id, user.id)) is None:
+        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=_id(user), first_seen_at=now))
+    session.flush()
+    audit.record(session, "review.lease", actor=user, object_type="review_slot", object_id=slot.id,
+                 detail={"candidate_id": slot.candidate_id, "round": slot.round,
+                         "expires_at": slot.lease_expires_at.isoformat()}, ip=ip)
+    candidate = session.get(Candidate, slot.candidate_id)
+    return Task(slot, candidate)  # type: ignore[arg-type]
+
+
+def expire_leases(session: Session) -> int:
+    """Return every slot whose lease ran out (no verdict) to the queue; caller commits. Returns how many."""
+    now = utcnow()
+    stmt = select(ReviewSlot).where(
+        ReviewSlot.verdict.is_(None), ReviewSlot.reviewer_id.is_not(None),  # type: ignore[union-attr]
+        ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at < now)  # type: ignore[operator]  # noqa: E712
+    if _is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    slots = session.exec(stmt).all()
+    for slot in slots:
+        previous = slot.reviewer_id
+        slot.reviewer_id = None
+        slot.leased_at = None
+        slot.lease_expires_at = None
+        slot.revealed_full_faces = False
+        session.add(slot)
+        session.flush()
+        audit.record(session, "review.lease_expired", object_type="review_slot", object_id=slot.id,
+                     detail={"candidate_id": slot.candidate_id, "previous_reviewer_id": previous})
+    return len(slots)
+
+
+@sweep("review.expire_leases")
+def sweep_expired_leases(engine: Engine, settings: Settings, services: dict[str, Any]) -> int:
+    """Periodic sweep (claims also take over expired slots, so the queue never waits for it)."""
+    with session_scope(engine) as session:
+        return expire_leases(session)
+
+
+# Working on a task
+def _held_slot(session: Session, user: User, slot_id: int, action: str, ip: str = "") -> ReviewSlot:
+    """The slot, if this user holds a live lease on it; otherwise a recorded refusal."""
+    slot = session.get(ReviewSlot, slot_id)
+    if slot is None:
+        raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
+    if slot.reviewer_id != user.id or slot.verdict is not None or slot.withdrawn:
+        # Answered exactly as a missing slot, so ids reveal nothing; the audit entry says why.
+        raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
+                      detail={"why": "not held by this recognizer"})
+    expires = _aware(slot.lease_expires_at)
+    if expires is None or expires < utcnow():
+        raise _refuse(session, user, action, "lease_expired",
+                      "Your time on this task ran out and it went back to the queue. Press Next for a task.",
+                      object_id=slot_id, ip=ip)
+    return slot
+
+
+def held_task(session: Session, user: User, slot_id: int, ip: str = "") -> Task:
+    """The task behind a slot this user holds (for showing it again)."""
+    slot = _held_slot(session, user, slot_id, "review.open", ip)
+    candidate = session.get(Candidate, slot.candidate_id)
+    return Task(slot, candidate, resumed=True)  # type: ignore[arg-type]
+
+
+def reveal_full_faces(session: Session, user: User, slot_id: int, ip: str = "") -> ReviewSlot:
+    """Record that the holder revealed the full faces (kept with the verdict); commits."""
+    slot = _held_slot(session, user, slot_id, "review.reveal", ip)
+    if not slot.revealed_full_faces:
+        slot.revealed_full_faces = True
+        session.add(slot)
+        audit.record(session, "review.reveal", actor=user, object_type="review_slot", object_id=slot.id,
+                     detail={"candidate_id": slot.candidate_id}, ip=ip)
+    session.commit()
+    return slot
+
+
+def slot_image_sha(session: Session, user: User, slot_id: int, kind: str, ip: str = "") -> str:
+    """The stored image behind one of a held slot's pictures; faces only after the reveal."""
+    if kind not in IMAGE_KINDS:
+        raise ReviewError("not_found", "No such picture.")
+    slot = _held_slot(session, user, slot_id, "review.image", ip)
+    if kind.endswith("-face") and not slot.revealed_full_faces:
+        raise _refuse(session, user, "review.image", "forbidden", "Reveal the full faces first.",
+                      object_id=slot_id, ip=ip)
+    candidate = session.get(Candidate, slot.candidate_id)
+    assert candidate is not None
+    return candidate_image_sha(session, candidate, kind)
+
+
+def candidate_image_sha(session: Session, candidate: Candidate, kind: str) -> str:
+    """Which stored image shows one side of a candidate (no access check: callers check)."""
+    side: Probe | ReferencePhoto | None
+    if kind.startswith("probe"):
+        if candidate.is_known_answer:
+            # Only the rendition made for this task: never bytes served anywhere else.
+            sha = candidate.known_probe_eyes_sha256 if kind.endswith("-eyes") else candidate.known_probe_face_sha256
+            if sha is None:
+                raise ReviewError("not_found", "The picture is no longer stored.")
+            return sha
+        side = session.get(Probe, candidate.probe_id)
+    else:
+        side = session.get(ReferencePhoto, candidate.reference_photo_id)
+    if side is None:
+        raise ReviewError("not_found", "The picture is no longer stored.")
+    return side.eye_crop_sha256 if kind.endswith("-eyes") else side.face_chip_sha256
+
+
+def queue_size_for(session: Session, user: User, settings: Settings) -> int:
+    """How many slots this recognizer could take now (real ones only)."""
+    stmt = _available_slots(user, settings, utcnow(), known_answer=False)
+    return int(session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one())

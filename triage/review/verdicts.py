@@ -1,0 +1,196 @@
+"""Verdicts and consensus: storing a recognizer's verdict and deciding the candidate when its round is complete.
+
+A round decides on its own (verdicts are never pooled across rounds); two *same person* verdicts on a real
+candidate raise an arrest flag, in the transaction that stores the second verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from triage import audit, flags, qualification
+from triage.clock import utcnow
+from triage.config import Settings, get_settings
+from triage.models import AuditOutcome, Candidate, CandidateStatus, ReviewSlot, SeenCandidate, User, Verdict
+from triage.review._common import (
+    SLOTS_PER_ROUND,
+    SUSPENDED_MESSAGE,
+    ReviewError,
+    _aware,
+    _counting_slots,
+    _drop_pending,
+    _id,
+    _refuse,
+    lock_candidate,
+)
+
+NOTE_MAX = 2000
+IDEMPOTENCY_KEY_MAX = 64
+
+
+@dataclass
+class VerdictResult:
+    slot: ReviewSlot
+    replayed: bool
+    # Set only when this verdict completed its round (for logs and tests; never shown to the recognizer).
+    decided: str | None = None
+
+
+# Consensus
+def outcome_for(verdicts: Iterable[str]) -> CandidateStatus:
+    """The rule of DESIGN.md over the two verdicts of one round (never pooled across rounds)."""
+    vs = list(verdicts)
+    if len(vs) != SLOTS_PER_ROUND:
+        raise ValueError(f"a round has exactly {SLOTS_PER_ROUND} verdicts, not {len(vs)}")
+    if vs == [Verdict.same.value] * SLOTS_PER_ROUND:
+        return CandidateStatus.flagged
+    if vs == [Verdict.different.value] * SLOTS_PER_ROUND:
+        return CandidateStatus.cleared
+    return CandidateStatus.disputed
+
+
+def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, note: str = "",
+                   idempotency_key: str | None = None, ip: str = "",
+                   settings: Settings | None = None) -> VerdictResult:
+    """Store one verdict and, if it completes the round, decide the candidate; one transaction, commits.
+
+    Idempotent: sending the same verdict again (with the same key, or none) returns
+    the stored one; a different verdict for a slot already answered is refused.  A
+    verdict on an expired lease is refused, not counted, and the slot returns to the queue.
+    """
+    action = "review.verdict"
+    settings = settings or get_settings()
+    if user.is_suspended:
+        raise _refuse(session, user, action, "suspended", SUSPENDED_MESSAGE + " Your verdict was not counted.",
+                      object_id=slot_id, ip=ip)
+    try:
+        verdict = Verdict(verdict).value
+    except ValueError:
+        raise _refuse(session, user, action, "invalid",
+                      "The verdict must be one of: same, different, cannot_tell.", object_id=slot_id, ip=ip) from None
+    note = (note or "").strip()
+    if len(note) > NOTE_MAX:
+        raise _refuse(session, user, action, "invalid", f"The note is too long (at most {NOTE_MAX} characters).",
+                      object_id=slot_id, ip=ip)
+    stored_key: str | None = None
+    if idempotency_key:
+        if len(idempotency_key) > IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
+            raise _refuse(session, user, action, "invalid",
+                          f"The Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} printable characters.",
+                          object_id=slot_id, ip=ip)
+        # Keys are per account: one person's key can never collide with another's.
+        stored_key = f"{user.id}:{idempotency_key}"
+        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
+        if earlier is not None:
+            if earlier.id != slot_id or earlier.verdict != verdict:
+                raise _refuse(session, user, action, "conflict",
+                              "This Idempotency-Key was already used for another verdict.", object_id=slot_id, ip=ip)
+            session.commit()
+            return VerdictResult(earlier, replayed=True)
+
+    peek = session.get(ReviewSlot, slot_id)
+    if peek is None:
+        raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
+    # Lock the candidate first: the two verdicts of a round are serialised, so the
+    # second one always sees the first and the decision is taken exactly once.
+    candidate = lock_candidate(session, peek.candidate_id)
+    slot = session.exec(select(ReviewSlot).where(ReviewSlot.id == slot_id)
+                        .execution_options(populate_existing=True)).one()
+    assert candidate is not None
+    now = utcnow()
+    if slot.reviewer_id != user.id:
+        # Seen the candidate, and holding or having answered none of its other slots: the lease on this
+        # slot was theirs and ran out.  Holding the other slot means this one was never theirs.
+        holds_other = session.exec(select(ReviewSlot.id).where(ReviewSlot.candidate_id == candidate.id,
+                                                               ReviewSlot.reviewer_id == user.id)).first()
+        had_it = holds_other is None and session.get(SeenCandidate, (candidate.id, user.id)) is not None
+        if not had_it:  # someone else's slot: the same answer as a missing one
+            raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
+                          detail={"why": "not held by this recognizer"})
+        raise _refuse(session, user, action, "lease_expired",
+                      "This task is no longer leased to you: your time on it ran out and it went back to the queue. "
+                      "Your verdict was not counted.", object_id=slot_id, ip=ip)
+    if slot.verdict is not None:
+        if slot.verdict == verdict:
+            session.commit()
+            return VerdictResult(slot, replayed=True)
+        raise _refuse(session, user, action, "conflict",
+                      "You already gave a different verdict on this task; it cannot be changed.",
+                      object_id=slot_id, ip=ip)
+    if (slot.withdrawn or slot.voided_at is not None or candidate.status != CandidateStatus.open.value
+            or slot.round != candidate.current_round):
+        raise _refuse(session, user, action, "withdrawn",
+                      "This task was withdrawn (the subject was closed). Your verdict was not counted.",
+                      object_id=slot_id, ip=ip)
+    expires = _aware(slot.lease_expires_at)
+    if expires is None or expires < now:
+        # Refuse, and give the slot back to the queue in the same breath.
+        _drop_pending(session)
+        if slot.reviewer_id == user.id and slot.verdict is None:
+            slot.reviewer_id = None
+            slot.leased_at = None
+            slot.lease_expires_at = None
+            slot.revealed_full_faces = False
+            session.add(slot)
+        audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="review_slot",
+                     object_id=slot_id, detail={"reason": "lease_expired", "expired_at": str(expires)}, ip=ip)
+        session.commit()
+        raise ReviewError("lease_expired",
+                          f"Your time on this task ran out at {expires:%H:%M:%S} UTC and it went back to the queue. "
+                          "Your verdict was not counted." if expires else "This task is not leased to you.")
+
+    slot.verdict = verdict
+    slot.note = note
+    slot.verdict_at = now
+    slot.idempotency_key = stored_key
+    # The author's standing as it was when they answered (shown with a flag's evidence).
+    slot.reviewer_record = qualification.record_for(session, user).snapshot()
+    session.add(slot)
+    try:
+        session.flush()
+    except IntegrityError:
+        # The same key arrived twice at once: the other request stored it.
+        session.rollback()
+        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
+        if earlier is not None and earlier.id == slot_id and earlier.verdict == verdict:
+            return VerdictResult(earlier, replayed=True)
+        raise ReviewError("conflict", "This Idempotency-Key was already used for another verdict.") from None
+    audit.record(session, action, actor=user, object_type="review_slot", object_id=slot.id,
+                 detail={"candidate_id": candidate.id, "round": slot.round, "verdict": verdict,
+                         "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
+    decided = _decide_if_complete(session, candidate, now)
+    if candidate.is_known_answer:
+        # A known-answer verdict may end probation, or suspend the account (voiding its undecided verdicts).
+        qualification.reassess(session, user, settings)
+    session.commit()
+    return VerdictResult(slot, replayed=False, decided=decided)
+
+
+def _decide_if_complete(session: Session, candidate: Candidate, now: dt.datetime) -> str | None:
+    slots = _counting_slots(session, _id(candidate))
+    current = [s for s in slots if s.round == candidate.current_round]
+    if len(current) < SLOTS_PER_ROUND or any(s.verdict is None for s in current):
+        return None
+    # This round alone decides: earlier rounds' verdicts are never pooled in.
+    outcome = outcome_for(sorted(s.verdict for s in current if s.verdict is not None))
+    if candidate.is_known_answer:
+        # A known-answer pair measures the recognizers; it never flags.
+        final = CandidateStatus.cleared
+    else:
+        final = outcome
+    candidate.status = final.value
+    candidate.decided_at = now
+    session.add(candidate)
+    session.flush()
+    audit.record(session, "candidate.decide", object_type="candidate", object_id=candidate.id,
+                 detail={"outcome": final.value, "round": candidate.current_round,
+                         "known_answer": candidate.is_known_answer,
+                         "verdicts": [[s.round, s.slot_no, s.reviewer_id, s.verdict] for s in current]})
+    if final is CandidateStatus.flagged:
+        flags.raise_flag(session, candidate)
+    return final.value
