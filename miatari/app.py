@@ -21,11 +21,13 @@ from miatari.limits import RequestLimits, RequestTooLarge, audit_too_large
 from triage import reindex, services
 from triage.config import Settings, get_settings
 from triage.db import make_engine, read_first
+from triage.errors import DomainError
 from triage.recovery import process_age_seconds
 from triage.storage import ImageStore
 from triage.worker import Worker
 from webcommon import media
 from webcommon.deps import ActionRequired, Forbidden, NotAuthenticated
+from webcommon.errors import status_for
 
 log = logging.getLogger("miatari")
 
@@ -128,6 +130,14 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
                 return Response(status_code=200, headers={"HX-Redirect": exc.location})
             return RedirectResponse(exc.location, status_code=303)
         return web.error_page(request, 403, "Not allowed", exc.message)
+
+    @app.exception_handler(DomainError)
+    async def refused(request: Request, exc: DomainError) -> Response:
+        # A refusal no route answered itself (pages catch those they answer with their form again).
+        status = status_for(exc.code)
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=status)
+        return web.error_page(request, status, "Not possible", exc.message)
 
     @app.exception_handler(RequestTooLarge)
     async def too_large(request: Request, exc: RequestTooLarge) -> Response:

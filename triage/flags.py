@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from triage import audit, notifications
 from triage.clock import utcnow
+from triage.errors import DomainError
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -42,11 +43,8 @@ REPORT_NOTE_MAX = 2000
 OUTCOME_CHOICES = "arrested, not_located, withdrawn"
 
 
-class FlagError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class FlagError(DomainError):
+    """A refused flag action (``code``: forbidden, not_found, conflict, invalid)."""
 
 
 def _managers(session: Session) -> list[User]:

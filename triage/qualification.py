@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from triage import audit, notifications
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import DomainError
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -190,11 +191,8 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
         notifications.notify(session, manager.id, "recognizer.suspended", message)  # type: ignore[arg-type]
 
 
-class QualificationError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class QualificationError(DomainError):
+    """A refused reinstatement (``code``: not_found, conflict)."""
 
 
 def reinstate(session: Session, manager: User, user_id: int, ip: str = "") -> User:

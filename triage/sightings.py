@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from triage import audit, jobs
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import DomainError
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -52,14 +53,12 @@ BROWSER_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 DONE_STATUSES = frozenset({SightingStatus.matched.value, SightingStatus.no_face.value, SightingStatus.failed.value})
 
 
-class SightingRejected(ValueError):
+class SightingRejected(DomainError, ValueError):
     """Bad input; ``field`` names the form field, the message is for the user."""
 
     def __init__(self, field: str, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
+        super().__init__(code, message)
         self.field = field
-        self.message = message
-        self.code = code
 
 
 class SightingNotFound(LookupError):

@@ -17,7 +17,6 @@ from api.responses import COMMON_RESPONSES
 from triage import audit, flags, review, sightings
 from triage.models import ReferencePhoto
 from webcommon.deps import CurrentUser, Id, ManagerUser, Position, RecognizerUser, SessionDep, StoreDep, client_ip
-from webcommon.errors import status_for
 from webcommon.release import releases_session
 
 router = APIRouter()
@@ -76,11 +75,7 @@ def read_probe_image(session: SessionDep, store: StoreDep, user: CurrentUser, pr
 def read_slot_image(request: Request, session: SessionDep, store: StoreDep, user: RecognizerUser, slot_id: Id,
                     kind: str) -> Response:
     """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
-    try:
-        sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
-    except review.ReviewError as exc:
-        raise HTTPException(status_for(exc.code), exc.message) from None
-    return _image(session, store, sha, NO_STORE)
+    return _image(session, store, review.slot_image_sha(session, user, slot_id, kind, client_ip(request)), NO_STORE)
 
 
 @_both(None, "/flags/{flag_id}/images/{kind}", tags=["flags"])

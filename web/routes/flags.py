@@ -9,11 +9,11 @@ from triage import flags
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
+from webcommon.errors import status_for
 from webcommon.release import releases_session
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
-ERROR_STATUS = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
 CLOSE_REASONS = [("arrested", "Arrested"), ("not_located", "Not located"), ("withdrawn", "Withdrawn")]
 
 
@@ -56,7 +56,7 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
-                          ERROR_STATUS.get(exc.code, 400))
+                          status_for(exc.code))
     return hx_redirect(f"/flags/{flag_id}", request)
 
 
@@ -71,7 +71,7 @@ def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: 
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
-                          ERROR_STATUS.get(exc.code, 400))
+                          status_for(exc.code))
     return hx_redirect(f"/flags/{flag_id}", request)
 
 
@@ -86,7 +86,7 @@ def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user:
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
-                          ERROR_STATUS.get(exc.code, 400))
+                          status_for(exc.code))
     return hx_redirect(f"/flags/{flag_id}#reports", request)
 
 

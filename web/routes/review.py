@@ -16,12 +16,11 @@ from triage import review
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
+from webcommon.errors import status_for
 from webcommon.release import releases_session
 
 router = APIRouter(prefix="/review", tags=["review"])
 
-ERROR_STATUS = {"not_found": 404, "forbidden": 403, "suspended": 403, "lease_expired": 409, "conflict": 409,
-                "withdrawn": 409, "invalid": 422}
 RECORDED_MESSAGE = "Verdict recorded. Press N for the next task."
 
 
@@ -51,7 +50,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
         task = review.next_task(session, user, settings, ip=client_ip(request))
     except review.ReviewError as exc:
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     if task is None:
         return _queue_page(request, session, settings, user,
                            [{"kind": "info", "text": "Nothing in the queue for you right now."}])
@@ -79,7 +78,7 @@ def read_task(request: Request, slot_id: Id, session: SessionDep, settings: Sett
         task = review.held_task(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     return _task_page(request, task)
 
 
@@ -92,7 +91,7 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: 
         review.reveal_full_faces(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     return hx_redirect(f"/review/slots/{slot_id}", request)
 
 
@@ -112,7 +111,7 @@ def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings:
             if task is not None and task.slot_id == slot_id:
                 return _task_page(request, task, [{"kind": "error", "text": exc.message}], 422)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     return hx_redirect("/review?recorded=1", request)
 
 
