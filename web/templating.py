@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from webcommon.deps import csrf_token_for, get_settings
@@ -25,7 +26,7 @@ templates.env.filters["time"] = _fmt_time
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200,
-           headers: dict[str, str] | None = None) -> Any:
+           headers: dict[str, str] | None = None) -> HTMLResponse:
     auth = getattr(request.state, "auth", None)
     ctx: dict[str, Any] = {
         "user": auth.user if auth else None,

@@ -71,19 +71,19 @@ TOTP_ENROL_PATH = "/account/totp"
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 def get_store(request: Request) -> ImageStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 def get_services(request: Request) -> dict[str, Any]:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 class PipelineHandle:
@@ -143,7 +143,7 @@ def audit_refusal(request: Request, action: str, user: User | None, detail: dict
 def _resolve(request: Request, session: Session, settings: Settings) -> ResolvedSession | None:
     cached = getattr(request.state, "auth", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     resolved: ResolvedSession | None = None
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -259,5 +259,5 @@ ManagerOrAdminUser = Annotated[User, Depends(require_roles(Role.manager, Role.ad
 def csrf_token_for(request: Request) -> str:
     resolved = getattr(request.state, "auth", None)
     if resolved is not None and resolved.web_session is not None:
-        return resolved.web_session.csrf_token  # type: ignore[no-any-return]
+        return resolved.web_session.csrf_token
     return ""

@@ -9,6 +9,7 @@ answers exactly like a missing one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -27,8 +28,8 @@ REFERENCE_KINDS = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "
 AUDIT_CSV_NAME = "miatari-audit.csv"
 
 
-def _both(api_path: str | None, web_path: str | None, *, tags: list[str], media: tuple[str, ...] = ("image/png",),
-          ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _both(api_path: str | None, web_path: str | None, *, tags: list[str | Enum],
+          media: tuple[str, ...] = ("image/png",)) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Serve one handler at its API address (documented) and at its page address."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:

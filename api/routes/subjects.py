@@ -169,7 +169,7 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
         ref, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
-        faces = [{"index": f.index, "bbox": [int(v) for v in f.bbox]} for f in exc.faces]
+        faces = [FaceChoice(index=f.index, bbox=[int(v) for v in f.bbox]) for f in exc.faces]
         return Response(EnrolmentRefusal(detail=str(exc), faces=faces).model_dump_json(), status_code=422,
                         media_type="application/json")
     session.commit()

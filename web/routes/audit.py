@@ -35,4 +35,4 @@ def read_audit(request: Request, session: SessionDep, manager: ManagerUser,
 def read_audit_verify(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
     """Check the hash chain now and show the result."""
     result = audit.verify(session)
-    return render(request, "audit_verify.html", {"result": result})  # type: ignore[no-any-return]
+    return render(request, "audit_verify.html", {"result": result})

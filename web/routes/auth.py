@@ -58,7 +58,7 @@ def read_login(request: Request, next: str = "/") -> Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     response = render(request, "login.html", {"login_csrf": token, "next_url": _safe_next(next)})
     response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request))
-    return response  # type: ignore[no-any-return]
+    return response
 
 
 @router.post("/login")
@@ -78,7 +78,7 @@ def create_login(
         user = authenticate(session, settings, username, password, totp, ip=client_ip(request))
     except LoginFailed as exc:
         session.commit()
-        return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)  # type: ignore[no-any-return]
+        return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)
     token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""),
                              replaces=request.cookies.get(SESSION_COOKIE))
     session.commit()
@@ -90,7 +90,7 @@ def _login_csrf_refused(request: Request, session: SessionDep, ctx: dict[str, st
     audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
                  detail={"reason": "CSRF check failed"}, ip=client_ip(request))
     session.commit()
-    return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},  # type: ignore[no-any-return]
+    return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},
                   status_code=403)
 
 
@@ -118,13 +118,13 @@ def create_logout(request: Request, session: SessionDep, user: AccountUser) -> R
 @router.get("/")
 def read_home(request: Request, user: CurrentUser) -> Response:
     """The start page for the roles this person holds."""
-    return render(request, "home.html")  # type: ignore[no-any-return]
+    return render(request, "home.html")
 
 
 # One's own account
 def _account_page(request: Request, session: SessionDep, user: AccountUser, status_code: int = 200,
                   **ctx: object) -> Response:
-    return render(request, "account.html", {  # type: ignore[no-any-return]
+    return render(request, "account.html", {
         "tokens": list_api_tokens(session, user.id),  # type: ignore[arg-type]
         **ctx,
     }, status_code=status_code)
@@ -140,7 +140,7 @@ def read_account(request: Request, session: SessionDep, user: CurrentUser) -> Re
 @router.get("/account/password")
 def read_account_password(request: Request, user: AccountUser) -> Response:
     """The change-password form (the first stop after a reset)."""
-    return render(request, "account_password.html", {"forced": user.must_change_password})  # type: ignore[no-any-return]
+    return render(request, "account_password.html", {"forced": user.must_change_password})
 
 
 @router.post("/account/password")
@@ -156,7 +156,7 @@ def update_account_password(
                                  request.state.auth.web_session, client_ip(request))
     except accounts.AccountError as exc:
         session.commit()
-        return render(request, "account_password.html",  # type: ignore[no-any-return]
+        return render(request, "account_password.html",
                       {"forced": user.must_change_password, "error": str(exc)}, status_code=422)
     session.commit()
     pending = pending_action(user, settings)
@@ -167,7 +167,7 @@ def update_account_password(
 def read_account_totp(request: Request, settings: SettingsDep, user: AccountUser) -> Response:
     """Set up a second factor: the secret and otpauth URI shown as text, to type into an app."""
     secret = new_totp_secret()
-    return render(request, "account_totp.html", {  # type: ignore[no-any-return]
+    return render(request, "account_totp.html", {
         "secret": secret, "uri": totp_uri(user.username, secret), "enrolled": bool(user.totp_secret),
         "required": pending_action(user, settings) is not None,
     })
@@ -184,7 +184,7 @@ def create_account_totp(
         accounts.enrol_totp(session, settings, user, secret, code, client_ip(request))
     except accounts.AccountError as exc:
         session.commit()
-        return render(request, "account_totp.html", {  # type: ignore[no-any-return]
+        return render(request, "account_totp.html", {
             "secret": secret.strip().upper(), "uri": totp_uri(user.username, secret.strip().upper()),
             "enrolled": bool(user.totp_secret), "required": pending_action(user, settings) is not None,
             "error": str(exc),

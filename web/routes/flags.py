@@ -24,7 +24,7 @@ def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: Current
     except flags.FlagError as exc:
         raise HTTPException(404, exc.message) from None
     ev = flags.evidence(session, flag)
-    return render(request, "flag.html", {"ev": ev,  # type: ignore[no-any-return]
+    return render(request, "flag.html", {"ev": ev,
                                          "warning": flags.LEAD_WARNING, "close_reasons": CLOSE_REASONS,
                                          "may_report": flags.may_report(user, ev.sighting),
                                          "messages": messages or []}, status_code=status_code)
@@ -35,7 +35,7 @@ def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: Current
 def read_flags(request: Request, session: SessionDep, user: CurrentUser, status: str = "") -> Response:
     """The flags you may see, newest first."""
     rows = flags.visible_flags(session, user, status or None)
-    return render(request, "flags.html", {  # type: ignore[no-any-return]
+    return render(request, "flags.html", {
         "rows": [flags.evidence(session, f) for f in rows], "warning": flags.LEAD_WARNING, "status": status})
 
 

@@ -96,10 +96,10 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     try:
         window = metrics.parse_window(days, since, until)
     except metrics.BadWindow as exc:
-        return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,  # type: ignore[no-any-return]
+        return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,
                                                 "choices": metrics.WINDOW_CHOICES}, status_code=422)
     m = metrics_cache.compute(session, window, _cache_seconds(request))
-    return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
+    return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,
                                             "duration": _duration, "form": form,
                                             "choices": metrics.WINDOW_CHOICES})
 
@@ -120,7 +120,7 @@ def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowPara
 def _disputes_page(request: Request, session: SessionDep, messages: list[dict[str, str]] | None = None,
                    status_code: int = 200) -> Response:
     disputes = review.disputed_candidates(session, settings=get_settings(request))
-    return render(request, "disputes.html", {"disputes": disputes,  # type: ignore[no-any-return]
+    return render(request, "disputes.html", {"disputes": disputes,
                                              "messages": messages or []}, status_code=status_code)
 
 
@@ -145,7 +145,7 @@ def create_escalation(request: Request, candidate_id: Id, session: SessionDep, m
 
 def _recognizers_page(request: Request, session: SessionDep, settings: SettingsDep,
                       messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
-    return render(request, "recognizers.html", {  # type: ignore[no-any-return]
+    return render(request, "recognizers.html", {
         "standings": qualification.standings(session), "bar": settings.qualification_min_accuracy,
         "messages": messages or []}, status_code=status_code)
 

@@ -26,7 +26,7 @@ RECORDED_MESSAGE = "Verdict recorded. Press N for the next task."
 
 def _queue_page(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser,
                 messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
-    return render(request, "review.html", {  # type: ignore[no-any-return]
+    return render(request, "review.html", {
         "held": review.current_task(session, user),
         "waiting": review.queue_size_for(session, user, settings),
         "messages": messages or [],
@@ -59,7 +59,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 
 def _task_page(request: Request, task: review.Task, messages: list[dict[str, str]] | None = None,
                status_code: int = 200) -> Response:
-    return render(request, "review_task.html", {  # type: ignore[no-any-return]
+    return render(request, "review_task.html", {
         "slot_id": task.slot_id,
         "lease_expires_at": task.lease_expires_at,
         "revealed": task.slot.revealed_full_faces,

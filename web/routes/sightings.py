@@ -57,7 +57,7 @@ def _new_form(request: Request, settings: Any, *, error: str = "", field: str = 
     ctx = {"error": error, "error_field": field, "values": values or {},
            "idempotency_key": (values or {}).get("idempotency_key") or secrets.token_urlsafe(16),
            "max_photos": settings.max_photos_per_sighting, "max_mb": settings.max_upload_bytes // 1_000_000}
-    return render(request, "sighting_new.html", ctx, status_code=status_code)  # type: ignore[no-any-return]
+    return render(request, "sighting_new.html", ctx, status_code=status_code)
 
 
 def _refused(request: Request, settings: Any, exc: sightings.SightingRejected,
@@ -79,7 +79,7 @@ def read_sightings(request: Request, session: SessionDep, user: CurrentUser,
     items = [(s, progress[s.id]) for s in rows]  # type: ignore[index]
     ctx = {"items": items, "count": count, "page": page, "pages": max(1, -(-count // PAGE_SIZE)),
            "everyone": everyone and user.has_role(Role.manager)}
-    return render(request, "sightings.html", ctx)  # type: ignore[no-any-return]
+    return render(request, "sightings.html", ctx)
 
 
 @router.get("/sightings/new")
@@ -125,14 +125,14 @@ def _status_context(session: Any, user: User, sighting: Sighting) -> dict[str, A
 def read_sighting(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id) -> Response:
     """One sighting: its photos, the faces found, and live status until matching is done."""
     sighting = _get(session, user, sighting_id)
-    return render(request, "sighting.html", _status_context(session, user, sighting))  # type: ignore[no-any-return]
+    return render(request, "sighting.html", _status_context(session, user, sighting))
 
 
 @router.get("/sightings/{sighting_id}/status")
 def read_sighting_status(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id) -> Response:
     """The live status fragment; answers 286 (htmx stops polling) once matching is done."""
     ctx = _status_context(session, user, _get(session, user, sighting_id))
-    return render(request, "_sighting_status.html", ctx,  # type: ignore[no-any-return]
+    return render(request, "_sighting_status.html", ctx,
                   status_code=STOP_POLLING if ctx["progress"].done else 200)
 
 

@@ -48,7 +48,7 @@ def _subject_page(request: Request, session: Any, subject: Subject, status_code:
            "display_status": watchlist.display_status(subject),
            "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES]}
     ctx.update(extra)
-    return render(request, "subject.html", ctx, status_code=status_code)  # type: ignore[no-any-return]
+    return render(request, "subject.html", ctx, status_code=status_code)
 
 
 @router.get("/watchlist")
@@ -64,7 +64,7 @@ def read_watchlist(request: Request, session: SessionDep, user: ManagerUser,
            "status_filters": watchlist.STATUS_FILTERS}
     name = "_watchlist_rows.html" if is_htmx(request) and request.headers.get("HX-Target") == "subject-rows" \
         else "watchlist.html"
-    return render(request, name, ctx)  # type: ignore[no-any-return]
+    return render(request, name, ctx)
 
 
 @router.get("/watchlist/new")
@@ -75,7 +75,7 @@ def read_new_subject(request: Request, user: ManagerUser) -> Response:
 
 def _subject_form(request: Request, subject: Subject | None, values: dict[str, Any],
                   errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
-    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": errors or {}},  # type: ignore[no-any-return]
+    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": errors or {}},
                   status_code=status_code)
 
 
@@ -102,7 +102,7 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
 
 def _import_form(request: Request, session: Any, error: str = "", status_code: int = 200,
                  form: dict[str, str] | None = None) -> Response:
-    return render(request, "watchlist_import.html", {  # type: ignore[no-any-return]
+    return render(request, "watchlist_import.html", {
         "error": error, "form": form or {}, "imports": [(i, bulk_import.progress_of(session, i))
                                                         for i in bulk_import.recent_imports(session)]},
         status_code=status_code)
@@ -149,7 +149,7 @@ def _get_import(session: Any, import_id: Id) -> WatchlistImport:
     row = session.get(WatchlistImport, import_id)
     if row is None:
         raise HTTPException(404, "No such import.")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 def _import_context(session: Any, row: WatchlistImport, settings: Any = None) -> dict[str, Any]:
@@ -169,7 +169,7 @@ def _import_context(session: Any, row: WatchlistImport, settings: Any = None) ->
 def read_import_status_page(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                             import_id: Id) -> Response:
     """One ZIP import: its preview to confirm, its progress while the job runs, then what was enrolled and why not."""
-    return render(request, "watchlist_import_status.html",  # type: ignore[no-any-return]
+    return render(request, "watchlist_import_status.html",
                   _import_context(session, _get_import(session, import_id), settings))
 
 
@@ -180,7 +180,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
         raise HTTPException(404, str(exc)) from None
     except watchlist.WatchlistError as exc:
         ctx = _import_context(session, _get_import(session, import_id), settings)
-        return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},  # type: ignore[no-any-return]
+        return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},
                       status_code=409)
     return hx_redirect(f"/watchlist/imports/{import_id}" if op is bulk_import.confirm_import
                        else "/watchlist/import", request)
@@ -207,7 +207,7 @@ def delete_import(request: Request, session: SessionDep, settings: SettingsDep, 
 def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: Id) -> Response:
     """The live fragment; answers 286 (htmx stops polling) once the import is over."""
     ctx = _import_context(session, _get_import(session, import_id))
-    return render(request, "_watchlist_import_status.html", ctx,  # type: ignore[no-any-return]
+    return render(request, "_watchlist_import_status.html", ctx,
                   status_code=STOP_POLLING if ctx["progress"].done else 200)
 
 
