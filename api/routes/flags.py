@@ -74,8 +74,8 @@ class FlagClose(BaseModel):
     note: str = Field(default="", max_length=flags.CLOSE_NOTE_MAX)
 
 
-def _public(session: SessionDep, flag: Flag) -> FlagPublic:
-    ev = flags.evidence(session, flag)
+def _public(ev: flags.Evidence) -> FlagPublic:
+    flag = ev.flag
     return FlagPublic(id=flag.id, status=flag.status, warning=flags.LEAD_WARNING,  # type: ignore[arg-type]
                       raised_at=flag.raised_at, subject_id=ev.subject.id, subject_name=ev.subject.name,  # type: ignore[arg-type]
                       case_ref=ev.subject.case_ref, sighting_id=ev.sighting.id,  # type: ignore[arg-type]
@@ -88,7 +88,7 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
     base = f"/flags/{flag.id}/images"
     images = {k: f"{base}/{k}" for k in ("probe-eyes", "subject-eyes", "probe-face", "subject-face")}
     images.update({f"sighting-{p.position}": f"{base}/sighting-{p.position}" for p in ev.photos})
-    return FlagDetail(**_public(session, flag).model_dump(), images=images,
+    return FlagDetail(**_public(ev).model_dump(), images=images,
                       verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,  # type: ignore[arg-type]
                                                       round=v.round, note=v.note,
                                                       revealed_full_faces=v.revealed_full_faces,
@@ -103,7 +103,7 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
 def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None) -> FlagsPublic:
     """The flags you may see (managers: all; officers: those on their sightings), newest first."""
     rows = flags.visible_flags(session, user, status)
-    return FlagsPublic(data=[_public(session, f) for f in rows], count=len(rows))
+    return FlagsPublic(data=[_public(ev) for ev in flags.evidence_many(session, rows)], count=len(rows))
 
 
 @router.get("/{flag_id}")

@@ -36,7 +36,7 @@ def read_flags(request: Request, session: SessionDep, user: CurrentUser, status:
     """The flags you may see, newest first."""
     rows = flags.visible_flags(session, user, status or None)
     return render(request, "flags.html", {
-        "rows": [flags.evidence(session, f) for f in rows], "warning": flags.LEAD_WARNING, "status": status})
+        "rows": flags.evidence_many(session, rows), "warning": flags.LEAD_WARNING, "status": status})
 
 
 @router.get("/{flag_id}")
