@@ -24,10 +24,13 @@ from miatari.registry import worker_registry
 from triage import reindex, services
 from triage.config import Settings, get_settings
 from triage.db import make_engine, read_first
-from triage.deps import ActionRequired, Forbidden, NotAuthenticated
+from triage.errors import DomainError
 from triage.recovery import process_age_seconds
 from triage.storage import ImageStore
 from triage.worker import Worker
+from webcommon import media
+from webcommon.deps import ActionRequired, Forbidden, NotAuthenticated
+from webcommon.errors import status_for
 
 log = logging.getLogger("miatari")
 
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool | Non
 
     app.include_router(observability.router)  # first: its /metrics is the scrape endpoint
     app.include_router(api.router)
+    app.include_router(media.router)  # pictures and CSV exports: the same handlers for api and web
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(web.__file__).parent / "static")), name="static")
     _add_middleware(app, settings, engine)
@@ -149,6 +153,14 @@ def _add_error_handlers(app: FastAPI, engine: Engine) -> None:
                 return Response(status_code=200, headers={"HX-Redirect": exc.location})
             return RedirectResponse(exc.location, status_code=303)
         return web.error_page(request, 403, "Not allowed", exc.message)
+
+    @app.exception_handler(DomainError)
+    async def refused(request: Request, exc: DomainError) -> Response:
+        # A refusal no route answered itself (pages catch those they answer with their form again).
+        status = status_for(exc.code)
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=status)
+        return web.error_page(request, status, "Not possible", exc.message)
 
     @app.exception_handler(RequestTooLarge)
     async def too_large(request: Request, exc: RequestTooLarge) -> Response:

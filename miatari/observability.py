@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from triage import audit, prom
 from triage.config import Settings
-from triage.deps import client_ip
 from triage.logging_json import REQUEST_ID_HEADER, new_request_id, request_id_var
 from triage.models import AuditOutcome
+from webcommon.deps import client_ip
 
 access_log = logging.getLogger("miatari.access")
 

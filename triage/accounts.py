@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import DomainError
 from triage.models import AuditOutcome, Role, User, WebSession
 from triage.secretbox import SecretUnreadable
 from triage.security import (
@@ -36,8 +37,11 @@ ONE_TIME_PASSWORD_BYTES = 15
 _BASE32_SECRET = re.compile(r"[A-Z2-7]{32}")
 
 
-class AccountError(ValueError):
+class AccountError(DomainError, ValueError):
     """The operation was refused; the message says why, in the user's words."""
+
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(code, message)
 
 
 def _refuse(session: Session, action: str, actor: User | None, target_id: object, reason: str,

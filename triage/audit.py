@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -266,6 +267,48 @@ class AuditFilter:
     outcome: str = ""
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+
+
+AUDIT_TEXT_MAX = 64
+
+
+class AuditQuery(BaseModel):
+    """The audit log's filters as a page's form or an API caller gives them.
+
+    ``since``/``until`` are instants, or dates (a date covers its whole day, UTC:
+    ``until=2026-01-31`` includes the 31st)."""
+
+    actor: str = Field(default="", max_length=AUDIT_TEXT_MAX)
+    action: str = Field(default="", max_length=AUDIT_TEXT_MAX)
+    object_type: str = Field(default="", max_length=AUDIT_TEXT_MAX)
+    object_id: str = Field(default="", max_length=AUDIT_TEXT_MAX)
+    outcome: str = Field(default="", max_length=AUDIT_TEXT_MAX)
+    since: dt.datetime | dt.date | None = None
+    until: dt.datetime | dt.date | None = None
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _day_or_instant(cls, value: Any) -> Any:
+        # A plain date (a page's date field) stays a date; anything longer is read as an instant.
+        if isinstance(value, str) and not value.strip():
+            return None  # an empty form field
+        if isinstance(value, str) and len(value.strip()) == len("YYYY-MM-DD"):
+            return dt.date.fromisoformat(value.strip())
+        return value
+
+    def filter(self) -> AuditFilter:
+        def instant(value: dt.datetime | dt.date | None, days_after: int = 0) -> dt.datetime | None:
+            if value is None or isinstance(value, dt.datetime):
+                return value
+            return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=days_after)
+
+        return AuditFilter(actor=self.actor.strip(), action=self.action.strip(),
+                           object_type=self.object_type.strip(), object_id=self.object_id.strip(),
+                           outcome=self.outcome.strip(), since=instant(self.since), until=instant(self.until, 1))
+
+    def form_values(self) -> dict[str, Any]:
+        """The filters as a form shows them again ("" for none)."""
+        return {k: "" if v is None else v for k, v in self.model_dump().items()}
 
 
 def _filtered(f: AuditFilter) -> Any:

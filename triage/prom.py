@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
 from triage.models import (
+    MATCH_JOB,
     AuditEntry,
     Candidate,
     CandidateStatus,
@@ -268,8 +269,6 @@ def collect_from(session: Session) -> list[Metric]:
     out += [accuracy, answered]
 
     # Matching jobs by state, and the two latencies.
-    from triage.sightings import MATCH_JOB
-
     states = dict(session.exec(select(Job.status, func.count()).where(Job.kind == MATCH_JOB)
                                .group_by(Job.status)).all())
     jobs = GaugeMetricFamily("miatari_matching_jobs", "Sighting matching jobs by state.", labels=["state"])

@@ -30,6 +30,7 @@ from triage import audit, events
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.db import lock_row
+from triage.errors import DomainError
 from triage.models import (
     AuditOutcome,
     Candidate,
@@ -189,11 +190,8 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
                     object_type="user", object_id=user.id)
 
 
-class QualificationError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class QualificationError(DomainError):
+    """A refused reinstatement (``code``: not_found, conflict)."""
 
 
 def reinstate(session: Session, manager: User, user_id: int, ip: str = "") -> User:

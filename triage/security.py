@@ -250,7 +250,15 @@ def needs_second_factor(user: User, settings: Settings) -> bool:
             and user.has_role(Role.manager, Role.admin))
 
 
-def start_session(session: Session, user: User, ip: str = "", user_agent: str = "") -> tuple[str, WebSession]:
+def start_session(session: Session, user: User, ip: str = "", user_agent: str = "",
+                  replaces: str | None = None) -> tuple[str, WebSession]:
+    """A new web session; ``replaces`` (the cookie the browser still had) is ended: a new login never
+    continues an old session."""
+    if replaces:
+        old = session.exec(select(WebSession).where(WebSession.token_hash == token_digest(replaces))).first()
+        if old is not None and old.revoked_at is None:
+            old.revoked_at = utcnow()
+            session.add(old)
     token = secrets.token_urlsafe(32)
     web_session = WebSession(token_hash=token_digest(token), user_id=user.id,  # type: ignore[arg-type]
                              csrf_token=secrets.token_urlsafe(32), ip=ip[:64], user_agent=user_agent[:300])

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from triage import audit, jobs
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import DomainError
 from triage.models import (
     MATCH_JOB,
     AuditOutcome,
@@ -52,14 +53,12 @@ BROWSER_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 DONE_STATUSES = frozenset({SightingStatus.matched.value, SightingStatus.no_face.value, SightingStatus.failed.value})
 
 
-class SightingRejected(ValueError):
+class SightingRejected(DomainError, ValueError):
     """Bad input; ``field`` names the form field, the message is for the user."""
 
     def __init__(self, field: str, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
+        super().__init__(code, message)
         self.field = field
-        self.message = message
-        self.code = code
 
 
 class SightingNotFound(LookupError):
@@ -82,6 +81,33 @@ class SightingInput:
     longitude: float | None = None
     note: str = ""
     idempotency_key: str | None = None
+
+
+@dataclass
+class SightingForm:
+    """A sighting's fields as an upload form or an API caller sends them (text), read by ``to_input``."""
+
+    observed_at: str = ""
+    location_text: str = ""
+    latitude: str = ""
+    longitude: str = ""
+    note: str = ""
+    idempotency_key: str = ""
+    tz_offset: str = ""  # the browser's minutes from UTC, for a time seen given without a zone
+
+    def to_input(self, photos: list[PhotoUpload]) -> SightingInput:
+        """The checked input; raises ``SightingRejected`` naming the field that cannot be read."""
+        offset = int(self.tz_offset) if self.tz_offset.strip().lstrip("-").isdigit() else None
+        return SightingInput(photos=photos, observed_at=parse_observed_at(self.observed_at, offset),
+                             location_text=self.location_text,
+                             latitude=parse_coordinate(self.latitude, "latitude", 90.0),
+                             longitude=parse_coordinate(self.longitude, "longitude", 180.0), note=self.note,
+                             idempotency_key=self.idempotency_key.strip() or None)
+
+    def values(self) -> dict[str, str]:
+        """The fields a refused form shows again."""
+        return {"observed_at": self.observed_at, "location_text": self.location_text, "latitude": self.latitude,
+                "longitude": self.longitude, "note": self.note, "idempotency_key": self.idempotency_key}
 
 
 @dataclass

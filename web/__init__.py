@@ -12,7 +12,7 @@ for _module in (auth, admin, watchlist, sightings, review, flags, metrics, audit
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
     from web.templating import render
 
-    return render(request, "error.html", {"title": title, "message": message},  # type: ignore[no-any-return]
+    return render(request, "error.html", {"title": title, "message": message},
                   status_code=status_code)
 
 

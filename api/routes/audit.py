@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from triage import audit
-from triage.deps import ManagerUser, Position, SessionDep, client_ip
-from triage.release import releases_session
+from webcommon.deps import ManagerUser, Position, SessionDep
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
@@ -42,38 +42,16 @@ class AuditVerifyPublic(BaseModel):
     reason: str
 
 
-Text = Annotated[str, Query(max_length=64)]
-
-
-def _filter(actor: str, action: str, object_type: str, object_id: str, outcome: str,
-            since: dt.datetime | None, until: dt.datetime | None) -> audit.AuditFilter:
-    return audit.AuditFilter(actor=actor, action=action, object_type=object_type, object_id=object_id,
-                             outcome=outcome, since=since, until=until)
-
-
 @router.get("")
 @releases_session
-def read_audit(session: SessionDep, manager: ManagerUser, actor: Text = "", action: Text = "",
-               object_type: Text = "", object_id: Text = "", outcome: Text = "", since: dt.datetime | None = None,
-               until: dt.datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+def read_audit(session: SessionDep, manager: ManagerUser, query: Annotated[audit.AuditQuery, Query()],
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                offset: Annotated[Position, Query()] = 0) -> AuditEntriesPublic:
-    """Entries matching the filters, newest first; `count` is the total that match."""
-    rows, total = audit.search(session, _filter(actor, action, object_type, object_id, outcome, since, until),
-                               limit=limit, offset=offset)
+    """Entries matching the filters, newest first; `count` is the total that match (the CSV export is
+    GET /api/audit/export.csv with the same filters)."""
+    rows, total = audit.search(session, query.filter(), limit=limit, offset=offset)
     return AuditEntriesPublic(data=[AuditEntryPublic.model_validate(r, from_attributes=True) for r in rows],
                               count=total)
-
-
-@router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
-@releases_session
-def read_audit_export(request: Request, session: SessionDep, manager: ManagerUser, actor: Text = "",
-                      action: Text = "", object_type: Text = "", object_id: Text = "", outcome: Text = "",
-                      since: dt.datetime | None = None, until: dt.datetime | None = None) -> Response:
-    """The matching entries as CSV, oldest first (the export is itself recorded)."""
-    f = _filter(actor, action, object_type, object_id, outcome, since, until)
-    body = audit.export_for(session, manager, f, client_ip(request))
-    return Response(body, media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="miatari-audit.csv"'})
 
 
 @router.get("/verify")

@@ -8,7 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from triage.deps import (
+from triage.models import User
+from triage.security import (
+    LoginFailed,
+    authenticate,
+    create_api_token,
+    csrf_matches,
+    list_api_tokens,
+    revoke_api_token,
+)
+from webcommon.deps import (
     CSRF_HEADER,
     CurrentUser,
     Forbidden,
@@ -22,16 +31,7 @@ from triage.deps import (
     pending_action,
     require_account_user,
 )
-from triage.models import User
-from triage.release import releases_session
-from triage.security import (
-    LoginFailed,
-    authenticate,
-    create_api_token,
-    csrf_matches,
-    list_api_tokens,
-    revoke_api_token,
-)
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -75,38 +75,40 @@ def _public(row: object) -> TokenPublic:
 
 
 @router.post("/tokens", status_code=201)
-def create_token(request: Request, body: TokenCreate, session: SessionDep, settings: SettingsDep,
-                       ) -> TokenCreated:
+def create_token(request: Request, body: TokenCreate, session: SessionDep, settings: SettingsDep) -> TokenCreated:
     """Create a personal token from username + password (+ code), or for the logged-in user."""
-    ip = client_ip(request)
-    if body.username is not None or body.password is not None:
-        try:
-            user: User = authenticate(session, settings, body.username or "", body.password or "", body.totp or "",
-                                      ip=ip)
-        except LoginFailed as exc:
-            session.commit()
-            raise HTTPException(401, str(exc)) from None
-    else:
-        # From a browser session: CSRF-checked like any other state change.
-        if get_optional_user(request, session, settings) is None:
-            raise HTTPException(401, "Give a username and password, or log in first.")
-        resolved = authenticate_request(request, session, settings)
-        # A JSON body: the CSRF token can only come in the header.
-        if resolved.web_session is not None and not csrf_matches(resolved.web_session.csrf_token,
-                                                                 request.headers.get(CSRF_HEADER)):
-            audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
-            raise Forbidden("CSRF check failed: send the X-CSRF-Token header.")
-        user = resolved.user
+    user = _token_owner(request, body, session, settings)
     pending = pending_action(user, settings)
     if pending is not None:
         session.commit()
         raise HTTPException(403, pending.message)
     try:
-        token, row = create_api_token(session, user, body.name, ip)
+        token, row = create_api_token(session, user, body.name, client_ip(request))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     session.commit()
     return TokenCreated(token=token, **_public(row).model_dump())
+
+
+def _token_owner(request: Request, body: TokenCreate, session: SessionDep, settings: SettingsDep) -> User:
+    """Who the new token is for: the credentials given, or else the browser session's user."""
+    if body.username is not None or body.password is not None:
+        try:
+            return authenticate(session, settings, body.username or "", body.password or "", body.totp or "",
+                                ip=client_ip(request))
+        except LoginFailed as exc:
+            session.commit()
+            raise HTTPException(401, str(exc)) from None
+    # From a browser session: CSRF-checked like any other state change.
+    if get_optional_user(request, session, settings) is None:
+        raise HTTPException(401, "Give a username and password, or log in first.")
+    resolved = authenticate_request(request, session, settings)
+    # A JSON body: the CSRF token can only come in the header.
+    if resolved.web_session is not None and not csrf_matches(resolved.web_session.csrf_token,
+                                                             request.headers.get(CSRF_HEADER)):
+        audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
+        raise Forbidden("CSRF check failed: send the X-CSRF-Token header.")
+    return resolved.user
 
 
 @router.get("/tokens")

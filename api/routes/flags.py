@@ -5,17 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from triage import flags
-from triage.deps import CurrentUser, Id, SessionDep, client_ip
 from triage.models import Flag
-from triage.release import releases_session
+from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/flags", tags=["flags"])
 
-ERROR_STATUS = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
 
 
 # Schemas
@@ -75,12 +74,8 @@ class FlagClose(BaseModel):
     note: str = Field(default="", max_length=flags.CLOSE_NOTE_MAX)
 
 
-def _error(exc: flags.FlagError) -> HTTPException:
-    return HTTPException(ERROR_STATUS.get(exc.code, 400), exc.message)
-
-
-def _public(session: SessionDep, flag: Flag) -> FlagPublic:
-    ev = flags.evidence(session, flag)
+def _public(ev: flags.Evidence) -> FlagPublic:
+    flag = ev.flag
     return FlagPublic(id=flag.id, status=flag.status, warning=flags.LEAD_WARNING,  # type: ignore[arg-type]
                       raised_at=flag.raised_at, subject_id=ev.subject.id, subject_name=ev.subject.name,  # type: ignore[arg-type]
                       case_ref=ev.subject.case_ref, sighting_id=ev.sighting.id,  # type: ignore[arg-type]
@@ -93,7 +88,7 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
     base = f"/flags/{flag.id}/images"
     images = {k: f"{base}/{k}" for k in ("probe-eyes", "subject-eyes", "probe-face", "subject-face")}
     images.update({f"sighting-{p.position}": f"{base}/sighting-{p.position}" for p in ev.photos})
-    return FlagDetail(**_public(session, flag).model_dump(), images=images,
+    return FlagDetail(**_public(ev).model_dump(), images=images,
                       verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,  # type: ignore[arg-type]
                                                       round=v.round, note=v.note,
                                                       revealed_full_faces=v.revealed_full_faces,
@@ -108,17 +103,14 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
 def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None) -> FlagsPublic:
     """The flags you may see (managers: all; officers: those on their sightings), newest first."""
     rows = flags.visible_flags(session, user, status)
-    return FlagsPublic(data=[_public(session, f) for f in rows], count=len(rows))
+    return FlagsPublic(data=[_public(ev) for ev in flags.evidence_many(session, rows)], count=len(rows))
 
 
 @router.get("/{flag_id}")
 @releases_session
 def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """One flag with its evidence."""
-    try:
-        flag = flags.get_visible(session, user, flag_id, client_ip(request))
-    except flags.FlagError as exc:
-        raise _error(exc) from None
+    flag = flags.get_visible(session, user, flag_id, client_ip(request))
     return _detail(session, flag)
 
 
@@ -127,11 +119,8 @@ def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentU
 def create_flag_report(request: Request, flag_id: Id, body: FlagReportCreate, session: SessionDep,
                        user: CurrentUser) -> FlagDetail:
     """Report what happened (the sighting's officer), proposing an outcome; the managers are told."""
-    try:
-        flags.report(session, user, flag_id, body.outcome, body.note, client_ip(request))
-        flag = flags.get_visible(session, user, flag_id, client_ip(request))
-    except flags.FlagError as exc:
-        raise _error(exc) from None
+    flags.report(session, user, flag_id, body.outcome, body.note, client_ip(request))
+    flag = flags.get_visible(session, user, flag_id, client_ip(request))
     return _detail(session, flag)
 
 
@@ -139,10 +128,7 @@ def create_flag_report(request: Request, flag_id: Id, body: FlagReportCreate, se
 @releases_session
 def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """Acknowledge a raised flag (managers): the flag is taken on."""
-    try:
-        flag = flags.acknowledge(session, user, flag_id, client_ip(request))
-    except flags.FlagError as exc:
-        raise _error(exc) from None
+    flag = flags.acknowledge(session, user, flag_id, client_ip(request))
     return _detail(session, flag)
 
 
@@ -151,8 +137,5 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
 def update_flag_close(request: Request, flag_id: Id, body: FlagClose, session: SessionDep,
                       user: CurrentUser) -> FlagDetail:
     """Close an acknowledged flag (managers): arrested, not located, or withdrawn."""
-    try:
-        flag = flags.close(session, user, flag_id, body.reason, body.note, client_ip(request))
-    except flags.FlagError as exc:
-        raise _error(exc) from None
+    flag = flags.close(session, user, flag_id, body.reason, body.note, client_ip(request))
     return _detail(session, flag)

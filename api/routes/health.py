@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from triage.deps import EngineDep, SettingsDep
 from triage.migrate import at_head
+from webcommon.deps import EngineDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from triage import metrics, metrics_cache
-from triage.deps import ManagerUser, SessionDep
-from triage.release import releases_session
+from webcommon.deps import ManagerUser, SessionDep, get_settings
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
@@ -61,4 +61,4 @@ def read_metrics_csv(request: Request, session: SessionDep, manager: ManagerUser
 
 
 def _cache_seconds(request: Request) -> float:
-    return float(request.app.state.settings.metrics_cache_seconds)
+    return float(get_settings(request).metrics_cache_seconds)

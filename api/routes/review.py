@@ -9,18 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, Field
 
 from triage import qualification, review
-from triage.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
-from triage.models import StoredImage, Subject
-from triage.release import releases_session
+from triage.models import Subject
+from webcommon.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
-ERROR_STATUS = {"not_found": 404, "forbidden": 403, "suspended": 403, "lease_expired": 409, "conflict": 409,
-                "withdrawn": 409, "invalid": 422}
 
 
 # Schemas
@@ -44,21 +42,12 @@ class NextTask(BaseModel):
     task: TaskPublic | None = Field(description="None when the queue holds nothing for you")
 
 
-class VerdictCreate(BaseModel):
-    verdict: Literal["same", "different", "cannot_tell"]
-    note: str = Field(default="", max_length=review.NOTE_MAX)
-
-
 class VerdictPublic(BaseModel):
     slot_id: Id
     verdict: str
     verdict_at: dt.datetime
     revealed_full_faces: bool
     replayed: bool = Field(description="True when this repeats a verdict already stored")
-
-
-def _error(exc: review.ReviewError) -> HTTPException:
-    return HTTPException(ERROR_STATUS.get(exc.code, 400), exc.message)
 
 
 def _public(task: review.Task) -> TaskPublic:
@@ -84,10 +73,7 @@ def read_next(request: Request, session: SessionDep, settings: SettingsDep, user
 @releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
     """Lease the most urgent task you may take (or get back the one you hold)."""
-    try:
-        task = review.next_task(session, user, settings, ip=client_ip(request))
-    except review.ReviewError as exc:
-        raise _error(exc) from None
+    task = review.next_task(session, user, settings, ip=client_ip(request))
     return NextTask(task=_public(task) if task else None)
 
 
@@ -95,11 +81,8 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 @releases_session
 def create_reveal(request: Request, slot_id: Id, session: SessionDep, user: RecognizerUser) -> TaskPublic:
     """Reveal the full faces of your task (recorded with the verdict)."""
-    try:
-        review.reveal_full_faces(session, user, slot_id, client_ip(request))
-        return _public(review.held_task(session, user, slot_id, client_ip(request)))
-    except review.ReviewError as exc:
-        raise _error(exc) from None
+    review.reveal_full_faces(session, user, slot_id, client_ip(request))
+    return _public(review.held_task(session, user, slot_id, client_ip(request)))
 
 
 @router.post("/slots/{slot_id}/verdict", status_code=201,
@@ -107,35 +90,18 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, user: Reco
                         409: {"description": "The lease expired, the task was withdrawn, or a different verdict "
                                              "was already given"}})
 @releases_session
-def create_verdict(request: Request, slot_id: Id, body: VerdictCreate, response: Response, session: SessionDep,
+def create_verdict(request: Request, slot_id: Id, body: review.VerdictInput, response: Response, session: SessionDep,
                    settings: SettingsDep, user: RecognizerUser,
                    idempotency_key: Annotated[str | None, Header(max_length=review.IDEMPOTENCY_KEY_MAX)] = None,
                    ) -> VerdictPublic:
     """Give your verdict on a task you hold; safe to retry with the same Idempotency-Key."""
-    try:
-        result = review.submit_verdict(session, user, slot_id, body.verdict, body.note, idempotency_key,
-                                       client_ip(request), settings=settings)
-    except review.ReviewError as exc:
-        raise _error(exc) from None
+    result = review.submit_verdict(session, user, slot_id, body.verdict, body.note, idempotency_key,
+                                   client_ip(request), settings=settings)
     if result.replayed:
         response.status_code = 200
     slot = result.slot
     return VerdictPublic(slot_id=slot.id, verdict=slot.verdict, verdict_at=slot.verdict_at,  # type: ignore[arg-type]
                          revealed_full_faces=slot.revealed_full_faces, replayed=result.replayed)
-
-
-@router.get("/slots/{slot_id}/images/{kind}", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-@releases_session
-def read_slot_image(request: Request, slot_id: Id, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
-    """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
-    try:
-        sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
-    except review.ReviewError as exc:
-        raise _error(exc) from None
-    stored = session.get(StoredImage, sha)
-    return Response(request.app.state.store.get(sha), media_type=stored.media_type if stored else "image/png",
-                    headers={"Cache-Control": "no-store"})
 
 
 # Managers: disputes and escalation
@@ -166,17 +132,15 @@ def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUs
 
 @router.post("/candidates/{candidate_id}/escalate")
 @releases_session
-def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> DisputePublic:
+def create_escalation(request: Request, candidate_id: Id, session: SessionDep, settings: SettingsDep,
+                      manager: ManagerUser) -> DisputePublic:
     """Send a disputed candidate to two further recognizers who have not seen it."""
-    try:
-        candidate = review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
-    except review.ReviewError as exc:
-        raise _error(exc) from None
+    candidate = review.escalate(session, manager, candidate_id, client_ip(request), settings)
     subject = session.get(Subject, candidate.subject_id)
     return DisputePublic(candidate_id=candidate.id, subject_id=candidate.subject_id,  # type: ignore[arg-type]
                          subject_name=subject.name if subject else "", round=candidate.current_round, verdicts=[],
                          eligible_recognizers=len(review.eligible_recognizers(session, candidate,
-                                                                               request.app.state.settings)))
+                                                                               settings)))
 
 
 # Managers: recognizers' standing on known-answer tasks, and reinstatement
@@ -226,8 +190,5 @@ def read_recognizers(session: SessionDep, settings: SettingsDep, manager: Manage
 def create_reinstatement(request: Request, user_id: Id, session: SessionDep,
                          manager: ManagerUser) -> RecognizerStanding:
     """Put a suspended recognizer back on probation, with a fresh known-answer record."""
-    try:
-        user = qualification.reinstate(session, manager, user_id, client_ip(request))
-    except qualification.QualificationError as exc:
-        raise HTTPException(ERROR_STATUS.get(exc.code, 400), exc.message) from None
+    user = qualification.reinstate(session, manager, user_id, client_ip(request))
     return _standing(qualification.Standing(user, qualification.record_for(session, user)))

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from api.responses import FieldProblem
 from triage import sightings
-from triage.deps import (
+from triage.models import Sighting
+from webcommon.deps import (
     CurrentUser,
     Id,
     ManagerUser,
@@ -19,15 +20,13 @@ from triage.deps import (
     Position,
     SessionDep,
     SettingsDep,
+    StoreDep,
     client_ip,
 )
-from triage.models import Sighting
+from webcommon.errors import status_for
+from webcommon.uploads import photo_uploads
 
 router = APIRouter(prefix="/api/sightings", tags=["sightings"])
-
-# How a refused upload is answered: the status says what kind of problem it was.
-REJECTION_STATUS = {"image_too_large": 413, "unsupported_format": 415, "idempotency_conflict": 409}
-
 
 class SightingAccepted(BaseModel):
     id: int
@@ -122,7 +121,7 @@ def _public(session: Any, sighting: Sighting, progress: sightings.SightingProgre
                         415: {"model": SightingRejection},
                         422: {"model": SightingRejectionOrProblems}})
 def create_sighting(
-    request: Request, session: SessionDep, settings: SettingsDep, user: OfficerUser,
+    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, user: OfficerUser,
     photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
     observed_at: Annotated[str, Form(description="ISO 8601; defaults to now; no zone means UTC")] = "",
     location_text: Annotated[str, Form()] = "",
@@ -132,19 +131,14 @@ def create_sighting(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Upload a sighting; 202 with its URL at once. A retry with the same Idempotency-Key returns the same sighting."""
+    form = sightings.SightingForm(observed_at=observed_at, location_text=location_text, latitude=latitude,
+                                  longitude=longitude, note=note, idempotency_key=idempotency_key or "")
     try:
-        data = sightings.SightingInput(
-            photos=[sightings.PhotoUpload(f.file.read(settings.max_upload_bytes + 1), f.filename or "", f.size)
-                    for f in (photos or []) if f.filename or f.size],
-            observed_at=sightings.parse_observed_at(observed_at),
-            location_text=location_text, latitude=sightings.parse_coordinate(latitude, "latitude", 90.0),
-            longitude=sightings.parse_coordinate(longitude, "longitude", 180.0), note=note,
-            idempotency_key=idempotency_key.strip() if idempotency_key else None)
-        result = sightings.create_sighting(session, request.app.state.store, settings, user, data,
-                                           ip=client_ip(request))
+        result = sightings.create_sighting(session, store, settings, user,
+                                           form.to_input(photo_uploads(photos, settings)), ip=client_ip(request))
     except sightings.SightingRejected as exc:
         body = SightingRejection(detail=exc.message, field=exc.field, code=exc.code)
-        return JSONResponse(body.model_dump(), status_code=REJECTION_STATUS.get(exc.code, 422))
+        return JSONResponse(body.model_dump(), status_code=status_for(exc.code, 422))
     s = result.sighting
     body_ok = SightingAccepted(id=s.id, url=f"/sightings/{s.id}", status_url=f"/api/sightings/{s.id}",  # type: ignore[arg-type]
                                status=s.status, replayed=not result.created)
@@ -171,31 +165,6 @@ def read_sighting(session: SessionDep, user: CurrentUser, sighting_id: Id) -> An
         return _public(session, sightings.get_for(session, user, sighting_id))
     except sightings.SightingNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-
-
-@router.get("/{sighting_id}/photos/{position}", response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-def read_sighting_photo(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id,
-                        position: Position) -> Response:
-    """One photo of a sighting you may see."""
-    try:
-        sha = sightings.image_sha_for(session, user, sighting_id, position)
-        data, media_type = sightings.displayable_image(session, request.app.state.store, sha)
-    except sightings.SightingNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
-
-
-@router.get("/probes/{probe_id}/{kind}", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
-def read_probe_image(request: Request, session: SessionDep, user: CurrentUser, probe_id: Id, kind: str) -> Response:
-    """A face found in a sighting: its eye-region crop (eyes) or aligned face (face)."""
-    try:
-        sha = sightings.probe_image_sha(session, user, probe_id, kind)
-        data, media_type = sightings.displayable_image(session, request.app.state.store, sha)
-    except sightings.SightingNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
 
 
 @router.post("/{sighting_id}/retry", response_model=SightingPublic)

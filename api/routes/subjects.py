@@ -9,11 +9,10 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from pydantic import BaseModel
 
 from api.responses import FieldProblem
-from triage import services, watchlist
-from triage.deps import Id, ManagerUser, Position, SessionDep, SettingsDep, client_ip
-from triage.gallery import enrolment_models
+from triage import watchlist
 from triage.models import ReferencePhoto, Subject, SubjectStatus
-from triage.sightings import displayable_image
+from webcommon.deps import Id, ManagerUser, PipelineDep, Position, SessionDep, SettingsDep, StoreDep, client_ip
+from webcommon.uploads import read_capped
 
 router = APIRouter(prefix="/api/subjects", tags=["subjects"])
 
@@ -158,23 +157,19 @@ def close_subject(request: Request, session: SessionDep, user: ManagerUser, subj
 
 @router.post("/{subject_id}/photos", response_model=ReferencePhotoPublic, status_code=201,
              responses={422: {"model": EnrolmentRefusal, "description": "no face, several faces, or not an image"}})
-def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                                 subject_id: Id, photo: Annotated[UploadFile, File()],
-                                 view: Annotated[str, Form(max_length=40)] = "",
-                                 face_index: Annotated[int | None, Form(ge=0, le=1000)] = None) -> Any:
+def create_reference_photo(request: Request, session: SessionDep, store: StoreDep, pipeline: PipelineDep,
+                           settings: SettingsDep, user: ManagerUser, subject_id: Id,
+                           photo: Annotated[UploadFile, File()], view: Annotated[str, Form(max_length=40)] = "",
+                           face_index: Annotated[int | None, Form(ge=0, le=1000)] = None) -> Any:
     """Enrol a reference photo: the face is found, quality-checked and embedded; 200 if already enrolled."""
     _get(session, subject_id)
-    session.rollback()
-    data = photo.file.read(settings.max_upload_bytes + 1)
-    pipeline = services.pipeline(request.app.state.services)
+    session.rollback()  # the analysis is slow: hold no transaction meanwhile
     try:
-        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline,
-                                                   enrolment_models(request.app.state.engine,
-                                                                    settings.face_model))
-        ref, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
+        analysis = pipeline.analyze_for_enrolment(read_capped(photo, settings))
+        ref, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
-        faces = [{"index": f.index, "bbox": [int(v) for v in f.bbox]} for f in exc.faces]
+        faces = [FaceChoice(index=f.index, bbox=[int(v) for v in f.bbox]) for f in exc.faces]
         return Response(EnrolmentRefusal(detail=str(exc), faces=faces).model_dump_json(), status_code=422,
                         media_type="application/json")
     session.commit()
@@ -182,16 +177,3 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
     return Response(body.model_dump_json(), status_code=201 if created else 200, media_type="application/json")
 
 
-IMAGE_KINDS = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "face_chip_sha256"}
-
-
-@router.get("/{subject_id}/photos/{photo_id}/{kind}", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id, photo_id: Id,
-                         kind: str) -> Response:
-    """A reference photo (image), its eye-region crop (eyes) or its aligned face (face)."""
-    photo = session.get(ReferencePhoto, photo_id)
-    if photo is None or photo.subject_id != subject_id or kind not in IMAGE_KINDS:
-        raise HTTPException(404, "No such image.")
-    data, media_type = displayable_image(session, request.app.state.store, getattr(photo, IMAGE_KINDS[kind]))
-    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})

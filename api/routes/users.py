@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import accounts
-from triage.deps import AdminUser, Id, SessionDep, client_ip
 from triage.models import User
-from triage.release import releases_session
+from webcommon.deps import AdminUser, Id, SessionDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 

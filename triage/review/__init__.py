@@ -52,12 +52,19 @@ from triage.review.queue import (
     slot_image_sha,
     sweep_expired_leases,
 )
-from triage.review.verdicts import IDEMPOTENCY_KEY_MAX, NOTE_MAX, VerdictResult, outcome_for, submit_verdict
+from triage.review.verdicts import (
+    IDEMPOTENCY_KEY_MAX,
+    NOTE_MAX,
+    VerdictInput,
+    VerdictResult,
+    outcome_for,
+    submit_verdict,
+)
 
 __all__ = [
     "IDEMPOTENCY_KEY_MAX", "IMAGE_KINDS", "KNOWN_ANSWER_CASES", "KNOWN_ANSWER_PAIR_ATTEMPTS", "MAX_ROUNDS",
     "NOTE_MAX", "RENDITION_ATTEMPTS", "SLOTS_PER_ROUND", "SUSPENDED_MESSAGE",
-    "DisputedCandidate", "Hit", "ReviewError", "Task", "VerdictResult",
+    "DisputedCandidate", "Hit", "ReviewError", "Task", "VerdictInput", "VerdictResult",
     "candidate_image_sha", "create_candidates_for_probe", "create_known_answer_task", "current_task",
     "disputed_candidates", "eligible_recognizers", "escalate", "expire_leases", "held_task", "lock_candidate",
     "next_task", "outcome_for", "queue_size_for", "reveal_full_faces", "slot_image_sha", "submit_verdict",

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from triage import audit
 from triage.db import lock_row
+from triage.errors import DomainError
 from triage.models import AuditOutcome, Candidate, ReviewSlot, User
 
 SUSPENDED_MESSAGE = ("Your account is suspended from review tasks: your answers on known-answer pairs fell below "
@@ -17,13 +18,8 @@ SUSPENDED_MESSAGE = ("Your account is suspended from review tasks: your answers 
 SLOTS_PER_ROUND = 2
 
 
-class ReviewError(Exception):
+class ReviewError(DomainError):
     """A refused review action; ``code`` says why (for the HTTP status), ``message`` says it to a person."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -30,6 +32,13 @@ from triage.review._common import (
 )
 
 NOTE_MAX = 2000
+
+
+class VerdictInput(BaseModel):
+    """A recognizer's verdict as the API's body or the task page's form gives it."""
+
+    verdict: Literal["same", "different", "cannot_tell"]
+    note: str = Field(default="", max_length=NOTE_MAX)
 IDEMPOTENCY_KEY_MAX = 64
 
 

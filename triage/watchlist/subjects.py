@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import DomainError
 from triage.gallery import ADD, REMOVE_SUBJECT, is_searchable, record_change, searchable_clause, today
 from triage.models import (
     AuditOutcome,
@@ -34,8 +35,11 @@ log = logging.getLogger("miatari.watchlist")
 CLOSING_STATUSES = (SubjectStatus.arrested, SubjectStatus.withdrawn)
 
 
-class WatchlistError(ValueError):
+class WatchlistError(DomainError, ValueError):
     """A refused watchlist change; the message is meant for the user."""
+
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(code, message)
 
 
 class SubjectNotFound(LookupError):

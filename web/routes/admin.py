@@ -8,18 +8,18 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import accounts, reindex
-from triage.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
 from triage.models import ApiToken, Role, User
-from triage.release import releases_session
 from triage.security import list_api_tokens, revoke_api_token
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
+from webcommon.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def _users_page(request: Request, session: SessionDep, status_code: int = 200, **ctx: object) -> Response:
-    return render(request, "admin_users.html", {  # type: ignore[no-any-return]
+    return render(request, "admin_users.html", {
         "users": accounts.list_users(session), "roles": [r.value for r in Role],
         "on_hold": accounts.accounts_on_hold(session), **ctx,
     }, status_code=status_code)
@@ -34,7 +34,7 @@ def _get_user(session: SessionDep, user_id: Id) -> User:
 
 def _user_page(request: Request, session: SessionDep, target: User, status_code: int = 200,
                **ctx: object) -> Response:
-    return render(request, "admin_user.html", {  # type: ignore[no-any-return]
+    return render(request, "admin_user.html", {
         "target": target, "roles": [r.value for r in Role],
         "tokens": list_api_tokens(session, target.id),  # type: ignore[arg-type]
         **ctx,
@@ -153,7 +153,7 @@ def _reindex_context(session: SessionDep, settings: SettingsDep) -> dict[str, ob
 def read_reindex(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser,
                  started: int = 0) -> Response:
     """The gallery's face model, the configured one, and the re-embedding's progress."""
-    return render(request, "admin_reindex.html", {  # type: ignore[no-any-return]
+    return render(request, "admin_reindex.html", {
         **_reindex_context(session, settings),
         "notice": "Re-embedding started: it runs in the background." if started else ""})
 
@@ -163,7 +163,7 @@ def read_reindex(request: Request, session: SessionDep, settings: SettingsDep, a
 def read_reindex_status(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser) -> Response:
     """The live fragment; answers 286 (htmx stops polling) once no run is under way."""
     ctx = _reindex_context(session, settings)
-    return render(request, "_reindex_status.html", ctx,  # type: ignore[no-any-return]
+    return render(request, "_reindex_status.html", ctx,
                   status_code=200 if ctx["st"].in_progress else STOP_POLLING)  # type: ignore[attr-defined]
 
 
@@ -175,12 +175,12 @@ def create_reindex(request: Request, session: SessionDep, settings: SettingsDep,
         run = reindex.start_run(session, settings, admin, ip=client_ip(request))
     except reindex.ReindexRefused as exc:
         session.commit()
-        return render(request, "admin_reindex.html", {  # type: ignore[no-any-return]
+        return render(request, "admin_reindex.html", {
             **_reindex_context(session, settings), "error": str(exc)}, status_code=409)
     if run is None:
         _audit_nothing_to_do(session, admin, request)
         session.commit()
-        return render(request, "admin_reindex.html", {  # type: ignore[no-any-return]
+        return render(request, "admin_reindex.html", {
             **_reindex_context(session, settings),
             "error": "Nothing to re-embed: the gallery already searches with the configured model."},
             status_code=409)

@@ -7,13 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import select
 
 from triage import accounts, audit
-from triage.clock import utcnow
-from triage.deps import AccountUser, CurrentUser, Id, SessionDep, SettingsDep, client_ip, pending_action
-from triage.models import AuditOutcome, WebSession
-from triage.release import releases_session
+from triage.models import AuditOutcome
 from triage.security import (
     SESSION_COOKIE,
     LoginFailed,
@@ -25,10 +21,20 @@ from triage.security import (
     new_totp_secret,
     revoke_api_token,
     start_session,
-    token_digest,
     totp_uri,
 )
 from web.templating import render
+from webcommon.deps import (
+    AccountUser,
+    CurrentUser,
+    Id,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+    get_settings,
+    pending_action,
+)
+from webcommon.release import releases_session
 
 router = APIRouter(tags=["auth"])
 
@@ -38,7 +44,7 @@ LOGIN_CSRF_COOKIE = "miatari_login_csrf"
 
 def _secure(request: Request) -> bool:
     """Secure cookies when configured, and whenever the request came over HTTPS (also through a proxy)."""
-    return bool(request.app.state.settings.secure_cookies or request.url.scheme == "https")
+    return bool(get_settings(request).secure_cookies or request.url.scheme == "https")
 
 
 def _safe_next(url: str) -> str:
@@ -52,7 +58,7 @@ def read_login(request: Request, next: str = "/") -> Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     response = render(request, "login.html", {"login_csrf": token, "next_url": _safe_next(next)})
     response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request))
-    return response  # type: ignore[no-any-return]
+    return response
 
 
 @router.post("/login")
@@ -67,30 +73,31 @@ def create_login(
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     ctx = {"login_csrf": cookie or secrets.token_urlsafe(32), "next_url": _safe_next(next), "username": username}
     if not cookie or not csrf_matches(cookie, csrf_token):
-        audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
-                     detail={"reason": "CSRF check failed"}, ip=client_ip(request))
-        session.commit()
-        return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},  # type: ignore[no-any-return]
-                      status_code=403)
+        return _login_csrf_refused(request, session, ctx, username)
     try:
         user = authenticate(session, settings, username, password, totp, ip=client_ip(request))
     except LoginFailed as exc:
         session.commit()
-        return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)  # type: ignore[no-any-return]
-    # A session cookie the browser already had is ended: a new login never continues an old session.
-    previous = request.cookies.get(SESSION_COOKIE)
-    if previous:
-        old = session.exec(select(WebSession).where(WebSession.token_hash == token_digest(previous))).first()
-        if old is not None and old.revoked_at is None:
-            old.revoked_at = utcnow()
-            session.add(old)
-    token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""))
+        return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)
+    token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""),
+                             replaces=request.cookies.get(SESSION_COOKIE))
     session.commit()
     pending = pending_action(user, settings)
-    response = RedirectResponse(pending.location if pending else _safe_next(next), status_code=303)
+    return _logged_in(request, token, pending.location if pending else _safe_next(next))
+
+
+def _login_csrf_refused(request: Request, session: SessionDep, ctx: dict[str, str], username: str) -> Response:
+    audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
+                 detail={"reason": "CSRF check failed"}, ip=client_ip(request))
+    session.commit()
+    return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},
+                  status_code=403)
+
+
+def _logged_in(request: Request, token: str, location: str) -> Response:
+    response = RedirectResponse(location, status_code=303)
     # No max_age: a session cookie, gone when the browser closes; the server enforces both timeouts.
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request),
-                        path="/")
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_secure(request), path="/")
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 
@@ -111,13 +118,13 @@ def create_logout(request: Request, session: SessionDep, user: AccountUser) -> R
 @router.get("/")
 def read_home(request: Request, user: CurrentUser) -> Response:
     """The start page for the roles this person holds."""
-    return render(request, "home.html")  # type: ignore[no-any-return]
+    return render(request, "home.html")
 
 
 # One's own account
 def _account_page(request: Request, session: SessionDep, user: AccountUser, status_code: int = 200,
                   **ctx: object) -> Response:
-    return render(request, "account.html", {  # type: ignore[no-any-return]
+    return render(request, "account.html", {
         "tokens": list_api_tokens(session, user.id),  # type: ignore[arg-type]
         **ctx,
     }, status_code=status_code)
@@ -133,7 +140,7 @@ def read_account(request: Request, session: SessionDep, user: CurrentUser) -> Re
 @router.get("/account/password")
 def read_account_password(request: Request, user: AccountUser) -> Response:
     """The change-password form (the first stop after a reset)."""
-    return render(request, "account_password.html", {"forced": user.must_change_password})  # type: ignore[no-any-return]
+    return render(request, "account_password.html", {"forced": user.must_change_password})
 
 
 @router.post("/account/password")
@@ -149,7 +156,7 @@ def update_account_password(
                                  request.state.auth.web_session, client_ip(request))
     except accounts.AccountError as exc:
         session.commit()
-        return render(request, "account_password.html",  # type: ignore[no-any-return]
+        return render(request, "account_password.html",
                       {"forced": user.must_change_password, "error": str(exc)}, status_code=422)
     session.commit()
     pending = pending_action(user, settings)
@@ -160,7 +167,7 @@ def update_account_password(
 def read_account_totp(request: Request, settings: SettingsDep, user: AccountUser) -> Response:
     """Set up a second factor: the secret and otpauth URI shown as text, to type into an app."""
     secret = new_totp_secret()
-    return render(request, "account_totp.html", {  # type: ignore[no-any-return]
+    return render(request, "account_totp.html", {
         "secret": secret, "uri": totp_uri(user.username, secret), "enrolled": bool(user.totp_secret),
         "required": pending_action(user, settings) is not None,
     })
@@ -177,7 +184,7 @@ def create_account_totp(
         accounts.enrol_totp(session, settings, user, secret, code, client_ip(request))
     except accounts.AccountError as exc:
         session.commit()
-        return render(request, "account_totp.html", {  # type: ignore[no-any-return]
+        return render(request, "account_totp.html", {
             "secret": secret.strip().upper(), "uri": totp_uri(user.username, secret.strip().upper()),
             "enrolled": bool(user.totp_secret), "required": pending_action(user, settings) is not None,
             "error": str(exc),

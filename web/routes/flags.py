@@ -5,16 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
-from triage import flags, review
-from triage.deps import CurrentUser, Id, SessionDep, client_ip
-from triage.release import releases_session
-from triage.sightings import displayable_image
+from triage import flags
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
+from webcommon.errors import status_for
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
-ERROR_STATUS = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
 CLOSE_REASONS = [("arrested", "Arrested"), ("not_located", "Not located"), ("withdrawn", "Withdrawn")]
 
 
@@ -25,7 +24,7 @@ def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: Current
     except flags.FlagError as exc:
         raise HTTPException(404, exc.message) from None
     ev = flags.evidence(session, flag)
-    return render(request, "flag.html", {"ev": ev,  # type: ignore[no-any-return]
+    return render(request, "flag.html", {"ev": ev,
                                          "warning": flags.LEAD_WARNING, "close_reasons": CLOSE_REASONS,
                                          "may_report": flags.may_report(user, ev.sighting),
                                          "messages": messages or []}, status_code=status_code)
@@ -36,8 +35,8 @@ def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: Current
 def read_flags(request: Request, session: SessionDep, user: CurrentUser, status: str = "") -> Response:
     """The flags you may see, newest first."""
     rows = flags.visible_flags(session, user, status or None)
-    return render(request, "flags.html", {  # type: ignore[no-any-return]
-        "rows": [flags.evidence(session, f) for f in rows], "warning": flags.LEAD_WARNING, "status": status})
+    return render(request, "flags.html", {
+        "rows": flags.evidence_many(session, rows), "warning": flags.LEAD_WARNING, "status": status})
 
 
 @router.get("/{flag_id}")
@@ -57,7 +56,7 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
-                          ERROR_STATUS.get(exc.code, 400))
+                          status_for(exc.code))
     return hx_redirect(f"/flags/{flag_id}", request)
 
 
@@ -72,7 +71,7 @@ def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: 
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
-                          ERROR_STATUS.get(exc.code, 400))
+                          status_for(exc.code))
     return hx_redirect(f"/flags/{flag_id}", request)
 
 
@@ -87,27 +86,7 @@ def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user:
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
-                          ERROR_STATUS.get(exc.code, 400))
+                          status_for(exc.code))
     return hx_redirect(f"/flags/{flag_id}#reports", request)
 
 
-@router.get("/{flag_id}/images/{kind}")
-@releases_session
-def read_flag_image(request: Request, flag_id: Id, kind: str, session: SessionDep, user: CurrentUser) -> Response:
-    """A picture of a flag's evidence: eye crops, full faces, or a sighting photo (sighting-N)."""
-    try:
-        flag = flags.get_visible(session, user, flag_id, client_ip(request))
-    except flags.FlagError as exc:
-        raise HTTPException(404, exc.message) from None
-    ev = flags.evidence(session, flag)
-    if kind.startswith("sighting-"):
-        photo = next((p for p in ev.photos if f"sighting-{p.position}" == kind), None)
-        if photo is None:
-            raise HTTPException(404, "No such picture.")
-        sha = photo.image_sha256
-    elif kind in review.IMAGE_KINDS:
-        sha = review.candidate_image_sha(session, ev.candidate, kind)
-    else:
-        raise HTTPException(404, "No such picture.")
-    data, media_type = displayable_image(session, request.app.state.store, sha)
-    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})

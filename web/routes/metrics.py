@@ -10,10 +10,10 @@ from fastapi.responses import Response
 from markupsafe import Markup, escape
 
 from triage import metrics, metrics_cache, qualification, review
-from triage.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip
-from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip, get_settings
+from webcommon.release import releases_session
 
 router = APIRouter(tags=["metrics"])
 
@@ -103,10 +103,10 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     try:
         window = metrics.parse_window(days, since, until)
     except metrics.BadWindow as exc:
-        return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,  # type: ignore[no-any-return]
+        return render(request, "metrics.html", {"m": None, "error": str(exc), "form": form,
                                                 "choices": metrics.WINDOW_CHOICES}, status_code=422)
     m = metrics_cache.compute(session, window, _cache_seconds(request))
-    return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,  # type: ignore[no-any-return]
+    return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,
                                             "duration": _duration, "form": form,
                                             "choices": metrics.WINDOW_CHOICES, "categories": metrics.CATEGORIES,
                                             "labels": VERDICT_LABELS, "confusion_shown": CONFUSION_SHOWN})
@@ -127,8 +127,8 @@ def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowPara
 
 def _disputes_page(request: Request, session: SessionDep, messages: list[dict[str, str]] | None = None,
                    status_code: int = 200) -> Response:
-    disputes = review.disputed_candidates(session, settings=request.app.state.settings)
-    return render(request, "disputes.html", {"disputes": disputes,  # type: ignore[no-any-return]
+    disputes = review.disputed_candidates(session, settings=get_settings(request))
+    return render(request, "disputes.html", {"disputes": disputes,
                                              "messages": messages or []}, status_code=status_code)
 
 
@@ -144,7 +144,7 @@ def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -
 def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> Response:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
-        review.escalate(session, manager, candidate_id, client_ip(request), request.app.state.settings)
+        review.escalate(session, manager, candidate_id, client_ip(request), get_settings(request))
     except review.ReviewError as exc:
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
@@ -153,7 +153,7 @@ def create_escalation(request: Request, candidate_id: Id, session: SessionDep, m
 
 def _recognizers_page(request: Request, session: SessionDep, settings: SettingsDep,
                       messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
-    return render(request, "recognizers.html", {  # type: ignore[no-any-return]
+    return render(request, "recognizers.html", {
         "standings": qualification.standings(session), "bar": settings.qualification_min_accuracy,
         "messages": messages or []}, status_code=status_code)
 
@@ -179,4 +179,4 @@ def create_reinstatement(request: Request, user_id: Id, session: SessionDep, set
 
 
 def _cache_seconds(request: Request) -> float:
-    return float(request.app.state.settings.metrics_cache_seconds)
+    return float(get_settings(request).metrics_cache_seconds)

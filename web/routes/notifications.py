@@ -6,10 +6,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import notifications
-from triage.deps import AccountUser, CurrentUser, Id, SessionDep
-from triage.release import releases_session
 from web.htmx import is_htmx
 from web.templating import render
+from webcommon.deps import AccountUser, CurrentUser, Id, SessionDep
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/notifications", tags=["notifications"])
 @releases_session
 def read_notifications(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your notifications, newest first."""
-    return render(request, "notifications.html",  # type: ignore[no-any-return]
+    return render(request, "notifications.html",
                   {"notifications": notifications.list_for(session, user.id)})  # type: ignore[arg-type]
 
 
@@ -27,7 +27,7 @@ def read_notifications(request: Request, session: SessionDep, user: CurrentUser)
 def read_notification_count(request: Request, session: SessionDep, user: AccountUser) -> Response:
     """The top-bar link text with the unread count (an htmx fragment)."""
     # AccountUser, not CurrentUser: on the forced password page this poll must not redirect in a loop.
-    return render(request, "_notif_count.html",  # type: ignore[no-any-return]
+    return render(request, "_notif_count.html",
                   {"unread": notifications.unread_count(session, user.id)})  # type: ignore[arg-type]
 
 
@@ -38,7 +38,7 @@ def update_notifications_read(request: Request, session: SessionDep, user: Curre
     notifications.mark_read(session, user.id)  # type: ignore[arg-type]
     session.commit()
     if is_htmx(request):
-        return render(request, "_notif_count.html", {"unread": 0})  # type: ignore[no-any-return]
+        return render(request, "_notif_count.html", {"unread": 0})
     return RedirectResponse("/notifications", status_code=303)
 
 

@@ -13,22 +13,20 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from triage import review
-from triage.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
-from triage.models import StoredImage
-from triage.release import releases_session
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
+from webcommon.errors import status_for
+from webcommon.release import releases_session
 
 router = APIRouter(prefix="/review", tags=["review"])
 
-ERROR_STATUS = {"not_found": 404, "forbidden": 403, "suspended": 403, "lease_expired": 409, "conflict": 409,
-                "withdrawn": 409, "invalid": 422}
 RECORDED_MESSAGE = "Verdict recorded. Press N for the next task."
 
 
 def _queue_page(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser,
                 messages: list[dict[str, str]] | None = None, status_code: int = 200) -> Response:
-    return render(request, "review.html", {  # type: ignore[no-any-return]
+    return render(request, "review.html", {
         "held": review.current_task(session, user),
         "waiting": review.queue_size_for(session, user, settings),
         "messages": messages or [],
@@ -52,7 +50,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
         task = review.next_task(session, user, settings, ip=client_ip(request))
     except review.ReviewError as exc:
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     if task is None:
         return _queue_page(request, session, settings, user,
                            [{"kind": "info", "text": "Nothing in the queue for you right now."}])
@@ -61,7 +59,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 
 def _task_page(request: Request, task: review.Task, messages: list[dict[str, str]] | None = None,
                status_code: int = 200) -> Response:
-    return render(request, "review_task.html", {  # type: ignore[no-any-return]
+    return render(request, "review_task.html", {
         "slot_id": task.slot_id,
         "lease_expires_at": task.lease_expires_at,
         "revealed": task.slot.revealed_full_faces,
@@ -80,7 +78,7 @@ def read_task(request: Request, slot_id: Id, session: SessionDep, settings: Sett
         task = review.held_task(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     return _task_page(request, task)
 
 
@@ -93,7 +91,7 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: 
         review.reveal_full_faces(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     return hx_redirect(f"/review/slots/{slot_id}", request)
 
 
@@ -113,18 +111,7 @@ def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings:
             if task is not None and task.slot_id == slot_id:
                 return _task_page(request, task, [{"kind": "error", "text": exc.message}], 422)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
-                           ERROR_STATUS.get(exc.code, 400))
+                           status_for(exc.code))
     return hx_redirect("/review?recorded=1", request)
 
 
-@router.get("/slots/{slot_id}/{kind}.png")
-@releases_session
-def read_task_image(request: Request, slot_id: Id, kind: str, session: SessionDep, user: RecognizerUser) -> Response:
-    """A picture of your task, for the lease holder only (full faces after the reveal)."""
-    try:
-        sha = review.slot_image_sha(session, user, slot_id, kind, client_ip(request))
-    except review.ReviewError as exc:
-        return Response(exc.message, status_code=ERROR_STATUS.get(exc.code, 400), media_type="text/plain")
-    stored = session.get(StoredImage, sha)
-    return Response(request.app.state.store.get(sha), media_type=stored.media_type if stored else "image/png",
-                    headers={"Cache-Control": "no-store"})

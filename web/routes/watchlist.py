@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
-from triage import services, watchlist
-from triage.deps import Id, ManagerUser, PageNumber, SessionDep, SettingsDep, client_ip
-from triage.gallery import enrolment_models, is_searchable, reference_photo_searchable
-from triage.models import ImportStatus, ReferencePhoto, Subject, User, WatchlistImport
-from triage.release import releases_session
-from triage.sightings import displayable_image
+from triage import watchlist
+from triage.gallery import is_searchable, reference_photo_searchable
+from triage.models import ImportStatus, Subject, User, WatchlistImport
 from triage.watchlist import bulk_import
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
+from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
+from webcommon.release import releases_session
+from webcommon.uploads import read_capped
 
 router = APIRouter(tags=["watchlist"])
 
@@ -48,7 +48,7 @@ def _subject_page(request: Request, session: Any, subject: Subject, status_code:
            "display_status": watchlist.display_status(subject),
            "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES]}
     ctx.update(extra)
-    return render(request, "subject.html", ctx, status_code=status_code)  # type: ignore[no-any-return]
+    return render(request, "subject.html", ctx, status_code=status_code)
 
 
 @router.get("/watchlist")
@@ -64,13 +64,19 @@ def read_watchlist(request: Request, session: SessionDep, user: ManagerUser,
            "status_filters": watchlist.STATUS_FILTERS}
     name = "_watchlist_rows.html" if is_htmx(request) and request.headers.get("HX-Target") == "subject-rows" \
         else "watchlist.html"
-    return render(request, name, ctx)  # type: ignore[no-any-return]
+    return render(request, name, ctx)
 
 
 @router.get("/watchlist/new")
 def read_new_subject(request: Request, user: ManagerUser) -> Response:
     """The form for a new subject."""
-    return render(request, "subject_form.html", {"subject": None, "values": {"priority": 3}, "errors": {}})  # type: ignore[no-any-return]
+    return _subject_form(request, None, {"priority": 3})
+
+
+def _subject_form(request: Request, subject: Subject | None, values: dict[str, Any],
+                  errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": errors or {}},
+                  status_code=status_code)
 
 
 def _form_values(name: str, aliases: str, case_ref: str, priority: str, notes: str, expires_on: str) -> dict[str, Any]:
@@ -88,8 +94,7 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
     try:
         data = watchlist.SubjectCreate(**values)
     except ValidationError as exc:
-        return render(request, "subject_form.html", {"subject": None, "values": values,  # type: ignore[no-any-return]
-                                                     "errors": _errors(exc)}, status_code=422)
+        return _subject_form(request, None, values, _errors(exc), 422)
     subject = watchlist.create_subject(session, data, user, ip=client_ip(request))
     session.commit()
     return hx_redirect(f"/watchlist/{subject.id}", request)
@@ -97,7 +102,7 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
 
 def _import_form(request: Request, session: Any, error: str = "", status_code: int = 200,
                  form: dict[str, str] | None = None) -> Response:
-    return render(request, "watchlist_import.html", {  # type: ignore[no-any-return]
+    return render(request, "watchlist_import.html", {
         "error": error, "form": form or {}, "imports": [(i, bulk_import.progress_of(session, i))
                                                         for i in bulk_import.recent_imports(session)]},
         status_code=status_code)
@@ -117,11 +122,7 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
                   targets: Annotated[str, Form(max_length=watchlist.MAX_TARGETS_TEXT)] = "") -> Response:
     """Check the ZIP and the subjects named for it, keep it; the import's page shows the preview to confirm."""
     data = archive.file.read(MAX_ZIP_BYTES + 1) if archive is not None else b""
-    error = ""
-    if not data:
-        error = "Choose a ZIP file."
-    elif len(data) > MAX_ZIP_BYTES:
-        error = f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
+    error = _zip_problem(data)
     if not error:
         try:
             row = bulk_import.stage_zip_import(session, settings, user, data,
@@ -136,11 +137,19 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
     return hx_redirect(f"/watchlist/imports/{row.id}", request)
 
 
+def _zip_problem(data: bytes) -> str:
+    if not data:
+        return "Choose a ZIP file."
+    if len(data) > MAX_ZIP_BYTES:
+        return f"The ZIP is larger than {MAX_ZIP_BYTES // 1_000_000} MB; use `miatari watchlist import` instead."
+    return ""
+
+
 def _get_import(session: Any, import_id: Id) -> WatchlistImport:
     row = session.get(WatchlistImport, import_id)
     if row is None:
         raise HTTPException(404, "No such import.")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 def _import_context(session: Any, row: WatchlistImport, settings: Any = None) -> dict[str, Any]:
@@ -160,7 +169,7 @@ def _import_context(session: Any, row: WatchlistImport, settings: Any = None) ->
 def read_import_status_page(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                             import_id: Id) -> Response:
     """One ZIP import: its preview to confirm, its progress while the job runs, then what was enrolled and why not."""
-    return render(request, "watchlist_import_status.html",  # type: ignore[no-any-return]
+    return render(request, "watchlist_import_status.html",
                   _import_context(session, _get_import(session, import_id), settings))
 
 
@@ -171,7 +180,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
         raise HTTPException(404, str(exc)) from None
     except watchlist.WatchlistError as exc:
         ctx = _import_context(session, _get_import(session, import_id), settings)
-        return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},  # type: ignore[no-any-return]
+        return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},
                       status_code=409)
     return hx_redirect(f"/watchlist/imports/{import_id}" if op is bulk_import.confirm_import
                        else "/watchlist/import", request)
@@ -198,7 +207,7 @@ def delete_import(request: Request, session: SessionDep, settings: SettingsDep, 
 def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: Id) -> Response:
     """The live fragment; answers 286 (htmx stops polling) once the import is over."""
     ctx = _import_context(session, _get_import(session, import_id))
-    return render(request, "_watchlist_import_status.html", ctx,  # type: ignore[no-any-return]
+    return render(request, "_watchlist_import_status.html", ctx,
                   status_code=STOP_POLLING if ctx["progress"].done else 200)
 
 
@@ -213,7 +222,7 @@ def read_edit_subject(request: Request, session: SessionDep, user: ManagerUser, 
     """The form to edit a subject."""
     subject = _get(session, subject_id)
     values = {k: getattr(subject, k) for k in FORM_FIELDS}
-    return render(request, "subject_form.html", {"subject": subject, "values": values, "errors": {}})  # type: ignore[no-any-return]
+    return _subject_form(request, subject, values)
 
 
 @router.post("/watchlist/{subject_id}/edit")
@@ -230,12 +239,10 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
             raise watchlist.WatchlistError("Name and case reference are required.")
         watchlist.update_subject(session, subject_id, data, user, ip=client_ip(request))
     except ValidationError as exc:
-        return render(request, "subject_form.html", {"subject": subject, "values": values,  # type: ignore[no-any-return]
-                                                     "errors": _errors(exc)}, status_code=422)
+        return _subject_form(request, subject, values, _errors(exc), 422)
     except watchlist.WatchlistError as exc:
         session.rollback()
-        return render(request, "subject_form.html", {"subject": subject, "values": values,  # type: ignore[no-any-return]
-                                                     "errors": {"form": str(exc)}}, status_code=409)
+        return _subject_form(request, subject, values, {"form": str(exc)}, 409)
     session.commit()
     return hx_redirect(f"/watchlist/{subject_id}", request)
 
@@ -261,23 +268,21 @@ def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.post("/watchlist/{subject_id}/photos")
-def create_reference_photo(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
-                                 subject_id: Id, photo: Annotated[UploadFile | None, File()] = None,
-                                 view: Annotated[str, Form(max_length=40)] = "",
-                                 face_index: Annotated[str, Form()] = "") -> Response:
+def create_reference_photo(request: Request, session: SessionDep, store: StoreDep, pipeline: PipelineDep,
+                           settings: SettingsDep, user: ManagerUser, subject_id: Id,
+                           photo: Annotated[UploadFile | None, File()] = None,
+                           view: Annotated[str, Form(max_length=40)] = "",
+                           face_index: Annotated[str, Form()] = "") -> Response:
     """Enrol a reference photo; a photo with no face, or several, is refused with the reason."""
     subject = _get(session, subject_id)
     session.rollback()
-    data = photo.file.read(settings.max_upload_bytes + 1) if photo is not None else b""
+    data = read_capped(photo, settings)
     if not data:
         return _subject_page(request, session, subject, 422, error="Choose a photo to upload.")
     chosen = int(face_index) if face_index.strip().isdigit() else None
-    pipeline = services.pipeline(request.app.state.services)
     try:
-        analysis = watchlist.analyze_for_enrolment(data, settings, pipeline,
-                                                   enrolment_models(request.app.state.engine,
-                                                                    settings.face_model))
-        _, created = watchlist.enrol_reference_photo(session, request.app.state.store, subject_id, analysis, user,
+        analysis = pipeline.analyze_for_enrolment(data)
+        _, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
                                                      face_index=chosen, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
         session.rollback()
@@ -287,15 +292,4 @@ def create_reference_photo(request: Request, session: SessionDep, settings: Sett
     message = "Reference photo enrolled." if created else "This photo was already enrolled for this subject."
     return _subject_page(request, session, subject, notice=message)
 
-
-@router.get("/watchlist/photos/{photo_id}/{kind}")
-def read_reference_image(request: Request, session: SessionDep, user: ManagerUser, photo_id: Id,
-                         kind: str) -> Response:
-    """A reference photo (image), its eye-region crop (eyes) or aligned face (face)."""
-    kinds = {"image": "image_sha256", "eyes": "eye_crop_sha256", "face": "face_chip_sha256"}
-    photo = session.get(ReferencePhoto, photo_id)
-    if photo is None or kind not in kinds:
-        raise HTTPException(404, "No such image.")
-    data, media_type = displayable_image(session, request.app.state.store, getattr(photo, kinds[kind]))
-    return Response(data, media_type=media_type, headers={"Cache-Control": "private, no-store"})
 

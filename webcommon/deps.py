@@ -1,4 +1,5 @@
-"""Request helpers shared by ``api`` and ``web``: settings, database session, current user, CSRF.
+"""Request helpers shared by ``api`` and ``web``: settings, database session, image store, face
+pipeline, current user, CSRF.  Routes read the app's long-lived objects only through these.
 
 Authorisation failures raise ``NotAuthenticated`` / ``Forbidden``; the app
 turns them into a 401/403 JSON answer under ``/api`` and a redirect or an
@@ -8,7 +9,7 @@ error page elsewhere.  Every refusal is written to the audit log.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from annotated_types import Interval
 from fastapi import Depends, Request
@@ -16,8 +17,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from triage import audit
+from triage import audit, services, watchlist
 from triage.config import Settings
+from triage.gallery import enrolment_models
 from triage.models import AuditOutcome, Role, User
 from triage.security import (
     SESSION_COOKIE,
@@ -27,6 +29,11 @@ from triage.security import (
     resolve_api_token,
     resolve_session_token,
 )
+from triage.storage import ImageStore
+
+if TYPE_CHECKING:
+    from matcher import FacePipeline
+    from triage.watchlist import FaceAnalysis
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -64,15 +71,44 @@ TOTP_ENROL_PATH = "/account/totp"
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
+
+
+def get_store(request: Request) -> ImageStore:
+    return request.app.state.store
+
+
+def get_services(request: Request) -> dict[str, Any]:
+    return request.app.state.services
+
+
+class PipelineHandle:
+    """This process's face pipeline, built (its models loaded) on first ``get``: a request refused
+    before its analysis never waits for the models."""
+
+    def __init__(self, engine: Engine, settings: Settings, process_services: dict[str, Any]) -> None:
+        self._engine, self._settings, self._services = engine, settings, process_services
+
+    def get(self) -> FacePipeline:
+        return services.pipeline(self._services)
+
+    def analyze_for_enrolment(self, data: bytes) -> FaceAnalysis:
+        """Find and embed the faces of a reference photo, with every model the gallery needs now
+        (``triage.gallery.enrolment_models``); raises ``EnrolmentRefused`` for a bad file."""
+        models = enrolment_models(self._engine, self._settings.face_model)
+        return watchlist.analyze_for_enrolment(data, self._settings, self.get(), models)
+
+
+def get_pipeline(request: Request) -> PipelineHandle:
+    return PipelineHandle(get_engine(request), get_settings(request), get_services(request))
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    engine = request.app.state.engine
+    engine = get_engine(request)
     # A GET reads first: on SQLite its transaction takes the write lock only if it writes.
     bind = request.app.state.read_engine if request.method in SAFE_METHODS else engine
     with Session(bind, expire_on_commit=False) as session:
@@ -82,6 +118,8 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+StoreDep = Annotated[ImageStore, Depends(get_store)]
+PipelineDep = Annotated[PipelineHandle, Depends(get_pipeline)]
 
 
 def client_ip(request: Request) -> str:
@@ -95,7 +133,7 @@ def audit_refusal(request: Request, action: str, user: User | None, detail: dict
     Call it before the request's session has written anything: on SQLite that
     session's open transaction holds the write lock this one needs.
     """
-    with Session(request.app.state.engine) as session:
+    with Session(get_engine(request)) as session:
         audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
                      object_id=object_id, detail={"path": request.url.path, "method": request.method,
                                                   **(detail or {})}, ip=client_ip(request))
@@ -105,7 +143,7 @@ def audit_refusal(request: Request, action: str, user: User | None, detail: dict
 def _resolve(request: Request, session: Session, settings: Settings) -> ResolvedSession | None:
     cached = getattr(request.state, "auth", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     resolved: ResolvedSession | None = None
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -221,5 +259,5 @@ ManagerOrAdminUser = Annotated[User, Depends(require_roles(Role.manager, Role.ad
 def csrf_token_for(request: Request) -> str:
     resolved = getattr(request.state, "auth", None)
     if resolved is not None and resolved.web_session is not None:
-        return resolved.web_session.csrf_token  # type: ignore[no-any-return]
+        return resolved.web_session.csrf_token
     return ""
