@@ -17,7 +17,8 @@ def worker_registry() -> Registry:
             reindex.REINDEX_JOB: reindex.run_reindex,
             webhooks.WEBHOOK_JOB: webhooks.deliver,
         },
-        on_failed={bulk_import.IMPORT_JOB: bulk_import.import_failed,
+        on_failed={MATCH_JOB: matching.matching_failed,
+                   bulk_import.IMPORT_JOB: bulk_import.import_failed,
                    webhooks.WEBHOOK_JOB: webhooks.delivery_failed},
         backoff={webhooks.WEBHOOK_JOB: webhooks.backoff_seconds},
         sweeps={

@@ -90,11 +90,9 @@ def job_failed_for_good(session: Session, job: Job) -> None:
 
 
 def job_retried(session: Session, job: Job) -> None:
-    """A failed job is back in the queue: its failure notifications are handled."""
+    """A sighting's failed matching is back in the queue: its failure notifications are handled."""
     if job.kind == MATCH_JOB:
         handled(session, "sighting", job.ref_id, kinds=(JOB_FAILED,))
-    elif job.kind == IMPORT_JOB:
-        handled(session, "watchlist_import", job.ref_id, kinds=(IMPORT_FAILED,))
 
 
 def import_finished(session: Session, row: WatchlistImport, enrolled: int, failed: int) -> None:

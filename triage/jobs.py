@@ -16,7 +16,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from triage import audit, events
+from triage import audit
 from triage.clock import utcnow
 from triage.models import AuditOutcome, Job, JobStatus
 
@@ -38,11 +38,15 @@ def enqueue(session: Session, kind: str, ref_id: int, *, max_attempts: int = 3) 
     return job
 
 
+GiveUp = Callable[[Session, Job], None]
+
+
 def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ...] | None = None,
-          *, job_id: int | None = None) -> Job | None:
+          *, job_id: int | None = None, on_give_up: GiveUp | None = None) -> Job | None:
     """Take the oldest runnable job (queued, or running with an expired lease) and commit the claim.
 
-    ``job_id`` claims that job only (a command running one job in the foreground)."""
+    ``job_id`` claims that job only (a command running one job in the foreground).  A job whose
+    attempts are spent is failed instead, and ``on_give_up`` runs in that transaction."""
     now = utcnow()
     stmt = (
         select(Job)
@@ -75,7 +79,8 @@ def claim(session: Session, owner: str, lease_seconds: int, kinds: tuple[str, ..
         session.add(job)
         audit.record(session, "job.fail", outcome=AuditOutcome.error, object_type="job", object_id=job.id,
                      detail={"error": job.last_error[-200:]})
-        events.job_failed_for_good(session, job)
+        if on_give_up is not None:
+            on_give_up(session, job)
         session.commit()
         return None
     job.status = JobStatus.running.value
@@ -110,7 +115,7 @@ def renew(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool
 
 
 def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True,
-         backoff: Callable[[int], float] | None = None) -> Job | None:
+         backoff: Callable[[int], float] | None = None, on_give_up: GiveUp | None = None) -> Job | None:
     """Record why a job failed; schedule a retry while attempts remain (after ``backoff(attempts)`` seconds,
     or the default schedule)."""
     job = session.get(Job, job_id)
@@ -129,8 +134,8 @@ def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool =
     session.add(job)
     audit.record(session, "job.fail", outcome=AuditOutcome.error, object_type="job", object_id=job.id,
                  detail={"error": error[-500:], "will_retry": job.status == JobStatus.queued.value})
-    if job.status == JobStatus.failed.value:
-        events.job_failed_for_good(session, job)
+    if job.status == JobStatus.failed.value and on_give_up is not None:
+        on_give_up(session, job)
     return job
 
 
@@ -146,5 +151,4 @@ def retry(session: Session, job_id: int) -> Job:
     job.run_after = utcnow()
     job.finished_at = None
     session.add(job)
-    events.job_retried(session, job)
     return job

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from triage import audit, review, services
+from triage import audit, events, review, services
 from triage.clock import utcnow
 from triage.gallery import model_name, searchable_clause
-from triage.models import Probe, Sighting, SightingPhoto, SightingStatus, Subject
+from triage.models import Job, Probe, Sighting, SightingPhoto, SightingStatus, Subject
 from triage.sightings import DONE_STATUSES, photos_of
 from triage.storage import store_image
 from triage.watchlist import face_landmarks
@@ -172,3 +172,8 @@ def match_sighting(ctx: JobContext) -> MatchResult:
     log.info("sighting %s: %d faces, %d candidates", sighting.id, result.faces, result.candidates)
     return result
 
+
+
+def matching_failed(session: Session, _services: services.Services, job: Job) -> None:
+    """The worker gave up on a sighting's matching: managers and the uploading officer are told."""
+    events.job_failed_for_good(session, job)

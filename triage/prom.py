@@ -188,40 +188,50 @@ class DatabaseCollector(Collector):
 
 
 def collect_from(session: Session) -> list[Metric]:
+    """Every database-derived series, read at scrape time (true whatever the number of processes)."""
     now = utcnow()
-    out: list[Metric] = []
+    return [*_queue_series(session, now), *_lease_series(session), _verdict_series(session),
+            *_flag_series(session), *_known_answer_series(session), *_job_series(session),
+            _gallery_tip(session)]
 
-    # The review queue: unanswered, unwithdrawn slots of the current round of open real candidates.
+
+def _queue_series(session: Session, now: dt.datetime) -> list[Metric]:
+    """The review queue: unanswered, unwithdrawn slots of the current round of open real candidates."""
     waiting = (select(func.count(), func.min(Candidate.priority_at))
                .select_from(ReviewSlot).join(Candidate, col(Candidate.id) == col(ReviewSlot.candidate_id))
                .where(Candidate.status == CandidateStatus.open.value, col(Candidate.known_truth).is_(None),
                       col(ReviewSlot.verdict).is_(None), ReviewSlot.withdrawn == False,  # noqa: E712
                       col(ReviewSlot.voided_at).is_(None), ReviewSlot.round == Candidate.current_round))
     depth, oldest = session.exec(waiting).one()
-    out.append(GaugeMetricFamily("miatari_queue_depth", "Review slots waiting for a verdict (real candidates).",
-                                 value=int(depth)))
     candidates_open = session.exec(select(func.count()).select_from(Candidate).where(
         Candidate.status == CandidateStatus.open.value, col(Candidate.known_truth).is_(None))).one()
-    out.append(GaugeMetricFamily("miatari_queue_candidates", "Open real candidates.", value=int(candidates_open)))
-    out.append(GaugeMetricFamily("miatari_queue_oldest_waiting_seconds",
-                                 "Age of the oldest waiting task by its queue time (0 when none waits).",
-                                 value=max((now - _aware(oldest)).total_seconds(), 0.0) if oldest else 0.0))
     leased = session.exec(select(func.count()).select_from(ReviewSlot).where(
         col(ReviewSlot.verdict).is_(None), col(ReviewSlot.lease_expires_at) > now,
         col(ReviewSlot.voided_at).is_(None))).one()
-    out.append(GaugeMetricFamily("miatari_review_leases_held", "Review slots leased now, unexpired.",
-                                 value=int(leased)))
+    return [
+        GaugeMetricFamily("miatari_queue_depth", "Review slots waiting for a verdict (real candidates).",
+                          value=int(depth)),
+        GaugeMetricFamily("miatari_queue_candidates", "Open real candidates.", value=int(candidates_open)),
+        GaugeMetricFamily("miatari_queue_oldest_waiting_seconds",
+                          "Age of the oldest waiting task by its queue time (0 when none waits).",
+                          value=max((now - _aware(oldest)).total_seconds(), 0.0) if oldest else 0.0),
+        GaugeMetricFamily("miatari_review_leases_held", "Review slots leased now, unexpired.", value=int(leased)),
+    ]
 
-    # Leases granted and expired: counted from the audit log (kept for the audit retention, not the sightings').
+
+def _lease_series(session: Session) -> list[Metric]:
+    """Leases granted and expired: counted from the audit log (kept for the audit retention, not the sightings')."""
     actions = dict(session.exec(select(AuditEntry.action, func.count()).where(
         col(AuditEntry.action).in_(("review.lease", "review.lease_expired")),
         AuditEntry.outcome == "ok").group_by(AuditEntry.action)).all())
-    out.append(CounterMetricFamily("miatari_review_leases_granted", "Review leases granted (audit log).",
-                                   value=int(actions.get("review.lease", 0))))
-    out.append(CounterMetricFamily("miatari_review_leases_expired", "Review leases that ran out (audit log).",
-                                   value=int(actions.get("review.lease_expired", 0))))
+    return [CounterMetricFamily("miatari_review_leases_granted", "Review leases granted (audit log).",
+                                value=int(actions.get("review.lease", 0))),
+            CounterMetricFamily("miatari_review_leases_expired", "Review leases that ran out (audit log).",
+                                value=int(actions.get("review.lease_expired", 0)))]
 
-    # Verdicts by kind, real and known-answer apart (voided verdicts of a suspended author included).
+
+def _verdict_series(session: Session) -> Metric:
+    """Verdicts by kind, real and known-answer apart (voided verdicts of a suspended author included)."""
     verdicts = CounterMetricFamily("miatari_verdicts", "Verdicts given, by verdict and task kind.",
                                    labels=["verdict", "task"])
     known = col(Candidate.known_truth).is_not(None)
@@ -233,24 +243,28 @@ def collect_from(session: Session) -> list[Metric]:
     for verdict in Verdict:
         for task in ("real", "known_answer"):
             verdicts.add_metric([verdict.value, task], counts.get((verdict.value, task), 0))
-    out.append(verdicts)
+    return verdicts
 
-    # Flags and disputes.
+
+def _flag_series(session: Session) -> list[Metric]:
+    """Flags and disputes."""
     by_status = dict(session.exec(select(Flag.status, func.count()).group_by(Flag.status)).all())
-    out.append(CounterMetricFamily("miatari_flags_raised", "Arrest flags raised.",
-                                   value=sum(int(n) for n in by_status.values())))
-    out.append(CounterMetricFamily("miatari_flags_closed", "Arrest flags closed by a manager.",
-                                   value=int(by_status.get(FlagStatus.closed.value, 0))))
     flags = GaugeMetricFamily("miatari_flags", "Arrest flags by status.", labels=["status"])
     for status in FlagStatus:
         flags.add_metric([status.value], int(by_status.get(status.value, 0)))
-    out.append(flags)
     disputes = session.exec(select(func.count()).select_from(Candidate).where(
         Candidate.status == CandidateStatus.disputed.value, col(Candidate.known_truth).is_(None))).one()
-    out.append(GaugeMetricFamily("miatari_disputes_open", "Real candidates disputed (waiting for a manager).",
-                                 value=int(disputes)))
+    return [CounterMetricFamily("miatari_flags_raised", "Arrest flags raised.",
+                                value=sum(int(n) for n in by_status.values())),
+            CounterMetricFamily("miatari_flags_closed", "Arrest flags closed by a manager.",
+                                value=int(by_status.get(FlagStatus.closed.value, 0))),
+            flags,
+            GaugeMetricFamily("miatari_disputes_open", "Real candidates disputed (waiting for a manager).",
+                              value=int(disputes))]
 
-    # Known-answer accuracy per recognizer, on known-same and known-different pairs apart.
+
+def _known_answer_series(session: Session) -> list[Metric]:
+    """Known-answer accuracy per recognizer, on known-same and known-different pairs apart."""
     accuracy = GaugeMetricFamily("miatari_known_answer_accuracy",
                                  "Share of correct verdicts on known-answer pairs, by recognizer id and truth.",
                                  labels=["recognizer_id", "truth"])
@@ -261,36 +275,41 @@ def collect_from(session: Session) -> list[Metric]:
     for reviewer, truth, n, correct in session.exec(
             select(ReviewSlot.reviewer_id, Candidate.known_truth, func.count(), right)
             .join(Candidate, col(Candidate.id) == col(ReviewSlot.candidate_id))
-            .where(known, col(ReviewSlot.verdict).is_not(None))
+            .where(col(Candidate.known_truth).is_not(None), col(ReviewSlot.verdict).is_not(None))
             .group_by(col(ReviewSlot.reviewer_id), col(Candidate.known_truth))
             .order_by(col(ReviewSlot.reviewer_id), col(Candidate.known_truth))).all():
         answered.add_metric([str(reviewer), str(truth)], int(n))
         accuracy.add_metric([str(reviewer), str(truth)], int(correct) / int(n))
-    out += [accuracy, answered]
+    return [accuracy, answered]
 
-    # Matching jobs by state, and the two latencies.
+
+def _job_series(session: Session) -> list[Metric]:
+    """Matching jobs by state, and the two latencies."""
     states = dict(session.exec(select(Job.status, func.count()).where(Job.kind == MATCH_JOB)
                                .group_by(Job.status)).all())
     jobs = GaugeMetricFamily("miatari_matching_jobs", "Sighting matching jobs by state.", labels=["state"])
     for state in JobStatus:
         jobs.add_metric([state.value], int(states.get(state.value, 0)))
-    out.append(jobs)
-    out.append(_histogram(session, "miatari_upload_to_matched_seconds",
-                          "From a sighting's upload to its matching finished (faces searched).",
-                          _seconds_between(session, Sighting.created_at, Sighting.matched_at),
-                          [col(Sighting.matched_at).is_not(None)], [], MATCH_BUCKETS))
-    out.append(_histogram(session, "miatari_matched_to_outcome_seconds",
-                          "From a sighting matched to each of its candidates' outcome (flagged, cleared, disputed).",
-                          _seconds_between(session, Sighting.matched_at, Candidate.decided_at),
-                          [col(Candidate.status).in_(DECIDED), col(Candidate.known_truth).is_(None),
-                           col(Candidate.decided_at).is_not(None), col(Sighting.matched_at).is_not(None)],
-                          [(Sighting, col(Sighting.id) == col(Candidate.sighting_id))], OUTCOME_BUCKETS))
+    return [
+        jobs,
+        _histogram(session, "miatari_upload_to_matched_seconds",
+                   "From a sighting's upload to its matching finished (faces searched).",
+                   _seconds_between(session, Sighting.created_at, Sighting.matched_at),
+                   [col(Sighting.matched_at).is_not(None)], [], MATCH_BUCKETS),
+        _histogram(session, "miatari_matched_to_outcome_seconds",
+                   "From a sighting matched to each of its candidates' outcome (flagged, cleared, disputed).",
+                   _seconds_between(session, Sighting.matched_at, Candidate.decided_at),
+                   [col(Candidate.status).in_(DECIDED), col(Candidate.known_truth).is_(None),
+                    col(Candidate.decided_at).is_not(None), col(Sighting.matched_at).is_not(None)],
+                   [(Sighting, col(Sighting.id) == col(Candidate.sighting_id))], OUTCOME_BUCKETS),
+    ]
 
-    # The gallery's change log tip, against which each process's index is measured.
+
+def _gallery_tip(session: Session) -> Metric:
+    """The gallery's change log tip, against which each process's index is measured."""
     tip = session.exec(select(func.max(GalleryChange.id))).one() or 0
-    out.append(GaugeMetricFamily("miatari_gallery_change_tip", "Id of the newest gallery change in the database.",
-                                 value=int(tip)))
-    return out
+    return GaugeMetricFamily("miatari_gallery_change_tip", "Id of the newest gallery change in the database.",
+                             value=int(tip))
 
 
 def gallery_lag(session: Session, applied: dict[str, float]) -> GaugeMetricFamily:

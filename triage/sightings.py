@@ -21,7 +21,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from triage import audit, jobs
+from triage import audit, events, jobs
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.errors import DomainError
@@ -458,6 +458,7 @@ def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "")
         session.commit()
         raise SightingRejected("sighting", "Only a sighting whose matching failed can be retried, by a manager.")
     jobs.retry(session, job.id)  # type: ignore[arg-type]
+    events.job_retried(session, job)
     sighting.status = SightingStatus.queued.value
     session.add(sighting)
     audit.record(session, "sighting.retry", actor=user, object_type="sighting", object_id=sighting_id,

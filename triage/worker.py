@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from triage import jobs
 from triage.config import Settings
-from triage.models import Job, JobStatus
+from triage.models import Job
 from triage.storage import ImageStore
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ def default_owner() -> str:
 def run_one(services: Services, owner: str, registry: Registry) -> Job | None:
     """Claim and run at most one job of the registry's kinds; return it (or None if the queue was empty)."""
     with Session(services.engine, expire_on_commit=False) as session:
-        job = jobs.claim(session, owner, services.settings.job_lease_seconds, tuple(registry.jobs) or None)
+        job = jobs.claim(session, owner, services.settings.job_lease_seconds, tuple(registry.jobs) or None,
+                         on_give_up=give_up_hook(services, registry))
     if job is None:
         return None
     run_claimed(services, owner, job, registry)
@@ -125,26 +126,30 @@ def run_claimed(services: Services, owner: str, job: Job, registry: Registry) ->
         with Session(engine, expire_on_commit=False) as session:
             failed = jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent,
-                               backoff=registry.backoff.get(job.kind))
+                               backoff=registry.backoff.get(job.kind), on_give_up=give_up_hook(services, registry))
             outcome = "retry" if failed is not None and failed.status == "queued" else "failed"
             session.commit()
-        if failed is not None and failed.status == JobStatus.failed.value:
-            _record_failed(services, failed, registry)
     job_log.info("job", extra={"fields": {"job_id": job.id, "kind": job.kind, "ref_id": job.ref_id,
                                           "attempt": job.attempts, "outcome": outcome,
                                           "duration_ms": round((time.monotonic() - started) * 1000, 1)}})
 
 
-def _record_failed(services: Services, job: Job, registry: Registry) -> None:
-    on_failed = registry.on_failed.get(job.kind)
-    if on_failed is None:
-        return
-    try:
-        with Session(services.engine, expire_on_commit=False) as session:
-            on_failed(session, services, job)
-            session.commit()
-    except Exception:  # noqa: BLE001 - the job's failure is recorded already
-        log.exception("job %s (%s %s): recording its failure failed", job.id, job.kind, job.ref_id)
+def give_up_hook(services: Services, registry: Registry) -> Callable[[Session, Job], None]:
+    """What runs when a job has failed for good, in the transaction that fails it: the kind's ``on_failed``.
+
+    A savepoint keeps the failure itself recorded should the hook go wrong."""
+
+    def give_up(session: Session, job: Job) -> None:
+        on_failed = registry.on_failed.get(job.kind)
+        if on_failed is None:
+            return
+        try:
+            with session.begin_nested():
+                on_failed(session, services, job)
+        except Exception:  # noqa: BLE001 - the job's failure is recorded all the same
+            log.exception("job %s (%s %s): recording its failure failed", job.id, job.kind, job.ref_id)
+
+    return give_up
 
 
 class Worker:

@@ -707,4 +707,5 @@ def import_failed(session: Session, services: Services, job: Job) -> None:
     row.status, row.finished_at = ImportStatus.failed.value, utcnow()
     session.add(row)
     session.flush()
+    events.job_failed_for_good(session, job)
     _release_archive(services.settings, session, row.archive_sha256, job.ref_id)
