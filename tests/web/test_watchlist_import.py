@@ -21,7 +21,7 @@ from triage.clock import frozen
 from triage.models import AuditEntry, Job, Notification, ReferencePhoto, Role, Subject, WatchlistImport, WebhookDelivery
 from triage.watchlist import bulk_import
 from triage.watchlist.bulk_import import IMPORT_JOB, archive_path
-from triage.worker import run_claimed, run_one
+from triage.worker import Registry, run_claimed, run_one
 
 
 def _png(img: Image.Image) -> bytes:
@@ -297,6 +297,13 @@ def _import_job(engine, row: WatchlistImport) -> Job:  # type: ignore[no-untyped
         return s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).one()
 
 
+def _imports_only() -> Registry:
+    """The worker's list, running import jobs only (the webhook events they queue are another test's)."""
+    registry = worker_registry()
+    registry.jobs = {IMPORT_JOB: registry.jobs[IMPORT_JOB]}
+    return registry
+
+
 def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the_import_with_it(  # type: ignore[no-untyped-def]
         make_client, engine) -> None:
     client = _manager(make_client, engine)
@@ -308,7 +315,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
     def failing(ctx) -> None:  # type: ignore[no-untyped-def]
         raise OSError("the image store is full")
 
-    registry = worker_registry()
+    registry = _imports_only()
     registry.jobs[IMPORT_JOB] = failing  # the import's own failure handling stays
     services = client.app.state.services
     with frozen() as clock:
@@ -326,6 +333,8 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
     job = _import_job(engine, row)
     assert job.status == "failed" and job.attempts == 2 and "the image store is full" in job.last_error
     with Session(engine) as s:
+        told = s.exec(select(Notification).where(Notification.object_type == "watchlist_import")).all()
+        assert [(n.kind, n.object_id) for n in told] == [("import.failed", row.id)]
         final = s.get(WatchlistImport, row.id)
         assert final is not None and final.status == "failed" and final.finished_at is not None
         progress = bulk_import.progress_of(s, final)
@@ -340,11 +349,11 @@ def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> No
     row = _confirmed_import(client, engine)
     assert _import_job(engine, row).max_attempts == 3
     archive_path(client.app.state.settings, row.archive_sha256).unlink()  # lost: no retry can help
-    assert run_one(client.app.state.services, "w", worker_registry()) is not None
+    assert run_one(client.app.state.services, "w", _imports_only()) is not None
     job = _import_job(engine, row)
     assert job.status == "failed" and job.attempts == 1 and "is gone" in job.last_error
     with Session(engine) as s:
         final = s.get(WatchlistImport, row.id)
         assert final is not None and final.status == "failed"
         assert bulk_import.progress_of(s, final).status == "failed"
-    assert run_one(client.app.state.services, "w", worker_registry()) is None
+    assert run_one(client.app.state.services, "w", _imports_only()) is None
