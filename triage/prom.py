@@ -42,6 +42,7 @@ from triage.models import (
     Sighting,
     Verdict,
 )
+from triage.storage import pid_alive
 
 log = logging.getLogger("miatari.prom")
 
@@ -80,16 +81,6 @@ _process: ProcessMetrics | None = None
 _multiproc_dir: Path | None = None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_dead_files(directory: Path) -> int:
     """Remove the files of processes that are gone (a process starting must not wipe its live siblings')."""
     removed = 0
@@ -98,7 +89,7 @@ def clean_dead_files(directory: Path) -> int:
             pid = int(path.stem.rsplit("_", 1)[1])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -23,7 +23,8 @@ TEMP_PREFIX = ".tmp-"
 TEMP_MAX_AGE_SECONDS = 3600
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,7 +77,7 @@ class ImageStore:
         for tmp in self.root.glob(f"*/*/{TEMP_PREFIX}*"):
             pid_text = tmp.name[len(TEMP_PREFIX):].split("-", 1)[0]
             try:
-                stale = not pid_text.isdigit() or not _pid_alive(int(pid_text)) \
+                stale = not pid_text.isdigit() or not pid_alive(int(pid_text)) \
                     or now - tmp.stat().st_mtime > TEMP_MAX_AGE_SECONDS
                 if stale:
                     tmp.unlink()
