@@ -164,6 +164,7 @@ class Deployment:
 def seed_accounts(dep: Deployment, recognizers: int, officers: int, managers: int) -> dict[str, list[str]]:
     from sqlmodel import Session
 
+    from triage.models import Qualification
     from triage.security import create_api_token, create_user
 
     engine = dep.engine()
@@ -172,6 +173,8 @@ def seed_accounts(dep: Deployment, recognizers: int, officers: int, managers: in
         for role, n in (("recognizer", recognizers), ("officer", officers), ("manager", managers)):
             for i in range(n):
                 user = create_user(s, f"{role}{i}", PASSWORD, [role])
+                if role == "recognizer":  # the unit's trained recognizers, past probation: live tasks at once
+                    user.qualification = Qualification.qualified.value
                 s.flush()
                 token, _ = create_api_token(s, user, "load")
                 tokens[role].append(token)
