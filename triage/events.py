@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlmodel import Session, col, select
 
-from triage import notifications
+from triage import notifications, webhooks
 from triage.models import IMPORT_JOB, MATCH_JOB, Candidate, Job, Role, Sighting, User, WatchlistImport
 
 DISPUTE_WAITING = "dispute.waiting"
@@ -46,8 +46,6 @@ def managers(session: Session) -> list[int]:
 def announce(session: Session, event: str, message: str, user_ids: Iterable[int | None], *, object_type: str,
              object_id: int | None, flag_id: int | None = None) -> None:
     """Tell each recipient once (in-app) and the unit's webhook once, in the caller's transaction."""
-    from triage import webhooks  # imported here: it registers a job with the worker, which imports jobs
-
     for user_id in dict.fromkeys(u for u in user_ids if u is not None):
         notifications.notify(session, user_id, event, message, flag_id=flag_id, object_type=object_type,
                              object_id=object_id)
