@@ -123,7 +123,8 @@ class Deployment:
             for n in range(2):
                 port = _free_port()
                 self.ports.append(port)
-                self._spawn(["serve"], {**self.env, "MIATARI_EMBEDDED_WORKER": "false", "MIATARI_PORT": str(port)},
+                self._spawn(["serve"], {**self.env, "MIATARI_EMBEDDED_WORKER": "false", "MIATARI_WEB_PROCESSES": "1",
+                                        "MIATARI_PORT": str(port)},
                             f"web{n}.log")
             for n in range(2):
                 self._spawn(["worker"], self.env, f"worker{n}.log")
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     work = Path(tempfile.mkdtemp(prefix="miatari-load-"))
     dep = Deployment(work, args.postgres)
-    setup = "PostgreSQL, 2 web processes + 2 workers" if args.postgres else "embedded default (SQLite, 1 process)"
+    setup = "PostgreSQL, 2 web processes + 2 workers" if args.postgres else "embedded default (SQLite; miatari serve)"
     try:
         (work / "data").mkdir()
         dep.run("migrate")

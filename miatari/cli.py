@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -74,7 +75,9 @@ def _bootstrap_admin() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    """Migrate (embedded default), place the models, then serve: web processes and the embedded
+    worker as processes of their own (``miatari.serving``), or the app in this process."""
+    from miatari import serving
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -86,15 +89,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _place_models()
     if not settings.database_url:
         _bootstrap_admin()
+    _json_logs(settings, args.verbose)
+    host, port = args.host or settings.host, args.port or settings.port
+    processes = serving.web_process_count(settings.web_processes)
+    if processes == 1 and not settings.embedded_worker:
+        _run_web(settings, port=port, host=host)
+        return 0
+    sock = serving.bind(host, port)
+    verbose = ["-v"] if args.verbose else []
+    fd = sock.fileno()
+    children = [serving.Child(f"web process {n + 1}", serving.cli_argv(*verbose, "serve-web", "--fd", str(fd)),
+                              pass_fds=(fd,)) for n in range(processes)]
+    if settings.embedded_worker:
+        children.append(serving.Child("matching worker", serving.cli_argv(*verbose, "worker")))
+    log.info("serving on http://%s:%d with %d web process(es)%s", host, port, processes,
+             " and the matching worker" if settings.embedded_worker else "")
+    return serving.Supervisor(children).run()
+
+
+def cmd_serve_web(args: argparse.Namespace) -> int:
+    """One web process of ``miatari serve``, on the listening socket it inherited."""
+    import socket
+
+    settings = get_settings()
+    _json_logs(settings, args.verbose)
+    _run_web(settings, sock=socket.socket(fileno=args.fd))
+    return 0
+
+
+def _run_web(settings: Settings, *, host: str = "", port: int = 0, sock: object = None) -> None:
+    import uvicorn
+
     from miatari.app import create_app
 
-    _json_logs(settings, args.verbose)
-    app = create_app(settings)
+    app = create_app(settings, start_background=False)
     # With JSON logs, miatari.access writes the one line per request (route template, no query string).
     logs: dict[str, object] = {"log_config": None, "access_log": False} if settings.json_logs else {}
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
-                proxy_headers=True, log_level="info", **logs)  # type: ignore[arg-type]
-    return 0
+    config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port, proxy_headers=True,
+                            log_level="info", **logs)  # type: ignore[arg-type]
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)  # type: ignore[list-item]
+
+
+def _lower_priority(nice: int) -> None:
+    """The matcher is CPU-bound: it takes what the web processes leave (MIATARI_WORKER_NICE)."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.nice(nice - current)
+    log.info("worker CPU priority: nice %d", os.getpriority(os.PRIO_PROCESS, 0))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -110,6 +151,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     _place_models()
     _json_logs(settings, args.verbose)
+    _lower_priority(settings.worker_nice)
     from triage import prom
 
     prom.setup_process(settings.data_dir)  # its gallery series join the web processes' scrape
@@ -157,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--migrate", action="store_true", help="apply migrations first (always done on SQLite)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("serve-web", help=argparse.SUPPRESS)  # one web process, started by `serve`
+    p.add_argument("--fd", type=int, required=True)
+    p.set_defaults(func=cmd_serve_web)
 
     p = sub.add_parser("migrate", help="apply database migrations and place the model files")
     p.add_argument("revision", nargs="?", default="head")

@@ -76,3 +76,92 @@ def test_fresh_start_is_ready_and_offline(tmp_path: Path) -> None:
         proc.wait(30)
     assert not netlog.exists() or netlog.read_text() == "", f"network access attempted: {netlog.read_text()}"
     assert (tmp_path / "data" / "miatari.db").exists()
+
+
+def _children(pid: int) -> dict[int, tuple[str, int]]:
+    """pid -> (command line, nice) of the processes whose parent is ``pid``."""
+    found: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            found[int(entry.name)] = (cmdline, int(fields[16]))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def _wait(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
+def test_serve_runs_web_processes_and_a_lower_priority_worker(tmp_path: Path) -> None:
+    """The embedded default: two web processes on one port and the matching worker at nice 10;
+    a dead child is started again; kill -9 of `miatari serve` takes its children with it."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIATARI_")}
+    env.update({"MIATARI_DATA_DIR": str(tmp_path / "data"), "MIATARI_PORT": str(port),
+                "MIATARI_WEB_PROCESSES": "2", "MIATARI_JSON_LOGS": "false", "HOME": str(tmp_path)})
+    out = tmp_path / "serve.log"
+    with out.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "miatari.cli", "serve"], cwd=tmp_path, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: proc.poll() is not None or _ready(port), 120, "the server to be ready")
+        assert proc.poll() is None, out.read_text()
+        _wait(lambda: len(_children(proc.pid)) == 3, 30, "three child processes")
+        kids = _children(proc.pid)
+        webs = {pid: nice for pid, (cmd, nice) in kids.items() if " serve-web " in cmd}
+        workers = {pid: nice for pid, (cmd, nice) in kids.items() if cmd.rstrip().endswith(" worker")}
+        assert len(webs) == 2 and set(webs.values()) == {0}, kids
+        assert len(workers) == 1 and set(workers.values()) == {10}, kids
+        # The web processes answer on the one port (the kernel spreads connections).
+        for _ in range(20):
+            with httpx.Client() as c:  # a new connection each time
+                assert c.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        _wait(lambda: "face pipeline loaded" in out.read_text() or "worker started" in out.read_text(), 120,
+              "the worker to start")
+        # A web process that dies is started again, and the server keeps answering meanwhile.
+        victim = next(iter(webs))
+        os.kill(victim, 9)
+        assert _ready(port) or _ready(port)
+        _wait(lambda: len([p for p, (c, _) in _children(proc.pid).items() if " serve-web " in c and p != victim]) == 2,
+              30, "the web process to be restarted")
+        assert "restarting in" in out.read_text()
+        # kill -9 of the parent: the kernel ends its children, the port is free for a new server.
+        children = list(_children(proc.pid))
+        os.kill(proc.pid, 9)
+        proc.wait(10)
+        _wait(lambda: not any(_alive(p) for p in children), 15, "the children to end with their parent")
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)

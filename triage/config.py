@@ -33,8 +33,12 @@ class Settings(BaseSettings):
     secret_key: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
-    # Run the matching worker inside the web process (the embedded default).
+    # `miatari serve` also runs one matching worker, as a process of its own (the embedded default).
     embedded_worker: bool = True
+    # Web processes `miatari serve` starts on its port; 0 = one per core, at most four.
+    web_processes: int = Field(default=0, ge=0, le=32)
+    # The CPU priority (nice) of matching workers: the matcher takes what the web processes leave.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     worker_poll_seconds: float = 1.0
     job_lease_seconds: int = 300
     job_max_attempts: int = 3
