@@ -36,7 +36,7 @@ log = logging.getLogger("miatari.serve")
 PR_SET_PDEATHSIG = 1
 MAX_AUTO_WEB_PROCESSES = 4
 RESTART_PAUSE_SECONDS = (1.0, 30.0)  # first pause after a crash, and the cap as crashes repeat
-STOP_GRACE_SECONDS = 30.0
+STOP_GRACE_SECONDS = 20.0
 
 
 def web_process_count(configured: int) -> int:

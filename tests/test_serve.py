@@ -149,7 +149,7 @@ def test_serve_runs_web_processes_and_a_lower_priority_worker(tmp_path: Path) ->
         # A web process that dies is started again, and the server keeps answering meanwhile.
         victim = next(iter(webs))
         os.kill(victim, 9)
-        assert _ready(port) or _ready(port)
+        _wait(lambda: _ready(port), 60, "the other web process to answer")
         _wait(lambda: len([p for p, (c, _) in _children(proc.pid).items() if " serve-web " in c and p != victim]) == 2,
               30, "the web process to be restarted")
         assert "restarting in" in out.read_text()

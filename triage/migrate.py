@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -30,7 +31,14 @@ def downgrade(url: str, revision: str = "base") -> None:
 
 
 def head_revision(url: str = "sqlite://") -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    return _head_revision()
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    # The migration scripts do not change under a running process; reading them takes seconds on a
+    # busy machine, and /readyz asks on every probe.
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
