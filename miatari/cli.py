@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import logging
 import os
@@ -11,7 +10,6 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from sqlmodel import Session, select
 
@@ -119,31 +117,12 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
     return 0
 
 
-def _preload_pipeline(process_services: Any, nice: int) -> None:
-    """Load the face models in the background, at the workers' lower priority, so that the first
-    enrolment photo does not wait for them (a request that comes first waits for this load)."""
-    import threading
-
-    from triage import services
-
-    def load() -> None:
-        with contextlib.suppress(OSError):  # Linux: the priority of this thread (and the model threads it starts)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        try:
-            services.pipeline(process_services)
-        except Exception:  # noqa: BLE001 - logged; the first request that needs the models tries again
-            log.exception("could not load the face models in advance")
-
-    threading.Thread(target=load, name="preload-face-models", daemon=True).start()
-
-
 def _run_web(settings: Settings, *, host: str = "", port: int = 0, sock: object = None) -> None:
     import uvicorn
 
     from miatari.app import create_app
 
     app = create_app(settings, start_background=False)
-    _preload_pipeline(app.state.services, settings.worker_nice)
     # With JSON logs, miatari.access writes the one line per request (route template, no query string).
     logs: dict[str, object] = {"log_config": None, "access_log": False} if settings.json_logs else {}
     config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port, proxy_headers=True,
