@@ -188,7 +188,8 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:  # typ
     clients: list[httpx.Client] = []
 
     def client(name: str) -> httpx.Client:
-        c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=60)
+        # Generous: the first enrolment photo waits for the face models to load (a minute on a busy machine).
+        c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=180)
         clients.append(c)
         return c
 
