@@ -13,11 +13,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from triage import review
+from triage.transaction import record_refusal
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
 from webcommon.errors import status_for
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -34,7 +34,6 @@ def _queue_page(request: Request, session: SessionDep, settings: SettingsDep, us
 
 
 @router.get("")
-@releases_session
 def read_queue(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser,
                recorded: int = 0) -> Response:
     """The recognizer's queue page with the Next button."""
@@ -43,12 +42,12 @@ def read_queue(request: Request, session: SessionDep, settings: SettingsDep, use
 
 
 @router.post("/next")
-@releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> Response:
     """Lease the next task and open it."""
     try:
         task = review.next_task(session, user, settings, ip=client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
                            status_for(exc.code))
     if task is None:
@@ -70,33 +69,32 @@ def _task_page(request: Request, task: review.Task, messages: list[dict[str, str
 
 
 @router.get("/slots/{slot_id}")
-@releases_session
 def read_task(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
               user: RecognizerUser) -> Response:
     """One task you hold: the two eye crops side by side."""
     try:
         task = review.held_task(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
                            status_for(exc.code))
     return _task_page(request, task)
 
 
 @router.post("/slots/{slot_id}/reveal")
-@releases_session
 def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                   user: RecognizerUser) -> Response:
     """Reveal the full faces (recorded with your verdict)."""
     try:
         review.reveal_full_faces(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
                            status_for(exc.code))
     return hx_redirect(f"/review/slots/{slot_id}", request)
 
 
 @router.post("/slots/{slot_id}/verdict")
-@releases_session
 def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                    user: RecognizerUser, verdict: str = Form(""), note: str = Form(""),
                    idempotency_key: str = Form("")) -> Response:
@@ -105,6 +103,7 @@ def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings:
         review.submit_verdict(session, user, slot_id, verdict, note, idempotency_key or None, client_ip(request),
                               settings=settings)
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         if exc.code == "invalid":
             # Bad input on a task still held: show it again with the error, nothing stored.
             task = review.current_task(session, user)
