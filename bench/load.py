@@ -334,7 +334,7 @@ async def shift(dep: Deployment, tokens: dict[str, list[str]], seconds: float) -
             rnd = random.Random(n)
             args: tuple[Any, ...] = (client, stats, until, rnd, pool) if role == "officer" else (client, stats,
                                                                                                  until, rnd)
-            tasks.append(asyncio.create_task(fn(*args)))  # type: ignore[operator]
+            tasks.append(asyncio.create_task(fn(*args)))
             n += 1
     await asyncio.gather(*tasks)
     for c in clients:

@@ -120,7 +120,7 @@ class CachedFace:
     det_score: float = float("nan")
 
 
-def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -> list[CachedFace]:  # type: ignore[no-untyped-def]
+def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -> list[CachedFace]:
     """Detect and align once (``pipe`` made with ``keep_source=True``); every descriptor is
     then computed from the cached regions (``--from-saved``)."""
     from matcher import ImageError
@@ -151,7 +151,7 @@ def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -
     return out
 
 
-def cached_geometry(c: CachedFace):  # type: ignore[no-untyped-def]
+def cached_geometry(c: CachedFace):
     from matcher.embedders import FaceGeometry
 
     shape5 = None
@@ -166,7 +166,7 @@ def cached_geometry(c: CachedFace):  # type: ignore[no-untyped-def]
     return FaceGeometry(np.asarray(c.points5, dtype=np.float64), shape5, float(c.iod_px))
 
 
-def embed_cached(embedder, cached: list[CachedFace]) -> list[Embedded]:  # type: ignore[no-untyped-def]
+def embed_cached(embedder, cached: list[CachedFace]) -> list[Embedded]:
     """Embeddings of the cached faces by one embedder."""
     out = []
     for c in cached:
@@ -505,7 +505,7 @@ def descriptor_table(
     from matcher import DEFAULT_MODEL
     from matcher.embedders import MODELS, FusionEmbedder, build_embedder
 
-    cache: dict = {}  # type: ignore[type-arg]
+    cache: dict = {}
     vectors: dict[str, list[Embedded]] = {}
     names = [n for n in MODELS if n != DEFAULT_MODEL] + [DEFAULT_MODEL]
     for name in names:
@@ -575,7 +575,7 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
 
     subjects = np.array([c.subject for c in cached])
     celeba = np.array([c.kind == "distractor" for c in cached])
-    cache: dict = {}  # type: ignore[type-arg]
+    cache: dict = {}
     mats: dict[str, np.ndarray] = {}
 
     def matrix(name: str) -> np.ndarray:
@@ -625,7 +625,7 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
         print(f'calibration "{name}": ({centre:.4f}, {width:.4f})')
 
 
-def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, log: Callable[[str], None]):  # type: ignore[no-untyped-def]
+def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, log: Callable[[str], None]):
     """12 MP photos against the raw dlib baseline, enrolment throughput, gallery search."""
     rows: list[tuple[str, str]] = []
     log("speed: 12 MP photos")

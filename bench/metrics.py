@@ -74,7 +74,7 @@ def _fixtures(session: Session, rng: random.Random,
     subjects = [Subject(name=f"Bench Subject {i}", case_ref=f"B-{sha[:6]}-{i}") for i in range(2)]
     session.add_all([officer, *people, *subjects])
     session.flush()
-    refs = [ReferencePhoto(subject_id=s.id, image_sha256=sha, eye_crop_sha256=sha, face_chip_sha256=sha)
+    refs = [ReferencePhoto(subject_id=s.pk, image_sha256=sha, eye_crop_sha256=sha, face_chip_sha256=sha)
             for s in subjects]
     session.add_all(refs)
     session.flush()

@@ -191,7 +191,7 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return rgb if view is None else np.ascontiguousarray(view(rgb))
 
 
-def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _to_rgb(img, factor: int = 1) -> np.ndarray:
     """8-bit RGB pixels, ``factor`` times smaller, as an array; the source image is released.
 
     The pixels are converted a strip of rows at a time straight into the result,
@@ -203,7 +203,7 @@ def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
     width, height = img.size
     top = 0.0
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        top = float(img.getextrema()[1])  # type: ignore[index]
+        top = float(img.getextrema()[1])
     rows = max(factor, (max(_STRIP_PIXELS // max(width, 1), 1) // factor) * factor)
     out = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
     for y in range(0, height, rows):
@@ -215,7 +215,7 @@ def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
     return out
 
 
-def _strip_to_rgb(img, top: float):  # type: ignore[no-untyped-def]
+def _strip_to_rgb(img, top: float):
     from PIL import Image
 
     if img.mode == "RGB":

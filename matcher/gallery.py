@@ -148,7 +148,7 @@ class GalleryIndex:
         if reference_photo_ids is not None or embeddings is not None:
             if reference_photo_ids is None or embeddings is None:
                 raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
-            subj = np.asarray(list(items), dtype=np.int64)  # type: ignore[arg-type]
+            subj = np.asarray(list(items), dtype=np.int64)
             refs = np.asarray(list(reference_photo_ids), dtype=np.int64)
             self._check_model(model_id, np.asarray(embeddings), adopt=True)
             mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim or 0)

@@ -429,7 +429,7 @@ class FacePipeline:
             if inv is not None:
                 side /= math.sqrt(abs(np.linalg.det(view[:, :2])))  # type: ignore[index]
                 cx, cy = (inv @ np.array([cx, cy, 1.0])).tolist()
-                kps = {k: tuple((inv @ np.array([px, py, 1.0])).tolist()) for k, (px, py) in kps.items()}  # type: ignore[misc]
+                kps = {k: tuple((inv @ np.array([px, py, 1.0])).tolist()) for k, (px, py) in kps.items()}
             out.append(
                 _Candidate(
                     (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
@@ -537,7 +537,7 @@ class FacePipeline:
             geom = FaceGeometry(five, shape5, 0.0)
         geom.iod_px = math.dist(left_src, right_src) / s2o_scale
         chip = dlib_chip(src, geom)  # quality is measured on dlib's 150x150 chip
-        return _Prepared(c, rect, p68, chip, display, p5, left_src, right_src, geom)  # type: ignore[arg-type]
+        return _Prepared(c, rect, p68, chip, display, p5, left_src, right_src, geom)
 
     def _face(self, i: int, prep: _Prepared, vectors: dict[str, Any], model_id: str, src: np.ndarray,
               frame: _Frame) -> Face:

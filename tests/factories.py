@@ -76,14 +76,14 @@ def make_subject(session: Session, store: ImageStore, *, name: str | None = None
 
 def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "",
                         embedding: bytes | None = None) -> ReferencePhoto:
-    photo = ReferencePhoto(subject_id=subject.id, image_sha256=store_png(session, store, size=(160, 200)),
+    photo = ReferencePhoto(subject_id=subject.pk, image_sha256=store_png(session, store, size=(160, 200)),
                            view=view, eye_crop_sha256=store_png(session, store),
                            face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(photo)
     session.flush()
     model_id, default = _embedding_of(session)
     embedding = default if embedding is None else embedding
-    session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,
+    session.add(ReferenceEmbedding(reference_photo_id=photo.pk, model_id=model_id,
                                    dim=len(embedding) // 4, embedding=embedding))
     session.flush()
     return photo
@@ -96,7 +96,7 @@ def make_sighting(session: Session, store: ImageStore, uploaded_by: int, *,
                         status="matched", faces_found=1, created_at=now, matched_at=now)
     session.add(sighting)
     session.flush()
-    session.add(SightingPhoto(sighting_id=sighting.id, position=0,
+    session.add(SightingPhoto(sighting_id=sighting.pk, position=0,
                               image_sha256=store_png(session, store, size=(320, 240)), faces_found=1))
     session.flush()
     return sighting
@@ -106,7 +106,7 @@ def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_ind
     photo = session.exec(SightingPhoto.__table__.select().where(  # type: ignore[attr-defined]
         SightingPhoto.sighting_id == sighting.id)).first()
     model_id, embedding = _embedding_of(session)
-    probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=face_index,
+    probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.id, face_index=face_index,
                   embedding=embedding, model_id=model_id, eye_crop_sha256=store_png(session, store),
                   face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(probe)

@@ -292,44 +292,44 @@ def build_world(engine: Engine, app: Any) -> World:
         subject = Subject(name="Wanted Person", case_ref="W-1")
         s.add(subject)
         s.flush()
-        ref = ReferencePhoto(subject_id=subject.id, image_sha256=store_image(s, store, _png((200, 0, 0)), "image/png"),
+        ref = ReferencePhoto(subject_id=subject.pk, image_sha256=store_image(s, store, _png((200, 0, 0)), "image/png"),
                              eye_crop_sha256=store_image(s, store, _png((0, 200, 0)), "image/png"),
                              face_chip_sha256=store_image(s, store, _png((0, 0, 200)), "image/png"))
         s.add(ref)
         s.flush()
-        s.add(ReferenceEmbedding(reference_photo_id=ref.id, model_id=active_model_id(s), dim=2,
+        s.add(ReferenceEmbedding(reference_photo_id=ref.pk, model_id=active_model_id(s), dim=2,
                                  embedding=b"\0" * 8))
         sighting = Sighting(uploaded_by=officer.id, observed_at=dt.datetime.now(dt.UTC), status="matched")
         s.add(sighting)
         s.flush()
-        photo = SightingPhoto(sighting_id=sighting.id, position=0,
+        photo = SightingPhoto(sighting_id=sighting.pk, position=0,
                               image_sha256=store_image(s, store, _png((10, 10, 10)), "image/png"))
         s.add(photo)
         s.flush()
-        probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
+        probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=0, embedding=b"\0" * 8,
                       model_id=active_model_id(s),
                       eye_crop_sha256=store_image(s, store, _png((20, 20, 20)), "image/png"),
                       face_chip_sha256=store_image(s, store, _png((30, 30, 30)), "image/png"))
         s.add(probe)
         s.flush()
         # The matching job failed, so a manager may retry it.
-        s.add(Job(kind="match_sighting", ref_id=sighting.id, status="failed", attempts=3))
-        candidate = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.id,
-                              reference_photo_id=ref.id, score=0.9, distance=0.2, rank=1)
+        s.add(Job(kind="match_sighting", ref_id=sighting.pk, status="failed", attempts=3))
+        candidate = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.pk,
+                              reference_photo_id=ref.pk, score=0.9, distance=0.2, rank=1)
         s.add(candidate)
         s.flush()
         for slot_no in (1, 2):
-            s.add(ReviewSlot(candidate_id=candidate.id, slot_no=slot_no))
-        flagged = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.id,
-                            reference_photo_id=ref.id, score=0.8, distance=0.3, rank=2,
+            s.add(ReviewSlot(candidate_id=candidate.pk, slot_no=slot_no))
+        flagged = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.pk,
+                            reference_photo_id=ref.pk, score=0.8, distance=0.3, rank=2,
                             status=CandidateStatus.flagged.value)
         subject2 = Subject(name="Other Wanted", case_ref="W-2")
         s.add(subject2)
         s.flush()
-        flagged.subject_id = subject2.id
+        flagged.subject_id = subject2.pk
         s.add(flagged)
         s.flush()
-        flag = Flag(candidate_id=flagged.id, sighting_id=sighting.id, subject_id=subject2.id)
+        flag = Flag(candidate_id=flagged.pk, sighting_id=sighting.pk, subject_id=subject2.pk)
         s.add(flag)
         _, token = create_api_token(s, officer, "officer A's phone (a record)")
         _, target_token = create_api_token(s, s.get(User, target.id), "the target account's phone")
@@ -417,7 +417,7 @@ def matrix_clients(make_client: Callable[..., TestClient], engine: Engine) -> tu
                                            "password": TEST_PASSWORD})
         assert r.status_code == 201, r.text
         clients[role] = (web, r.json()["token"])
-    yield anon, clients, world  # type: ignore[misc]
+    yield anon, clients, world
     for role, (web, _) in clients.items():
         if role != "anon":
             web.__exit__(None, None, None)

@@ -28,7 +28,7 @@ LEASE_SECONDS = 8  # short, so the second run takes over the killed one's job so
 STARTUP_SECONDS = 240
 
 
-def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def _counts(engine) -> tuple[int, int, int]:
     """(photos done by the run, target embeddings stored, distinct photos holding one)."""
     with Session(engine) as s:
         run = s.exec(select(ReindexRun)).first()
@@ -40,7 +40,7 @@ def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
 
 
 def test_reindex_command_shows_progress_survives_sigkill_and_completes(
-        engine, tmp_path: Path, db_url: str, face_pipeline, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+        engine, tmp_path: Path, db_url: str, face_pipeline, monkeypatch, capsys) -> None:
     frmdb = require_faces() / "frmdb"
     settings = make_settings(tmp_path, db_url, face_model="dlib")
     store = ImageStore(settings.images_dir)

@@ -62,9 +62,9 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
     bob = add_user(engine, "bob", Role.recognizer)
     cat = add_user(engine, "cat", Role.recognizer)
     with Session(engine, expire_on_commit=False) as s:
-        disputed = make_candidate(s, store, settings, officer.id, score=DISPUTED, priority=1)
-        flagged = make_candidate(s, store, settings, officer.id, score=FLAGGED, priority=2)
-        live = make_candidate(s, store, settings, officer.id, score=LIVE, priority=3)
+        disputed = make_candidate(s, store, settings, officer.pk, score=DISPUTED, priority=1)
+        flagged = make_candidate(s, store, settings, officer.pk, score=FLAGGED, priority=2)
+        live = make_candidate(s, store, settings, officer.pk, score=LIVE, priority=3)
         s.commit()
 
     def answer(user: User, candidate: Candidate, verdict: str, note: str) -> None:

@@ -154,7 +154,7 @@ def _bots() -> list[Bot]:
     return bots
 
 
-def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
     faces = require_faces()
     photos = _choose(faces)
     settings = make_settings(tmp_path, db_url)

@@ -159,7 +159,7 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
             prev_hash = entry.hash
             expected_id += 1
             checked += 1
-            last_id = entry.id  # type: ignore[assignment]
+            last_id = entry.id
     head = session.get(AuditHead, 1)
     if head is not None and (head.last_id != last_id or head.last_hash != prev_hash):
         return VerifyResult(False, checked, last_id + 1, "entries from this one on were deleted")

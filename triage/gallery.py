@@ -109,9 +109,9 @@ def _gallery_rows(model_id: str) -> Any:
     """Searchable reference photos joined with their embedding of ``model_id`` (photos without one are left out)."""
     return (
         select(*_GALLERY_COLUMNS)  # type: ignore[call-overload]
-        .join(ReferenceEmbedding, (ReferenceEmbedding.reference_photo_id == ReferencePhoto.id)  # type: ignore[arg-type]
+        .join(ReferenceEmbedding, (ReferenceEmbedding.reference_photo_id == ReferencePhoto.id)
               & (ReferenceEmbedding.model_id == model_id))
-        .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
+        .join(Subject, Subject.id == ReferencePhoto.subject_id)
         .where(searchable_clause())
     )
 

@@ -102,7 +102,7 @@ def as_hour(value: Any) -> dt.datetime:
 
 
 def as_day(value: Any) -> dt.date:
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def within(window: Any, column: Any) -> list[ColumnElement[bool]]:
@@ -284,7 +284,7 @@ def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float |
 def _aware(value: Any) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value  # type: ignore[no-any-return]
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 def flag_counts(session: Session, window: Any, since_day: dt.date) -> tuple[dict[str, int], Counter[dt.date]]:

@@ -522,7 +522,7 @@ def purge_old(session: Session, settings: Settings, actor: User | None = None) -
     if configured != active:
         raise ReindexRefused(f"The configured model {configured} is not the gallery's ({active}) yet: "
                              "its embeddings would be lost. Run `miatari reindex` first.")
-    by_model = dict(session.exec(select(ReferenceEmbedding.model_id, func.count())  # type: ignore[arg-type]
+    by_model = dict(session.exec(select(ReferenceEmbedding.model_id, func.count())
                                  .where(ReferenceEmbedding.model_id != active)
                                  .group_by(ReferenceEmbedding.model_id)).all())
     removed = session.execute(  # type: ignore[attr-defined]

@@ -125,7 +125,7 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     candidates = session.exec(cand_stmt).all()
     # Re-checked under the lock: a candidate reopened (escalated) or flagged meanwhile keeps its sighting.
     sighting_of_probe = {p.id: p.sighting_id for p in probes}
-    live = {c.sighting_id or sighting_of_probe.get(c.probe_id) for c in candidates  # type: ignore[arg-type]
+    live = {c.sighting_id or sighting_of_probe.get(c.probe_id) for c in candidates
             if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value) or _waiting(c)}
     if live:
         raise _Retry(live)  # type: ignore[arg-type]

@@ -367,7 +367,7 @@ class SightingProgress:
 
 
 def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
-    counts = dict(session.exec(  # type: ignore[arg-type]
+    counts = dict(session.exec(
         select(Candidate.status, func.count()).where(Candidate.sighting_id == sighting.id)
         .group_by(Candidate.status)
     ).all())
@@ -396,14 +396,14 @@ def progress_of_many(session: Session, items: Sequence[Sighting]) -> dict[int, S
     if not ids_:
         return {}
     counts: dict[int, dict[str, int]] = {i: {} for i in ids_}
-    for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())  # type: ignore[call-overload]
+    for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())
                                        .where(col(Candidate.sighting_id).in_(ids_))
                                        .group_by(col(Candidate.sighting_id), col(Candidate.status))).all():
         if sid is not None:  # always: the page's sighting ids
             counts[sid][status] = int(n)
-    flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))  # type: ignore[call-overload]
+    flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))
                               .group_by(col(Flag.sighting_id))).all())
-    too_small = dict(session.exec(select(Probe.sighting_id, func.count())  # type: ignore[call-overload]
+    too_small = dict(session.exec(select(Probe.sighting_id, func.count())
                                   .where(col(Probe.sighting_id).in_(ids_), Probe.searched == False)  # noqa: E712
                                   .group_by(col(Probe.sighting_id))).all())
     pending = [x.id for x in items if x.status not in DONE_STATUSES]

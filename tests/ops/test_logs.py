@@ -40,7 +40,7 @@ def log_lines() -> Iterator[list[str]]:
     root.setLevel(old_level)
 
 
-def _flush(lines: list[str]) -> list[dict]:  # type: ignore[type-arg]
+def _flush(lines: list[str]) -> list[dict]:
     handler = next(h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter))
     text = handler.stream.getvalue()  # type: ignore[attr-defined]
     lines[:] = text.splitlines()

@@ -139,7 +139,7 @@ def compute_in_python(session: Session, window: Window | None = None) -> Metrics
     sightings = {s.id: s for s in session.exec(select(Sighting)).all()}
     durations = []
     for c in real_decided:
-        sighting = sightings.get(c.sighting_id)  # type: ignore[arg-type]
+        sighting = sightings.get(c.sighting_id)
         if sighting is not None and c.decided_at is not None:
             durations.append((_aware(c.decided_at) - _aware(sighting.created_at)).total_seconds())
     m.outcomes_timed = len(durations)

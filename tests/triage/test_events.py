@@ -59,9 +59,9 @@ def test_a_dispute_tells_every_manager_and_escalating_it_marks_it_read(engine, s
         assert s.exec(select(Job).where(Job.kind == "webhook_delivery", Job.ref_id == hook.id)).one()
         # A refused escalation (an officer) handles nothing.
         with pytest.raises(review.ReviewError):
-            review.escalate(s, people["officer"], cand.id, settings=settings)
+            review.escalate(s, people["officer"], cand.pk, settings=settings)
         assert all(n.read_at is None for n in _told(s, events.DISPUTE_WAITING))
-        review.escalate(s, people["boss"], cand.id, settings=settings)
+        review.escalate(s, people["boss"], cand.pk, settings=settings)
         s.expire_all()
         assert all(n.read_at is not None for n in _told(s, events.DISPUTE_WAITING))
 
@@ -93,17 +93,17 @@ def test_acknowledging_a_flag_reads_the_managers_alerts_not_the_officers(engine,
         assert read == {people["officer"].id: False, people["boss"].id: True, people["chief"].id: True}
 
 
-def _give_up(session: Session, settings) -> jobs.GiveUp:  # type: ignore[no-untyped-def]
+def _give_up(session: Session, settings) -> jobs.GiveUp:
     """What the worker runs when a job fails for good (the kinds' ``on_failed`` from the worker's list)."""
     return give_up_hook(Services(session.get_bind(), settings, image_store(settings)), worker_registry())
 
 
-def _fail_for_good(session: Session, settings, kind: str, ref_id: int) -> Job:  # type: ignore[no-untyped-def]
+def _fail_for_good(session: Session, settings, kind: str, ref_id: int) -> Job:
     jobs.enqueue(session, kind, ref_id, max_attempts=1)
     session.commit()
     job = jobs.claim(session, "w", 60, (kind,))
     assert job is not None
-    jobs.fail(session, job.id, "w", "RuntimeError: boom\ntraceback", on_give_up=_give_up(session, settings))
+    jobs.fail(session, job.pk, "w", "RuntimeError: boom\ntraceback", on_give_up=_give_up(session, settings))
     session.commit()
     return job
 
@@ -144,7 +144,7 @@ def test_an_import_that_fails_for_good_tells_who_started_it(engine, settings, pe
                               archive_bytes=10, status="queued")
         s.add(row)
         s.commit()
-        job = _fail_for_good(s, settings, IMPORT_JOB, row.id)
+        job = _fail_for_good(s, settings, IMPORT_JOB, row.pk)
         told = _told(s, events.IMPORT_FAILED)
         assert [(n.user_id, n.object_type, n.object_id) for n in told] == [
             (people["chief"].id, "watchlist_import", row.id)]

@@ -17,7 +17,7 @@ from triage.models import Flag, Role
 def _counted(session: Session) -> Iterator[list[str]]:
     statements: list[str] = []
 
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def count(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement)
 
     engine = session.get_bind()
@@ -28,7 +28,7 @@ def _counted(session: Session) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-def _raise_flags(session: Session, settings, officer, recognizers, n: int) -> None:  # type: ignore[no-untyped-def]
+def _raise_flags(session: Session, settings, officer, recognizers, n: int) -> None:
     store = image_store(settings)
     for _ in range(n):
         make_candidate(session, store, settings, officer.id)
@@ -39,7 +39,7 @@ def _raise_flags(session: Session, settings, officer, recognizers, n: int) -> No
             review.submit_verdict(session, user, task.slot_id, "same", note="same scar")
 
 
-def _queries_for_list(session: Session, manager) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _queries_for_list(session: Session, manager) -> tuple[int, int]:
     session.expire_all()
     with _counted(session) as statements:
         evidence = flags.evidence_many(session, flags.visible_flags(session, manager))
@@ -47,7 +47,7 @@ def _queries_for_list(session: Session, manager) -> tuple[int, int]:  # type: ig
     return len(evidence), len(statements)
 
 
-def test_the_flags_list_takes_a_fixed_number_of_queries(session, settings, user_factory):  # type: ignore[no-untyped-def]
+def test_the_flags_list_takes_a_fixed_number_of_queries(session, settings, user_factory):
     officer = user_factory(Role.officer, username="officer")
     manager = user_factory(Role.manager, username="boss")
     recognizers = [user_factory(Role.recognizer, username=f"rec{i}") for i in range(2)]

@@ -67,7 +67,7 @@ def test_a_stored_embedding_of_another_model_is_never_searched(engine: Engine, s
         assert row is not None
         s.delete(row)
         s.flush()
-        s.add(ReferenceEmbedding(reference_photo_id=other.id, model_id="other@0123456789abcdef", dim=128,
+        s.add(ReferenceEmbedding(reference_photo_id=other.pk, model_id="other@0123456789abcdef", dim=128,
                                  embedding=embedding_to_bytes(vectors[1])))
         for photo in (kept, other):
             photo.iod_px, photo.blur = 64.0, 150.0
@@ -100,7 +100,7 @@ def test_a_model_switch_in_the_change_log_rebuilds_the_index_on_the_new_model(en
                                               embedding=embedding_to_bytes(rng.normal(size=128).astype(np.float32)))
         photo.iod_px, photo.blur = 64.0, 150.0
         s.add(photo)
-        s.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id="next@0123456789abcdef", dim=64,
+        s.add(ReferenceEmbedding(reference_photo_id=photo.pk, model_id="next@0123456789abcdef", dim=64,
                                  embedding=embedding_to_bytes(rng.normal(size=64).astype(np.float32))))
         record_change(s, ADD, subject.id, photo.id)  # type: ignore[arg-type]
         s.commit()

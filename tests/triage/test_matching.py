@@ -58,7 +58,7 @@ def grace_hopper_jpeg() -> bytes:
     from matplotlib import cbook
 
     with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        return fh.read()  # type: ignore[no-any-return]
+        return fh.read()
 
 
 def blank_png() -> bytes:
@@ -106,13 +106,13 @@ class Env:
 
 
 @pytest.fixture
-def env(engine, tmp_path: Path, db_url: str, face_pipeline) -> Any:  # type: ignore[no-untyped-def]
+def env(engine, tmp_path: Path, db_url: str, face_pipeline) -> Any:
     e = Env(engine, make_settings(tmp_path, db_url, lead_threshold=STRICT_LEAD), face_pipeline)
     yield e
     e.close()
 
 
-def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, user_factory) -> None:
     officer = user_factory(Role.officer)
     subject_id = env.enrol("astronaut", astronaut_png())
     sighting_id = env.sight(officer, astronaut_altered_jpeg())
@@ -132,7 +132,7 @@ def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, use
         assert all(j.status == "done" for j in s.exec(select(Job)).all())
 
 
-def test_photo_without_a_face_says_so(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_photo_without_a_face_says_so(env: Env, user_factory) -> None:
     officer = user_factory(Role.officer)
     env.enrol("astronaut", astronaut_png())
     sighting_id = env.sight(officer, blank_png())
@@ -148,10 +148,10 @@ def astronaut_face_crop(side: int) -> bytes:
     36 px gives about 8 px between the eyes, 90 px about 21 px."""
     img = astronaut()
     x, y, w, h = 178, 80, 91, 90  # the face the pipeline finds in the packaged photo
-    return png(img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2)).resize((side, side), Image.LANCZOS))
+    return png(img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2)).resize((side, side), Image.Resampling.LANCZOS))
 
 
-def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(  # type: ignore[no-untyped-def]
+def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(
         engine, tmp_path: Path, db_url: str, face_pipeline, user_factory, make_client) -> None:
     from matcher import PROBE_MIN_IOD_PX
 
@@ -190,7 +190,7 @@ def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(  # type: ign
     assert "too small" not in client.get(f"/sightings/{small}").text
 
 
-def test_a_closed_subject_is_never_again_a_candidate(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_closed_subject_is_never_again_a_candidate(env: Env, user_factory) -> None:
     officer = user_factory(Role.officer)
     subject_id = env.enrol("astronaut", astronaut_png())
     first = env.sight(officer, astronaut_altered_jpeg())
@@ -232,7 +232,7 @@ def test_same_photo_twice_is_enrolled_once(env: Env) -> None:
 
 
 @pytest.mark.faces
-def test_frmdb_surveillance_crop_finds_its_subject(engine, tmp_path: Path, db_url: str, face_pipeline,  # type: ignore[no-untyped-def]
+def test_frmdb_surveillance_crop_finds_its_subject(engine, tmp_path: Path, db_url: str, face_pipeline,
                                                     user_factory) -> None:
     faces = require_faces() / "frmdb"
     e = Env(engine, make_settings(tmp_path, db_url), face_pipeline)  # the default lead threshold

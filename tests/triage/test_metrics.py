@@ -64,7 +64,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         clk.advance(minutes=10)
         _answer(session, settings, a, "same")
         _answer(session, settings, b, "cannot_tell")  # c3 disputed after 30 min
-        review.escalate(session, manager, c3.id)
+        review.escalate(session, manager, c3.pk)
         # A known-answer pair answered by c and d.
         make_subject(session, store, photos=2)
         ka = review.create_known_answer_task(session, settings, avoid_seen_by=None)
@@ -161,7 +161,7 @@ def test_rounds_are_counted_on_their_own_and_voided_verdicts_left_out(session, s
     session.commit()
     _answer(session, settings, a, "same")
     _answer(session, settings, b, "different")      # round 1 of cand: disputed
-    review.escalate(session, manager, cand.id)
+    review.escalate(session, manager, cand.pk)
     _answer(session, settings, c, "same")
     _answer(session, settings, d, "same")           # round 2 of cand, on its own: flagged
     t = review.next_task(session, e, settings)      # e answers 'other' and is then suspended

@@ -11,24 +11,24 @@ import triage.models  # noqa: F401  (registers every table)
 from triage.migrate import head_revision
 
 
-def test_database_is_at_the_head_revision(engine) -> None:  # type: ignore[no-untyped-def]
+def test_database_is_at_the_head_revision(engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
 
 
-def test_models_and_migrations_agree(engine) -> None:  # type: ignore[no-untyped-def]
+def test_models_and_migrations_agree(engine) -> None:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == [], f"a model change has no migration: {diff}"
 
 
-def test_probes_stored_before_the_size_gate_count_as_searched(engine) -> None:  # type: ignore[no-untyped-def]
+def test_probes_stored_before_the_size_gate_count_as_searched(engine) -> None:
     column = {c["name"]: c for c in inspect(engine).get_columns("probe")}["searched"]
     assert column["nullable"] is False and column["default"] is not None
 
 
-def test_a_database_with_data_migrates_down_and_up_keeping_every_row(  # type: ignore[no-untyped-def]
+def test_a_database_with_data_migrates_down_and_up_keeping_every_row(
         engine, settings, db_url, user_factory) -> None:
     """Table rebuilds (SQLite batch mode) must not trip over the rows that point at them."""
     from sqlmodel import Session
@@ -60,7 +60,7 @@ def test_a_database_with_data_migrates_down_and_up_keeping_every_row(  # type: i
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
 
 
-def test_0006_reevaluates_every_candidate_under_one_rule_per_round(  # type: ignore[no-untyped-def]
+def test_0006_reevaluates_every_candidate_under_one_rule_per_round(
         engine, settings, db_url, user_factory) -> None:
     """Outcomes pooled across rounds are re-decided by the last round alone; no flag is deleted."""
     import datetime as dt
@@ -150,7 +150,7 @@ def test_0006_reevaluates_every_candidate_under_one_rule_per_round(  # type: ign
 DLIB_MODEL_ID = "dlib@55533b28a95800a5"
 
 
-def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, db_url) -> None:
     """Up: reference_photo.embedding becomes a reference_embedding row of dlib's model; probes are dlib's.
     Down: the bytes go back where they were; a photo with no dlib embedding stops the downgrade."""
     import pytest

@@ -56,7 +56,7 @@ def test_a_read_first_transaction_that_writes_keeps_the_audit_chain(engine: Engi
                                                                                            "reader.append"]
 
 
-def test_get_requests_answer_while_a_write_is_in_progress(make_client, engine: Engine, db_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_get_requests_answer_while_a_write_is_in_progress(make_client, engine: Engine, db_url: str) -> None:
     if USE_POSTGRES:
         pytest.skip("SQLite's locking")
     user = add_user(engine, "olga", Role.officer)
@@ -79,7 +79,7 @@ def test_get_requests_answer_while_a_write_is_in_progress(make_client, engine: E
         writer.close()
 
 
-def test_token_last_used_is_written_at_most_once_a_minute(client, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_token_last_used_is_written_at_most_once_a_minute(client, engine: Engine) -> None:
     user = add_user(engine, "olga", Role.officer)
     with Session(engine) as s:
         token, row = create_api_token(s, user, "phone")

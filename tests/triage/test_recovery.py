@@ -37,7 +37,7 @@ def _child_identity(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
     return proc, name, owner
 
 
-def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc, name, dead_owner = _child_identity(data)
     # While it runs, its slot is taken: another worker here is someone else.
@@ -69,7 +69,7 @@ def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp
     other.release()
 
 
-def test_release_leaves_jobs_of_the_current_boot_and_finished_jobs(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_release_leaves_jobs_of_the_current_boot_and_finished_jobs(engine, tmp_path: Path) -> None:
     identity = claim_identity(tmp_path)
     with Session(engine, expire_on_commit=False) as s:
         current = jobs.enqueue(s, "match_sighting", 1)

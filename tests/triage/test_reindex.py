@@ -81,7 +81,7 @@ class World:
 
 
 @pytest.fixture
-def world(engine, tmp_path: Path, db_url: str, face_pipeline) -> World:  # type: ignore[no-untyped-def]
+def world(engine, tmp_path: Path, db_url: str, face_pipeline) -> World:
     w = World(engine, tmp_path, db_url, face_pipeline)
     for label in SUBJECTS:
         w.enrol(w.old, label, *GALLERY_VIEWS)
@@ -95,7 +95,7 @@ def _top(gallery: Gallery, model_id: str, vector: np.ndarray) -> int:
 
 
 def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_then_searches_the_new(
-        world: World, user_factory) -> None:  # type: ignore[no-untyped-def]
+        world: World, user_factory) -> None:
     photos = world.photo_ids()
     assert len(photos) == 8
     with Session(world.engine) as s:
@@ -226,7 +226,7 @@ def test_a_searchable_photo_that_cannot_be_re_embedded_blocks_the_switch(world: 
 
 
 def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
-        engine, tmp_path: Path, db_url: str, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+        engine, tmp_path: Path, db_url: str, face_pipeline) -> None:
     """The gallery switched models between the analysis (no FaceRes embedding) and the commit: nothing is stored."""
     from tests.triage.test_matching import astronaut_png
     from triage.gallery import SWITCH_MODEL, record_change

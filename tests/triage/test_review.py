@@ -73,7 +73,7 @@ def test_create_candidates_keeps_threshold_and_k(session, store, settings, peopl
     probe = make_probe(session, store, sighting)
     photos = [session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == s.id)).first()
               for s in subjects]
-    hits = [FakeHit(s.id, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
+    hits = [FakeHit(s.pk, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
                                                                                 [0.9, 0.7, 0.6, 0.3], strict=True), 1)]
     made = review.create_candidates_for_probe(session, probe, hits, settings)
     assert [c.subject_id for c in made] == [subjects[0].id, subjects[1].id]
@@ -249,8 +249,8 @@ def test_dispute_escalation_to_unseen_recognizers(session, store, settings, peop
     _answer(session, settings, a, "same")
     assert _answer(session, settings, b, "cannot_tell").decided == "disputed"
     with pytest.raises(ReviewError):
-        review.escalate(session, a, cand.id)  # not a manager
-    review.escalate(session, manager, cand.id)
+        review.escalate(session, a, cand.pk)  # not a manager
+    review.escalate(session, manager, cand.pk)
     # a and b have seen it: nothing for them.
     assert review.next_task(session, a, settings) is None
     assert review.next_task(session, b, settings) is None
@@ -261,7 +261,7 @@ def test_dispute_escalation_to_unseen_recognizers(session, store, settings, peop
     assert c_row.status == "flagged" and c_row.current_round == 2
     # Only disputed candidates can be escalated.
     with pytest.raises(ReviewError) as err:
-        review.escalate(session, manager, cand.id)
+        review.escalate(session, manager, cand.pk)
     assert err.value.code == "conflict"
 
 
@@ -271,7 +271,7 @@ def test_each_round_decides_on_its_own(session, store, settings, people):
     cand = _cand(session, store, settings, officer)
     _answer(session, settings, a, "same")
     assert _answer(session, settings, b, "different").decided == "disputed"
-    review.escalate(session, manager, cand.id)
+    review.escalate(session, manager, cand.pk)
     _answer(session, settings, c, "same")
     assert _answer(session, settings, d, "same").decided == "flagged"
     session.expire_all()
@@ -287,7 +287,7 @@ def test_verdicts_are_never_pooled_across_rounds(session, store, settings, peopl
     cand = _cand(session, store, settings, officer)
     _answer(session, settings, a, "same")
     _answer(session, settings, b, "cannot_tell")
-    review.escalate(session, manager, cand.id)
+    review.escalate(session, manager, cand.pk)
     _answer(session, settings, c, "same")
     assert _answer(session, settings, d, "cannot_tell").decided == "disputed"
     assert session.exec(select(Flag)).first() is None
@@ -295,7 +295,7 @@ def test_verdicts_are_never_pooled_across_rounds(session, store, settings, peopl
     cand2 = _cand(session, store, settings, officer)
     _answer(session, settings, e, "different")
     _answer(session, settings, a, "cannot_tell")
-    review.escalate(session, manager, cand2.id)
+    review.escalate(session, manager, cand2.pk)
     _answer(session, settings, b, "different")
     assert _answer(session, settings, c, "different").decided == "cleared"
 
@@ -309,9 +309,9 @@ def test_at_most_three_rounds(session, store, settings, user_factory):
         _answer(session, settings, recs[2 * rnd], "same")
         assert _answer(session, settings, recs[2 * rnd + 1], "different").decided == "disputed"
         if rnd < review.MAX_ROUNDS - 1:
-            review.escalate(session, manager, cand.id)
+            review.escalate(session, manager, cand.pk)
     with pytest.raises(ReviewError) as err:
-        review.escalate(session, manager, cand.id)
+        review.escalate(session, manager, cand.pk)
     assert err.value.code == "conflict" and "stays disputed" in err.value.message
     session.expire_all()
     row = session.get(Candidate, cand.id)
@@ -331,7 +331,7 @@ def test_escalation_needs_two_unseen_recognizers(session, store, settings, user_
     _answer(session, settings, a, "same")
     _answer(session, settings, b, "different")
     with pytest.raises(ReviewError) as err:
-        review.escalate(session, manager, cand.id)
+        review.escalate(session, manager, cand.pk)
     assert "there are 1" in err.value.message
     session.expire_all()
     assert session.get(Candidate, cand.id).status == "disputed"

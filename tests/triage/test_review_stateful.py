@@ -67,7 +67,7 @@ class ReviewMachine(RuleBasedStateMachine):
     def seed(self, n: int) -> None:
         s = self.session
         for i in range(n):
-            make_candidate(s, self.store, self.settings, self.officer.id, priority=1 + i)
+            make_candidate(s, self.store, self.settings, self.officer.pk, priority=1 + i)
         # Two photos each, so known-answer pairs of both kinds can be made.
         make_subject(s, self.store, photos=2)
         s.commit()
@@ -75,7 +75,7 @@ class ReviewMachine(RuleBasedStateMachine):
     # Rules
     @rule()
     def add_candidate(self) -> None:
-        make_candidate(self.session, self.store, self.settings, self.officer.id)
+        make_candidate(self.session, self.store, self.settings, self.officer.pk)
         self.session.commit()
 
     def _user(self, i: int) -> User:
@@ -87,7 +87,7 @@ class ReviewMachine(RuleBasedStateMachine):
     def next(self, i: int) -> None:
         user = self._user(i)
         now = clock.utcnow()
-        before = self.held.get(user.id)
+        before = self.held.get(user.pk)
         if user.id in self.suspended:
             with pytest.raises(ReviewError) as err:
                 review.next_task(self.session, user, self.settings, rng=self.rng)
@@ -98,7 +98,7 @@ class ReviewMachine(RuleBasedStateMachine):
             assert task is not None and task.slot_id == before[0], "a live lease must be handed back"
         if task is not None:
             assert task.slot.reviewer_id == user.id
-            self.held[user.id] = (task.slot_id, task.lease_expires_at)
+            self.held[user.pk] = (task.slot_id, task.lease_expires_at)
 
     @rule(i=st.integers(0, N_RECOGNIZERS - 1), verdict=st.sampled_from(VERDICTS), keyed=st.booleans())
     def give_verdict(self, i: int, verdict: str, keyed: bool) -> None:
@@ -170,7 +170,7 @@ class ReviewMachine(RuleBasedStateMachine):
         user = self.recs[i]
         slot_ids = sorted(self.session.exec(select(ReviewSlot.id)).all())
         slot_id = slot_ids[j % len(slot_ids)]
-        if self.held.get(user.id, (None,))[0] == slot_id or self.accepted.get(slot_id, (None,))[0] == user.id:
+        if self.held.get(user.pk, (None,))[0] == slot_id or self.accepted.get(slot_id, (None,))[0] == user.id:
             return
         with pytest.raises(ReviewError):
             review.submit_verdict(self.session, user, slot_id, verdict)
@@ -194,7 +194,7 @@ class ReviewMachine(RuleBasedStateMachine):
             self.held.pop(user.id, None)
         else:
             with pytest.raises(qualification.QualificationError):
-                qualification.reinstate(self.session, self.manager, user.id)
+                qualification.reinstate(self.session, self.manager, user.pk)
 
     @rule(j=st.integers(0, 20))
     def escalate(self, j: int) -> None:
@@ -232,7 +232,7 @@ class ReviewMachine(RuleBasedStateMachine):
         flags = {f.candidate_id: f for f in s.exec(select(Flag)).all()}
         users = {u.id: u for u in s.exec(select(User)).all()}
         for cand in s.exec(select(Candidate)).all():
-            cs = by_cand[cand.id]
+            cs = by_cand[cand.pk]
             counting = [x for x in cs if x.voided_at is None]
             current = [x for x in counting if x.round == cand.current_round]
             # Two counting slots per round, always; a voided one keeps its verdict and its author.

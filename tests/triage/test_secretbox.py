@@ -86,7 +86,7 @@ def test_a_seed_stored_in_clear_is_sealed_at_the_next_login(engine: Engine, sett
         with pytest.raises(LoginFailed):
             authenticate(s, settings, "olaf", TEST_PASSWORD, "")
         s.commit()
-    assert _raw_secret(engine, user.id) == secret  # a failed login changes nothing  # type: ignore[arg-type]
+    assert _raw_secret(engine, user.pk) == secret  # a failed login changes nothing  # type: ignore[arg-type]
     with frozen(T0), Session(engine) as s:
         authenticate(s, settings, "olaf", TEST_PASSWORD, pyotp.TOTP(secret).at(T0))
         s.commit()

@@ -258,11 +258,11 @@ def test_api_tokens_resolve_and_revoke(engine: Engine) -> None:
         resolved = resolve_api_token(s, token)
         assert resolved is not None and resolved.user.id == owner.id and resolved.web_session is None
         with pytest.raises(LookupError):
-            revoke_api_token(s, s.get(User, other.id), row.id)
+            revoke_api_token(s, s.get(User, other.id), row.pk)
         s.commit()
         assert resolve_api_token(s, token) is not None
-        revoke_api_token(s, s.get(User, owner.id), row.id)
-        revoke_api_token(s, s.get(User, admin.id), row2.id)
+        revoke_api_token(s, s.get(User, owner.id), row.pk)
+        revoke_api_token(s, s.get(User, admin.id), row2.pk)
         s.commit()
         assert resolve_api_token(s, token) is None
         assert resolve_api_token(s, token2) is None

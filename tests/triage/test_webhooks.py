@@ -71,7 +71,7 @@ def _dispute(engine, settings, user_factory) -> int:
         return s.exec(select(WebhookDelivery)).one().id
 
 
-def _run(engine, settings):  # type: ignore[no-untyped-def]
+def _run(engine, settings):
     return run_one(Services(engine, settings, image_store(settings)), "test-worker", worker_registry())
 
 

@@ -153,8 +153,8 @@ def test_notifications_are_personal(client: TestClient, engine: Engine) -> None:
     olga = add_user(engine, "olga", Role.officer)
     ivan = add_user(engine, "ivan", Role.officer)
     with Session(engine) as s:
-        mine = notifications.notify(s, olga.id, "flag", "A flag was raised on your sighting 3")
-        theirs = notifications.notify(s, ivan.id, "flag", "Ivan's news")
+        mine = notifications.notify(s, olga.pk, "flag", "A flag was raised on your sighting 3")
+        theirs = notifications.notify(s, ivan.pk, "flag", "Ivan's news")
         s.commit()
         mine_id, theirs_id = mine.id, theirs.id
     login(client, "olga")
@@ -165,7 +165,7 @@ def test_notifications_are_personal(client: TestClient, engine: Engine) -> None:
     assert [n.id for n in page.context["notifications"]] == [mine_id] and "Ivan" not in page.text
     assert client.post(f"/notifications/{theirs_id}/read", follow_redirects=False).status_code == 404
     with Session(engine) as s:
-        assert notifications.unread_count(s, ivan.id) == 1
+        assert notifications.unread_count(s, ivan.pk) == 1
     client.post(f"/notifications/{mine_id}/read", follow_redirects=False)
     assert client.get("/notifications/count").context["unread"] == 0
 

@@ -85,7 +85,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     # A worker runs it: no reference photo yet, so the gallery switches at once.
     svc = services.build(engine, client.app.state.settings, client.app.state.store)  # type: ignore[attr-defined]
     try:
-        job = run_one(svc, "w", worker_registry())  # type: ignore[attr-defined]
+        job = run_one(svc, "w", worker_registry())
     finally:
         services.stop(svc)
     assert job is not None
@@ -98,7 +98,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
 
 
 def test_a_configured_model_that_is_not_the_galleries_is_queued_at_start_up(
-        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:  # type: ignore[no-untyped-def]
+        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:
     with Session(engine) as s:
         factories.make_subject(s, factories.image_store(settings))  # one reference photo, embedded by dlib
         s.commit()
@@ -123,7 +123,7 @@ def test_an_empty_gallery_takes_the_configured_model_at_start_up(make_client: Ca
 
 
 def test_readyz_says_when_this_build_cannot_embed_with_the_galleries_model(
-        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:  # type: ignore[no-untyped-def]
+        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:
     with Session(engine) as s:
         from triage.gallery import gallery_model
 

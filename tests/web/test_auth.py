@@ -169,7 +169,7 @@ def _force_password_change(engine: Engine, user_id: int) -> None:
 
 def test_must_change_password_comes_before_anything_else(client: TestClient, engine: Engine) -> None:
     user = add_user(engine, "newbie", Role.officer)
-    _force_password_change(engine, user.id)
+    _force_password_change(engine, user.pk)
     r = _post_login(client, "newbie", next_url="/sightings")
     assert r.status_code == 303 and r.headers["location"] == "/account/password"
     m = re.search(r'"X-CSRF-Token": "([^"]+)"', client.get("/account/password").text)
@@ -285,11 +285,11 @@ def test_dead_credentials_and_anonymous_changes_are_audited(client: TestClient, 
     assert all(e.outcome == "denied" for e in _audit(engine, "auth"))
 
 
-def test_production_forces_secure_cookies_and_sends_hsts(make_client, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_production_forces_secure_cookies_and_sends_hsts(make_client, engine: Engine) -> None:
     add_user(engine, "pia", Role.officer)
     client = make_client(environment="production", secure_cookies=False)
-    client.base_url = "https://testserver"  # type: ignore[assignment]  # a browser sends Secure cookies over HTTPS only
-    assert client.app.state.settings.secure_cookies is True  # type: ignore[attr-defined]
+    client.base_url = "https://testserver"  # a browser sends Secure cookies over HTTPS only
+    assert client.app.state.settings.secure_cookies is True
     page = client.get("/login")
     assert page.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
     assert "secure" in page.headers["set-cookie"].lower()

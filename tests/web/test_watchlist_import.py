@@ -52,19 +52,19 @@ def _faces_zip() -> bytes:
     })
 
 
-def _manager(make_client, engine):  # type: ignore[no-untyped-def]
+def _manager(make_client, engine):
     client = make_client()
     add_user(engine, "boss", Role.manager)
     login(client, "boss")
     return client
 
 
-def _send(client, data: bytes, targets: str = "", name: str = "mugshots.zip"):  # type: ignore[no-untyped-def]
+def _send(client, data: bytes, targets: str = "", name: str = "mugshots.zip"):
     return client.post("/watchlist/import", files={"archive": (name, data, "application/zip")},
                        data={"include": "", "targets": targets}, follow_redirects=False)
 
 
-def _run_job(client, engine, import_id: int, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def _run_job(client, engine, import_id: int, face_pipeline) -> None:
     with Session(engine) as s:
         job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
     services = client.app.state.services
@@ -78,7 +78,7 @@ def _run_job(client, engine, import_id: int, face_pipeline) -> None:  # type: ig
 
 
 @pytest.mark.model
-def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client, engine, face_pipeline) -> None:
     client = _manager(make_client, engine)
     r = _send(client, _faces_zip())
     assert r.status_code == 303, r.text
@@ -136,7 +136,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
     assert f'href="/watchlist/imports/{import_id}"' in listing.text and "mugshots.zip" in listing.text
 
 
-def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, settings) -> None:
     client = _manager(make_client, engine)
     cases = [
         (b"PK but not really a zip", "", "not a ZIP"),
@@ -155,7 +155,7 @@ def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, s
     assert not imports.exists() or not any(imports.iterdir())
 
 
-def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(make_client, engine,  # type: ignore[no-untyped-def]
+def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(make_client, engine,
                                                                               settings) -> None:
     from tests.factories import image_store, make_subject
 
@@ -175,7 +175,7 @@ def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(ma
     assert not imports.exists() or not any(imports.iterdir())
 
 
-def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, engine) -> None:
     client = _manager(make_client, engine)
     url = _send(client, _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})).headers["location"]
     with Session(engine) as s:
@@ -191,7 +191,7 @@ def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, en
 
 
 @pytest.mark.model
-def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_folder_name(  # type: ignore[no-untyped-def]
+def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_folder_name(
         make_client, engine, face_pipeline) -> None:
     from matplotlib import cbook
 
@@ -236,7 +236,7 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
 
 
 @pytest.mark.model
-def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:
     from triage import watchlist
     from triage.watchlist import bulk_import
 
@@ -261,7 +261,7 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
         assert len(s.exec(select(ReferencePhoto)).all()) == 2
 
 
-def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None:
     from triage.clock import frozen
 
     with Session(engine) as s:
@@ -285,14 +285,14 @@ def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None
             assert jobs.renew(s, job_id, "w1", 60) is False  # type: ignore[arg-type]
 
 
-def _confirmed_import(client, engine) -> WatchlistImport:  # type: ignore[no-untyped-def]
+def _confirmed_import(client, engine) -> WatchlistImport:
     url = _send(client, _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})).headers["location"]
     assert client.post(url + "/confirm", follow_redirects=False).status_code == 303
     with Session(engine) as s:
         return s.exec(select(WatchlistImport)).one()
 
 
-def _import_job(engine, row: WatchlistImport) -> Job:  # type: ignore[no-untyped-def]
+def _import_job(engine, row: WatchlistImport) -> Job:
     with Session(engine) as s:
         return s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).one()
 
@@ -304,7 +304,7 @@ def _imports_only() -> Registry:
     return registry
 
 
-def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the_import_with_it(  # type: ignore[no-untyped-def]
+def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the_import_with_it(
         make_client, engine) -> None:
     client = _manager(make_client, engine)
     settings = client.app.state.settings
@@ -312,7 +312,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
     row = _confirmed_import(client, engine)
     assert _import_job(engine, row).max_attempts == 2
 
-    def failing(ctx) -> None:  # type: ignore[no-untyped-def]
+    def failing(ctx) -> None:
         raise OSError("the image store is full")
 
     registry = _imports_only()
@@ -344,7 +344,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
     assert status.status_code == 286 and "the image store is full" in status.text
 
 
-def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> None:
     client = _manager(make_client, engine)
     row = _confirmed_import(client, engine)
     assert _import_job(engine, row).max_attempts == 3

@@ -124,7 +124,7 @@ def disputed_candidates(session: Session, limit: int = 200,
     rows = session.exec(
         select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
         .where(Candidate.status == CandidateStatus.disputed.value, Candidate.known_truth.is_(None),  # type: ignore[union-attr]
-               searchable_clause())  # type: ignore[arg-type]
+               searchable_clause())
         .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)
     ).all()
     out = []

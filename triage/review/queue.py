@@ -58,7 +58,7 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
             ReviewSlot.round == Candidate.current_round,
             or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
-            searchable_clause(now.date()),  # type: ignore[arg-type]
+            searchable_clause(now.date()),
             ~on_it_already,
             # An escalated round goes only to people who have never been shown the candidate.
             or_(col(ReviewSlot.round) == 1, ~has_seen),
@@ -84,7 +84,7 @@ def _lock_first(session: Session, stmt: Any) -> ReviewSlot | None:
     stmt = stmt.limit(1)
     if _is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True, of=ReviewSlot)
-    return session.exec(stmt).first()  # type: ignore[no-any-return]
+    return session.exec(stmt).first()
 
 
 def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot | None:

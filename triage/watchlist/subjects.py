@@ -126,7 +126,7 @@ def list_subjects(session: Session, *, q: str = "", status: str = "", offset: in
     ids = [s.id for s in subjects]
     counts: dict[int, int] = {}
     if ids:
-        counts = dict(session.exec(  # type: ignore[arg-type]
+        counts = dict(session.exec(
             select(ReferencePhoto.subject_id, func.count()).where(col(ReferencePhoto.subject_id).in_(ids))
             .group_by(col(ReferencePhoto.subject_id))
         ).all())
@@ -202,7 +202,7 @@ def close_subject(session: Session, subject_id: int, status: SubjectStatus | str
     try:
         new_status = SubjectStatus(status)
     except ValueError:
-        new_status = None  # type: ignore[assignment]
+        new_status = None
     if new_status not in CLOSING_STATUSES:
         raise WatchlistError("A subject is closed as arrested or withdrawn.")
     if subject.status != SubjectStatus.active.value:

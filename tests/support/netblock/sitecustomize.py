@@ -22,14 +22,14 @@ def _record(address: object) -> None:
             fh.write(f"{address!r}\n")
 
 
-def _connect(self, address):  # type: ignore[no-untyped-def]
+def _connect(self, address):
     if not _allowed(address):
         _record(address)
         raise OSError(101, f"network blocked in this test: {address!r}")
     return _real_connect(self, address)
 
 
-def _connect_ex(self, address):  # type: ignore[no-untyped-def]
+def _connect_ex(self, address):
     if not _allowed(address):
         _record(address)
         return 101
