@@ -243,7 +243,7 @@ def _fail_matching_job(engine: Engine, world: World) -> None:
 def _flag_status(status: str) -> Callable[[Engine, World], None]:
     def prepare(engine: Engine, world: World) -> None:
         with Session(engine) as s:
-            flag = s.get(Flag, world.params["flag_id"])
+            flag = s.get_one(Flag, world.params["flag_id"])
             flag.status = status
             s.add(flag)
             s.commit()
@@ -288,7 +288,7 @@ def build_world(engine: Engine, app: Any) -> World:
     target = add_user(engine, "target.account", Role.officer)
     store = app.state.store
     with Session(engine, expire_on_commit=False) as s:
-        officer = s.get(User, w.users["off"].id)
+        officer = s.get_one(User, w.users["off"].id)
         subject = Subject(name="Wanted Person", case_ref="W-1")
         s.add(subject)
         s.flush()
@@ -332,9 +332,9 @@ def build_world(engine: Engine, app: Any) -> World:
         flag = Flag(candidate_id=flagged.pk, sighting_id=sighting.pk, subject_id=subject2.pk)
         s.add(flag)
         _, token = create_api_token(s, officer, "officer A's phone (a record)")
-        _, target_token = create_api_token(s, s.get(User, target.id), "the target account's phone")
+        _, target_token = create_api_token(s, s.get_one(User, target.id), "the target account's phone")
         note = notifications.notify(s, officer.id, "flag", "A flag was raised on your sighting", flag_id=None)
-        manager = s.get(User, w.users["mgr"].id)
+        manager = s.get_one(User, w.users["mgr"].id)
         imp = WatchlistImport(created_by=manager.id, filename="mugshots.zip", archive_sha256="0" * 64,
                               status="done", photos_total=3, photos_done=3)
         s.add(imp)
@@ -356,7 +356,7 @@ def _lease_slot(engine: Engine, app: Any, w: World) -> None:
     except ImportError:  # pragma: no cover - the review queue not built yet
         return
     with Session(engine, expire_on_commit=False) as s:
-        task = review.next_task(s, s.get(User, w.users["rec"].id), app.state.settings)
+        task = review.next_task(s, s.get_one(User, w.users["rec"].id), app.state.settings)
         assert task is not None and task.candidate.id == w.params["candidate_id"]
         w.params["slot_id"] = task.slot_id
 
@@ -463,7 +463,7 @@ def test_route_role_matrix(matrix_clients: tuple[TestClient, dict[str, Any], Wor
     assert not failures, "\n".join(failures)
     # Only recognizer A's verdict went on A's slot; recognizer B's slot is a different one.
     with Session(engine) as s:
-        slot = s.get(ReviewSlot, world.params["slot_id"])
+        slot = s.get_one(ReviewSlot, world.params["slot_id"])
         assert slot.reviewer_id == world.users["rec"].id and slot.verdict == "cannot_tell"
         others = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == world.params["candidate_id"],
                                                  ReviewSlot.id != slot.id)).all()

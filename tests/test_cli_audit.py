@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD
 from triage.config import get_settings
@@ -83,7 +83,7 @@ def _rewrite_chain_from(engine: Engine, entry_id: int, detail: str) -> None:
     from triage.audit import entry_hash
 
     with Session(engine) as s:
-        rows = s.exec(select(AuditEntry).where(AuditEntry.id >= entry_id).order_by(AuditEntry.id)).all()
+        rows = s.exec(select(AuditEntry).where(AuditEntry.id >= entry_id).order_by(col(AuditEntry.id))).all()
         prev = s.get(AuditEntry, entry_id - 1)
         prev_hash = prev.hash if prev else "0" * 64
         for row in rows:

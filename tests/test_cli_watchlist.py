@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.cli import main
 from tests.conftest import make_settings, require_faces
@@ -111,7 +111,7 @@ def test_another_import_with_the_same_folder_name_makes_a_new_subject(cli_env, e
         assert len(s.exec(select(Subject)).all()) == 1 and len(s.exec(select(ReferencePhoto)).all()) == 1
     assert main(["watchlist", "import", str(second), "--workers", "0", "--quiet", "--yes"]) == 0
     with Session(engine) as s:
-        subjects = s.exec(select(Subject).order_by(Subject.id)).all()
+        subjects = s.exec(select(Subject).order_by(col(Subject.id))).all()
         assert len(subjects) == 2
         assert [len(s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == x.id)).all())
                 for x in subjects] == [1, 1]  # the earlier subject 001 got nothing of the other person

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import ROOT, add_user, make_settings, require_faces
 from triage import audit
@@ -240,7 +240,7 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
 
         def truth(slot_id: int) -> str:
             with Session(engine) as s:
-                cand = s.get(Candidate, s.get(ReviewSlot, slot_id).candidate_id)
+                cand = s.get_one(Candidate, s.get_one(ReviewSlot, slot_id).candidate_id)
                 if cand.known_truth is not None:
                     return cand.known_truth
                 same = identity_of_sighting[cand.sighting_id] == identity_of_subject[cand.subject_id]
@@ -249,10 +249,10 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
         def open_real() -> int:
             with Session(engine) as s:
                 return len(s.exec(select(Candidate.id).where(Candidate.status == "open",
-                                                             Candidate.known_truth.is_(None))).all())
+                                                             col(Candidate.known_truth).is_(None))).all())
 
         with Session(engine) as s:
-            real = s.exec(select(Candidate).where(Candidate.known_truth.is_(None))).all()
+            real = s.exec(select(Candidate).where(col(Candidate.known_truth).is_(None))).all()
             n_real, n_true = len(real), sum(
                 identity_of_sighting[c.sighting_id] == identity_of_subject[c.subject_id] for c in real)
         print(f"{len(identity_of_sighting)} sightings, {n_real} candidates, {n_true} of the right person")

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from tests.factories import image_store, make_candidate
@@ -35,7 +35,7 @@ def _user(engine: Engine, username: str) -> User | None:
 def _denied(engine: Engine, action: str) -> list[AuditEntry]:
     with Session(engine) as s:
         return list(s.exec(select(AuditEntry).where(AuditEntry.action == action, AuditEntry.outcome == "denied")
-                           .order_by(AuditEntry.id)).all())
+                           .order_by(col(AuditEntry.id))).all())
 
 
 @pytest.fixture
@@ -137,6 +137,7 @@ def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine
     page = admin.get("/admin/users")
     assert [u.username for u in page.context["on_hold"]] == ["mia", "olga"] and 'id="roles-on-hold"' in page.text
     mia = _user(engine, "mia")
+    assert mia is not None
     assert 'id="roles-on-hold"' in admin.get(f"/admin/users/{mia.id}").text
     # Choosing a side clears the hold, on record.
     r = admin.post(f"/admin/users/{mia.id}/roles", data={"roles": ["recognizer"]}, follow_redirects=False)
@@ -190,4 +191,4 @@ def test_the_escalating_manager_is_never_served_the_new_round(make_client: objec
     served = [as_user(n).post("/api/review/next").json()["task"] for n in ("cat", "dan")]
     assert all(t is not None for t in served)
     with Session(engine) as s:
-        assert s.get(Candidate, cand.id).current_round == 2
+        assert s.get_one(Candidate, cand.id).current_round == 2

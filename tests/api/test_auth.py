@@ -54,7 +54,7 @@ def test_token_needs_the_second_factor_when_enrolled(client: TestClient, engine:
     user = add_user(engine, "mona", Role.manager)
     secret = pyotp.random_base32()
     with Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         u.totp_secret = secret
         s.add(u)
         s.commit()
@@ -66,7 +66,7 @@ def test_token_needs_the_second_factor_when_enrolled(client: TestClient, engine:
 def test_no_token_while_a_password_change_is_owed(client: TestClient, engine: Engine) -> None:
     user = add_user(engine, "newbie", Role.officer)
     with Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         u.must_change_password = True
         s.add(u)
         s.commit()

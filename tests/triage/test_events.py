@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.factories import image_store, make_candidate
@@ -25,7 +25,7 @@ from triage.worker import give_up_hook
 
 def _told(session: Session, kind: str) -> list[Notification]:
     return list(session.exec(select(Notification).where(Notification.kind == kind)
-                             .order_by(Notification.user_id)).all())
+                             .order_by(col(Notification.user_id))).all())
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_dispute_tells_every_manager_and_escalating_it_marks_it_read(engine, s
         _answer(s, settings, people["ann"], "same")
         assert _told(s, events.DISPUTE_WAITING) == []  # one verdict decides nothing
         _answer(s, settings, people["bob"], "cannot_tell")
-        assert s.get(Candidate, cand.id).status == "disputed"
+        assert s.get_one(Candidate, cand.id).status == "disputed"
         told = _told(s, events.DISPUTE_WAITING)
         assert [(n.user_id, n.object_type, n.object_id, n.read_at) for n in told] == [
             (people["boss"].id, "candidate", cand.id, None), (people["chief"].id, "candidate", cand.id, None)]
@@ -118,12 +118,14 @@ def test_matching_failed_for_good_tells_managers_and_the_officer_and_a_retry_rea
         s.commit()
         # A failure with a retry left tells nobody.
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
+        assert claimed is not None
         jobs.fail(s, claimed.id, "w", "RuntimeError: first", on_give_up=_give_up(s, settings))
         s.commit()
         assert _told(s, events.JOB_FAILED) == []
-        s.get(Job, job.id).run_after = claimed.started_at
+        s.get_one(Job, job.id).run_after = claimed.started_at
         s.commit()
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
+        assert claimed is not None
         jobs.fail(s, claimed.id, "w", "RuntimeError: second", on_give_up=_give_up(s, settings))
         s.commit()
         told = _told(s, events.JOB_FAILED)
@@ -149,7 +151,7 @@ def test_an_import_that_fails_for_good_tells_who_started_it(engine, settings, pe
         assert [(n.user_id, n.object_type, n.object_id) for n in told] == [
             (people["chief"].id, "watchlist_import", row.id)]
         assert "wanted.zip" in told[0].message and "RuntimeError: boom" in told[0].message
-        assert told[0].read_at is None and s.get(Job, job.id).status == "failed"
+        assert told[0].read_at is None and s.get_one(Job, job.id).status == "failed"
 
 
 def test_a_webhook_job_that_fails_tells_nobody(engine, settings, people) -> None:
@@ -160,7 +162,7 @@ def test_a_webhook_job_that_fails_tells_nobody(engine, settings, people) -> None
 
 def test_reinstating_a_recognizer_reads_the_suspension_alerts(engine, settings, people) -> None:
     with Session(engine, expire_on_commit=False) as s:
-        ann = s.get(User, people["ann"].id)
+        ann = s.get_one(User, people["ann"].id)
         qualification.suspend(s, ann, "three wrong known-answer verdicts")
         s.commit()
         told = _told(s, events.RECOGNIZER_SUSPENDED)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.factories import image_store, make_candidate
 from triage import flags, review
@@ -58,7 +58,7 @@ def test_the_flags_list_takes_a_fixed_number_of_queries(session, settings, user_
     assert (few, many) == (2, 20)
     assert many_queries == few_queries
     # And the batch answers what one flag's evidence answers.
-    one = session.exec(select(Flag).order_by(Flag.id)).first()
+    one = session.exec(select(Flag).order_by(col(Flag.id))).first()
     assert one is not None
     single, batch = flags.evidence(session, one), flags.evidence_many(session, [one])[0]
     assert [v.reviewer for v in single.verdicts] == [v.reviewer for v in batch.verdicts] != []

@@ -7,7 +7,7 @@ import datetime as dt
 import io
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tests.factories import image_store, make_candidate, make_subject
 from triage import clock, metrics, review
@@ -71,7 +71,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         session.commit()
         for user, verdict in ((c, ka.known_truth), (d, "cannot_tell")):
             slot = next(s for s in session.exec(select(ReviewSlot).where(
-                ReviewSlot.candidate_id == ka.id, ReviewSlot.reviewer_id.is_(None))).all())
+                ReviewSlot.candidate_id == ka.id, col(ReviewSlot.reviewer_id).is_(None))).all())
             slot.reviewer_id = user.id
             slot.lease_expires_at = clock.utcnow() + dt.timedelta(minutes=5)
             session.add(slot)
@@ -165,6 +165,7 @@ def test_rounds_are_counted_on_their_own_and_voided_verdicts_left_out(session, s
     _answer(session, settings, c, "same")
     _answer(session, settings, d, "same")           # round 2 of cand, on its own: flagged
     t = review.next_task(session, e, settings)      # e answers 'other' and is then suspended
+    assert t is not None
     assert t.candidate.id == other.id
     review.submit_verdict(session, e, t.slot_id, "same")
     qualification.suspend(session, e, reason="test")

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import USE_POSTGRES, add_user
 from triage import audit
@@ -52,7 +52,7 @@ def test_a_read_first_transaction_that_writes_keeps_the_audit_chain(engine: Engi
     with Session(engine) as s:
         result = audit.verify(s)
         assert result.ok, result
-        assert [e.action for e in s.exec(select(AuditEntry).order_by(AuditEntry.id))] == ["other.append",
+        assert [e.action for e in s.exec(select(AuditEntry).order_by(col(AuditEntry.id)))] == ["other.append",
                                                                                            "reader.append"]
 
 

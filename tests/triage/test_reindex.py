@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import make_settings, require_faces
@@ -160,7 +160,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
         assert gallery_model(s).dim == 1024
         per_photo = s.exec(select(ReferenceEmbedding.reference_photo_id, func.count())
                            .where(ReferenceEmbedding.model_id == new_id)
-                           .group_by(ReferenceEmbedding.reference_photo_id)).all()
+                           .group_by(col(ReferenceEmbedding.reference_photo_id))).all()
         switches = s.exec(select(AuditEntry).where(AuditEntry.action == "gallery.switch_model")).all()
     assert sorted(p for p, _ in per_photo) == sorted(world.photo_ids()) and {n for _, n in per_photo} == {1}
     assert len(world.rows(dlib_id)) == 9, "the old model's rows are kept"

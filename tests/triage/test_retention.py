@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from sqlalchemy import Engine, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import add_user
@@ -136,7 +136,7 @@ def test_sweep_deletes_old_unflagged_sightings_with_their_images(engine: Engine,
         for sha in flagged_shas + fresh_shas:
             assert s.get(StoredImage, sha) is not None and store.exists(sha)
         sweeps = s.exec(select(AuditEntry).where(AuditEntry.action == "retention.sweep")
-                        .order_by(AuditEntry.id)).all()
+                        .order_by(col(AuditEntry.id))).all()
         assert len(sweeps) == 2  # batches of two
         assert sorted(sum((e.detail["sightings"] for e in sweeps), [])) == sorted(result.sighting_ids)
         assert sum(e.detail["images"] for e in sweeps) == len(result.images) == 8

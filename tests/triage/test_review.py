@@ -6,7 +6,7 @@ import datetime as dt
 import random
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tests.factories import FakeHit, image_store, make_candidate, make_probe, make_sighting, make_subject
 from triage import clock, review, watchlist
@@ -107,6 +107,7 @@ def test_same_person_never_gets_both_slots(session, store, settings, people):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     review.submit_verdict(session, a, t.slot_id, "same")
     assert review.next_task(session, a, settings) is None
 
@@ -116,7 +117,9 @@ def test_next_returns_the_lease_already_held(session, store, settings, people):
     _cand(session, store, settings, officer)
     _cand(session, store, settings, officer)
     t1 = review.next_task(session, a, settings)
+    assert t1 is not None
     t2 = review.next_task(session, a, settings)
+    assert t2 is not None
     assert t1.slot_id == t2.slot_id and t2.resumed
 
 
@@ -133,6 +136,7 @@ def test_expired_lease_refuses_verdict_and_returns_slot(session, store, settings
     _cand(session, store, settings, officer)
     with clock.frozen() as c:
         t = review.next_task(session, a, settings)
+        assert t is not None
         c.advance(seconds=settings.lease_seconds + 1)
         with pytest.raises(ReviewError) as err:
             review.submit_verdict(session, a, t.slot_id, "same")
@@ -152,11 +156,13 @@ def test_expired_lease_taken_by_another_then_late_verdict_refused(session, store
     _cand(session, store, settings, officer)
     with clock.frozen() as c:
         ta = review.next_task(session, a, settings)
+        assert ta is not None
         review.next_task(session, b, settings)
         c.advance(seconds=settings.lease_seconds + 1)
         assert review.expire_leases(session) == 2
         session.commit()
         tc = review.next_task(session, c_, settings)
+        assert tc is not None
         assert tc.slot_id == ta.slot_id
         with pytest.raises(ReviewError) as err:
             review.submit_verdict(session, a, ta.slot_id, "same")
@@ -169,6 +175,7 @@ def test_idempotent_verdict(session, store, settings, people):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     r1 = review.submit_verdict(session, a, t.slot_id, "different", idempotency_key="k-1")
     r2 = review.submit_verdict(session, a, t.slot_id, "different", idempotency_key="k-1")
     assert not r1.replayed and r2.replayed
@@ -189,6 +196,7 @@ def test_bad_verdict_changes_nothing(session, store, settings, people, bad):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     with pytest.raises(ReviewError) as err:
         review.submit_verdict(session, a, t.slot_id, bad)
     assert err.value.code == "invalid"
@@ -202,6 +210,7 @@ def test_someone_elses_slot_is_refused(session, store, settings, people):
     officer, _, (a, b, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     with pytest.raises(ReviewError) as err:
         review.submit_verdict(session, b, t.slot_id, "same")
     # Exactly the answer for a slot that does not exist, so ids reveal nothing...
@@ -228,6 +237,7 @@ def test_full_faces_only_after_reveal(session, store, settings, people):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     with pytest.raises(ReviewError):
         review.slot_image_sha(session, a, t.slot_id, "subject-face")
     review.reveal_full_faces(session, a, t.slot_id)
@@ -277,7 +287,7 @@ def test_each_round_decides_on_its_own(session, store, settings, people):
     session.expire_all()
     (flag,) = session.exec(select(Flag)).all()
     decide = session.exec(select(AuditEntry).where(AuditEntry.action == "candidate.decide")
-                          .order_by(AuditEntry.id.desc())).first()
+                          .order_by(col(AuditEntry.id).desc())).first()
     assert sorted(v[2] for v in decide.detail["verdicts"]) == sorted([c.id, d.id])
 
 
@@ -318,7 +328,7 @@ def test_at_most_three_rounds(session, store, settings, user_factory):
     assert row.status == "disputed" and row.current_round == review.MAX_ROUNDS
     assert len(session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()) == 6
     refusal = session.exec(select(AuditEntry).where(AuditEntry.action == "review.escalate")
-                           .order_by(AuditEntry.id.desc())).first()
+                           .order_by(col(AuditEntry.id).desc())).first()
     assert refusal.outcome == "denied"
     assert review.next_task(session, recs[6], settings) is None
 
@@ -341,6 +351,7 @@ def test_withdraw_for_subject_keeps_rows(session, store, settings, people):
     officer, manager, (a, b, *_) = people
     cand = _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     n = watchlist.withdraw_for_subject(session, cand.subject_id, manager)
     subject = session.get(Subject, cand.subject_id)
     subject.status = "withdrawn"
@@ -374,6 +385,7 @@ def test_priority_order(session, store, settings, people):
     with clock.frozen(now):
         for _ in range(4):
             t = review.next_task(session, a, settings)
+            assert t is not None
             order.append(t.candidate.id)
             review.submit_verdict(session, a, t.slot_id, "cannot_tell")
     assert order == [fresh_urgent_older.id, fresh_urgent.id, fresh_low.id, old_urgent.id]
@@ -392,13 +404,14 @@ def test_known_answer_tasks_served_at_share_and_never_flag(session, store, setti
     for _ in range(30):
         for user in (a, b):
             t = review.next_task(session, user, settings, rng=rng)
+            assert t is not None
             if t.candidate.is_known_answer:
                 known += 1
             # Careful recognizers: the truth on known-answer pairs (always 'same' would get them suspended).
             review.submit_verdict(session, user, t.slot_id, t.candidate.known_truth or "same")
     assert 15 <= known <= 45  # about half of 60
     session.expire_all()
-    ka = session.exec(select(Candidate).where(Candidate.known_truth.is_not(None))).all()
+    ka = session.exec(select(Candidate).where(col(Candidate.known_truth).is_not(None))).all()
     assert ka and all(c.status in {"open", "cleared"} for c in ka)
     assert all(c.known_truth in {"same", "different"} for c in ka)
     flags = session.exec(select(Flag)).all()
@@ -445,6 +458,7 @@ def test_closing_a_flag_as_arrested_closes_the_subject(session, store, settings,
     other = _cand(session, store, settings, officer, subject=session.get(Subject, cand.subject_id))
     for user in (a, b):
         t = review.next_task(session, user, settings)
+        assert t is not None
         assert t.candidate.id == cand.id
         review.submit_verdict(session, user, t.slot_id, "same")
     flag = session.exec(select(Flag)).one()
@@ -455,7 +469,7 @@ def test_closing_a_flag_as_arrested_closes_the_subject(session, store, settings,
     # The same subject's other candidate is withdrawn, not lost, and no longer served.
     assert session.get(Candidate, other.id).status == "withdrawn"
     assert review.next_task(session, c, settings) is None
-    actions = [e.action for e in session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()]
+    actions = [e.action for e in session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()]
     assert actions.index("flag.close") < actions.index("subject.close")
 
 
@@ -466,6 +480,7 @@ def test_closing_a_flag_as_not_located_leaves_the_subject_wanted(session, store,
     cand = _cand(session, store, settings, officer)
     for user in (a, b):
         t = review.next_task(session, user, settings)
+        assert t is not None
         review.submit_verdict(session, user, t.slot_id, "same")
     flag = session.exec(select(Flag)).one()
     flags.acknowledge(session, manager, flag.id)
@@ -498,4 +513,5 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
     # a has seen both: its pairs come from reference photos.
     for i in range(4):
         m = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
+        assert m is not None
         assert m.known_source_candidate_id is None and m.known_probe_photo_id is not None

@@ -19,7 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import USE_POSTGRES, add_user, make_settings
 from tests.factories import image_store, make_candidate, make_subject
@@ -150,8 +150,8 @@ class ReviewMachine(RuleBasedStateMachine):
         for sid, (uid, verdict) in self.accepted.items():
             if uid != user_id:
                 continue
-            slot = s.get(ReviewSlot, sid)
-            cand = s.get(Candidate, slot.candidate_id)
+            slot = s.get_one(ReviewSlot, sid)
+            cand = s.get_one(Candidate, slot.candidate_id)
             since = self.record_from.get(uid)
             if cand.known_truth is None or (since is not None and slot.verdict_at < since):
                 continue
@@ -160,7 +160,7 @@ class ReviewMachine(RuleBasedStateMachine):
         bar = self.settings.qualification_min_accuracy
         if any(n and qualification.wilson(k, n)[1] < bar for k, n in tally.values()):
             self.suspended.add(user_id)
-        user = s.get(User, user_id)
+        user = s.get_one(User, user_id)
         s.refresh(user)
         assert (user.qualification == "suspended") == (user_id in self.suspended)
 
@@ -170,6 +170,7 @@ class ReviewMachine(RuleBasedStateMachine):
         user = self.recs[i]
         slot_ids = sorted(self.session.exec(select(ReviewSlot.id)).all())
         slot_id = slot_ids[j % len(slot_ids)]
+        assert slot_id is not None
         if self.held.get(user.pk, (None,))[0] == slot_id or self.accepted.get(slot_id, (None,))[0] == user.id:
             return
         with pytest.raises(ReviewError):
@@ -199,9 +200,10 @@ class ReviewMachine(RuleBasedStateMachine):
     @rule(j=st.integers(0, 20))
     def escalate(self, j: int) -> None:
         s = self.session
-        ids = sorted(s.exec(select(Candidate.id).where(Candidate.known_truth.is_(None))).all())
+        ids = sorted(s.exec(select(Candidate.id).where(col(Candidate.known_truth).is_(None))).all())
         cid = ids[j % len(ids)]
-        cand = s.get(Candidate, cid)
+        assert cid is not None
+        cand = s.get_one(Candidate, cid)
         s.refresh(cand)
         eligible = len(review.eligible_recognizers(s, cand))
         should = cand.status == "disputed" and eligible >= 2 and cand.current_round < review.MAX_ROUNDS

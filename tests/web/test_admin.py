@@ -7,7 +7,7 @@ import io
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from triage.models import AuditEntry, Role, User
@@ -94,7 +94,7 @@ def test_admin_removes_a_lost_second_factor(client: TestClient, engine: Engine) 
     add_user(engine, "root", Role.admin)
     target = add_user(engine, "mona", Role.manager)
     with Session(engine) as s:
-        u = s.get(User, target.id)
+        u = s.get_one(User, target.id)
         u.totp_secret = "A" * 32
         s.add(u)
         s.commit()
@@ -111,7 +111,7 @@ def test_non_admins_are_refused_and_it_is_recorded(client: TestClient, engine: E
     assert r.status_code == 403
     with Session(engine) as s:
         assert s.exec(select(User).where(User.username == "sneaky")).first() is None
-        entry = s.exec(select(AuditEntry).where(AuditEntry.action == "access").order_by(AuditEntry.id)).all()[-1]
+        entry = s.exec(select(AuditEntry).where(AuditEntry.action == "access").order_by(col(AuditEntry.id))).all()[-1]
         assert entry.outcome == "denied" and entry.actor == "boss" and entry.detail["path"] == "/admin/users"
 
 
@@ -177,7 +177,7 @@ def test_admin_revokes_a_lost_phones_token(client: TestClient, engine: Engine) -
     olga = add_user(engine, "olga", Role.officer)
     ivan = add_user(engine, "ivan", Role.officer)
     with Session(engine) as s:
-        token, row = create_api_token(s, s.get(User, olga.id), "lost phone")
+        token, row = create_api_token(s, s.get_one(User, olga.id), "lost phone")
         s.commit()
         row_id = row.id
     login(client, "root")

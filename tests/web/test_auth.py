@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from triage.clock import frozen
@@ -32,7 +32,7 @@ def _post_login(client: TestClient, username: str, password: str = TEST_PASSWORD
 
 def _audit(engine: Engine, action: str) -> list[AuditEntry]:
     with Session(engine) as s:
-        return list(s.exec(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)))
+        return list(s.exec(select(AuditEntry).where(AuditEntry.action == action).order_by(col(AuditEntry.id))))
 
 
 def test_login_page_renders(client: TestClient) -> None:
@@ -161,7 +161,7 @@ def test_get_never_changes_state(client: TestClient, engine: Engine) -> None:
 
 def _force_password_change(engine: Engine, user_id: int) -> None:
     with Session(engine) as s:
-        u = s.get(User, user_id)
+        u = s.get_one(User, user_id)
         u.must_change_password = True
         s.add(u)
         s.commit()
@@ -266,7 +266,7 @@ def test_a_new_login_ends_the_session_the_browser_had(client: TestClient, engine
     assert _post_login(client, "ivan").status_code == 303
     assert client.get("/").context["user"].username == "ivan"
     with Session(engine) as s:
-        sessions = s.exec(select(WebSession).order_by(WebSession.id)).all()
+        sessions = s.exec(select(WebSession).order_by(col(WebSession.id))).all()
         assert sessions[0].revoked_at is not None and sessions[1].revoked_at is None
     client.cookies.set("miatari_session", old_cookie)
     assert client.get("/", follow_redirects=False).status_code == 303

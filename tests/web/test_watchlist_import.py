@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import add_user, login
@@ -100,7 +100,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
     assert r.status_code == 303 and r.headers["location"] == url
     assert client.post(url + "/confirm").status_code == 409  # once only
     with Session(engine) as s:
-        assert s.get(WatchlistImport, import_id).status == "queued"
+        assert s.get_one(WatchlistImport, import_id).status == "queued"
         job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
     page = client.get(url)
     assert page.status_code == 200 and "Waiting for a worker" in page.text
@@ -215,7 +215,7 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
     client.post(url2 + "/confirm")
     _run_job(client, engine, int(url2.rsplit("/", 1)[1]), face_pipeline)
     with Session(engine) as s:
-        subjects = s.exec(select(Subject).order_by(Subject.id)).all()
+        subjects = s.exec(select(Subject).order_by(col(Subject.id))).all()
         assert [x.name for x in subjects] == ["001", "001"] and subjects[0].id == wanted.id
         counts = [len(s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == x.id)).all()) for x in subjects]
         assert counts == [1, 1]  # the earlier subject keeps only its own photo
@@ -231,7 +231,7 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
     _run_job(client, engine, int(url3.rsplit("/", 1)[1]), face_pipeline)
     with Session(engine) as s:
         assert len(s.exec(select(Subject)).all()) == 2
-        row = s.get(WatchlistImport, int(url3.rsplit("/", 1)[1]))
+        row = s.get_one(WatchlistImport, int(url3.rsplit("/", 1)[1]))
         assert row.summary["subjects_created"] == 0 and row.summary["photos_already_enrolled"] == 1
 
 
@@ -245,7 +245,7 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
     import_id = int(url.rsplit("/", 1)[1])
     settings = client.app.state.settings
     with Session(engine) as s:
-        row = s.get(WatchlistImport, import_id)
+        row = s.get_one(WatchlistImport, import_id)
     # An earlier, interrupted run of this same import enrolled its first subject.
     plan = bulk_import.plan_of(settings, row)
     watchlist.run_import(engine, client.app.state.store, settings, plan[:1],
@@ -255,7 +255,7 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
     client.post(url + "/confirm")
     _run_job(client, engine, import_id, face_pipeline)
     with Session(engine) as s:
-        row = s.get(WatchlistImport, import_id)
+        row = s.get_one(WatchlistImport, import_id)
         assert row.summary["subjects_created"] == 1 and row.summary["photos_already_enrolled"] == 1
         assert sorted(x.name for x in s.exec(select(Subject)).all()) == ["astronaut", "hopper"]
         assert len(s.exec(select(ReferencePhoto)).all()) == 2
