@@ -10,7 +10,6 @@ from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
 from webcommon.errors import status_for
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
@@ -31,7 +30,6 @@ def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: Current
 
 
 @router.get("")
-@releases_session
 def read_flags(request: Request, session: SessionDep, user: CurrentUser, status: str = "") -> Response:
     """The flags you may see, newest first."""
     rows = flags.visible_flags(session, user, status or None)
@@ -40,14 +38,12 @@ def read_flags(request: Request, session: SessionDep, user: CurrentUser, status:
 
 
 @router.get("/{flag_id}")
-@releases_session
 def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> Response:
     """One flag with its evidence."""
     return _flag_page(request, session, flag_id, user)
 
 
 @router.post("/{flag_id}/acknowledge")
-@releases_session
 def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> Response:
     """Acknowledge a raised flag."""
     try:
@@ -61,7 +57,6 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
 
 
 @router.post("/{flag_id}/close")
-@releases_session
 def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser,
                       reason: str = Form(""), note: str = Form("")) -> Response:
     """Close an acknowledged flag with its reason."""
@@ -76,7 +71,6 @@ def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: 
 
 
 @router.post("/{flag_id}/report")
-@releases_session
 def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser,
                        outcome: str = Form(""), note: str = Form("")) -> Response:
     """The sighting's officer reports what happened and proposes an outcome; the managers are told."""

@@ -17,7 +17,6 @@ from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
 from webcommon.errors import status_for
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -34,7 +33,6 @@ def _queue_page(request: Request, session: SessionDep, settings: SettingsDep, us
 
 
 @router.get("")
-@releases_session
 def read_queue(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser,
                recorded: int = 0) -> Response:
     """The recognizer's queue page with the Next button."""
@@ -43,7 +41,6 @@ def read_queue(request: Request, session: SessionDep, settings: SettingsDep, use
 
 
 @router.post("/next")
-@releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> Response:
     """Lease the next task and open it."""
     try:
@@ -70,7 +67,6 @@ def _task_page(request: Request, task: review.Task, messages: list[dict[str, str
 
 
 @router.get("/slots/{slot_id}")
-@releases_session
 def read_task(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
               user: RecognizerUser) -> Response:
     """One task you hold: the two eye crops side by side."""
@@ -83,7 +79,6 @@ def read_task(request: Request, slot_id: Id, session: SessionDep, settings: Sett
 
 
 @router.post("/slots/{slot_id}/reveal")
-@releases_session
 def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                   user: RecognizerUser) -> Response:
     """Reveal the full faces (recorded with your verdict)."""
@@ -96,7 +91,6 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: 
 
 
 @router.post("/slots/{slot_id}/verdict")
-@releases_session
 def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                    user: RecognizerUser, verdict: str = Form(""), note: str = Form(""),
                    idempotency_key: str = Form("")) -> Response:

@@ -22,8 +22,8 @@ from webcommon.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
-    audit_refusal,
     client_ip,
+    refusal,
 )
 from webcommon.errors import status_for
 from webcommon.uploads import photo_uploads
@@ -40,8 +40,8 @@ def _wants_json(request: Request) -> bool:
 
 def _require_viewer(request: Request, user: User) -> None:
     if not user.has_role(Role.officer, Role.manager):
-        audit_refusal(request, "access", user, {"needs": ["officer", "manager"]})
-        raise Forbidden("This needs the role officer or manager.")
+        raise Forbidden("This needs the role officer or manager.").recorded_as(
+            refusal(request, "access", user, {"needs": ["officer", "manager"]}))
 
 
 def _get(session: Any, user: User, sighting_id: Id) -> Sighting:
