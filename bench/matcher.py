@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -435,10 +436,12 @@ class RawDlib:
         return len(dets)
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    fn()  # warm
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeat: int) -> tuple[float, T]:
+    out = fn()  # warm
     times = []
-    out = None
     for _ in range(repeat):
         t = time.perf_counter()
         out = fn()
@@ -632,9 +635,9 @@ def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, 
     raw = RawDlib()
     for n_faces in (1, 5):
         data = synth_12mp(sample_faces(distractors, n_faces), seed=n_faces)
-        t_raw, n_raw = timed(lambda data=data: raw.analyze(data), 3)
-        t_ours, faces = timed(lambda data=data: pipe.analyze(data), 3)
-        n_ours = len(faces)  # type: ignore[arg-type]
+        t_raw, n_raw = timed(partial(raw.analyze, data), 3)
+        t_ours, faces = timed(partial(pipe.analyze, data), 3)
+        n_ours = len(faces)
         rows.append(
             (
                 f"12 MP photo, {n_faces} face{'s' if n_faces > 1 else ''}",

@@ -44,6 +44,7 @@ from triage.models import (
     StoredImage,
     Subject,
     User,
+    table_of,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +55,12 @@ RECOGNIZERS = 40
 
 def _template(obj: SQLModel) -> dict[str, Any]:
     """A row of defaults for a Core bulk insert (the model's Python-side defaults filled in)."""
-    return {c.name: getattr(obj, c.name) for c in obj.__table__.columns if c.name != "id"}  # type: ignore[attr-defined]
+    return {c.name: getattr(obj, c.name) for c in table_of(type(obj)).columns if c.name != "id"}
 
 
 def _bulk(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
     for i in range(0, len(rows), CHUNK):
-        session.execute(insert(model.__table__), rows[i:i + CHUNK])  # type: ignore[attr-defined]
+        session.execute(insert(table_of(model)), rows[i:i + CHUNK])
 
 
 def _fixtures(session: Session, rng: random.Random,
@@ -78,13 +79,12 @@ def _fixtures(session: Session, rng: random.Random,
             for s in subjects]
     session.add_all(refs)
     session.flush()
-    return ([p.id for p in people], officer.id, [s.id for s in subjects],  # type: ignore[misc]
-            [r.id for r in refs], sha)  # type: ignore[misc]
+    return [p.pk for p in people], officer.pk, [s.pk for s in subjects], [r.pk for r in refs], sha
 
 
 def _last_id(session: Session, model: type[SQLModel], n: int) -> int:
     """The first id of the ``n`` rows just bulk inserted."""
-    table = model.__table__  # type: ignore[attr-defined]
+    table = table_of(model)
     return int(session.execute(select(func.max(table.c.id))).scalar_one()) - n + 1
 
 

@@ -136,7 +136,7 @@ class GalleryIndex:
     def add_many(
         self,
         items: Iterable[tuple[int, int, np.ndarray]] | Sequence[int],
-        reference_photo_ids: Sequence[int] | None = None,
+        reference_photo_ids: Sequence[int] | np.ndarray | None = None,
         embeddings: np.ndarray | None = None,
         *,
         model_id: str | None = None,

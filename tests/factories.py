@@ -29,6 +29,7 @@ from triage.models import (
     SightingPhoto,
     Subject,
     SubjectStatus,
+    table_of,
 )
 from triage.storage import ImageStore, store_image
 
@@ -103,7 +104,7 @@ def make_sighting(session: Session, store: ImageStore, uploaded_by: int, *,
 
 
 def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_index: int = 0) -> Probe:
-    photo = session.exec(SightingPhoto.__table__.select().where(  # type: ignore[attr-defined]
+    photo = session.exec(table_of(SightingPhoto).select().where(
         SightingPhoto.sighting_id == sighting.id)).first()
     model_id, embedding = _embedding_of(session)
     probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.id, face_index=face_index,
@@ -130,7 +131,7 @@ def make_candidate(session: Session, store: ImageStore, settings: Settings, uplo
                    priority: int = 3) -> Candidate:
     """A sighting with one probe, matched to one subject: one candidate with two open slots."""
     subject = subject or make_subject(session, store, priority=priority)
-    photo = session.exec(ReferencePhoto.__table__.select().where(  # type: ignore[attr-defined]
+    photo = session.exec(table_of(ReferencePhoto).select().where(
         ReferencePhoto.subject_id == subject.id)).first()
     sighting = make_sighting(session, store, uploaded_by, observed_at=observed_at)
     probe = make_probe(session, store, sighting)

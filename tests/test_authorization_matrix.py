@@ -299,7 +299,7 @@ def build_world(engine: Engine, app: Any) -> World:
         s.flush()
         s.add(ReferenceEmbedding(reference_photo_id=ref.pk, model_id=active_model_id(s), dim=2,
                                  embedding=b"\0" * 8))
-        sighting = Sighting(uploaded_by=officer.id, observed_at=dt.datetime.now(dt.UTC), status="matched")
+        sighting = Sighting(uploaded_by=officer.pk, observed_at=dt.datetime.now(dt.UTC), status="matched")
         s.add(sighting)
         s.flush()
         photo = SightingPhoto(sighting_id=sighting.pk, position=0,
@@ -333,9 +333,9 @@ def build_world(engine: Engine, app: Any) -> World:
         s.add(flag)
         _, token = create_api_token(s, officer, "officer A's phone (a record)")
         _, target_token = create_api_token(s, s.get_one(User, target.id), "the target account's phone")
-        note = notifications.notify(s, officer.id, "flag", "A flag was raised on your sighting", flag_id=None)
+        note = notifications.notify(s, officer.pk, "flag", "A flag was raised on your sighting", flag_id=None)
         manager = s.get_one(User, w.users["mgr"].id)
-        imp = WatchlistImport(created_by=manager.id, filename="mugshots.zip", archive_sha256="0" * 64,
+        imp = WatchlistImport(created_by=manager.pk, filename="mugshots.zip", archive_sha256="0" * 64,
                               status="done", photos_total=3, photos_done=3)
         s.add(imp)
         s.commit()

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import JSON as SAJSON
 from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint, text, true
+from sqlalchemy import Table as SATable
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, SQLModel
 
 from triage.clock import utcnow
@@ -37,6 +39,14 @@ class Table(SQLModel):
         if self.id is None:
             raise ValueError(f"{type(self).__name__} has no id before it is flushed")
         return self.id
+
+
+def table_of(model: type[SQLModel]) -> SATable:
+    """The table behind a table model (SQLModel sets ``__table__`` without declaring it to type checkers)."""
+    table = sa_inspect(model).local_table
+    if not isinstance(table, SATable):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
 
 
 # Roles and states

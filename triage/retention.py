@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, delete, exists, insert, literal, or_
+from sqlalchemy import select as core_select
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.sqltypes import UTCDateTime
 
@@ -49,6 +50,7 @@ from triage.models import (
     SightingPhoto,
     SightingStatus,
     StoredImage,
+    table_of,
 )
 from triage.services import Services
 from triage.storage import ImageStore
@@ -161,21 +163,21 @@ def _waiting(candidate: Candidate) -> bool:
 def _keep_for_metrics(session: Session, cand_ids: list[Any]) -> None:
     """Copy what the metrics read of these candidates (slots; outcomes of real ones) before they go."""
     stamp = literal(utcnow(), UTCDateTime())
-    slots = ReviewSlot.__table__.c  # type: ignore[attr-defined]
-    cands = Candidate.__table__.c  # type: ignore[attr-defined]
-    sightings = Sighting.__table__.c  # type: ignore[attr-defined]
+    slots = table_of(ReviewSlot).c
+    cands = table_of(Candidate).c
+    sightings = table_of(Sighting).c
     slot_columns = ("candidate_id", "round", "reviewer_id", "verdict", "verdict_at", "withdrawn", "voided_at")
-    session.execute(insert(MetricSlot.__table__).from_select(  # type: ignore[attr-defined]
+    session.execute(insert(table_of(MetricSlot)).from_select(
         [*slot_columns, "known_truth", "archived_at"],
-        select(*(slots[c] for c in slot_columns), cands.known_truth, stamp)
-        .select_from(ReviewSlot.__table__.join(Candidate.__table__, cands.id == slots.candidate_id))  # type: ignore[attr-defined]
+        core_select(*(slots[c] for c in slot_columns), cands.known_truth, stamp)
+        .select_from(table_of(ReviewSlot).join(table_of(Candidate), cands.id == slots.candidate_id))
         .where(slots.candidate_id.in_(cand_ids))))
     outcome_columns = ("status", "score", "current_round", "created_at", "decided_at")
-    session.execute(insert(MetricOutcome.__table__).from_select(  # type: ignore[attr-defined]
+    session.execute(insert(table_of(MetricOutcome)).from_select(
         ["candidate_id", *outcome_columns, "sighting_created_at", "archived_at"],
-        select(cands.id, *(cands[c] for c in outcome_columns), sightings.created_at,
+        core_select(cands.id, *(cands[c] for c in outcome_columns), sightings.created_at,
                stamp)
-        .select_from(Candidate.__table__.outerjoin(Sighting.__table__, sightings.id == cands.sighting_id))  # type: ignore[attr-defined]
+        .select_from(table_of(Candidate).outerjoin(table_of(Sighting), sightings.id == cands.sighting_id))
         .where(cands.id.in_(cand_ids), cands.known_truth.is_(None))))
 
 

@@ -137,9 +137,8 @@ def every_model_faces(models_home: Path, astronaut: np.ndarray, grace_hopper: np
     pipe = FacePipeline(models_home=models_home)
     img = Image.fromarray(astronaut)
     w, h = img.size
-    altered = ImageEnhance.Brightness(img.rotate(8, resample=Image.Resampling.BICUBIC).resize((w * 3 // 4, h * 3 // 4))).enhance(
-        0.8
-    )
+    rotated = img.rotate(8, resample=Image.Resampling.BICUBIC)
+    altered = ImageEnhance.Brightness(rotated.resize((w * 3 // 4, h * 3 // 4))).enhance(0.8)
     faces = {}
     for key, data in {
         "astronaut": encode(astronaut),

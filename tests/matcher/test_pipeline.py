@@ -32,7 +32,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def rotate(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    return np.asarray(Image.fromarray(rgb).rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128)))
+    turned = Image.fromarray(rgb).rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+    return np.asarray(turned)
 
 
 def test_face_fields(pipeline, astronaut_face: Face, astronaut: np.ndarray) -> None:

@@ -119,14 +119,14 @@ def test_matching_failed_for_good_tells_managers_and_the_officer_and_a_retry_rea
         # A failure with a retry left tells nobody.
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
         assert claimed is not None
-        jobs.fail(s, claimed.id, "w", "RuntimeError: first", on_give_up=_give_up(s, settings))
+        jobs.fail(s, claimed.pk, "w", "RuntimeError: first", on_give_up=_give_up(s, settings))
         s.commit()
         assert _told(s, events.JOB_FAILED) == []
         s.get_one(Job, job.id).run_after = claimed.started_at
         s.commit()
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
         assert claimed is not None
-        jobs.fail(s, claimed.id, "w", "RuntimeError: second", on_give_up=_give_up(s, settings))
+        jobs.fail(s, claimed.pk, "w", "RuntimeError: second", on_give_up=_give_up(s, settings))
         s.commit()
         told = _told(s, events.JOB_FAILED)
         assert {n.user_id for n in told} == {people[n].id for n in ("officer", "boss", "chief")}
@@ -170,6 +170,6 @@ def test_reinstating_a_recognizer_reads_the_suspension_alerts(engine, settings, 
             (people["boss"].id, "user", ann.id), (people["chief"].id, "user", ann.id)]
         hook = s.exec(select(WebhookDelivery)).one()
         assert hook.payload["path"] == "/recognizers" and "ann" not in str(hook.payload)
-        qualification.reinstate(s, people["boss"], ann.id)
+        qualification.reinstate(s, people["boss"], ann.pk)
         s.expire_all()
         assert all(n.read_at is not None for n in _told(s, events.RECOGNIZER_SUSPENDED))

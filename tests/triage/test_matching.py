@@ -148,7 +148,8 @@ def astronaut_face_crop(side: int) -> bytes:
     36 px gives about 8 px between the eyes, 90 px about 21 px."""
     img = astronaut()
     x, y, w, h = 178, 80, 91, 90  # the face the pipeline finds in the packaged photo
-    return png(img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2)).resize((side, side), Image.Resampling.LANCZOS))
+    face = img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2))
+    return png(face.resize((side, side), Image.Resampling.LANCZOS))
 
 
 def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(
