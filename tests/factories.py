@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from triage import review
 from triage.clock import utcnow
@@ -29,7 +30,6 @@ from triage.models import (
     SightingPhoto,
     Subject,
     SubjectStatus,
-    table_of,
 )
 from triage.storage import ImageStore, store_image
 
@@ -104,15 +104,25 @@ def make_sighting(session: Session, store: ImageStore, uploaded_by: int, *,
 
 
 def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_index: int = 0) -> Probe:
-    photo = session.exec(table_of(SightingPhoto).select().where(
-        SightingPhoto.sighting_id == sighting.id)).first()
+    photo = session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting.pk)).first()
+    assert photo is not None, "make_sighting stores a photo"
     model_id, embedding = _embedding_of(session)
-    probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.id, face_index=face_index,
+    probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=face_index,
                   embedding=embedding, model_id=model_id, eye_crop_sha256=store_png(session, store),
                   face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(probe)
     session.flush()
     return probe
+
+
+
+def stored_ids(values: Iterable[int | None]) -> list[int]:
+    """Ids read back from the database: a primary key is never NULL."""
+    out: list[int] = []
+    for v in values:
+        assert v is not None, "a stored row has an id"
+        out.append(v)
+    return out
 
 
 @dataclass
@@ -131,10 +141,10 @@ def make_candidate(session: Session, store: ImageStore, settings: Settings, uplo
                    priority: int = 3) -> Candidate:
     """A sighting with one probe, matched to one subject: one candidate with two open slots."""
     subject = subject or make_subject(session, store, priority=priority)
-    photo = session.exec(table_of(ReferencePhoto).select().where(
-        ReferencePhoto.subject_id == subject.id)).first()
+    photo = session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == subject.pk)).first()
+    assert photo is not None, "make_subject stores a reference photo"
     sighting = make_sighting(session, store, uploaded_by, observed_at=observed_at)
     probe = make_probe(session, store, sighting)
-    hits = [FakeHit(subject.id, photo.id, 1.0 - score, score, 1)]  # type: ignore[arg-type]
+    hits = [FakeHit(subject.pk, photo.pk, 1.0 - score, score, 1)]
     (candidate,) = review.create_candidates_for_probe(session, probe, hits, settings)
     return candidate

@@ -34,7 +34,7 @@ def _take_write_lock_briefly(engine: Any) -> None:
         other.dispose()
 
 
-def test_the_transaction_ends_before_a_slow_response_is_sent(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_transaction_ends_before_a_slow_response_is_sent(client) -> None:
     app, engine = client.app, client.app.state.engine
     sending, release = threading.Event(), threading.Event()
 
@@ -65,7 +65,7 @@ def test_the_transaction_ends_before_a_slow_response_is_sent(client) -> None:  #
     assert answer["r"].status_code == 200 and answer["r"].text == "done"
 
 
-def test_a_refusal_keeps_its_audit_entry_and_nothing_else(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_refusal_keeps_its_audit_entry_and_nothing_else(client) -> None:
     app, engine = client.app, client.app.state.engine
 
     def refused(session: SessionDep) -> None:
@@ -92,7 +92,7 @@ def test_a_refusal_keeps_its_audit_entry_and_nothing_else(client) -> None:  # ty
     assert audit.verify(Session(engine)).ok
 
 
-def test_a_read_takes_no_write_lock(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_read_takes_no_write_lock(client) -> None:
     app, engine = client.app, client.app.state.engine
     if engine.dialect.name != "sqlite":
         pytest.skip("the write lock is SQLite's")

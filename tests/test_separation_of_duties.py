@@ -73,7 +73,8 @@ def test_admin_pages_refuse_mixed_roles_at_creation_and_edit(client: TestClient,
         assert _user(engine, "mixed") is None
     r = client.post(f"/admin/users/{ann.id}/roles", data={"roles": ["recognizer", "manager"]})
     assert r.status_code == 409 and "Separation of duties" in r.text
-    assert _user(engine, "ann").roles == "recognizer"
+    ann = _user(engine, "ann")
+    assert ann is not None and ann.roles == "recognizer"
     assert len(_denied(engine, "user.create")) == 3 and len(_denied(engine, "user.set_roles")) == 1
 
 
@@ -87,7 +88,8 @@ def test_api_refuses_mixed_roles_at_creation_and_edit(client: TestClient, engine
         assert r.status_code == 422 and "Separation of duties" in r.json()["detail"]
     r = client.patch(f"/api/users/{boss.id}", json={"roles": ["manager", "recognizer"]}, headers=headers)
     assert r.status_code == 409 and "Separation of duties" in r.json()["detail"]
-    assert _user(engine, "mixed") is None and _user(engine, "boss").roles == "manager"
+    boss = _user(engine, "boss")
+    assert _user(engine, "mixed") is None and boss is not None and boss.roles == "manager"
     assert _denied(engine, "user.create") and _denied(engine, "user.update")
 
 
@@ -184,7 +186,9 @@ def test_the_escalating_manager_is_never_served_the_new_round(make_client: objec
     assert boss.post(f"/api/review/candidates/{cand.id}/escalate").status_code == 200
     # Later the manager is made a recognizer: the round they created is still not theirs.
     admin = as_user("root")
-    boss_id = _user(engine, "boss").id
+    boss = _user(engine, "boss")
+    assert boss is not None
+    boss_id = boss.pk
     assert admin.post(f"/admin/users/{boss_id}/roles", data={"roles": ["recognizer"]},
                       follow_redirects=False).status_code == 303
     assert boss.post("/api/review/next").json() == {"task": None}

@@ -617,7 +617,7 @@ class AuditEntry(Table, table=True):
     object_type: str = Field(default="", max_length=40)
     object_id: str = Field(default="", max_length=64)
     outcome: str = Field(default=AuditOutcome.ok.value, max_length=16)
-    detail: dict[str, object] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
     ip: str = Field(default="", max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, unique=True)

@@ -52,6 +52,7 @@ def test_login_and_upload_log_one_json_line_per_request_and_nothing_secret(make_
     client = make_client()
     add_user(engine, "officer1", Role.officer)
     csrf = login(client, "officer1")
+    assert csrf is not None
     photo = jpeg((200, 150))
     r = client.post("/api/sightings", files=[("photos", ("a.jpg", photo, "image/jpeg"))],
                     data={"location_text": "Umeda"}, headers={"X-Request-ID": "scan-42.a"})

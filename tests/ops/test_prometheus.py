@@ -124,6 +124,7 @@ def test_series_equal_the_database_after_a_session(make_client, engine, settings
         pairs = [review.create_known_answer_task(s, settings, rng) for _ in range(4)]
         assert all(pairs)
         for cand in pairs:
+            assert cand is not None and cand.known_truth is not None
             slots = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)
                            .order_by(col(ReviewSlot.slot_no))).all()
             other = "different" if cand.known_truth == "same" else "same"
@@ -195,7 +196,11 @@ def test_series_equal_the_database_after_a_session(make_client, engine, settings
     decided = [c for c in cands.values() if c.known_truth is None and c.status in ("flagged", "cleared", "disputed")]
     assert m[("miatari_matched_to_outcome_seconds_count", ())] == len(decided) == 2
     by_id = {x.id: x for x in sightings}
-    total = sum((c.decided_at - by_id[c.sighting_id].matched_at).total_seconds() for c in decided)
+    total = 0.0
+    for c in decided:
+        matched_at = by_id[c.sighting_id].matched_at
+        assert c.decided_at is not None and matched_at is not None
+        total += (c.decided_at - matched_at).total_seconds()
     assert m[("miatari_matched_to_outcome_seconds_sum", ())] == pytest.approx(total, abs=0.01)
     # Cumulative buckets: both outcomes came within the hour of their sighting's matching.
     assert m[("miatari_matched_to_outcome_seconds_bucket", (("le", "3600.0"),))] == 2

@@ -87,7 +87,9 @@ def test_acknowledging_a_flag_reads_the_managers_alerts_not_the_officers(engine,
         assert {n.user_id for n in told} == {people[n].id for n in ("officer", "boss", "chief")}
         assert {(n.object_type, n.object_id) for n in told} == {("flag", told[0].flag_id)}
         assert len(s.exec(select(WebhookDelivery).where(WebhookDelivery.event == events.FLAG_RAISED)).all()) == 1
-        flags.acknowledge(s, people["chief"], told[0].flag_id)
+        flag_id = told[0].flag_id
+        assert flag_id is not None
+        flags.acknowledge(s, people["chief"], flag_id)
         s.expire_all()
         read = {n.user_id: n.read_at is not None for n in _told(s, events.FLAG_RAISED)}
         assert read == {people["officer"].id: False, people["boss"].id: True, people["chief"].id: True}
@@ -95,7 +97,7 @@ def test_acknowledging_a_flag_reads_the_managers_alerts_not_the_officers(engine,
 
 def _give_up(session: Session, settings) -> jobs.GiveUp:
     """What the worker runs when a job fails for good (the kinds' ``on_failed`` from the worker's list)."""
-    return give_up_hook(Services(session.get_bind(), settings, image_store(settings)), worker_registry())
+    return give_up_hook(Services(session.get_bind().engine, settings, image_store(settings)), worker_registry())
 
 
 def _fail_for_good(session: Session, settings, kind: str, ref_id: int) -> Job:
@@ -113,6 +115,7 @@ def test_matching_failed_for_good_tells_managers_and_the_officer_and_a_retry_rea
     store = image_store(settings)
     with Session(engine, expire_on_commit=False) as s:
         cand = make_candidate(s, store, settings, people["officer"].id)
+        assert cand.sighting_id is not None
         s.commit()
         job = jobs.enqueue(s, MATCH_JOB, cand.sighting_id, max_attempts=2)
         s.commit()
@@ -122,6 +125,7 @@ def test_matching_failed_for_good_tells_managers_and_the_officer_and_a_retry_rea
         jobs.fail(s, claimed.pk, "w", "RuntimeError: first", on_give_up=_give_up(s, settings))
         s.commit()
         assert _told(s, events.JOB_FAILED) == []
+        assert claimed.started_at is not None
         s.get_one(Job, job.id).run_after = claimed.started_at
         s.commit()
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))

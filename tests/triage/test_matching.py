@@ -57,8 +57,7 @@ def astronaut_altered_jpeg() -> bytes:
 def grace_hopper_jpeg() -> bytes:
     from matplotlib import cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        return fh.read()
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
 
 
 def blank_png() -> bytes:

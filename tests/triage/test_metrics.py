@@ -68,6 +68,7 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         # A known-answer pair answered by c and d.
         make_subject(session, store, photos=2)
         ka = review.create_known_answer_task(session, settings, avoid_seen_by=None)
+        assert ka is not None and ka.known_truth is not None
         session.commit()
         for user, verdict in ((c, ka.known_truth), (d, "cannot_tell")):
             slot = next(s for s in session.exec(select(ReviewSlot).where(

@@ -20,8 +20,9 @@ from triage.models import Candidate, CandidateStatus, Flag, MetricOutcome, Metri
 from triage.storage import ImageStore
 
 NOW = dt.datetime(2026, 6, 30, 15, 20, tzinfo=dt.UTC)
-WINDOWS = ({}, {"days": "7"}, {"days": "30"}, {"days": "90"}, {"since": "2026-03-01", "until": "2026-04-15"},
-           {"since": "2026-06-01"}, {"until": "2026-02-28"})
+WINDOWS: tuple[dict[str, str], ...] = ({}, {"days": "7"}, {"days": "30"}, {"days": "90"},
+                                       {"since": "2026-03-01", "until": "2026-04-15"},
+                                       {"since": "2026-06-01"}, {"until": "2026-02-28"})
 
 
 def _plain(m: metrics.Metrics, *, new_figures: bool = True) -> dict[str, Any]:
@@ -134,8 +135,8 @@ def test_a_waiting_dispute_is_kept_and_a_settled_one_goes(engine: Engine, settin
             c.decided_at = NOW - dt.timedelta(days=59)
             session.add(c)
         session.commit()
-        waiting_ids = sorted(c.id for c in cands if c.current_round == 1)
-        settled_ids = sorted(c.id for c in cands if c.current_round == 3)
+        waiting_ids = sorted(c.pk for c in cands if c.current_round == 1)
+        settled_ids = sorted(c.pk for c in cands if c.current_round == 3)
     with clock.frozen(NOW):
         retention.run(engine, settings, ImageStore(settings.images_dir))
     with Session(engine) as session:

@@ -120,15 +120,15 @@ def test_0006_reevaluates_every_candidate_under_one_rule_per_round(
     upgrade(db_url)
 
     with engine.connect() as conn:
-        status = dict(conn.execute(text("SELECT id, status FROM candidate")).all())
+        status_of = dict(conn.execute(text("SELECT id, status FROM candidate")).all())
         flags = {r.candidate_id: r for r in conn.execute(text(
             "SELECT id, candidate_id, status, close_reason, close_note FROM flag"))}
         notes = conn.execute(text("SELECT user_id, kind, flag_id FROM notification")).all()
         redecided = conn.execute(text("SELECT object_id FROM audit_entry WHERE action='candidate.redecide'")
                                  ).scalars().all()
-    assert status[ids[0]] == "disputed" and status[ids[1]] == "flagged"
-    assert status[ids[2]] == "cleared" and status[ids[3]] == "disputed" and status[ids[4]] == "flagged"
-    assert status[ka_id] == "withdrawn"  # the old known-answer pair could be told from real tasks
+    assert status_of[ids[0]] == "disputed" and status_of[ids[1]] == "flagged"
+    assert status_of[ids[2]] == "cleared" and status_of[ids[3]] == "disputed" and status_of[ids[4]] == "flagged"
+    assert status_of[ka_id] == "withdrawn"  # the old known-answer pair could be told from real tasks
     assert sorted(redecided) == sorted(str(i) for i in (ids[0], ids[1], ids[3]))
     # The pooled flag is kept, closed as withdrawn with the reason; the round-2 agreement now has its flag.
     kept = flags[ids[0]]

@@ -54,7 +54,7 @@ class World:
                                  face_chip_sha256=store_image(s, store, b"ref-chip", "image/png"))
             s.add(ref)
             s.commit()
-            self.subject_id, self.ref_id = subject.id, ref.id
+            self.subject_id, self.ref_id = subject.pk, ref.pk
 
     def sighting(self, tag: str, *, status: CandidateStatus | None = CandidateStatus.cleared,
                  flag: bool = False, share_image: bool = False, rounds: int = 1) -> tuple[int, list[str]]:
@@ -217,7 +217,7 @@ def test_known_answer_renditions_made_from_a_swept_sighting_go_with_it(engine: E
         clock.advance(days=settings.retention_days_unflagged + 1)
         retention.run(engine, settings, store)
     with Session(engine) as s:
-        pair = s.get(Candidate, pair_id)
+        pair = s.get_one(Candidate, pair_id)
         assert pair.status == "withdrawn" and pair.known_probe_eyes_sha256 is None
         slots = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == pair_id)).all()
         assert sorted((x.verdict or "", x.withdrawn) for x in slots) == [("", True), ("different", False)]

@@ -148,7 +148,8 @@ def test_expired_lease_refuses_verdict_and_returns_slot(session, store, settings
         denied = session.exec(select(AuditEntry).where(AuditEntry.action == "review.verdict",
                                                        AuditEntry.outcome == "denied")).all()
         assert len(denied) == 1
-        assert review.next_task(session, b, settings).slot_id in {t.slot_id, t.slot_id + 1}
+        again = review.next_task(session, b, settings)
+        assert again is not None and again.slot_id in {t.slot_id, t.slot_id + 1}
 
 
 def test_expired_lease_taken_by_another_then_late_verdict_refused(session, store, settings, people):
@@ -500,16 +501,19 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
     _answer(session, settings, b, "different")
     make_subject(session, store, photos=2)
     session.commit()
-    made = [review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=c.id)
-            for i in range(8)]
+    made: list[Candidate] = []
+    for i in range(8):
+        pair = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=c.id)
+        assert pair is not None
+        made.append(pair)
     session.commit()
     sources = {m.known_source_candidate_id: m.known_truth for m in made}
     # c has seen neither case: every pair is made from one of them, with the truth its round settled.
     assert sources == {flagged.id: "same", cleared.id: "different"}
     for m in made:
-        probe = session.get(Probe, session.get(Candidate, m.known_source_candidate_id).probe_id)
+        probe = session.get_one(Probe, session.get_one(Candidate, m.known_source_candidate_id).probe_id)
         assert m.known_probe_eyes_sha256 not in {probe.eye_crop_sha256, probe.face_chip_sha256}
-        assert m.reference_photo_id == session.get(Candidate, m.known_source_candidate_id).reference_photo_id
+        assert m.reference_photo_id == session.get_one(Candidate, m.known_source_candidate_id).reference_photo_id
     # a has seen both: its pairs come from reference photos.
     for i in range(4):
         m = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)

@@ -22,7 +22,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from tests.conftest import USE_POSTGRES, add_user, make_settings
-from tests.factories import image_store, make_candidate, make_subject
+from tests.factories import image_store, make_candidate, make_subject, stored_ids
 from triage import clock, qualification, review
 from triage.db import make_engine
 from triage.models import AuditEntry, Candidate, Flag, ReviewSlot, Role, User
@@ -79,7 +79,7 @@ class ReviewMachine(RuleBasedStateMachine):
         self.session.commit()
 
     def _user(self, i: int) -> User:
-        user = self.session.get(User, self.recs[i].id)
+        user = self.session.get_one(User, self.recs[i].id)
         self.session.refresh(user)
         return user
 
@@ -153,6 +153,7 @@ class ReviewMachine(RuleBasedStateMachine):
             slot = s.get_one(ReviewSlot, sid)
             cand = s.get_one(Candidate, slot.candidate_id)
             since = self.record_from.get(uid)
+            assert slot.verdict_at is not None
             if cand.known_truth is None or (since is not None and slot.verdict_at < since):
                 continue
             tally[cand.known_truth][0] += int(verdict == cand.known_truth)
@@ -168,7 +169,7 @@ class ReviewMachine(RuleBasedStateMachine):
     def meddle(self, i: int, j: int, verdict: str) -> None:
         """A verdict on some slot the recognizer was never given is refused and changes nothing."""
         user = self.recs[i]
-        slot_ids = sorted(self.session.exec(select(ReviewSlot.id)).all())
+        slot_ids = sorted(stored_ids(self.session.exec(select(ReviewSlot.id)).all()))
         slot_id = slot_ids[j % len(slot_ids)]
         assert slot_id is not None
         if self.held.get(user.pk, (None,))[0] == slot_id or self.accepted.get(slot_id, (None,))[0] == user.id:
@@ -200,7 +201,7 @@ class ReviewMachine(RuleBasedStateMachine):
     @rule(j=st.integers(0, 20))
     def escalate(self, j: int) -> None:
         s = self.session
-        ids = sorted(s.exec(select(Candidate.id).where(col(Candidate.known_truth).is_(None))).all())
+        ids = sorted(stored_ids(s.exec(select(Candidate.id).where(col(Candidate.known_truth).is_(None))).all()))
         cid = ids[j % len(ids)]
         assert cid is not None
         cand = s.get_one(Candidate, cid)
@@ -243,13 +244,15 @@ class ReviewMachine(RuleBasedStateMachine):
                 if x.voided_at is not None:
                     author = users[x.reviewer_id]
                     assert x.verdict is not None and (author.qualification == "suspended"
-                                                      or author.qualification_since >= x.voided_at)
+                                                      or (author.qualification_since is not None
+                                                          and author.qualification_since >= x.voided_at))
             if cand.status == "open":
                 assert any(x.verdict is None for x in current)
             else:
                 assert all(x.verdict is not None for x in current)
                 # Each round decides on its own: the current round's two verdicts, nothing pooled.
-                expected = "cleared" if cand.is_known_answer else outcome_for(sorted(x.verdict for x in current)).value
+                verdicts = sorted(v for x in current if (v := x.verdict) is not None)
+                expected = "cleared" if cand.is_known_answer else outcome_for(verdicts).value
                 assert cand.status == expected
             # No flag without two 'same person' verdicts in one round by two distinct accounts; never on a known answer.
             if cand.id in flags:

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
+import httpx
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -24,7 +25,7 @@ def _login_form(client: TestClient) -> str:
 
 
 def _post_login(client: TestClient, username: str, password: str = TEST_PASSWORD, totp: str = "",
-                next_url: str = "/") -> object:
+                next_url: str = "/") -> httpx.Response:
     token = _login_form(client)
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token,
                                        "totp": totp, "next": next_url}, follow_redirects=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from sqlmodel import Session, select
 
@@ -39,7 +40,7 @@ def _take(client) -> int:
     return int(r.headers["location"].rsplit("/", 1)[1])
 
 
-def _verdict(client, slot_id: int, verdict: str, **extra) -> object:
+def _verdict(client, slot_id: int, verdict: str, **extra) -> httpx.Response:
     page = client.get(f"/review/slots/{slot_id}")
     key = page.context["idempotency_key"]
     return client.post(f"/review/slots/{slot_id}/verdict",
@@ -70,7 +71,7 @@ def test_task_page_shows_eye_crops_first_and_nothing_revealing(make_client, cand
         assert f'data-key="{key}"' in html
     # Blind: not the score, rank, distance, the other verdict, the subject, or a known-answer hint.
     with Session(engine) as s:
-        c = s.get(Candidate, cand.id)
+        c = s.get_one(Candidate, cand.id)
     for word in ("0.8765", "0.876", "0.88", "score", "rank", "distance", "known", "truth", c.subject_id and
                  f"/watchlist/{c.subject_id}", "CASE-"):
         assert str(word) not in html, word

@@ -42,8 +42,7 @@ def _faces_zip() -> bytes:
     from matplotlib import cbook
     from skimage import data
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        hopper = fh.read()
+    hopper = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
     return _zip({
         "wanted/astronaut/front.png": _png(Image.fromarray(data.astronaut())),
         "wanted/hopper/front.jpg": hopper,
@@ -205,8 +204,7 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
     with Session(engine) as s:
         (wanted,) = s.exec(select(Subject)).all()
     # Another unit's ZIP: its folder "001" is another person.
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        hopper = fh.read()
+    hopper = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
     second = _send(client, _zip({"001/front.jpg": hopper}), name="other-unit.zip")
     url2 = second.headers["location"]
     (planned,) = client.get(url2).context["preview"]
