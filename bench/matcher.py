@@ -104,6 +104,13 @@ class Embedded:
         return is_searchable_reference(q)
 
 
+def _vector(e: Embedded) -> np.ndarray:
+    """The face descriptor of a photo every member found a face in."""
+    if e.embedding is None:
+        raise ValueError("no face found in this photo")
+    return e.embedding
+
+
 @dataclass
 class CachedFace:
     """One photo's most prominent face as found by the pipeline: its quality and the
@@ -525,7 +532,7 @@ def descriptor_table(
                 if c.region is None:
                     out.append(Embedded(None))
                     continue
-                v = emb.combine([p[i].embedding[None, :] for p in parts])[0]  # type: ignore[index]
+                v = emb.combine([_vector(p[i])[None, :] for p in parts])[0]
                 out.append(Embedded(v, c.iod_px, c.yaw_deg, c.blur, c.det_score))
             vectors[name] = out
         elif name not in vectors:

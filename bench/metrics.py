@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,7 @@ def _per_query(engine: Engine, window: Any) -> list[tuple[str, float]]:
     out = []
     with Session(engine) as session:
         for name, step in steps:
-            out.append((name, _time(lambda step=step: step(session), repeat=3)))  # type: ignore[misc]
+            out.append((name, _time(partial(step, session), repeat=3)))
     return out
 
 
@@ -281,7 +282,7 @@ def _client(url: str, tmp: Path) -> Any:
     from miatari.app import create_app
     from triage.config import Settings
 
-    settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=url,  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=url,
                         secret_key="b" * 40, embedded_worker=False, metrics_cache_seconds=0.0,
                         models_dir=ROOT / "data" / "models")
     client = TestClient(create_app(settings, start_background=False), base_url="http://testserver")
@@ -318,11 +319,11 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
             window = metrics.parse_window(days="90")
             with Session(engine) as session:
                 results.append((f"{n // 1000}k", "SQL metrics.compute, 90 days",
-                                _time(lambda w=window: metrics.compute(session, w)), None))  # type: ignore[misc]
+                                _time(partial(metrics.compute, session, window)), None))
                 if label == "subset":
                     old = _old_compute()
                     results.append((f"{n // 1000}k", "previous Python implementation, 90 days",
-                                    _time(lambda f=old, w=window: f(session, w), repeat=3), None))  # type: ignore[misc]
+                                    _time(partial(old, session, window), repeat=3), None))
             if label == "full":
                 for name, ms in _per_query(engine, window):
                     results.append((f"{n // 1000}k", f"  query: {name}", ms, None))
@@ -348,7 +349,7 @@ def _http(url: str, tmp: Path) -> list[tuple[str, str, float, int | None]]:
     for path in ("/stats?days=90", "/stats/export.csv?days=90", "/stats", "/stats/export.csv"):
         r = client.get(path)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
-        out.append(("100k", f"GET {path}", _time(lambda path=path: client.get(path)), len(r.content)))  # type: ignore[misc]
+        out.append(("100k", f"GET {path}", _time(partial(client.get, path)), len(r.content)))
     client.__exit__(None, None, None)
     return out
 

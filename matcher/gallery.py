@@ -153,7 +153,12 @@ class GalleryIndex:
             self._check_model(model_id, np.asarray(embeddings), adopt=True)
             mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim or 0)
         else:
-            rows = [tuple(r) for r in items]  # type: ignore[arg-type]  # (subject id, photo id, embedding) each
+            rows: list[tuple[int, int, np.ndarray]] = []
+            for r in items:  # (subject id, photo id, embedding) each
+                if isinstance(r, int | np.integer):
+                    raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
+                subject_id, photo_id, vector = r
+                rows.append((subject_id, photo_id, vector))
             if not rows:
                 return
             subj = np.asarray([r[0] for r in rows], dtype=np.int64)

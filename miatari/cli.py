@@ -9,6 +9,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -91,9 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _json_logs(settings, args.verbose)
     app = create_app(settings)
     # With JSON logs, miatari.access writes the one line per request (route template, no query string).
-    logs: dict[str, object] = {"log_config": None, "access_log": False} if settings.json_logs else {}
+    logs: dict[str, Any] = {"log_config": None, "access_log": False} if settings.json_logs else {}
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
-                proxy_headers=True, log_level="info", **logs)  # type: ignore[arg-type]
+                proxy_headers=True, log_level="info", **logs)
     return 0
 
 

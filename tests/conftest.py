@@ -136,7 +136,7 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "models_dir": Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")),
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def test_reindex_command_shows_progress_survives_sigkill_and_completes(
             analysis = watchlist.analyze_for_enrolment((frmdb / label / view).read_bytes(), settings, face_pipeline,
                                                        enrolment_models(engine, settings.face_model))
             with Session(engine) as s:
-                watchlist.enrol_reference_photo(s, store, subject.id, analysis, None)  # type: ignore[arg-type]
+                watchlist.enrol_reference_photo(s, store, subject.pk, analysis, None)
                 s.commit()
     env = {**os.environ, "MIATARI_DATABASE_URL": db_url, "MIATARI_DATA_DIR": str(settings.data_dir),
            "MIATARI_SECRET_KEY": "t" * 40, "MIATARI_MODELS_DIR": str(settings.deepface_home),

@@ -69,9 +69,9 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
 
     def answer(user: User, candidate: Candidate, verdict: str, note: str) -> None:
         with Session(engine, expire_on_commit=False) as s:
-            task = review.next_task(s, s.get(User, user.id), settings)  # type: ignore[arg-type]
+            task = review.next_task(s, s.get_one(User, user.id), settings)
             assert task is not None and task.candidate.id == candidate.id
-            review.submit_verdict(s, s.get(User, user.id), task.slot_id, verdict, note)  # type: ignore[arg-type]
+            review.submit_verdict(s, s.get_one(User, user.id), task.slot_id, verdict, note)
 
     answer(bob, disputed, "same", "bob-note-on-dispute")
     answer(cat, disputed, "different", "cat-note-on-dispute")
@@ -79,29 +79,29 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
     answer(cat, flagged, "same", "cat-note-on-flag")
     answer(bob, live, "different", "bob-note-on-live")
     with Session(engine, expire_on_commit=False) as s:
-        task = review.next_task(s, s.get(User, rec.id), settings)  # type: ignore[arg-type]
+        task = review.next_task(s, s.get_one(User, rec.id), settings)
         assert task is not None and task.candidate.id == live.id
         own_slot = task.slot_id
         cands = [s.get(Candidate, c.id) for c in (live, disputed, flagged)]
-        assert [c.status for c in cands] == ["open", "disputed", "flagged"]  # type: ignore[union-attr]
+        assert [c.status for c in cands] == ["open", "disputed", "flagged"]
         flag = s.exec(select(Flag)).one()
         slots = [sl.id for sl in s.exec(select(ReviewSlot)).all()]
         photos = [p.id for p in s.exec(select(ReferencePhoto)).all()]
         sighting_photos = s.exec(select(SightingPhoto)).all()
         probes = list(s.exec(select(Probe)).all())
-        _, rec_token = create_api_token(s, s.get(User, rec.id), "rec's phone")  # type: ignore[arg-type]
-        _, boss_token = create_api_token(s, s.get(User, boss.id), "boss's phone")  # type: ignore[arg-type]
-        own_note = notifications.notify(s, rec.id, "info", "hello", flag_id=None)  # type: ignore[arg-type]
-        other_note = notifications.notify(s, boss.id, "flag.raised", "Arrest flag", flag_id=flag.id)  # type: ignore[arg-type]
-        imp = WatchlistImport(created_by=boss.id, filename="mugshots.zip", archive_sha256="0" * 64,  # type: ignore[arg-type]
+        _, rec_token = create_api_token(s, s.get_one(User, rec.id), "rec's phone")
+        _, boss_token = create_api_token(s, s.get_one(User, boss.id), "boss's phone")
+        own_note = notifications.notify(s, rec.pk, "info", "hello", flag_id=None)
+        other_note = notifications.notify(s, boss.pk, "flag.raised", "Arrest flag", flag_id=flag.id)
+        imp = WatchlistImport(created_by=boss.pk, filename="mugshots.zip", archive_sha256="0" * 64,
                               status="done")
         s.add(imp)
         s.commit()
         params: dict[str, list[object]] = {
             "slot_id": sorted({own_slot, *slots}),
-            "candidate_id": [c.id for c in cands],  # type: ignore[union-attr]
+            "candidate_id": [c.id for c in cands],
             "flag_id": [flag.id],
-            "subject_id": sorted({c.subject_id for c in cands}),  # type: ignore[union-attr]
+            "subject_id": sorted({c.subject_id for c in cands}),
             "photo_id": photos[:2],
             "sighting_id": sorted({p.sighting_id for p in sighting_photos}),
             "position": [0],
@@ -112,7 +112,7 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
             "import_id": [imp.id],
             "kind": list(KINDS),
         }
-    return params, cands  # type: ignore[return-value]
+    return params, cands
 
 
 def _urls(path: str, params: dict[str, list[object]]) -> list[str]:

@@ -55,11 +55,11 @@ def test_cli_refuses_a_recognizer_who_manages(cli: object, engine: Engine, capsy
         argv = ["create-user", f"mixed{i}", "--password", TEST_PASSWORD]
         for r in roles:
             argv += ["--role", r]
-        assert main(argv) == 1  # type: ignore[operator]
+        assert main(argv) == 1
         assert "Separation of duties" in capsys.readouterr().err
         assert _user(engine, f"mixed{i}") is None
     assert [e.object_id for e in _denied(engine, "user.create")] == ["mixed0", "mixed1", "mixed2"]
-    assert main(["create-user", "ann", "--role", "recognizer", "--role", "officer",  # type: ignore[operator]
+    assert main(["create-user", "ann", "--role", "recognizer", "--role", "officer",
                  "--password", TEST_PASSWORD]) == 0
 
 
@@ -101,7 +101,7 @@ def test_the_database_refuses_a_mixed_account(engine: Engine) -> None:
 
 
 def _insert_user(conn: object, username: str, roles: str, active: bool = True) -> None:
-    conn.execute(text(  # type: ignore[attr-defined]
+    conn.execute(text(
         "INSERT INTO user_account (username, full_name, roles, password_hash, is_active, failed_logins, "
         "must_change_password, created_at, password_changed_at) VALUES (:u, '', :r, :h, :a, 0, false, "
         "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"u": username, "r": roles, "h": hash_password(TEST_PASSWORD),
@@ -128,13 +128,13 @@ def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine
     assert _roles(engine) == {"root": ("admin manager", ""), "mia": ("", "manager recognizer"),
                               "olga": ("officer", "admin recognizer"), "ann": ("recognizer", "")}
 
-    client = make_client()  # type: ignore[operator]
+    client = make_client()
     login(client, "mia")
     # Neither side: no live task, no disputes, no audit log, no metrics.
     assert client.post("/api/review/next").status_code == 403
     for path in ("/disputes", "/audit", "/stats", "/api/review/disputes", "/api/audit", "/watchlist"):
         assert client.get(path).status_code == 403, path
-    admin = make_client()  # type: ignore[operator]
+    admin = make_client()
     login(admin, "root")
     page = admin.get("/admin/users")
     assert [u.username for u in page.context["on_hold"]] == ["mia", "olga"] and 'id="roles-on-hold"' in page.text
@@ -170,11 +170,11 @@ def test_the_escalating_manager_is_never_served_the_new_round(make_client: objec
     for name in ("ann", "bob", "cat", "dan"):
         add_user(engine, name, Role.recognizer)
     with Session(engine, expire_on_commit=False) as s:
-        cand = make_candidate(s, image_store(settings), settings, officer.id)  # type: ignore[arg-type]
+        cand = make_candidate(s, image_store(settings), settings, officer.pk)
         s.commit()
 
     def as_user(name: str) -> TestClient:
-        c = make_client(known_answer_share=0.0)  # type: ignore[operator]
+        c = make_client(known_answer_share=0.0)
         login(c, name)
         return c
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.db import rows_affected
 from triage.models import (
     Candidate,
     CandidateStatus,
@@ -126,11 +128,9 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
         cand_stmt = cand_stmt.with_for_update()
     candidates = session.exec(cand_stmt).all()
     # Re-checked under the lock: a candidate reopened (escalated) or flagged meanwhile keeps its sighting.
-    sighting_of_probe = {p.id: p.sighting_id for p in probes}
-    live = {c.sighting_id or sighting_of_probe.get(c.probe_id) for c in candidates
-            if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value) or _waiting(c)}
+    live = _live_sightings(candidates, probes)
     if live:
-        raise _Retry(live)  # type: ignore[arg-type]
+        raise _Retry(live)
     cand_ids = [c.id for c in candidates]
     shas = {p.image_sha256 for p in photos}
     for p in probes:
@@ -138,15 +138,15 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     if cand_ids:
         _keep_for_metrics(session, cand_ids)
         shas |= _forget_renditions(session, cand_ids)
-        result.review_slots += session.execute(  # type: ignore[attr-defined]
-            delete(ReviewSlot).where(col(ReviewSlot.candidate_id).in_(cand_ids))).rowcount
+        result.review_slots += rows_affected(session.execute(
+            delete(ReviewSlot).where(col(ReviewSlot.candidate_id).in_(cand_ids))))
         session.execute(delete(SeenCandidate).where(col(SeenCandidate.candidate_id).in_(cand_ids)))
         session.execute(delete(Candidate).where(col(Candidate.id).in_(cand_ids)))
     if probe_ids:
         session.execute(delete(Probe).where(col(Probe.id).in_(probe_ids)))
     session.execute(delete(SightingPhoto).where(col(SightingPhoto.sighting_id).in_(sighting_ids)))
-    result.jobs += session.execute(  # type: ignore[attr-defined]
-        delete(Job).where(col(Job.kind) == MATCH_JOB, col(Job.ref_id).in_(sighting_ids))).rowcount
+    result.jobs += rows_affected(session.execute(
+        delete(Job).where(col(Job.kind) == MATCH_JOB, col(Job.ref_id).in_(sighting_ids))))
     session.execute(delete(Sighting).where(col(Sighting.id).in_(sighting_ids)))
     result.sighting_ids += sighting_ids
     result.photos += len(photos)
@@ -200,6 +200,19 @@ def _forget_renditions(session: Session, cand_ids: list[Any]) -> set[str]:
         session.add(pair)
     session.flush()
     return shas
+
+
+
+def _live_sightings(candidates: Sequence[Candidate], probes: Sequence[Probe]) -> set[int]:
+    """The sightings of candidates still open, flagged or waiting: those keep their pictures."""
+    sighting_of_probe = {p.id: p.sighting_id for p in probes}
+    live: set[int] = set()
+    for c in candidates:
+        if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value) or _waiting(c):
+            sighting_id = c.sighting_id or sighting_of_probe.get(c.probe_id)
+            if sighting_id is not None:  # a candidate read here was found by its sighting or its probe
+                live.add(sighting_id)
+    return live
 
 
 class _Retry(Exception):

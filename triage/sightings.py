@@ -251,7 +251,7 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
                      detail={"field": exc.field, "reason": exc.message, "code": exc.code}, ip=ip)
         session.commit()
         raise
-    sighting = Sighting(uploaded_by=user.id,  # type: ignore[arg-type]
+    sighting = Sighting(uploaded_by=user.pk,
                         idempotency_key=data.idempotency_key or None, idempotency_digest=digest,
                         observed_at=data.observed_at or utcnow(),
                         location_text=data.location_text.strip(), latitude=data.latitude, longitude=data.longitude,
@@ -262,11 +262,11 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
         photos: list[SightingPhoto] = []
         for position, item in enumerate(checked):
             digest = store_image(session, store, item.photo.data, item.media_type, item.width, item.height)
-            photo = SightingPhoto(sighting_id=sighting.id, position=position, image_sha256=digest)  # type: ignore[arg-type]
+            photo = SightingPhoto(sighting_id=sighting.pk, position=position, image_sha256=digest)
             session.add(photo)
             photos.append(photo)
         session.flush()
-        job = jobs.enqueue(session, MATCH_JOB, sighting.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
+        job = jobs.enqueue(session, MATCH_JOB, sighting.pk, max_attempts=settings.job_max_attempts)
         audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=sighting.id,
                      detail={"photos": [p.image_sha256 for p in photos], "job_id": job.id,
                              "observed_at": sighting.observed_at, "has_coordinates": sighting.latitude is not None,
@@ -457,7 +457,7 @@ def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "")
                      outcome=AuditOutcome.denied, detail={"reason": "no failed matching job"}, ip=ip)
         session.commit()
         raise SightingRejected("sighting", "Only a sighting whose matching failed can be retried, by a manager.")
-    jobs.retry(session, job.id)  # type: ignore[arg-type]
+    jobs.retry(session, job.pk)
     events.job_retried(session, job)
     sighting.status = SightingStatus.queued.value
     session.add(sighting)

@@ -140,10 +140,10 @@ def test_audit_api_for_managers(client: TestClient, engine: Engine) -> None:
 
 def test_privileged_token_stops_working_until_a_second_factor_is_set_up(
         make_client: object, engine: Engine) -> None:
-    lax = make_client()  # type: ignore[operator]
+    lax = make_client()
     add_user(engine, "boss", Role.manager)
     token = _token(lax, "boss")
-    strict = make_client(require_totp_for_privileged=True)  # type: ignore[operator]
+    strict = make_client(require_totp_for_privileged=True)
     r = strict.get("/api/audit", headers=_bearer(token))
     assert r.status_code == 403 and "second factor" in r.json()["detail"]
     assert strict.get("/api/me", headers=_bearer(token)).status_code == 200

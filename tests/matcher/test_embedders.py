@@ -119,7 +119,7 @@ def test_converted_graph_checked_against_its_checksum(models_home: Path, tmp_pat
     dst.write_bytes(bytes(data))
     assert src.read_bytes() != dst.read_bytes()
     with pytest.raises(ModelFilesMissing, match="checksum"):
-        build_embedder("mobileface", home).load()  # type: ignore[attr-defined]
+        build_embedder("mobileface", home).load()
 
 
 ALL_MODELS = available_models()

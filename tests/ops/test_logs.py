@@ -42,7 +42,7 @@ def log_lines() -> Iterator[list[str]]:
 
 def _flush(lines: list[str]) -> list[dict]:
     handler = next(h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter))
-    text = handler.stream.getvalue()  # type: ignore[attr-defined]
+    text = handler.stream.getvalue()
     lines[:] = text.splitlines()
     return [json.loads(line) for line in lines]
 

@@ -63,10 +63,10 @@ def compute_in_python(session: Session, window: Window | None = None) -> Metrics
         if not window.contains(completed):
             continue
         x, y = sorted(rs, key=lambda s: s.reviewer_id or 0)
-        items.append([x.verdict, y.verdict])  # type: ignore[list-item]
-        by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))  # type: ignore[index, arg-type]
+        items.append([x.verdict, y.verdict])
+        by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))
         if rnd == 1:
-            first_round[cid] = [x.verdict, y.verdict]  # type: ignore[list-item]
+            first_round[cid] = [x.verdict, y.verdict]
         tally = tallies.setdefault(rnd, RoundTally(rnd))
         tally.completed += 1
         if x.verdict == y.verdict == Verdict.same.value:

@@ -80,15 +80,15 @@ class Env:
             analysis = watchlist.analyze_for_enrolment(data, self.settings, self.services.pipeline,
                                                        enrolment_models(self.engine, self.settings.face_model))
             with Session(self.engine, expire_on_commit=False) as s:
-                watchlist.enrol_reference_photo(s, self.store, subject.id, analysis, None)  # type: ignore[arg-type]
+                watchlist.enrol_reference_photo(s, self.store, subject.pk, analysis, None)
                 s.commit()
-        return subject.id  # type: ignore[return-value]
+        return subject.pk
 
     def sight(self, officer: Any, *photos: bytes, key: str | None = None) -> int:
         with Session(self.engine, expire_on_commit=False) as s:
             result = create_sighting(s, self.store, self.settings, officer,
                                      SightingInput(photos=[PhotoUpload(p) for p in photos], idempotency_key=key))
-        return result.sighting.id  # type: ignore[return-value]
+        return result.sighting.pk
 
     def run_jobs(self) -> int:
         n = 0
@@ -127,7 +127,7 @@ def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, use
         assert env.store.exists(probe.eye_crop_sha256) and env.store.exists(probe.face_chip_sha256)
         assert probe.searched is True
         assert len(s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id)).all()) == 2
-        assert s.get(Sighting, other_id).status == "matched"  # type: ignore[union-attr]
+        assert s.get_one(Sighting, other_id).status == "matched"
         assert all(j.status == "done" for j in s.exec(select(Job)).all())
 
 
@@ -215,11 +215,11 @@ def test_enrolment_refuses_a_photo_without_a_face(env: Env) -> None:
         s.commit()
     analysis = watchlist.analyze_for_enrolment(blank_png(), env.settings, env.services.pipeline)
     with Session(env.engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="No face"):
-        watchlist.enrol_reference_photo(s, env.store, subject.id, analysis, None)  # type: ignore[arg-type]
+        watchlist.enrol_reference_photo(s, env.store, subject.pk, analysis, None)
     with pytest.raises(watchlist.EnrolmentRefused, match="not an image"):
         watchlist.analyze_for_enrolment(b"hello, not an image at all", env.settings, env.services.pipeline)
     with Session(env.engine) as s:
-        assert watchlist.reference_photos(s, subject.id) == []  # type: ignore[arg-type]
+        assert watchlist.reference_photos(s, subject.pk) == []
     assert not any(p.is_file() for p in Path(env.settings.images_dir).rglob("*"))
 
 

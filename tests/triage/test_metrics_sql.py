@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bench.metrics import seed
 from tests.triage.metrics_oracle import compute_in_python
@@ -126,10 +126,10 @@ def test_a_waiting_dispute_is_kept_and_a_settled_one_goes(engine: Engine, settin
     seed(engine, candidates=40, days=5, now=NOW - dt.timedelta(days=60), recognizers=10)
     with Session(engine) as session:
         session.execute(delete(Flag))
-        cands = session.exec(select(Candidate).where(Candidate.known_truth.is_(None))).all()  # type: ignore[union-attr]
+        cands = session.exec(select(Candidate).where(col(Candidate.known_truth).is_(None))).all()
         # Make every sighting's candidates the same kind: the first half waiting, the second settled.
         for c in cands:
-            waiting = c.sighting_id % 2 == 0  # type: ignore[operator]
+            waiting = c.sighting_id % 2 == 0
             c.status = CandidateStatus.disputed.value
             c.current_round = 1 if waiting else 3
             c.decided_at = NOW - dt.timedelta(days=59)

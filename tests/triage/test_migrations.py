@@ -159,7 +159,7 @@ def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, d
     from triage.config import Settings
     from triage.migrate import downgrade, upgrade
 
-    models_home = Settings(_env_file=None).deepface_home  # type: ignore[call-arg]
+    models_home = Settings(_env_file=None).deepface_home
     if (models_home / ".deepface" / "weights").is_dir():
         assert model_id_for("dlib", models_home) == DLIB_MODEL_ID, "the migration's constant is dlib's model id"
     engine.dispose()

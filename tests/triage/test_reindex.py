@@ -55,7 +55,7 @@ class World:
                 subject = watchlist.create_subject(s, watchlist.SubjectCreate(name=f"FRMDB {label}",
                                                                               case_ref=label), None)
                 s.commit()
-            self.subjects[label] = subject.id  # type: ignore[assignment]
+            self.subjects[label] = subject.pk
         for view in views:
             analysis = watchlist.analyze_for_enrolment((self.faces / label / view).read_bytes(), settings,
                                                        self.pipeline, enrolment_models(self.engine,
@@ -119,7 +119,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
             assert _top(web, mid, vec) == world.subjects[label]
 
     # Two batches of three photos, then the process "dies".
-    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.id,  # type: ignore[arg-type]
+    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.pk,
                                   batch_size=3, max_batches=2, on_batch=still_serving_the_old_model)
     assert outcome.state == "stopped" and outcome.photos_done == 6 and outcome.photos_total == 8
     assert len(world.rows(new_id)) == 6
@@ -132,14 +132,14 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
             raise LeaseLost("killed")
 
     with pytest.raises(LeaseLost):
-        reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.id,  # type: ignore[arg-type]
+        reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.pk,
                             batch_size=3, renew=dies_on_the_second_photo)
     assert len(world.rows(new_id)) == 6
     still_serving_the_old_model(6, 8)
     # A photo enrolled meanwhile gets both embeddings at once, and is not embedded again by the run.
     world.enrol(world.new, "006", GALLERY_VIEWS[0])
     with Session(world.engine) as s:
-        latest = s.exec(select(ReferencePhoto).order_by(ReferencePhoto.id.desc())).first()  # type: ignore[union-attr]
+        latest = s.exec(select(ReferencePhoto).order_by(col(ReferencePhoto.id).desc())).first()
     assert latest is not None and latest.id in world.rows(new_id) and latest.id in world.rows(dlib_id)
     assert len(web) == 8 and web.sync() == 1 and len(web) == 9  # searched at once, with the old model
 
@@ -210,7 +210,7 @@ def test_a_searchable_photo_that_cannot_be_re_embedded_blocks_the_switch(world: 
         run = reindex.start_run(s, world.new, None)
         s.commit()
     assert run is not None
-    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.id)  # type: ignore[arg-type]
+    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.pk)
     assert outcome.state == "blocked" and outcome.failed == 1 and outcome.photos_done == 7
     with Session(world.engine) as s:
         assert active_model_id(s).startswith("dlib@"), "the gallery must not switch to an incomplete model"
@@ -246,7 +246,7 @@ def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
         record_change(s, SWITCH_MODEL, 0)
         s.commit()
     with Session(engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="send the photo again"):
-        watchlist.enrol_reference_photo(s, store, subject.id, analysis, None)  # type: ignore[arg-type]
+        watchlist.enrol_reference_photo(s, store, subject.pk, analysis, None)
     with Session(engine) as s:
         assert s.exec(select(ReferencePhoto)).all() == [] and s.exec(select(ReferenceEmbedding)).all() == []
         refusal = s.exec(select(AuditEntry).where(AuditEntry.action == "subject.photo.enrol")).one()

@@ -87,7 +87,7 @@ class World:
                 if flag:
                     s.add(Flag(candidate_id=cand.pk, sighting_id=sighting.pk, subject_id=self.subject_id))
             s.commit()
-            return sighting.id, shas  # type: ignore[return-value]
+            return sighting.id, shas
 
 
 def _count(engine: Engine, model: type) -> int:

@@ -133,9 +133,9 @@ def test_expiry_sweep_runs_on_its_own(engine, session: Session, settings, user_f
         assert sweep(engine, settings, svc) == [subject.id]
         assert sweep(engine, settings, svc) == []  # idempotent
         session.expire_all()
-        assert watchlist.display_status(session.get(Subject, subject.id)) == "expired"  # type: ignore[arg-type]
-    assert session.get(Candidate, candidate.id).status == "withdrawn"  # type: ignore[union-attr]
-    assert session.get(Candidate, keeper.id).status == "open"  # type: ignore[union-attr]
+        assert watchlist.display_status(session.get_one(Subject, subject.id)) == "expired"
+    assert session.get_one(Candidate, candidate.id).status == "withdrawn"
+    assert session.get_one(Candidate, keeper.id).status == "open"
     actions = session.exec(select(GalleryChange.action).where(GalleryChange.subject_id == subject.id)).all()
     assert actions == ["remove_subject"]
     expired = session.exec(select(AuditEntry).where(AuditEntry.action == "subject.expire")).one()

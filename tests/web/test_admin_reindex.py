@@ -58,7 +58,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     assert r.status_code == 409 and "Nothing to re-embed" in r.context["error"] and _runs(engine) == []
     assert [e.outcome for e in _audit(engine, "gallery.reindex_start")] == ["denied"]
 
-    client.app.state.settings.face_model = NEW_MODEL  # type: ignore[attr-defined]  # the configuration changed
+    client.app.state.settings.face_model = NEW_MODEL  # the configuration changed
     page = client.get("/admin/reindex")
     assert page.context["st"].needs_reindex and 'action="/admin/reindex"' in page.text
     # Without the session's CSRF token: refused, nothing started.
@@ -83,14 +83,14 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     assert live.status_code == 200 and live.template.name == "_reindex_status.html"
     assert 'hx-get="/admin/reindex/status"' in live.text and 'id="reindex-progress"' in live.text
     # A worker runs it: no reference photo yet, so the gallery switches at once.
-    svc = services.build(engine, client.app.state.settings, client.app.state.store)  # type: ignore[attr-defined]
+    svc = services.build(engine, client.app.state.settings, client.app.state.store)
     try:
         job = run_one(svc, "w", worker_registry())
     finally:
         services.stop(svc)
     assert job is not None
     with Session(engine) as s:
-        assert s.get(Job, job.id).status == "done"  # type: ignore[union-attr]
+        assert s.get_one(Job, job.id).status == "done"
         assert active_model_id(s) == run.target_model_id
     over = client.get("/admin/reindex/status", headers={"HX-Request": "true"})
     assert over.status_code == 286 and 'hx-get="/admin/reindex/status"' not in over.text

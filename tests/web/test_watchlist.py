@@ -72,7 +72,7 @@ def test_subject_page_marks_reference_photos_left_out_of_the_search(client: Test
     from triage.storage import ImageStore
 
     _manager(client, engine)
-    store = ImageStore(client.app.state.settings.images_dir)  # type: ignore[attr-defined]
+    store = ImageStore(client.app.state.settings.images_dir)
     with Session(engine, expire_on_commit=False) as s:
         subject = factories.make_subject(s, store, photos=0)
         good = factories.add_reference_photo(s, store, subject, view="frontal")

@@ -107,7 +107,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
 
     services = client.app.state.services
     services.pipeline = face_pipeline
-    assert run_one(services, "test-worker", worker_registry()).id == job.id  # type: ignore[union-attr]
+    assert run_one(services, "test-worker", worker_registry()).id == job.id
 
     status = client.get(url + "/status")
     assert status.status_code == 286  # htmx stops polling
@@ -120,7 +120,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
             {"photo": "wanted/hopper/blank.png", "reason": "no face found"}]
         assert sorted(x.name for x in s.exec(select(Subject)).all()) == ["astronaut", "hopper"]
         assert len(s.exec(select(ReferencePhoto)).all()) == 2
-        assert s.get(Job, job.id).status == "done"  # type: ignore[union-attr]
+        assert s.get_one(Job, job.id).status == "done"
         actions = [e.action for e in s.exec(select(AuditEntry)).all()]
         assert {"watchlist.import_staged", "watchlist.import_queued", "watchlist.import"} <= set(actions)
         # The manager who started it is told, in-app and on the webhook (no names there).
@@ -266,12 +266,13 @@ def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None
         job = jobs.enqueue(s, "long", 1)
         s.commit()
         job_id = job.id
+        assert job_id is not None
     with frozen() as clock:
         with Session(engine) as s:
             assert jobs.claim(s, "w1", lease_seconds=60) is not None
         clock.advance(seconds=50)
         with Session(engine) as s:
-            assert jobs.renew(s, job_id, "w1", 60) is True  # type: ignore[arg-type]
+            assert jobs.renew(s, job_id, "w1", 60) is True
             s.commit()
         clock.advance(seconds=50)  # 100 s after the claim, 50 s after the renewal: still held
         with Session(engine) as s:
@@ -280,7 +281,7 @@ def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None
         with Session(engine) as s:
             assert jobs.claim(s, "w2", lease_seconds=60) is not None
         with Session(engine) as s:
-            assert jobs.renew(s, job_id, "w1", 60) is False  # type: ignore[arg-type]
+            assert jobs.renew(s, job_id, "w1", 60) is False
 
 
 def _confirmed_import(client, engine) -> WatchlistImport:
@@ -322,7 +323,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
         assert job.status == "queued" and job.attempts == 1  # a transient failure: tried again later
         assert run_one(services, "w", registry) is None  # not before its back-off
         with Session(engine) as s:
-            assert s.get(WatchlistImport, row.id).status == "queued"  # type: ignore[union-attr]
+            assert s.get_one(WatchlistImport, row.id).status == "queued"
         assert archive_path(settings, row.archive_sha256).is_file()
         clock.advance(minutes=5)
         assert run_one(services, "w", registry) is not None
