@@ -405,7 +405,8 @@ def _fill(path: str, params: dict[str, object]) -> str:
 
 
 @pytest.fixture
-def matrix_clients(make_client: Callable[..., TestClient], engine: Engine) -> tuple[TestClient, dict[str, Any], World]:
+def matrix_clients(make_client: Callable[..., TestClient],
+                   engine: Engine) -> Iterator[tuple[TestClient, dict[str, Any], World]]:
     anon = make_client(known_answer_share=0.0)
     world = build_world(engine, anon.app)
     clients: dict[str, Any] = {"anon": (anon, None)}

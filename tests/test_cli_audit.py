@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +15,11 @@ from triage.config import get_settings
 from triage.models import AuditEntry, User
 from triage.security import verify_password
 
+Cli = Callable[[list[str]], int]  # miatari.cli.main
+
 
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     monkeypatch.setenv("MIATARI_DATABASE_URL", db_url)
     monkeypatch.setenv("MIATARI_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
@@ -27,7 +29,7 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     get_settings.cache_clear()
 
 
-def test_create_user_then_verify_then_tamper(cli: object, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_create_user_then_verify_then_tamper(cli: Cli, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     main = cli
     assert main(["create-user", "olga", "--role", "officer", "--role", "recognizer",
                  "--password", TEST_PASSWORD]) == 0
@@ -50,7 +52,7 @@ def test_create_user_then_verify_then_tamper(cli: object, engine: Engine, capsys
     assert "BROKEN at entry 3" in err and "does not match its hash" in err
 
 
-def test_verify_names_a_deleted_row(cli: object, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_names_a_deleted_row(cli: Cli, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     main = cli
     for i in range(4):
         main(["create-user", f"u{i}", "--role", "officer", "--password", TEST_PASSWORD])
@@ -61,7 +63,7 @@ def test_verify_names_a_deleted_row(cli: object, engine: Engine, capsys: pytest.
     assert "entry 2 is missing" in capsys.readouterr().err
 
 
-def test_export_writes_csv_and_is_recorded(cli: object, engine: Engine, tmp_path: Path) -> None:
+def test_export_writes_csv_and_is_recorded(cli: Cli, engine: Engine, tmp_path: Path) -> None:
     main = cli
     main(["create-user", "olga", "--role", "officer", "--password", TEST_PASSWORD])
     out = tmp_path / "audit.csv"
@@ -73,7 +75,7 @@ def test_export_writes_csv_and_is_recorded(cli: object, engine: Engine, tmp_path
         assert s.exec(select(AuditEntry).where(AuditEntry.action == "audit.export")).first() is not None
 
 
-def test_retention_run(cli: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retention_run(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["retention", "run"]) == 0
     assert "deleted 0 sightings" in capsys.readouterr().out
 
@@ -83,7 +85,7 @@ def _rewrite_chain_from(engine: Engine, entry_id: int, detail: str) -> None:
     from triage.audit import entry_hash
 
     with Session(engine) as s:
-        rows = s.exec(select(AuditEntry).where(AuditEntry.id >= entry_id).order_by(col(AuditEntry.id))).all()
+        rows = s.exec(select(AuditEntry).where(col(AuditEntry.id) >= entry_id).order_by(col(AuditEntry.id))).all()
         prev = s.get(AuditEntry, entry_id - 1)
         prev_hash = prev.hash if prev else "0" * 64
         for row in rows:
@@ -98,7 +100,7 @@ def _rewrite_chain_from(engine: Engine, entry_id: int, detail: str) -> None:
         s.commit()
 
 
-def test_anchors_kept_outside_show_a_rewritten_chain(cli: object, engine: Engine, tmp_path: Path,
+def test_anchors_kept_outside_show_a_rewritten_chain(cli: Cli, engine: Engine, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     main = cli
     anchors = tmp_path / "anchors.txt"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -52,7 +52,7 @@ def _forbidden(candidates: list[Candidate], notes: tuple[str, ...] = OTHER_NOTES
     return sorted(set(words))
 
 
-def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Candidate]]:
+def _world(engine: Engine, app: Any) -> tuple[dict[str, Sequence[object]], list[Candidate]]:
     settings = app.state.settings
     store = image_store(settings)
     # The officer who uploaded every sighting also reviews (never their own sightings' candidates).
@@ -82,11 +82,11 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
         task = review.next_task(s, s.get_one(User, rec.id), settings)
         assert task is not None and task.candidate.id == live.id
         own_slot = task.slot_id
-        cands = [s.get(Candidate, c.id) for c in (live, disputed, flagged)]
+        cands = [s.get_one(Candidate, c.id) for c in (live, disputed, flagged)]
         assert [c.status for c in cands] == ["open", "disputed", "flagged"]
         flag = s.exec(select(Flag)).one()
-        slots = [sl.id for sl in s.exec(select(ReviewSlot)).all()]
-        photos = [p.id for p in s.exec(select(ReferencePhoto)).all()]
+        slots = [sl.pk for sl in s.exec(select(ReviewSlot)).all()]
+        photos = [p.pk for p in s.exec(select(ReferencePhoto)).all()]
         sighting_photos = s.exec(select(SightingPhoto)).all()
         probes = list(s.exec(select(Probe)).all())
         _, rec_token = create_api_token(s, s.get_one(User, rec.id), "rec's phone")
@@ -97,7 +97,7 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
                               status="done")
         s.add(imp)
         s.commit()
-        params: dict[str, list[object]] = {
+        params: dict[str, Sequence[object]] = {
             "slot_id": sorted({own_slot, *slots}),
             "candidate_id": [c.id for c in cands],
             "flag_id": [flag.id],
@@ -115,7 +115,7 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
     return params, cands
 
 
-def _urls(path: str, params: dict[str, list[object]]) -> list[str]:
+def _urls(path: str, params: dict[str, Sequence[object]]) -> list[str]:
     names = re.findall(r"\{(\w+)(?::\w+)?\}", path)
     missing = [n for n in names if n not in params]
     assert not missing, f"no record for path parameter(s) {missing} of {path}: add them to _world"
@@ -128,7 +128,7 @@ def _urls(path: str, params: dict[str, list[object]]) -> list[str]:
     return urls
 
 
-def _scan(web: TestClient, token: str, params: dict[str, list[object]], words: list[str]) -> tuple[int, list[str]]:
+def _scan(web: TestClient, token: str, params: dict[str, Sequence[object]], words: list[str]) -> tuple[int, list[str]]:
     leaks: list[str] = []
     calls = 0
     for method, path in sorted(set(iter_routes(web.app))):

@@ -101,7 +101,7 @@ def test_a_read_takes_no_write_lock(client) -> None:
         n = len(session.exec(select(AuditEntry)).all())
         # Mid-request, with the request's transaction open: another writer gets the lock at once.
         _take_write_lock_briefly(engine)
-        return {"entries": n, "one": int(session.exec(text("SELECT 1")).one()[0])}
+        return {"entries": n, "one": int(session.execute(text("SELECT 1")).one()[0])}
 
     app.add_api_route("/api/probe/read", page, methods=["GET"])
     r = client.get("/api/probe/read")

@@ -243,6 +243,7 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
                 cand = s.get_one(Candidate, s.get_one(ReviewSlot, slot_id).candidate_id)
                 if cand.known_truth is not None:
                     return cand.known_truth
+                assert cand.sighting_id is not None
                 same = identity_of_sighting[cand.sighting_id] == identity_of_subject[cand.subject_id]
                 return "same" if same else "different"
 
@@ -254,7 +255,8 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
         with Session(engine) as s:
             real = s.exec(select(Candidate).where(col(Candidate.known_truth).is_(None))).all()
             n_real, n_true = len(real), sum(
-                identity_of_sighting[c.sighting_id] == identity_of_subject[c.subject_id] for c in real)
+                c.sighting_id is not None and identity_of_sighting[c.sighting_id] == identity_of_subject[c.subject_id]
+                for c in real)
         print(f"{len(identity_of_sighting)} sightings, {n_real} candidates, {n_true} of the right person")
         assert n_real >= 10, f"too few candidates to review ({n_real})"
 
@@ -268,6 +270,7 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
             for b in bots:
                 if b.suspended_after is not None:
                     continue
+                assert b.client is not None
                 r = b.client.post("/api/review/next")
                 if r.status_code == 403:
                     assert "suspended" in r.json()["detail"]
@@ -348,6 +351,7 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
         for f in flags:
             cand = candidates[f.candidate_id]
             assert cand.known_truth is None and cand.status == "flagged"
+            assert cand.sighting_id is not None
             assert identity_of_sighting[cand.sighting_id] == identity_of_subject[cand.subject_id], summary
             current = [x for x in slots if x.candidate_id == cand.id and x.round == cand.current_round
                        and x.voided_at is None and not x.withdrawn]

@@ -8,18 +8,18 @@ escalated a candidate is never served its new round, whatever their roles later.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from tests.factories import image_store, make_candidate
-from triage.config import get_settings
+from triage.config import Settings, get_settings
 from triage.migrate import downgrade, upgrade
 from triage.models import AuditEntry, Candidate, Role, User
 from triage.security import SEPARATION_OF_DUTIES_MESSAGE, hash_password
@@ -38,8 +38,11 @@ def _denied(engine: Engine, action: str) -> list[AuditEntry]:
                            .order_by(col(AuditEntry.id))).all())
 
 
+Cli = Callable[[list[str]], int]  # miatari.cli.main
+
+
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     monkeypatch.setenv("MIATARI_DATABASE_URL", db_url)
     monkeypatch.setenv("MIATARI_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
@@ -49,7 +52,7 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     get_settings.cache_clear()
 
 
-def test_cli_refuses_a_recognizer_who_manages(cli: object, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_recognizer_who_manages(cli: Cli, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     main = cli
     for i, roles in enumerate(MIXED):
         argv = ["create-user", f"mixed{i}", "--password", TEST_PASSWORD]
@@ -73,8 +76,8 @@ def test_admin_pages_refuse_mixed_roles_at_creation_and_edit(client: TestClient,
         assert _user(engine, "mixed") is None
     r = client.post(f"/admin/users/{ann.id}/roles", data={"roles": ["recognizer", "manager"]})
     assert r.status_code == 409 and "Separation of duties" in r.text
-    ann = _user(engine, "ann")
-    assert ann is not None and ann.roles == "recognizer"
+    stored = _user(engine, "ann")
+    assert stored is not None and stored.roles == "recognizer"
     assert len(_denied(engine, "user.create")) == 3 and len(_denied(engine, "user.set_roles")) == 1
 
 
@@ -88,8 +91,8 @@ def test_api_refuses_mixed_roles_at_creation_and_edit(client: TestClient, engine
         assert r.status_code == 422 and "Separation of duties" in r.json()["detail"]
     r = client.patch(f"/api/users/{boss.id}", json={"roles": ["manager", "recognizer"]}, headers=headers)
     assert r.status_code == 409 and "Separation of duties" in r.json()["detail"]
-    boss = _user(engine, "boss")
-    assert _user(engine, "mixed") is None and boss is not None and boss.roles == "manager"
+    stored = _user(engine, "boss")
+    assert _user(engine, "mixed") is None and stored is not None and stored.roles == "manager"
     assert _denied(engine, "user.create") and _denied(engine, "user.update")
 
 
@@ -100,7 +103,7 @@ def test_the_database_refuses_a_mixed_account(engine: Engine) -> None:
             s.commit()
 
 
-def _insert_user(conn: object, username: str, roles: str, active: bool = True) -> None:
+def _insert_user(conn: Connection, username: str, roles: str, active: bool = True) -> None:
     conn.execute(text(
         "INSERT INTO user_account (username, full_name, roles, password_hash, is_active, failed_logins, "
         "must_change_password, created_at, password_changed_at) VALUES (:u, '', :r, :h, :a, 0, false, "
@@ -114,7 +117,8 @@ def _roles(engine: Engine) -> dict[str, tuple[str, str]]:
     return {r.username: (r.roles, r.roles_on_hold) for r in rows}
 
 
-def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine, make_client: object) -> None:
+def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine,
+                                                     make_client: Callable[..., TestClient]) -> None:
     """On a populated database: mixed accounts lose both sides until an admin chooses; down restores them."""
     engine.dispose()
     downgrade(db_url, "0004")
@@ -162,8 +166,8 @@ def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine
     assert _roles(engine)["olga"] == ("admin officer", "recognizer")
 
 
-def test_the_escalating_manager_is_never_served_the_new_round(make_client: object, engine: Engine,
-                                                               settings: object) -> None:
+def test_the_escalating_manager_is_never_served_the_new_round(make_client: Callable[..., TestClient], engine: Engine,
+                                                               settings: Settings) -> None:
     officer = add_user(engine, "officer", Role.officer)
     add_user(engine, "root", Role.admin)
     add_user(engine, "boss", Role.manager)
@@ -186,9 +190,9 @@ def test_the_escalating_manager_is_never_served_the_new_round(make_client: objec
     assert boss.post(f"/api/review/candidates/{cand.id}/escalate").status_code == 200
     # Later the manager is made a recognizer: the round they created is still not theirs.
     admin = as_user("root")
-    boss = _user(engine, "boss")
-    assert boss is not None
-    boss_id = boss.pk
+    stored = _user(engine, "boss")
+    assert stored is not None
+    boss_id = stored.pk
     assert admin.post(f"/admin/users/{boss_id}/roles", data={"roles": ["recognizer"]},
                       follow_redirects=False).status_code == 303
     assert boss.post("/api/review/next").json() == {"task": None}

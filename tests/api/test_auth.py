@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
@@ -139,7 +141,7 @@ def test_audit_api_for_managers(client: TestClient, engine: Engine) -> None:
 
 
 def test_privileged_token_stops_working_until_a_second_factor_is_set_up(
-        make_client: object, engine: Engine) -> None:
+        make_client: Callable[..., TestClient], engine: Engine) -> None:
     lax = make_client()
     add_user(engine, "boss", Role.manager)
     token = _token(lax, "boss")

@@ -185,6 +185,9 @@ class _Member:
     def embed(self, src: np.ndarray, faces: object) -> np.ndarray:  # pragma: no cover - not called
         raise AssertionError
 
+    def load(self) -> None:  # pragma: no cover - not called
+        raise AssertionError
+
 
 def test_fusion_vector_dot_is_the_weighted_sum_of_cosines() -> None:
     from matcher.embedders import FusionEmbedder

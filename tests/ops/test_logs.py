@@ -42,6 +42,7 @@ def log_lines() -> Iterator[list[str]]:
 
 def _flush(lines: list[str]) -> list[dict]:
     handler = next(h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter))
+    assert isinstance(handler, logging.StreamHandler)
     text = handler.stream.getvalue()
     lines[:] = text.splitlines()
     return [json.loads(line) for line in lines]
@@ -52,7 +53,6 @@ def test_login_and_upload_log_one_json_line_per_request_and_nothing_secret(make_
     client = make_client()
     add_user(engine, "officer1", Role.officer)
     csrf = login(client, "officer1")
-    assert csrf is not None
     photo = jpeg((200, 150))
     r = client.post("/api/sightings", files=[("photos", ("a.jpg", photo, "image/jpeg"))],
                     data={"location_text": "Umeda"}, headers={"X-Request-ID": "scan-42.a"})
@@ -65,6 +65,7 @@ def test_login_and_upload_log_one_json_line_per_request_and_nothing_secret(make_
         s.commit()
         uid = user.id
         sha = s.exec(select(SightingPhoto.image_sha256)).first()
+        assert sha is not None
     bearer = client.get(f"/api/sightings/{sighting_id}", headers={"Authorization": f"Bearer {api_token}",
                                                                   "X-Request-ID": "bad id\nwith newline"})
     assert bearer.status_code == 200

@@ -63,6 +63,8 @@ def compute_in_python(session: Session, window: Window | None = None) -> Metrics
         if not window.contains(completed):
             continue
         x, y = sorted(rs, key=lambda s: s.reviewer_id or 0)
+        assert x.verdict is not None and y.verdict is not None and x.reviewer_id is not None \
+            and y.reviewer_id is not None  # a completed round: both slots answered
         items.append([x.verdict, y.verdict])
         by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))
         if rnd == 1:

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import make_settings, require_faces
+from tests.factories import stored_ids
 from triage import reindex, services, watchlist
 from triage.config import Settings
 from triage.gallery import Gallery, active_model_id, enrolment_models, gallery_model
@@ -77,7 +78,7 @@ class World:
 
     def photo_ids(self) -> list[int]:
         with Session(self.engine) as s:
-            return list(s.exec(select(ReferencePhoto.id)).all())
+            return stored_ids(s.exec(select(ReferencePhoto.id)).all())
 
 
 @pytest.fixture

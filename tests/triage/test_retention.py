@@ -87,7 +87,7 @@ class World:
                 if flag:
                     s.add(Flag(candidate_id=cand.pk, sighting_id=sighting.pk, subject_id=self.subject_id))
             s.commit()
-            return sighting.id, shas
+            return sighting.pk, shas
 
 
 def _count(engine: Engine, model: type) -> int:

@@ -516,6 +516,6 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
         assert m.reference_photo_id == session.get_one(Candidate, m.known_source_candidate_id).reference_photo_id
     # a has seen both: its pairs come from reference photos.
     for i in range(4):
-        m = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
-        assert m is not None
-        assert m.known_source_candidate_id is None and m.known_probe_photo_id is not None
+        pair = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
+        assert pair is not None
+        assert pair.known_source_candidate_id is None and pair.known_probe_photo_id is not None

@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -51,7 +52,7 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, tuple[dict[str, Any], str]] = {
     "not an image": ({"photos": [b"just some text, not a photo" * 10]}, "not_an_image"),
     "truncated": ({"photos": [noisy_jpeg_cut()]}, "truncated_image"),
     "over the size limit": ({"photos": [noisy_jpeg(400)]}, "image_too_large"),

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from miatari.registry import worker_registry
 from tests import factories
-from tests.conftest import add_user, login
+from tests.conftest import add_user, app_of, login
 from triage import services
 from triage.gallery import active_model_id
 from triage.models import AuditEntry, Job, ReindexRun, Role
@@ -58,7 +58,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     assert r.status_code == 409 and "Nothing to re-embed" in r.context["error"] and _runs(engine) == []
     assert [e.outcome for e in _audit(engine, "gallery.reindex_start")] == ["denied"]
 
-    client.app.state.settings.face_model = NEW_MODEL  # the configuration changed
+    app_of(client).state.settings.face_model = NEW_MODEL  # the configuration changed
     page = client.get("/admin/reindex")
     assert page.context["st"].needs_reindex and 'action="/admin/reindex"' in page.text
     # Without the session's CSRF token: refused, nothing started.
@@ -83,7 +83,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     assert live.status_code == 200 and live.template.name == "_reindex_status.html"
     assert 'hx-get="/admin/reindex/status"' in live.text and 'id="reindex-progress"' in live.text
     # A worker runs it: no reference photo yet, so the gallery switches at once.
-    svc = services.build(engine, client.app.state.settings, client.app.state.store)
+    svc = services.build(engine, app_of(client).state.settings, app_of(client).state.store)
     try:
         job = run_one(svc, "w", worker_registry())
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
+from typing import Any
 
-import httpx
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -25,7 +25,7 @@ def _login_form(client: TestClient) -> str:
 
 
 def _post_login(client: TestClient, username: str, password: str = TEST_PASSWORD, totp: str = "",
-                next_url: str = "/") -> httpx.Response:
+                next_url: str = "/") -> Any:  # Starlette's test client: a response with .template and .context
     token = _login_form(client)
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token,
                                        "totp": totp, "next": next_url}, follow_redirects=False)
@@ -174,6 +174,7 @@ def test_must_change_password_comes_before_anything_else(client: TestClient, eng
     r = _post_login(client, "newbie", next_url="/sightings")
     assert r.status_code == 303 and r.headers["location"] == "/account/password"
     m = re.search(r'"X-CSRF-Token": "([^"]+)"', client.get("/account/password").text)
+    assert m is not None
     client.headers["X-CSRF-Token"] = m.group(1)
     for path in ("/", "/account", "/notifications"):
         r = client.get(path, follow_redirects=False)
@@ -213,6 +214,7 @@ def test_privileged_account_must_enrol_totp_when_required(make_client: Callable[
     assert page.context["uri"].startswith("otpauth://totp/Miatari:boss?secret=" + secret)
     assert secret in page.text
     m = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+    assert m is not None
     client.headers["X-CSRF-Token"] = m.group(1)
     assert client.get("/", follow_redirects=False).headers["location"] == "/account/totp"
     wrong = client.post("/account/totp", data={"secret": secret, "code": "12345"})

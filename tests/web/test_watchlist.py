@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from tests.conftest import add_user, login
+from tests.conftest import add_user, app_of, login
 from triage.models import Role, Subject
 
 
@@ -72,7 +72,7 @@ def test_subject_page_marks_reference_photos_left_out_of_the_search(client: Test
     from triage.storage import ImageStore
 
     _manager(client, engine)
-    store = ImageStore(client.app.state.settings.images_dir)
+    store = ImageStore(app_of(client).state.settings.images_dir)
     with Session(engine, expire_on_commit=False) as s:
         subject = factories.make_subject(s, store, photos=0)
         good = factories.add_reference_photo(s, store, subject, view="frontal")

@@ -107,7 +107,8 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
 
     services = client.app.state.services
     services.pipeline = face_pipeline
-    assert run_one(services, "test-worker", worker_registry()).id == job.id
+    ran = run_one(services, "test-worker", worker_registry())
+    assert ran is not None and ran.id == job.id
 
     status = client.get(url + "/status")
     assert status.status_code == 286  # htmx stops polling

@@ -36,5 +36,6 @@ def _connect_ex(self, address):
     return _real_connect_ex(self, address)
 
 
-socket.socket.connect = _connect
-socket.socket.connect_ex = _connect_ex
+# Replacing the methods on the class is the point: every socket of the process is held to the allow-list.
+socket.socket.connect = _connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
