@@ -53,7 +53,7 @@ def eligible_recognizers(session: Session, candidate: Candidate, settings: Setti
 
 def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
              settings: Settings | None = None) -> Candidate:
-    """Send a disputed candidate to a new round of two recognizers who have not seen it; commits.
+    """Send a disputed candidate to a new round of two recognizers who have not seen it.
 
     At most ``MAX_ROUNDS`` rounds in all: a candidate disputed in its last round stays disputed.
     """
@@ -104,7 +104,6 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
     audit.record(session, action, actor=manager, object_type="candidate", object_id=candidate.id,
                  detail={"round": candidate.current_round, "eligible": len(available)}, ip=ip)
     events.handled(session, "candidate", candidate.id, kinds=(events.DISPUTE_WAITING,))
-    session.commit()
     return candidate
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
 from triage import flags
+from triage.transaction import record_refusal
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
@@ -49,6 +50,7 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
     try:
         flags.acknowledge(session, user, flag_id, client_ip(request))
     except flags.FlagError as exc:
+        record_refusal(session, exc)
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
@@ -63,6 +65,7 @@ def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: 
     try:
         flags.close(session, user, flag_id, reason, note, client_ip(request))
     except flags.FlagError as exc:
+        record_refusal(session, exc)
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
@@ -77,6 +80,7 @@ def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user:
     try:
         flags.report(session, user, flag_id, outcome, note, client_ip(request))
     except flags.FlagError as exc:
+        record_refusal(session, exc)
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],

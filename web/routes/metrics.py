@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from markupsafe import Markup, escape
 
 from triage import metrics, metrics_cache, qualification, review
+from triage.transaction import record_refusal
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip, get_settings
@@ -141,6 +142,7 @@ def create_escalation(request: Request, candidate_id: Id, session: SessionDep, m
     try:
         review.escalate(session, manager, candidate_id, client_ip(request), get_settings(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/disputes?escalated={candidate_id}", request)
@@ -166,6 +168,7 @@ def create_reinstatement(request: Request, user_id: Id, session: SessionDep, set
     try:
         qualification.reinstate(session, manager, user_id, client_ip(request))
     except qualification.QualificationError as exc:
+        record_refusal(session, exc)
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _recognizers_page(request, session, settings, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/recognizers?reinstated={user_id}", request)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from triage import review
+from triage.transaction import record_refusal
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
@@ -46,6 +47,7 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
     try:
         task = review.next_task(session, user, settings, ip=client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
                            status_for(exc.code))
     if task is None:
@@ -73,6 +75,7 @@ def read_task(request: Request, slot_id: Id, session: SessionDep, settings: Sett
     try:
         task = review.held_task(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
                            status_for(exc.code))
     return _task_page(request, task)
@@ -85,6 +88,7 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: 
     try:
         review.reveal_full_faces(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return _queue_page(request, session, settings, user, [{"kind": "error", "text": exc.message}],
                            status_for(exc.code))
     return hx_redirect(f"/review/slots/{slot_id}", request)
@@ -99,6 +103,7 @@ def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings:
         review.submit_verdict(session, user, slot_id, verdict, note, idempotency_key or None, client_ip(request),
                               settings=settings)
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         if exc.code == "invalid":
             # Bad input on a task still held: show it again with the error, nothing stored.
             task = review.current_task(session, user)
