@@ -72,6 +72,7 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, Sequence[object]], list[
             task = review.next_task(s, s.get_one(User, user.id), settings)
             assert task is not None and task.candidate.id == candidate.id
             review.submit_verdict(s, s.get_one(User, user.id), task.slot_id, verdict, note)
+            s.commit()
 
     answer(bob, disputed, "same", "bob-note-on-dispute")
     answer(cat, disputed, "different", "cat-note-on-dispute")

@@ -1,8 +1,8 @@
 """Account operations: an admin's (create, disable, reset, roles, second factor) and a user's own.
 
-Every operation writes its audit entry, refusals included.  A refusal is
-recorded and then raised as ``AccountError``; nothing else has changed, so
-the caller commits the session to keep the refusal on record.
+Every operation writes its audit entry, refusals included.  A refusal is raised as
+``AccountError`` carrying its entry: whoever ends the transaction rolls the work back
+and keeps the entry (``triage.transaction``).
 """
 
 from __future__ import annotations

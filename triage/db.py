@@ -11,6 +11,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, col, create_engine, select
 
 from triage.models import Table
+from triage.transaction import unit_of_work
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option: this engine's transactions start as readers (see ``read_first``).
@@ -88,14 +89,10 @@ def read_first(engine: Engine) -> Engine:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose work commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """A job's or a command's session and its one transaction (``triage.transaction.unit_of_work``):
+    committed on success, rolled back on error, keeping a refusal's audit entry."""
+    with Session(engine, expire_on_commit=False) as session, unit_of_work(session):
+        yield session
 
 
 def lock_row(session: Session, model: type[RowT], row_id: int) -> RowT | None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from api.responses import FieldProblem
 from triage import watchlist
 from triage.models import ReferencePhoto, Subject, SubjectStatus
-from triage.transaction import checkpoint
+from triage.transaction import checkpoint, record_refusal
 from webcommon.deps import Id, ManagerUser, PipelineDep, Position, SessionDep, SettingsDep, StoreDep, client_ip
 from webcommon.uploads import read_capped
 
@@ -167,6 +167,7 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
         ref, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
+        record_refusal(session, exc)
         faces = [FaceChoice(index=f.index, bbox=[int(v) for v in f.bbox]) for f in exc.faces]
         return Response(EnrolmentRefusal(detail=str(exc), faces=faces).model_dump_json(), status_code=422,
                         media_type="application/json")

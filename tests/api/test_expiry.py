@@ -51,6 +51,7 @@ def world(engine, settings, user_factory):
         assert task is not None
         assert task.candidate.id == leased.id
         assert s.get_one(Candidate, disputed.id).status == "disputed"
+        s.commit()
     return {"subject": subject, "disputed": disputed, "leased": leased, "open": opened, "ann_slot": task.slot_id}
 
 

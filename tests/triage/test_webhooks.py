@@ -69,6 +69,7 @@ def _dispute(engine, settings, user_factory) -> int:
             task = review.next_task(s, user, settings)
             assert task is not None
             review.submit_verdict(s, user, task.slot_id, verdict, settings=settings)
+            s.commit()
         return s.exec(select(WebhookDelivery)).one().pk
 
 

@@ -175,6 +175,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except watchlist.WatchlistError as exc:
+        record_refusal(session, exc)
         ctx = _import_context(session, _get_import(session, import_id), settings)
         return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},
                       status_code=409)
@@ -258,6 +259,15 @@ def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
             for n, f in enumerate(faces)]
 
 
+def _enrol(session: SessionDep, store: StoreDep, pipeline: PipelineDep, user: User, subject_id: int, data: bytes,
+           view: str, face_index: str, ip: str) -> bool:
+    chosen = int(face_index) if face_index.strip().isdigit() else None
+    analysis = pipeline.analyze_for_enrolment(data)
+    _, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
+                                                 face_index=chosen, view=view, ip=ip)
+    return created
+
+
 @router.post("/watchlist/{subject_id}/photos")
 def create_reference_photo(request: Request, session: SessionDep, store: StoreDep, pipeline: PipelineDep,
                            settings: SettingsDep, user: ManagerUser, subject_id: Id,
@@ -270,11 +280,8 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
     data = read_capped(photo, settings)
     if not data:
         return _subject_page(request, session, subject, 422, error="Choose a photo to upload.")
-    chosen = int(face_index) if face_index.strip().isdigit() else None
     try:
-        analysis = pipeline.analyze_for_enrolment(data)
-        _, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
-                                                     face_index=chosen, view=view, ip=client_ip(request))
+        created = _enrol(session, store, pipeline, user, subject_id, data, view, face_index, client_ip(request))
     except watchlist.EnrolmentRefused as exc:
         record_refusal(session, exc)
         return _subject_page(request, session, subject, 422, error=str(exc),
