@@ -144,7 +144,7 @@ def test_0006_reevaluates_every_candidate_under_one_rule_per_round(
     downgrade(db_url, "0004")
     upgrade(db_url)
     with engine.connect() as conn:
-        assert dict(conn.execute(text("SELECT id, status FROM candidate")).all()) == status
+        assert dict(conn.execute(text("SELECT id, status FROM candidate")).all()) == status_of
 
 
 DLIB_MODEL_ID = "dlib@55533b28a95800a5"
