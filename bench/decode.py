@@ -54,7 +54,7 @@ def baseline_decode(data: bytes) -> np.ndarray:
     """The earlier decoder: full resolution, 16-bit through float64."""
     from PIL import Image, ImageOps
 
-    img = Image.open(io.BytesIO(bytes(data)))
+    img: Image.Image = Image.open(io.BytesIO(bytes(data)))
     img.load()
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

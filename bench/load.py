@@ -254,7 +254,7 @@ async def seed_queue(dep: Deployment, tokens: dict[str, list[str]], count: int, 
                            for i in range(count)))
     for c in clients:
         await c.aclose()
-    from sqlmodel import Session, func, select
+    from sqlmodel import Session, col, func, select
 
     from triage.models import Job, JobStatus, ReviewSlot
 
@@ -263,7 +263,7 @@ async def seed_queue(dep: Deployment, tokens: dict[str, list[str]], count: int, 
     while time.monotonic() < deadline:
         with Session(engine) as s:
             left = s.exec(select(func.count()).select_from(Job).where(
-                Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))).one()  # type: ignore[attr-defined]
+                col(Job.status).in_([JobStatus.queued.value, JobStatus.running.value]))).one()
             slots = s.exec(select(func.count()).select_from(ReviewSlot)).one()
         if left == 0:
             break
@@ -335,7 +335,7 @@ async def shift(dep: Deployment, tokens: dict[str, list[str]], seconds: float) -
             rnd = random.Random(n)
             args: tuple[Any, ...] = (client, stats, until, rnd, pool) if role == "officer" else (client, stats,
                                                                                                  until, rnd)
-            tasks.append(asyncio.create_task(fn(*args)))  # type: ignore[operator]
+            tasks.append(asyncio.create_task(fn(*args)))
             n += 1
     await asyncio.gather(*tasks)
     for c in clients:

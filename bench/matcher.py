@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -103,6 +104,13 @@ class Embedded:
         return is_searchable_reference(q)
 
 
+def _vector(e: Embedded) -> np.ndarray:
+    """The face descriptor of a photo every member found a face in."""
+    if e.embedding is None:
+        raise ValueError("no face found in this photo")
+    return e.embedding
+
+
 @dataclass
 class CachedFace:
     """One photo's most prominent face as found by the pipeline: its quality and the
@@ -120,7 +128,7 @@ class CachedFace:
     det_score: float = float("nan")
 
 
-def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -> list[CachedFace]:  # type: ignore[no-untyped-def]
+def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -> list[CachedFace]:
     """Detect and align once (``pipe`` made with ``keep_source=True``); every descriptor is
     then computed from the cached regions (``--from-saved``)."""
     from matcher import ImageError
@@ -151,7 +159,7 @@ def cache_faces(pipe, photos: list[Photo], log: Callable[[str], None] = print) -
     return out
 
 
-def cached_geometry(c: CachedFace):  # type: ignore[no-untyped-def]
+def cached_geometry(c: CachedFace):
     from matcher.embedders import FaceGeometry
 
     shape5 = None
@@ -166,7 +174,7 @@ def cached_geometry(c: CachedFace):  # type: ignore[no-untyped-def]
     return FaceGeometry(np.asarray(c.points5, dtype=np.float64), shape5, float(c.iod_px))
 
 
-def embed_cached(embedder, cached: list[CachedFace]) -> list[Embedded]:  # type: ignore[no-untyped-def]
+def embed_cached(embedder, cached: list[CachedFace]) -> list[Embedded]:
     """Embeddings of the cached faces by one embedder."""
     out = []
     for c in cached:
@@ -435,10 +443,12 @@ class RawDlib:
         return len(dets)
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    fn()  # warm
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeat: int) -> tuple[float, T]:
+    out = fn()  # warm
     times = []
-    out = None
     for _ in range(repeat):
         t = time.perf_counter()
         out = fn()
@@ -505,7 +515,7 @@ def descriptor_table(
     from matcher import DEFAULT_MODEL
     from matcher.embedders import MODELS, FusionEmbedder, build_embedder
 
-    cache: dict = {}  # type: ignore[type-arg]
+    cache: dict = {}
     vectors: dict[str, list[Embedded]] = {}
     names = [n for n in MODELS if n != DEFAULT_MODEL] + [DEFAULT_MODEL]
     for name in names:
@@ -522,7 +532,7 @@ def descriptor_table(
                 if c.region is None:
                     out.append(Embedded(None))
                     continue
-                v = emb.combine([p[i].embedding[None, :] for p in parts])[0]  # type: ignore[index]
+                v = emb.combine([_vector(p[i])[None, :] for p in parts])[0]
                 out.append(Embedded(v, c.iod_px, c.yaw_deg, c.blur, c.det_score))
             vectors[name] = out
         elif name not in vectors:
@@ -575,7 +585,7 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
 
     subjects = np.array([c.subject for c in cached])
     celeba = np.array([c.kind == "distractor" for c in cached])
-    cache: dict = {}  # type: ignore[type-arg]
+    cache: dict = {}
     mats: dict[str, np.ndarray] = {}
 
     def matrix(name: str) -> np.ndarray:
@@ -625,16 +635,16 @@ def fit_fusion(cached: list[CachedFace], home: Path, log: Callable[[str], None] 
         print(f'calibration "{name}": ({centre:.4f}, {width:.4f})')
 
 
-def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, log: Callable[[str], None]):  # type: ignore[no-untyped-def]
+def speed_rows(pipe, frmdb: list[Photo], distractors: list[Photo], quick: bool, log: Callable[[str], None]):
     """12 MP photos against the raw dlib baseline, enrolment throughput, gallery search."""
     rows: list[tuple[str, str]] = []
     log("speed: 12 MP photos")
     raw = RawDlib()
     for n_faces in (1, 5):
         data = synth_12mp(sample_faces(distractors, n_faces), seed=n_faces)
-        t_raw, n_raw = timed(lambda data=data: raw.analyze(data), 3)
-        t_ours, faces = timed(lambda data=data: pipe.analyze(data), 3)
-        n_ours = len(faces)  # type: ignore[arg-type]
+        t_raw, n_raw = timed(partial(raw.analyze, data), 3)
+        t_ours, faces = timed(partial(pipe.analyze, data), 3)
+        n_ours = len(faces)
         rows.append(
             (
                 f"12 MP photo, {n_faces} face{'s' if n_faces > 1 else ''}",

@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from triage.models import (
     StoredImage,
     Subject,
     User,
+    table_of,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +56,12 @@ RECOGNIZERS = 40
 
 def _template(obj: SQLModel) -> dict[str, Any]:
     """A row of defaults for a Core bulk insert (the model's Python-side defaults filled in)."""
-    return {c.name: getattr(obj, c.name) for c in obj.__table__.columns if c.name != "id"}  # type: ignore[attr-defined]
+    return {c.name: getattr(obj, c.name) for c in table_of(type(obj)).columns if c.name != "id"}
 
 
 def _bulk(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
     for i in range(0, len(rows), CHUNK):
-        session.execute(insert(model.__table__), rows[i:i + CHUNK])  # type: ignore[attr-defined]
+        session.execute(insert(table_of(model)), rows[i:i + CHUNK])
 
 
 def _fixtures(session: Session, rng: random.Random,
@@ -74,17 +76,16 @@ def _fixtures(session: Session, rng: random.Random,
     subjects = [Subject(name=f"Bench Subject {i}", case_ref=f"B-{sha[:6]}-{i}") for i in range(2)]
     session.add_all([officer, *people, *subjects])
     session.flush()
-    refs = [ReferencePhoto(subject_id=s.id, image_sha256=sha, eye_crop_sha256=sha, face_chip_sha256=sha)
+    refs = [ReferencePhoto(subject_id=s.pk, image_sha256=sha, eye_crop_sha256=sha, face_chip_sha256=sha)
             for s in subjects]
     session.add_all(refs)
     session.flush()
-    return ([p.id for p in people], officer.id, [s.id for s in subjects],  # type: ignore[misc]
-            [r.id for r in refs], sha)  # type: ignore[misc]
+    return [p.pk for p in people], officer.pk, [s.pk for s in subjects], [r.pk for r in refs], sha
 
 
 def _last_id(session: Session, model: type[SQLModel], n: int) -> int:
     """The first id of the ``n`` rows just bulk inserted."""
-    table = model.__table__  # type: ignore[attr-defined]
+    table = table_of(model)
     return int(session.execute(select(func.max(table.c.id))).scalar_one()) - n + 1
 
 
@@ -247,7 +248,7 @@ def _per_query(engine: Engine, window: Any) -> list[tuple[str, float]]:
     out = []
     with Session(engine) as session:
         for name, step in steps:
-            out.append((name, _time(lambda step=step: step(session), repeat=3)))  # type: ignore[misc]
+            out.append((name, _time(partial(step, session), repeat=3)))
     return out
 
 
@@ -281,7 +282,7 @@ def _client(url: str, tmp: Path) -> Any:
     from miatari.app import create_app
     from triage.config import Settings
 
-    settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=url,  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=url,
                         secret_key="b" * 40, embedded_worker=False, metrics_cache_seconds=0.0,
                         models_dir=ROOT / "data" / "models")
     client = TestClient(create_app(settings, start_background=False), base_url="http://testserver")
@@ -318,11 +319,11 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
             window = metrics.parse_window(days="90")
             with Session(engine) as session:
                 results.append((f"{n // 1000}k", "SQL metrics.compute, 90 days",
-                                _time(lambda w=window: metrics.compute(session, w)), None))  # type: ignore[misc]
+                                _time(partial(metrics.compute, session, window)), None))
                 if label == "subset":
                     old = _old_compute()
                     results.append((f"{n // 1000}k", "previous Python implementation, 90 days",
-                                    _time(lambda f=old, w=window: f(session, w), repeat=3), None))  # type: ignore[misc]
+                                    _time(partial(old, session, window), repeat=3), None))
             if label == "full":
                 for name, ms in _per_query(engine, window):
                     results.append((f"{n // 1000}k", f"  query: {name}", ms, None))
@@ -348,7 +349,7 @@ def _http(url: str, tmp: Path) -> list[tuple[str, str, float, int | None]]:
     for path in ("/stats?days=90", "/stats/export.csv?days=90", "/stats", "/stats/export.csv"):
         r = client.get(path)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
-        out.append(("100k", f"GET {path}", _time(lambda path=path: client.get(path)), len(r.content)))  # type: ignore[misc]
+        out.append(("100k", f"GET {path}", _time(partial(client.get, path)), len(r.content)))
     client.__exit__(None, None, None)
     return out
 

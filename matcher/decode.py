@@ -17,10 +17,14 @@ import io
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from matcher.errors import ImageTooLarge, NotAnImage, TruncatedImage, UnsupportedFormat
+
+if TYPE_CHECKING:  # Pillow itself is imported where it decodes
+    from PIL.Image import Image as PILImage
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
 DEFAULT_MAX_BYTES = 25_000_000
@@ -191,7 +195,7 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return rgb if view is None else np.ascontiguousarray(view(rgb))
 
 
-def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _to_rgb(img: PILImage, factor: int = 1) -> np.ndarray:
     """8-bit RGB pixels, ``factor`` times smaller, as an array; the source image is released.
 
     The pixels are converted a strip of rows at a time straight into the result,
@@ -203,7 +207,9 @@ def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
     width, height = img.size
     top = 0.0
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        top = float(img.getextrema()[1])  # type: ignore[index]
+        highest = img.getextrema()[1]  # one band: (lowest, highest)
+        assert not isinstance(highest, tuple)
+        top = float(highest)
     rows = max(factor, (max(_STRIP_PIXELS // max(width, 1), 1) // factor) * factor)
     out = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
     for y in range(0, height, rows):
@@ -215,7 +221,7 @@ def _to_rgb(img, factor: int = 1) -> np.ndarray:  # type: ignore[no-untyped-def]
     return out
 
 
-def _strip_to_rgb(img, top: float):  # type: ignore[no-untyped-def]
+def _strip_to_rgb(img: PILImage, top: float) -> PILImage:
     from PIL import Image
 
     if img.mode == "RGB":

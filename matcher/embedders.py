@@ -49,6 +49,10 @@ class Embedder(Protocol):
         """``(len(faces), dim)`` float32, each row L2-normalised."""
         ...
 
+    def load(self) -> Any:
+        """Load the model files (:class:`ModelFilesMissing` if one is absent or altered)."""
+        ...
+
 
 def l2_normalise(vecs: np.ndarray) -> np.ndarray:
     vecs = np.asarray(vecs, dtype=np.float32)

@@ -136,7 +136,7 @@ class GalleryIndex:
     def add_many(
         self,
         items: Iterable[tuple[int, int, np.ndarray]] | Sequence[int],
-        reference_photo_ids: Sequence[int] | None = None,
+        reference_photo_ids: Sequence[int] | np.ndarray | None = None,
         embeddings: np.ndarray | None = None,
         *,
         model_id: str | None = None,
@@ -148,12 +148,17 @@ class GalleryIndex:
         if reference_photo_ids is not None or embeddings is not None:
             if reference_photo_ids is None or embeddings is None:
                 raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
-            subj = np.asarray(list(items), dtype=np.int64)  # type: ignore[arg-type]
+            subj = np.asarray(list(items), dtype=np.int64)
             refs = np.asarray(list(reference_photo_ids), dtype=np.int64)
             self._check_model(model_id, np.asarray(embeddings), adopt=True)
             mat = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim or 0)
         else:
-            rows = [tuple(r) for r in items]  # type: ignore[arg-type]  # (subject id, photo id, embedding) each
+            rows: list[tuple[int, int, np.ndarray]] = []
+            for r in items:  # (subject id, photo id, embedding) each
+                if isinstance(r, int | np.integer):
+                    raise TypeError("pass subject_ids, reference_photo_ids and embeddings together")
+                subject_id, photo_id, vector = r
+                rows.append((subject_id, photo_id, vector))
             if not rows:
                 return
             subj = np.asarray([r[0] for r in rows], dtype=np.int64)

@@ -171,6 +171,12 @@ def _quality(prep: _Prepared, s2o_scale: float) -> Quality:
     )
 
 
+
+def _xy(point: list[float]) -> tuple[float, float]:
+    x, y = point
+    return x, y
+
+
 def _landmarks(prep: _Prepared, frame: _Frame) -> dict[str, list[float]]:
     pt, p68 = frame.point, prep.p68
     mouth_l, mouth_r = p68[54], p68[48]  # subject's left mouth corner is on the image's right
@@ -426,10 +432,10 @@ class FacePipeline:
             cx, cy = x + bw / 2, y + bh / 2 + 0.067 * bh
             side = 0.5 * (1.115 * bw + 0.82 * bh)
             kps = {k: (float(v[0]), float(v[1])) for k, v in (det.get("keypoints") or {}).items()}
-            if inv is not None:
-                side /= math.sqrt(abs(np.linalg.det(view[:, :2])))  # type: ignore[index]
+            if view is not None and inv is not None:
+                side /= math.sqrt(abs(np.linalg.det(view[:, :2])))
                 cx, cy = (inv @ np.array([cx, cy, 1.0])).tolist()
-                kps = {k: tuple((inv @ np.array([px, py, 1.0])).tolist()) for k, (px, py) in kps.items()}  # type: ignore[misc]
+                kps = {k: tuple((inv @ np.array([px, py, 1.0])).tolist()) for k, (px, py) in kps.items()}
             out.append(
                 _Candidate(
                     (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
@@ -537,7 +543,7 @@ class FacePipeline:
             geom = FaceGeometry(five, shape5, 0.0)
         geom.iod_px = math.dist(left_src, right_src) / s2o_scale
         chip = dlib_chip(src, geom)  # quality is measured on dlib's 150x150 chip
-        return _Prepared(c, rect, p68, chip, display, p5, left_src, right_src, geom)  # type: ignore[arg-type]
+        return _Prepared(c, rect, p68, chip, display, p5, left_src, right_src, geom)
 
     def _face(self, i: int, prep: _Prepared, vectors: dict[str, Any], model_id: str, src: np.ndarray,
               frame: _Frame) -> Face:
@@ -553,8 +559,8 @@ class FacePipeline:
         return Face(
             index=i,
             bbox=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)),
-            left_eye=tuple(landmarks["left_eye"]),  # type: ignore[arg-type]
-            right_eye=tuple(landmarks["right_eye"]),  # type: ignore[arg-type]
+            left_eye=_xy(landmarks["left_eye"]),
+            right_eye=_xy(landmarks["right_eye"]),
             landmarks=landmarks,
             detector=prep.candidate.detector,
             quality=_quality(prep, frame.scale),

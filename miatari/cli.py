@@ -8,8 +8,10 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -109,25 +111,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_serve_web(args: argparse.Namespace) -> int:
     """One web process of ``miatari serve``, on the listening socket it inherited."""
-    import socket
-
     settings = get_settings()
     _json_logs(settings, args.verbose)
     _run_web(settings, sock=socket.socket(fileno=args.fd))
     return 0
 
 
-def _run_web(settings: Settings, *, host: str = "", port: int = 0, sock: object = None) -> None:
+def _run_web(settings: Settings, *, host: str = "", port: int = 0, sock: socket.socket | None = None) -> None:
     import uvicorn
 
     from miatari.app import create_app
 
     app = create_app(settings, start_background=False)
     # With JSON logs, miatari.access writes the one line per request (route template, no query string).
-    logs: dict[str, object] = {"log_config": None, "access_log": False} if settings.json_logs else {}
+    logs: dict[str, Any] = {"log_config": None, "access_log": False} if settings.json_logs else {}
     config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port, proxy_headers=True,
-                            log_level="info", **logs)  # type: ignore[arg-type]
-    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)  # type: ignore[list-item]
+                            log_level="info", **logs)
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
 def _lower_priority(nice: int) -> None:

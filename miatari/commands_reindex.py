@@ -103,7 +103,7 @@ def _start(engine: Any, settings: Any) -> tuple[Any, Any] | int:
             print(f"nothing to do: the gallery searches with {st.active_model_id}, the configured model, "
                   f"and all {st.photos_total} reference photos hold an embedding of it")
             return 0
-        job = reindex.job_of(session, run.id)  # type: ignore[arg-type]
+        job = reindex.job_of(session, run.pk)
         assert job is not None
     return run, job
 

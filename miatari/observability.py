@@ -76,7 +76,7 @@ def exposition(engine: Any) -> bytes:
     with Session(engine) as session:
         families += prom.collect_from(session)
         families.append(prom.gallery_lag(session, applied))
-    return generate_latest(_Families(families))  # type: ignore[arg-type]
+    return generate_latest(_Families(families))
 
 
 def _refuse(engine: Any, ip: str) -> None:

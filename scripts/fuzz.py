@@ -53,7 +53,7 @@ def seed(env: dict[str, str]) -> dict[str, str]:
     from triage.db import make_engine
     from triage.security import create_api_token, create_user
 
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.db_url)
     engine = make_engine(settings.db_url)

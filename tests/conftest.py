@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session
@@ -136,7 +137,7 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "models_dir": Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")),
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -173,6 +174,12 @@ def add_user(engine: Engine, username: str, *roles: Role | str, password: str = 
         user = create_user(s, username, password, list(roles) or [Role.officer])
         s.commit()
         return user
+
+
+def app_of(client: TestClient) -> FastAPI:
+    """The application a test client drives (its ``state`` holds the settings and the image store)."""
+    assert isinstance(client.app, FastAPI)
+    return client.app
 
 
 def login(client: TestClient, username: str, password: str = TEST_PASSWORD) -> str:

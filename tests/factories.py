@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from triage import review
 from triage.clock import utcnow
@@ -76,14 +77,14 @@ def make_subject(session: Session, store: ImageStore, *, name: str | None = None
 
 def add_reference_photo(session: Session, store: ImageStore, subject: Subject, view: str = "",
                         embedding: bytes | None = None) -> ReferencePhoto:
-    photo = ReferencePhoto(subject_id=subject.id, image_sha256=store_png(session, store, size=(160, 200)),
+    photo = ReferencePhoto(subject_id=subject.pk, image_sha256=store_png(session, store, size=(160, 200)),
                            view=view, eye_crop_sha256=store_png(session, store),
                            face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(photo)
     session.flush()
     model_id, default = _embedding_of(session)
     embedding = default if embedding is None else embedding
-    session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,
+    session.add(ReferenceEmbedding(reference_photo_id=photo.pk, model_id=model_id,
                                    dim=len(embedding) // 4, embedding=embedding))
     session.flush()
     return photo
@@ -96,22 +97,32 @@ def make_sighting(session: Session, store: ImageStore, uploaded_by: int, *,
                         status="matched", faces_found=1, created_at=now, matched_at=now)
     session.add(sighting)
     session.flush()
-    session.add(SightingPhoto(sighting_id=sighting.id, position=0,
+    session.add(SightingPhoto(sighting_id=sighting.pk, position=0,
                               image_sha256=store_png(session, store, size=(320, 240)), faces_found=1))
     session.flush()
     return sighting
 
 
 def make_probe(session: Session, store: ImageStore, sighting: Sighting, face_index: int = 0) -> Probe:
-    photo = session.exec(SightingPhoto.__table__.select().where(  # type: ignore[attr-defined]
-        SightingPhoto.sighting_id == sighting.id)).first()
+    photo = session.exec(select(SightingPhoto).where(SightingPhoto.sighting_id == sighting.pk)).first()
+    assert photo is not None, "make_sighting stores a photo"
     model_id, embedding = _embedding_of(session)
-    probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=face_index,
+    probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=face_index,
                   embedding=embedding, model_id=model_id, eye_crop_sha256=store_png(session, store),
                   face_chip_sha256=store_png(session, store, size=(112, 112)))
     session.add(probe)
     session.flush()
     return probe
+
+
+
+def stored_ids(values: Iterable[int | None]) -> list[int]:
+    """Ids read back from the database: a primary key is never NULL."""
+    out: list[int] = []
+    for v in values:
+        assert v is not None, "a stored row has an id"
+        out.append(v)
+    return out
 
 
 @dataclass
@@ -130,10 +141,10 @@ def make_candidate(session: Session, store: ImageStore, settings: Settings, uplo
                    priority: int = 3) -> Candidate:
     """A sighting with one probe, matched to one subject: one candidate with two open slots."""
     subject = subject or make_subject(session, store, priority=priority)
-    photo = session.exec(ReferencePhoto.__table__.select().where(  # type: ignore[attr-defined]
-        ReferencePhoto.subject_id == subject.id)).first()
+    photo = session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == subject.pk)).first()
+    assert photo is not None, "make_subject stores a reference photo"
     sighting = make_sighting(session, store, uploaded_by, observed_at=observed_at)
     probe = make_probe(session, store, sighting)
-    hits = [FakeHit(subject.id, photo.id, 1.0 - score, score, 1)]  # type: ignore[arg-type]
+    hits = [FakeHit(subject.pk, photo.pk, 1.0 - score, score, 1)]
     (candidate,) = review.create_candidates_for_probe(session, probe, hits, settings)
     return candidate

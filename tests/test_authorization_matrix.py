@@ -243,7 +243,7 @@ def _fail_matching_job(engine: Engine, world: World) -> None:
 def _flag_status(status: str) -> Callable[[Engine, World], None]:
     def prepare(engine: Engine, world: World) -> None:
         with Session(engine) as s:
-            flag = s.get(Flag, world.params["flag_id"])
+            flag = s.get_one(Flag, world.params["flag_id"])
             flag.status = status
             s.add(flag)
             s.commit()
@@ -288,54 +288,54 @@ def build_world(engine: Engine, app: Any) -> World:
     target = add_user(engine, "target.account", Role.officer)
     store = app.state.store
     with Session(engine, expire_on_commit=False) as s:
-        officer = s.get(User, w.users["off"].id)
+        officer = s.get_one(User, w.users["off"].id)
         subject = Subject(name="Wanted Person", case_ref="W-1")
         s.add(subject)
         s.flush()
-        ref = ReferencePhoto(subject_id=subject.id, image_sha256=store_image(s, store, _png((200, 0, 0)), "image/png"),
+        ref = ReferencePhoto(subject_id=subject.pk, image_sha256=store_image(s, store, _png((200, 0, 0)), "image/png"),
                              eye_crop_sha256=store_image(s, store, _png((0, 200, 0)), "image/png"),
                              face_chip_sha256=store_image(s, store, _png((0, 0, 200)), "image/png"))
         s.add(ref)
         s.flush()
-        s.add(ReferenceEmbedding(reference_photo_id=ref.id, model_id=active_model_id(s), dim=2,
+        s.add(ReferenceEmbedding(reference_photo_id=ref.pk, model_id=active_model_id(s), dim=2,
                                  embedding=b"\0" * 8))
-        sighting = Sighting(uploaded_by=officer.id, observed_at=dt.datetime.now(dt.UTC), status="matched")
+        sighting = Sighting(uploaded_by=officer.pk, observed_at=dt.datetime.now(dt.UTC), status="matched")
         s.add(sighting)
         s.flush()
-        photo = SightingPhoto(sighting_id=sighting.id, position=0,
+        photo = SightingPhoto(sighting_id=sighting.pk, position=0,
                               image_sha256=store_image(s, store, _png((10, 10, 10)), "image/png"))
         s.add(photo)
         s.flush()
-        probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
+        probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=0, embedding=b"\0" * 8,
                       model_id=active_model_id(s),
                       eye_crop_sha256=store_image(s, store, _png((20, 20, 20)), "image/png"),
                       face_chip_sha256=store_image(s, store, _png((30, 30, 30)), "image/png"))
         s.add(probe)
         s.flush()
         # The matching job failed, so a manager may retry it.
-        s.add(Job(kind="match_sighting", ref_id=sighting.id, status="failed", attempts=3))
-        candidate = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.id,
-                              reference_photo_id=ref.id, score=0.9, distance=0.2, rank=1)
+        s.add(Job(kind="match_sighting", ref_id=sighting.pk, status="failed", attempts=3))
+        candidate = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.pk,
+                              reference_photo_id=ref.pk, score=0.9, distance=0.2, rank=1)
         s.add(candidate)
         s.flush()
         for slot_no in (1, 2):
-            s.add(ReviewSlot(candidate_id=candidate.id, slot_no=slot_no))
-        flagged = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.id,
-                            reference_photo_id=ref.id, score=0.8, distance=0.3, rank=2,
+            s.add(ReviewSlot(candidate_id=candidate.pk, slot_no=slot_no))
+        flagged = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=subject.pk,
+                            reference_photo_id=ref.pk, score=0.8, distance=0.3, rank=2,
                             status=CandidateStatus.flagged.value)
         subject2 = Subject(name="Other Wanted", case_ref="W-2")
         s.add(subject2)
         s.flush()
-        flagged.subject_id = subject2.id
+        flagged.subject_id = subject2.pk
         s.add(flagged)
         s.flush()
-        flag = Flag(candidate_id=flagged.id, sighting_id=sighting.id, subject_id=subject2.id)
+        flag = Flag(candidate_id=flagged.pk, sighting_id=sighting.pk, subject_id=subject2.pk)
         s.add(flag)
         _, token = create_api_token(s, officer, "officer A's phone (a record)")
-        _, target_token = create_api_token(s, s.get(User, target.id), "the target account's phone")
-        note = notifications.notify(s, officer.id, "flag", "A flag was raised on your sighting", flag_id=None)
-        manager = s.get(User, w.users["mgr"].id)
-        imp = WatchlistImport(created_by=manager.id, filename="mugshots.zip", archive_sha256="0" * 64,
+        _, target_token = create_api_token(s, s.get_one(User, target.id), "the target account's phone")
+        note = notifications.notify(s, officer.pk, "flag", "A flag was raised on your sighting", flag_id=None)
+        manager = s.get_one(User, w.users["mgr"].id)
+        imp = WatchlistImport(created_by=manager.pk, filename="mugshots.zip", archive_sha256="0" * 64,
                               status="done", photos_total=3, photos_done=3)
         s.add(imp)
         s.commit()
@@ -356,7 +356,7 @@ def _lease_slot(engine: Engine, app: Any, w: World) -> None:
     except ImportError:  # pragma: no cover - the review queue not built yet
         return
     with Session(engine, expire_on_commit=False) as s:
-        task = review.next_task(s, s.get(User, w.users["rec"].id), app.state.settings)
+        task = review.next_task(s, s.get_one(User, w.users["rec"].id), app.state.settings)
         assert task is not None and task.candidate.id == w.params["candidate_id"]
         w.params["slot_id"] = task.slot_id
         s.commit()
@@ -406,7 +406,8 @@ def _fill(path: str, params: dict[str, object]) -> str:
 
 
 @pytest.fixture
-def matrix_clients(make_client: Callable[..., TestClient], engine: Engine) -> tuple[TestClient, dict[str, Any], World]:
+def matrix_clients(make_client: Callable[..., TestClient],
+                   engine: Engine) -> Iterator[tuple[TestClient, dict[str, Any], World]]:
     anon = make_client(known_answer_share=0.0)
     world = build_world(engine, anon.app)
     clients: dict[str, Any] = {"anon": (anon, None)}
@@ -418,7 +419,7 @@ def matrix_clients(make_client: Callable[..., TestClient], engine: Engine) -> tu
                                            "password": TEST_PASSWORD})
         assert r.status_code == 201, r.text
         clients[role] = (web, r.json()["token"])
-    yield anon, clients, world  # type: ignore[misc]
+    yield anon, clients, world
     for role, (web, _) in clients.items():
         if role != "anon":
             web.__exit__(None, None, None)
@@ -464,7 +465,7 @@ def test_route_role_matrix(matrix_clients: tuple[TestClient, dict[str, Any], Wor
     assert not failures, "\n".join(failures)
     # Only recognizer A's verdict went on A's slot; recognizer B's slot is a different one.
     with Session(engine) as s:
-        slot = s.get(ReviewSlot, world.params["slot_id"])
+        slot = s.get_one(ReviewSlot, world.params["slot_id"])
         assert slot.reviewer_id == world.users["rec"].id and slot.verdict == "cannot_tell"
         others = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == world.params["candidate_id"],
                                                  ReviewSlot.id != slot.id)).all()

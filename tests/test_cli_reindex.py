@@ -28,7 +28,7 @@ LEASE_SECONDS = 8  # short, so the second run takes over the killed one's job so
 STARTUP_SECONDS = 240
 
 
-def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def _counts(engine) -> tuple[int, int, int]:
     """(photos done by the run, target embeddings stored, distinct photos holding one)."""
     with Session(engine) as s:
         run = s.exec(select(ReindexRun)).first()
@@ -40,7 +40,7 @@ def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
 
 
 def test_reindex_command_shows_progress_survives_sigkill_and_completes(
-        engine, tmp_path: Path, db_url: str, face_pipeline, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+        engine, tmp_path: Path, db_url: str, face_pipeline, monkeypatch, capsys) -> None:
     frmdb = require_faces() / "frmdb"
     settings = make_settings(tmp_path, db_url, face_model="dlib")
     store = ImageStore(settings.images_dir)
@@ -52,7 +52,7 @@ def test_reindex_command_shows_progress_survives_sigkill_and_completes(
             analysis = watchlist.analyze_for_enrolment((frmdb / label / view).read_bytes(), settings, face_pipeline,
                                                        enrolment_models(engine, settings.face_model))
             with Session(engine) as s:
-                watchlist.enrol_reference_photo(s, store, subject.id, analysis, None)  # type: ignore[arg-type]
+                watchlist.enrol_reference_photo(s, store, subject.pk, analysis, None)
                 s.commit()
     env = {**os.environ, "MIATARI_DATABASE_URL": db_url, "MIATARI_DATA_DIR": str(settings.data_dir),
            "MIATARI_SECRET_KEY": "t" * 40, "MIATARI_MODELS_DIR": str(settings.deepface_home),

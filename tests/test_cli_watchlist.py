@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.cli import main
 from tests.conftest import make_settings, require_faces
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture
-def cli_env(monkeypatch, tmp_path: Path, db_url: str):  # type: ignore[no-untyped-def]
+def cli_env(monkeypatch, tmp_path: Path, db_url: str):
     settings = make_settings(tmp_path, db_url)
     monkeypatch.setenv("MIATARI_DATABASE_URL", db_url)
     monkeypatch.setenv("MIATARI_DATA_DIR", str(settings.data_dir))
@@ -29,7 +29,7 @@ def cli_env(monkeypatch, tmp_path: Path, db_url: str):  # type: ignore[no-untype
     get_settings.cache_clear()
 
 
-def test_folder_import_reports_failures_and_a_second_run_adds_nothing(cli_env, engine, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_folder_import_reports_failures_and_a_second_run_adds_nothing(cli_env, engine, tmp_path: Path,
                                                                       face_pipeline, capsys) -> None:
     root = tmp_path / "gallery"
     for name, files in {"astronaut": {"front.png": astronaut_png(), "other.jpg": astronaut_altered_jpeg(),
@@ -58,7 +58,7 @@ def test_folder_import_reports_failures_and_a_second_run_adds_nothing(cli_env, e
         assert len(s.exec(select(AuditEntry).where(AuditEntry.action == "watchlist.import")).all()) == 2
 
 
-def test_csv_import_with_a_column_map(cli_env, engine, tmp_path: Path, face_pipeline, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_csv_import_with_a_column_map(cli_env, engine, tmp_path: Path, face_pipeline, capsys) -> None:
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(astronaut_png())
     (tmp_path / "img" / "h.jpg").write_bytes(grace_hopper_jpeg())
@@ -71,7 +71,7 @@ def test_csv_import_with_a_column_map(cli_env, engine, tmp_path: Path, face_pipe
 
 
 @pytest.mark.faces
-def test_frmdb_mugshots_with_two_worker_processes(cli_env, engine, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_frmdb_mugshots_with_two_worker_processes(cli_env, engine, tmp_path: Path, capsys) -> None:
     frmdb = require_faces() / "frmdb"
     root = tmp_path / "frmdb"
     for folder in ("001", "002", "040"):  # a few subjects; the full import is run by hand
@@ -88,7 +88,7 @@ def test_frmdb_mugshots_with_two_worker_processes(cli_env, engine, tmp_path: Pat
     assert f"0 enrolled, {len(photos)} already enrolled" in capsys.readouterr().out
 
 
-def test_another_import_with_the_same_folder_name_makes_a_new_subject(cli_env, engine, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_another_import_with_the_same_folder_name_makes_a_new_subject(cli_env, engine, tmp_path: Path,
                                                                       face_pipeline, capsys, monkeypatch) -> None:
     first, second = tmp_path / "unit-a", tmp_path / "unit-b"
     (first / "001").mkdir(parents=True)
@@ -111,7 +111,7 @@ def test_another_import_with_the_same_folder_name_makes_a_new_subject(cli_env, e
         assert len(s.exec(select(Subject)).all()) == 1 and len(s.exec(select(ReferencePhoto)).all()) == 1
     assert main(["watchlist", "import", str(second), "--workers", "0", "--quiet", "--yes"]) == 0
     with Session(engine) as s:
-        subjects = s.exec(select(Subject).order_by(Subject.id)).all()
+        subjects = s.exec(select(Subject).order_by(col(Subject.id))).all()
         assert len(subjects) == 2
         assert [len(s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == x.id)).all())
                 for x in subjects] == [1, 1]  # the earlier subject 001 got nothing of the other person

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -52,7 +52,7 @@ def _forbidden(candidates: list[Candidate], notes: tuple[str, ...] = OTHER_NOTES
     return sorted(set(words))
 
 
-def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Candidate]]:
+def _world(engine: Engine, app: Any) -> tuple[dict[str, Sequence[object]], list[Candidate]]:
     settings = app.state.settings
     store = image_store(settings)
     # The officer who uploaded every sighting also reviews (never their own sightings' candidates).
@@ -62,16 +62,16 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
     bob = add_user(engine, "bob", Role.recognizer)
     cat = add_user(engine, "cat", Role.recognizer)
     with Session(engine, expire_on_commit=False) as s:
-        disputed = make_candidate(s, store, settings, officer.id, score=DISPUTED, priority=1)
-        flagged = make_candidate(s, store, settings, officer.id, score=FLAGGED, priority=2)
-        live = make_candidate(s, store, settings, officer.id, score=LIVE, priority=3)
+        disputed = make_candidate(s, store, settings, officer.pk, score=DISPUTED, priority=1)
+        flagged = make_candidate(s, store, settings, officer.pk, score=FLAGGED, priority=2)
+        live = make_candidate(s, store, settings, officer.pk, score=LIVE, priority=3)
         s.commit()
 
     def answer(user: User, candidate: Candidate, verdict: str, note: str) -> None:
         with Session(engine, expire_on_commit=False) as s:
-            task = review.next_task(s, s.get(User, user.id), settings)  # type: ignore[arg-type]
+            task = review.next_task(s, s.get_one(User, user.id), settings)
             assert task is not None and task.candidate.id == candidate.id
-            review.submit_verdict(s, s.get(User, user.id), task.slot_id, verdict, note)  # type: ignore[arg-type]
+            review.submit_verdict(s, s.get_one(User, user.id), task.slot_id, verdict, note)
             s.commit()
 
     answer(bob, disputed, "same", "bob-note-on-dispute")
@@ -80,29 +80,29 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
     answer(cat, flagged, "same", "cat-note-on-flag")
     answer(bob, live, "different", "bob-note-on-live")
     with Session(engine, expire_on_commit=False) as s:
-        task = review.next_task(s, s.get(User, rec.id), settings)  # type: ignore[arg-type]
+        task = review.next_task(s, s.get_one(User, rec.id), settings)
         assert task is not None and task.candidate.id == live.id
         own_slot = task.slot_id
-        cands = [s.get(Candidate, c.id) for c in (live, disputed, flagged)]
-        assert [c.status for c in cands] == ["open", "disputed", "flagged"]  # type: ignore[union-attr]
+        cands = [s.get_one(Candidate, c.id) for c in (live, disputed, flagged)]
+        assert [c.status for c in cands] == ["open", "disputed", "flagged"]
         flag = s.exec(select(Flag)).one()
-        slots = [sl.id for sl in s.exec(select(ReviewSlot)).all()]
-        photos = [p.id for p in s.exec(select(ReferencePhoto)).all()]
+        slots = [sl.pk for sl in s.exec(select(ReviewSlot)).all()]
+        photos = [p.pk for p in s.exec(select(ReferencePhoto)).all()]
         sighting_photos = s.exec(select(SightingPhoto)).all()
         probes = list(s.exec(select(Probe)).all())
-        _, rec_token = create_api_token(s, s.get(User, rec.id), "rec's phone")  # type: ignore[arg-type]
-        _, boss_token = create_api_token(s, s.get(User, boss.id), "boss's phone")  # type: ignore[arg-type]
-        own_note = notifications.notify(s, rec.id, "info", "hello", flag_id=None)  # type: ignore[arg-type]
-        other_note = notifications.notify(s, boss.id, "flag.raised", "Arrest flag", flag_id=flag.id)  # type: ignore[arg-type]
-        imp = WatchlistImport(created_by=boss.id, filename="mugshots.zip", archive_sha256="0" * 64,  # type: ignore[arg-type]
+        _, rec_token = create_api_token(s, s.get_one(User, rec.id), "rec's phone")
+        _, boss_token = create_api_token(s, s.get_one(User, boss.id), "boss's phone")
+        own_note = notifications.notify(s, rec.pk, "info", "hello", flag_id=None)
+        other_note = notifications.notify(s, boss.pk, "flag.raised", "Arrest flag", flag_id=flag.id)
+        imp = WatchlistImport(created_by=boss.pk, filename="mugshots.zip", archive_sha256="0" * 64,
                               status="done")
         s.add(imp)
         s.commit()
-        params: dict[str, list[object]] = {
+        params: dict[str, Sequence[object]] = {
             "slot_id": sorted({own_slot, *slots}),
-            "candidate_id": [c.id for c in cands],  # type: ignore[union-attr]
+            "candidate_id": [c.id for c in cands],
             "flag_id": [flag.id],
-            "subject_id": sorted({c.subject_id for c in cands}),  # type: ignore[union-attr]
+            "subject_id": sorted({c.subject_id for c in cands}),
             "photo_id": photos[:2],
             "sighting_id": sorted({p.sighting_id for p in sighting_photos}),
             "position": [0],
@@ -113,10 +113,10 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
             "import_id": [imp.id],
             "kind": list(KINDS),
         }
-    return params, cands  # type: ignore[return-value]
+    return params, cands
 
 
-def _urls(path: str, params: dict[str, list[object]]) -> list[str]:
+def _urls(path: str, params: dict[str, Sequence[object]]) -> list[str]:
     names = re.findall(r"\{(\w+)(?::\w+)?\}", path)
     missing = [n for n in names if n not in params]
     assert not missing, f"no record for path parameter(s) {missing} of {path}: add them to _world"
@@ -129,7 +129,7 @@ def _urls(path: str, params: dict[str, list[object]]) -> list[str]:
     return urls
 
 
-def _scan(web: TestClient, token: str, params: dict[str, list[object]], words: list[str]) -> tuple[int, list[str]]:
+def _scan(web: TestClient, token: str, params: dict[str, Sequence[object]], words: list[str]) -> tuple[int, list[str]]:
     leaks: list[str] = []
     calls = 0
     for method, path in sorted(set(iter_routes(web.app))):

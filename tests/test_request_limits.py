@@ -129,7 +129,7 @@ def _audit(engine: Engine, action: str) -> list[AuditEntry]:
         return list(s.exec(select(AuditEntry).where(AuditEntry.action == action)).all())
 
 
-def test_anonymous_upload_is_refused_before_its_body_is_read(app_and_engine) -> None:  # type: ignore[no-untyped-def]
+def test_anonymous_upload_is_refused_before_its_body_is_read(app_and_engine) -> None:
     app, engine = app_and_engine
     with Server(app) as server:
         # 300 MB announced, only the first bytes sent: the 401 comes without waiting for the rest.
@@ -150,7 +150,7 @@ def test_anonymous_upload_is_refused_before_its_body_is_read(app_and_engine) -> 
         assert s.exec(select(Sighting)).all() == []
 
 
-def test_oversize_body_is_refused_by_its_length_with_limit_and_size(app_and_engine) -> None:  # type: ignore[no-untyped-def]
+def test_oversize_body_is_refused_by_its_length_with_limit_and_size(app_and_engine) -> None:
     app, engine = app_and_engine
     token = _token(engine)
     with Server(app) as server:
@@ -173,7 +173,7 @@ def test_oversize_body_is_refused_by_its_length_with_limit_and_size(app_and_engi
         assert s.exec(select(Sighting)).all() == []
 
 
-def test_chunked_body_is_cut_off_once_it_passes_the_limit(app_and_engine) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_body_is_cut_off_once_it_passes_the_limit(app_and_engine) -> None:
     app, engine = app_and_engine
     token = _token(engine)
 
@@ -194,7 +194,7 @@ def test_chunked_body_is_cut_off_once_it_passes_the_limit(app_and_engine) -> Non
         assert s.exec(select(Sighting)).all() == []
 
 
-def test_a_photo_over_its_limit_is_told_its_real_size(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_photo_over_its_limit_is_told_its_real_size(make_client, engine) -> None:
     from tests.conftest import login
 
     client = make_client(max_upload_bytes=MB)

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import ROOT, add_user, make_settings, require_faces
 from triage import audit
@@ -154,7 +154,7 @@ def _bots() -> list[Bot]:
     return bots
 
 
-def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:
     faces = require_faces()
     photos = _choose(faces)
     settings = make_settings(tmp_path, db_url)
@@ -241,21 +241,23 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:  # typ
 
         def truth(slot_id: int) -> str:
             with Session(engine) as s:
-                cand = s.get(Candidate, s.get(ReviewSlot, slot_id).candidate_id)
+                cand = s.get_one(Candidate, s.get_one(ReviewSlot, slot_id).candidate_id)
                 if cand.known_truth is not None:
                     return cand.known_truth
+                assert cand.sighting_id is not None
                 same = identity_of_sighting[cand.sighting_id] == identity_of_subject[cand.subject_id]
                 return "same" if same else "different"
 
         def open_real() -> int:
             with Session(engine) as s:
                 return len(s.exec(select(Candidate.id).where(Candidate.status == "open",
-                                                             Candidate.known_truth.is_(None))).all())
+                                                             col(Candidate.known_truth).is_(None))).all())
 
         with Session(engine) as s:
-            real = s.exec(select(Candidate).where(Candidate.known_truth.is_(None))).all()
+            real = s.exec(select(Candidate).where(col(Candidate.known_truth).is_(None))).all()
             n_real, n_true = len(real), sum(
-                identity_of_sighting[c.sighting_id] == identity_of_subject[c.subject_id] for c in real)
+                c.sighting_id is not None and identity_of_sighting[c.sighting_id] == identity_of_subject[c.subject_id]
+                for c in real)
         print(f"{len(identity_of_sighting)} sightings, {n_real} candidates, {n_true} of the right person")
         assert n_real >= 10, f"too few candidates to review ({n_real})"
 
@@ -269,6 +271,7 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:  # typ
             for b in bots:
                 if b.suspended_after is not None:
                     continue
+                assert b.client is not None
                 r = b.client.post("/api/review/next")
                 if r.status_code == 403:
                     assert "suspended" in r.json()["detail"]
@@ -349,6 +352,7 @@ def test_a_day_on_the_queue(tmp_path: Path, db_url: str, engine) -> None:  # typ
         for f in flags:
             cand = candidates[f.candidate_id]
             assert cand.known_truth is None and cand.status == "flagged"
+            assert cand.sighting_id is not None
             assert identity_of_sighting[cand.sighting_id] == identity_of_subject[cand.subject_id], summary
             current = [x for x in slots if x.candidate_id == cand.id and x.round == cand.current_round
                        and x.voided_at is None and not x.withdrawn]

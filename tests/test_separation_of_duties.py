@@ -8,18 +8,18 @@ escalated a candidate is never served its new round, whatever their roles later.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from tests.factories import image_store, make_candidate
-from triage.config import get_settings
+from triage.config import Settings, get_settings
 from triage.migrate import downgrade, upgrade
 from triage.models import AuditEntry, Candidate, Role, User
 from triage.security import SEPARATION_OF_DUTIES_MESSAGE, hash_password
@@ -35,11 +35,14 @@ def _user(engine: Engine, username: str) -> User | None:
 def _denied(engine: Engine, action: str) -> list[AuditEntry]:
     with Session(engine) as s:
         return list(s.exec(select(AuditEntry).where(AuditEntry.action == action, AuditEntry.outcome == "denied")
-                           .order_by(AuditEntry.id)).all())
+                           .order_by(col(AuditEntry.id))).all())
+
+
+Cli = Callable[[list[str]], int]  # miatari.cli.main
 
 
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     monkeypatch.setenv("MIATARI_DATABASE_URL", db_url)
     monkeypatch.setenv("MIATARI_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
@@ -49,17 +52,17 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     get_settings.cache_clear()
 
 
-def test_cli_refuses_a_recognizer_who_manages(cli: object, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_recognizer_who_manages(cli: Cli, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     main = cli
     for i, roles in enumerate(MIXED):
         argv = ["create-user", f"mixed{i}", "--password", TEST_PASSWORD]
         for r in roles:
             argv += ["--role", r]
-        assert main(argv) == 1  # type: ignore[operator]
+        assert main(argv) == 1
         assert "Separation of duties" in capsys.readouterr().err
         assert _user(engine, f"mixed{i}") is None
     assert [e.object_id for e in _denied(engine, "user.create")] == ["mixed0", "mixed1", "mixed2"]
-    assert main(["create-user", "ann", "--role", "recognizer", "--role", "officer",  # type: ignore[operator]
+    assert main(["create-user", "ann", "--role", "recognizer", "--role", "officer",
                  "--password", TEST_PASSWORD]) == 0
 
 
@@ -73,7 +76,8 @@ def test_admin_pages_refuse_mixed_roles_at_creation_and_edit(client: TestClient,
         assert _user(engine, "mixed") is None
     r = client.post(f"/admin/users/{ann.id}/roles", data={"roles": ["recognizer", "manager"]})
     assert r.status_code == 409 and "Separation of duties" in r.text
-    assert _user(engine, "ann").roles == "recognizer"
+    stored = _user(engine, "ann")
+    assert stored is not None and stored.roles == "recognizer"
     assert len(_denied(engine, "user.create")) == 3 and len(_denied(engine, "user.set_roles")) == 1
 
 
@@ -87,7 +91,8 @@ def test_api_refuses_mixed_roles_at_creation_and_edit(client: TestClient, engine
         assert r.status_code == 422 and "Separation of duties" in r.json()["detail"]
     r = client.patch(f"/api/users/{boss.id}", json={"roles": ["manager", "recognizer"]}, headers=headers)
     assert r.status_code == 409 and "Separation of duties" in r.json()["detail"]
-    assert _user(engine, "mixed") is None and _user(engine, "boss").roles == "manager"
+    stored = _user(engine, "boss")
+    assert _user(engine, "mixed") is None and stored is not None and stored.roles == "manager"
     assert _denied(engine, "user.create") and _denied(engine, "user.update")
 
 
@@ -98,8 +103,8 @@ def test_the_database_refuses_a_mixed_account(engine: Engine) -> None:
             s.commit()
 
 
-def _insert_user(conn: object, username: str, roles: str, active: bool = True) -> None:
-    conn.execute(text(  # type: ignore[attr-defined]
+def _insert_user(conn: Connection, username: str, roles: str, active: bool = True) -> None:
+    conn.execute(text(
         "INSERT INTO user_account (username, full_name, roles, password_hash, is_active, failed_logins, "
         "must_change_password, created_at, password_changed_at) VALUES (:u, '', :r, :h, :a, 0, false, "
         "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"u": username, "r": roles, "h": hash_password(TEST_PASSWORD),
@@ -112,7 +117,8 @@ def _roles(engine: Engine) -> dict[str, tuple[str, str]]:
     return {r.username: (r.roles, r.roles_on_hold) for r in rows}
 
 
-def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine, make_client: object) -> None:
+def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine,
+                                                     make_client: Callable[..., TestClient]) -> None:
     """On a populated database: mixed accounts lose both sides until an admin chooses; down restores them."""
     engine.dispose()
     downgrade(db_url, "0004")
@@ -126,17 +132,18 @@ def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine
     assert _roles(engine) == {"root": ("admin manager", ""), "mia": ("", "manager recognizer"),
                               "olga": ("officer", "admin recognizer"), "ann": ("recognizer", "")}
 
-    client = make_client()  # type: ignore[operator]
+    client = make_client()
     login(client, "mia")
     # Neither side: no live task, no disputes, no audit log, no metrics.
     assert client.post("/api/review/next").status_code == 403
     for path in ("/disputes", "/audit", "/stats", "/api/review/disputes", "/api/audit", "/watchlist"):
         assert client.get(path).status_code == 403, path
-    admin = make_client()  # type: ignore[operator]
+    admin = make_client()
     login(admin, "root")
     page = admin.get("/admin/users")
     assert [u.username for u in page.context["on_hold"]] == ["mia", "olga"] and 'id="roles-on-hold"' in page.text
     mia = _user(engine, "mia")
+    assert mia is not None
     assert 'id="roles-on-hold"' in admin.get(f"/admin/users/{mia.id}").text
     # Choosing a side clears the hold, on record.
     r = admin.post(f"/admin/users/{mia.id}/roles", data={"roles": ["recognizer"]}, follow_redirects=False)
@@ -159,19 +166,19 @@ def test_migration_puts_mixed_accounts_roles_on_hold(db_url: str, engine: Engine
     assert _roles(engine)["olga"] == ("admin officer", "recognizer")
 
 
-def test_the_escalating_manager_is_never_served_the_new_round(make_client: object, engine: Engine,
-                                                               settings: object) -> None:
+def test_the_escalating_manager_is_never_served_the_new_round(make_client: Callable[..., TestClient], engine: Engine,
+                                                               settings: Settings) -> None:
     officer = add_user(engine, "officer", Role.officer)
     add_user(engine, "root", Role.admin)
     add_user(engine, "boss", Role.manager)
     for name in ("ann", "bob", "cat", "dan"):
         add_user(engine, name, Role.recognizer)
     with Session(engine, expire_on_commit=False) as s:
-        cand = make_candidate(s, image_store(settings), settings, officer.id)  # type: ignore[arg-type]
+        cand = make_candidate(s, image_store(settings), settings, officer.pk)
         s.commit()
 
     def as_user(name: str) -> TestClient:
-        c = make_client(known_answer_share=0.0)  # type: ignore[operator]
+        c = make_client(known_answer_share=0.0)
         login(c, name)
         return c
 
@@ -183,11 +190,13 @@ def test_the_escalating_manager_is_never_served_the_new_round(make_client: objec
     assert boss.post(f"/api/review/candidates/{cand.id}/escalate").status_code == 200
     # Later the manager is made a recognizer: the round they created is still not theirs.
     admin = as_user("root")
-    boss_id = _user(engine, "boss").id
+    stored = _user(engine, "boss")
+    assert stored is not None
+    boss_id = stored.pk
     assert admin.post(f"/admin/users/{boss_id}/roles", data={"roles": ["recognizer"]},
                       follow_redirects=False).status_code == 303
     assert boss.post("/api/review/next").json() == {"task": None}
     served = [as_user(n).post("/api/review/next").json()["task"] for n in ("cat", "dan")]
     assert all(t is not None for t in served)
     with Session(engine) as s:
-        assert s.get(Candidate, cand.id).current_round == 2
+        assert s.get_one(Candidate, cand.id).current_round == 2

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.model
 LEASE_SECONDS = 4
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -32,12 +32,12 @@ def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-unty
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _job(engine) -> Job:  # type: ignore[no-untyped-def]
+def _job(engine) -> Job:
     with Session(engine) as s:
         return s.exec(select(Job)).one()
 
 
-def test_worker_loop_in_a_thread_completes_the_job(engine, tmp_path: Path, db_url: str, face_pipeline,  # type: ignore[no-untyped-def]
+def test_worker_loop_in_a_thread_completes_the_job(engine, tmp_path: Path, db_url: str, face_pipeline,
                                                     user_factory) -> None:
     env = Env(engine, make_settings(tmp_path, db_url, worker_poll_seconds=0.2), face_pipeline)
     officer = user_factory(Role.officer)
@@ -53,7 +53,7 @@ def test_worker_loop_in_a_thread_completes_the_job(engine, tmp_path: Path, db_ur
     assert [c.subject_id for c in env.candidates(sighting_id)] == [subject_id]
 
 
-def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path, db_url: str, face_pipeline,  # type: ignore[no-untyped-def]
+def test_a_killed_worker_job_is_completed_once_by_another(engine, tmp_path: Path, db_url: str, face_pipeline,
                                                           user_factory) -> None:
     settings = make_settings(tmp_path, db_url, job_lease_seconds=LEASE_SECONDS)
     env = Env(engine, settings, face_pipeline)

@@ -179,7 +179,7 @@ def change_password(session: Session, user: User, current: str, new: str, confir
     user.must_change_password = False
     user.password_changed_at = utcnow()
     session.add(user)
-    revoke_user_sessions(session, user.id, keep=current_session)  # type: ignore[arg-type]
+    revoke_user_sessions(session, user.pk, keep=current_session)
     audit.record(session, action, actor=user, object_type="user", object_id=user.id, ip=ip)
     return user
 

@@ -129,11 +129,11 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
     prev_hash = GENESIS_HASH
     expected_id = 1
     if first is not None and first.id != 1:
-        if not _pruned_through(session, first.id, first.prev_hash):  # type: ignore[arg-type]
-            return VerifyResult(False, 0, first.id - 1,  # type: ignore[operator]
+        if not _pruned_through(session, first.pk, first.prev_hash):
+            return VerifyResult(False, 0, first.pk - 1,
                                 f"entries before {first.id} were deleted")
         prev_hash = first.prev_hash
-        expected_id = first.id  # type: ignore[assignment]
+        expected_id = first.pk
     checked = 0
     last_id = expected_id - 1
     while True:
@@ -152,7 +152,7 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
             prev_hash = entry.hash
             expected_id += 1
             checked += 1
-            last_id = entry.id  # type: ignore[assignment]
+            last_id = entry.id
     head = session.get(AuditHead, 1)
     if head is not None and (head.last_id != last_id or head.last_hash != prev_hash):
         return VerifyResult(False, checked, last_id + 1, "entries from this one on were deleted")
@@ -186,7 +186,7 @@ class BadAnchor(ValueError):
 def take_anchor(session: Session, actor: User | None = None) -> Anchor:
     """Record the anchoring itself in the chain and return that entry as the anchor."""
     entry = record(session, ANCHOR_ACTION, actor=actor, object_type="audit")
-    return Anchor(entry.id, entry.hash, entry.at.isoformat(timespec="seconds"))  # type: ignore[arg-type]
+    return Anchor(entry.pk, entry.hash, entry.at.isoformat(timespec="seconds"))
 
 
 def parse_anchors(text: str) -> list[Anchor]:
@@ -242,7 +242,7 @@ def prune(session: Session, before: dt.datetime, actor: User | None = None) -> i
     boundary = session.get(AuditEntry, last_old)
     assert boundary is not None
     count = int(session.exec(select(func.count()).select_from(AuditEntry)
-                             .where(AuditEntry.id <= last_old)).one())  # type: ignore[operator]
+                             .where(col(AuditEntry.id) <= last_old)).one())
     # Record first, so the entry is chained before the rows it vouches for disappear.
     record(session, PRUNE_ACTION, actor=actor, object_type="audit_entry", object_id=last_old,
            detail={"pruned_through_id": last_old, "pruned_through_hash": boundary.hash,

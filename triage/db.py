@@ -6,17 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event
+from sqlalchemy import CursorResult, Engine, Result, event
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 
+from triage.models import Table
 from triage.transaction import unit_of_work
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option: this engine's transactions start as readers (see ``read_first``).
 READ_FIRST = "miatari_read_first"
 _DEFERRED = "miatari_deferred"
-RowT = TypeVar("RowT", bound=SQLModel)
+RowT = TypeVar("RowT", bound=Table)
 _WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 
 
@@ -98,7 +99,14 @@ def lock_row(session: Session, model: type[RowT], row_id: int) -> RowT | None:
     """The row, read afresh and locked for this transaction (SQLite: every transaction holds the write lock).
 
     On PostgreSQL ``FOR NO KEY UPDATE``: inserting rows that refer to it does not wait on the lock."""
-    stmt = select(model).where(model.id == row_id).execution_options(populate_existing=True)  # type: ignore[attr-defined]
+    stmt = select(model).where(col(model.id) == row_id).execution_options(populate_existing=True)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(key_share=True)
     return session.exec(stmt).first()
+
+
+def rows_affected(result: Result[Any]) -> int:
+    """The row count of an UPDATE or DELETE run through a session (typed as any ``Result``)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"{type(result).__name__} carries no row count")
+    return result.rowcount

@@ -14,6 +14,7 @@ read marker of their flag notification, which changes nothing else.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,7 @@ def visible_flags(session: Session, user: User, status: str | None = None, limit
     if not user.has_role(Role.manager):
         if not user.has_role(Role.officer):
             return []
-        stmt = stmt.join(Sighting, Sighting.id == Flag.sighting_id).where(  # type: ignore[arg-type]
+        stmt = stmt.join(Sighting, col(Sighting.id) == Flag.sighting_id).where(
             Sighting.uploaded_by == user.id)
     return list(session.exec(stmt).all())
 
@@ -125,7 +126,7 @@ def get_visible(session: Session, user: User, flag_id: int, ip: str = "") -> Fla
 class VerdictEvidence:
     reviewer: str
     verdict: str
-    at: object
+    at: dt.datetime | None
     round: int
     note: str
     revealed_full_faces: bool
@@ -140,7 +141,7 @@ class ReportEvidence:
     reporter: str
     outcome: str
     note: str
-    at: object
+    at: dt.datetime
 
 
 @dataclass
@@ -297,7 +298,7 @@ def _close_subject_as_arrested(session: Session, user: User, flag: Flag, ip: str
     in the flag's transaction."""
     subject = session.get(Subject, flag.subject_id)
     if subject is not None and subject.status == SubjectStatus.active.value:
-        watchlist.close_subject(session, subject.id, SubjectStatus.arrested, user,  # type: ignore[arg-type]
+        watchlist.close_subject(session, subject.pk, SubjectStatus.arrested, user,
                                 reason=f"flag {flag.id} closed as arrested", ip=ip)
 
 
@@ -328,12 +329,12 @@ def report(session: Session, user: User, flag_id: int, outcome: str, note: str =
     if flag.status == FlagStatus.closed.value:
         raise FlagError("conflict", "This flag is already closed.",
                         audit=_refusal(user, action, flag_id, "flag is closed", ip))
-    entry = FlagReport(flag_id=flag_id, reported_by=user.id, outcome=outcome, note=note)  # type: ignore[arg-type]
+    entry = FlagReport(flag_id=flag_id, reported_by=user.pk, outcome=outcome, note=note)
     session.add(entry)
     session.flush()
     audit.record(session, action, actor=user, object_type="flag", object_id=flag_id,
                  detail={"report_id": entry.id, "outcome": outcome, "note": bool(note)}, ip=ip)
     message = f"Flag #{flag_id}: {user.username} reports {outcome.replace('_', ' ')} — a manager closes the flag."
     for manager in _managers(session):
-        notifications.notify(session, manager.id, "flag.report", message, flag_id=flag_id)  # type: ignore[arg-type]
+        notifications.notify(session, manager.pk, "flag.report", message, flag_id=flag_id)
     return entry

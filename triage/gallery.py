@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import ColumnElement, Engine, func, or_
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from triage import prom
@@ -101,17 +102,18 @@ def is_searchable(subject: Subject, on: dt.date | None = None) -> bool:
     return subject.status == SubjectStatus.active.value and (subject.expires_on is None or subject.expires_on > on)
 
 
-_GALLERY_COLUMNS = (ReferencePhoto.id, ReferencePhoto.subject_id, ReferenceEmbedding.embedding, ReferencePhoto.iod_px,
-                    ReferencePhoto.blur, ReferencePhoto.yaw_deg, ReferencePhoto.quality_issues)
+_GALLERY_COLUMNS = tuple(col(c) for c in (
+    ReferencePhoto.id, ReferencePhoto.subject_id, ReferenceEmbedding.embedding, ReferencePhoto.iod_px,
+    ReferencePhoto.blur, ReferencePhoto.yaw_deg, ReferencePhoto.quality_issues))
 
 
 def _gallery_rows(model_id: str) -> Any:
     """Searchable reference photos joined with their embedding of ``model_id`` (photos without one are left out)."""
     return (
-        select(*_GALLERY_COLUMNS)  # type: ignore[call-overload]
-        .join(ReferenceEmbedding, (ReferenceEmbedding.reference_photo_id == ReferencePhoto.id)  # type: ignore[arg-type]
-              & (ReferenceEmbedding.model_id == model_id))
-        .join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
+        core_select(*_GALLERY_COLUMNS)
+        .join(ReferenceEmbedding, (col(ReferenceEmbedding.reference_photo_id) == ReferencePhoto.id)
+              & (col(ReferenceEmbedding.model_id) == model_id))
+        .join(Subject, col(Subject.id) == ReferencePhoto.subject_id)
         .where(searchable_clause())
     )
 
@@ -245,7 +247,7 @@ class Gallery:
                         switched = True  # the rebuild below covers everything up to the new tip
                         break
                     self._apply(session, change)
-                    self._set_applied(int(change.id))  # type: ignore[arg-type]
+                    self._set_applied(int(change.pk))
             if switched:
                 self.rebuild()  # in a transaction of its own (on SQLite, once this one has ended)
             self._last_sync = time.monotonic()

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from triage import audit
 from triage.clock import utcnow
+from triage.db import rows_affected
 from triage.models import AuditOutcome, Job, JobStatus
 
 RETRY_BACKOFF_SECONDS = (5, 30, 120)
@@ -101,7 +102,7 @@ def finish(session: Session, job_id: int, owner: str) -> bool:
         .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.status) == JobStatus.running.value)
         .values(status=JobStatus.done.value, finished_at=utcnow(), lease_expires_at=None)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    return rows_affected(result) == 1
 
 
 def renew(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool:
@@ -111,7 +112,7 @@ def renew(session: Session, job_id: int, owner: str, lease_seconds: int) -> bool
         .where(col(Job.id) == job_id, col(Job.lease_owner) == owner, col(Job.status) == JobStatus.running.value)
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    return rows_affected(result) == 1
 
 
 def fail(session: Session, job_id: int, owner: str, error: str, *, retry: bool = True,

@@ -55,8 +55,8 @@ def _start(ctx: JobContext) -> tuple[Sighting, list[SightingPhoto]] | MatchResul
             # Already matched (a job row re-queued by hand): nothing to add.
             ctx.finish_in(session)
             session.commit()
-            return MatchResult(sighting.id, sighting.status, sighting.faces_found)  # type: ignore[arg-type]
-        photos = photos_of(session, sighting.id)  # type: ignore[arg-type]
+            return MatchResult(sighting.pk, sighting.status, sighting.faces_found)
+        photos = photos_of(session, sighting.pk)
         sighting.status = SightingStatus.matching.value
         session.add(sighting)
         session.commit()
@@ -132,7 +132,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
         # A subject closed or expired since the search is never proposed (the index may lag by a sync).
         searchable = set(session.exec(select(Subject.id).where(col(Subject.id).in_(hit_subjects),
                                                                searchable_clause())).all()) if hit_subjects else set()
-        result = MatchResult(sighting.id, SightingStatus.no_face.value)  # type: ignore[arg-type]
+        result = MatchResult(sighting.pk, SightingStatus.no_face.value)
         for item in analysed:
             photo = session.get(SightingPhoto, item.photo.id)
             assert photo is not None
@@ -141,7 +141,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
             for face, hits in zip(item.faces, item.hits, strict=True):
                 q = face.quality
                 probe = Probe(
-                    sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=int(face.index),  # type: ignore[arg-type]
+                    sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=int(face.index),
                     bbox=[int(v) for v in face.bbox], landmarks=face_landmarks(face), detector=str(face.detector)[:40],
                     iod_px=float(q.iod_px), blur=float(q.blur), yaw_deg=float(q.yaw_deg), quality_ok=bool(q.ok),
                     quality_issues=", ".join(q.issues)[:200], searched=hits is not None,
@@ -151,7 +151,7 @@ def match_sighting(ctx: JobContext) -> MatchResult:
                 )
                 session.add(probe)
                 session.flush()
-                result.probe_ids.append(probe.id)  # type: ignore[arg-type]
+                result.probe_ids.append(probe.pk)
                 if hits is None:
                     result.unsearched += 1
                     continue

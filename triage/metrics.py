@@ -539,10 +539,10 @@ def export_csv(m: Metrics) -> str:
         for x in CATEGORIES:
             for y in CATEGORIES:
                 w.writerow(["confusion", f"{c.a}={x}|{c.b}={y}", c.cell(x, y), sum(c.counts.values())])
-    for t in m.weeks:
-        week = t.week.isoformat()
-        w.writerow(["week_agreement", week, _fmt(t.agreement), t.items])
-        w.writerow(["week_fleiss_kappa", week, _fmt(t.kappa), t.items])
-        w.writerow(["week_dispute_rate", week, _fmt(t.dispute_rate), t.first_rounds])
-        w.writerow(["week_mean_wait_seconds", week, _fmt(t.mean_wait_seconds), t.decided])
+    for wk in m.weeks:
+        week = wk.week.isoformat()
+        w.writerow(["week_agreement", week, _fmt(wk.agreement), wk.items])
+        w.writerow(["week_fleiss_kappa", week, _fmt(wk.kappa), wk.items])
+        w.writerow(["week_dispute_rate", week, _fmt(wk.dispute_rate), wk.first_rounds])
+        w.writerow(["week_mean_wait_seconds", week, _fmt(wk.mean_wait_seconds), wk.decided])
     return out.getvalue()

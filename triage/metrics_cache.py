@@ -27,7 +27,7 @@ def _key(session: Session, window: metrics.Window | None) -> tuple[Any, ...]:
     w = window or metrics.Window()
     # "The last N days" moves with the clock: it is the same period for the cache's few seconds.
     period = ("days", w.days) if w.days else ("range", w.since, w.until)
-    return (str(session.get_bind().url), *period)
+    return (str(session.get_bind().engine.url), *period)
 
 
 def compute(session: Session, window: metrics.Window | None, max_age_seconds: float) -> metrics.Metrics:

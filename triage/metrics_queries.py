@@ -45,6 +45,7 @@ from triage.models import (
     ReviewSlot,
     Sighting,
     Verdict,
+    table_of,
 )
 
 DECIDED = (CandidateStatus.flagged.value, CandidateStatus.cleared.value, CandidateStatus.disputed.value)
@@ -52,12 +53,12 @@ DECIDED = (CandidateStatus.flagged.value, CandidateStatus.cleared.value, Candida
 CODES = {Verdict.same.value: 1, Verdict.different.value: 2, Verdict.cannot_tell.value: 3}
 VERDICT_OF = {v: k for k, v in CODES.items()}
 
-SLOTS = ReviewSlot.__table__.c  # type: ignore[attr-defined]
-KEPT_SLOTS = MetricSlot.__table__.c  # type: ignore[attr-defined]
-CANDIDATES = Candidate.__table__.c  # type: ignore[attr-defined]
-KEPT = MetricOutcome.__table__.c  # type: ignore[attr-defined]
-SIGHTINGS = Sighting.__table__.c  # type: ignore[attr-defined]
-FLAGS = Flag.__table__.c  # type: ignore[attr-defined]
+SLOTS = table_of(ReviewSlot).c
+KEPT_SLOTS = table_of(MetricSlot).c
+CANDIDATES = table_of(Candidate).c
+KEPT = table_of(MetricOutcome).c
+SIGHTINGS = table_of(Sighting).c
+FLAGS = table_of(Flag).c
 
 
 # Dialect helpers
@@ -102,7 +103,7 @@ def as_hour(value: Any) -> dt.datetime:
 
 
 def as_day(value: Any) -> dt.date:
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def within(window: Any, column: Any) -> list[ColumnElement[bool]]:
@@ -126,7 +127,7 @@ def _rounds(session: Session, window: Any, kept: bool) -> Any:
     s = KEPT_SLOTS if kept else SLOTS
     code = case(*((s.verdict == v, n) for v, n in CODES.items()), else_=None)
     key = s.reviewer_id * 4 + code
-    real = s.known_truth.is_(None) if kept else s.candidate_id.not_in(_known_ids())
+    real: ColumnElement[bool] = s.known_truth.is_(None) if kept else s.candidate_id.not_in(_known_ids())
     done = func.max(s.verdict_at)
     if window.bounded:  # a round completed in the window has a verdict in it: read only those candidates
         real = and_(real, s.candidate_id.in_(select(s.candidate_id).where(*within(window, s.verdict_at))))
@@ -182,8 +183,8 @@ def outcome_counts(session: Session, window: Any, width: float, last_round: int)
 def outcome_seconds(session: Session, window: Any) -> list[float]:
     """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
     live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
-            .select_from(Candidate.__table__.join(  # type: ignore[attr-defined]
-                Sighting.__table__, SIGHTINGS.id == CANDIDATES.sighting_id))  # type: ignore[attr-defined]
+            .select_from(table_of(Candidate).join(
+                table_of(Sighting), SIGHTINGS.id == CANDIDATES.sighting_id))
             .where(CANDIDATES.known_truth.is_(None),
                    CANDIDATES.decided_at.is_not(None), *within(window, CANDIDATES.decided_at)))
     kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
@@ -268,14 +269,14 @@ def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float |
     open_real = (CANDIDATES.status == CandidateStatus.open.value, CANDIDATES.known_truth.is_(None))
     n, oldest = session.execute(select(func.count(), func.min(CANDIDATES.priority_at)).where(*open_real)).one()
     slots = session.execute(
-        select(func.count()).select_from(ReviewSlot.__table__.join(  # type: ignore[attr-defined]
-            Candidate.__table__, SLOTS.candidate_id == CANDIDATES.id))  # type: ignore[attr-defined]
+        select(func.count()).select_from(table_of(ReviewSlot).join(
+            table_of(Candidate), SLOTS.candidate_id == CANDIDATES.id))
         .where(*open_real, SLOTS.verdict.is_(None), SLOTS.withdrawn == false(),
                SLOTS.round == CANDIDATES.current_round)).scalar_one()
     if not n:
         return slots, 0, None, None
     rank = max(1, -(-n // 2))  # nearest rank of the median age = that rank from the youngest
-    median_at = session.execute(select(Candidate.priority_at).where(*open_real)
+    median_at = session.execute(select(CANDIDATES.priority_at).where(*open_real)
                                 .order_by(CANDIDATES.priority_at.desc()).offset(rank - 1).limit(1)).scalar_one()
     ages = [(now - _aware(at)).total_seconds() for at in (oldest, median_at)]
     return slots, n, ages[0], ages[1]
@@ -284,7 +285,7 @@ def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float |
 def _aware(value: Any) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value  # type: ignore[no-any-return]
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 def flag_counts(session: Session, window: Any, since_day: dt.date) -> tuple[dict[str, int], Counter[dt.date]]:

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import JSON as SAJSON
 from sqlalchemy import CheckConstraint, Column, Index, LargeBinary, UniqueConstraint, text, true
+from sqlalchemy import Table as SATable
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, SQLModel
 
 from triage.clock import utcnow
@@ -21,6 +23,30 @@ from triage.clock import utcnow
 def _in(column: str, enum: type[StrEnum]) -> str:
     values = ", ".join(f"'{v.value}'" for v in enum)
     return f"{column} IN ({values})"
+
+
+class Table(SQLModel):
+    """A table keyed by a surrogate integer the database assigns on insert.
+
+    ``id`` is None until the row is flushed; code that holds a stored row reads
+    ``pk``, an ``int`` that refuses to exist for an unsaved row.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+
+    @property
+    def pk(self) -> int:
+        if self.id is None:
+            raise ValueError(f"{type(self).__name__} has no id before it is flushed")
+        return self.id
+
+
+def table_of(model: type[SQLModel]) -> SATable:
+    """The table behind a table model (SQLModel sets ``__table__`` without declaring it to type checkers)."""
+    table = sa_inspect(model).local_table
+    if not isinstance(table, SATable):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
 
 
 # Roles and states
@@ -108,11 +134,10 @@ OVERSEEING_ROLES = frozenset({Role.manager, Role.admin})
 SEPARATION_OF_DUTIES_SQL = ("NOT (roles LIKE '%recognizer%' AND (roles LIKE '%manager%' OR roles LIKE '%admin%'))")
 
 
-class User(SQLModel, table=True):
+class User(Table, table=True):
     __tablename__ = "user_account"
     __table_args__ = (CheckConstraint(SEPARATION_OF_DUTIES_SQL, name="ck_user_account_duties"),
                       CheckConstraint(_in("qualification", Qualification), name="ck_user_qualification"))
-    id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=64, unique=True, index=True)
     full_name: str = Field(default="", max_length=200)
     # Space-separated Role values; a person may hold several.
@@ -148,19 +173,17 @@ class User(SQLModel, table=True):
         return bool(self.role_set & set(roles))
 
 
-class LoginFailure(SQLModel, table=True):
+class LoginFailure(Table, table=True):
     """A failed login, by the username tried (existing or not) and the address: throttling, not locking."""
 
     __tablename__ = "login_failure"
-    id: int | None = Field(default=None, primary_key=True)
     at: dt.datetime = Field(default_factory=utcnow, index=True)
     username: str = Field(max_length=64, index=True)
     ip: str = Field(default="", max_length=64, index=True)
 
 
-class WebSession(SQLModel, table=True):
+class WebSession(Table, table=True):
     __tablename__ = "web_session"
-    id: int | None = Field(default=None, primary_key=True)
     # sha256 of the cookie value; the cookie itself is never stored.
     token_hash: str = Field(max_length=64, unique=True, index=True)
     user_id: int = Field(foreign_key="user_account.id", index=True)
@@ -172,9 +195,8 @@ class WebSession(SQLModel, table=True):
     user_agent: str = Field(default="", max_length=300)
 
 
-class ApiToken(SQLModel, table=True):
+class ApiToken(Table, table=True):
     __tablename__ = "api_token"
-    id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user_account.id", index=True)
     name: str = Field(max_length=100)
     token_hash: str = Field(max_length=64, unique=True, index=True)
@@ -195,13 +217,12 @@ class StoredImage(SQLModel, table=True):
 
 
 # Watchlist
-class Subject(SQLModel, table=True):
+class Subject(Table, table=True):
     __tablename__ = "subject"
     __table_args__ = (
         CheckConstraint(_in("status", SubjectStatus), name="ck_subject_status"),
         CheckConstraint("priority BETWEEN 1 AND 5", name="ck_subject_priority"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, index=True)
     aliases: str = Field(default="", max_length=500)
     case_ref: str = Field(max_length=100, index=True)
@@ -218,10 +239,9 @@ class Subject(SQLModel, table=True):
     closed_at: dt.datetime | None = None
 
 
-class ReferencePhoto(SQLModel, table=True):
+class ReferencePhoto(Table, table=True):
     __tablename__ = "reference_photo"
     __table_args__ = (UniqueConstraint("subject_id", "image_sha256", name="uq_reference_photo_image"),)
-    id: int | None = Field(default=None, primary_key=True)
     subject_id: int = Field(foreign_key="subject.id", index=True)
     image_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     view: str = Field(default="", max_length=40)
@@ -268,12 +288,11 @@ class GalleryModel(SQLModel, table=True):
     switched_at: dt.datetime = Field(default_factory=utcnow)
 
 
-class ReindexRun(SQLModel, table=True):
+class ReindexRun(Table, table=True):
     """Re-embedding the reference photos with another model, run by a ``reindex`` job."""
 
     __tablename__ = "reindex_run"
     __table_args__ = (CheckConstraint(_in("status", JobStatus), name="ck_reindex_run_status"),)
-    id: int | None = Field(default=None, primary_key=True)
     target_model_id: str = Field(max_length=80, index=True)
     from_model_id: str = Field(max_length=80)
     status: str = Field(default=JobStatus.queued.value, max_length=16)
@@ -290,7 +309,7 @@ class ReindexRun(SQLModel, table=True):
     switched_at: dt.datetime | None = None
 
 
-class GalleryChange(SQLModel, table=True):
+class GalleryChange(Table, table=True):
     """Append-only change log that keeps every process's in-memory index in step."""
 
     __tablename__ = "gallery_change"
@@ -298,7 +317,6 @@ class GalleryChange(SQLModel, table=True):
         CheckConstraint("action IN ('add', 'remove_subject', 'remove_photo', 'switch_model')",
                         name="ck_gallery_change_action"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     action: str = Field(max_length=16)
     subject_id: int = Field(index=True)
     reference_photo_id: int | None = None
@@ -306,7 +324,7 @@ class GalleryChange(SQLModel, table=True):
 
 
 # Sightings and matching
-class Sighting(SQLModel, table=True):
+class Sighting(Table, table=True):
     __tablename__ = "sighting"
     __table_args__ = (
         UniqueConstraint("uploaded_by", "idempotency_key", name="uq_sighting_idempotency"),
@@ -314,7 +332,6 @@ class Sighting(SQLModel, table=True):
         CheckConstraint("latitude IS NULL OR (latitude BETWEEN -90 AND 90)", name="ck_sighting_lat"),
         CheckConstraint("longitude IS NULL OR (longitude BETWEEN -180 AND 180)", name="ck_sighting_lon"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     uploaded_by: int = Field(foreign_key="user_account.id", index=True)
     idempotency_key: str | None = Field(default=None, max_length=100)
     # SHA-256 of the upload's photos and fields: a key reused with another payload is refused.
@@ -330,22 +347,20 @@ class Sighting(SQLModel, table=True):
     matched_at: dt.datetime | None = None
 
 
-class SightingPhoto(SQLModel, table=True):
+class SightingPhoto(Table, table=True):
     __tablename__ = "sighting_photo"
     __table_args__ = (UniqueConstraint("sighting_id", "position", name="uq_sighting_photo_position"),)
-    id: int | None = Field(default=None, primary_key=True)
     sighting_id: int = Field(foreign_key="sighting.id", index=True)
     position: int = 0
     image_sha256: str = Field(foreign_key="stored_image.sha256", max_length=64)
     faces_found: int | None = None
 
 
-class WatchlistImport(SQLModel, table=True):
+class WatchlistImport(Table, table=True):
     """A ZIP of reference photos sent from the web page, enrolled in the background by a job."""
 
     __tablename__ = "watchlist_import"
     __table_args__ = (CheckConstraint(_in("status", ImportStatus), name="ck_watchlist_import_status"),)
-    id: int | None = Field(default=None, primary_key=True)
     created_by: int = Field(foreign_key="user_account.id", index=True)
     created_at: dt.datetime = Field(default_factory=utcnow)
     filename: str = Field(default="", max_length=200)
@@ -369,7 +384,7 @@ MATCH_JOB = "match_sighting"
 IMPORT_JOB = "watchlist_import"
 
 
-class Job(SQLModel, table=True):
+class Job(Table, table=True):
     """A persistent unit of work; claimed with a lease so a dead worker's job is taken again."""
 
     __tablename__ = "job"
@@ -378,7 +393,6 @@ class Job(SQLModel, table=True):
         CheckConstraint(_in("status", JobStatus), name="ck_job_status"),
         Index("ix_job_claim", "status", "run_after"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=40)
     ref_id: int
     status: str = Field(default=JobStatus.queued.value, max_length=16)
@@ -393,12 +407,11 @@ class Job(SQLModel, table=True):
     finished_at: dt.datetime | None = None
 
 
-class Probe(SQLModel, table=True):
+class Probe(Table, table=True):
     """One face found in a sighting photo."""
 
     __tablename__ = "probe"
     __table_args__ = (UniqueConstraint("sighting_photo_id", "face_index", name="uq_probe_face"),)
-    id: int | None = Field(default=None, primary_key=True)
     sighting_id: int = Field(foreign_key="sighting.id", index=True)
     sighting_photo_id: int = Field(foreign_key="sighting_photo.id", index=True)
     face_index: int
@@ -421,7 +434,7 @@ class Probe(SQLModel, table=True):
 
 
 # Review
-class Candidate(SQLModel, table=True):
+class Candidate(Table, table=True):
     """A (probe, subject) pair proposed by the matcher, or a known-answer pair."""
 
     __tablename__ = "candidate"
@@ -443,7 +456,6 @@ class Candidate(SQLModel, table=True):
               "created_at", "sighting_id"),
         Index("ix_candidate_known", "known_truth", "id"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     probe_id: int | None = Field(default=None, foreign_key="probe.id", index=True)
     sighting_id: int | None = Field(default=None, foreign_key="sighting.id", index=True)
     subject_id: int = Field(foreign_key="subject.id", index=True)
@@ -471,7 +483,7 @@ class Candidate(SQLModel, table=True):
         return self.known_truth is not None
 
 
-class ReviewSlot(SQLModel, table=True):
+class ReviewSlot(Table, table=True):
     """One of the two independent verdicts a candidate round needs."""
 
     __tablename__ = "review_slot"
@@ -493,7 +505,6 @@ class ReviewSlot(SQLModel, table=True):
         Index("ix_review_slot_rounds", "candidate_id", "round", "voided_at", "withdrawn", "reviewer_id", "verdict",
               "verdict_at"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(foreign_key="candidate.id", index=True)
     round: int = 1
     slot_no: int
@@ -523,13 +534,12 @@ class SeenCandidate(SQLModel, table=True):
     first_seen_at: dt.datetime = Field(default_factory=utcnow)
 
 
-class Flag(SQLModel, table=True):
+class Flag(Table, table=True):
     __tablename__ = "flag"
     __table_args__ = (
         CheckConstraint(_in("status", FlagStatus), name="ck_flag_status"),
         CheckConstraint("close_reason IS NULL OR " + _in("close_reason", FlagCloseReason), name="ck_flag_close_reason"),
     )
-    id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(foreign_key="candidate.id", unique=True)
     sighting_id: int = Field(foreign_key="sighting.id", index=True)
     subject_id: int = Field(foreign_key="subject.id", index=True)
@@ -543,12 +553,11 @@ class Flag(SQLModel, table=True):
     close_note: str = Field(default="", max_length=2000)
 
 
-class FlagReport(SQLModel, table=True):
+class FlagReport(Table, table=True):
     """What the sighting's officer reports on a flag: a proposed outcome and a note; a manager closes."""
 
     __tablename__ = "flag_report"
     __table_args__ = (CheckConstraint(_in("outcome", FlagCloseReason), name="ck_flag_report_outcome"),)
-    id: int | None = Field(default=None, primary_key=True)
     flag_id: int = Field(foreign_key="flag.id", index=True)
     reported_by: int = Field(foreign_key="user_account.id")
     outcome: str = Field(max_length=16)
@@ -556,10 +565,9 @@ class FlagReport(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
-class Notification(SQLModel, table=True):
+class Notification(Table, table=True):
     __tablename__ = "notification"
     __table_args__ = (Index("ix_notification_object", "object_type", "object_id"),)
-    id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user_account.id", index=True)
     kind: str = Field(max_length=40)
     message: str = Field(max_length=500)
@@ -579,12 +587,11 @@ class WebhookDeliveryStatus(StrEnum):
     failed = "failed"
 
 
-class WebhookDelivery(SQLModel, table=True):
+class WebhookDelivery(Table, table=True):
     """One notification event for the unit's webhook (triage.webhooks); delivered by a job."""
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (CheckConstraint(_in("status", WebhookDeliveryStatus), name="ck_webhook_delivery_status"),)
-    id: int | None = Field(default=None, primary_key=True)
     event: str = Field(max_length=40)
     object_type: str = Field(default="", max_length=40)
     object_id: int | None = None
@@ -598,12 +605,11 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 # Audit
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(Table, table=True):
     """Append-only, hash-chained: each row's hash covers its content and the previous hash."""
 
     __tablename__ = "audit_entry"
     __table_args__ = (CheckConstraint(_in("outcome", AuditOutcome), name="ck_audit_outcome"),)
-    id: int | None = Field(default=None, primary_key=True)
     at: dt.datetime = Field(default_factory=utcnow, index=True)
     actor_id: int | None = Field(default=None, index=True)
     actor: str = Field(default="", max_length=64)
@@ -611,7 +617,7 @@ class AuditEntry(SQLModel, table=True):
     object_type: str = Field(default="", max_length=40)
     object_id: str = Field(default="", max_length=64)
     outcome: str = Field(default=AuditOutcome.ok.value, max_length=16)
-    detail: dict[str, object] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SAJSON, nullable=False))
     ip: str = Field(default="", max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, unique=True)
@@ -627,12 +633,11 @@ class AuditHead(SQLModel, table=True):
 
 
 # Metrics kept past retention
-class MetricSlot(SQLModel, table=True):
+class MetricSlot(Table, table=True):
     """A review slot of a candidate deleted by the retention sweep, as the metrics need it (no image, no
     note, no sighting): written in the sweep's transaction before the slot goes, so figures stay equal."""
 
     __tablename__ = "metric_slot"
-    id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(index=True)  # the deleted candidate's number (not a key any more)
     round: int = 1
     reviewer_id: int | None = Field(default=None, index=True)
@@ -644,11 +649,10 @@ class MetricSlot(SQLModel, table=True):
     archived_at: dt.datetime = Field(default_factory=utcnow)
 
 
-class MetricOutcome(SQLModel, table=True):
+class MetricOutcome(Table, table=True):
     """A real candidate deleted by the retention sweep, as the metrics need it: its outcome, score, times."""
 
     __tablename__ = "metric_outcome"
-    id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(index=True)
     status: str = Field(max_length=16)
     score: float

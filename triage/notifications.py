@@ -8,6 +8,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
+from triage.db import rows_affected
 from triage.models import Notification
 
 MESSAGE_MAX = 500
@@ -37,19 +38,19 @@ def clear(session: Session, object_type: str, object_id: int, *, kinds: Sequence
     if user_ids is not None:
         stmt = stmt.where(col(Notification.user_id).in_(list(user_ids)))
     result = session.execute(stmt.values(read_at=utcnow()))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rows_affected(result)
 
 
 def unread_count(session: Session, user_id: int) -> int:
     stmt = select(func.count()).select_from(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None))  # type: ignore[union-attr]
+        Notification.user_id == user_id, col(Notification.read_at).is_(None))
     return int(session.exec(stmt).one())
 
 
 def list_for(session: Session, user_id: int, limit: int = LIST_LIMIT) -> list[Notification]:
     """A user's own notifications, newest first (nobody else's, ever)."""
     stmt = (select(Notification).where(Notification.user_id == user_id)
-            .order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit))  # type: ignore[attr-defined, union-attr]
+            .order_by(col(Notification.created_at).desc(), col(Notification.id).desc()).limit(limit))
     return list(session.exec(stmt).all())
 
 
@@ -65,4 +66,4 @@ def mark_read(session: Session, user_id: int, notification_id: int | None = None
     if notification_id is not None:
         stmt = stmt.where(col(Notification.id) == notification_id)
     result = session.execute(stmt.values(read_at=utcnow()))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rows_affected(result)

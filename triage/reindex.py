@@ -37,6 +37,7 @@ from sqlmodel import Session, col, select
 from triage import audit, jobs, services
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.db import rows_affected
 from triage.gallery import (
     ADD,
     SWITCH_MODEL,
@@ -102,13 +103,13 @@ def unavailable_reason(settings: Settings, model_id: str) -> str:
 def _covered() -> Any:
     """Reference photos a run re-embeds: those of active subjects (expired ones included: an extended
     warrant brings them back)."""
-    return (select(ReferencePhoto).join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
+    return (select(ReferencePhoto).join(Subject, col(Subject.id) == ReferencePhoto.subject_id)
             .where(Subject.status == SubjectStatus.active.value))
 
 
 def _has(model_id: str) -> Any:
-    return exists().where(ReferenceEmbedding.reference_photo_id == ReferencePhoto.id,  # type: ignore[arg-type]
-                          ReferenceEmbedding.model_id == model_id)  # type: ignore[arg-type]
+    return exists().where(col(ReferenceEmbedding.reference_photo_id) == ReferencePhoto.id,
+                          col(ReferenceEmbedding.model_id) == model_id)
 
 
 def counts(session: Session, model_id: str) -> tuple[int, int]:
@@ -129,10 +130,10 @@ def _pending(session: Session, model_id: str, skip: set[int], limit: int) -> lis
 def _searchable_missing(session: Session, model_id: str) -> list[int]:
     """Searchable reference photos (in the gallery now) without an embedding of ``model_id``."""
     rows = session.exec(
-        select(ReferencePhoto, Subject).join(Subject, Subject.id == ReferencePhoto.subject_id)  # type: ignore[arg-type]
+        select(ReferencePhoto, Subject).join(Subject, col(Subject.id) == ReferencePhoto.subject_id)
         .where(Subject.status == SubjectStatus.active.value, ~_has(model_id))
     ).all()
-    return [p.id for p, s in rows if is_searchable(s)  # type: ignore[misc]
+    return [p.pk for p, s in rows if is_searchable(s)
             and reference_photo_searchable(p.iod_px, p.blur, p.yaw_deg, p.quality_issues)]
 
 
@@ -199,7 +200,7 @@ def status(session: Session, settings: Settings) -> ReindexStatus:
     total, done = counts(session, target)
     return ReindexStatus(active.model_id, active.switched_at, active.previous_model_id, configured, configured_error,
                          unavailable_reason(settings, active.model_id), run,
-                         job_of(session, run.id) if run is not None else None, total, done)  # type: ignore[arg-type]
+                         job_of(session, run.pk) if run is not None else None, total, done)
 
 
 # Starting
@@ -222,7 +223,7 @@ def start_run(session: Session, settings: Settings, actor: User | None, *, ip: s
     running = session.exec(select(ReindexRun).where(col(ReindexRun.status).in_(ACTIVE))
                            .order_by(col(ReindexRun.id))).all()
     for run in running:
-        job = job_of(session, run.id)  # type: ignore[arg-type]
+        job = job_of(session, run.pk)
         if run.target_model_id == target and (job is None or job.status != JobStatus.failed.value):
             return run
     active = gallery_model(session)
@@ -237,7 +238,7 @@ def start_run(session: Session, settings: Settings, actor: User | None, *, ip: s
                      photos_total=total, photos_done=done)
     session.add(run)
     session.flush()
-    jobs.enqueue(session, REINDEX_JOB, run.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
+    jobs.enqueue(session, REINDEX_JOB, run.pk, max_attempts=settings.job_max_attempts)
     audit.record(session, "gallery.reindex_start", actor=actor, object_type="reindex_run", object_id=run.id,
                  detail={"from": active.model_id, "to": target, "photos": total, "already": done,
                          "superseded": [r.id for r in running]}, ip=ip)
@@ -410,7 +411,7 @@ def _store_batch(engine: Engine, run_id: int, target: str, results: list[BatchRe
         active = gallery_model(session).model_id
         failures = list(run.failures)
         for r in results:
-            pid = int(r.photo.id)  # type: ignore[arg-type]
+            pid = int(r.photo.pk)
             if r.vector is None:
                 skip.add(pid)
                 failures.append({"photo_id": pid, "subject_id": r.photo.subject_id, "reason": r.reason})
@@ -522,11 +523,11 @@ def purge_old(session: Session, settings: Settings, actor: User | None = None) -
     if configured != active:
         raise ReindexRefused(f"The configured model {configured} is not the gallery's ({active}) yet: "
                              "its embeddings would be lost. Run `miatari reindex` first.")
-    by_model = dict(session.exec(select(ReferenceEmbedding.model_id, func.count())  # type: ignore[arg-type]
+    by_model = dict(session.exec(select(ReferenceEmbedding.model_id, func.count())
                                  .where(ReferenceEmbedding.model_id != active)
                                  .group_by(ReferenceEmbedding.model_id)).all())
-    removed = session.execute(  # type: ignore[attr-defined]
-        delete(ReferenceEmbedding).where(col(ReferenceEmbedding.model_id) != active)).rowcount
+    removed = rows_affected(session.execute(
+        delete(ReferenceEmbedding).where(col(ReferenceEmbedding.model_id) != active)))
     audit.record(session, "gallery.purge_old_embeddings", actor=actor, object_type="gallery_model",
                  object_id=active, detail={"kept": active, "deleted": by_model})
     return int(removed or 0)

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, delete, exists, insert, literal, or_
+from sqlalchemy import select as core_select
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.db import rows_affected
 from triage.models import (
     Candidate,
     CandidateStatus,
@@ -49,6 +52,7 @@ from triage.models import (
     SightingPhoto,
     SightingStatus,
     StoredImage,
+    table_of,
 )
 from triage.services import Services
 from triage.storage import ImageStore
@@ -124,11 +128,9 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
         cand_stmt = cand_stmt.with_for_update()
     candidates = session.exec(cand_stmt).all()
     # Re-checked under the lock: a candidate reopened (escalated) or flagged meanwhile keeps its sighting.
-    sighting_of_probe = {p.id: p.sighting_id for p in probes}
-    live = {c.sighting_id or sighting_of_probe.get(c.probe_id) for c in candidates  # type: ignore[arg-type]
-            if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value) or _waiting(c)}
+    live = _live_sightings(candidates, probes)
     if live:
-        raise _Retry(live)  # type: ignore[arg-type]
+        raise _Retry(live)
     cand_ids = [c.id for c in candidates]
     shas = {p.image_sha256 for p in photos}
     for p in probes:
@@ -136,15 +138,15 @@ def _delete_sightings(session: Session, sighting_ids: list[int], result: Retenti
     if cand_ids:
         _keep_for_metrics(session, cand_ids)
         shas |= _forget_renditions(session, cand_ids)
-        result.review_slots += session.execute(  # type: ignore[attr-defined]
-            delete(ReviewSlot).where(col(ReviewSlot.candidate_id).in_(cand_ids))).rowcount
+        result.review_slots += rows_affected(session.execute(
+            delete(ReviewSlot).where(col(ReviewSlot.candidate_id).in_(cand_ids))))
         session.execute(delete(SeenCandidate).where(col(SeenCandidate.candidate_id).in_(cand_ids)))
         session.execute(delete(Candidate).where(col(Candidate.id).in_(cand_ids)))
     if probe_ids:
         session.execute(delete(Probe).where(col(Probe.id).in_(probe_ids)))
     session.execute(delete(SightingPhoto).where(col(SightingPhoto.sighting_id).in_(sighting_ids)))
-    result.jobs += session.execute(  # type: ignore[attr-defined]
-        delete(Job).where(col(Job.kind) == MATCH_JOB, col(Job.ref_id).in_(sighting_ids))).rowcount
+    result.jobs += rows_affected(session.execute(
+        delete(Job).where(col(Job.kind) == MATCH_JOB, col(Job.ref_id).in_(sighting_ids))))
     session.execute(delete(Sighting).where(col(Sighting.id).in_(sighting_ids)))
     result.sighting_ids += sighting_ids
     result.photos += len(photos)
@@ -161,21 +163,21 @@ def _waiting(candidate: Candidate) -> bool:
 def _keep_for_metrics(session: Session, cand_ids: list[Any]) -> None:
     """Copy what the metrics read of these candidates (slots; outcomes of real ones) before they go."""
     stamp = literal(utcnow(), UTCDateTime())
-    slots = ReviewSlot.__table__.c  # type: ignore[attr-defined]
-    cands = Candidate.__table__.c  # type: ignore[attr-defined]
-    sightings = Sighting.__table__.c  # type: ignore[attr-defined]
+    slots = table_of(ReviewSlot).c
+    cands = table_of(Candidate).c
+    sightings = table_of(Sighting).c
     slot_columns = ("candidate_id", "round", "reviewer_id", "verdict", "verdict_at", "withdrawn", "voided_at")
-    session.execute(insert(MetricSlot.__table__).from_select(  # type: ignore[attr-defined]
+    session.execute(insert(table_of(MetricSlot)).from_select(
         [*slot_columns, "known_truth", "archived_at"],
-        select(*(slots[c] for c in slot_columns), cands.known_truth, stamp)
-        .select_from(ReviewSlot.__table__.join(Candidate.__table__, cands.id == slots.candidate_id))  # type: ignore[attr-defined]
+        core_select(*(slots[c] for c in slot_columns), cands.known_truth, stamp)
+        .select_from(table_of(ReviewSlot).join(table_of(Candidate), cands.id == slots.candidate_id))
         .where(slots.candidate_id.in_(cand_ids))))
     outcome_columns = ("status", "score", "current_round", "created_at", "decided_at")
-    session.execute(insert(MetricOutcome.__table__).from_select(  # type: ignore[attr-defined]
+    session.execute(insert(table_of(MetricOutcome)).from_select(
         ["candidate_id", *outcome_columns, "sighting_created_at", "archived_at"],
-        select(cands.id, *(cands[c] for c in outcome_columns), sightings.created_at,
+        core_select(cands.id, *(cands[c] for c in outcome_columns), sightings.created_at,
                stamp)
-        .select_from(Candidate.__table__.outerjoin(Sighting.__table__, sightings.id == cands.sighting_id))  # type: ignore[attr-defined]
+        .select_from(table_of(Candidate).outerjoin(table_of(Sighting), sightings.id == cands.sighting_id))
         .where(cands.id.in_(cand_ids), cands.known_truth.is_(None))))
 
 
@@ -198,6 +200,19 @@ def _forget_renditions(session: Session, cand_ids: list[Any]) -> set[str]:
         session.add(pair)
     session.flush()
     return shas
+
+
+
+def _live_sightings(candidates: Sequence[Candidate], probes: Sequence[Probe]) -> set[int]:
+    """The sightings of candidates still open, flagged or waiting: those keep their pictures."""
+    sighting_of_probe = {p.id: p.sighting_id for p in probes}
+    live: set[int] = set()
+    for c in candidates:
+        if c.status in (CandidateStatus.open.value, CandidateStatus.flagged.value) or _waiting(c):
+            sighting_id = c.sighting_id or sighting_of_probe.get(c.probe_id)
+            if sighting_id is not None:  # a candidate read here was found by its sighting or its probe
+                live.add(sighting_id)
+    return live
 
 
 class _Retry(Exception):

@@ -42,7 +42,7 @@ def _key(secret_key: str) -> bytes:
 
 
 def is_sealed(value: str | None) -> bool:
-    return bool(value) and value.startswith(PREFIX)  # type: ignore[union-attr]
+    return value is not None and value.startswith(PREFIX)
 
 
 def seal(secret_key: str, plaintext: str, *, context: str) -> str:

@@ -124,7 +124,7 @@ THROTTLED = ("Too many failed logins for this username from this address; "
 def _failures(session: Session, now: dt.datetime, window: dt.timedelta, username: str, ip: str) -> tuple[int, int]:
     """Failed logins within the window: for this username from this address, and from this address at all."""
     since = now - window
-    session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # type: ignore[arg-type]
+    session.execute(delete(LoginFailure).where(col(LoginFailure.at) < since))
     pair = session.exec(select(func.count()).select_from(LoginFailure).where(
         LoginFailure.username == username, LoginFailure.ip == ip, LoginFailure.at >= since)).one()
     address = session.exec(select(func.count()).select_from(LoginFailure).where(
@@ -269,7 +269,7 @@ def start_session(session: Session, user: User, ip: str = "", user_agent: str = 
             old.revoked_at = utcnow()
             session.add(old)
     token = secrets.token_urlsafe(32)
-    web_session = WebSession(token_hash=token_digest(token), user_id=user.id,  # type: ignore[arg-type]
+    web_session = WebSession(token_hash=token_digest(token), user_id=user.pk,
                              csrf_token=secrets.token_urlsafe(32), ip=ip[:64], user_agent=user_agent[:300])
     session.add(web_session)
     audit.record(session, "login", actor=user, object_type="user", object_id=user.id, ip=ip)
@@ -321,7 +321,7 @@ def revoke_user_sessions(session: Session, user_id: int, *, keep: WebSession | N
     now = utcnow()
     count = 0
     for ws in session.exec(select(WebSession).where(WebSession.user_id == user_id,
-                                                    WebSession.revoked_at.is_(None))).all():  # type: ignore[union-attr]
+                                                    col(WebSession.revoked_at).is_(None))).all():
         if keep is not None and ws.id == keep.id:
             continue
         ws.revoked_at = now
@@ -329,7 +329,7 @@ def revoke_user_sessions(session: Session, user_id: int, *, keep: WebSession | N
         count += 1
     if tokens:
         for tok in session.exec(select(ApiToken).where(ApiToken.user_id == user_id,
-                                                       ApiToken.revoked_at.is_(None))).all():  # type: ignore[union-attr]
+                                                       col(ApiToken.revoked_at).is_(None))).all():
             tok.revoked_at = now
             session.add(tok)
             count += 1
@@ -342,7 +342,7 @@ def create_api_token(session: Session, user: User, name: str, ip: str = "") -> t
     if not name or len(name) > 100:
         raise ValueError("A token needs a name of 1-100 characters (e.g. the phone it is for).")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user_id=user.id, name=name[:100], token_hash=token_digest(token))  # type: ignore[arg-type]
+    row = ApiToken(user_id=user.pk, name=name[:100], token_hash=token_digest(token))
     session.add(row)
     session.flush()
     audit.record(session, "api_token.create", actor=user, object_type="api_token", object_id=row.id,

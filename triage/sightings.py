@@ -251,7 +251,7 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
         exc.audit = RefusalEntry("sighting.create", actor=user, object_type="sighting", ip=ip,
                                  detail={"field": exc.field, "reason": exc.message, "code": exc.code})
         raise
-    sighting = Sighting(uploaded_by=user.id,  # type: ignore[arg-type]
+    sighting = Sighting(uploaded_by=user.pk,
                         idempotency_key=data.idempotency_key or None, idempotency_digest=digest,
                         observed_at=data.observed_at or utcnow(),
                         location_text=data.location_text.strip(), latitude=data.latitude, longitude=data.longitude,
@@ -276,11 +276,11 @@ def _store(session: Session, store: ImageStore, settings: Settings, user: User, 
     photos: list[SightingPhoto] = []
     for position, item in enumerate(checked):
         digest = store_image(session, store, item.photo.data, item.media_type, item.width, item.height)
-        photo = SightingPhoto(sighting_id=sighting.id, position=position, image_sha256=digest)  # type: ignore[arg-type]
+        photo = SightingPhoto(sighting_id=sighting.pk, position=position, image_sha256=digest)
         session.add(photo)
         photos.append(photo)
     session.flush()
-    job = jobs.enqueue(session, MATCH_JOB, sighting.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
+    job = jobs.enqueue(session, MATCH_JOB, sighting.pk, max_attempts=settings.job_max_attempts)
     audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=sighting.id,
                  detail={"photos": [p.image_sha256 for p in photos], "job_id": job.id,
                          "observed_at": sighting.observed_at, "has_coordinates": sighting.latitude is not None,
@@ -370,7 +370,7 @@ class SightingProgress:
 
 
 def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
-    counts = dict(session.exec(  # type: ignore[arg-type]
+    counts = dict(session.exec(
         select(Candidate.status, func.count()).where(Candidate.sighting_id == sighting.id)
         .group_by(Candidate.status)
     ).all())
@@ -399,14 +399,14 @@ def progress_of_many(session: Session, items: Sequence[Sighting]) -> dict[int, S
     if not ids_:
         return {}
     counts: dict[int, dict[str, int]] = {i: {} for i in ids_}
-    for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())  # type: ignore[call-overload]
+    for sid, status, n in session.exec(select(Candidate.sighting_id, Candidate.status, func.count())
                                        .where(col(Candidate.sighting_id).in_(ids_))
                                        .group_by(col(Candidate.sighting_id), col(Candidate.status))).all():
         if sid is not None:  # always: the page's sighting ids
             counts[sid][status] = int(n)
-    flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))  # type: ignore[call-overload]
+    flags = dict(session.exec(select(Flag.sighting_id, func.count()).where(col(Flag.sighting_id).in_(ids_))
                               .group_by(col(Flag.sighting_id))).all())
-    too_small = dict(session.exec(select(Probe.sighting_id, func.count())  # type: ignore[call-overload]
+    too_small = dict(session.exec(select(Probe.sighting_id, func.count())
                                   .where(col(Probe.sighting_id).in_(ids_), Probe.searched == False)  # noqa: E712
                                   .group_by(col(Probe.sighting_id))).all())
     pending = [x.id for x in items if x.status not in DONE_STATUSES]
@@ -460,7 +460,7 @@ def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "")
                                audit=RefusalEntry("sighting.retry", actor=user, object_type="sighting",
                                                   object_id=sighting_id, detail={"reason": "no failed matching job"},
                                                   ip=ip))
-    jobs.retry(session, job.id)  # type: ignore[arg-type]
+    jobs.retry(session, job.pk)
     events.job_retried(session, job)
     sighting.status = SightingStatus.queued.value
     session.add(sighting)

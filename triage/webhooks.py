@@ -72,7 +72,7 @@ def record(session: Session, event: str, *, object_type: str, object_id: int | N
         "path": path,
     }
     session.add(delivery)
-    jobs.enqueue(session, WEBHOOK_JOB, delivery.id, max_attempts=MAX_ATTEMPTS)  # type: ignore[arg-type]
+    jobs.enqueue(session, WEBHOOK_JOB, delivery.pk, max_attempts=MAX_ATTEMPTS)
     return delivery
 
 

@@ -61,13 +61,13 @@ class JobContext:
     services: Services
 
     def finish_in(self, session: Session) -> None:
-        if not jobs.finish(session, self.job.id, self.owner):  # type: ignore[arg-type]
+        if not jobs.finish(session, self.job.pk, self.owner):
             raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
 
     def renew_lease(self) -> None:
         """For long jobs: extend the lease (its own transaction); :class:`LeaseLost` if taken over."""
         with Session(self.engine) as session:
-            held = jobs.renew(session, self.job.id, self.owner, self.settings.job_lease_seconds)  # type: ignore[arg-type]
+            held = jobs.renew(session, self.job.pk, self.owner, self.settings.job_lease_seconds)
             session.commit()
         if not held:
             raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
@@ -124,7 +124,7 @@ def run_claimed(services: Services, owner: str, job: Job, registry: Registry) ->
         permanent = isinstance(exc, PermanentJobError)
         log.exception("job %s (%s %s) failed", job.id, job.kind, job.ref_id)
         with Session(engine, expire_on_commit=False) as session:
-            failed = jobs.fail(session, job.id, owner,  # type: ignore[arg-type]
+            failed = jobs.fail(session, job.pk, owner,
                                f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", retry=not permanent,
                                backoff=registry.backoff.get(job.kind), on_give_up=give_up_hook(services, registry))
             outcome = "retry" if failed is not None and failed.status == "queued" else "failed"

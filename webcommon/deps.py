@@ -83,7 +83,7 @@ def get_store(request: Request) -> ImageStore:
     return request.app.state.store
 
 
-def get_services(request: Request) -> dict[str, Any]:
+def get_services(request: Request) -> services.Services:
     return request.app.state.services
 
 
@@ -91,7 +91,7 @@ class PipelineHandle:
     """This process's face pipeline, built (its models loaded) on first ``get``: a request refused
     before its analysis never waits for the models."""
 
-    def __init__(self, engine: Engine, settings: Settings, process_services: dict[str, Any]) -> None:
+    def __init__(self, engine: Engine, settings: Settings, process_services: services.Services) -> None:
         self._engine, self._settings, self._services = engine, settings, process_services
 
     def get(self) -> FacePipeline:

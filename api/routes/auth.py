@@ -110,7 +110,7 @@ def _token_owner(request: Request, body: TokenCreate, session: SessionDep, setti
 @router.get("/tokens")
 def read_tokens(session: SessionDep, user: CurrentUser) -> TokensPublic:
     """Your own tokens (never the token values)."""
-    rows = list_api_tokens(session, user.id)  # type: ignore[arg-type]
+    rows = list_api_tokens(session, user.pk)
     return TokensPublic(data=[_public(r) for r in rows], count=len(rows))
 
 
@@ -127,6 +127,6 @@ def delete_token(request: Request, session: SessionDep, user: CurrentUser, token
 @router.get("/me")
 def read_me(user: Annotated[User, Depends(require_account_user)]) -> MePublic:
     """Who this token or session belongs to, and what they may do."""
-    return MePublic(id=user.id, username=user.username, full_name=user.full_name,  # type: ignore[arg-type]
+    return MePublic(id=user.pk, username=user.username, full_name=user.full_name,
                     roles=sorted(user.roles.split()), has_second_factor=bool(user.totp_secret),
                     must_change_password=user.must_change_password)

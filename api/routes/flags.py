@@ -75,9 +75,9 @@ class FlagClose(BaseModel):
 
 def _public(ev: flags.Evidence) -> FlagPublic:
     flag = ev.flag
-    return FlagPublic(id=flag.id, status=flag.status, warning=flags.LEAD_WARNING,  # type: ignore[arg-type]
-                      raised_at=flag.raised_at, subject_id=ev.subject.id, subject_name=ev.subject.name,  # type: ignore[arg-type]
-                      case_ref=ev.subject.case_ref, sighting_id=ev.sighting.id,  # type: ignore[arg-type]
+    return FlagPublic(id=flag.pk, status=flag.status, warning=flags.LEAD_WARNING,
+                      raised_at=flag.raised_at, subject_id=ev.subject.pk, subject_name=ev.subject.name,
+                      case_ref=ev.subject.case_ref, sighting_id=ev.sighting.pk,
                       observed_at=ev.sighting.observed_at, location=ev.sighting.location_text,
                       acknowledged_at=flag.acknowledged_at, closed_at=flag.closed_at, close_reason=flag.close_reason)
 
@@ -88,12 +88,12 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
     images = {k: f"{base}/{k}" for k in ("probe-eyes", "subject-eyes", "probe-face", "subject-face")}
     images.update({f"sighting-{p.position}": f"{base}/sighting-{p.position}" for p in ev.photos})
     return FlagDetail(**_public(ev).model_dump(), images=images,
-                      verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,  # type: ignore[arg-type]
+                      verdicts=[VerdictEvidencePublic(reviewer=v.reviewer, verdict=v.verdict, at=v.at,
                                                       round=v.round, note=v.note,
                                                       revealed_full_faces=v.revealed_full_faces,
                                                       reviewer_record=v.record, voided=v.voided)
                                 for v in ev.verdicts],
-                      reports=[FlagReportPublic(reporter=r.reporter, outcome=r.outcome, note=r.note, at=r.at)  # type: ignore[arg-type]
+                      reports=[FlagReportPublic(reporter=r.reporter, outcome=r.outcome, note=r.note, at=r.at)
                                for r in ev.reports])
 
 

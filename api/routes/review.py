@@ -95,8 +95,8 @@ def create_verdict(request: Request, slot_id: Id, body: review.VerdictInput, res
     if result.replayed:
         response.status_code = 200
     slot = result.slot
-    return VerdictPublic(slot_id=slot.id, verdict=slot.verdict, verdict_at=slot.verdict_at,  # type: ignore[arg-type]
-                         revealed_full_faces=slot.revealed_full_faces, replayed=result.replayed)
+    return VerdictPublic.model_validate({"slot_id": slot.pk, "verdict": slot.verdict, "verdict_at": slot.verdict_at,
+                                         "revealed_full_faces": slot.revealed_full_faces, "replayed": result.replayed})
 
 
 # Managers: disputes and escalation
@@ -118,7 +118,7 @@ class DisputesPublic(BaseModel):
 def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> DisputesPublic:
     """Disputed candidates (no flag), oldest first, with how many recognizers could still take an escalation."""
     rows = review.disputed_candidates(session, settings=settings)
-    return DisputesPublic(data=[DisputePublic(candidate_id=d.candidate.id, subject_id=d.subject.id,  # type: ignore[arg-type]
+    return DisputesPublic(data=[DisputePublic(candidate_id=d.candidate.pk, subject_id=d.subject.pk,
                                               subject_name=d.subject.name, round=d.candidate.current_round,
                                               verdicts=[s.verdict or "" for s in d.verdicts],
                                               eligible_recognizers=d.eligible) for d in rows], count=len(rows))
@@ -130,7 +130,7 @@ def create_escalation(request: Request, candidate_id: Id, session: SessionDep, s
     """Send a disputed candidate to two further recognizers who have not seen it."""
     candidate = review.escalate(session, manager, candidate_id, client_ip(request), settings)
     subject = session.get(Subject, candidate.subject_id)
-    return DisputePublic(candidate_id=candidate.id, subject_id=candidate.subject_id,  # type: ignore[arg-type]
+    return DisputePublic(candidate_id=candidate.pk, subject_id=candidate.subject_id,
                          subject_name=subject.name if subject else "", round=candidate.current_round, verdicts=[],
                          eligible_recognizers=len(review.eligible_recognizers(session, candidate,
                                                                                settings)))
@@ -164,9 +164,10 @@ def _kind(rec: qualification.KindRecord) -> KindRecordPublic:
 
 
 def _standing(st: qualification.Standing) -> RecognizerStanding:
-    return RecognizerStanding(user_id=st.user.id, username=st.user.username,  # type: ignore[arg-type]
-                              qualification=st.user.qualification,  # type: ignore[arg-type]
-                              known_same=_kind(st.record.same), known_different=_kind(st.record.different))
+    return RecognizerStanding.model_validate({"user_id": st.user.pk, "username": st.user.username,
+                                              "qualification": st.user.qualification,
+                                              "known_same": _kind(st.record.same),
+                                              "known_different": _kind(st.record.different)})
 
 
 @router.get("/recognizers")

@@ -96,18 +96,18 @@ class SightingsPublic(BaseModel):
 def _public(session: Any, sighting: Sighting, progress: sightings.SightingProgress | None = None,
             photos: list[Any] | None = None, probe_rows: list[Any] | None = None) -> SightingPublic:
     progress = progress or sightings.progress_of(session, sighting)
-    photos = photos if photos is not None else sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+    photos = photos if photos is not None else sightings.photos_of(session, sighting.pk)
     if probe_rows is None:
-        probe_rows = sightings.probes_of(session, sighting.id)  # type: ignore[arg-type]
+        probe_rows = sightings.probes_of(session, sighting.pk)
     positions = {p.id: p.position for p in photos}
-    probes = [ProbePublic(id=p.id, photo_position=positions.get(p.sighting_photo_id, 0),  # type: ignore[arg-type]
+    probes = [ProbePublic(id=p.pk, photo_position=positions.get(p.sighting_photo_id, 0),
                           face_index=p.face_index, quality_ok=p.quality_ok, quality_issues=p.quality_issues,
                           iod_px=round(p.iod_px, 1), searched=p.searched,
                           eye_crop_url=f"/api/sightings/probes/{p.id}/eyes",
                           face_chip_url=f"/api/sightings/probes/{p.id}/face")
               for p in probe_rows]
     return SightingPublic(
-        id=sighting.id, url=f"/sightings/{sighting.id}", status=progress.status, done=progress.done,  # type: ignore[arg-type]
+        id=sighting.pk, url=f"/sightings/{sighting.id}", status=progress.status, done=progress.done,
         outcome=progress.outcome, observed_at=sighting.observed_at, created_at=sighting.created_at,
         matched_at=sighting.matched_at, location_text=sighting.location_text, latitude=sighting.latitude,
         longitude=sighting.longitude, note=sighting.note, photo_count=len(photos), faces_found=progress.faces_found,
@@ -147,7 +147,7 @@ def create_sighting(
         body = SightingRejection(detail=exc.message, field=exc.field, code=exc.code)
         return JSONResponse(body.model_dump(), status_code=status_for(exc.code, 422))
     s = result.sighting
-    body_ok = SightingAccepted(id=s.id, url=f"/sightings/{s.id}", status_url=f"/api/sightings/{s.id}",  # type: ignore[arg-type]
+    body_ok = SightingAccepted(id=s.pk, url=f"/sightings/{s.id}", status_url=f"/api/sightings/{s.id}",
                                status=s.status, replayed=not result.created)
     return JSONResponse(body_ok.model_dump(), status_code=202, headers={"Location": f"/api/sightings/{s.id}"})
 
@@ -161,7 +161,7 @@ def read_sightings(session: SessionDep, user: CurrentUser, offset: Annotated[Pos
     ids = sightings.ids(rows)
     progress = sightings.progress_of_many(session, rows)
     photos, probes = sightings.photos_of_many(session, ids), sightings.probes_of_many(session, ids)
-    return {"data": [_public(session, s, progress[s.id], photos[s.id], probes[s.id]) for s in rows],  # type: ignore[index]
+    return {"data": [_public(session, s, progress[s.pk], photos[s.pk], probes[s.pk]) for s in rows],
             "count": count}
 
 

@@ -94,7 +94,7 @@ def _photo_public(photo: ReferencePhoto) -> ReferencePhotoPublic:
 
 
 def _detail(session: Any, subject: Subject) -> SubjectDetail:
-    photos = watchlist.reference_photos(session, subject.id)  # type: ignore[arg-type]
+    photos = watchlist.reference_photos(session, subject.pk)
     return SubjectDetail(**_subject_public(subject, len(photos)), photos=[_photo_public(p) for p in photos])
 
 

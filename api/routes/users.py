@@ -50,7 +50,7 @@ class UsersPublic(BaseModel):
 
 
 def _public(u: User) -> UserPublic:
-    return UserPublic(id=u.id, username=u.username, full_name=u.full_name, roles=u.roles.split(),  # type: ignore[arg-type]
+    return UserPublic(id=u.pk, username=u.username, full_name=u.full_name, roles=u.roles.split(),
                       roles_on_hold=u.roles_on_hold.split(),
                       is_active=u.is_active, has_second_factor=bool(u.totp_secret),
                       must_change_password=u.must_change_password, locked_until=u.locked_until,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
@@ -54,7 +56,7 @@ def test_token_needs_the_second_factor_when_enrolled(client: TestClient, engine:
     user = add_user(engine, "mona", Role.manager)
     secret = pyotp.random_base32()
     with Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         u.totp_secret = secret
         s.add(u)
         s.commit()
@@ -66,7 +68,7 @@ def test_token_needs_the_second_factor_when_enrolled(client: TestClient, engine:
 def test_no_token_while_a_password_change_is_owed(client: TestClient, engine: Engine) -> None:
     user = add_user(engine, "newbie", Role.officer)
     with Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         u.must_change_password = True
         s.add(u)
         s.commit()
@@ -139,11 +141,11 @@ def test_audit_api_for_managers(client: TestClient, engine: Engine) -> None:
 
 
 def test_privileged_token_stops_working_until_a_second_factor_is_set_up(
-        make_client: object, engine: Engine) -> None:
-    lax = make_client()  # type: ignore[operator]
+        make_client: Callable[..., TestClient], engine: Engine) -> None:
+    lax = make_client()
     add_user(engine, "boss", Role.manager)
     token = _token(lax, "boss")
-    strict = make_client(require_totp_for_privileged=True)  # type: ignore[operator]
+    strict = make_client(require_totp_for_privileged=True)
     r = strict.get("/api/audit", headers=_bearer(token))
     assert r.status_code == 403 and "second factor" in r.json()["detail"]
     assert strict.get("/api/me", headers=_bearer(token)).status_code == 200

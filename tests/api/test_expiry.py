@@ -43,12 +43,14 @@ def world(engine, settings, user_factory):
         opened = make_candidate(s, store, settings, officer.id, subject=subject, score=0.85)
         s.commit()
         for name, verdict in (("bob", "same"), ("cat", "different")):
-            task = review.next_task(s, s.get(User, recs[name].id), settings)
+            task = review.next_task(s, s.get_one(User, recs[name].id), settings)
+            assert task is not None
             assert task.candidate.id == disputed.id
-            review.submit_verdict(s, s.get(User, recs[name].id), task.slot_id, verdict)
-        task = review.next_task(s, s.get(User, recs["ann"].id), settings)
+            review.submit_verdict(s, s.get_one(User, recs[name].id), task.slot_id, verdict)
+        task = review.next_task(s, s.get_one(User, recs["ann"].id), settings)
+        assert task is not None
         assert task.candidate.id == leased.id
-        assert s.get(Candidate, disputed.id).status == "disputed"
+        assert s.get_one(Candidate, disputed.id).status == "disputed"
         s.commit()
     return {"subject": subject, "disputed": disputed, "leased": leased, "open": opened, "ann_slot": task.slot_id}
 
@@ -80,16 +82,16 @@ def test_expiry_withdraws_everything_and_escalation_is_refused(make_client, worl
         assert watchlist.expiry_sweep(engine, settings, _services(engine, settings, running)) == [sid]
         assert sid not in running.subject_ids()
         with Session(engine) as s:
-            assert s.get(Candidate, world["open"].id).status == "withdrawn"
-            assert s.get(Candidate, world["leased"].id).status == "withdrawn"
-            assert s.get(ReviewSlot, world["ann_slot"]).withdrawn
+            assert s.get_one(Candidate, world["open"].id).status == "withdrawn"
+            assert s.get_one(Candidate, world["leased"].id).status == "withdrawn"
+            assert s.get_one(ReviewSlot, world["ann_slot"]).withdrawn
         boss = _as(make_client, "boss")  # two days on: a new session
         assert boss.get("/api/review/disputes").json()["data"] == []
         assert "No disputes" in boss.get("/disputes").text
         r = boss.post(f"/api/review/candidates/{world['disputed'].id}/escalate")
         assert r.status_code == 409 and "no longer searched" in r.json()["detail"]
         with Session(engine) as s:
-            cand = s.get(Candidate, world["disputed"].id)
+            cand = s.get_one(Candidate, world["disputed"].id)
             assert cand.status == "disputed" and cand.current_round == 1
             assert len(s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()) == 2
             refusal = s.exec(select(AuditEntry).where(AuditEntry.action == "review.escalate")).one()
@@ -124,11 +126,11 @@ def test_extending_an_expired_warrant_puts_the_subject_back_and_it_expires_again
         assert running.sync() == 2 and sid in running.subject_ids() and len(running) == 2
         assert sid in [x["id"] for x in boss.get("/api/subjects?status=searchable").json()["data"]]
         with Session(engine) as s:
-            assert s.get(Subject, sid).closed_at is None
+            assert s.get_one(Subject, sid).closed_at is None
             assert s.exec(select(AuditEntry).where(AuditEntry.action == "subject.reactivate")).one().actor == "boss"
         # The withdrawn candidates stay withdrawn; new sightings are matched against it again.
         with Session(engine) as s:
-            assert s.get(Candidate, world["open"].id).status == "withdrawn"
+            assert s.get_one(Candidate, world["open"].id).status == "withdrawn"
     with clock.frozen(dt.datetime(2026, 7, 1, 0, 5, tzinfo=dt.UTC)):
         assert watchlist.expiry_sweep(engine, settings, _services(engine, settings, running)) == [sid]
         assert sid not in running.subject_ids()

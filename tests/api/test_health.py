@@ -17,7 +17,7 @@ def test_readyz_reports_each_check(client: TestClient) -> None:
     assert r.status_code == (200 if body["checks"]["models"] == "ok" else 503)
 
 
-def test_readyz_not_ready_when_migrations_behind(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_readyz_not_ready_when_migrations_behind(make_client, engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'behind'")
     r = make_client().get("/readyz")

@@ -11,7 +11,7 @@ from triage.models import Role
 TOO_BIG = 2**31  # one past the largest id both databases store (INTEGER: 32-bit on PostgreSQL)
 
 
-def _integer_schemas(schema: dict) -> list[dict]:  # type: ignore[type-arg]
+def _integer_schemas(schema: dict) -> list[dict]:
     found = []
     if schema.get("type") == "integer":
         found.append(schema)
@@ -54,7 +54,7 @@ def test_error_answers_are_documented_on_every_api_route(client: TestClient) -> 
     assert missing == []
 
 
-def test_an_integer_past_the_database_range_is_a_422_with_typed_problems(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_an_integer_past_the_database_range_is_a_422_with_typed_problems(client: TestClient, engine) -> None:
     add_user(engine, "chief", Role.manager, Role.officer)
     login(client, "chief")
     for url in (f"/api/sightings/{TOO_BIG}", f"/api/sightings/{2**63}", f"/api/subjects/{TOO_BIG}",

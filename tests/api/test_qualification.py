@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import login
 from tests.factories import image_store, make_candidate, make_subject
@@ -53,7 +53,7 @@ def _client(make_client, name, **overrides):
 
 def _slot(engine, slot_id):
     with Session(engine) as s:
-        slot = s.get(ReviewSlot, slot_id)
+        slot = s.get_one(ReviewSlot, slot_id)
         return slot, s.get(Candidate, slot.candidate_id)
 
 
@@ -97,18 +97,19 @@ def test_an_always_same_recognizer_is_suspended_and_its_undecided_verdicts_stop_
         u = s.exec(select(User).where(User.username == "yes")).one()
         assert u.qualification == "suspended"
         # The live verdict is kept for the record, no longer counting; its place is served again.
-        voided = s.get(ReviewSlot, live_slot.id)
+        voided = s.get_one(ReviewSlot, live_slot.id)
         assert voided.verdict == "same" and voided.reviewer_id == u.id and voided.voided_at is not None
         fresh = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == live_cand.id,
                                                 ReviewSlot.round == 1, ReviewSlot.slot_no == voided.slot_no,
-                                                ReviewSlot.voided_at.is_(None))).one()
+                                                col(ReviewSlot.voided_at).is_(None))).one()
         assert fresh.reviewer_id is None and fresh.verdict is None
         boss = s.exec(select(User).where(User.username == "boss")).one()
         assert s.exec(select(Notification).where(Notification.user_id == boss.id,
                                                  Notification.kind == "recognizer.suspended")).first()
         assert s.exec(select(AuditEntry).where(AuditEntry.action == "recognizer.suspend")).one()
         refusal = s.exec(select(AuditEntry).where(AuditEntry.action == "review.next")
-                         .order_by(AuditEntry.id.desc())).first()
+                         .order_by(col(AuditEntry.id).desc())).first()
+        assert refusal is not None
         assert refusal.outcome == "denied" and refusal.detail["reason"] == "suspended"
     # The voided slot goes to two other people, who decide the candidate between them; no flag on one 'same'.
     for name in ("ann", "bob"):
@@ -122,7 +123,7 @@ def test_an_always_same_recognizer_is_suspended_and_its_undecided_verdicts_stop_
             if cand.id == live_cand.id:
                 break
     with Session(engine) as s:
-        row = s.get(Candidate, live_cand.id)
+        row = s.get_one(Candidate, live_cand.id)
         slots = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == row.id)).all()
         assert len(slots) == 3 and len({x.reviewer_id for x in slots}) == 3
         if row.status == "flagged":
@@ -152,7 +153,7 @@ def test_a_manager_reinstates_over_the_api_and_the_page(make_client, engine, que
     assert boss.post(f"/recognizers/{uid}/reinstate", data={}).status_code == 403
     boss.headers["X-CSRF-Token"] = token
     with Session(engine) as s:
-        assert s.get(User, uid).qualification == "suspended"
+        assert s.get_one(User, uid).qualification == "suspended"
     r = boss.post(f"/api/review/recognizers/{uid}/reinstate")
     assert r.status_code == 200 and r.json()["qualification"] == "probation"
     assert r.json()["known_same"]["answered"] == 0  # a fresh record
@@ -160,7 +161,7 @@ def test_a_manager_reinstates_over_the_api_and_the_page(make_client, engine, que
     assert yes.post("/api/review/next").status_code == 200
     with Session(engine) as s:
         entries = s.exec(select(AuditEntry).where(AuditEntry.action == "recognizer.reinstate")
-                         .order_by(AuditEntry.id)).all()
+                         .order_by(col(AuditEntry.id))).all()
         assert [e.outcome for e in entries] == ["ok", "denied"]
         # The recognizer's own attempt was refused on its role, and that refusal is in the log too.
         access = s.exec(select(AuditEntry).where(AuditEntry.action == "access", AuditEntry.actor == "yes")).all()
@@ -194,12 +195,12 @@ def test_known_answer_pictures_are_fresh_degraded_renditions(make_client, engine
             others = s.exec(select(Candidate).where(Candidate.id != cand.id)).all()
             elsewhere |= {x for c in others for x in (c.known_probe_eyes_sha256, c.known_probe_face_sha256) if x}
             assert not own & elsewhere
-            source = s.get(ReferencePhoto, cand.known_probe_photo_id)
+            source = s.get_one(ReferencePhoto, cand.known_probe_photo_id)
             # The same size as every crop, and softer than the studio photo it came from.
             src_eyes = store.get(source.eye_crop_sha256)
             assert Image.open(io.BytesIO(eyes)).size == Image.open(io.BytesIO(src_eyes)).size
             assert _sharpness(eyes) < _sharpness(src_eyes)
-            assert s.get(StoredImage, cand.known_probe_eyes_sha256).media_type == "image/png"
+            assert s.get_one(StoredImage, cand.known_probe_eyes_sha256).media_type == "image/png"
         assert eyes not in seen
         seen.append(eyes)
         assert ann.post(task["verdict_url"], json={"verdict": cand.known_truth}).status_code == 201
@@ -221,7 +222,7 @@ def test_known_answer_pairs_never_use_an_expired_or_closed_subject(make_client, 
         s.commit()
         bad = {expired.id, closed.id}
         live_id = live.id
-        bad_photos = {p.id for p in s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id.in_(bad))).all()}
+        bad_photos = {p.id for p in s.exec(select(ReferencePhoto).where(col(ReferencePhoto.subject_id).in_(bad))).all()}
     ann = _client(make_client, "ann")
     pairs = 0
     for _ in range(3):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import login
 from tests.factories import image_store, make_candidate, make_subject
@@ -61,8 +61,8 @@ def test_next_verdict_and_flag_over_the_api(make_client, setup, engine):
     assert t2["slot_id"] != task["slot_id"]
     assert bob.post(t2["verdict_url"], json={"verdict": "same"}).status_code == 201
     with Session(engine) as s:
-        assert s.get(Candidate, setup.id).status == "flagged"
-        assert len(s.exec(select(ReviewSlot).where(ReviewSlot.verdict.is_not(None))).all()) == 2
+        assert s.get_one(Candidate, setup.id).status == "flagged"
+        assert len(s.exec(select(ReviewSlot).where(col(ReviewSlot.verdict).is_not(None))).all()) == 2
 
     officer = _client(make_client, "officer")
     flags = officer.get("/api/flags").json()
@@ -89,13 +89,13 @@ def test_next_verdict_and_flag_over_the_api(make_client, setup, engine):
     closed = boss.post(f"/api/flags/{fid}/close", json={"reason": "not_located"}).json()
     assert closed["status"] == "closed" and closed["close_reason"] == "not_located"
     with Session(engine) as s:
-        flag = s.get(Flag, fid)
-        assert flag.closed_by is not None and s.get(User, flag.closed_by).username == "boss"
+        flag = s.get_one(Flag, fid)
+        assert flag.closed_by is not None and s.get_one(User, flag.closed_by).username == "boss"
         denied = s.exec(select(AuditEntry).where(AuditEntry.object_type == "flag", AuditEntry.outcome == "denied",
                                                  AuditEntry.actor == "officer")).all()
         assert {e.action for e in denied} >= {"flag.acknowledge", "flag.close"}
         told = s.exec(select(Notification).where(Notification.kind == "flag.report")).all()
-        assert [s.get(User, n.user_id).username for n in told] == ["boss"] and all(n.flag_id == fid for n in told)
+        assert [s.get_one(User, n.user_id).username for n in told] == ["boss"] and all(n.flag_id == fid for n in told)
     # A recognizer sees no flags; a flag they may not see is not found.
     assert ann.get("/api/flags").json()["count"] == 0
     assert ann.get(f"/api/flags/{fid}").status_code == 404
@@ -107,7 +107,7 @@ def test_nothing_revealing_before_the_verdict(make_client, setup, engine):
     task = ann.get("/api/review/next").json()["task"]
     reveal = ann.post(task["reveal_url"]).content
     with Session(engine) as s:
-        cand = s.get(Candidate, setup.id)
+        cand = s.get_one(Candidate, setup.id)
     for body in (raw, reveal):
         text = body.decode()
         for word in ("score", "rank", "distance", "known", "truth", "subject_id", "candidate", "verdict\":"):
@@ -132,7 +132,7 @@ def test_bad_verdict_input_rejected(make_client, setup, engine):
     assert ann.post(task["verdict_url"], json={"verdict": "same"},
                     headers={"Idempotency-Key": "x" * 65}).status_code == 422
     with Session(engine) as s:
-        assert s.get(ReviewSlot, task["slot_id"]).verdict is None
+        assert s.get_one(ReviewSlot, task["slot_id"]).verdict is None
 
 
 def test_roles_enforced(make_client, setup):
@@ -184,7 +184,7 @@ def test_known_answer_task_looks_like_any_other(make_client, engine, settings, u
         r = ann.post("/api/review/next")
         task = r.json()["task"]
         with Session(engine) as s:
-            cand = s.get(Candidate, s.get(ReviewSlot, task["slot_id"]).candidate_id)
+            cand = s.get_one(Candidate, s.get_one(ReviewSlot, task["slot_id"]).candidate_id)
         kind = "known" if cand.known_truth else "real"
         shape = re.sub(r'"lease_expires_at":"[^"]+"', "", r.content.decode())
         shapes.setdefault(kind, re.sub(r"\d+", "N", shape))

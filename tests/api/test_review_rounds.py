@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import login
 from tests.factories import image_store, make_candidate
@@ -51,7 +51,7 @@ def _round(clients, names, verdicts) -> None:
 
 def _status(engine, cid: int) -> str:
     with Session(engine) as s:
-        return s.get(Candidate, cid).status
+        return s.get_one(Candidate, cid).status
 
 
 def test_verdicts_are_not_pooled_across_rounds(engine, cand, clients):
@@ -91,11 +91,12 @@ def test_at_most_three_rounds_then_it_stays_disputed(engine, cand, clients):
     assert r.status_code == 409 and "stays disputed" in r.json()["detail"]
     # Refused, audited, nothing changed: no fourth round, nothing for the seventh recognizer.
     with Session(engine) as s:
-        row = s.get(Candidate, cand.id)
+        row = s.get_one(Candidate, cand.id)
         assert row.status == "disputed" and row.current_round == 3
         assert len(s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()) == 6
         last = s.exec(select(AuditEntry).where(AuditEntry.action == "review.escalate")
-                      .order_by(AuditEntry.id.desc())).first()
+                      .order_by(col(AuditEntry.id).desc())).first()
+        assert last is not None
         assert last.outcome == "denied" and last.detail["round"] == 3
     assert clients("rec7").post("/api/review/next").json()["task"] is None
     page = boss.get("/disputes")
@@ -105,7 +106,7 @@ def test_at_most_three_rounds_then_it_stays_disputed(engine, cand, clients):
 def _set_standing(engine, names, standing: str) -> None:
     from triage.models import User
     with Session(engine) as s:
-        for user in s.exec(select(User).where(User.username.in_(names))).all():
+        for user in s.exec(select(User).where(col(User.username).in_(names))).all():
             user.qualification = standing
             s.add(user)
         s.commit()

@@ -11,10 +11,10 @@ from triage import sightings
 from triage.models import Candidate, Role, Sighting, User
 
 
-def _count_queries(engine, fn):  # type: ignore[no-untyped-def]
+def _count_queries(engine, fn):
     seen: list[str] = []
 
-    def before(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+    def before(conn, cursor, statement, *args):
         seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", before)
@@ -25,7 +25,7 @@ def _count_queries(engine, fn):  # type: ignore[no-untyped-def]
     return result, len(seen)
 
 
-def test_list_pages_answer_as_one_by_one_in_a_fixed_number_of_queries(make_client, engine, settings,  # type: ignore[no-untyped-def]
+def test_list_pages_answer_as_one_by_one_in_a_fixed_number_of_queries(make_client, engine, settings,
                                                                       user_factory) -> None:
     officer = user_factory(Role.officer, username="olga")
     store = image_store(settings)
@@ -40,22 +40,22 @@ def test_list_pages_answer_as_one_by_one_in_a_fixed_number_of_queries(make_clien
     client = make_client()
     login(client, "olga")
     client.get("/api/sightings")  # warm: credential resolution, settings
-    few, few_queries = _count_queries(client.app.state.engine, lambda: client.get("/api/sightings").json())  # type: ignore[attr-defined]
+    few, few_queries = _count_queries(client.app.state.engine, lambda: client.get("/api/sightings").json())
     with Session(engine, expire_on_commit=False) as s:
         for _ in range(9):
             make_candidate(s, store, settings, officer.id)
         s.commit()
-    many, many_queries = _count_queries(client.app.state.engine, lambda: client.get("/api/sightings").json())  # type: ignore[attr-defined]
+    many, many_queries = _count_queries(client.app.state.engine, lambda: client.get("/api/sightings").json())
     assert few["count"] == 4 and many["count"] == 13
     assert many_queries == few_queries  # not several more per sighting
-    page, page_queries = _count_queries(client.app.state.engine, lambda: client.get("/sightings"))  # type: ignore[attr-defined]
+    page, page_queries = _count_queries(client.app.state.engine, lambda: client.get("/sightings"))
     assert page.status_code == 200
     # The set-based answer is the one-by-one answer.
     with Session(engine) as s:
         rows = list(s.exec(select(Sighting)).all())
         together = sightings.progress_of_many(s, rows)
         for row in rows:
-            assert together[row.id] == sightings.progress_of(s, row)
+            assert together[row.pk] == sightings.progress_of(s, row)
         assert any(p.disputed for p in together.values()) and any(p.under_review for p in together.values())
         user = s.exec(select(User).where(User.username == "olga")).one()
         assert len(s.exec(select(Candidate)).all()) == 12 and user is not None

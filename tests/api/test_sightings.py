@@ -10,12 +10,12 @@ from tests.triage.test_sightings import gif, jpeg, png_bomb
 from triage.models import Job, Role, Sighting, SightingPhoto, StoredImage
 
 
-def _officer(client: TestClient, engine, name: str = "officer1") -> None:  # type: ignore[no-untyped-def]
+def _officer(client: TestClient, engine, name: str = "officer1") -> None:
     add_user(engine, name, Role.officer)
     login(client, name)
 
 
-def test_upload_is_answered_at_once_and_a_retry_makes_one_sighting(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_upload_is_answered_at_once_and_a_retry_makes_one_sighting(client: TestClient, engine) -> None:
     _officer(client, engine)
     files = [("photos", ("a.jpg", jpeg(), "image/jpeg")), ("photos", ("b.jpg", jpeg((80, 60)), "image/jpeg"))]
     form = {"location_text": "Umeda", "latitude": "34.7", "longitude": "135.49", "note": "blue cap"}
@@ -35,7 +35,7 @@ def test_upload_is_answered_at_once_and_a_retry_makes_one_sighting(client: TestC
     assert client.get("/api/sightings").json()["count"] == 1
 
 
-def test_a_key_reused_with_another_payload_is_refused(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_reused_with_another_payload_is_refused(client: TestClient, engine) -> None:
     from triage.models import AuditEntry
 
     _officer(client, engine)
@@ -64,7 +64,7 @@ def test_a_key_reused_with_another_payload_is_refused(client: TestClient, engine
         assert [r.detail["code"] for r in refusals] == ["idempotency_conflict", "idempotency_conflict"]
 
 
-def test_refusals_are_clear_and_store_nothing(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_refusals_are_clear_and_store_nothing(make_client, engine) -> None:
     client = make_client(max_upload_bytes=50_000, max_image_pixels=2_000_000)
     _officer(client, engine)
     cases = [
@@ -86,7 +86,7 @@ def test_refusals_are_clear_and_store_nothing(make_client, engine) -> None:  # t
             assert s.exec(select(table)).all() == []
 
 
-def test_others_cannot_see_a_sighting(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_others_cannot_see_a_sighting(make_client, engine) -> None:
     owner = make_client()
     _officer(owner, engine, "owner1")
     sid = owner.post("/api/sightings", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))]).json()["id"]

@@ -9,12 +9,12 @@ from tests.conftest import add_user, login
 from triage.models import AuditEntry, GalleryChange, Role, Subject
 
 
-def _manager(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def _manager(client: TestClient, engine) -> None:
     add_user(engine, "boss", Role.manager)
     login(client, "boss")
 
 
-def test_create_read_update_close(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_create_read_update_close(client: TestClient, engine) -> None:
     _manager(client, engine)
     r = client.post("/api/subjects", json={"name": "Hana Sato", "case_ref": "W-77", "priority": 2,
                                            "aliases": "Hana-chan"})
@@ -38,7 +38,7 @@ def test_create_read_update_close(client: TestClient, engine) -> None:  # type: 
         assert actions.count("subject.create") == 1 and actions.count("subject.close") == 2
 
 
-def test_bad_input_changes_nothing(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_changes_nothing(client: TestClient, engine) -> None:
     _manager(client, engine)
     for bad in ({"name": "", "case_ref": "X"}, {"name": "A"}, {"name": "A", "case_ref": "X", "priority": 9},
                 {"name": "A", "case_ref": "X", "expires_on": "1999-01-01"}):
@@ -51,7 +51,7 @@ def test_bad_input_changes_nothing(client: TestClient, engine) -> None:  # type:
         assert s.exec(select(Subject)).all() == []
 
 
-def test_only_managers(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_only_managers(client: TestClient, engine) -> None:
     add_user(engine, "lookout", Role.recognizer, Role.officer)
     login(client, "lookout")
     assert client.get("/api/subjects").status_code == 403
@@ -61,7 +61,7 @@ def test_only_managers(client: TestClient, engine) -> None:  # type: ignore[no-u
         assert s.exec(select(AuditEntry).where(AuditEntry.outcome == "denied")).first() is not None
 
 
-def test_status_filter_and_paging(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_status_filter_and_paging(client: TestClient, engine) -> None:
     _manager(client, engine)
     for i in range(5):
         client.post("/api/subjects", json={"name": f"P{i}", "case_ref": f"C{i}"})

@@ -45,7 +45,7 @@ def models_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline(models_home: Path):  # type: ignore[no-untyped-def]
+def pipeline(models_home: Path):
     from matcher import FacePipeline
 
     pipe = FacePipeline(models_home=models_home)
@@ -70,14 +70,14 @@ def grace_hopper() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def astronaut_face(pipeline, astronaut):  # type: ignore[no-untyped-def]
+def astronaut_face(pipeline, astronaut):
     faces = pipeline.analyze(encode(astronaut))
     assert len(faces) == 1
     return faces[0]
 
 
 @pytest.fixture(scope="session")
-def hopper_face(pipeline, grace_hopper):  # type: ignore[no-untyped-def]
+def hopper_face(pipeline, grace_hopper):
     faces = pipeline.analyze(encode(grace_hopper, "JPEG", quality=95))
     assert len(faces) == 1
     return faces[0]

@@ -182,7 +182,7 @@ def test_concurrent_decodes_are_limited() -> None:
     lock = threading.Lock()
     real = decode_mod._decode
 
-    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow(*args, **kwargs):
         with lock:
             active["now"] += 1
             active["peak"] = max(active["peak"], active["now"])

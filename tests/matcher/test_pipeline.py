@@ -32,10 +32,11 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def rotate(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    return np.asarray(Image.fromarray(rgb).rotate(degrees, resample=Image.BICUBIC, fillcolor=(128, 128, 128)))
+    turned = Image.fromarray(rgb).rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+    return np.asarray(turned)
 
 
-def test_face_fields(pipeline, astronaut_face: Face, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def test_face_fields(pipeline, astronaut_face: Face, astronaut: np.ndarray) -> None:
     f = astronaut_face
     assert f.index == 0
     x, y, w, h = f.bbox
@@ -63,7 +64,7 @@ def test_face_fields(pipeline, astronaut_face: Face, astronaut: np.ndarray) -> N
     "name",
     ["flip", "rotate+8", "rotate-6", "brighter", "darker", "jpeg_q35", "downscale"],
 )
-def test_same_person_across_augmentations_matches(pipeline, astronaut, astronaut_face, name) -> None:  # type: ignore[no-untyped-def]
+def test_same_person_across_augmentations_matches(pipeline, astronaut, astronaut_face, name) -> None:
     img = astronaut
     data = None
     if name == "flip":
@@ -75,7 +76,7 @@ def test_same_person_across_augmentations_matches(pipeline, astronaut, astronaut
     elif name == "jpeg_q35":
         data = encode(img, "JPEG", quality=35)
     elif name == "downscale":
-        img = np.asarray(Image.fromarray(img).resize((384, 384), Image.LANCZOS))
+        img = np.asarray(Image.fromarray(img).resize((384, 384), Image.Resampling.LANCZOS))
     faces = pipeline.analyze(data if data is not None else encode(img))
     assert len(faces) == 1
     d = distance(faces[0].embedding, astronaut_face.embedding)
@@ -87,7 +88,7 @@ def test_different_people_do_not_match(astronaut_face: Face, hopper_face: Face) 
     assert similarity(d) < DEFAULT_LEAD_THRESHOLD, f"distance {d:.3f}"
 
 
-def test_eye_crop_fixed_size_and_level(pipeline, astronaut, astronaut_face) -> None:  # type: ignore[no-untyped-def]
+def test_eye_crop_fixed_size_and_level(pipeline, astronaut, astronaut_face) -> None:
     tilted = rotate(astronaut, 20)  # counter-clockwise
     (face,) = pipeline.analyze(encode(tilted))
     (rx, ry), (lx, ly) = face.right_eye, face.left_eye
@@ -105,7 +106,7 @@ def test_eye_crop_fixed_size_and_level(pipeline, astronaut, astronaut_face) -> N
     ncc = float((a0 * b0).sum() / math.sqrt((a0 * a0).sum() * (b0 * b0).sum()))
     assert ncc > 0.8
     # and they are at the fixed inter-ocular distance: the crop of a 2x larger photo matches too
-    big = np.asarray(Image.fromarray(astronaut).resize((1024, 1024), Image.BICUBIC))
+    big = np.asarray(Image.fromarray(astronaut).resize((1024, 1024), Image.Resampling.BICUBIC))
     (big_face,) = pipeline.analyze(encode(big))
     assert big_face.quality.iod_px == pytest.approx(2 * astronaut_face.quality.iod_px, rel=0.08)
     c = grey(big_face.eye_crop_png)
@@ -114,7 +115,7 @@ def test_eye_crop_fixed_size_and_level(pipeline, astronaut, astronaut_face) -> N
     assert EYE_CROP_IOD == 64
 
 
-def test_12_megapixel_photo(pipeline, grace_hopper, hopper_face) -> None:  # type: ignore[no-untyped-def]
+def test_12_megapixel_photo(pipeline, grace_hopper, hopper_face) -> None:
     rng = np.random.default_rng(3)
     canvas = rng.integers(90, 160, size=(3000, 4000, 3), dtype=np.uint8)
     tile = np.asarray(Image.fromarray(grace_hopper).resize((grace_hopper.shape[1] * 2, grace_hopper.shape[0] * 2)))
@@ -131,7 +132,7 @@ def test_12_megapixel_photo(pipeline, grace_hopper, hopper_face) -> None:  # typ
     assert png_size(f.eye_crop_png) == (EYE_CROP_WIDTH, EYE_CROP_HEIGHT)
 
 
-def test_exif_rotated_photo(pipeline, grace_hopper, hopper_face) -> None:  # type: ignore[no-untyped-def]
+def test_exif_rotated_photo(pipeline, grace_hopper, hopper_face) -> None:
     # stored on its side (as a phone does), with the EXIF tag saying how to turn it upright
     stored = np.ascontiguousarray(np.rot90(grace_hopper, k=1))  # 90 degrees counter-clockwise
     exif = Image.Exif()
@@ -144,7 +145,7 @@ def test_exif_rotated_photo(pipeline, grace_hopper, hopper_face) -> None:  # typ
     assert distance(faces[0].embedding, hopper_face.embedding) < 0.2
 
 
-def test_several_faces_in_one_photo(pipeline, astronaut, grace_hopper, astronaut_face, hopper_face) -> None:  # type: ignore[no-untyped-def]
+def test_several_faces_in_one_photo(pipeline, astronaut, grace_hopper, astronaut_face, hopper_face) -> None:
     h = max(astronaut.shape[0], grace_hopper.shape[0])
     canvas = np.full((h + 40, astronaut.shape[1] + grace_hopper.shape[1] + 60, 3), 110, np.uint8)
     canvas[20 : 20 + astronaut.shape[0], 20 : 20 + astronaut.shape[1]] = astronaut
@@ -158,7 +159,7 @@ def test_several_faces_in_one_photo(pipeline, astronaut, grace_hopper, astronaut
     assert distance(faces[1].embedding, hopper_face.embedding) < 0.15
 
 
-def test_no_face(pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_no_face(pipeline) -> None:
     rng = np.random.default_rng(0)
     x = np.linspace(0, 1, 640)
     landscape = (np.outer(np.linspace(0.2, 0.9, 480), x)[..., None] * np.array([90, 160, 255])).astype(np.uint8)
@@ -170,12 +171,12 @@ def test_no_face(pipeline) -> None:  # type: ignore[no-untyped-def]
     assert e.value.code == "no_face_found" and str(e.value)
 
 
-def test_bad_bytes_raise_typed_errors(pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_bad_bytes_raise_typed_errors(pipeline) -> None:
     with pytest.raises(NotAnImage):
         pipeline.analyze(b"GIF? no: plain text, not a picture")
 
 
-def test_enrol_returns_the_most_prominent_face(pipeline, astronaut, astronaut_face) -> None:  # type: ignore[no-untyped-def]
+def test_enrol_returns_the_most_prominent_face(pipeline, astronaut, astronaut_face) -> None:
     face = pipeline.enrol(encode(astronaut))
     assert distance(face.embedding, astronaut_face.embedding) < 1e-4
 

@@ -61,13 +61,13 @@ def test_blurred_reference_is_not_searchable_low_confidence_is() -> None:
 
 
 @pytest.mark.model
-def test_packaged_faces_are_searchable(astronaut_face, hopper_face) -> None:  # type: ignore[no-untyped-def]
+def test_packaged_faces_are_searchable(astronaut_face, hopper_face) -> None:
     assert is_searchable_reference(astronaut_face.quality)
     assert is_searchable_reference(hopper_face.quality)
 
 
 @pytest.mark.model
-def test_the_gate_follows_the_photo_resolution(pipeline, astronaut, astronaut_face) -> None:  # type: ignore[no-untyped-def]
+def test_the_gate_follows_the_photo_resolution(pipeline, astronaut, astronaut_face) -> None:
     import cv2
 
     from tests.matcher.conftest import encode

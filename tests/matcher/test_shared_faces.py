@@ -27,7 +27,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_mugshots_of_a_subject_match_each_other_not_others(faces_root: Path, pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_mugshots_of_a_subject_match_each_other_not_others(faces_root: Path, pipeline) -> None:
     rows = [r for r in _rows(faces_root / "frmdb" / "manifest.csv") if r["kind"] == "mugshot"]
     by_subject: dict[str, list[np.ndarray]] = defaultdict(list)
     for r in rows:
@@ -46,7 +46,7 @@ def test_mugshots_of_a_subject_match_each_other_not_others(faces_root: Path, pip
     assert np.mean([similarity(d) >= DEFAULT_LEAD_THRESHOLD for d in diff]) < 0.10
 
 
-def test_surveillance_crops_search_the_mugshot_gallery(faces_root: Path, pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_surveillance_crops_search_the_mugshot_gallery(faces_root: Path, pipeline) -> None:
     rows = _rows(faces_root / "frmdb" / "manifest.csv")
     subjects = sorted({r["subject"] for r in rows})[-8:]  # the HD-camera subjects
     index = GalleryIndex()
@@ -66,7 +66,7 @@ def test_surveillance_crops_search_the_mugshot_gallery(faces_root: Path, pipelin
     assert top3 >= 0.6 * found  # 3 of 8 subjects would be chance level (0.375)
 
 
-def test_celeba_same_and_different_pairs(faces_root: Path, pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_celeba_same_and_different_pairs(faces_root: Path, pipeline) -> None:
     rows = _rows(faces_root / "celeba" / "identities.csv")
     by_id: dict[str, list[str]] = defaultdict(list)
     for r in rows:

@@ -40,9 +40,10 @@ def log_lines() -> Iterator[list[str]]:
     root.setLevel(old_level)
 
 
-def _flush(lines: list[str]) -> list[dict]:  # type: ignore[type-arg]
+def _flush(lines: list[str]) -> list[dict]:
     handler = next(h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter))
-    text = handler.stream.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(handler, logging.StreamHandler)
+    text = handler.stream.getvalue()
     lines[:] = text.splitlines()
     return [json.loads(line) for line in lines]
 
@@ -64,6 +65,7 @@ def test_login_and_upload_log_one_json_line_per_request_and_nothing_secret(make_
         s.commit()
         uid = user.id
         sha = s.exec(select(SightingPhoto.image_sha256)).first()
+        assert sha is not None
     bearer = client.get(f"/api/sightings/{sighting_id}", headers={"Authorization": f"Bearer {api_token}",
                                                                   "X-Request-ID": "bad id\nwith newline"})
     assert bearer.status_code == 200
@@ -102,6 +104,7 @@ def test_each_job_run_is_one_json_line(engine, settings, user_factory, log_lines
         s.commit()
         for user, verdict in ((ann, "same"), (bob, "different")):
             task = review.next_task(s, user, settings)
+            assert task is not None
             review.submit_verdict(s, user, task.slot_id, verdict, settings=settings)
             s.commit()
     failing = make_settings(tmp_path, db_url, webhook_url="http://127.0.0.1:9/x", webhook_secret="s" * 32)

@@ -9,7 +9,7 @@ import random
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import login
 from tests.factories import image_store, make_candidate
@@ -79,7 +79,7 @@ def test_a_bad_allow_list_is_refused_at_start(make_client) -> None:
 
 def _slot_candidate(engine, slot_id: int) -> int:
     with Session(engine) as s:
-        return s.get(ReviewSlot, slot_id).candidate_id
+        return s.get_one(ReviewSlot, slot_id).candidate_id
 
 
 def test_series_equal_the_database_after_a_session(make_client, engine, settings, user_factory) -> None:
@@ -110,8 +110,8 @@ def test_series_equal_the_database_after_a_session(make_client, engine, settings
             verdict = plan[_slot_candidate(engine, task["slot_id"])][name]
             assert clients[name].post(task["verdict_url"], json={"verdict": verdict}).status_code == 201
     with Session(engine) as s:
-        assert s.get(Candidate, flagged.id).status == "flagged"
-        assert s.get(Candidate, disputed.id).status == "disputed"
+        assert s.get_one(Candidate, flagged.id).status == "flagged"
+        assert s.get_one(Candidate, disputed.id).status == "disputed"
         flag = s.exec(select(Flag)).one()
     assert clients["boss"].post(f"/api/flags/{flag.id}/acknowledge").status_code == 200
     assert clients["boss"].post(f"/api/flags/{flag.id}/close", json={"reason": "not_located"}).status_code == 200
@@ -119,13 +119,14 @@ def test_series_equal_the_database_after_a_session(make_client, engine, settings
     # Known-answer pairs answered (rows as the review would leave them): ann right on both, bob wrong once.
     with Session(engine) as s:
         ids = s.exec(select(ReviewSlot.reviewer_id).where(ReviewSlot.candidate_id == flagged.id)
-                     .order_by(ReviewSlot.slot_no)).all()
+                     .order_by(col(ReviewSlot.slot_no))).all()
         rng = random.Random(7)
         pairs = [review.create_known_answer_task(s, settings, rng) for _ in range(4)]
         assert all(pairs)
         for cand in pairs:
+            assert cand is not None and cand.known_truth is not None
             slots = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)
-                           .order_by(ReviewSlot.slot_no)).all()
+                           .order_by(col(ReviewSlot.slot_no))).all()
             other = "different" if cand.known_truth == "same" else "same"
             for slot, reviewer, verdict in ((slots[0], ids[0], cand.known_truth),
                                             (slots[1], ids[1], other if cand is pairs[0] else cand.known_truth)):
@@ -140,9 +141,11 @@ def test_series_equal_the_database_after_a_session(make_client, engine, settings
     with Session(engine) as s:
         photos = len(s.exec(select(ReferencePhoto)).all())
         photo = s.exec(select(ReferencePhoto)).first()
+        assert photo is not None
         record_change(s, "remove_photo", photo.subject_id, photo.id)
         s.commit()
-        change = s.exec(select(GalleryChange).order_by(GalleryChange.id.desc())).first()
+        change = s.exec(select(GalleryChange).order_by(col(GalleryChange.id).desc())).first()
+        assert change is not None
         change.created_at = utcnow() - dt.timedelta(seconds=60)
         s.add(change)
         s.commit()
@@ -193,7 +196,11 @@ def test_series_equal_the_database_after_a_session(make_client, engine, settings
     decided = [c for c in cands.values() if c.known_truth is None and c.status in ("flagged", "cleared", "disputed")]
     assert m[("miatari_matched_to_outcome_seconds_count", ())] == len(decided) == 2
     by_id = {x.id: x for x in sightings}
-    total = sum((c.decided_at - by_id[c.sighting_id].matched_at).total_seconds() for c in decided)
+    total = 0.0
+    for c in decided:
+        matched_at = by_id[c.sighting_id].matched_at
+        assert c.decided_at is not None and matched_at is not None
+        total += (c.decided_at - matched_at).total_seconds()
     assert m[("miatari_matched_to_outcome_seconds_sum", ())] == pytest.approx(total, abs=0.01)
     # Cumulative buckets: both outcomes came within the hour of their sighting's matching.
     assert m[("miatari_matched_to_outcome_seconds_bucket", (("le", "3600.0"),))] == 2

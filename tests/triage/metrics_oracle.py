@@ -63,10 +63,12 @@ def compute_in_python(session: Session, window: Window | None = None) -> Metrics
         if not window.contains(completed):
             continue
         x, y = sorted(rs, key=lambda s: s.reviewer_id or 0)
-        items.append([x.verdict, y.verdict])  # type: ignore[list-item]
-        by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))  # type: ignore[index, arg-type]
+        assert x.verdict is not None and y.verdict is not None and x.reviewer_id is not None \
+            and y.reviewer_id is not None  # a completed round: both slots answered
+        items.append([x.verdict, y.verdict])
+        by_pair[(x.reviewer_id, y.reviewer_id)].append((x.verdict, y.verdict))
         if rnd == 1:
-            first_round[cid] = [x.verdict, y.verdict]  # type: ignore[list-item]
+            first_round[cid] = [x.verdict, y.verdict]
         tally = tallies.setdefault(rnd, RoundTally(rnd))
         tally.completed += 1
         if x.verdict == y.verdict == Verdict.same.value:
@@ -139,7 +141,7 @@ def compute_in_python(session: Session, window: Window | None = None) -> Metrics
     sightings = {s.id: s for s in session.exec(select(Sighting)).all()}
     durations = []
     for c in real_decided:
-        sighting = sightings.get(c.sighting_id)  # type: ignore[arg-type]
+        sighting = sightings.get(c.sighting_id)
         if sighting is not None and c.decided_at is not None:
             durations.append((_aware(c.decided_at) - _aware(sighting.created_at)).total_seconds())
     m.outcomes_timed = len(durations)

@@ -7,7 +7,7 @@ import datetime as dt
 import io
 
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from triage import audit
 from triage.clock import frozen
@@ -28,11 +28,11 @@ def _fill(engine: Engine, n: int = 5) -> None:
 def test_chain_links_each_entry_to_the_previous(engine: Engine) -> None:
     _fill(engine, 4)
     with Session(engine) as s:
-        rows = s.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        rows = s.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()
         assert [r.id for r in rows] == [1, 2, 3, 4]
         assert rows[0].prev_hash == audit.GENESIS_HASH
         assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
-        head = s.get(AuditHead, 1)
+        head = s.get_one(AuditHead, 1)
         assert head.last_id == 4 and head.last_hash == rows[-1].hash
         result = audit.verify(s)
         assert result.ok and result.checked == 4
@@ -46,7 +46,7 @@ def test_a_rolled_back_transaction_leaves_no_gap(engine: Engine) -> None:
     _fill(engine, 1)
     with Session(engine) as s:
         assert audit.verify(s).ok
-        assert [r.id for r in s.exec(select(AuditEntry).order_by(AuditEntry.id))] == [1, 2, 3]
+        assert [r.id for r in s.exec(select(AuditEntry).order_by(col(AuditEntry.id)))] == [1, 2, 3]
 
 
 def test_editing_a_row_is_detected_and_named(engine: Engine) -> None:
@@ -61,7 +61,7 @@ def test_editing_a_row_is_detected_and_named(engine: Engine) -> None:
 def test_recomputing_the_edited_rows_hash_breaks_the_next_link(engine: Engine) -> None:
     _fill(engine, 5)
     with Session(engine) as s:
-        row = s.get(AuditEntry, 2)
+        row = s.get_one(AuditEntry, 2)
         row.actor = "somebody-else"
         row.hash = audit.entry_hash(row)
         s.add(row)
@@ -105,9 +105,9 @@ def test_prune_keeps_the_chain_verifiable(engine: Engine) -> None:
         with Session(engine) as s:
             assert audit.prune(s, T0 + dt.timedelta(days=10)) == 3
             s.commit()
-            ids = [r.id for r in s.exec(select(AuditEntry).order_by(AuditEntry.id))]
+            ids = [r.id for r in s.exec(select(AuditEntry).order_by(col(AuditEntry.id)))]
             assert ids == [4, 5, 6]
-            prune_entry = s.get(AuditEntry, 6)
+            prune_entry = s.get_one(AuditEntry, 6)
             assert prune_entry.action == audit.PRUNE_ACTION and prune_entry.detail["pruned_through_id"] == 3
             result = audit.verify(s)
             assert result.ok and result.checked == 3

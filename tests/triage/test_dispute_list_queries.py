@@ -11,7 +11,7 @@ from triage import review
 from triage.models import Role, SeenCandidate, User
 
 
-def _dispute(session: Session, settings, officer, recognizers, n: int) -> None:  # type: ignore[no-untyped-def]
+def _dispute(session: Session, settings, officer, recognizers, n: int) -> None:
     store = image_store(settings)
     for _ in range(n):
         make_candidate(session, store, settings, officer.id)
@@ -23,7 +23,7 @@ def _dispute(session: Session, settings, officer, recognizers, n: int) -> None: 
         session.commit()
 
 
-def _queries_for_list(session: Session, settings) -> tuple[list[review.DisputedCandidate], int]:  # type: ignore[no-untyped-def]
+def _queries_for_list(session: Session, settings) -> tuple[list[review.DisputedCandidate], int]:
     session.expire_all()
     with _counted(session) as statements:
         disputes = review.disputed_candidates(session, settings=settings)
@@ -31,7 +31,7 @@ def _queries_for_list(session: Session, settings) -> tuple[list[review.DisputedC
     return disputes, len(statements)
 
 
-def test_the_disputes_list_takes_a_fixed_number_of_queries(session, settings, user_factory):  # type: ignore[no-untyped-def]
+def test_the_disputes_list_takes_a_fixed_number_of_queries(session, settings, user_factory):
     officer = user_factory(Role.officer, username="officer")
     recognizers = [user_factory(Role.recognizer, username=f"rec{i}") for i in range(2)]
     unseen = [user_factory(Role.recognizer, username=f"fresh{i}") for i in range(3)]
@@ -40,7 +40,7 @@ def test_the_disputes_list_takes_a_fixed_number_of_queries(session, settings, us
     _dispute(session, settings, officer, recognizers, 18)
     # One fresh recognizer has been shown one candidate: that candidate has one eligible recognizer fewer.
     shown = few[0].candidate
-    session.add(SeenCandidate(candidate_id=shown.id, user_id=unseen[0].id))
+    session.add(SeenCandidate(candidate_id=shown.pk, user_id=unseen[0].id))
     session.commit()
     many, many_queries = _queries_for_list(session, settings)
     assert (len(few), len(many)) == (2, 20)
@@ -54,7 +54,7 @@ def test_the_disputes_list_takes_a_fixed_number_of_queries(session, settings, us
         assert all(isinstance(u, User) for u in one)
 
 
-def test_no_disputes_takes_one_query(session, settings) -> None:  # type: ignore[no-untyped-def]
+def test_no_disputes_takes_one_query(session, settings) -> None:
     with _counted(session) as statements:
         assert review.disputed_candidates(session, settings=settings) == []
     assert [q for q in statements if q.startswith("SELECT")] == statements[-1:]

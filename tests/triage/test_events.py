@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.factories import image_store, make_candidate
@@ -25,7 +25,7 @@ from triage.worker import give_up_hook
 
 def _told(session: Session, kind: str) -> list[Notification]:
     return list(session.exec(select(Notification).where(Notification.kind == kind)
-                             .order_by(Notification.user_id)).all())
+                             .order_by(col(Notification.user_id))).all())
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_dispute_tells_every_manager_and_escalating_it_marks_it_read(engine, s
         _answer(s, settings, people["ann"], "same")
         assert _told(s, events.DISPUTE_WAITING) == []  # one verdict decides nothing
         _answer(s, settings, people["bob"], "cannot_tell")
-        assert s.get(Candidate, cand.id).status == "disputed"
+        assert s.get_one(Candidate, cand.id).status == "disputed"
         told = _told(s, events.DISPUTE_WAITING)
         assert [(n.user_id, n.object_type, n.object_id, n.read_at) for n in told] == [
             (people["boss"].id, "candidate", cand.id, None), (people["chief"].id, "candidate", cand.id, None)]
@@ -59,9 +59,9 @@ def test_a_dispute_tells_every_manager_and_escalating_it_marks_it_read(engine, s
         assert s.exec(select(Job).where(Job.kind == "webhook_delivery", Job.ref_id == hook.id)).one()
         # A refused escalation (an officer) handles nothing.
         with pytest.raises(review.ReviewError):
-            review.escalate(s, people["officer"], cand.id, settings=settings)
+            review.escalate(s, people["officer"], cand.pk, settings=settings)
         assert all(n.read_at is None for n in _told(s, events.DISPUTE_WAITING))
-        review.escalate(s, people["boss"], cand.id, settings=settings)
+        review.escalate(s, people["boss"], cand.pk, settings=settings)
         s.expire_all()
         assert all(n.read_at is not None for n in _told(s, events.DISPUTE_WAITING))
 
@@ -87,23 +87,25 @@ def test_acknowledging_a_flag_reads_the_managers_alerts_not_the_officers(engine,
         assert {n.user_id for n in told} == {people[n].id for n in ("officer", "boss", "chief")}
         assert {(n.object_type, n.object_id) for n in told} == {("flag", told[0].flag_id)}
         assert len(s.exec(select(WebhookDelivery).where(WebhookDelivery.event == events.FLAG_RAISED)).all()) == 1
-        flags.acknowledge(s, people["chief"], told[0].flag_id)
+        flag_id = told[0].flag_id
+        assert flag_id is not None
+        flags.acknowledge(s, people["chief"], flag_id)
         s.expire_all()
         read = {n.user_id: n.read_at is not None for n in _told(s, events.FLAG_RAISED)}
         assert read == {people["officer"].id: False, people["boss"].id: True, people["chief"].id: True}
 
 
-def _give_up(session: Session, settings) -> jobs.GiveUp:  # type: ignore[no-untyped-def]
+def _give_up(session: Session, settings) -> jobs.GiveUp:
     """What the worker runs when a job fails for good (the kinds' ``on_failed`` from the worker's list)."""
-    return give_up_hook(Services(session.get_bind(), settings, image_store(settings)), worker_registry())
+    return give_up_hook(Services(session.get_bind().engine, settings, image_store(settings)), worker_registry())
 
 
-def _fail_for_good(session: Session, settings, kind: str, ref_id: int) -> Job:  # type: ignore[no-untyped-def]
+def _fail_for_good(session: Session, settings, kind: str, ref_id: int) -> Job:
     jobs.enqueue(session, kind, ref_id, max_attempts=1)
     session.commit()
     job = jobs.claim(session, "w", 60, (kind,))
     assert job is not None
-    jobs.fail(session, job.id, "w", "RuntimeError: boom\ntraceback", on_give_up=_give_up(session, settings))
+    jobs.fail(session, job.pk, "w", "RuntimeError: boom\ntraceback", on_give_up=_give_up(session, settings))
     session.commit()
     return job
 
@@ -113,18 +115,22 @@ def test_matching_failed_for_good_tells_managers_and_the_officer_and_a_retry_rea
     store = image_store(settings)
     with Session(engine, expire_on_commit=False) as s:
         cand = make_candidate(s, store, settings, people["officer"].id)
+        assert cand.sighting_id is not None
         s.commit()
         job = jobs.enqueue(s, MATCH_JOB, cand.sighting_id, max_attempts=2)
         s.commit()
         # A failure with a retry left tells nobody.
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
-        jobs.fail(s, claimed.id, "w", "RuntimeError: first", on_give_up=_give_up(s, settings))
+        assert claimed is not None
+        jobs.fail(s, claimed.pk, "w", "RuntimeError: first", on_give_up=_give_up(s, settings))
         s.commit()
         assert _told(s, events.JOB_FAILED) == []
-        s.get(Job, job.id).run_after = claimed.started_at
+        assert claimed.started_at is not None
+        s.get_one(Job, job.id).run_after = claimed.started_at
         s.commit()
         claimed = jobs.claim(s, "w", 60, (MATCH_JOB,))
-        jobs.fail(s, claimed.id, "w", "RuntimeError: second", on_give_up=_give_up(s, settings))
+        assert claimed is not None
+        jobs.fail(s, claimed.pk, "w", "RuntimeError: second", on_give_up=_give_up(s, settings))
         s.commit()
         told = _told(s, events.JOB_FAILED)
         assert {n.user_id for n in told} == {people[n].id for n in ("officer", "boss", "chief")}
@@ -144,12 +150,12 @@ def test_an_import_that_fails_for_good_tells_who_started_it(engine, settings, pe
                               archive_bytes=10, status="queued")
         s.add(row)
         s.commit()
-        job = _fail_for_good(s, settings, IMPORT_JOB, row.id)
+        job = _fail_for_good(s, settings, IMPORT_JOB, row.pk)
         told = _told(s, events.IMPORT_FAILED)
         assert [(n.user_id, n.object_type, n.object_id) for n in told] == [
             (people["chief"].id, "watchlist_import", row.id)]
         assert "wanted.zip" in told[0].message and "RuntimeError: boom" in told[0].message
-        assert told[0].read_at is None and s.get(Job, job.id).status == "failed"
+        assert told[0].read_at is None and s.get_one(Job, job.id).status == "failed"
 
 
 def test_a_webhook_job_that_fails_tells_nobody(engine, settings, people) -> None:
@@ -160,7 +166,7 @@ def test_a_webhook_job_that_fails_tells_nobody(engine, settings, people) -> None
 
 def test_reinstating_a_recognizer_reads_the_suspension_alerts(engine, settings, people) -> None:
     with Session(engine, expire_on_commit=False) as s:
-        ann = s.get(User, people["ann"].id)
+        ann = s.get_one(User, people["ann"].id)
         qualification.suspend(s, ann, "three wrong known-answer verdicts")
         s.commit()
         told = _told(s, events.RECOGNIZER_SUSPENDED)
@@ -168,6 +174,6 @@ def test_reinstating_a_recognizer_reads_the_suspension_alerts(engine, settings, 
             (people["boss"].id, "user", ann.id), (people["chief"].id, "user", ann.id)]
         hook = s.exec(select(WebhookDelivery)).one()
         assert hook.payload["path"] == "/recognizers" and "ann" not in str(hook.payload)
-        qualification.reinstate(s, people["boss"], ann.id)
+        qualification.reinstate(s, people["boss"], ann.pk)
         s.expire_all()
         assert all(n.read_at is not None for n in _told(s, events.RECOGNIZER_SUSPENDED))

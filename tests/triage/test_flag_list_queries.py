@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.factories import image_store, make_candidate
 from triage import flags, review
@@ -17,7 +17,7 @@ from triage.models import Flag, Role
 def _counted(session: Session) -> Iterator[list[str]]:
     statements: list[str] = []
 
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def count(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement)
 
     engine = session.get_bind()
@@ -28,7 +28,7 @@ def _counted(session: Session) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-def _raise_flags(session: Session, settings, officer, recognizers, n: int) -> None:  # type: ignore[no-untyped-def]
+def _raise_flags(session: Session, settings, officer, recognizers, n: int) -> None:
     store = image_store(settings)
     for _ in range(n):
         make_candidate(session, store, settings, officer.id)
@@ -39,7 +39,7 @@ def _raise_flags(session: Session, settings, officer, recognizers, n: int) -> No
             review.submit_verdict(session, user, task.slot_id, "same", note="same scar")
 
 
-def _queries_for_list(session: Session, manager) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _queries_for_list(session: Session, manager) -> tuple[int, int]:
     session.expire_all()
     with _counted(session) as statements:
         evidence = flags.evidence_many(session, flags.visible_flags(session, manager))
@@ -47,7 +47,7 @@ def _queries_for_list(session: Session, manager) -> tuple[int, int]:  # type: ig
     return len(evidence), len(statements)
 
 
-def test_the_flags_list_takes_a_fixed_number_of_queries(session, settings, user_factory):  # type: ignore[no-untyped-def]
+def test_the_flags_list_takes_a_fixed_number_of_queries(session, settings, user_factory):
     officer = user_factory(Role.officer, username="officer")
     manager = user_factory(Role.manager, username="boss")
     recognizers = [user_factory(Role.recognizer, username=f"rec{i}") for i in range(2)]
@@ -58,7 +58,7 @@ def test_the_flags_list_takes_a_fixed_number_of_queries(session, settings, user_
     assert (few, many) == (2, 20)
     assert many_queries == few_queries
     # And the batch answers what one flag's evidence answers.
-    one = session.exec(select(Flag).order_by(Flag.id)).first()
+    one = session.exec(select(Flag).order_by(col(Flag.id))).first()
     assert one is not None
     single, batch = flags.evidence(session, one), flags.evidence_many(session, [one])[0]
     assert [v.reviewer for v in single.verdicts] == [v.reviewer for v in batch.verdicts] != []

@@ -37,8 +37,8 @@ def test_poor_reference_photos_are_kept_but_not_searched(engine: Engine, setting
         poor.iod_px, poor.blur, poor.quality_issues = 20.0, 150.0, "small"
         s.add(good)
         s.add(poor)
-        record_change(s, ADD, subject.id, good.id)  # type: ignore[arg-type]
-        record_change(s, ADD, subject.id, poor.id)  # type: ignore[arg-type]
+        record_change(s, ADD, subject.pk, good.id)
+        record_change(s, ADD, subject.pk, poor.id)
         s.commit()
     fresh = Gallery(engine)
     fresh.rebuild()
@@ -67,12 +67,12 @@ def test_a_stored_embedding_of_another_model_is_never_searched(engine: Engine, s
         assert row is not None
         s.delete(row)
         s.flush()
-        s.add(ReferenceEmbedding(reference_photo_id=other.id, model_id="other@0123456789abcdef", dim=128,
+        s.add(ReferenceEmbedding(reference_photo_id=other.pk, model_id="other@0123456789abcdef", dim=128,
                                  embedding=embedding_to_bytes(vectors[1])))
         for photo in (kept, other):
             photo.iod_px, photo.blur = 64.0, 150.0
             s.add(photo)
-            record_change(s, ADD, subject.id, photo.id)  # type: ignore[arg-type]
+            record_change(s, ADD, subject.pk, photo.id)
         s.commit()
     synced = Gallery(engine)
     synced.rebuild()
@@ -83,7 +83,7 @@ def test_a_stored_embedding_of_another_model_is_never_searched(engine: Engine, s
         synced.search(vectors[1], 5, model_id="other@0123456789abcdef")
     index = GalleryIndex(128, model_id=active)
     with pytest.raises(ModelMismatch):
-        index.add(subject.id, other.id, vectors[1], model_id="other@0123456789abcdef")  # type: ignore[arg-type]
+        index.add(subject.pk, other.pk, vectors[1], model_id="other@0123456789abcdef")
     assert len(index) == 0
 
 
@@ -100,9 +100,9 @@ def test_a_model_switch_in_the_change_log_rebuilds_the_index_on_the_new_model(en
                                               embedding=embedding_to_bytes(rng.normal(size=128).astype(np.float32)))
         photo.iod_px, photo.blur = 64.0, 150.0
         s.add(photo)
-        s.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id="next@0123456789abcdef", dim=64,
+        s.add(ReferenceEmbedding(reference_photo_id=photo.pk, model_id="next@0123456789abcdef", dim=64,
                                  embedding=embedding_to_bytes(rng.normal(size=64).astype(np.float32))))
-        record_change(s, ADD, subject.id, photo.id)  # type: ignore[arg-type]
+        record_change(s, ADD, subject.pk, photo.id)
         s.commit()
     running = Gallery(engine)
     running.rebuild()

@@ -20,7 +20,7 @@ def _enqueue(engine: Engine, kind: str = "test", ref_id: int = 1, max_attempts: 
     with Session(engine) as s:
         job = jobs.enqueue(s, kind, ref_id, max_attempts=max_attempts)
         s.commit()
-        return job.id  # type: ignore[return-value]
+        return job.pk
 
 
 def test_enqueue_is_idempotent_per_kind_and_ref(engine: Engine) -> None:
@@ -50,7 +50,7 @@ def test_claim_leases_and_expired_lease_is_claimed_again(engine: Engine) -> None
             assert jobs.finish(s, job_id, "w2") is True
             s.commit()
         with Session(engine) as s:
-            assert s.get(Job, job_id).status == JobStatus.done.value  # type: ignore[union-attr]
+            assert s.get_one(Job, job_id).status == JobStatus.done.value
             actions = [e.action for e in s.exec(select(AuditEntry)).all()]
         assert "job.lease_expired" in actions
 
@@ -96,7 +96,7 @@ def test_run_one_runs_the_registered_function_and_records_errors(engine: Engine,
     assert run_one(svc, "w", registry) is not None
     assert run_one(svc, "w", registry) is not None
     with Session(engine) as s:
-        assert s.get(Job, ok_id).status == "done"  # type: ignore[union-attr]
+        assert s.get_one(Job, ok_id).status == "done"
         bad_job = s.get(Job, bad_id)
         assert bad_job is not None and bad_job.status == "failed"  # permanent: no retry
         assert "not an image" in bad_job.last_error
@@ -115,7 +115,7 @@ def test_concurrent_claims_give_each_job_to_one_worker(engine: Engine) -> None:
             if job is None:
                 return
             with lock:
-                claimed.append(job.id)  # type: ignore[arg-type]
+                claimed.append(job.pk)
 
     threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
     for t in threads:

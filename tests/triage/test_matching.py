@@ -58,8 +58,7 @@ def astronaut_altered_jpeg() -> bytes:
 def grace_hopper_jpeg() -> bytes:
     from matplotlib import cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        return fh.read()  # type: ignore[no-any-return]
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
 
 
 def blank_png() -> bytes:
@@ -82,15 +81,15 @@ class Env:
             analysis = watchlist.analyze_for_enrolment(data, self.settings, self.services.pipeline,
                                                        enrolment_models(self.engine, self.settings.face_model))
             with Session(self.engine, expire_on_commit=False) as s:
-                watchlist.enrol_reference_photo(s, self.store, subject.id, analysis, None)  # type: ignore[arg-type]
+                watchlist.enrol_reference_photo(s, self.store, subject.pk, analysis, None)
                 s.commit()
-        return subject.id  # type: ignore[return-value]
+        return subject.pk
 
     def sight(self, officer: Any, *photos: bytes, key: str | None = None) -> int:
         with Session(self.engine, expire_on_commit=False) as s, unit_of_work(s):
             result = create_sighting(s, self.store, self.settings, officer,
                                      SightingInput(photos=[PhotoUpload(p) for p in photos], idempotency_key=key))
-        return result.sighting.id  # type: ignore[return-value]
+        return result.sighting.pk
 
     def run_jobs(self) -> int:
         n = 0
@@ -107,13 +106,13 @@ class Env:
 
 
 @pytest.fixture
-def env(engine, tmp_path: Path, db_url: str, face_pipeline) -> Any:  # type: ignore[no-untyped-def]
+def env(engine, tmp_path: Path, db_url: str, face_pipeline) -> Any:
     e = Env(engine, make_settings(tmp_path, db_url, lead_threshold=STRICT_LEAD), face_pipeline)
     yield e
     e.close()
 
 
-def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, user_factory) -> None:
     officer = user_factory(Role.officer)
     subject_id = env.enrol("astronaut", astronaut_png())
     sighting_id = env.sight(officer, astronaut_altered_jpeg())
@@ -129,11 +128,11 @@ def test_astronaut_sighting_proposes_her_and_grace_hopper_does_not(env: Env, use
         assert env.store.exists(probe.eye_crop_sha256) and env.store.exists(probe.face_chip_sha256)
         assert probe.searched is True
         assert len(s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id)).all()) == 2
-        assert s.get(Sighting, other_id).status == "matched"  # type: ignore[union-attr]
+        assert s.get_one(Sighting, other_id).status == "matched"
         assert all(j.status == "done" for j in s.exec(select(Job)).all())
 
 
-def test_photo_without_a_face_says_so(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_photo_without_a_face_says_so(env: Env, user_factory) -> None:
     officer = user_factory(Role.officer)
     env.enrol("astronaut", astronaut_png())
     sighting_id = env.sight(officer, blank_png())
@@ -149,10 +148,11 @@ def astronaut_face_crop(side: int) -> bytes:
     36 px gives about 8 px between the eyes, 90 px about 21 px."""
     img = astronaut()
     x, y, w, h = 178, 80, 91, 90  # the face the pipeline finds in the packaged photo
-    return png(img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2)).resize((side, side), Image.LANCZOS))
+    face = img.crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2))
+    return png(face.resize((side, side), Image.Resampling.LANCZOS))
 
 
-def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(  # type: ignore[no-untyped-def]
+def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(
         engine, tmp_path: Path, db_url: str, face_pipeline, user_factory, make_client) -> None:
     from matcher import PROBE_MIN_IOD_PX
 
@@ -191,7 +191,7 @@ def test_a_face_too_small_to_search_is_kept_and_shown_not_searched(  # type: ign
     assert "too small" not in client.get(f"/sightings/{small}").text
 
 
-def test_a_closed_subject_is_never_again_a_candidate(env: Env, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_closed_subject_is_never_again_a_candidate(env: Env, user_factory) -> None:
     officer = user_factory(Role.officer)
     subject_id = env.enrol("astronaut", astronaut_png())
     first = env.sight(officer, astronaut_altered_jpeg())
@@ -216,11 +216,11 @@ def test_enrolment_refuses_a_photo_without_a_face(env: Env) -> None:
         s.commit()
     analysis = watchlist.analyze_for_enrolment(blank_png(), env.settings, env.services.pipeline)
     with Session(env.engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="No face"):
-        watchlist.enrol_reference_photo(s, env.store, subject.id, analysis, None)  # type: ignore[arg-type]
+        watchlist.enrol_reference_photo(s, env.store, subject.pk, analysis, None)
     with pytest.raises(watchlist.EnrolmentRefused, match="not an image"):
         watchlist.analyze_for_enrolment(b"hello, not an image at all", env.settings, env.services.pipeline)
     with Session(env.engine) as s:
-        assert watchlist.reference_photos(s, subject.id) == []  # type: ignore[arg-type]
+        assert watchlist.reference_photos(s, subject.pk) == []
     assert not any(p.is_file() for p in Path(env.settings.images_dir).rglob("*"))
 
 
@@ -233,7 +233,7 @@ def test_same_photo_twice_is_enrolled_once(env: Env) -> None:
 
 
 @pytest.mark.faces
-def test_frmdb_surveillance_crop_finds_its_subject(engine, tmp_path: Path, db_url: str, face_pipeline,  # type: ignore[no-untyped-def]
+def test_frmdb_surveillance_crop_finds_its_subject(engine, tmp_path: Path, db_url: str, face_pipeline,
                                                     user_factory) -> None:
     faces = require_faces() / "frmdb"
     e = Env(engine, make_settings(tmp_path, db_url), face_pipeline)  # the default lead threshold

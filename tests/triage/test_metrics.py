@@ -7,7 +7,7 @@ import datetime as dt
 import io
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tests.factories import image_store, make_candidate, make_subject
 from triage import clock, metrics, review
@@ -64,14 +64,15 @@ def test_metrics_from_a_worked_queue(session, settings, user_factory):
         clk.advance(minutes=10)
         _answer(session, settings, a, "same")
         _answer(session, settings, b, "cannot_tell")  # c3 disputed after 30 min
-        review.escalate(session, manager, c3.id)
+        review.escalate(session, manager, c3.pk)
         # A known-answer pair answered by c and d.
         make_subject(session, store, photos=2)
         ka = review.create_known_answer_task(session, settings, avoid_seen_by=None)
+        assert ka is not None and ka.known_truth is not None
         session.commit()
         for user, verdict in ((c, ka.known_truth), (d, "cannot_tell")):
             slot = next(s for s in session.exec(select(ReviewSlot).where(
-                ReviewSlot.candidate_id == ka.id, ReviewSlot.reviewer_id.is_(None))).all())
+                ReviewSlot.candidate_id == ka.id, col(ReviewSlot.reviewer_id).is_(None))).all())
             slot.reviewer_id = user.id
             slot.lease_expires_at = clock.utcnow() + dt.timedelta(minutes=5)
             session.add(slot)
@@ -161,10 +162,11 @@ def test_rounds_are_counted_on_their_own_and_voided_verdicts_left_out(session, s
     session.commit()
     _answer(session, settings, a, "same")
     _answer(session, settings, b, "different")      # round 1 of cand: disputed
-    review.escalate(session, manager, cand.id)
+    review.escalate(session, manager, cand.pk)
     _answer(session, settings, c, "same")
     _answer(session, settings, d, "same")           # round 2 of cand, on its own: flagged
     t = review.next_task(session, e, settings)      # e answers 'other' and is then suspended
+    assert t is not None
     assert t.candidate.id == other.id
     review.submit_verdict(session, e, t.slot_id, "same")
     qualification.suspend(session, e, reason="test")

@@ -8,11 +8,11 @@ from triage import metrics, metrics_cache
 from triage.clock import frozen, utcnow
 
 
-def test_metrics_are_reused_within_the_period_then_recomputed(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_are_reused_within_the_period_then_recomputed(engine, monkeypatch) -> None:
     calls: list[object] = []
     real = metrics.compute
 
-    def counting(session, window=None):  # type: ignore[no-untyped-def]
+    def counting(session, window=None):
         calls.append(window)
         return real(session, window)
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bench.metrics import seed
+from tests.factories import stored_ids
 from tests.triage.metrics_oracle import compute_in_python
 from triage import clock, metrics, retention
 from triage.config import Settings
@@ -20,8 +21,9 @@ from triage.models import Candidate, CandidateStatus, Flag, MetricOutcome, Metri
 from triage.storage import ImageStore
 
 NOW = dt.datetime(2026, 6, 30, 15, 20, tzinfo=dt.UTC)
-WINDOWS = ({}, {"days": "7"}, {"days": "30"}, {"days": "90"}, {"since": "2026-03-01", "until": "2026-04-15"},
-           {"since": "2026-06-01"}, {"until": "2026-02-28"})
+WINDOWS: tuple[dict[str, Any], ...] = ({}, {"days": "7"}, {"days": "30"}, {"days": "90"},
+                                       {"since": "2026-03-01", "until": "2026-04-15"},
+                                       {"since": "2026-06-01"}, {"until": "2026-02-28"})
 
 
 def _plain(m: metrics.Metrics, *, new_figures: bool = True) -> dict[str, Any]:
@@ -94,8 +96,8 @@ def test_every_figure_survives_the_retention_sweep(engine: Engine, settings: Set
     settings.retention_days_unflagged = 30
     with Session(engine) as session:
         before_rows = session.exec(select(func.count()).select_from(Candidate)).one()
-        waiting = session.exec(select(Candidate.id).where(Candidate.status == CandidateStatus.disputed.value,
-                                                          Candidate.current_round < 3)).all()
+        waiting = stored_ids(session.exec(select(Candidate.id).where(
+            Candidate.status == CandidateStatus.disputed.value, Candidate.current_round < 3)).all())
     later = NOW + dt.timedelta(days=20)  # the clock moved forward: more of the data is past retention
     with clock.frozen(later):
         with Session(engine) as session:
@@ -106,7 +108,7 @@ def test_every_figure_survives_the_retention_sweep(engine: Engine, settings: Set
             kept_slots = session.exec(select(func.count()).select_from(MetricSlot)).one()
             kept_outcomes = session.exec(select(func.count()).select_from(MetricOutcome)).one()
             left = session.exec(select(func.count()).select_from(Candidate)).one()
-            still_waiting = session.exec(select(Candidate.id).where(col_in(Candidate.id, waiting))).all()
+            still_waiting = stored_ids(session.exec(select(Candidate.id).where(col_in(Candidate.id, waiting))).all())
     assert len(result.sighting_ids) > 50 and result.candidates == before_rows - left
     assert kept_outcomes > 0 and kept_slots >= result.review_slots > kept_outcomes
     for params, b, a in zip(WINDOWS, before, after, strict=True):
@@ -125,17 +127,18 @@ def test_a_waiting_dispute_is_kept_and_a_settled_one_goes(engine: Engine, settin
     seed(engine, candidates=40, days=5, now=NOW - dt.timedelta(days=60), recognizers=10)
     with Session(engine) as session:
         session.execute(delete(Flag))
-        cands = session.exec(select(Candidate).where(Candidate.known_truth.is_(None))).all()  # type: ignore[union-attr]
+        cands = session.exec(select(Candidate).where(col(Candidate.known_truth).is_(None))).all()
         # Make every sighting's candidates the same kind: the first half waiting, the second settled.
         for c in cands:
-            waiting = c.sighting_id % 2 == 0  # type: ignore[operator]
+            assert c.sighting_id is not None
+            waiting = c.sighting_id % 2 == 0
             c.status = CandidateStatus.disputed.value
             c.current_round = 1 if waiting else 3
             c.decided_at = NOW - dt.timedelta(days=59)
             session.add(c)
         session.commit()
-        waiting_ids = sorted(c.id for c in cands if c.current_round == 1)
-        settled_ids = sorted(c.id for c in cands if c.current_round == 3)
+        waiting_ids = sorted(c.pk for c in cands if c.current_round == 1)
+        settled_ids = sorted(c.pk for c in cands if c.current_round == 3)
     with clock.frozen(NOW):
         retention.run(engine, settings, ImageStore(settings.images_dir))
     with Session(engine) as session:

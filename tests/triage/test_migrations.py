@@ -11,24 +11,24 @@ import triage.models  # noqa: F401  (registers every table)
 from triage.migrate import head_revision
 
 
-def test_database_is_at_the_head_revision(engine) -> None:  # type: ignore[no-untyped-def]
+def test_database_is_at_the_head_revision(engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
 
 
-def test_models_and_migrations_agree(engine) -> None:  # type: ignore[no-untyped-def]
+def test_models_and_migrations_agree(engine) -> None:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == [], f"a model change has no migration: {diff}"
 
 
-def test_probes_stored_before_the_size_gate_count_as_searched(engine) -> None:  # type: ignore[no-untyped-def]
+def test_probes_stored_before_the_size_gate_count_as_searched(engine) -> None:
     column = {c["name"]: c for c in inspect(engine).get_columns("probe")}["searched"]
     assert column["nullable"] is False and column["default"] is not None
 
 
-def test_a_database_with_data_migrates_down_and_up_keeping_every_row(  # type: ignore[no-untyped-def]
+def test_a_database_with_data_migrates_down_and_up_keeping_every_row(
         engine, settings, db_url, user_factory) -> None:
     """Table rebuilds (SQLite batch mode) must not trip over the rows that point at them."""
     from sqlmodel import Session
@@ -60,7 +60,7 @@ def test_a_database_with_data_migrates_down_and_up_keeping_every_row(  # type: i
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
 
 
-def test_0006_reevaluates_every_candidate_under_one_rule_per_round(  # type: ignore[no-untyped-def]
+def test_0006_reevaluates_every_candidate_under_one_rule_per_round(
         engine, settings, db_url, user_factory) -> None:
     """Outcomes pooled across rounds are re-decided by the last round alone; no flag is deleted."""
     import datetime as dt
@@ -120,15 +120,15 @@ def test_0006_reevaluates_every_candidate_under_one_rule_per_round(  # type: ign
     upgrade(db_url)
 
     with engine.connect() as conn:
-        status = dict(conn.execute(text("SELECT id, status FROM candidate")).all())
+        status_of = dict(conn.execute(text("SELECT id, status FROM candidate")).all())
         flags = {r.candidate_id: r for r in conn.execute(text(
             "SELECT id, candidate_id, status, close_reason, close_note FROM flag"))}
         notes = conn.execute(text("SELECT user_id, kind, flag_id FROM notification")).all()
         redecided = conn.execute(text("SELECT object_id FROM audit_entry WHERE action='candidate.redecide'")
                                  ).scalars().all()
-    assert status[ids[0]] == "disputed" and status[ids[1]] == "flagged"
-    assert status[ids[2]] == "cleared" and status[ids[3]] == "disputed" and status[ids[4]] == "flagged"
-    assert status[ka_id] == "withdrawn"  # the old known-answer pair could be told from real tasks
+    assert status_of[ids[0]] == "disputed" and status_of[ids[1]] == "flagged"
+    assert status_of[ids[2]] == "cleared" and status_of[ids[3]] == "disputed" and status_of[ids[4]] == "flagged"
+    assert status_of[ka_id] == "withdrawn"  # the old known-answer pair could be told from real tasks
     assert sorted(redecided) == sorted(str(i) for i in (ids[0], ids[1], ids[3]))
     # The pooled flag is kept, closed as withdrawn with the reason; the round-2 agreement now has its flag.
     kept = flags[ids[0]]
@@ -144,13 +144,13 @@ def test_0006_reevaluates_every_candidate_under_one_rule_per_round(  # type: ign
     downgrade(db_url, "0004")
     upgrade(db_url)
     with engine.connect() as conn:
-        assert dict(conn.execute(text("SELECT id, status FROM candidate")).all()) == status
+        assert dict(conn.execute(text("SELECT id, status FROM candidate")).all()) == status_of
 
 
 DLIB_MODEL_ID = "dlib@55533b28a95800a5"
 
 
-def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, db_url) -> None:
     """Up: reference_photo.embedding becomes a reference_embedding row of dlib's model; probes are dlib's.
     Down: the bytes go back where they were; a photo with no dlib embedding stops the downgrade."""
     import pytest
@@ -159,7 +159,7 @@ def test_0007_moves_reference_embeddings_under_dlibs_model_id_and_back(engine, d
     from triage.config import Settings
     from triage.migrate import downgrade, upgrade
 
-    models_home = Settings(_env_file=None).deepface_home  # type: ignore[call-arg]
+    models_home = Settings(_env_file=None).deepface_home
     if (models_home / ".deepface" / "weights").is_dir():
         assert model_id_for("dlib", models_home) == DLIB_MODEL_ID, "the migration's constant is dlib's model id"
     engine.dispose()

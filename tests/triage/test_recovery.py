@@ -37,7 +37,7 @@ def _child_identity(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
     return proc, name, owner
 
 
-def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc, name, dead_owner = _child_identity(data)
     # While it runs, its slot is taken: another worker here is someone else.
@@ -56,9 +56,9 @@ def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp
     assert recovery.identity.name == name and recovery.identity.owner != dead_owner
     assert recovery.released_jobs == [mine.id]
     with Session(engine, expire_on_commit=False) as s:
-        job = s.get(Job, mine.id)
+        job = s.get_one(Job, mine.id)
         assert job.status == "queued" and job.attempts == 1 and job.lease_expires_at is None
-        assert s.get(Job, theirs.id).lease_owner == other.owner  # a live worker's job is left alone
+        assert s.get_one(Job, theirs.id).lease_owner == other.owner  # a live worker's job is left alone
         # Claimed again at once, not after the 300 s lease.
         again = jobs.claim(s, recovery.identity.owner, lease_seconds=300)
         assert again is not None and again.id == mine.id and again.attempts == 2
@@ -69,7 +69,7 @@ def test_a_killed_worker_gets_its_identity_back_and_its_jobs_at_once(engine, tmp
     other.release()
 
 
-def test_release_leaves_jobs_of_the_current_boot_and_finished_jobs(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_release_leaves_jobs_of_the_current_boot_and_finished_jobs(engine, tmp_path: Path) -> None:
     identity = claim_identity(tmp_path)
     with Session(engine, expire_on_commit=False) as s:
         current = jobs.enqueue(s, "match_sighting", 1)
@@ -81,7 +81,7 @@ def test_release_leaves_jobs_of_the_current_boot_and_finished_jobs(engine, tmp_p
         s.commit()
     assert release_previous_boot(engine, identity) == []
     with Session(engine, expire_on_commit=False) as s:
-        assert s.get(Job, current.id).status == "running"
+        assert s.get_one(Job, current.id).status == "running"
     identity.release()
 
 

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import make_settings, require_faces
+from tests.factories import stored_ids
 from triage import reindex, services, watchlist
 from triage.config import Settings
 from triage.gallery import Gallery, active_model_id, enrolment_models, gallery_model
@@ -56,7 +57,7 @@ class World:
                 subject = watchlist.create_subject(s, watchlist.SubjectCreate(name=f"FRMDB {label}",
                                                                               case_ref=label), None)
                 s.commit()
-            self.subjects[label] = subject.id  # type: ignore[assignment]
+            self.subjects[label] = subject.pk
         for view in views:
             analysis = watchlist.analyze_for_enrolment((self.faces / label / view).read_bytes(), settings,
                                                        self.pipeline, enrolment_models(self.engine,
@@ -78,11 +79,11 @@ class World:
 
     def photo_ids(self) -> list[int]:
         with Session(self.engine) as s:
-            return list(s.exec(select(ReferencePhoto.id)).all())
+            return stored_ids(s.exec(select(ReferencePhoto.id)).all())
 
 
 @pytest.fixture
-def world(engine, tmp_path: Path, db_url: str, face_pipeline) -> World:  # type: ignore[no-untyped-def]
+def world(engine, tmp_path: Path, db_url: str, face_pipeline) -> World:
     w = World(engine, tmp_path, db_url, face_pipeline)
     for label in SUBJECTS:
         w.enrol(w.old, label, *GALLERY_VIEWS)
@@ -96,7 +97,7 @@ def _top(gallery: Gallery, model_id: str, vector: np.ndarray) -> int:
 
 
 def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_then_searches_the_new(
-        world: World, user_factory) -> None:  # type: ignore[no-untyped-def]
+        world: World, user_factory) -> None:
     photos = world.photo_ids()
     assert len(photos) == 8
     with Session(world.engine) as s:
@@ -120,7 +121,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
             assert _top(web, mid, vec) == world.subjects[label]
 
     # Two batches of three photos, then the process "dies".
-    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.id,  # type: ignore[arg-type]
+    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.pk,
                                   batch_size=3, max_batches=2, on_batch=still_serving_the_old_model)
     assert outcome.state == "stopped" and outcome.photos_done == 6 and outcome.photos_total == 8
     assert len(world.rows(new_id)) == 6
@@ -133,14 +134,14 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
             raise LeaseLost("killed")
 
     with pytest.raises(LeaseLost):
-        reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.id,  # type: ignore[arg-type]
+        reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.pk,
                             batch_size=3, renew=dies_on_the_second_photo)
     assert len(world.rows(new_id)) == 6
     still_serving_the_old_model(6, 8)
     # A photo enrolled meanwhile gets both embeddings at once, and is not embedded again by the run.
     world.enrol(world.new, "006", GALLERY_VIEWS[0])
     with Session(world.engine) as s:
-        latest = s.exec(select(ReferencePhoto).order_by(ReferencePhoto.id.desc())).first()  # type: ignore[union-attr]
+        latest = s.exec(select(ReferencePhoto).order_by(col(ReferencePhoto.id).desc())).first()
     assert latest is not None and latest.id in world.rows(new_id) and latest.id in world.rows(dlib_id)
     assert len(web) == 8 and web.sync() == 1 and len(web) == 9  # searched at once, with the old model
 
@@ -161,7 +162,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
         assert gallery_model(s).dim == 1024
         per_photo = s.exec(select(ReferenceEmbedding.reference_photo_id, func.count())
                            .where(ReferenceEmbedding.model_id == new_id)
-                           .group_by(ReferenceEmbedding.reference_photo_id)).all()
+                           .group_by(col(ReferenceEmbedding.reference_photo_id))).all()
         switches = s.exec(select(AuditEntry).where(AuditEntry.action == "gallery.switch_model")).all()
     assert sorted(p for p, _ in per_photo) == sorted(world.photo_ids()) and {n for _, n in per_photo} == {1}
     assert len(world.rows(dlib_id)) == 9, "the old model's rows are kept"
@@ -211,7 +212,7 @@ def test_a_searchable_photo_that_cannot_be_re_embedded_blocks_the_switch(world: 
         run = reindex.start_run(s, world.new, None)
         s.commit()
     assert run is not None
-    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.id)  # type: ignore[arg-type]
+    outcome = reindex.run_batches(world.engine, world.store, world.new, world.pipeline, run.pk)
     assert outcome.state == "blocked" and outcome.failed == 1 and outcome.photos_done == 7
     with Session(world.engine) as s:
         assert active_model_id(s).startswith("dlib@"), "the gallery must not switch to an incomplete model"
@@ -227,7 +228,7 @@ def test_a_searchable_photo_that_cannot_be_re_embedded_blocks_the_switch(world: 
 
 
 def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
-        engine, tmp_path: Path, db_url: str, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+        engine, tmp_path: Path, db_url: str, face_pipeline) -> None:
     """The gallery switched models between the analysis (no FaceRes embedding) and the commit: nothing is stored."""
     from tests.triage.test_matching import astronaut_png
     from triage.gallery import SWITCH_MODEL, record_change
@@ -247,7 +248,7 @@ def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
         record_change(s, SWITCH_MODEL, 0)
         s.commit()
     with Session(engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="send the photo again"):
-        watchlist.enrol_reference_photo(s, store, subject.id, analysis, None)  # type: ignore[arg-type]
+        watchlist.enrol_reference_photo(s, store, subject.pk, analysis, None)
     with Session(engine) as s:
         assert s.exec(select(ReferencePhoto)).all() == [] and s.exec(select(ReferenceEmbedding)).all() == []
         refusal = s.exec(select(AuditEntry).where(AuditEntry.action == "subject.photo.enrol")).one()

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from sqlalchemy import Engine, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import add_user
@@ -49,31 +49,31 @@ class World:
             s.add(subject)
             s.flush()
             self.shared_sha = store_image(s, store, b"shared-bytes", "image/png")
-            ref = ReferencePhoto(subject_id=subject.id, image_sha256=store_image(s, store, b"mugshot", "image/png"),
+            ref = ReferencePhoto(subject_id=subject.pk, image_sha256=store_image(s, store, b"mugshot", "image/png"),
                                  eye_crop_sha256=self.shared_sha,
                                  face_chip_sha256=store_image(s, store, b"ref-chip", "image/png"))
             s.add(ref)
             s.commit()
-            self.subject_id, self.ref_id = subject.id, ref.id
+            self.subject_id, self.ref_id = subject.pk, ref.pk
 
     def sighting(self, tag: str, *, status: CandidateStatus | None = CandidateStatus.cleared,
                  flag: bool = False, share_image: bool = False, rounds: int = 1) -> tuple[int, list[str]]:
         with Session(self.engine) as s:
-            sighting = Sighting(uploaded_by=self.officer.id, observed_at=T0, status="matched")
+            sighting = Sighting(uploaded_by=self.officer.pk, observed_at=T0, status="matched")
             s.add(sighting)
             s.flush()
             shas = [store_image(s, self.store, f"{tag}-photo".encode(), "image/jpeg"),
                     self.shared_sha if share_image else store_image(s, self.store, f"{tag}-eyes".encode(), "image/png"),
                     store_image(s, self.store, f"{tag}-chip".encode(), "image/png")]
-            photo = SightingPhoto(sighting_id=sighting.id, image_sha256=shas[0])
+            photo = SightingPhoto(sighting_id=sighting.pk, image_sha256=shas[0])
             s.add(photo)
             s.flush()
-            probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0, embedding=b"\0" * 8,
+            probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=0, embedding=b"\0" * 8,
                           model_id="dlib@55533b28a95800a5",
                           eye_crop_sha256=shas[1], face_chip_sha256=shas[2])
             s.add(probe)
             s.flush()
-            s.add(Job(kind="match_sighting", ref_id=sighting.id, status="done"))
+            s.add(Job(kind="match_sighting", ref_id=sighting.pk, status="done"))
             if status is not None:
                 cand = Candidate(probe_id=probe.id, sighting_id=sighting.id, subject_id=self.subject_id,
                                  reference_photo_id=self.ref_id, score=0.9, distance=0.1, rank=1,
@@ -81,13 +81,13 @@ class World:
                 s.add(cand)
                 s.flush()
                 for slot_no, rec in ((1, self.rec_a), (2, self.rec_b)):
-                    s.add(ReviewSlot(candidate_id=cand.id, slot_no=slot_no, reviewer_id=rec.id,
+                    s.add(ReviewSlot(candidate_id=cand.pk, slot_no=slot_no, reviewer_id=rec.id,
                                      verdict="same" if flag else "different", verdict_at=T0))
-                    s.add(SeenCandidate(candidate_id=cand.id, user_id=rec.id))
+                    s.add(SeenCandidate(candidate_id=cand.pk, user_id=rec.pk))
                 if flag:
-                    s.add(Flag(candidate_id=cand.id, sighting_id=sighting.id, subject_id=self.subject_id))
+                    s.add(Flag(candidate_id=cand.pk, sighting_id=sighting.pk, subject_id=self.subject_id))
             s.commit()
-            return sighting.id, shas  # type: ignore[return-value]
+            return sighting.pk, shas
 
 
 def _count(engine: Engine, model: type) -> int:
@@ -136,7 +136,7 @@ def test_sweep_deletes_old_unflagged_sightings_with_their_images(engine: Engine,
         for sha in flagged_shas + fresh_shas:
             assert s.get(StoredImage, sha) is not None and store.exists(sha)
         sweeps = s.exec(select(AuditEntry).where(AuditEntry.action == "retention.sweep")
-                        .order_by(AuditEntry.id)).all()
+                        .order_by(col(AuditEntry.id))).all()
         assert len(sweeps) == 2  # batches of two
         assert sorted(sum((e.detail["sightings"] for e in sweeps), [])) == sorted(result.sighting_ids)
         assert sum(e.detail["images"] for e in sweeps) == len(result.images) == 8
@@ -209,15 +209,15 @@ def test_known_answer_renditions_made_from_a_swept_sighting_go_with_it(engine: E
                              score=0.0, distance=0.0, rank=0)
             s.add(pair)
             s.flush()
-            s.add(ReviewSlot(candidate_id=pair.id, slot_no=1, reviewer_id=w.rec_a.id, verdict="different",
+            s.add(ReviewSlot(candidate_id=pair.pk, slot_no=1, reviewer_id=w.rec_a.id, verdict="different",
                              verdict_at=T0))
-            s.add(ReviewSlot(candidate_id=pair.id, slot_no=2))
+            s.add(ReviewSlot(candidate_id=pair.pk, slot_no=2))
             s.commit()
             pair_id = pair.id
         clock.advance(days=settings.retention_days_unflagged + 1)
         retention.run(engine, settings, store)
     with Session(engine) as s:
-        pair = s.get(Candidate, pair_id)
+        pair = s.get_one(Candidate, pair_id)
         assert pair.status == "withdrawn" and pair.known_probe_eyes_sha256 is None
         slots = s.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == pair_id)).all()
         assert sorted((x.verdict or "", x.withdrawn) for x in slots) == [("", True), ("different", False)]

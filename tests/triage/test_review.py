@@ -6,7 +6,7 @@ import datetime as dt
 import random
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tests.factories import FakeHit, image_store, make_candidate, make_probe, make_sighting, make_subject
 from triage import clock, review, watchlist
@@ -74,7 +74,7 @@ def test_create_candidates_keeps_threshold_and_k(session, store, settings, peopl
     probe = make_probe(session, store, sighting)
     photos = [session.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == s.id)).first()
               for s in subjects]
-    hits = [FakeHit(s.id, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
+    hits = [FakeHit(s.pk, p.id, 0.2, sc, r) for r, (s, p, sc) in enumerate(zip(subjects, photos,
                                                                                 [0.9, 0.7, 0.6, 0.3], strict=True), 1)]
     made = review.create_candidates_for_probe(session, probe, hits, settings)
     assert [c.subject_id for c in made] == [subjects[0].id, subjects[1].id]
@@ -108,6 +108,7 @@ def test_same_person_never_gets_both_slots(session, store, settings, people):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     review.submit_verdict(session, a, t.slot_id, "same")
     assert review.next_task(session, a, settings) is None
 
@@ -117,7 +118,9 @@ def test_next_returns_the_lease_already_held(session, store, settings, people):
     _cand(session, store, settings, officer)
     _cand(session, store, settings, officer)
     t1 = review.next_task(session, a, settings)
+    assert t1 is not None
     t2 = review.next_task(session, a, settings)
+    assert t2 is not None
     assert t1.slot_id == t2.slot_id and t2.resumed
 
 
@@ -134,6 +137,7 @@ def test_expired_lease_refuses_verdict_and_returns_slot(session, store, settings
     _cand(session, store, settings, officer)
     with clock.frozen() as c:
         t = review.next_task(session, a, settings)
+        assert t is not None
         c.advance(seconds=settings.lease_seconds + 1)
         session.commit()
         # The transaction's end (a request's, a job's) records the refusal and gives the slot back.
@@ -147,7 +151,8 @@ def test_expired_lease_refuses_verdict_and_returns_slot(session, store, settings
         denied = session.exec(select(AuditEntry).where(AuditEntry.action == "review.verdict",
                                                        AuditEntry.outcome == "denied")).all()
         assert len(denied) == 1
-        assert review.next_task(session, b, settings).slot_id in {t.slot_id, t.slot_id + 1}
+        again = review.next_task(session, b, settings)
+        assert again is not None and again.slot_id in {t.slot_id, t.slot_id + 1}
 
 
 def test_expired_lease_taken_by_another_then_late_verdict_refused(session, store, settings, people):
@@ -155,11 +160,13 @@ def test_expired_lease_taken_by_another_then_late_verdict_refused(session, store
     _cand(session, store, settings, officer)
     with clock.frozen() as c:
         ta = review.next_task(session, a, settings)
+        assert ta is not None
         review.next_task(session, b, settings)
         c.advance(seconds=settings.lease_seconds + 1)
         assert review.expire_leases(session) == 2
         session.commit()
         tc = review.next_task(session, c_, settings)
+        assert tc is not None
         assert tc.slot_id == ta.slot_id
         with pytest.raises(ReviewError) as err:
             review.submit_verdict(session, a, ta.slot_id, "same")
@@ -172,6 +179,7 @@ def test_idempotent_verdict(session, store, settings, people):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     r1 = review.submit_verdict(session, a, t.slot_id, "different", idempotency_key="k-1")
     r2 = review.submit_verdict(session, a, t.slot_id, "different", idempotency_key="k-1")
     assert not r1.replayed and r2.replayed
@@ -192,6 +200,7 @@ def test_bad_verdict_changes_nothing(session, store, settings, people, bad):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     with pytest.raises(ReviewError) as err:
         review.submit_verdict(session, a, t.slot_id, bad)
     assert err.value.code == "invalid"
@@ -205,6 +214,7 @@ def test_someone_elses_slot_is_refused(session, store, settings, people):
     officer, _, (a, b, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     session.commit()
     with pytest.raises(ReviewError) as err, unit_of_work(session):
         review.submit_verdict(session, b, t.slot_id, "same")
@@ -232,6 +242,7 @@ def test_full_faces_only_after_reveal(session, store, settings, people):
     officer, _, (a, *_) = people
     _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     with pytest.raises(ReviewError):
         review.slot_image_sha(session, a, t.slot_id, "subject-face")
     review.reveal_full_faces(session, a, t.slot_id)
@@ -253,8 +264,8 @@ def test_dispute_escalation_to_unseen_recognizers(session, store, settings, peop
     _answer(session, settings, a, "same")
     assert _answer(session, settings, b, "cannot_tell").decided == "disputed"
     with pytest.raises(ReviewError):
-        review.escalate(session, a, cand.id)  # not a manager
-    review.escalate(session, manager, cand.id)
+        review.escalate(session, a, cand.pk)  # not a manager
+    review.escalate(session, manager, cand.pk)
     # a and b have seen it: nothing for them.
     assert review.next_task(session, a, settings) is None
     assert review.next_task(session, b, settings) is None
@@ -265,7 +276,7 @@ def test_dispute_escalation_to_unseen_recognizers(session, store, settings, peop
     assert c_row.status == "flagged" and c_row.current_round == 2
     # Only disputed candidates can be escalated.
     with pytest.raises(ReviewError) as err:
-        review.escalate(session, manager, cand.id)
+        review.escalate(session, manager, cand.pk)
     assert err.value.code == "conflict"
 
 
@@ -275,13 +286,13 @@ def test_each_round_decides_on_its_own(session, store, settings, people):
     cand = _cand(session, store, settings, officer)
     _answer(session, settings, a, "same")
     assert _answer(session, settings, b, "different").decided == "disputed"
-    review.escalate(session, manager, cand.id)
+    review.escalate(session, manager, cand.pk)
     _answer(session, settings, c, "same")
     assert _answer(session, settings, d, "same").decided == "flagged"
     session.expire_all()
     (flag,) = session.exec(select(Flag)).all()
     decide = session.exec(select(AuditEntry).where(AuditEntry.action == "candidate.decide")
-                          .order_by(AuditEntry.id.desc())).first()
+                          .order_by(col(AuditEntry.id).desc())).first()
     assert sorted(v[2] for v in decide.detail["verdicts"]) == sorted([c.id, d.id])
 
 
@@ -291,7 +302,7 @@ def test_verdicts_are_never_pooled_across_rounds(session, store, settings, peopl
     cand = _cand(session, store, settings, officer)
     _answer(session, settings, a, "same")
     _answer(session, settings, b, "cannot_tell")
-    review.escalate(session, manager, cand.id)
+    review.escalate(session, manager, cand.pk)
     _answer(session, settings, c, "same")
     assert _answer(session, settings, d, "cannot_tell").decided == "disputed"
     assert session.exec(select(Flag)).first() is None
@@ -299,7 +310,7 @@ def test_verdicts_are_never_pooled_across_rounds(session, store, settings, peopl
     cand2 = _cand(session, store, settings, officer)
     _answer(session, settings, e, "different")
     _answer(session, settings, a, "cannot_tell")
-    review.escalate(session, manager, cand2.id)
+    review.escalate(session, manager, cand2.pk)
     _answer(session, settings, b, "different")
     assert _answer(session, settings, c, "different").decided == "cleared"
 
@@ -313,17 +324,17 @@ def test_at_most_three_rounds(session, store, settings, user_factory):
         _answer(session, settings, recs[2 * rnd], "same")
         assert _answer(session, settings, recs[2 * rnd + 1], "different").decided == "disputed"
         if rnd < review.MAX_ROUNDS - 1:
-            review.escalate(session, manager, cand.id)
+            review.escalate(session, manager, cand.pk)
     session.commit()
     with pytest.raises(ReviewError) as err, unit_of_work(session):
-        review.escalate(session, manager, cand.id)
+        review.escalate(session, manager, cand.pk)
     assert err.value.code == "conflict" and "stays disputed" in err.value.message
     session.expire_all()
     row = session.get(Candidate, cand.id)
     assert row.status == "disputed" and row.current_round == review.MAX_ROUNDS
     assert len(session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()) == 6
     refusal = session.exec(select(AuditEntry).where(AuditEntry.action == "review.escalate")
-                           .order_by(AuditEntry.id.desc())).first()
+                           .order_by(col(AuditEntry.id).desc())).first()
     assert refusal.outcome == "denied"
     assert review.next_task(session, recs[6], settings) is None
 
@@ -336,7 +347,7 @@ def test_escalation_needs_two_unseen_recognizers(session, store, settings, user_
     _answer(session, settings, a, "same")
     _answer(session, settings, b, "different")
     with pytest.raises(ReviewError) as err:
-        review.escalate(session, manager, cand.id)
+        review.escalate(session, manager, cand.pk)
     assert "there are 1" in err.value.message
     session.expire_all()
     assert session.get(Candidate, cand.id).status == "disputed"
@@ -346,6 +357,7 @@ def test_withdraw_for_subject_keeps_rows(session, store, settings, people):
     officer, manager, (a, b, *_) = people
     cand = _cand(session, store, settings, officer)
     t = review.next_task(session, a, settings)
+    assert t is not None
     n = watchlist.withdraw_for_subject(session, cand.subject_id, manager)
     subject = session.get(Subject, cand.subject_id)
     subject.status = "withdrawn"
@@ -379,6 +391,7 @@ def test_priority_order(session, store, settings, people):
     with clock.frozen(now):
         for _ in range(4):
             t = review.next_task(session, a, settings)
+            assert t is not None
             order.append(t.candidate.id)
             review.submit_verdict(session, a, t.slot_id, "cannot_tell")
     assert order == [fresh_urgent_older.id, fresh_urgent.id, fresh_low.id, old_urgent.id]
@@ -397,13 +410,14 @@ def test_known_answer_tasks_served_at_share_and_never_flag(session, store, setti
     for _ in range(30):
         for user in (a, b):
             t = review.next_task(session, user, settings, rng=rng)
+            assert t is not None
             if t.candidate.is_known_answer:
                 known += 1
             # Careful recognizers: the truth on known-answer pairs (always 'same' would get them suspended).
             review.submit_verdict(session, user, t.slot_id, t.candidate.known_truth or "same")
     assert 15 <= known <= 45  # about half of 60
     session.expire_all()
-    ka = session.exec(select(Candidate).where(Candidate.known_truth.is_not(None))).all()
+    ka = session.exec(select(Candidate).where(col(Candidate.known_truth).is_not(None))).all()
     assert ka and all(c.status in {"open", "cleared"} for c in ka)
     assert all(c.known_truth in {"same", "different"} for c in ka)
     flags = session.exec(select(Flag)).all()
@@ -450,6 +464,7 @@ def test_closing_a_flag_as_arrested_closes_the_subject(session, store, settings,
     other = _cand(session, store, settings, officer, subject=session.get(Subject, cand.subject_id))
     for user in (a, b):
         t = review.next_task(session, user, settings)
+        assert t is not None
         assert t.candidate.id == cand.id
         review.submit_verdict(session, user, t.slot_id, "same")
     flag = session.exec(select(Flag)).one()
@@ -460,7 +475,7 @@ def test_closing_a_flag_as_arrested_closes_the_subject(session, store, settings,
     # The same subject's other candidate is withdrawn, not lost, and no longer served.
     assert session.get(Candidate, other.id).status == "withdrawn"
     assert review.next_task(session, c, settings) is None
-    actions = [e.action for e in session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()]
+    actions = [e.action for e in session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()]
     assert actions.index("flag.close") < actions.index("subject.close")
 
 
@@ -471,6 +486,7 @@ def test_closing_a_flag_as_not_located_leaves_the_subject_wanted(session, store,
     cand = _cand(session, store, settings, officer)
     for user in (a, b):
         t = review.next_task(session, user, settings)
+        assert t is not None
         review.submit_verdict(session, user, t.slot_id, "same")
     flag = session.exec(select(Flag)).one()
     flags.acknowledge(session, manager, flag.id)
@@ -490,17 +506,21 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
     _answer(session, settings, b, "different")
     make_subject(session, store, photos=2)
     session.commit()
-    made = [review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=c.id)
-            for i in range(8)]
+    made: list[Candidate] = []
+    for i in range(8):
+        pair = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=c.id)
+        assert pair is not None
+        made.append(pair)
     session.commit()
     sources = {m.known_source_candidate_id: m.known_truth for m in made}
     # c has seen neither case: every pair is made from one of them, with the truth its round settled.
     assert sources == {flagged.id: "same", cleared.id: "different"}
     for m in made:
-        probe = session.get(Probe, session.get(Candidate, m.known_source_candidate_id).probe_id)
+        probe = session.get_one(Probe, session.get_one(Candidate, m.known_source_candidate_id).probe_id)
         assert m.known_probe_eyes_sha256 not in {probe.eye_crop_sha256, probe.face_chip_sha256}
-        assert m.reference_photo_id == session.get(Candidate, m.known_source_candidate_id).reference_photo_id
+        assert m.reference_photo_id == session.get_one(Candidate, m.known_source_candidate_id).reference_photo_id
     # a has seen both: its pairs come from reference photos.
     for i in range(4):
-        m = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
-        assert m.known_source_candidate_id is None and m.known_probe_photo_id is not None
+        pair = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
+        assert pair is not None
+        assert pair.known_source_candidate_id is None and pair.known_probe_photo_id is not None

@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.factories import image_store, make_candidate
 from triage import review
@@ -77,14 +77,14 @@ def test_fifty_threads_claim_and_decide(engine, settings, user_factory):
     assert all(not t.is_alive() for t in threads)
 
     with Session(engine) as s:
-        real = {c.id for c in s.exec(select(Candidate).where(Candidate.known_truth.is_(None))).all()}
+        real = {c.pk for c in s.exec(select(Candidate).where(col(Candidate.known_truth).is_(None))).all()}
         assert len(real) == CANDIDATES
         all_slots = s.exec(select(ReviewSlot)).all()
         slots = [x for x in all_slots if x.candidate_id in real]
         # Every real slot answered; every stored verdict stored by exactly one call.
         assert len(slots) == 2 * CANDIDATES
         assert all(x.verdict == "same" and x.reviewer_id is not None for x in slots)
-        answered = [x.id for x in all_slots if x.verdict is not None]
+        answered = [x.pk for x in all_slots if x.verdict is not None]
         assert sorted(stored) == sorted(answered)
         assert Counter(stored).most_common(1)[0][1] == 1
         # Unanswered slots can only be known-answer ones (served only beside real work).
@@ -103,4 +103,4 @@ def test_fifty_threads_claim_and_decide(engine, settings, user_factory):
         assert {int(k) for k in decided} >= real
         flags = s.exec(select(Flag)).all()
         assert sorted(f.candidate_id for f in flags) == sorted(real)
-        assert all(s.get(Candidate, c).status == "flagged" for c in real)
+        assert all(s.get_one(Candidate, c).status == "flagged" for c in real)

@@ -19,10 +19,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import USE_POSTGRES, add_user, make_settings
-from tests.factories import image_store, make_candidate, make_subject
+from tests.factories import image_store, make_candidate, make_subject, stored_ids
 from triage import clock, qualification, review
 from triage.db import make_engine
 from triage.models import AuditEntry, Candidate, Flag, ReviewSlot, Role, User
@@ -67,7 +67,7 @@ class ReviewMachine(RuleBasedStateMachine):
     def seed(self, n: int) -> None:
         s = self.session
         for i in range(n):
-            make_candidate(s, self.store, self.settings, self.officer.id, priority=1 + i)
+            make_candidate(s, self.store, self.settings, self.officer.pk, priority=1 + i)
         # Two photos each, so known-answer pairs of both kinds can be made.
         make_subject(s, self.store, photos=2)
         s.commit()
@@ -75,11 +75,11 @@ class ReviewMachine(RuleBasedStateMachine):
     # Rules
     @rule()
     def add_candidate(self) -> None:
-        make_candidate(self.session, self.store, self.settings, self.officer.id)
+        make_candidate(self.session, self.store, self.settings, self.officer.pk)
         self.session.commit()
 
     def _user(self, i: int) -> User:
-        user = self.session.get(User, self.recs[i].id)
+        user = self.session.get_one(User, self.recs[i].id)
         self.session.refresh(user)
         return user
 
@@ -87,7 +87,7 @@ class ReviewMachine(RuleBasedStateMachine):
     def next(self, i: int) -> None:
         user = self._user(i)
         now = clock.utcnow()
-        before = self.held.get(user.id)
+        before = self.held.get(user.pk)
         if user.id in self.suspended:
             with pytest.raises(ReviewError) as err:
                 review.next_task(self.session, user, self.settings, rng=self.rng)
@@ -98,7 +98,7 @@ class ReviewMachine(RuleBasedStateMachine):
             assert task is not None and task.slot_id == before[0], "a live lease must be handed back"
         if task is not None:
             assert task.slot.reviewer_id == user.id
-            self.held[user.id] = (task.slot_id, task.lease_expires_at)
+            self.held[user.pk] = (task.slot_id, task.lease_expires_at)
 
     @rule(i=st.integers(0, N_RECOGNIZERS - 1), verdict=st.sampled_from(VERDICTS), keyed=st.booleans())
     def give_verdict(self, i: int, verdict: str, keyed: bool) -> None:
@@ -150,9 +150,10 @@ class ReviewMachine(RuleBasedStateMachine):
         for sid, (uid, verdict) in self.accepted.items():
             if uid != user_id:
                 continue
-            slot = s.get(ReviewSlot, sid)
-            cand = s.get(Candidate, slot.candidate_id)
+            slot = s.get_one(ReviewSlot, sid)
+            cand = s.get_one(Candidate, slot.candidate_id)
             since = self.record_from.get(uid)
+            assert slot.verdict_at is not None
             if cand.known_truth is None or (since is not None and slot.verdict_at < since):
                 continue
             tally[cand.known_truth][0] += int(verdict == cand.known_truth)
@@ -160,7 +161,7 @@ class ReviewMachine(RuleBasedStateMachine):
         bar = self.settings.qualification_min_accuracy
         if any(n and qualification.wilson(k, n)[1] < bar for k, n in tally.values()):
             self.suspended.add(user_id)
-        user = s.get(User, user_id)
+        user = s.get_one(User, user_id)
         s.refresh(user)
         assert (user.qualification == "suspended") == (user_id in self.suspended)
 
@@ -168,9 +169,10 @@ class ReviewMachine(RuleBasedStateMachine):
     def meddle(self, i: int, j: int, verdict: str) -> None:
         """A verdict on some slot the recognizer was never given is refused and changes nothing."""
         user = self.recs[i]
-        slot_ids = sorted(self.session.exec(select(ReviewSlot.id)).all())
+        slot_ids = sorted(stored_ids(self.session.exec(select(ReviewSlot.id)).all()))
         slot_id = slot_ids[j % len(slot_ids)]
-        if self.held.get(user.id, (None,))[0] == slot_id or self.accepted.get(slot_id, (None,))[0] == user.id:
+        assert slot_id is not None
+        if self.held.get(user.pk, (None,))[0] == slot_id or self.accepted.get(slot_id, (None,))[0] == user.id:
             return
         with pytest.raises(ReviewError):
             review.submit_verdict(self.session, user, slot_id, verdict)
@@ -194,14 +196,15 @@ class ReviewMachine(RuleBasedStateMachine):
             self.held.pop(user.id, None)
         else:
             with pytest.raises(qualification.QualificationError):
-                qualification.reinstate(self.session, self.manager, user.id)
+                qualification.reinstate(self.session, self.manager, user.pk)
 
     @rule(j=st.integers(0, 20))
     def escalate(self, j: int) -> None:
         s = self.session
-        ids = sorted(s.exec(select(Candidate.id).where(Candidate.known_truth.is_(None))).all())
+        ids = sorted(stored_ids(s.exec(select(Candidate.id).where(col(Candidate.known_truth).is_(None))).all()))
         cid = ids[j % len(ids)]
-        cand = s.get(Candidate, cid)
+        assert cid is not None
+        cand = s.get_one(Candidate, cid)
         s.refresh(cand)
         eligible = len(review.eligible_recognizers(s, cand))
         should = cand.status == "disputed" and eligible >= 2 and cand.current_round < review.MAX_ROUNDS
@@ -232,7 +235,7 @@ class ReviewMachine(RuleBasedStateMachine):
         flags = {f.candidate_id: f for f in s.exec(select(Flag)).all()}
         users = {u.id: u for u in s.exec(select(User)).all()}
         for cand in s.exec(select(Candidate)).all():
-            cs = by_cand[cand.id]
+            cs = by_cand[cand.pk]
             counting = [x for x in cs if x.voided_at is None]
             current = [x for x in counting if x.round == cand.current_round]
             # Two counting slots per round, always; a voided one keeps its verdict and its author.
@@ -241,13 +244,15 @@ class ReviewMachine(RuleBasedStateMachine):
                 if x.voided_at is not None:
                     author = users[x.reviewer_id]
                     assert x.verdict is not None and (author.qualification == "suspended"
-                                                      or author.qualification_since >= x.voided_at)
+                                                      or (author.qualification_since is not None
+                                                          and author.qualification_since >= x.voided_at))
             if cand.status == "open":
                 assert any(x.verdict is None for x in current)
             else:
                 assert all(x.verdict is not None for x in current)
                 # Each round decides on its own: the current round's two verdicts, nothing pooled.
-                expected = "cleared" if cand.is_known_answer else outcome_for(sorted(x.verdict for x in current)).value
+                verdicts = sorted(v for x in current if (v := x.verdict) is not None)
+                expected = "cleared" if cand.is_known_answer else outcome_for(verdicts).value
                 assert cand.status == expected
             # No flag without two 'same person' verdicts in one round by two distinct accounts; never on a known answer.
             if cand.id in flags:

@@ -7,7 +7,7 @@ import datetime as dt
 import pyotp
 import pytest
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user
 from triage import accounts
@@ -50,16 +50,16 @@ def _raw_secret(engine: Engine, user_id: int) -> str | None:
 
 def _enrol(engine: Engine, settings: Settings, user_id: int, secret: str) -> None:
     with frozen(T0), Session(engine) as s:
-        user = s.get(User, user_id)
-        accounts.enrol_totp(s, settings, user, secret, pyotp.TOTP(secret).at(T0))  # type: ignore[arg-type]
+        user = s.get_one(User, user_id)
+        accounts.enrol_totp(s, settings, user, secret, pyotp.TOTP(secret).at(T0))
         s.commit()
 
 
 def test_an_enrolled_seed_is_sealed_in_the_database_and_still_logs_in(engine: Engine, settings: Settings) -> None:
     user = add_user(engine, "mona", Role.manager)
     secret = pyotp.random_base32()
-    _enrol(engine, settings, user.id, secret)  # type: ignore[arg-type]
-    raw = _raw_secret(engine, user.id)  # type: ignore[arg-type]
+    _enrol(engine, settings, user.pk, secret)
+    raw = _raw_secret(engine, user.pk)
     assert raw is not None and raw.startswith(PREFIX) and secret not in raw
     later = T0 + dt.timedelta(minutes=5)
     with frozen(later), Session(engine) as s:
@@ -68,13 +68,13 @@ def test_an_enrolled_seed_is_sealed_in_the_database_and_still_logs_in(engine: En
     # Removing it takes the password and a current code, read through the seal.
     later2 = later + dt.timedelta(minutes=1)
     with frozen(later2), Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         with pytest.raises(accounts.AccountError):
-            accounts.remove_own_totp(s, settings, u, TEST_PASSWORD, "000000" if pyotp.TOTP(secret).at(later2)  # type: ignore[arg-type]
+            accounts.remove_own_totp(s, settings, u, TEST_PASSWORD, "000000" if pyotp.TOTP(secret).at(later2)
                                      != "000000" else "111111")
-        accounts.remove_own_totp(s, settings, u, TEST_PASSWORD, pyotp.TOTP(secret).at(later2))  # type: ignore[arg-type]
+        accounts.remove_own_totp(s, settings, u, TEST_PASSWORD, pyotp.TOTP(secret).at(later2))
         s.commit()
-    assert _raw_secret(engine, user.id) is None  # type: ignore[arg-type]
+    assert _raw_secret(engine, user.pk) is None
 
 
 def test_a_seed_stored_in_clear_is_sealed_at_the_next_login(engine: Engine, settings: Settings) -> None:
@@ -86,11 +86,11 @@ def test_a_seed_stored_in_clear_is_sealed_at_the_next_login(engine: Engine, sett
         with pytest.raises(LoginFailed):
             authenticate(s, settings, "olaf", TEST_PASSWORD, "")
         s.commit()
-    assert _raw_secret(engine, user.id) == secret  # a failed login changes nothing  # type: ignore[arg-type]
+    assert _raw_secret(engine, user.pk) == secret  # a failed login changes nothing
     with frozen(T0), Session(engine) as s:
         authenticate(s, settings, "olaf", TEST_PASSWORD, pyotp.TOTP(secret).at(T0))
         s.commit()
-    raw = _raw_secret(engine, user.id)  # type: ignore[arg-type]
+    raw = _raw_secret(engine, user.pk)
     assert raw is not None and raw.startswith(PREFIX) and secret not in raw
     later = T0 + dt.timedelta(seconds=60)
     with frozen(later), Session(engine) as s:
@@ -102,7 +102,7 @@ def test_a_changed_secret_key_refuses_the_second_factor_and_says_why_in_the_audi
     user = add_user(engine, "nils", Role.manager)
     admin = add_user(engine, "root1", Role.admin)
     secret = pyotp.random_base32()
-    _enrol(engine, settings, user.id, secret)  # type: ignore[arg-type]
+    _enrol(engine, settings, user.pk, secret)
     rotated = settings.model_copy(update={"secret_key": "r" * 40})
     later = T0 + dt.timedelta(minutes=5)
     with frozen(later), Session(engine) as s:
@@ -110,11 +110,11 @@ def test_a_changed_secret_key_refuses_the_second_factor_and_says_why_in_the_audi
             authenticate(s, rotated, "nils", TEST_PASSWORD, pyotp.TOTP(secret).at(later))
         s.commit()
         entry = s.exec(select(AuditEntry).where(AuditEntry.action == "login")
-                       .order_by(AuditEntry.id.desc())).first()  # type: ignore[union-attr]
+                       .order_by(col(AuditEntry.id).desc())).first()
         assert entry is not None and entry.outcome == "denied" and "unreadable" in entry.detail["reason"]
     # The way out: an admin resets the second factor; the password alone then works.
     with Session(engine) as s:
-        accounts.remove_totp_for(s, s.get(User, admin.id), user.id)  # type: ignore[arg-type]
+        accounts.remove_totp_for(s, s.get_one(User, admin.id), user.pk)
         s.commit()
     with frozen(later), Session(engine) as s:
         assert authenticate(s, rotated, "nils", TEST_PASSWORD).id == user.id
@@ -124,8 +124,8 @@ def test_a_sealed_seed_copied_to_another_account_does_not_open(engine: Engine, s
     victim = add_user(engine, "vera", Role.manager)
     other = add_user(engine, "otto", Role.manager)
     secret = pyotp.random_base32()
-    _enrol(engine, settings, victim.id, secret)  # type: ignore[arg-type]
-    sealed = _raw_secret(engine, victim.id)  # type: ignore[arg-type]
+    _enrol(engine, settings, victim.pk, secret)
+    sealed = _raw_secret(engine, victim.pk)
     with engine.begin() as conn:
         conn.execute(text("UPDATE user_account SET totp_secret = :s WHERE id = :i"), {"s": sealed, "i": other.id})
     with frozen(T0 + dt.timedelta(minutes=1)), Session(engine) as s, pytest.raises(LoginFailed):
@@ -134,11 +134,11 @@ def test_a_sealed_seed_copied_to_another_account_does_not_open(engine: Engine, s
 
 def test_downgrade_refuses_to_cut_sealed_seeds(engine: Engine, settings: Settings, db_url: str) -> None:
     user = add_user(engine, "dina", Role.manager)
-    _enrol(engine, settings, user.id, pyotp.random_base32())  # type: ignore[arg-type]
+    _enrol(engine, settings, user.pk, pyotp.random_base32())
     engine.dispose()
     with pytest.raises(RuntimeError, match="reset their second factor"):
         downgrade(db_url, "0002")
-    assert is_sealed(_raw_secret(engine, user.id))  # type: ignore[arg-type]
+    assert is_sealed(_raw_secret(engine, user.pk))
     with engine.begin() as conn:
         conn.execute(text("UPDATE user_account SET totp_secret = NULL"))
     engine.dispose()

@@ -7,7 +7,7 @@ import datetime as dt
 import pyotp
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user
 from triage.clock import frozen
@@ -152,7 +152,7 @@ def test_one_address_trying_many_usernames_is_throttled(engine: Engine, settings
 def test_disabled_account_cannot_log_in(engine: Engine, settings: Settings) -> None:
     user = add_user(engine, "dora", Role.officer)
     with Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         u.is_active = False
         s.add(u)
         s.commit()
@@ -173,7 +173,7 @@ def test_totp_is_required_once_enrolled(engine: Engine, settings: Settings) -> N
     user = add_user(engine, "mona", Role.manager)
     secret = pyotp.random_base32()
     with Session(engine) as s:
-        u = s.get(User, user.id)
+        u = s.get_one(User, user.id)
         u.totp_secret = secret
         s.add(u)
         s.commit()
@@ -197,7 +197,7 @@ def test_totp_is_required_once_enrolled(engine: Engine, settings: Settings) -> N
 def test_session_idle_timeout(engine: Engine, settings: Settings) -> None:
     user = add_user(engine, "ivan", Role.officer)
     with frozen(T0) as clock, Session(engine) as s:
-        token, _ = start_session(s, s.get(User, user.id))
+        token, _ = start_session(s, s.get_one(User, user.id))
         s.commit()
         clock.advance(minutes=29)
         assert resolve_session_token(s, settings, token) is not None
@@ -219,7 +219,7 @@ def test_session_idle_timeout(engine: Engine, settings: Settings) -> None:
 def test_session_absolute_timeout_despite_activity(engine: Engine, settings: Settings) -> None:
     user = add_user(engine, "abby", Role.officer)
     with frozen(T0) as clock, Session(engine) as s:
-        token, _ = start_session(s, s.get(User, user.id))
+        token, _ = start_session(s, s.get_one(User, user.id))
         s.commit()
         for _ in range(35):  # 35 × 20 min = 11 h 40 min
             clock.advance(minutes=20)
@@ -235,8 +235,8 @@ def test_session_absolute_timeout_despite_activity(engine: Engine, settings: Set
 def test_session_of_disabled_user_is_dead(engine: Engine, settings: Settings) -> None:
     user = add_user(engine, "gone", Role.officer)
     with Session(engine) as s:
-        token, _ = start_session(s, s.get(User, user.id))
-        u = s.get(User, user.id)
+        token, _ = start_session(s, s.get_one(User, user.id))
+        u = s.get_one(User, user.id)
         u.is_active = False
         s.add(u)
         s.commit()
@@ -250,22 +250,22 @@ def test_api_tokens_resolve_and_revoke(engine: Engine) -> None:
     admin = add_user(engine, "root", Role.admin)
     with Session(engine) as s:
         with pytest.raises(ValueError, match="name"):
-            create_api_token(s, s.get(User, owner.id), "   ")
-        token, row = create_api_token(s, s.get(User, owner.id), "work phone")
-        token2, row2 = create_api_token(s, s.get(User, owner.id), "tablet")
+            create_api_token(s, s.get_one(User, owner.id), "   ")
+        token, row = create_api_token(s, s.get_one(User, owner.id), "work phone")
+        token2, row2 = create_api_token(s, s.get_one(User, owner.id), "tablet")
         s.commit()
         assert token.startswith("mia_") and row.token_hash != token
         resolved = resolve_api_token(s, token)
         assert resolved is not None and resolved.user.id == owner.id and resolved.web_session is None
         with pytest.raises(LookupError):
-            revoke_api_token(s, s.get(User, other.id), row.id)
+            revoke_api_token(s, s.get_one(User, other.id), row.pk)
         s.commit()
         assert resolve_api_token(s, token) is not None
-        revoke_api_token(s, s.get(User, owner.id), row.id)
-        revoke_api_token(s, s.get(User, admin.id), row2.id)
+        revoke_api_token(s, s.get_one(User, owner.id), row.pk)
+        revoke_api_token(s, s.get_one(User, admin.id), row2.pk)
         s.commit()
         assert resolve_api_token(s, token) is None
         assert resolve_api_token(s, token2) is None
         outcomes = [e.outcome for e in s.exec(select(AuditEntry).where(AuditEntry.action == "api_token.revoke")
-                                               .order_by(AuditEntry.id))]
+                                               .order_by(col(AuditEntry.id)))]
         assert outcomes == ["denied", "ok", "ok"]

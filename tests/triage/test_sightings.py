@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -52,7 +53,7 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, tuple[dict[str, Any], str]] = {
     "not an image": ({"photos": [b"just some text, not a photo" * 10]}, "not_an_image"),
     "truncated": ({"photos": [noisy_jpeg_cut()]}, "truncated_image"),
     "over the size limit": ({"photos": [noisy_jpeg(400)]}, "image_too_large"),
@@ -66,7 +67,7 @@ BAD_INPUTS = {
 }
 
 
-def assert_nothing_stored(engine, settings) -> None:  # type: ignore[no-untyped-def]
+def assert_nothing_stored(engine, settings) -> None:
     with Session(engine) as s:
         for table in (Sighting, SightingPhoto, StoredImage, Job):
             assert s.exec(select(table)).all() == [], table.__name__
@@ -74,7 +75,7 @@ def assert_nothing_stored(engine, settings) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_refused_and_nothing_stored(case: str, engine, settings, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_refused_and_nothing_stored(case: str, engine, settings, user_factory) -> None:
     fields, code = dict(BAD_INPUTS[case][0]), BAD_INPUTS[case][1]
     settings.max_upload_bytes = 20_000
     settings.max_image_pixels = 1_000_000
@@ -90,7 +91,7 @@ def test_bad_input_is_refused_and_nothing_stored(case: str, engine, settings, us
         assert refusal.outcome == "denied" and refusal.detail["code"] == code
 
 
-def test_idempotency_key_makes_one_sighting(engine, settings, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_idempotency_key_makes_one_sighting(engine, settings, user_factory) -> None:
     officer = user_factory(Role.officer)
     other = user_factory(Role.officer)
     store = ImageStore(settings.images_dir)
@@ -111,7 +112,7 @@ def test_idempotency_key_makes_one_sighting(engine, settings, user_factory) -> N
         assert photo is not None and ImageStore(settings.images_dir).exists(photo.image_sha256)
 
 
-def test_coordinates_and_time_are_kept(engine, settings, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_coordinates_and_time_are_kept(engine, settings, user_factory) -> None:
     import datetime as dt
 
     from triage.sightings import parse_observed_at

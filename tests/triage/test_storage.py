@@ -31,4 +31,4 @@ def test_store_image_registers_once(session: Session, tmp_path: Path) -> None:
     b = store_image(session, store, b"\x89PNG...", "image/png", 1, 1)
     session.commit()
     assert a == b
-    assert session.get(StoredImage, a).size_bytes == 7  # type: ignore[union-attr]
+    assert session.get_one(StoredImage, a).size_bytes == 7

@@ -26,14 +26,14 @@ from triage.services import Services
 from triage.transaction import unit_of_work
 
 
-def _create(session: Session, actor=None, **fields) -> Subject:  # type: ignore[no-untyped-def]
+def _create(session: Session, actor=None, **fields) -> Subject:
     data = watchlist.SubjectCreate(**{"name": "Taro Yamada", "case_ref": "W-1", **fields})
     subject = watchlist.create_subject(session, data, actor)
     session.commit()
     return subject
 
 
-def test_create_subject_is_audited(session: Session, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_create_subject_is_audited(session: Session, user_factory) -> None:
     manager = user_factory(Role.manager)
     subject = _create(session, manager, aliases="Yama", priority=1, notes="armed")
     assert subject.status == "active" and subject.priority == 1
@@ -49,7 +49,7 @@ def test_create_subject_is_audited(session: Session, user_factory) -> None:  # t
     ({"name": "A", "case_ref": "X", "expires_on": "2000-01-01"}, "expires_on"),
     ({"name": "A" * 201, "case_ref": "X"}, "name"),
 ])
-def test_bad_subject_fields_are_refused(fields: dict, loc: str) -> None:  # type: ignore[type-arg]
+def test_bad_subject_fields_are_refused(fields: dict, loc: str) -> None:
     with pytest.raises(ValidationError) as exc:
         watchlist.SubjectCreate(**fields)
     assert exc.value.errors()[0]["loc"][0] == loc
@@ -57,7 +57,7 @@ def test_bad_subject_fields_are_refused(fields: dict, loc: str) -> None:  # type
 
 def test_update_subject_records_before_and_after(session: Session) -> None:
     subject = _create(session)
-    watchlist.update_subject(session, subject.id, watchlist.SubjectUpdate(priority=2, notes="seen in Namba"), None)
+    watchlist.update_subject(session, subject.pk, watchlist.SubjectUpdate(priority=2, notes="seen in Namba"), None)
     session.commit()
     session.refresh(subject)
     assert subject.priority == 2 and subject.notes == "seen in Namba" and subject.name == "Taro Yamada"
@@ -69,7 +69,7 @@ def test_list_subjects_searches_filters_and_pages(session: Session) -> None:
     for i in range(7):
         _create(session, name=f"Person {i}", case_ref=f"CASE-{i}", aliases="the fox" if i == 3 else "")
     closed = _create(session, name="Closed One", case_ref="C-9")
-    watchlist.close_subject(session, closed.id, "arrested", None)
+    watchlist.close_subject(session, closed.pk, "arrested", None)
     session.commit()
     rows, total = watchlist.list_subjects(session, q="fox")
     assert total == 1 and rows[0][0].name == "Person 3"
@@ -81,7 +81,7 @@ def test_list_subjects_searches_filters_and_pages(session: Session) -> None:
     assert total == 7
 
 
-def test_close_takes_subject_out_and_withdraws_open_tasks(session: Session, settings, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_close_takes_subject_out_and_withdraws_open_tasks(session: Session, settings, user_factory) -> None:
     officer = user_factory(Role.officer)
     store = factories.image_store(settings)
     candidate = factories.make_candidate(session, store, settings, officer.id)
@@ -104,20 +104,20 @@ def test_close_takes_subject_out_and_withdraws_open_tasks(session: Session, sett
 def test_closing_twice_or_to_a_wrong_status_is_refused(session: Session) -> None:
     subject = _create(session)
     with pytest.raises(watchlist.WatchlistError):
-        watchlist.close_subject(session, subject.id, "active", None)
+        watchlist.close_subject(session, subject.pk, "active", None)
     session.rollback()
-    watchlist.close_subject(session, subject.id, SubjectStatus.arrested, None)
+    watchlist.close_subject(session, subject.pk, SubjectStatus.arrested, None)
     session.commit()
     with pytest.raises(watchlist.WatchlistError, match="already closed"), unit_of_work(session):
-        watchlist.close_subject(session, subject.id, "withdrawn", None)
+        watchlist.close_subject(session, subject.pk, "withdrawn", None)
     refusals = session.exec(select(AuditEntry).where(AuditEntry.action == "subject.close",
                                                      AuditEntry.outcome == "denied")).all()
     assert len(refusals) == 1
     with pytest.raises(watchlist.WatchlistError, match="closed"):
-        watchlist.update_subject(session, subject.id, watchlist.SubjectUpdate(priority=1), None)
+        watchlist.update_subject(session, subject.pk, watchlist.SubjectUpdate(priority=1), None)
 
 
-def test_expiry_sweep_runs_on_its_own(engine, session: Session, settings, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_expiry_sweep_runs_on_its_own(engine, session: Session, settings, user_factory) -> None:
     officer = user_factory(Role.officer)
     store = factories.image_store(settings)
     candidate = factories.make_candidate(session, store, settings, officer.id)
@@ -134,9 +134,9 @@ def test_expiry_sweep_runs_on_its_own(engine, session: Session, settings, user_f
         assert sweep(engine, settings, svc) == [subject.id]
         assert sweep(engine, settings, svc) == []  # idempotent
         session.expire_all()
-        assert watchlist.display_status(session.get(Subject, subject.id)) == "expired"  # type: ignore[arg-type]
-    assert session.get(Candidate, candidate.id).status == "withdrawn"  # type: ignore[union-attr]
-    assert session.get(Candidate, keeper.id).status == "open"  # type: ignore[union-attr]
+        assert watchlist.display_status(session.get_one(Subject, subject.id)) == "expired"
+    assert session.get_one(Candidate, candidate.id).status == "withdrawn"
+    assert session.get_one(Candidate, keeper.id).status == "open"
     actions = session.exec(select(GalleryChange.action).where(GalleryChange.subject_id == subject.id)).all()
     assert actions == ["remove_subject"]
     expired = session.exec(select(AuditEntry).where(AuditEntry.action == "subject.expire")).one()
@@ -160,7 +160,7 @@ def test_choose_face_rules() -> None:
         watchlist.choose_face([F(0, 90), F(1, 100)], face_index=2)
 
 
-def test_csv_plan_with_a_column_map(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_csv_plan_with_a_column_map(tmp_path) -> None:
     (tmp_path / "a").mkdir()
     for name in ("a/1.jpg", "a/2.jpg", "b.jpg"):
         (tmp_path / name).write_bytes(b"x")
@@ -174,7 +174,7 @@ def test_csv_plan_with_a_column_map(tmp_path) -> None:  # type: ignore[no-untype
         watchlist.plan_csv(tmp_path / "bad.csv")
 
 
-def test_folder_plan_takes_only_included_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_folder_plan_takes_only_included_files(tmp_path) -> None:
     for name in ("001/mugshot_Img_33.png", "001/surveillance_Img_01.png", "002/mugshot_Img_22.png",
                  "002/notes.txt", "003/surveillance_Img_02.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -184,7 +184,7 @@ def test_folder_plan_takes_only_included_files(tmp_path) -> None:  # type: ignor
         ("dir:001", ["mugshot_Img_33.png"]), ("dir:002", ["mugshot_Img_22.png"])]
 
 
-def test_csv_subject_id_names_an_existing_subject_and_targets_are_parsed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_csv_subject_id_names_an_existing_subject_and_targets_are_parsed(tmp_path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "ids.csv").write_text("name,photo,subject_id\nNew One,a.jpg,\n,a.jpg,#17\n,a.jpg,17\n")
     plan = watchlist.plan_csv(tmp_path / "ids.csv")
@@ -199,7 +199,7 @@ def test_csv_subject_id_names_an_existing_subject_and_targets_are_parsed(tmp_pat
             watchlist.parse_targets(text)
 
 
-def test_the_preview_refuses_a_named_subject_that_is_missing_or_closed(session: Session, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_preview_refuses_a_named_subject_that_is_missing_or_closed(session: Session, settings) -> None:
     from tests.factories import image_store, make_subject
 
     store = image_store(settings)

@@ -67,12 +67,13 @@ def _dispute(engine, settings, user_factory) -> int:
         s.commit()
         for user, verdict in ((ann, "same"), (bob, "different")):
             task = review.next_task(s, user, settings)
+            assert task is not None
             review.submit_verdict(s, user, task.slot_id, verdict, settings=settings)
             s.commit()
-        return s.exec(select(WebhookDelivery)).one().id
+        return s.exec(select(WebhookDelivery)).one().pk
 
 
-def _run(engine, settings):  # type: ignore[no-untyped-def]
+def _run(engine, settings):
     return run_one(Services(engine, settings, image_store(settings)), "test-worker", worker_registry())
 
 
@@ -84,7 +85,7 @@ def test_a_refused_delivery_is_retried_with_back_off_then_delivered_signed(engin
     with clock.frozen() as frozen:
         assert _run(engine, settings) is not None
         with Session(engine) as s:
-            row = s.get(WebhookDelivery, delivery_id)
+            row = s.get_one(WebhookDelivery, delivery_id)
             job = s.exec(select(Job).where(Job.kind == webhooks.WEBHOOK_JOB, Job.ref_id == delivery_id)).one()
             assert (row.status, row.attempts, row.last_status) == ("pending", 1, 500)
             assert job.status == "queued" and job.attempts == 1
@@ -94,7 +95,7 @@ def test_a_refused_delivery_is_retried_with_back_off_then_delivered_signed(engin
         assert _run(engine, settings) is not None
     assert len(receiver.received) == 2
     with Session(engine) as s:
-        row = s.get(WebhookDelivery, delivery_id)
+        row = s.get_one(WebhookDelivery, delivery_id)
         assert (row.status, row.attempts, row.last_status) == ("delivered", 2, 200)
         assert s.exec(select(Job).where(Job.ref_id == delivery_id, Job.kind == webhooks.WEBHOOK_JOB)).one().status \
             == "done"
@@ -138,7 +139,7 @@ def test_a_receiver_that_never_takes_it_is_given_up_after_the_last_attempt(engin
     assert delays == [10, 20, 40, 80, 160, 320, 640, None]
     assert len(receiver.received) == webhooks.MAX_ATTEMPTS
     with Session(engine) as s:
-        row = s.get(WebhookDelivery, delivery_id)
+        row = s.get_one(WebhookDelivery, delivery_id)
         assert (row.status, row.attempts, row.last_status) == ("failed", webhooks.MAX_ATTEMPTS, 503)
         assert s.exec(select(Job).where(Job.kind == webhooks.WEBHOOK_JOB)).one().status == "failed"
 
@@ -149,7 +150,7 @@ def test_no_answer_at_all_is_retried_too(engine, tmp_path, db_url, user_factory)
     delivery_id = _dispute(engine, settings, user_factory)
     assert _run(engine, settings) is not None
     with Session(engine) as s:
-        row = s.get(WebhookDelivery, delivery_id)
+        row = s.get_one(WebhookDelivery, delivery_id)
         assert row.status == "pending" and row.last_status is None and "no answer" in row.last_error
         assert s.exec(select(Job).where(Job.kind == webhooks.WEBHOOK_JOB)).one().status == "queued"
 
@@ -160,7 +161,7 @@ def test_without_a_url_the_event_is_kept_as_skipped_and_nothing_is_sent(engine, 
     assert _run(engine, settings) is not None
     assert receiver.received == []
     with Session(engine) as s:
-        assert s.get(WebhookDelivery, delivery_id).status == "skipped"
+        assert s.get_one(WebhookDelivery, delivery_id).status == "skipped"
 
 
 def test_a_url_needs_a_secret(tmp_path, db_url) -> None:

@@ -7,7 +7,7 @@ import io
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from triage.models import AuditEntry, Role, User
@@ -94,7 +94,7 @@ def test_admin_removes_a_lost_second_factor(client: TestClient, engine: Engine) 
     add_user(engine, "root", Role.admin)
     target = add_user(engine, "mona", Role.manager)
     with Session(engine) as s:
-        u = s.get(User, target.id)
+        u = s.get_one(User, target.id)
         u.totp_secret = "A" * 32
         s.add(u)
         s.commit()
@@ -111,7 +111,7 @@ def test_non_admins_are_refused_and_it_is_recorded(client: TestClient, engine: E
     assert r.status_code == 403
     with Session(engine) as s:
         assert s.exec(select(User).where(User.username == "sneaky")).first() is None
-        entry = s.exec(select(AuditEntry).where(AuditEntry.action == "access").order_by(AuditEntry.id)).all()[-1]
+        entry = s.exec(select(AuditEntry).where(AuditEntry.action == "access").order_by(col(AuditEntry.id))).all()[-1]
         assert entry.outcome == "denied" and entry.actor == "boss" and entry.detail["path"] == "/admin/users"
 
 
@@ -153,8 +153,8 @@ def test_notifications_are_personal(client: TestClient, engine: Engine) -> None:
     olga = add_user(engine, "olga", Role.officer)
     ivan = add_user(engine, "ivan", Role.officer)
     with Session(engine) as s:
-        mine = notifications.notify(s, olga.id, "flag", "A flag was raised on your sighting 3")
-        theirs = notifications.notify(s, ivan.id, "flag", "Ivan's news")
+        mine = notifications.notify(s, olga.pk, "flag", "A flag was raised on your sighting 3")
+        theirs = notifications.notify(s, ivan.pk, "flag", "Ivan's news")
         s.commit()
         mine_id, theirs_id = mine.id, theirs.id
     login(client, "olga")
@@ -165,7 +165,7 @@ def test_notifications_are_personal(client: TestClient, engine: Engine) -> None:
     assert [n.id for n in page.context["notifications"]] == [mine_id] and "Ivan" not in page.text
     assert client.post(f"/notifications/{theirs_id}/read", follow_redirects=False).status_code == 404
     with Session(engine) as s:
-        assert notifications.unread_count(s, ivan.id) == 1
+        assert notifications.unread_count(s, ivan.pk) == 1
     client.post(f"/notifications/{mine_id}/read", follow_redirects=False)
     assert client.get("/notifications/count").context["unread"] == 0
 
@@ -177,7 +177,7 @@ def test_admin_revokes_a_lost_phones_token(client: TestClient, engine: Engine) -
     olga = add_user(engine, "olga", Role.officer)
     ivan = add_user(engine, "ivan", Role.officer)
     with Session(engine) as s:
-        token, row = create_api_token(s, s.get(User, olga.id), "lost phone")
+        token, row = create_api_token(s, s.get_one(User, olga.id), "lost phone")
         s.commit()
         row_id = row.id
     login(client, "root")

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from miatari.registry import worker_registry
 from tests import factories
-from tests.conftest import add_user, login
+from tests.conftest import add_user, app_of, login
 from triage import services
 from triage.gallery import active_model_id
 from triage.models import AuditEntry, Job, ReindexRun, Role
@@ -58,7 +58,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     assert r.status_code == 409 and "Nothing to re-embed" in r.context["error"] and _runs(engine) == []
     assert [e.outcome for e in _audit(engine, "gallery.reindex_start")] == ["denied"]
 
-    client.app.state.settings.face_model = NEW_MODEL  # type: ignore[attr-defined]  # the configuration changed
+    app_of(client).state.settings.face_model = NEW_MODEL  # the configuration changed
     page = client.get("/admin/reindex")
     assert page.context["st"].needs_reindex and 'action="/admin/reindex"' in page.text
     # Without the session's CSRF token: refused, nothing started.
@@ -83,14 +83,14 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
     assert live.status_code == 200 and live.template.name == "_reindex_status.html"
     assert 'hx-get="/admin/reindex/status"' in live.text and 'id="reindex-progress"' in live.text
     # A worker runs it: no reference photo yet, so the gallery switches at once.
-    svc = services.build(engine, client.app.state.settings, client.app.state.store)  # type: ignore[attr-defined]
+    svc = services.build(engine, app_of(client).state.settings, app_of(client).state.store)
     try:
-        job = run_one(svc, "w", worker_registry())  # type: ignore[attr-defined]
+        job = run_one(svc, "w", worker_registry())
     finally:
         services.stop(svc)
     assert job is not None
     with Session(engine) as s:
-        assert s.get(Job, job.id).status == "done"  # type: ignore[union-attr]
+        assert s.get_one(Job, job.id).status == "done"
         assert active_model_id(s) == run.target_model_id
     over = client.get("/admin/reindex/status", headers={"HX-Request": "true"})
     assert over.status_code == 286 and 'hx-get="/admin/reindex/status"' not in over.text
@@ -98,7 +98,7 @@ def test_admin_starts_a_re_embedding_with_csrf_and_follows_it(make_client: Calla
 
 
 def test_a_configured_model_that_is_not_the_galleries_is_queued_at_start_up(
-        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:  # type: ignore[no-untyped-def]
+        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:
     with Session(engine) as s:
         factories.make_subject(s, factories.image_store(settings))  # one reference photo, embedded by dlib
         s.commit()
@@ -123,7 +123,7 @@ def test_an_empty_gallery_takes_the_configured_model_at_start_up(make_client: Ca
 
 
 def test_readyz_says_when_this_build_cannot_embed_with_the_galleries_model(
-        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:  # type: ignore[no-untyped-def]
+        make_client: Callable[..., TestClient], engine: Engine, settings) -> None:
     with Session(engine) as s:
         from triage.gallery import gallery_model
 

@@ -16,7 +16,7 @@ from triage.worker import run_one
 pytestmark = pytest.mark.browser
 
 
-def test_the_page_follows_a_run_to_the_switch(live_server, browser_login, engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_follows_a_run_to_the_switch(live_server, browser_login, engine, settings) -> None:
     add_user(engine, "root", Role.admin)
     with Session(engine) as s:
         # One reference photo embedded by dlib (a generated image: no face to find again, and too

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import TEST_PASSWORD, add_user, login
 from triage.clock import frozen
@@ -24,7 +25,7 @@ def _login_form(client: TestClient) -> str:
 
 
 def _post_login(client: TestClient, username: str, password: str = TEST_PASSWORD, totp: str = "",
-                next_url: str = "/") -> object:
+                next_url: str = "/") -> Any:  # Starlette's test client: a response with .template and .context
     token = _login_form(client)
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token,
                                        "totp": totp, "next": next_url}, follow_redirects=False)
@@ -32,7 +33,7 @@ def _post_login(client: TestClient, username: str, password: str = TEST_PASSWORD
 
 def _audit(engine: Engine, action: str) -> list[AuditEntry]:
     with Session(engine) as s:
-        return list(s.exec(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)))
+        return list(s.exec(select(AuditEntry).where(AuditEntry.action == action).order_by(col(AuditEntry.id))))
 
 
 def test_login_page_renders(client: TestClient) -> None:
@@ -161,7 +162,7 @@ def test_get_never_changes_state(client: TestClient, engine: Engine) -> None:
 
 def _force_password_change(engine: Engine, user_id: int) -> None:
     with Session(engine) as s:
-        u = s.get(User, user_id)
+        u = s.get_one(User, user_id)
         u.must_change_password = True
         s.add(u)
         s.commit()
@@ -169,10 +170,11 @@ def _force_password_change(engine: Engine, user_id: int) -> None:
 
 def test_must_change_password_comes_before_anything_else(client: TestClient, engine: Engine) -> None:
     user = add_user(engine, "newbie", Role.officer)
-    _force_password_change(engine, user.id)
+    _force_password_change(engine, user.pk)
     r = _post_login(client, "newbie", next_url="/sightings")
     assert r.status_code == 303 and r.headers["location"] == "/account/password"
     m = re.search(r'"X-CSRF-Token": "([^"]+)"', client.get("/account/password").text)
+    assert m is not None
     client.headers["X-CSRF-Token"] = m.group(1)
     for path in ("/", "/account", "/notifications"):
         r = client.get(path, follow_redirects=False)
@@ -212,6 +214,7 @@ def test_privileged_account_must_enrol_totp_when_required(make_client: Callable[
     assert page.context["uri"].startswith("otpauth://totp/Miatari:boss?secret=" + secret)
     assert secret in page.text
     m = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+    assert m is not None
     client.headers["X-CSRF-Token"] = m.group(1)
     assert client.get("/", follow_redirects=False).headers["location"] == "/account/totp"
     wrong = client.post("/account/totp", data={"secret": secret, "code": "12345"})
@@ -266,7 +269,7 @@ def test_a_new_login_ends_the_session_the_browser_had(client: TestClient, engine
     assert _post_login(client, "ivan").status_code == 303
     assert client.get("/").context["user"].username == "ivan"
     with Session(engine) as s:
-        sessions = s.exec(select(WebSession).order_by(WebSession.id)).all()
+        sessions = s.exec(select(WebSession).order_by(col(WebSession.id))).all()
         assert sessions[0].revoked_at is not None and sessions[1].revoked_at is None
     client.cookies.set("miatari_session", old_cookie)
     assert client.get("/", follow_redirects=False).status_code == 303
@@ -285,11 +288,11 @@ def test_dead_credentials_and_anonymous_changes_are_audited(client: TestClient, 
     assert all(e.outcome == "denied" for e in _audit(engine, "auth"))
 
 
-def test_production_forces_secure_cookies_and_sends_hsts(make_client, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_production_forces_secure_cookies_and_sends_hsts(make_client, engine: Engine) -> None:
     add_user(engine, "pia", Role.officer)
     client = make_client(environment="production", secure_cookies=False)
-    client.base_url = "https://testserver"  # type: ignore[assignment]  # a browser sends Secure cookies over HTTPS only
-    assert client.app.state.settings.secure_cookies is True  # type: ignore[attr-defined]
+    client.base_url = "https://testserver"  # a browser sends Secure cookies over HTTPS only
+    assert client.app.state.settings.secure_cookies is True
     page = client.get("/login")
     assert page.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
     assert "secure" in page.headers["set-cookie"].lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from sqlmodel import Session, select
 
@@ -39,7 +40,7 @@ def _take(client) -> int:
     return int(r.headers["location"].rsplit("/", 1)[1])
 
 
-def _verdict(client, slot_id: int, verdict: str, **extra) -> object:
+def _verdict(client, slot_id: int, verdict: str, **extra) -> httpx.Response:
     page = client.get(f"/review/slots/{slot_id}")
     key = page.context["idempotency_key"]
     return client.post(f"/review/slots/{slot_id}/verdict",
@@ -70,7 +71,7 @@ def test_task_page_shows_eye_crops_first_and_nothing_revealing(make_client, cand
         assert f'data-key="{key}"' in html
     # Blind: not the score, rank, distance, the other verdict, the subject, or a known-answer hint.
     with Session(engine) as s:
-        c = s.get(Candidate, cand.id)
+        c = s.get_one(Candidate, cand.id)
     for word in ("0.8765", "0.876", "0.88", "score", "rank", "distance", "known", "truth", c.subject_id and
                  f"/watchlist/{c.subject_id}", "CASE-"):
         assert str(word) not in html, word
@@ -132,7 +133,7 @@ def test_two_verdicts_flag_and_flag_page(make_client, cand, engine):
                      follow_redirects=False)
     assert r.status_code == 303
     with Session(engine) as s:
-        assert s.get(Flag, flag.id).status == "raised"
+        assert s.get_one(Flag, flag.id).status == "raised"
     boss = _as(make_client, "boss")
     page = boss.get(f"/flags/{flag.id}")
     reports = [(x.reporter, x.outcome, x.note) for x in page.context["ev"].reports]
@@ -144,7 +145,7 @@ def test_two_verdicts_flag_and_flag_page(make_client, cand, engine):
     assert bad.status_code == 422 and "reason must be" in bad.text
     boss.post(f"/flags/{flag.id}/close", data={"reason": "arrested", "note": "in custody"})
     with Session(engine) as s:
-        f = s.get(Flag, flag.id)
+        f = s.get_one(Flag, flag.id)
         assert f.status == "closed" and f.close_reason == "arrested"
         entries = s.exec(select(AuditEntry).where(AuditEntry.object_type == "flag")).all()
     actions = [(e.action, e.outcome, e.actor) for e in entries]
@@ -164,7 +165,7 @@ def test_expired_lease_verdict_is_refused_on_the_page(make_client, cand, engine)
     assert r.status_code == 409 and r.template.name == "review.html"
     assert "not counted" in r.text
     with Session(engine) as s:
-        assert s.get(ReviewSlot, slot_id).verdict is None
+        assert s.get_one(ReviewSlot, slot_id).verdict is None
 
 
 def test_bad_verdict_form_shows_the_task_again(make_client, cand, engine):
@@ -174,7 +175,7 @@ def test_bad_verdict_form_shows_the_task_again(make_client, cand, engine):
     assert r.status_code == 422 and r.template.name == "review_task.html"
     assert "must be one of" in r.text
     with Session(engine) as s:
-        assert s.get(ReviewSlot, slot_id).verdict is None
+        assert s.get_one(ReviewSlot, slot_id).verdict is None
 
 
 def test_double_submit_is_one_verdict(make_client, cand, engine):
@@ -281,7 +282,7 @@ def test_a_known_answer_task_page_and_its_bytes_give_nothing_away(make_client, e
     for _ in range(12):
         slot_id = _take(ann)
         with Session(engine) as s:
-            cand = s.get(Candidate, s.get(ReviewSlot, slot_id).candidate_id)
+            cand = s.get_one(Candidate, s.get_one(ReviewSlot, slot_id).candidate_id)
             reference_bytes = {store.get(x) for p in s.exec(select(ReferencePhoto)).all()
                                for x in (p.eye_crop_sha256, p.face_chip_sha256)}
             stored = {x.sha256 for x in s.exec(select(StoredImage)).all()}

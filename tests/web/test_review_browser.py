@@ -60,4 +60,4 @@ def test_two_recognizers_keyboard_only_then_flag_page(live_server, browser_login
     page.click("#close")
     page.wait_for_selector("h1 .badge.closed")
     with Session(engine) as s:
-        assert s.get(Flag, flag.id).status == "closed"
+        assert s.get_one(Flag, flag.id).status == "closed"

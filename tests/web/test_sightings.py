@@ -10,7 +10,7 @@ from tests.triage.test_sightings import jpeg
 from triage.models import Role, Sighting
 
 
-def test_upload_form_then_status_page(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_upload_form_then_status_page(client: TestClient, engine) -> None:
     add_user(engine, "walker", Role.officer)
     login(client, "walker")
     form = client.get("/sightings/new")
@@ -38,7 +38,7 @@ def test_upload_form_then_status_page(client: TestClient, engine) -> None:  # ty
     assert mine.template.name == "sightings.html" and [s.id for s, _ in mine.context["items"]] == [sid]
 
 
-def test_xhr_upload_gets_json_and_errors_are_shown(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_xhr_upload_gets_json_and_errors_are_shown(client: TestClient, engine) -> None:
     add_user(engine, "walker", Role.officer)
     login(client, "walker")
     headers = {"Accept": "application/json", "Idempotency-Key": "xhr-1"}
@@ -54,7 +54,7 @@ def test_xhr_upload_gets_json_and_errors_are_shown(client: TestClient, engine) -
         assert len(s.exec(select(Sighting)).all()) == 1
 
 
-def test_another_officers_sighting_is_not_found(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_another_officers_sighting_is_not_found(make_client, engine) -> None:
     a = make_client()
     add_user(engine, "walker", Role.officer)
     login(a, "walker")

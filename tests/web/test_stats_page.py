@@ -28,12 +28,16 @@ def test_confusion_weeks_and_known_answer_on_the_page_the_csv_and_the_api(engine
     assert f"The 12 pairs with the most rounds together, of {len(m.confusion)}" in r.text
     first = max(m.confusion, key=lambda c: c.total)
     items = {(p.a, p.b): p.items for p in m.pairs}[(first.a, first.b)]
-    table = re.search(r'<table class="confusion" id="confusion-1">(.*?)</table>', r.text, re.S).group(1)
+    found = re.search(r'<table class="confusion" id="confusion-1">(.*?)</table>', r.text, re.S)
+    assert found is not None
+    table = found.group(1)
     assert f"<caption>{first.a} (rows) against {first.b} (columns), {items} rounds" in table
     assert table.count('<th scope="row">') == 3 and table.count('<th scope="col">') == 4
     cells = [int(v) for v in re.findall(r"<td(?: class=\"agree\")?>(\d+)</td>", table)]
     assert len(cells) == 9 and sum(cells) == items
-    weeks = re.search(r'<table id="weeks">(.*?)</table>', r.text, re.S).group(1)
+    found = re.search(r'<table id="weeks">(.*?)</table>', r.text, re.S)
+    assert found is not None
+    weeks = found.group(1)
     assert weeks.count("<tr>") == len(m.weeks) + 1 and m.weeks[-1].week.isoformat() in weeks
     assert "Agreement per week" in r.text and "First-round dispute rate per week" in r.text
     assert "Known same" in r.text and "Known different" in r.text

@@ -5,16 +5,16 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from tests.conftest import add_user, login
+from tests.conftest import add_user, app_of, login
 from triage.models import Role, Subject
 
 
-def _manager(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def _manager(client: TestClient, engine) -> None:
     add_user(engine, "boss", Role.manager)
     login(client, "boss")
 
 
-def test_create_edit_close_through_the_pages(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_create_edit_close_through_the_pages(client: TestClient, engine) -> None:
     _manager(client, engine)
     r = client.get("/watchlist/new")
     assert r.template.name == "subject_form.html"
@@ -39,7 +39,7 @@ def test_create_edit_close_through_the_pages(client: TestClient, engine) -> None
         assert subject is not None and subject.priority == 2 and subject.notes == "tattoo"
 
 
-def test_form_errors_are_shown_and_nothing_stored(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_form_errors_are_shown_and_nothing_stored(client: TestClient, engine) -> None:
     _manager(client, engine)
     r = client.post("/watchlist/new", data={"name": "", "case_ref": "W", "priority": "7"})
     assert r.status_code == 422 and r.template.name == "subject_form.html"
@@ -48,7 +48,7 @@ def test_form_errors_are_shown_and_nothing_stored(client: TestClient, engine) ->
         assert s.exec(select(Subject)).all() == []
 
 
-def test_list_search_fragment_and_paging(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_list_search_fragment_and_paging(client: TestClient, engine) -> None:
     _manager(client, engine)
     for i in range(30):
         client.post("/api/subjects", json={"name": f"Person {i:02d}", "case_ref": f"K-{i}"})
@@ -60,19 +60,19 @@ def test_list_search_fragment_and_paging(client: TestClient, engine) -> None:  #
     assert "<html" not in frag.text and "Person 07" in frag.text
 
 
-def test_officer_cannot_see_the_watchlist(client: TestClient, engine) -> None:  # type: ignore[no-untyped-def]
+def test_officer_cannot_see_the_watchlist(client: TestClient, engine) -> None:
     add_user(engine, "cop", Role.officer)
     login(client, "cop")
     assert client.get("/watchlist").status_code == 403
     assert client.post("/watchlist/new", data={"name": "X", "case_ref": "Y"}).status_code == 403
 
 
-def test_subject_page_marks_reference_photos_left_out_of_the_search(client: TestClient, engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_subject_page_marks_reference_photos_left_out_of_the_search(client: TestClient, engine, settings) -> None:
     from tests import factories
     from triage.storage import ImageStore
 
     _manager(client, engine)
-    store = ImageStore(client.app.state.settings.images_dir)  # type: ignore[attr-defined]
+    store = ImageStore(app_of(client).state.settings.images_dir)
     with Session(engine, expire_on_commit=False) as s:
         subject = factories.make_subject(s, store, photos=0)
         good = factories.add_reference_photo(s, store, subject, view="frontal")

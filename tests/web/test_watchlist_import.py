@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import add_user, login
@@ -42,8 +42,7 @@ def _faces_zip() -> bytes:
     from matplotlib import cbook
     from skimage import data
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        hopper = fh.read()
+    hopper = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
     return _zip({
         "wanted/astronaut/front.png": _png(Image.fromarray(data.astronaut())),
         "wanted/hopper/front.jpg": hopper,
@@ -52,19 +51,19 @@ def _faces_zip() -> bytes:
     })
 
 
-def _manager(make_client, engine):  # type: ignore[no-untyped-def]
+def _manager(make_client, engine):
     client = make_client()
     add_user(engine, "boss", Role.manager)
     login(client, "boss")
     return client
 
 
-def _send(client, data: bytes, targets: str = "", name: str = "mugshots.zip"):  # type: ignore[no-untyped-def]
+def _send(client, data: bytes, targets: str = "", name: str = "mugshots.zip"):
     return client.post("/watchlist/import", files={"archive": (name, data, "application/zip")},
                        data={"include": "", "targets": targets}, follow_redirects=False)
 
 
-def _run_job(client, engine, import_id: int, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def _run_job(client, engine, import_id: int, face_pipeline) -> None:
     with Session(engine) as s:
         job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
     services = client.app.state.services
@@ -78,7 +77,7 @@ def _run_job(client, engine, import_id: int, face_pipeline) -> None:  # type: ig
 
 
 @pytest.mark.model
-def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client, engine, face_pipeline) -> None:
     client = _manager(make_client, engine)
     r = _send(client, _faces_zip())
     assert r.status_code == 303, r.text
@@ -100,7 +99,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
     assert r.status_code == 303 and r.headers["location"] == url
     assert client.post(url + "/confirm").status_code == 409  # once only
     with Session(engine) as s:
-        assert s.get(WatchlistImport, import_id).status == "queued"
+        assert s.get_one(WatchlistImport, import_id).status == "queued"
         job = s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == import_id)).one()
     page = client.get(url)
     assert page.status_code == 200 and "Waiting for a worker" in page.text
@@ -108,7 +107,8 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
 
     services = client.app.state.services
     services.pipeline = face_pipeline
-    assert run_one(services, "test-worker", worker_registry()).id == job.id  # type: ignore[union-attr]
+    ran = run_one(services, "test-worker", worker_registry())
+    assert ran is not None and ran.id == job.id
 
     status = client.get(url + "/status")
     assert status.status_code == 286  # htmx stops polling
@@ -121,7 +121,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
             {"photo": "wanted/hopper/blank.png", "reason": "no face found"}]
         assert sorted(x.name for x in s.exec(select(Subject)).all()) == ["astronaut", "hopper"]
         assert len(s.exec(select(ReferencePhoto)).all()) == 2
-        assert s.get(Job, job.id).status == "done"  # type: ignore[union-attr]
+        assert s.get_one(Job, job.id).status == "done"
         actions = [e.action for e in s.exec(select(AuditEntry)).all()]
         assert {"watchlist.import_staged", "watchlist.import_queued", "watchlist.import"} <= set(actions)
         # The manager who started it is told, in-app and on the webhook (no names there).
@@ -136,7 +136,7 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
     assert f'href="/watchlist/imports/{import_id}"' in listing.text and "mugshots.zip" in listing.text
 
 
-def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, settings) -> None:
     client = _manager(make_client, engine)
     cases = [
         (b"PK but not really a zip", "", "not a ZIP"),
@@ -155,7 +155,7 @@ def test_bad_zips_are_refused_at_once_and_nothing_is_kept(make_client, engine, s
     assert not imports.exists() or not any(imports.iterdir())
 
 
-def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(make_client, engine,  # type: ignore[no-untyped-def]
+def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(make_client, engine,
                                                                               settings) -> None:
     from tests.factories import image_store, make_subject
 
@@ -175,7 +175,7 @@ def test_named_subjects_must_exist_and_be_open_and_folders_must_be_in_the_zip(ma
     assert not imports.exists() or not any(imports.iterdir())
 
 
-def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, engine) -> None:
     client = _manager(make_client, engine)
     url = _send(client, _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})).headers["location"]
     with Session(engine) as s:
@@ -191,7 +191,7 @@ def test_a_previewed_import_can_be_cancelled_and_nothing_is_left(make_client, en
 
 
 @pytest.mark.model
-def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_folder_name(  # type: ignore[no-untyped-def]
+def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_folder_name(
         make_client, engine, face_pipeline) -> None:
     from matplotlib import cbook
 
@@ -205,8 +205,7 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
     with Session(engine) as s:
         (wanted,) = s.exec(select(Subject)).all()
     # Another unit's ZIP: its folder "001" is another person.
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        hopper = fh.read()
+    hopper = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
     second = _send(client, _zip({"001/front.jpg": hopper}), name="other-unit.zip")
     url2 = second.headers["location"]
     (planned,) = client.get(url2).context["preview"]
@@ -215,7 +214,7 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
     client.post(url2 + "/confirm")
     _run_job(client, engine, int(url2.rsplit("/", 1)[1]), face_pipeline)
     with Session(engine) as s:
-        subjects = s.exec(select(Subject).order_by(Subject.id)).all()
+        subjects = s.exec(select(Subject).order_by(col(Subject.id))).all()
         assert [x.name for x in subjects] == ["001", "001"] and subjects[0].id == wanted.id
         counts = [len(s.exec(select(ReferencePhoto).where(ReferencePhoto.subject_id == x.id)).all()) for x in subjects]
         assert counts == [1, 1]  # the earlier subject keeps only its own photo
@@ -231,12 +230,12 @@ def test_a_later_import_never_adds_photos_to_an_earlier_subject_of_the_same_fold
     _run_job(client, engine, int(url3.rsplit("/", 1)[1]), face_pipeline)
     with Session(engine) as s:
         assert len(s.exec(select(Subject)).all()) == 2
-        row = s.get(WatchlistImport, int(url3.rsplit("/", 1)[1]))
+        row = s.get_one(WatchlistImport, int(url3.rsplit("/", 1)[1]))
         assert row.summary["subjects_created"] == 0 and row.summary["photos_already_enrolled"] == 1
 
 
 @pytest.mark.model
-def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_pipeline) -> None:
     from triage import watchlist
     from triage.watchlist import bulk_import
 
@@ -245,7 +244,7 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
     import_id = int(url.rsplit("/", 1)[1])
     settings = client.app.state.settings
     with Session(engine) as s:
-        row = s.get(WatchlistImport, import_id)
+        row = s.get_one(WatchlistImport, import_id)
     # An earlier, interrupted run of this same import enrolled its first subject.
     plan = bulk_import.plan_of(settings, row)
     watchlist.run_import(engine, client.app.state.store, settings, plan[:1],
@@ -255,25 +254,26 @@ def test_resuming_the_same_import_adds_nothing_twice(make_client, engine, face_p
     client.post(url + "/confirm")
     _run_job(client, engine, import_id, face_pipeline)
     with Session(engine) as s:
-        row = s.get(WatchlistImport, import_id)
+        row = s.get_one(WatchlistImport, import_id)
         assert row.summary["subjects_created"] == 1 and row.summary["photos_already_enrolled"] == 1
         assert sorted(x.name for x in s.exec(select(Subject)).all()) == ["astronaut", "hopper"]
         assert len(s.exec(select(ReferencePhoto)).all()) == 2
 
 
-def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None:
     from triage.clock import frozen
 
     with Session(engine) as s:
         job = jobs.enqueue(s, "long", 1)
         s.commit()
         job_id = job.id
+        assert job_id is not None
     with frozen() as clock:
         with Session(engine) as s:
             assert jobs.claim(s, "w1", lease_seconds=60) is not None
         clock.advance(seconds=50)
         with Session(engine) as s:
-            assert jobs.renew(s, job_id, "w1", 60) is True  # type: ignore[arg-type]
+            assert jobs.renew(s, job_id, "w1", 60) is True
             s.commit()
         clock.advance(seconds=50)  # 100 s after the claim, 50 s after the renewal: still held
         with Session(engine) as s:
@@ -282,17 +282,17 @@ def test_a_long_job_renews_its_lease_and_a_taken_over_one_cannot(engine) -> None
         with Session(engine) as s:
             assert jobs.claim(s, "w2", lease_seconds=60) is not None
         with Session(engine) as s:
-            assert jobs.renew(s, job_id, "w1", 60) is False  # type: ignore[arg-type]
+            assert jobs.renew(s, job_id, "w1", 60) is False
 
 
-def _confirmed_import(client, engine) -> WatchlistImport:  # type: ignore[no-untyped-def]
+def _confirmed_import(client, engine) -> WatchlistImport:
     url = _send(client, _zip({"a/front.png": _png(Image.new("RGB", (64, 64)))})).headers["location"]
     assert client.post(url + "/confirm", follow_redirects=False).status_code == 303
     with Session(engine) as s:
         return s.exec(select(WatchlistImport)).one()
 
 
-def _import_job(engine, row: WatchlistImport) -> Job:  # type: ignore[no-untyped-def]
+def _import_job(engine, row: WatchlistImport) -> Job:
     with Session(engine) as s:
         return s.exec(select(Job).where(Job.kind == IMPORT_JOB, Job.ref_id == row.id)).one()
 
@@ -304,7 +304,7 @@ def _imports_only() -> Registry:
     return registry
 
 
-def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the_import_with_it(  # type: ignore[no-untyped-def]
+def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the_import_with_it(
         make_client, engine) -> None:
     client = _manager(make_client, engine)
     settings = client.app.state.settings
@@ -312,7 +312,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
     row = _confirmed_import(client, engine)
     assert _import_job(engine, row).max_attempts == 2
 
-    def failing(ctx) -> None:  # type: ignore[no-untyped-def]
+    def failing(ctx) -> None:
         raise OSError("the image store is full")
 
     registry = _imports_only()
@@ -324,7 +324,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
         assert job.status == "queued" and job.attempts == 1  # a transient failure: tried again later
         assert run_one(services, "w", registry) is None  # not before its back-off
         with Session(engine) as s:
-            assert s.get(WatchlistImport, row.id).status == "queued"  # type: ignore[union-attr]
+            assert s.get_one(WatchlistImport, row.id).status == "queued"
         assert archive_path(settings, row.archive_sha256).is_file()
         clock.advance(minutes=5)
         assert run_one(services, "w", registry) is not None
@@ -344,7 +344,7 @@ def test_an_import_job_that_keeps_failing_ends_failed_after_its_attempts_and_the
     assert status.status_code == 286 and "the image store is full" in status.text
 
 
-def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> None:
     client = _manager(make_client, engine)
     row = _confirmed_import(client, engine)
     assert _import_job(engine, row).max_attempts == 3

@@ -31,11 +31,14 @@ class Task:
 
     @property
     def slot_id(self) -> int:
-        return self.slot.id  # type: ignore[return-value]
+        return self.slot.pk
 
     @property
     def lease_expires_at(self) -> dt.datetime:
-        return self.slot.lease_expires_at  # type: ignore[return-value]
+        expires = self.slot.lease_expires_at
+        if expires is None:
+            raise ValueError("a task's slot is leased")
+        return expires
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -41,7 +41,7 @@ def eligible_recognizers(session: Session, candidate: Candidate, settings: Setti
     """Recognizers who could take the new round: active, unsuspended, served live tasks at all (not on a
     probation that serves known-answer pairs only), never shown this candidate, not its sighting's uploader."""
     seen = select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == candidate.id)
-    users = session.exec(select(User).where(User.is_active == True, User.id.not_in(seen))  # type: ignore[union-attr]  # noqa: E712
+    users = session.exec(select(User).where(User.is_active == True, col(User.id).not_in(seen))  # noqa: E712
                          .order_by(col(User.id))).all()
     uploader = None
     if candidate.sighting_id is not None:
@@ -130,9 +130,9 @@ def disputed_candidates(session: Session, limit: int = 200,
 
     Set-based: the same handful of queries for any number of candidates."""
     rows = session.exec(
-        select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
-        .where(Candidate.status == CandidateStatus.disputed.value, Candidate.known_truth.is_(None),  # type: ignore[union-attr]
-               searchable_clause())  # type: ignore[arg-type]
+        select(Candidate, Subject).join(Subject, col(Subject.id) == Candidate.subject_id)
+        .where(Candidate.status == CandidateStatus.disputed.value, col(Candidate.known_truth).is_(None),
+               searchable_clause())
         .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)
     ).all()
     if not rows:

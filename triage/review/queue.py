@@ -48,17 +48,17 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
                               col(SeenCandidate.user_id) == user.id)
     stmt = (
         select(ReviewSlot)
-        .join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
-        .join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
-        .outerjoin(Sighting, Sighting.id == Candidate.sighting_id)  # type: ignore[arg-type]
+        .join(Candidate, col(Candidate.id) == ReviewSlot.candidate_id)
+        .join(Subject, col(Subject.id) == Candidate.subject_id)
+        .outerjoin(Sighting, col(Sighting.id) == Candidate.sighting_id)
         .where(
-            ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
+            col(ReviewSlot.verdict).is_(None),
             ReviewSlot.withdrawn == False,  # noqa: E712
             col(ReviewSlot.voided_at).is_(None),
             ReviewSlot.round == Candidate.current_round,
             or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
-            searchable_clause(now.date()),  # type: ignore[arg-type]
+            searchable_clause(now.date()),
             ~on_it_already,
             # An escalated round goes only to people who have never been shown the candidate.
             or_(col(ReviewSlot.round) == 1, ~has_seen),
@@ -70,12 +70,12 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
         # Never a pair made from a real case this recognizer was shown.
         seen_source = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.known_source_candidate_id),
                                      col(SeenCandidate.user_id) == user.id)
-        stmt = stmt.where(Candidate.known_truth.is_not(None), ~seen_source).order_by(  # type: ignore[union-attr]
+        stmt = stmt.where(col(Candidate.known_truth).is_not(None), ~seen_source).order_by(
             col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
     else:
         fresh_since = now - dt.timedelta(hours=settings.fresh_sighting_hours)
         fresh_first = case((col(Sighting.observed_at) >= fresh_since, 0), else_=1)
-        stmt = stmt.where(Candidate.known_truth.is_(None)).order_by(  # type: ignore[union-attr]
+        stmt = stmt.where(col(Candidate.known_truth).is_(None)).order_by(
             fresh_first, col(Subject.priority), col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
     return stmt
 
@@ -84,14 +84,14 @@ def _lock_first(session: Session, stmt: Any) -> ReviewSlot | None:
     stmt = stmt.limit(1)
     if _is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True, of=ReviewSlot)
-    return session.exec(stmt).first()  # type: ignore[no-any-return]
+    return session.exec(stmt).first()
 
 
 def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot | None:
     return session.exec(
-        select(ReviewSlot).join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
-        .where(ReviewSlot.reviewer_id == user.id, ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
-               ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at >= now,  # type: ignore[operator]  # noqa: E712
+        select(ReviewSlot).join(Candidate, col(Candidate.id) == ReviewSlot.candidate_id)
+        .where(ReviewSlot.reviewer_id == user.id, col(ReviewSlot.verdict).is_(None),
+               ReviewSlot.withdrawn == False, col(ReviewSlot.lease_expires_at) >= now,  # noqa: E712
                ReviewSlot.round == Candidate.current_round, Candidate.status == CandidateStatus.open.value)
         .order_by(col(ReviewSlot.leased_at)).limit(1)
     ).first()
@@ -102,7 +102,7 @@ def current_task(session: Session, user: User) -> Task | None:
     held = _current_lease(session, user, utcnow())
     if held is None:
         return None
-    return Task(held, session.get(Candidate, held.candidate_id), resumed=True)  # type: ignore[arg-type]
+    return Task(held, session.get_one(Candidate, held.candidate_id), resumed=True)
 
 
 def next_task(session: Session, user: User, settings: Settings, *, rng: random.Random | None = None,
@@ -131,8 +131,8 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         session.exec(select(User).where(User.id == user.id).with_for_update(key_share=True)).one()
         held = _current_lease(session, user, now)
         if held is not None:
-            candidate = session.get(Candidate, held.candidate_id)
-            return Task(held, candidate, resumed=True)  # type: ignore[arg-type]
+            candidate = session.get_one(Candidate, held.candidate_id)
+            return Task(held, candidate, resumed=True)
         slot = _lock_first(session, _available_slots(user, settings, now, known_answer=False))
         if slot is None:
             return None
@@ -167,16 +167,16 @@ def _lease(session: Session, user: User, slot: ReviewSlot, settings: Settings, n
     audit.record(session, "review.lease", actor=user, object_type="review_slot", object_id=slot.id,
                  detail={"candidate_id": slot.candidate_id, "round": slot.round,
                          "expires_at": slot.lease_expires_at.isoformat()}, ip=ip)
-    candidate = session.get(Candidate, slot.candidate_id)
-    return Task(slot, candidate)  # type: ignore[arg-type]
+    candidate = session.get_one(Candidate, slot.candidate_id)
+    return Task(slot, candidate)
 
 
 def expire_leases(session: Session) -> int:
     """Return every slot whose lease ran out (no verdict) to the queue; caller commits. Returns how many."""
     now = utcnow()
     stmt = select(ReviewSlot).where(
-        ReviewSlot.verdict.is_(None), ReviewSlot.reviewer_id.is_not(None),  # type: ignore[union-attr]
-        ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at < now)  # type: ignore[operator]  # noqa: E712
+        col(ReviewSlot.verdict).is_(None), col(ReviewSlot.reviewer_id).is_not(None),
+        ReviewSlot.withdrawn == False, col(ReviewSlot.lease_expires_at) < now)  # noqa: E712
     if _is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
     slots = session.exec(stmt).all()
@@ -220,8 +220,8 @@ def _held_slot(session: Session, user: User, slot_id: int, action: str, ip: str 
 def held_task(session: Session, user: User, slot_id: int, ip: str = "") -> Task:
     """The task behind a slot this user holds (for showing it again)."""
     slot = _held_slot(session, user, slot_id, "review.open", ip)
-    candidate = session.get(Candidate, slot.candidate_id)
-    return Task(slot, candidate, resumed=True)  # type: ignore[arg-type]
+    candidate = session.get_one(Candidate, slot.candidate_id)
+    return Task(slot, candidate, resumed=True)
 
 
 def reveal_full_faces(session: Session, user: User, slot_id: int, ip: str = "") -> ReviewSlot:
@@ -243,7 +243,7 @@ def slot_image_sha(session: Session, user: User, slot_id: int, kind: str, ip: st
     if kind.endswith("-face") and not slot.revealed_full_faces:
         raise _refuse(session, user, "review.image", "forbidden", "Reveal the full faces first.",
                       object_id=slot_id, ip=ip)
-    candidate = session.get(Candidate, slot.candidate_id)
+    candidate = session.get_one(Candidate, slot.candidate_id)
     assert candidate is not None
     return candidate_image_sha(session, candidate, kind)
 

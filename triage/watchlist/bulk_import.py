@@ -332,13 +332,14 @@ def preview_import(session: Session, plan: Sequence[ImportSubject], import_ref: 
     for start in range(0, len(new), PREVIEW_CHUNK):
         chunk_keys = keys[start:start + PREVIEW_CHUNK]
         for subject in session.exec(select(Subject).where(col(Subject.import_key).in_(chunk_keys))).all():
-            resumed[subject.import_key] = subject  # type: ignore[index]
+            if subject.import_key is not None:
+                resumed[subject.import_key] = subject
         values = {i.fields.name for i in new[start:start + PREVIEW_CHUNK]} | \
             {i.fields.case_ref for i in new[start:start + PREVIEW_CHUNK]}
         for subject in session.exec(select(Subject).where(or_(col(Subject.name).in_(values),
                                                               col(Subject.case_ref).in_(values)))).all():
             for value in {subject.name, subject.case_ref}:
-                names.setdefault(value, []).append(subject.id)  # type: ignore[arg-type]
+                names.setdefault(value, []).append(subject.pk)
     rows: list[PlannedSubject] = []
     for item in plan:
         if item.target_id is not None:
@@ -391,15 +392,15 @@ def _subject_for(engine: Engine, item: ImportSubject, actor: User | None, import
     with Session(engine, expire_on_commit=False) as session:
         found = session.exec(select(Subject).where(Subject.import_key == key)).first()
         if found is not None:
-            return found.id, False  # type: ignore[return-value]
+            return found.pk, False
         try:
             subject = create_subject(session, item.fields, actor, import_key=key)
             session.commit()
-            return subject.id, True  # type: ignore[return-value]
+            return subject.pk, True
         except IntegrityError:
             session.rollback()
             found = session.exec(select(Subject).where(Subject.import_key == key)).one()
-            return found.id, False  # type: ignore[return-value]
+            return found.pk, False
 
 
 def _analysis_tasks(engine: Engine, plan: Sequence[ImportSubject], actor: User | None, import_ref: str,
@@ -534,7 +535,7 @@ def stage_zip_import(session: Session, settings: Settings, user: User, data: byt
     preview_import(session, name_targets(plan, named), "zip-import:new")
     sha = hashlib.sha256(data).hexdigest()
     _keep_archive(settings, data, sha)
-    row = WatchlistImport(created_by=user.id, filename=filename[:200], include=include[:200],  # type: ignore[arg-type]
+    row = WatchlistImport(created_by=user.pk, filename=filename[:200], include=include[:200],
                           archive_sha256=sha, archive_bytes=len(data), subjects_total=len(plan),
                           photos_total=photos, targets=named, status=ImportStatus.pending.value)
     session.add(row)
@@ -589,7 +590,7 @@ def confirm_import(session: Session, settings: Settings, user: User, import_id: 
         raise
     row.status = ImportStatus.queued.value
     session.add(row)
-    jobs.enqueue(session, IMPORT_JOB, row.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
+    jobs.enqueue(session, IMPORT_JOB, row.pk, max_attempts=settings.job_max_attempts)
     audit.record(session, action, actor=user, object_type="watchlist_import", object_id=row.id,
                  detail={"filename": row.filename, "subjects": row.subjects_total, "photos": row.photos_total,
                          "new_subjects": sum(p.action == "new" for p in planned),

@@ -139,7 +139,7 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
     session.add(photo)
     session.flush()
     for model_id, vector in vectors.items():
-        session.add(ReferenceEmbedding(reference_photo_id=photo.id, model_id=model_id,  # type: ignore[arg-type]
+        session.add(ReferenceEmbedding(reference_photo_id=photo.pk, model_id=model_id,
                                        dim=int(len(vector)), embedding=embedding_to_bytes(vector)))
     subject.updated_at = utcnow()
     session.add(subject)

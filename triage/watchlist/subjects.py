@@ -125,11 +125,11 @@ def list_subjects(session: Session, *, q: str = "", status: str = "", offset: in
     ids = [s.id for s in subjects]
     counts: dict[int, int] = {}
     if ids:
-        counts = dict(session.exec(  # type: ignore[arg-type]
+        counts = dict(session.exec(
             select(ReferencePhoto.subject_id, func.count()).where(col(ReferencePhoto.subject_id).in_(ids))
             .group_by(col(ReferencePhoto.subject_id))
         ).all())
-    return [(s, counts.get(s.id, 0)) for s in subjects], int(total)  # type: ignore[arg-type]
+    return [(s, counts.get(s.pk, 0)) for s in subjects], int(total)
 
 
 def reference_photos(session: Session, subject_id: int) -> list[ReferencePhoto]:
@@ -179,17 +179,17 @@ def _put_back(session: Session, subject: Subject, actor: User | None, ip: str = 
     """
     subject.closed_at = None
     session.add(subject)
-    photos = reference_photos(session, subject.id)  # type: ignore[arg-type]
+    photos = reference_photos(session, subject.pk)
     for photo in photos:
-        record_change(session, ADD, subject.id, photo.id)  # type: ignore[arg-type]
+        record_change(session, ADD, subject.pk, photo.id)
     audit.record(session, "subject.reactivate", actor=actor, object_type="subject", object_id=subject.id,
                  detail={"expires_on": subject.expires_on, "reference_photos": len(photos)}, ip=ip)
 
 
 def _take_out(session: Session, subject: Subject, actor: User | None) -> int:
     """Remove from every gallery and withdraw the open review tasks; returns how many were withdrawn."""
-    record_change(session, REMOVE_SUBJECT, subject.id)  # type: ignore[arg-type]
-    withdrawn = withdraw_for_subject(session, subject.id, actor)  # type: ignore[arg-type]
+    record_change(session, REMOVE_SUBJECT, subject.pk)
+    withdrawn = withdraw_for_subject(session, subject.pk, actor)
     return int(withdrawn or 0) if isinstance(withdrawn, int) else len(withdrawn or [])
 
 
@@ -200,7 +200,7 @@ def close_subject(session: Session, subject_id: int, status: SubjectStatus | str
     try:
         new_status = SubjectStatus(status)
     except ValueError:
-        new_status = None  # type: ignore[assignment]
+        new_status = None
     if new_status not in CLOSING_STATUSES:
         raise WatchlistError("A subject is closed as arrested or withdrawn.")
     if subject.status != SubjectStatus.active.value:
@@ -231,7 +231,7 @@ def expire_subjects(session: Session, on: dt.date | None = None) -> list[int]:
         audit.record(session, "subject.expire", object_type="subject", object_id=subject.id,
                      detail={"expires_on": subject.expires_on})
         _take_out(session, subject, None)
-    return [s.id for s in due]  # type: ignore[misc]
+    return [s.pk for s in due]
 
 
 def expiry_sweep(engine: Engine, settings: Settings, services: Services) -> list[int]:
@@ -268,7 +268,7 @@ def withdraw_for_subject(session: Session, subject_id: int, actor: User | None) 
         candidate.decided_at = now
         session.add(candidate)
         for slot in session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == candidate.id,
-                                                          ReviewSlot.verdict.is_(None))).all():  # type: ignore[union-attr]
+                                                          col(ReviewSlot.verdict).is_(None))).all():
             slot.withdrawn = True
             session.add(slot)
             slots_withdrawn += 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -36,7 +37,7 @@ def _user_page(request: Request, session: SessionDep, target: User, status_code:
                **ctx: object) -> Response:
     return render(request, "admin_user.html", {
         "target": target, "roles": [r.value for r in Role],
-        "tokens": list_api_tokens(session, target.id),  # type: ignore[arg-type]
+        "tokens": list_api_tokens(session, target.pk),
         **ctx,
     }, status_code=status_code)
 
@@ -70,9 +71,9 @@ def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: 
     return _user_page(request, session, _get_user(session, user_id))
 
 
-def _act(request: Request, session: SessionDep, user_id: Id, op: object, *args: object) -> Response:
+def _act(request: Request, session: SessionDep, user_id: Id, op: Callable[..., object], *args: object) -> Response:
     try:
-        result = op(session, request.state.auth.user, user_id, *args, ip=client_ip(request))  # type: ignore[operator]
+        result = op(session, request.state.auth.user, user_id, *args, ip=client_ip(request))
     except accounts.AccountError as exc:
         record_refusal(session, exc)
         target = session.get(User, user_id)
@@ -131,7 +132,7 @@ def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, u
 REINDEX_POLL_SECONDS = 2
 
 
-def _reindex_context(session: SessionDep, settings: SettingsDep) -> dict[str, object]:
+def _reindex_context(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     return {"st": reindex.status(session, settings), "runs": reindex.recent_runs(session),
             "poll_seconds": REINDEX_POLL_SECONDS}
 
@@ -150,7 +151,7 @@ def read_reindex_status(request: Request, session: SessionDep, settings: Setting
     """The live fragment; answers 286 (htmx stops polling) once no run is under way."""
     ctx = _reindex_context(session, settings)
     return render(request, "_reindex_status.html", ctx,
-                  status_code=200 if ctx["st"].in_progress else STOP_POLLING)  # type: ignore[attr-defined]
+                  status_code=200 if ctx["st"].in_progress else STOP_POLLING)
 
 
 @router.post("/reindex")

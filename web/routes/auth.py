@@ -119,7 +119,7 @@ def read_home(request: Request, user: CurrentUser) -> Response:
 def _account_page(request: Request, session: SessionDep, user: AccountUser, status_code: int = 200,
                   **ctx: object) -> Response:
     return render(request, "account.html", {
-        "tokens": list_api_tokens(session, user.id),  # type: ignore[arg-type]
+        "tokens": list_api_tokens(session, user.pk),
         **ctx,
     }, status_code=status_code)
 

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/notifications", tags=["notifications"])
 def read_notifications(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your notifications, newest first."""
     return render(request, "notifications.html",
-                  {"notifications": notifications.list_for(session, user.id)})  # type: ignore[arg-type]
+                  {"notifications": notifications.list_for(session, user.pk)})
 
 
 @router.get("/count")
@@ -25,13 +25,13 @@ def read_notification_count(request: Request, session: SessionDep, user: Account
     """The top-bar link text with the unread count (an htmx fragment)."""
     # AccountUser, not CurrentUser: on the forced password page this poll must not redirect in a loop.
     return render(request, "_notif_count.html",
-                  {"unread": notifications.unread_count(session, user.id)})  # type: ignore[arg-type]
+                  {"unread": notifications.unread_count(session, user.pk)})
 
 
 @router.post("/read")
 def update_notifications_read(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Mark all your notifications read."""
-    notifications.mark_read(session, user.id)  # type: ignore[arg-type]
+    notifications.mark_read(session, user.pk)
     if is_htmx(request):
         return render(request, "_notif_count.html", {"unread": 0})
     return RedirectResponse("/notifications", status_code=303)
@@ -41,7 +41,7 @@ def update_notifications_read(request: Request, session: SessionDep, user: Curre
 def update_notification_read(request: Request, session: SessionDep, user: CurrentUser,
                              notification_id: Id) -> Response:
     """Mark one of your notifications read (someone else's is simply not found)."""
-    if notifications.get_for(session, user.id, notification_id) is None:  # type: ignore[arg-type]
+    if notifications.get_for(session, user.pk, notification_id) is None:
         raise HTTPException(404, "No such notification.")
-    notifications.mark_read(session, user.id, notification_id)  # type: ignore[arg-type]
+    notifications.mark_read(session, user.pk, notification_id)
     return RedirectResponse("/notifications", status_code=303)

@@ -77,7 +77,7 @@ def read_sightings(request: Request, session: SessionDep, user: CurrentUser,
     rows, count = sightings.list_for(session, user, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
                                      everyone=everyone)
     progress = sightings.progress_of_many(session, rows)  # set-based: not several queries per row
-    items = [(s, progress[s.id]) for s in rows]  # type: ignore[index]
+    items = [(s, progress[s.pk]) for s in rows]
     ctx = {"items": items, "count": count, "page": page, "pages": max(1, -(-count // PAGE_SIZE)),
            "everyone": everyone and user.has_role(Role.manager)}
     return render(request, "sightings.html", ctx)
@@ -118,10 +118,10 @@ def create_sighting(request: Request, session: SessionDep, store: StoreDep, sett
 
 
 def _status_context(session: Any, user: User, sighting: Sighting) -> dict[str, Any]:
-    photos = sightings.photos_of(session, sighting.id)  # type: ignore[arg-type]
+    photos = sightings.photos_of(session, sighting.pk)
     progress = sightings.progress_of(session, sighting)
     return {"sighting": sighting, "progress": progress, "poll_seconds": POLL_SECONDS, "photos": photos,
-            "probes": sightings.probes_of(session, sighting.id),  # type: ignore[arg-type]
+            "probes": sightings.probes_of(session, sighting.pk),
             "positions": {p.id: p.position for p in photos},
             "can_retry": user.has_role(Role.manager) and progress.status == "failed"}
 

@@ -42,7 +42,7 @@ def _get(session: Any, subject_id: Id) -> Subject:
 
 def _subject_page(request: Request, session: Any, subject: Subject, status_code: int = 200,
                   **extra: Any) -> Response:
-    photos = watchlist.reference_photos(session, subject.id)  # type: ignore[arg-type]
+    photos = watchlist.reference_photos(session, subject.pk)
     searched = {p.id: reference_photo_searchable(p.iod_px, p.blur, p.yaw_deg, p.quality_issues) for p in photos}
     ctx = {"subject": subject, "photos": photos, "searched": searched,
            "display_status": watchlist.display_status(subject),

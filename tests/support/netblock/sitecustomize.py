@@ -22,19 +22,20 @@ def _record(address: object) -> None:
             fh.write(f"{address!r}\n")
 
 
-def _connect(self, address):  # type: ignore[no-untyped-def]
+def _connect(self, address):
     if not _allowed(address):
         _record(address)
         raise OSError(101, f"network blocked in this test: {address!r}")
     return _real_connect(self, address)
 
 
-def _connect_ex(self, address):  # type: ignore[no-untyped-def]
+def _connect_ex(self, address):
     if not _allowed(address):
         _record(address)
         return 101
     return _real_connect_ex(self, address)
 
 
+# Replacing the methods on the class is the point: every socket of the process is held to the allow-list.
 socket.socket.connect = _connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
