@@ -12,7 +12,7 @@ grouped rows (or, for the two percentiles, one column of numbers).
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -122,8 +122,8 @@ class Span:
 
 def earliest(session: Session) -> dt.datetime | None:
     """The first verdict or decision on record, live or kept (each a MIN read from an index)."""
-    found = [session.execute(select(func.min(column))).scalar_one()
-             for column in (SLOTS.verdict_at, KEPT_SLOTS.verdict_at, CANDIDATES.decided_at, KEPT.decided_at)]
+    columns: tuple[Any, ...] = (SLOTS.verdict_at, KEPT_SLOTS.verdict_at, CANDIDATES.decided_at, KEPT.decided_at)
+    found = [session.execute(select(func.min(column))).scalar_one() for column in columns]
     return min((_aware(v) for v in found if v is not None), default=None)
 
 
@@ -136,6 +136,12 @@ def within(window: Any, column: Any) -> list[ColumnElement[bool]]:
     if window.until is not None:
         conditions.append(column < window.until)
     return conditions
+
+
+def _real(c: Any) -> ColumnElement[bool]:
+    """A real candidate (no known truth), said so that no index on the truth is used to find them: there are
+    nearly all candidates, and SQLite without statistics would otherwise read them all from that index."""
+    return func.coalesce(c.known_truth, "") == ""
 
 
 def _known_ids() -> Select[Any]:
@@ -210,12 +216,12 @@ class OutcomeCounts:
 
     by_band: Counter[tuple[str, int, bool]]
     waits: dict[dt.date, tuple[int, float]]
-    band_waits: Counter[tuple[str, int, bool]]
+    band_waits: defaultdict[tuple[str, int, bool], float]
 
 
 def outcome_counts(session: Session, window: Any, width: float, last_round: int, part: str = ALL) -> OutcomeCounts:
     """One pass over a period's decisions (read from one index: the status is grouped on, not filtered)."""
-    out = OutcomeCounts(Counter(), {}, Counter())
+    out = OutcomeCounts(Counter(), {}, defaultdict(float))
     for c in _outcome_sources(part):
         band, week = _band(session, c.score, width), _week(session, c.decided_at)
         final = c.current_round >= last_round
@@ -224,7 +230,7 @@ def outcome_counts(session: Session, window: Any, width: float, last_round: int,
                 .where(c.decided_at.is_not(None), *within(window, c.decided_at), *_part(c, part, last_round))
                 .group_by(week, c.status, band, final))
         if c is CANDIDATES:
-            stmt = stmt.where(c.known_truth.is_(None))
+            stmt = stmt.where(_real(c))
         for day, status, i, last, n, total in session.execute(stmt):
             if status not in DECIDED:
                 continue
@@ -240,7 +246,7 @@ def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: 
     live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
             .select_from(Candidate.__table__.join(  # type: ignore[attr-defined]
                 Sighting.__table__, SIGHTINGS.id == CANDIDATES.sighting_id))  # type: ignore[attr-defined]
-            .where(CANDIDATES.known_truth.is_(None), CANDIDATES.decided_at.is_not(None),
+            .where(_real(CANDIDATES), CANDIDATES.decided_at.is_not(None),
                    *within(window, CANDIDATES.decided_at), *_part(CANDIDATES, part, last_round)))
     kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
             .where(KEPT.sighting_created_at.is_not(None),
@@ -304,7 +310,7 @@ def voided_count(session: Session, window: Any) -> int:
 # Queue and flags (live only: the sweep never deletes open candidates nor flags)
 def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float | None, float | None]:
     """Waiting slots, open real candidates, oldest and median (nearest rank) age in seconds."""
-    open_real = (CANDIDATES.status == CandidateStatus.open.value, CANDIDATES.known_truth.is_(None))
+    open_real = (CANDIDATES.status == CandidateStatus.open.value, _real(CANDIDATES))
     n, oldest = session.execute(select(func.count(), func.min(CANDIDATES.priority_at)).where(*open_real)).one()
     slots = session.execute(
         select(func.count()).select_from(ReviewSlot.__table__.join(  # type: ignore[attr-defined]

@@ -60,6 +60,12 @@ VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}"
 SETTLE = dt.timedelta(minutes=10)
 DAYS_PER_SWEEP = 120
 DAY_TABLES = (MetricDayRound, MetricDayOutcome, MetricDayDuration, MetricDayKnown, MetricDayVerdicts)
+DAYS = MetricDay.__table__.c  # type: ignore[attr-defined]
+ROUNDS = MetricDayRound.__table__.c  # type: ignore[attr-defined]
+OUTCOMES = MetricDayOutcome.__table__.c  # type: ignore[attr-defined]
+DURATIONS = MetricDayDuration.__table__.c  # type: ignore[attr-defined]
+KNOWN = MetricDayKnown.__table__.c  # type: ignore[attr-defined]
+VERDICTS = MetricDayVerdicts.__table__.c  # type: ignore[attr-defined]
 
 
 def bucket(seconds: float) -> int:
@@ -79,9 +85,8 @@ def day_span(day: dt.date) -> q.Span:
 def summarise_day(session: Session, day: dt.date) -> None:
     """Write the day's rows and its ``metric_day`` row in the caller's transaction (not committed)."""
     span = day_span(day)
-    session.execute(delete(MetricDay).where(MetricDay.day == day))  # type: ignore[arg-type]
-    for table in DAY_TABLES:
-        session.execute(delete(table).where(table.day == day))  # type: ignore[arg-type, attr-defined]
+    for table in (MetricDay, *DAY_TABLES):
+        session.execute(delete(table).where(table.__table__.c.day == day))  # type: ignore[attr-defined, union-attr]
     session.add(MetricDay(day=day, version=VERSION, voided=q.voided_count(session, span)))
     for (rnd, a, va, b, vb), n in q.round_counts(session, span).by_pair.items():
         session.add(MetricDayRound(day=day, round=rnd, lo=a * 4 + q.CODES[va], hi=b * 4 + q.CODES[vb], n=n))
@@ -108,7 +113,7 @@ def missing_days(session: Session, now: dt.datetime | None = None) -> list[dt.da
     if first is None:
         return []
     last = (now - SETTLE).date() - dt.timedelta(days=1)
-    done = set(session.execute(select(MetricDay.day).where(MetricDay.version == VERSION)).scalars())  # type: ignore[arg-type]
+    done = set(session.execute(select(DAYS.day).where(DAYS.version == VERSION)).scalars())
     days = [last - dt.timedelta(days=i) for i in range((last - first.date()).days + 1)]
     return [d for d in days if d not in done]
 
@@ -137,12 +142,12 @@ def metrics_sweep(engine: Engine, settings: Any, services: Any) -> int:
 
 def forget(session: Session, since: dt.date | None = None) -> int:
     """Drop the summaries (from ``since`` on): those days are read live until summarised again."""
-    days = select(MetricDay.day)
+    days = select(DAYS.day)
     if since is not None:
-        days = days.where(MetricDay.day >= since)  # type: ignore[operator]
+        days = days.where(DAYS.day >= since)
     gone = list(session.execute(days).scalars())
     for table in (*DAY_TABLES, MetricDay):
-        session.execute(delete(table).where(table.day.in_(gone)))  # type: ignore[attr-defined]
+        session.execute(delete(table).where(table.__table__.c.day.in_(gone)))  # type: ignore[attr-defined, union-attr]
     return len(gone)
 
 
@@ -159,11 +164,12 @@ def plan(session: Session, since: dt.datetime | None, until: dt.datetime | None,
     """Which whole days of the window are summarised (read from the summaries) and what is read live."""
     first = None if since is None else since.date() + dt.timedelta(days=0 if since == _midnight(since.date()) else 1)
     end = now.date() if until is None else min(now.date(), until.date())  # today is never summarised
-    stmt = select(MetricDay.day).where(MetricDay.version == VERSION, MetricDay.day < end)  # type: ignore[arg-type, operator]
+    stmt = select(DAYS.day).where(DAYS.version == VERSION, DAYS.day < end)
     if first is not None:
-        stmt = stmt.where(MetricDay.day >= first)  # type: ignore[operator]
+        stmt = stmt.where(DAYS.day >= first)
     runs: list[tuple[dt.date, dt.date]] = []
-    for day in session.execute(stmt.order_by(MetricDay.day)).scalars():  # type: ignore[arg-type]
+    for day in session.execute(stmt.order_by(DAYS.day)).scalars():
+        day = q.as_day(day)
         if runs and runs[-1][1] == day:
             runs[-1] = (runs[-1][0], day + dt.timedelta(days=1))
         else:
@@ -278,8 +284,8 @@ def _week(day: dt.date) -> dt.date:
 
 
 def _add_summaries(session: Session, f: Figures, runs: list[tuple[dt.date, dt.date]]) -> None:
-    r, o, d = (t.__table__.c for t in (MetricDayRound, MetricDayOutcome, MetricDayDuration))  # type: ignore[attr-defined]
-    k, v = (t.__table__.c for t in (MetricDayKnown, MetricDayVerdicts))  # type: ignore[attr-defined]
+    r, o, d = ROUNDS, OUTCOMES, DURATIONS
+    k, v = KNOWN, VERDICTS
     for rnd, lo, hi, n in session.execute(select(r.round, r.lo, r.hi, func.sum(r.n))
                                           .where(_in_runs(r.day, runs)).group_by(r.round, r.lo, r.hi)):
         f.by_pair[(rnd, lo // 4, q.VERDICT_OF[lo % 4], hi // 4, q.VERDICT_OF[hi % 4])] += n
@@ -303,13 +309,12 @@ def _add_summaries(session: Session, f: Figures, runs: list[tuple[dt.date, dt.da
     f.add_throughput({uid: (int(n), int(h)) for uid, n, h in session.execute(
         select(v.reviewer_id, func.sum(v.verdicts), func.sum(v.hours)).where(_in_runs(v.day, runs))
         .group_by(v.reviewer_id))})
-    days = MetricDay.__table__.c  # type: ignore[attr-defined]
-    f.voided += int(session.execute(select(func.coalesce(func.sum(days.voided), 0))
-                                    .where(_in_runs(days.day, runs))).scalar_one())
+    f.voided += int(session.execute(select(func.coalesce(func.sum(DAYS.voided), 0))
+                                    .where(_in_runs(DAYS.day, runs))).scalar_one())
 
 
 def _summed_waits(session: Session, runs: list[tuple[dt.date, dt.date]]) -> dict[dt.date, tuple[int, float]]:
-    o = MetricDayOutcome.__table__.c  # type: ignore[attr-defined]
+    o = OUTCOMES
     out: dict[dt.date, tuple[int, float]] = {}
     for day, n, total in session.execute(select(o.day, func.sum(o.n), func.sum(o.wait_seconds))
                                          .where(_in_runs(o.day, runs)).group_by(o.day)):

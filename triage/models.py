@@ -495,6 +495,9 @@ class ReviewSlot(SQLModel, table=True):
         Index("ix_review_slot_verdicts", "verdict_at", "reviewer_id", "verdict", "candidate_id"),
         Index("ix_review_slot_rounds", "candidate_id", "round", "voided_at", "withdrawn", "reviewer_id", "verdict",
               "verdict_at"),
+        # Verdicts voided in a period; partial, so that it is never mistaken for a way to the counting slots.
+        Index("ix_review_slot_voided", "voided_at", "verdict", sqlite_where=text("voided_at IS NOT NULL"),
+              postgresql_where=text("voided_at IS NOT NULL")),
     )
     id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(foreign_key="candidate.id", index=True)
@@ -636,6 +639,8 @@ class MetricSlot(SQLModel, table=True):
     note, no sighting): written in the sweep's transaction before the slot goes, so figures stay equal."""
 
     __tablename__ = "metric_slot"
+    __table_args__ = (Index("ix_metric_slot_voided", "voided_at", "verdict", sqlite_where=text("voided_at IS NOT NULL"),
+                            postgresql_where=text("voided_at IS NOT NULL")),)
     id: int | None = Field(default=None, primary_key=True)
     candidate_id: int = Field(index=True)  # the deleted candidate's number (not a key any more)
     round: int = 1

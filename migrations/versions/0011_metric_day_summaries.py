@@ -1,6 +1,6 @@
 """metric_day and metric_day_*: per-day summaries of the managers' figures for finished UTC days
 (filled by the worker's sweep, read by triage.metrics beside live SQL for the edges); indexes for
-the figures still read live (disputes a manager may escalate, flags of a period).
+the figures still read live (disputes a manager may escalate, flags of a period, verdicts voided).
 
 Revision ID: 0011
 Revises: 0010
@@ -58,10 +58,19 @@ def upgrade() -> None:
                                                         "score", "created_at", "sighting_id"], unique=False)
     with op.batch_alter_table("flag", schema=None) as batch_op:
         batch_op.create_index("ix_flag_raised", ["raised_at", "status"], unique=False)
+    # Partial: never mistaken for a way to the counting (unvoided) slots.
+    voided = sa.text("voided_at IS NOT NULL")
+    for table in ("review_slot", "metric_slot"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.create_index(f"ix_{table}_voided", ["voided_at", "verdict"], unique=False,
+                                  sqlite_where=voided, postgresql_where=voided)
 
 
 def downgrade() -> None:
     # Only summaries go: every figure is then computed live from the verdicts again.
+    for table in ("metric_slot", "review_slot"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(f"ix_{table}_voided")
     with op.batch_alter_table("flag", schema=None) as batch_op:
         batch_op.drop_index("ix_flag_raised")
     with op.batch_alter_table("candidate", schema=None) as batch_op:
