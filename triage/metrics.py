@@ -21,6 +21,8 @@ Definitions (also in docs/review.md):
 A *window* (:class:`Window`: the last N days, or a range of dates, UTC) restricts each figure to
 what happened in it: rounds completed (their second verdict), candidates decided, verdicts given,
 flags raised. The queue is always now; the two charts of recent activity keep their fixed spans.
+Finished days are read from per-day summaries and the rest live (``triage.metrics_summary``); the
+figures are the same either way (``compute(..., summaries=False)`` reads everything live).
 """
 
 from __future__ import annotations
