@@ -259,9 +259,11 @@ def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: 
 def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
     """Answered known-answer slots by (reviewer, known truth, verdict)."""
     out: Counter[tuple[int, str, str]] = Counter()
-    # One query per truth, over the slots of those pairs (found through an index on the truth).
+    # One query per truth. All time: over the slots of those pairs (found through an index on the truth); a
+    # period: over its verdicts (their index), each checked against those pairs (``+ 0``: not by candidate).
+    pair = SLOTS.candidate_id + 0 if window.bounded else SLOTS.candidate_id
     live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count())
-            .where(SLOTS.candidate_id.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
+            .where(pair.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
                    SLOTS.verdict.is_not(None), *within(window, SLOTS.verdict_at))  # a verdict has its reviewer
             .group_by(SLOTS.reviewer_id, SLOTS.verdict) for truth in (Verdict.same.value, Verdict.different.value)]
     kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count())
