@@ -127,15 +127,18 @@ def earliest(session: Session) -> dt.datetime | None:
     return min((_aware(v) for v in found if v is not None), default=None)
 
 
+BEGINNING = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+END = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
 def within(window: Any, column: Any) -> list[ColumnElement[bool]]:
-    """Conditions keeping ``column`` inside the window (none for all time)."""
+    """Conditions keeping ``column`` inside the window (none for all time). A window open on one side gets
+    the far end of time on the other: SQLite, without statistics, reads a one-sided range as too wide to use
+    the column's index and scans another one instead."""
     column = type_coerce(column, UTCDateTime())
-    conditions = []
-    if window.since is not None:
-        conditions.append(column >= window.since)
-    if window.until is not None:
-        conditions.append(column < window.until)
-    return conditions
+    if window.since is None and window.until is None:
+        return []
+    return [column >= (window.since or BEGINNING), column < (window.until or END)]
 
 
 def _real(c: Any) -> ColumnElement[bool]:
