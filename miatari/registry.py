@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from triage import matching, reindex, retention, webhooks
+from triage import matching, metrics_summary, reindex, retention, webhooks
 from triage.review import queue
 from triage.sightings import MATCH_JOB
 from triage.watchlist import bulk_import, subjects
@@ -24,6 +24,7 @@ def worker_registry() -> Registry:
         sweeps={
             "expiry": subjects.expiry_sweep,
             "retention": retention.retention_sweep,
+            "metrics.summarise": metrics_summary.metrics_sweep,
             "review.expire_leases": queue.sweep_expired_leases,
         },
     )

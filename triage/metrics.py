@@ -21,6 +21,8 @@ Definitions (also in docs/review.md):
 A *window* (:class:`Window`: the last N days, or a range of dates, UTC) restricts each figure to
 what happened in it: rounds completed (their second verdict), candidates decided, verdicts given,
 flags raised. The queue is always now; the two charts of recent activity keep their fixed spans.
+Finished days are read from per-day summaries and the rest live (``triage.metrics_summary``); the
+figures are the same either way (``compute(..., summaries=False)`` reads everything live).
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, select
 
 from triage import metrics_queries as q
+from triage import metrics_summary as summary
 from triage.clock import utcnow
 from triage.models import CandidateStatus, User, Verdict
 from triage.qualification import wilson
 
 # As triage.review.MAX_ROUNDS (not imported: metrics reads the tables only).
-MAX_ROUNDS = 3
+MAX_ROUNDS = q.MAX_ROUNDS
 
 CATEGORIES = (Verdict.same.value, Verdict.different.value, Verdict.cannot_tell.value)
-BAND_WIDTH = 0.1
+BAND_WIDTH = q.BAND_WIDTH
 HOURS_CHART = 24
 FLAG_DAYS_CHART = 14
 
@@ -352,36 +355,37 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-# Computing (the SQL is in triage.metrics_queries)
-def compute(session: Session, window: Window | None = None) -> Metrics:
-    """Every figure for the window, from a fixed number of aggregate queries (none loads the tables)."""
+# Computing (the SQL is in triage.metrics_queries, the per-day summaries in triage.metrics_summary)
+def compute(session: Session, window: Window | None = None, *, summaries: bool = True) -> Metrics:
+    """Every figure for the window: finished days from their summaries, the rest by live aggregate queries
+    (``summaries=False``: everything live, as before the summaries existed)."""
     now = utcnow()
     window = window or Window()
     m = Metrics(computed_at=now, window=window)
     users = {uid: (name, standing) for uid, name, standing in
              session.execute(select(User.id, User.username, User.qualification)).all()}
     names = {uid: name for uid, (name, _) in users.items()}
-    rounds = q.round_counts(session, window)
-    _agreement(m, rounds.by_pair, names)
-    _outcomes(m, q.outcome_counts(session, window, BAND_WIDTH, MAX_ROUNDS))
-    _known_answer(m, q.known_answer_counts(session, window), users)
-    _throughput(m, q.throughput_counts(session, window), names)
+    parts = (summary.plan(session, window.since, window.until, now) if summaries
+             else summary.Plan(live=[q.Span(window.since, window.until)]))
+    f = summary.figures(session, parts)
+    _agreement(m, f.by_pair, names)
+    _outcomes(m, f.by_band)
+    _known_answer(m, f.known, users)
+    _throughput(m, f.throughput, names)
     chart_start = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=HOURS_CHART - 1)
     recent = q.hourly_counts(session, chart_start)
     m.hourly = [(chart_start + dt.timedelta(hours=i), recent[chart_start + dt.timedelta(hours=i)])
                 for i in range(HOURS_CHART)]
-    durations = q.outcome_seconds(session, window)
-    m.outcomes_timed = len(durations)
-    m.outcome_seconds_p50 = percentile(durations, 50)
-    m.outcome_seconds_p95 = percentile(durations, 95)
-    m.voided_verdicts = q.voided_count(session, window)
+    m.outcomes_timed = f.durations.n
+    m.outcome_seconds_p50, m.outcome_seconds_p95 = f.durations.percentiles(50, 95)
+    m.voided_verdicts = f.voided
     m.queue_slots, m.queue_candidates, m.queue_oldest_seconds, m.queue_median_seconds = q.queue_figures(session, now)
     today = now.date()
     m.flags_by_status, per_day = q.flag_counts(session, window, today - dt.timedelta(days=FLAG_DAYS_CHART - 1))
     m.flags_raised = sum(m.flags_by_status.values())
     m.flags_daily = [(today - dt.timedelta(days=i), per_day[today - dt.timedelta(days=i)])
                      for i in range(FLAG_DAYS_CHART - 1, -1, -1)]
-    m.weeks = _weeks(rounds.by_week, q.weekly_waits(session, window))
+    m.weeks = _weeks(f.by_week, f.waits)
     return m
 
 

@@ -3,8 +3,9 @@
 The figures are still computed from stored verdicts (``triage.metrics.compute``, a dozen
 aggregate queries in the database) and shown with the time they were computed; within
 ``MIATARI_METRICS_CACHE_SECONDS`` (5 s by default) managers looking at the same period share
-one computation (at a year's scale those queries still take a noticeable fraction of a second;
-see ``bench/metrics.py``). CSV exports are always computed as of the request. 0 turns it off.
+one computation (finished days come from per-day summaries, so a computation is a few index
+reads, but a burst of views need not repeat them; see ``bench/metrics.py``). CSV exports are
+always computed as of the request. 0 turns it off.
 """
 
 from __future__ import annotations

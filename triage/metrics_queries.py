@@ -12,7 +12,7 @@ grouped rows (or, for the two percentiles, one column of numbers).
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +48,9 @@ from triage.models import (
     table_of,
 )
 
+# As triage.review.MAX_ROUNDS (not imported: metrics reads the tables only).
+MAX_ROUNDS = 3
+BAND_WIDTH = 0.1
 DECIDED = (CandidateStatus.flagged.value, CandidateStatus.cleared.value, CandidateStatus.disputed.value)
 # A verdict as a number 1..3, so that one MIN/MAX of ``reviewer * 4 + code`` yields a reviewer and their verdict.
 CODES = {Verdict.same.value: 1, Verdict.different.value: 2, Verdict.cannot_tell.value: 3}
@@ -106,15 +109,43 @@ def as_day(value: Any) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
+@dataclass(frozen=True)
+class Span:
+    """A stretch of time, UTC: ``since`` inclusive, ``until`` exclusive; None = unbounded (a window's shape)."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None
+
+
+def earliest(session: Session) -> dt.datetime | None:
+    """The first verdict or decision on record, live or kept (each a MIN read from an index)."""
+    columns: tuple[Any, ...] = (SLOTS.verdict_at, KEPT_SLOTS.verdict_at, CANDIDATES.decided_at, KEPT.decided_at)
+    found = [session.execute(select(func.min(column))).scalar_one() for column in columns]
+    return min((_aware(v) for v in found if v is not None), default=None)
+
+
+BEGINNING = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+END = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
 def within(window: Any, column: Any) -> list[ColumnElement[bool]]:
-    """Conditions keeping ``column`` inside the window (none for all time)."""
+    """Conditions keeping ``column`` inside the window (none for all time). A window open on one side gets
+    the far end of time on the other: SQLite, without statistics, reads a one-sided range as too wide to use
+    the column's index and scans another one instead."""
     column = type_coerce(column, UTCDateTime())
-    conditions = []
-    if window.since is not None:
-        conditions.append(column >= window.since)
-    if window.until is not None:
-        conditions.append(column < window.until)
-    return conditions
+    if window.since is None and window.until is None:
+        return []
+    return [column >= (window.since or BEGINNING), column < (window.until or END)]
+
+
+def _real(c: Any) -> ColumnElement[bool]:
+    """A real candidate (no known truth), said so that no index on the truth is used to find them: there are
+    nearly all candidates, and SQLite without statistics would otherwise read them all from that index."""
+    return func.coalesce(c.known_truth, "") == ""
 
 
 def _known_ids() -> Select[Any]:
@@ -162,62 +193,81 @@ def round_counts(session: Session, window: Any) -> RoundCounts:
 
 
 # Outcomes
-def outcome_counts(session: Session, window: Any, width: float, last_round: int) -> Counter[tuple[str, int, bool]]:
-    """Decided real candidates by (status, raw score band index, disputed in the last round)."""
-    out: Counter[tuple[str, int, bool]] = Counter()
-    for c in (CANDIDATES, KEPT):
-        band = _band(session, c.score, width)
+# Which decided candidates a query reads (the per-day summaries keep only what can no longer change):
+ALL = "all"          # every decided candidate, live and kept
+SETTLED = "settled"  # kept ones, and live ones except disputes a manager may still escalate (re-opened then)
+WAITING = "waiting"  # those live disputes alone
+PARTS = (ALL, SETTLED, WAITING)
+
+
+def _part(c: Any, part: str, last_round: int) -> list[ColumnElement[bool]]:
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}")
+    if c is KEPT or part == ALL:
+        return []
+    waiting = and_(c.status == CandidateStatus.disputed.value, c.current_round < last_round)
+    return [waiting if part == WAITING else ~waiting]
+
+
+def _outcome_sources(part: str) -> tuple[Any, ...]:
+    return (CANDIDATES,) if part == WAITING else (CANDIDATES, KEPT)
+
+
+@dataclass
+class OutcomeCounts:
+    """Decided real candidates by (status, raw score band index, disputed in the last round), and per
+    week of decision (Monday, UTC) how many and the sum of their waits (created → decided), s."""
+
+    by_band: Counter[tuple[str, int, bool]]
+    waits: dict[dt.date, tuple[int, float]]
+    band_waits: defaultdict[tuple[str, int, bool], float]
+
+
+def outcome_counts(session: Session, window: Any, width: float, last_round: int, part: str = ALL) -> OutcomeCounts:
+    """One pass over a period's decisions (read from one index: the status is grouped on, not filtered)."""
+    out = OutcomeCounts(Counter(), {}, defaultdict(float))
+    for c in _outcome_sources(part):
+        band, week = _band(session, c.score, width), _week(session, c.decided_at)
         final = c.current_round >= last_round
-        # The status is grouped on, not filtered: the period's decisions are then read from one index.
-        stmt = (select(c.status, band, final, func.count())
-                .where(c.decided_at.is_not(None), *within(window, c.decided_at))
-                .group_by(c.status, band, final))
+        stmt = (select(week, c.status, band, final, func.count(),
+                       func.sum(_seconds(session, c.decided_at, c.created_at)))
+                .where(c.decided_at.is_not(None), *within(window, c.decided_at), *_part(c, part, last_round))
+                .group_by(week, c.status, band, final))
         if c is CANDIDATES:
-            stmt = stmt.where(c.known_truth.is_(None))
-        for status, i, last, n in session.execute(stmt):
-            if status in DECIDED:
-                out[(status, int(i), bool(last))] += n
+            stmt = stmt.where(_real(c))
+        for day, status, i, last, n, total in session.execute(stmt):
+            if status not in DECIDED:
+                continue
+            out.by_band[(status, int(i), bool(last))] += n
+            out.band_waits[(status, int(i), bool(last))] += float(total or 0.0)
+            old = out.waits.get(as_day(day), (0, 0.0))
+            out.waits[as_day(day)] = (old[0] + n, old[1] + float(total or 0.0))
     return out
 
 
-def outcome_seconds(session: Session, window: Any) -> list[float]:
+def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: int = 3) -> list[float]:
     """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
     live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
             .select_from(table_of(Candidate).join(
                 table_of(Sighting), SIGHTINGS.id == CANDIDATES.sighting_id))
-            .where(CANDIDATES.known_truth.is_(None),
-                   CANDIDATES.decided_at.is_not(None), *within(window, CANDIDATES.decided_at)))
+            .where(_real(CANDIDATES), CANDIDATES.decided_at.is_not(None),
+                   *within(window, CANDIDATES.decided_at), *_part(CANDIDATES, part, last_round)))
     kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
             .where(KEPT.sighting_created_at.is_not(None),
                    KEPT.decided_at.is_not(None), *within(window, KEPT.decided_at)))
-    return [round(float(v), 3) for status, v in session.execute(union_all(live, kept)) if status in DECIDED]
-
-
-def weekly_waits(session: Session, window: Any) -> dict[dt.date, tuple[int, float]]:
-    """Per week of decision: real candidates decided and the sum of their waits (created → decided), s."""
-    out: dict[dt.date, tuple[int, float]] = {}
-    for c in (CANDIDATES, KEPT):
-        week = _week(session, c.decided_at)
-        stmt = (select(week, c.status, func.count(), func.sum(_seconds(session, c.decided_at, c.created_at)))
-                .where(c.decided_at.is_not(None), *within(window, c.decided_at))
-                .group_by(week, c.status))
-        if c is CANDIDATES:
-            stmt = stmt.where(c.known_truth.is_(None))
-        for day, status, n, total in session.execute(stmt):
-            if status not in DECIDED:
-                continue
-            old = out.get(as_day(day), (0, 0.0))
-            out[as_day(day)] = (old[0] + n, old[1] + float(total or 0.0))
-    return out
+    stmt = live if part == WAITING else union_all(live, kept)
+    return [round(float(v), 3) for status, v in session.execute(stmt) if status in DECIDED]
 
 
 # Verdicts
 def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
     """Answered known-answer slots by (reviewer, known truth, verdict)."""
     out: Counter[tuple[int, str, str]] = Counter()
-    # One query per truth, over the slots of those pairs (found through an index on the truth).
+    # One query per truth. All time: over the slots of those pairs (found through an index on the truth); a
+    # period: over its verdicts (their index), each checked against those pairs (``+ 0``: not by candidate).
+    pair = SLOTS.candidate_id + 0 if window.bounded else SLOTS.candidate_id
     live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count())
-            .where(SLOTS.candidate_id.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
+            .where(pair.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
                    SLOTS.verdict.is_not(None), *within(window, SLOTS.verdict_at))  # a verdict has its reviewer
             .group_by(SLOTS.reviewer_id, SLOTS.verdict) for truth in (Verdict.same.value, Verdict.different.value)]
     kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count())
@@ -266,7 +316,7 @@ def voided_count(session: Session, window: Any) -> int:
 # Queue and flags (live only: the sweep never deletes open candidates nor flags)
 def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float | None, float | None]:
     """Waiting slots, open real candidates, oldest and median (nearest rank) age in seconds."""
-    open_real = (CANDIDATES.status == CandidateStatus.open.value, CANDIDATES.known_truth.is_(None))
+    open_real = (CANDIDATES.status == CandidateStatus.open.value, _real(CANDIDATES))
     n, oldest = session.execute(select(func.count(), func.min(CANDIDATES.priority_at)).where(*open_real)).one()
     slots = session.execute(
         select(func.count()).select_from(table_of(ReviewSlot).join(

@@ -455,6 +455,9 @@ class Candidate(Table, table=True):
         Index("ix_candidate_decided", "decided_at", "status", "known_truth", "score", "current_round",
               "created_at", "sighting_id"),
         Index("ix_candidate_known", "known_truth", "id"),
+        # Disputes a manager may still escalate can change: the summarised metrics read them live from here.
+        Index("ix_candidate_disputes", "status", "decided_at", "current_round", "known_truth", "score",
+              "created_at", "sighting_id"),
     )
     probe_id: int | None = Field(default=None, foreign_key="probe.id", index=True)
     sighting_id: int | None = Field(default=None, foreign_key="sighting.id", index=True)
@@ -504,6 +507,9 @@ class ReviewSlot(Table, table=True):
         Index("ix_review_slot_verdicts", "verdict_at", "reviewer_id", "verdict", "candidate_id"),
         Index("ix_review_slot_rounds", "candidate_id", "round", "voided_at", "withdrawn", "reviewer_id", "verdict",
               "verdict_at"),
+        # Verdicts voided in a period; partial, so that it is never mistaken for a way to the counting slots.
+        Index("ix_review_slot_voided", "voided_at", "verdict", sqlite_where=text("voided_at IS NOT NULL"),
+              postgresql_where=text("voided_at IS NOT NULL")),
     )
     candidate_id: int = Field(foreign_key="candidate.id", index=True)
     round: int = 1
@@ -539,6 +545,7 @@ class Flag(Table, table=True):
     __table_args__ = (
         CheckConstraint(_in("status", FlagStatus), name="ck_flag_status"),
         CheckConstraint("close_reason IS NULL OR " + _in("close_reason", FlagCloseReason), name="ck_flag_close_reason"),
+        Index("ix_flag_raised", "raised_at", "status"),  # the metrics: flags of a period by status
     )
     candidate_id: int = Field(foreign_key="candidate.id", unique=True)
     sighting_id: int = Field(foreign_key="sighting.id", index=True)
@@ -638,6 +645,8 @@ class MetricSlot(Table, table=True):
     note, no sighting): written in the sweep's transaction before the slot goes, so figures stay equal."""
 
     __tablename__ = "metric_slot"
+    __table_args__ = (Index("ix_metric_slot_voided", "voided_at", "verdict", sqlite_where=text("voided_at IS NOT NULL"),
+                            postgresql_where=text("voided_at IS NOT NULL")),)
     candidate_id: int = Field(index=True)  # the deleted candidate's number (not a key any more)
     round: int = 1
     reviewer_id: int | None = Field(default=None, index=True)
@@ -661,3 +670,84 @@ class MetricOutcome(Table, table=True):
     decided_at: dt.datetime | None = Field(default=None, index=True)
     sighting_created_at: dt.datetime | None = None
     archived_at: dt.datetime = Field(default_factory=utcnow)
+
+
+# Per-day summaries of the managers' figures (triage.metrics_summary)
+class MetricDay(SQLModel, table=True):
+    """A finished UTC day whose figures are summarised in the ``metric_day_*`` tables; one row per day, written
+    in the transaction that writes that day's rows, so a day is summarised entirely or not at all."""
+
+    __tablename__ = "metric_day"
+    day: dt.date = Field(primary_key=True)
+    # The definitions the rows were computed under (score band width, rounds, duration buckets): a day
+    # summarised under other ones is read live and summarised again.
+    version: str = Field(max_length=40)
+    voided: int = 0  # verdicts voided on that day
+    summarised_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class MetricDayRound(SQLModel, table=True):
+    """Rounds of real candidates completed on the day, by round and (reviewer * 4 + verdict code), low and high."""
+
+    __tablename__ = "metric_day_round"
+    __table_args__ = (Index("ix_metric_day_round", "day", "round", "lo", "hi", "n"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    round: int
+    lo: int
+    hi: int
+    n: int
+
+
+class MetricDayOutcome(SQLModel, table=True):
+    """Real candidates decided on the day for good (not a dispute a manager may still escalate), by status,
+    raw score band and whether it was their last round; with the sum of their waits (created → decided)."""
+
+    __tablename__ = "metric_day_outcome"
+    __table_args__ = (Index("ix_metric_day_outcome", "day", "status", "band", "final", "n", "wait_seconds"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    status: str = Field(max_length=16)
+    band: int
+    final: bool
+    n: int
+    wait_seconds: float
+
+
+class MetricDayDuration(SQLModel, table=True):
+    """Sighting-to-outcome seconds of those candidates, by bucket (the bucket's values kept, sorted): a
+    percentile over many days sums the buckets' counts, then reads only the values of the bucket it falls in."""
+
+    __tablename__ = "metric_day_duration"
+    __table_args__ = (Index("ix_metric_day_duration", "day", "bucket", "n"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    bucket: int
+    n: int
+    seconds: list[float] = Field(default_factory=list, sa_column=Column(SAJSON, nullable=False))
+
+
+class MetricDayKnown(SQLModel, table=True):
+    """Known-answer verdicts given on the day, by reviewer, known truth and verdict."""
+
+    __tablename__ = "metric_day_known"
+    __table_args__ = (Index("ix_metric_day_known", "day", "reviewer_id", "truth", "verdict", "n"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    reviewer_id: int
+    truth: str = Field(max_length=16)
+    verdict: str = Field(max_length=16)
+    n: int
+
+
+class MetricDayVerdicts(SQLModel, table=True):
+    """Verdicts given on the day by each reviewer, and the distinct clock hours they were given in (an hour
+    never spans two days, so hours add up across days)."""
+
+    __tablename__ = "metric_day_verdicts"
+    __table_args__ = (Index("ix_metric_day_verdicts", "day", "reviewer_id", "verdicts", "hours"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    reviewer_id: int
+    verdicts: int
+    hours: int

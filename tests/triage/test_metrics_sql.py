@@ -1,5 +1,7 @@
-"""Metrics computed in SQL equal the previous all-in-Python implementation on a varied dataset, and every
-period's figures stay the same after the retention sweep deletes old candidates."""
+"""Metrics computed in SQL equal the previous all-in-Python implementation on a varied dataset — read live,
+and read from the per-day summaries with live SQL for the edges — and every period's figures stay the same
+after the retention sweep deletes old candidates, after a dispute is re-opened, after late verdicts and
+after a suspension voids verdicts, whether the days involved were summarised before or not."""
 
 from __future__ import annotations
 
@@ -9,15 +11,29 @@ import math
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func
+from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
 from bench.metrics import seed
 from tests.factories import stored_ids
 from tests.triage.metrics_oracle import compute_in_python
-from triage import clock, metrics, retention
+from triage import clock, metrics, metrics_queries, metrics_summary, qualification, retention, review
 from triage.config import Settings
-from triage.models import Candidate, CandidateStatus, Flag, MetricOutcome, MetricSlot, ReviewSlot, Sighting
+from triage.models import (
+    Candidate,
+    CandidateStatus,
+    Flag,
+    MetricDay,
+    MetricDayRound,
+    MetricOutcome,
+    MetricSlot,
+    ReviewSlot,
+    Role,
+    SeenCandidate,
+    Sighting,
+    User,
+)
+from triage.security import create_user
 from triage.storage import ImageStore
 
 NOW = dt.datetime(2026, 6, 30, 15, 20, tzinfo=dt.UTC)
@@ -56,13 +72,33 @@ def seeded(engine: Engine) -> dict[str, int]:
     return seed(engine, candidates=600, days=150, now=NOW - dt.timedelta(hours=2), recognizers=12)
 
 
-def test_sql_metrics_equal_the_python_implementation(engine: Engine, seeded: dict[str, int]) -> None:
+def _summarise(engine: Engine, at: dt.datetime = NOW) -> int:
+    with clock.frozen(at):
+        return metrics_summary.summarise(engine, limit=10_000)
+
+
+def _check(engine: Engine, at: dt.datetime = NOW) -> None:
+    """For every window: summaries with live edges = everything live = the oracle (on the figures it has)."""
+    with clock.frozen(at), Session(engine) as session:
+        for params in WINDOWS:
+            window = metrics.parse_window(**params)
+            new, live = metrics.compute(session, window), metrics.compute(session, window, summaries=False)
+            _close(_plain(new), _plain(live), str(params))
+            _close(_plain(new, new_figures=False), _plain(compute_in_python(session, window), new_figures=False),
+                   str(params))
+
+
+@pytest.mark.parametrize("summarised", [False, True])
+def test_sql_metrics_equal_the_python_implementation(engine: Engine, seeded: dict[str, int], summarised: bool) -> None:
     assert seeded["verdicts"] > 900 and seeded["flags"] > 50
+    if summarised:
+        assert _summarise(engine) in (149, 150) and _summarise(engine) == 0  # each finished day since the first, once
     with clock.frozen(NOW), Session(engine) as session:
         for params in WINDOWS:
             window = metrics.parse_window(**params)
             new, old = metrics.compute(session, window), compute_in_python(session, window)
             _close(_plain(new, new_figures=False), _plain(old, new_figures=False), str(params))
+            _close(_plain(new), _plain(metrics.compute(session, window, summaries=False)), str(params))
             assert new.items > 0 or params.get("days") == "7"
         everything = metrics.compute(session)
     # The dataset exercises every figure.
@@ -88,11 +124,14 @@ def test_confusion_and_weekly_trends_add_up(engine: Engine, seeded: dict[str, in
     assert [w.week for w in m.weeks] == sorted(w.week for w in m.weeks)
 
 
-def _figures(session: Session) -> list[dict[str, Any]]:
-    return [_plain(metrics.compute(session, metrics.parse_window(**params))) for params in WINDOWS]
+def _figures(session: Session, summaries: bool = True) -> list[dict[str, Any]]:
+    return [_plain(metrics.compute(session, metrics.parse_window(**params), summaries=summaries))
+            for params in WINDOWS]
 
 
-def test_every_figure_survives_the_retention_sweep(engine: Engine, settings: Settings, seeded: dict[str, int]) -> None:
+@pytest.mark.parametrize("summarised", ["never", "before the sweep", "after the sweep"])
+def test_every_figure_survives_the_retention_sweep(engine: Engine, settings: Settings, seeded: dict[str, int],
+                                                   summarised: str) -> None:
     settings.retention_days_unflagged = 30
     with Session(engine) as session:
         before_rows = session.exec(select(func.count()).select_from(Candidate)).one()
@@ -101,20 +140,148 @@ def test_every_figure_survives_the_retention_sweep(engine: Engine, settings: Set
     later = NOW + dt.timedelta(days=20)  # the clock moved forward: more of the data is past retention
     with clock.frozen(later):
         with Session(engine) as session:
-            before = _figures(session)
+            before = _figures(session, summaries=False)
+        if summarised == "before the sweep":
+            assert _summarise(engine, later) > 100
         result = retention.run(engine, settings, ImageStore(settings.images_dir))
+        if summarised == "after the sweep":
+            assert _summarise(engine, later) > 100
         with Session(engine) as session:
             after = _figures(session)
+            after_live = _figures(session, summaries=False)
             kept_slots = session.exec(select(func.count()).select_from(MetricSlot)).one()
             kept_outcomes = session.exec(select(func.count()).select_from(MetricOutcome)).one()
             left = session.exec(select(func.count()).select_from(Candidate)).one()
             still_waiting = stored_ids(session.exec(select(Candidate.id).where(col_in(Candidate.id, waiting))).all())
     assert len(result.sighting_ids) > 50 and result.candidates == before_rows - left
     assert kept_outcomes > 0 and kept_slots >= result.review_slots > kept_outcomes
-    for params, b, a in zip(WINDOWS, before, after, strict=True):
+    for params, b, a, live in zip(WINDOWS, before, after, after_live, strict=True):
         _close(a, b, str(params))
+        _close(live, b, str(params))
     # Disputes a manager may still escalate were not purged, however old.
     assert waiting and sorted(still_waiting) == sorted(waiting)
+
+
+def _manager(engine: Engine) -> User:
+    with Session(engine, expire_on_commit=False) as session:
+        manager = create_user(session, "metrics.manager", "metrics-manager-pass-1", [Role.manager])
+        session.commit()
+        return manager
+
+
+def _give(engine: Engine, settings: Settings, slot_id: int, verdict: str, exclude: set[int]) -> int:
+    """A recognizer who never saw the candidate holds the slot and answers it (as the queue would serve it)."""
+    with Session(engine, expire_on_commit=False) as session:
+        slot = session.get(ReviewSlot, slot_id)
+        assert slot is not None
+        seen = set(session.exec(select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == slot.candidate_id)))
+        seen |= set(session.exec(select(ReviewSlot.reviewer_id).where(ReviewSlot.candidate_id == slot.candidate_id)))
+        person = next(u for u in session.exec(select(User).order_by(User.id)).all()  # type: ignore[arg-type]
+                      if u.has_role(Role.recognizer) and not u.is_suspended and u.id not in seen | exclude)
+        now = clock.utcnow()
+        slot.reviewer_id, slot.leased_at, slot.lease_expires_at = person.id, now, now + dt.timedelta(minutes=5)
+        session.add(slot)
+        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=person.id))  # type: ignore[arg-type]
+        session.commit()
+        review.submit_verdict(session, person, slot_id, verdict, settings=settings)
+        return person.id  # type: ignore[return-value]
+
+
+def test_a_reopened_dispute_late_verdicts_and_a_suspension_keep_summaries_true(
+        engine: Engine, settings: Settings, seeded: dict[str, int]) -> None:
+    """Escalation re-opens a dispute decided on a summarised day; its new round's verdicts come weeks later;
+    a suspension voids one of them. Every figure equals the oracle before and after each day is summarised."""
+    manager = _manager(engine)
+    assert _summarise(engine) > 100
+    with Session(engine) as session:
+        day_rows = session.exec(select(func.count()).select_from(MetricDayRound)).one()
+        old = session.exec(select(Candidate).where(
+            Candidate.status == CandidateStatus.disputed.value, Candidate.current_round == 1,
+            Candidate.known_truth.is_(None),  # type: ignore[union-attr]
+            Candidate.decided_at < NOW - dt.timedelta(days=40)).order_by(Candidate.id)).first()  # type: ignore[operator]
+        assert old is not None and old.decided_at is not None
+        old_id, decided_on = old.id, old.decided_at.date()
+        assert session.get(MetricDay, decided_on) is not None  # its day is summarised
+    with clock.frozen(NOW), Session(engine) as session:
+        before = metrics.compute(session, metrics.parse_window(days="90"))
+        review.escalate(session, session.get(User, manager.id), old_id, settings=settings)  # type: ignore[arg-type]
+        after = metrics.compute(session, metrics.parse_window(days="90"))
+    assert after.decided == before.decided - 1 and after.items == before.items  # its round 1 still counts
+    _check(engine)
+    with Session(engine) as session:
+        new_slots = [s.id for s in session.exec(select(ReviewSlot).where(
+            ReviewSlot.candidate_id == old_id, ReviewSlot.round == 2).order_by(ReviewSlot.slot_no)).all()]
+    # Three weeks later one recognizer answers; then is suspended (the verdict is voided that day).
+    weeks_later = NOW + dt.timedelta(days=21)
+    with clock.frozen(weeks_later):
+        first = _give(engine, settings, new_slots[0], "same", set())
+        with Session(engine) as session:
+            qualification.suspend(session, session.get(User, first), "known-answer accuracy")  # type: ignore[arg-type]
+            session.commit()
+    _check(engine, weeks_later)
+    with Session(engine) as session:
+        voided = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == old_id,
+                                                       ReviewSlot.voided_at.is_not(None))).all()  # type: ignore[union-attr]
+        assert [s.reviewer_id for s in voided] == [first]
+        fresh = [s.id for s in session.exec(select(ReviewSlot).where(
+            ReviewSlot.candidate_id == old_id, ReviewSlot.round == 2, ReviewSlot.voided_at.is_(None))  # type: ignore[union-attr]
+            .order_by(ReviewSlot.slot_no)).all()]
+    # The next day two others answer: the round completes, the old candidate is decided (flagged) then.
+    next_day = weeks_later + dt.timedelta(days=1)
+    with clock.frozen(next_day):
+        a = _give(engine, settings, fresh[0], "same", {first})
+        _give(engine, settings, fresh[1], "same", {first, a})
+    with Session(engine) as session:
+        decided = session.get(Candidate, old_id)
+        assert decided is not None and decided.status == CandidateStatus.flagged.value
+    later = next_day + dt.timedelta(days=2)
+    _check(engine, later)  # those days live
+    assert _summarise(engine, later) == 24  # the days since NOW, those included
+    _check(engine, later)  # and summarised
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).select_from(MetricDayRound)).one() > day_rows
+        # The re-opened candidate's old decision is in no summary; its new one is, on its day.
+        with clock.frozen(later):
+            m = metrics.compute(session, metrics.parse_window(since=next_day.date().isoformat(),
+                                                             until=next_day.date().isoformat()))
+    assert m.decided == 1 and m.items == 1 and m.voided_verdicts == 0 and m.rounds[0].round == 2
+
+
+def test_days_are_summarised_once_finished_and_the_edges_are_read_live(engine: Engine,
+                                                                      seeded: dict[str, int]) -> None:
+    just_after_midnight = dt.datetime(2026, 6, 30, 0, 5, tzinfo=dt.UTC)
+    with Session(engine) as session:
+        missing = metrics_summary.missing_days(session, just_after_midnight)
+    # Yesterday ended five minutes ago: a transaction stamped before midnight may still commit; it waits.
+    assert missing[0] == dt.date(2026, 6, 28)
+    assert _summarise(engine) == len(missing) + 1 and _summarise(engine) == 0
+    with Session(engine) as session:
+        assert metrics_summary.missing_days(session, NOW) == []
+        window = metrics.parse_window(days="90", now=NOW)
+        parts = metrics_summary.plan(session, window.since, window.until, NOW)
+        # One run of whole days; live: the partial first day (from 15:20) and today.
+        assert parts.runs == [(dt.date(2026, 4, 2), dt.date(2026, 6, 30))]
+        assert [(s.since, s.until) for s in parts.live] == [
+            (window.since, dt.datetime(2026, 4, 2, tzinfo=dt.UTC)), (dt.datetime(2026, 6, 30, tzinfo=dt.UTC), None)]
+        ranged = metrics.parse_window(since="2026-03-01", until="2026-04-15")
+        parts = metrics_summary.plan(session, ranged.since, ranged.until, NOW)
+        assert parts.runs == [(dt.date(2026, 3, 1), dt.date(2026, 4, 16))] and parts.live == []
+        # A day dropped (or summarised under other definitions) is read live until summarised again.
+        assert metrics_summary.forget(session, dt.date(2026, 4, 10)) == 81
+        session.execute(update(MetricDay).where(MetricDay.day == dt.date(2026, 3, 5)).values(version="old"))
+        session.commit()
+        parts = metrics_summary.plan(session, ranged.since, ranged.until, NOW)
+        assert parts.runs == [(dt.date(2026, 3, 1), dt.date(2026, 3, 5)), (dt.date(2026, 3, 6), dt.date(2026, 4, 10))]
+        assert [(s.since.date(), s.until.date()) for s in parts.live] == [  # type: ignore[union-attr]
+            (dt.date(2026, 3, 5), dt.date(2026, 3, 6)), (dt.date(2026, 4, 10), dt.date(2026, 4, 16))]
+    _check(engine)
+    assert _summarise(engine) == 82
+    _check(engine)
+
+
+def test_bad_parts_are_refused(engine: Engine) -> None:
+    with Session(engine) as session, pytest.raises(ValueError, match="unknown part"):
+        metrics_queries.outcome_counts(session, metrics_queries.Span(), 0.1, 3, "everything")
 
 
 def col_in(column: Any, values: list[Any]) -> Any:

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from miatari.registry import worker_registry
 from tests.conftest import add_user, login
-from triage import jobs
+from triage import events, jobs, notifications
 from triage.clock import frozen
 from triage.models import AuditEntry, Job, Notification, ReferencePhoto, Role, Subject, WatchlistImport, WebhookDelivery
 from triage.watchlist import bulk_import
@@ -128,7 +128,8 @@ def test_a_zip_is_previewed_then_enrolled_by_the_job_once_confirmed(make_client,
         told = s.exec(select(Notification).where(Notification.kind == "import.finished")).all()
         assert [(n.user_id, n.object_type, n.object_id) for n in told] == [(row.created_by, "watchlist_import",
                                                                             import_id)]
-        assert "2 photo(s) enrolled, 1 refused" in told[0].message and told[0].read_at is None
+        # ... and, having watched it end on the import's page, that notification is handled.
+        assert "2 photo(s) enrolled, 1 refused" in told[0].message and told[0].read_at is not None
         hook = s.exec(select(WebhookDelivery).where(WebhookDelivery.event == "import.finished")).one()
         assert hook.payload["path"] == f"/watchlist/imports/{import_id}" and "hopper" not in str(hook.payload)
     assert not archive_path(settings, row.archive_sha256).exists()  # the archive goes once imported
@@ -357,3 +358,43 @@ def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> No
         assert final is not None and final.status == "failed"
         assert bulk_import.progress_of(s, final).status == "failed"
     assert run_one(client.app.state.services, "w", _imports_only()) is None
+
+
+def _told(engine, import_id: int) -> list[tuple[str, int, bool]]:  # type: ignore[no-untyped-def]
+    with Session(engine) as s:
+        rows = s.exec(select(Notification).where(Notification.object_type == "watchlist_import",
+                                                 Notification.object_id == import_id)).all()
+        return sorted((n.kind, n.user_id, n.read_at is not None) for n in rows)
+
+
+def test_the_end_of_an_import_is_handled_once_its_manager_opens_its_page(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+    client = _manager(make_client, engine)
+    row = _confirmed_import(client, engine)
+    boss = row.created_by
+    assert _told(engine, row.id) == []  # type: ignore[arg-type]
+    # Still running: opening the page handles nothing (there is nothing to handle yet).
+    assert client.get(f"/watchlist/imports/{row.id}").status_code == 200
+    archive_path(client.app.state.settings, row.archive_sha256).unlink()  # lost: the job fails for good
+    assert run_one(client.app.state.services, "w", _imports_only()) is not None
+    assert _told(engine, row.id) == [("import.failed", boss, False)]  # type: ignore[arg-type]
+    # Another manager looking at it does not tell the one who started it.
+    deputy = make_client()
+    add_user(engine, "deputy", Role.manager)
+    login(deputy, "deputy")
+    assert deputy.get(f"/watchlist/imports/{row.id}").status_code == 200
+    assert _told(engine, row.id) == [("import.failed", boss, False)]  # type: ignore[arg-type]
+    # A missing import is refused and handles nothing.
+    assert client.get("/watchlist/imports/999999").status_code == 404
+    assert _told(engine, row.id) == [("import.failed", boss, False)]  # type: ignore[arg-type]
+    page = client.get(f"/watchlist/imports/{row.id}")
+    assert page.status_code == 200 and page.template.name == "watchlist_import_status.html"
+    assert _told(engine, row.id) == [("import.failed", boss, True)]  # type: ignore[arg-type]
+    with Session(engine) as s:
+        assert notifications.unread_count(s, boss) == 0
+        # A finished import's notification, seen on the live fragment once it is over, is handled the same way.
+        final = s.get(WatchlistImport, row.id)
+        events.import_finished(s, final, 0, 1)  # type: ignore[arg-type]
+        s.commit()
+    assert ("import.finished", boss, False) in _told(engine, row.id)  # type: ignore[arg-type]
+    assert client.get(f"/watchlist/imports/{row.id}/status").status_code == 286
+    assert _told(engine, row.id) == [("import.failed", boss, True), ("import.finished", boss, True)]  # type: ignore[arg-type]

@@ -637,6 +637,15 @@ def progress_of(session: Session, row: WatchlistImport) -> ImportProgress:
                           row.photos_done, error)
 
 
+def mark_seen(session: Session, row: WatchlistImport, viewer: User) -> int:
+    """The import's page was shown to ``viewer``: what they were told of its end (finished, failed) is handled.
+    Caller's transaction; returns how many notifications were marked read."""
+    if row.id is None or viewer.id is None:
+        return 0
+    return events.handled(session, "watchlist_import", row.id, kinds=(events.IMPORT_FINISHED, events.IMPORT_FAILED),
+                          user_ids=[viewer.id])
+
+
 def recent_imports(session: Session, limit: int = 20) -> list[WatchlistImport]:
     return list(session.exec(select(WatchlistImport).order_by(col(WatchlistImport.id).desc()).limit(limit)).all())
 

@@ -165,8 +165,9 @@ def _import_context(session: Any, row: WatchlistImport, settings: Any = None) ->
 def read_import_status_page(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                             import_id: Id) -> Response:
     """One ZIP import: its preview to confirm, its progress while the job runs, then what was enrolled and why not."""
-    return render(request, "watchlist_import_status.html",
-                  _import_context(session, _get_import(session, import_id), settings))
+    row = _get_import(session, import_id)
+    bulk_import.mark_seen(session, row, user)
+    return render(request, "watchlist_import_status.html", _import_context(session, row, settings))
 
 
 def _import_action(request: Request, session: Any, settings: Any, user: User, import_id: int, op: Any) -> Response:
@@ -199,8 +200,10 @@ def delete_import(request: Request, session: SessionDep, settings: SettingsDep, 
 
 @router.get("/watchlist/imports/{import_id}/status")
 def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: Id) -> Response:
-    """The live fragment; answers 286 (htmx stops polling) once the import is over."""
+    """The live fragment; answers 286 (htmx stops polling) once the import is over (then seen: see the page)."""
     ctx = _import_context(session, _get_import(session, import_id))
+    if ctx["progress"].done:
+        bulk_import.mark_seen(session, ctx["imp"], user)
     return render(request, "_watchlist_import_status.html", ctx,
                   status_code=STOP_POLLING if ctx["progress"].done else 200)
 

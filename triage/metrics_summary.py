@@ -1,0 +1,324 @@
+"""Per-day summaries of the managers' figures, so a period's figures cost a few index reads however much
+work it holds.
+
+What is summarised: for each finished UTC day, the same aggregate queries as the live figures
+(``triage.metrics_queries``) run over that day alone, and their grouped results are stored —
+rounds completed by (round, reviewer and verdict, reviewer and verdict), decisions by (status, score
+band, last round) with their waits, sighting-to-outcome seconds by bucket (the values kept, so
+percentiles stay exact), known-answer verdicts by (reviewer, truth, verdict), verdicts and active
+hours per reviewer, verdicts voided. Counts add up across days; an active hour never spans two days;
+a percentile sums the buckets' counts, then sorts only the values of the bucket it falls in.
+
+Only what can no longer change is summarised. A day's verdicts, their rounds and voiding keep their
+times for good (a late verdict on an old candidate is a verdict of today; a suspension voids verdicts
+*today*, on rounds not yet complete); the retention sweep moves rows into ``metric_slot`` /
+``metric_outcome`` with the same times, and every figure reads both. The one fact that changes after
+its day is a dispute a manager may still escalate: escalation re-opens it and drops its decision.
+Those decisions are never summarised; they are read live (an index on status and decision time), as
+are today, the partial first day of a "last N days" window, any day not (yet) summarised, the queue
+and the flags (their status moves on).
+
+When: the worker's sweep (``metrics_sweep``) summarises the days missing since the first verdict on
+record, newest first, a bounded number per sweep, each day in its own transaction with its
+``metric_day`` row (a day is summarised entirely or not at all; a second worker summarising the same
+day fails on that row's key and leaves it). A day is summarised once it ended ``SETTLE`` ago, so a
+transaction stamped before midnight and committed after it is never missed. A day summarised under
+other definitions (``VERSION``: band width, rounds, buckets) is read live and summarised again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, false, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from triage import metrics_queries as q
+from triage.clock import utcnow
+from triage.models import (
+    MetricDay,
+    MetricDayDuration,
+    MetricDayKnown,
+    MetricDayOutcome,
+    MetricDayRound,
+    MetricDayVerdicts,
+)
+
+log = logging.getLogger("miatari.metrics")
+
+BAND_WIDTH = q.BAND_WIDTH
+MAX_ROUNDS = q.MAX_ROUNDS
+BUCKETS_PER_DOUBLING = 16
+VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}"
+SETTLE = dt.timedelta(minutes=10)
+DAYS_PER_SWEEP = 120
+DAY_TABLES = (MetricDayRound, MetricDayOutcome, MetricDayDuration, MetricDayKnown, MetricDayVerdicts)
+DAYS = MetricDay.__table__.c  # type: ignore[attr-defined]
+ROUNDS = MetricDayRound.__table__.c  # type: ignore[attr-defined]
+OUTCOMES = MetricDayOutcome.__table__.c  # type: ignore[attr-defined]
+DURATIONS = MetricDayDuration.__table__.c  # type: ignore[attr-defined]
+KNOWN = MetricDayKnown.__table__.c  # type: ignore[attr-defined]
+VERDICTS = MetricDayVerdicts.__table__.c  # type: ignore[attr-defined]
+
+
+def bucket(seconds: float) -> int:
+    """A duration's bucket: 0 below a second, then BUCKETS_PER_DOUBLING per doubling."""
+    return 0 if seconds < 1 else 1 + int(math.log2(seconds) * BUCKETS_PER_DOUBLING)
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def day_span(day: dt.date) -> q.Span:
+    return q.Span(_midnight(day), _midnight(day + dt.timedelta(days=1)))
+
+
+# Writing
+def summarise_day(session: Session, day: dt.date) -> None:
+    """Write the day's rows and its ``metric_day`` row in the caller's transaction (not committed)."""
+    span = day_span(day)
+    for table in (MetricDay, *DAY_TABLES):
+        session.execute(delete(table).where(table.__table__.c.day == day))  # type: ignore[attr-defined, union-attr]
+    session.add(MetricDay(day=day, version=VERSION, voided=q.voided_count(session, span)))
+    for (rnd, a, va, b, vb), n in q.round_counts(session, span).by_pair.items():
+        session.add(MetricDayRound(day=day, round=rnd, lo=a * 4 + q.CODES[va], hi=b * 4 + q.CODES[vb], n=n))
+    outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, q.SETTLED)
+    for (status, band, final), n in outcomes.by_band.items():
+        session.add(MetricDayOutcome(day=day, status=status, band=band, final=final, n=n,
+                                     wait_seconds=outcomes.band_waits[(status, band, final)]))
+    by_bucket: dict[int, list[float]] = defaultdict(list)
+    for seconds in q.outcome_seconds(session, span, q.SETTLED, MAX_ROUNDS):
+        by_bucket[bucket(seconds)].append(seconds)
+    for b, values in by_bucket.items():
+        session.add(MetricDayDuration(day=day, bucket=b, n=len(values), seconds=sorted(values)))
+    for (uid, truth, verdict), n in q.known_answer_counts(session, span).items():
+        session.add(MetricDayKnown(day=day, reviewer_id=uid, truth=truth, verdict=verdict, n=n))
+    for uid, (n, hours) in q.throughput_counts(session, span).items():
+        session.add(MetricDayVerdicts(day=day, reviewer_id=uid, verdicts=n, hours=hours))
+    session.flush()
+
+
+def missing_days(session: Session, now: dt.datetime | None = None) -> list[dt.date]:
+    """Finished days since the first verdict on record without a current summary, newest first."""
+    now = now or utcnow()
+    first = q.earliest(session)
+    if first is None:
+        return []
+    last = (now - SETTLE).date() - dt.timedelta(days=1)
+    done = set(session.execute(select(DAYS.day).where(DAYS.version == VERSION)).scalars())
+    days = [last - dt.timedelta(days=i) for i in range((last - first.date()).days + 1)]
+    return [d for d in days if d not in done]
+
+
+def summarise(engine: Engine, now: dt.datetime | None = None, limit: int = DAYS_PER_SWEEP) -> int:
+    """Summarise up to ``limit`` missing days, newest first, one transaction each; returns how many."""
+    with Session(engine) as session:
+        days = missing_days(session, now)[:limit]
+    written = 0
+    for day in days:
+        with Session(engine) as session:
+            try:
+                summarise_day(session, day)
+                session.commit()
+                written += 1
+            except IntegrityError:  # another worker summarised it meanwhile
+                session.rollback()
+    if written:
+        log.info("metrics: summarised %d day(s)", written)
+    return written
+
+
+def metrics_sweep(engine: Engine, settings: Any, services: Any) -> int:
+    return summarise(engine)
+
+
+def forget(session: Session, since: dt.date | None = None) -> int:
+    """Drop the summaries (from ``since`` on): those days are read live until summarised again."""
+    days = select(DAYS.day)
+    if since is not None:
+        days = days.where(DAYS.day >= since)
+    gone = list(session.execute(days).scalars())
+    for table in (*DAY_TABLES, MetricDay):
+        session.execute(delete(table).where(table.__table__.c.day.in_(gone)))  # type: ignore[attr-defined, union-attr]
+    return len(gone)
+
+
+# Reading
+@dataclass
+class Plan:
+    """A window cut into runs of summarised days [start, end) and live spans (everything else)."""
+
+    runs: list[tuple[dt.date, dt.date]] = field(default_factory=list)
+    live: list[q.Span] = field(default_factory=list)
+
+
+def plan(session: Session, since: dt.datetime | None, until: dt.datetime | None, now: dt.datetime) -> Plan:
+    """Which whole days of the window are summarised (read from the summaries) and what is read live."""
+    first = None if since is None else since.date() + dt.timedelta(days=0 if since == _midnight(since.date()) else 1)
+    end = now.date() if until is None else min(now.date(), until.date())  # today is never summarised
+    stmt = select(DAYS.day).where(DAYS.version == VERSION, DAYS.day < end)
+    if first is not None:
+        stmt = stmt.where(DAYS.day >= first)
+    runs: list[tuple[dt.date, dt.date]] = []
+    for day in session.execute(stmt.order_by(DAYS.day)).scalars():
+        day = q.as_day(day)
+        if runs and runs[-1][1] == day:
+            runs[-1] = (runs[-1][0], day + dt.timedelta(days=1))
+        else:
+            runs.append((day, day + dt.timedelta(days=1)))
+    live, cursor = [], since
+    for start, stop in runs:
+        if cursor is None or cursor < _midnight(start):
+            live.append(q.Span(cursor, _midnight(start)))
+        cursor = _midnight(stop)
+    if until is None or cursor is None or cursor < until:
+        live.append(q.Span(cursor, until))
+    return Plan(runs, live)
+
+
+def _in_runs(column: Any, runs: list[tuple[dt.date, dt.date]]) -> Any:
+    return or_(*(and_(column >= a, column < b) for a, b in runs)) if runs else false()
+
+
+@dataclass
+class Durations:
+    """Sighting-to-outcome seconds: bucket counts from the summaries (values loaded on demand) and live values."""
+
+    counts: Counter[int] = field(default_factory=Counter)
+    values: list[float] = field(default_factory=list)
+    load: Callable[[Iterable[int]], Iterable[tuple[int, list[float]]]] = field(default=lambda buckets: ())
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values()) + len(self.values)
+
+    def percentiles(self, *qs: float) -> list[float | None]:
+        """Nearest-rank percentiles (as triage.metrics.percentile) over the summarised and live values."""
+        total = self.n
+        if not total:
+            return [None for _ in qs]
+        live = Counter(bucket(v) for v in self.values)
+        counts = self.counts + live
+        ranks = [max(1, math.ceil(x / 100 * total)) for x in qs]
+        where: list[tuple[int, int]] = []
+        for rank in ranks:
+            below = 0
+            for b in sorted(counts):
+                if below + counts[b] >= rank:
+                    where.append((b, rank - below))
+                    break
+                below += counts[b]
+        wanted = {b for b, _ in where}
+        stored: dict[int, list[float]] = defaultdict(list)
+        for b, values in self.load(wanted):
+            stored[b].extend(values)
+        for v in self.values:
+            if bucket(v) in wanted:
+                stored[bucket(v)].append(v)
+        return [sorted(stored[b])[i - 1] for b, i in where]
+
+
+@dataclass
+class Figures:
+    """Every summable figure of a window, from the summaries and live SQL together (see triage.metrics)."""
+
+    by_pair: Counter[tuple[int, int, str, int, str]] = field(default_factory=Counter)
+    by_week: Counter[tuple[dt.date, int, str, str]] = field(default_factory=Counter)
+    by_band: Counter[tuple[str, int, bool]] = field(default_factory=Counter)
+    waits: dict[dt.date, tuple[int, float]] = field(default_factory=dict)
+    known: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    throughput: dict[int, tuple[int, int]] = field(default_factory=dict)
+    voided: int = 0
+    durations: Durations = field(default_factory=Durations)
+
+    def add_waits(self, waits: dict[dt.date, tuple[int, float]]) -> None:
+        for week, (n, total) in waits.items():
+            old = self.waits.get(week, (0, 0.0))
+            self.waits[week] = (old[0] + n, old[1] + total)
+
+    def add_throughput(self, counts: dict[int, tuple[int, int]]) -> None:
+        for uid, (n, hours) in counts.items():
+            old = self.throughput.get(uid, (0, 0))
+            self.throughput[uid] = (old[0] + n, old[1] + hours)
+
+
+def figures(session: Session, parts: Plan) -> Figures:
+    """The window's figures: summarised runs, the live decisions that may still change in them, live spans."""
+    f = Figures()
+    for span in parts.live:
+        _add_live(session, f, span, q.ALL)
+    if parts.runs:
+        for start, stop in parts.runs:  # decisions a manager may still re-open are never summarised
+            span = q.Span(_midnight(start), _midnight(stop))
+            outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, q.WAITING)
+            f.by_band.update(outcomes.by_band)
+            f.add_waits(outcomes.waits)
+            f.durations.values += q.outcome_seconds(session, span, q.WAITING, MAX_ROUNDS)
+        _add_summaries(session, f, parts.runs)
+    return f
+
+
+def _add_live(session: Session, f: Figures, span: q.Span, part: str) -> None:
+    rounds = q.round_counts(session, span)
+    f.by_pair.update(rounds.by_pair)
+    f.by_week.update(rounds.by_week)
+    outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, part)
+    f.by_band.update(outcomes.by_band)
+    f.add_waits(outcomes.waits)
+    f.durations.values += q.outcome_seconds(session, span, part, MAX_ROUNDS)
+    f.known.update(q.known_answer_counts(session, span))
+    f.add_throughput(q.throughput_counts(session, span))
+    f.voided += q.voided_count(session, span)
+
+
+def _week(day: dt.date) -> dt.date:
+    return day - dt.timedelta(days=day.weekday())
+
+
+def _add_summaries(session: Session, f: Figures, runs: list[tuple[dt.date, dt.date]]) -> None:
+    r, o, d = ROUNDS, OUTCOMES, DURATIONS
+    k, v = KNOWN, VERDICTS
+    for rnd, lo, hi, n in session.execute(select(r.round, r.lo, r.hi, func.sum(r.n))
+                                          .where(_in_runs(r.day, runs)).group_by(r.round, r.lo, r.hi)):
+        f.by_pair[(rnd, lo // 4, q.VERDICT_OF[lo % 4], hi // 4, q.VERDICT_OF[hi % 4])] += n
+    code_lo, code_hi = r.lo % 4, r.hi % 4
+    for day, rnd, a, b, n in session.execute(select(r.day, r.round, code_lo, code_hi, func.sum(r.n))
+                                             .where(_in_runs(r.day, runs))
+                                             .group_by(r.day, r.round, code_lo, code_hi)):
+        f.by_week[(_week(q.as_day(day)), rnd, q.VERDICT_OF[a], q.VERDICT_OF[b])] += n
+    for status, band, final, n in session.execute(select(o.status, o.band, o.final, func.sum(o.n))
+                                                  .where(_in_runs(o.day, runs)).group_by(o.status, o.band, o.final)):
+        f.by_band[(status, band, bool(final))] += n
+    f.add_waits(_summed_waits(session, runs))
+    for b, n in session.execute(select(d.bucket, func.sum(d.n)).where(_in_runs(d.day, runs)).group_by(d.bucket)):
+        f.durations.counts[b] += n
+    f.durations.load = lambda buckets: ((b, values) for b, values in session.execute(
+        select(d.bucket, d.seconds).where(_in_runs(d.day, runs), d.bucket.in_(list(buckets)))))
+    for uid, truth, verdict, n in session.execute(select(k.reviewer_id, k.truth, k.verdict, func.sum(k.n))
+                                                  .where(_in_runs(k.day, runs))
+                                                  .group_by(k.reviewer_id, k.truth, k.verdict)):
+        f.known[(uid, truth, verdict)] += n
+    f.add_throughput({uid: (int(n), int(h)) for uid, n, h in session.execute(
+        select(v.reviewer_id, func.sum(v.verdicts), func.sum(v.hours)).where(_in_runs(v.day, runs))
+        .group_by(v.reviewer_id))})
+    f.voided += int(session.execute(select(func.coalesce(func.sum(DAYS.voided), 0))
+                                    .where(_in_runs(DAYS.day, runs))).scalar_one())
+
+
+def _summed_waits(session: Session, runs: list[tuple[dt.date, dt.date]]) -> dict[dt.date, tuple[int, float]]:
+    o = OUTCOMES
+    out: dict[dt.date, tuple[int, float]] = {}
+    for day, n, total in session.execute(select(o.day, func.sum(o.n), func.sum(o.wait_seconds))
+                                         .where(_in_runs(o.day, runs)).group_by(o.day)):
+        week = _week(q.as_day(day))
+        old = out.get(week, (0, 0.0))
+        out[week] = (old[0] + int(n), old[1] + float(total))
+    return out
