@@ -20,7 +20,6 @@ CHECKED_FOR_LENGTH = ("api", "web", "webcommon", "matcher", "triage", "miatari",
 # Over the limit today, each being shortened by the change that owns it: the list can only shrink
 # (an entry that is short already fails, so it is taken off).
 LONG_FUNCTIONS_ALLOWED = {
-    "triage/review/verdicts.py::submit_verdict",
     # Alembic's generated schema of the first release: one statement per table, read top to bottom.
     "migrations/versions/0001_initial_schema.py::upgrade",
     "migrations/versions/0001_initial_schema.py::downgrade",

@@ -48,6 +48,8 @@ class VerdictResult:
     replayed: bool
     # Set only when this verdict completed its round (for logs and tests; never shown to the recognizer).
     decided: str | None = None
+    # Held in its undo window: it does not count yet.
+    pending: bool = False
 
 
 # Consensus
@@ -65,53 +67,83 @@ def outcome_for(verdicts: Iterable[str]) -> CandidateStatus:
 
 def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, note: str = "",
                    idempotency_key: str | None = None, ip: str = "",
-                   settings: Settings | None = None) -> VerdictResult:
+                   settings: Settings | None = None, undo_seconds: float = 0.0) -> VerdictResult:
     """Store one verdict and, if it completes the round, decide the candidate; one transaction, commits.
 
     Idempotent: sending the same verdict again (with the same key, or none) returns
     the stored one; a different verdict for a slot already answered is refused.  A
     verdict on an expired lease is refused, not counted, and the slot returns to the queue.
+    With ``undo_seconds`` the verdict is held as pending instead: it can be undone for
+    that long and counts afterwards (``triage.review.pending``); the slot stays the
+    author's meanwhile, so no one else can take it.
     """
-    action = "review.verdict"
     settings = settings or get_settings()
+    verdict, note, stored_key = _checked_input(session, user, slot_id, verdict, note, idempotency_key, ip)
+    if stored_key is not None:
+        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
+        if earlier is not None:
+            if earlier.id != slot_id or (earlier.verdict or earlier.pending_verdict) != verdict:
+                raise _refuse(session, user, ACTION, "conflict",
+                              "This Idempotency-Key was already used for another verdict.", object_id=slot_id, ip=ip)
+            session.commit()
+            return VerdictResult(earlier, replayed=True, pending=earlier.pending_verdict is not None)
+    slot, candidate = _slot_to_answer(session, user, slot_id, ip)
+    given = slot.verdict or slot.pending_verdict
+    if given is not None:
+        if given == verdict:
+            session.commit()
+            return VerdictResult(slot, replayed=True, pending=slot.pending_verdict is not None)
+        raise _refuse(session, user, ACTION, "conflict",
+                      "You already gave a different verdict on this task; it cannot be changed.",
+                      object_id=slot_id, ip=ip)
+    _check_still_open(session, user, slot, candidate, ip)
+    now = utcnow()
+    if undo_seconds > 0:
+        return _hold(session, user, slot, verdict, note, stored_key, now, ip)
+    result = count_verdict(session, user, slot, candidate, verdict, note, stored_key, now, ip, settings)
+    session.commit()
+    return result
+
+
+ACTION = "review.verdict"
+
+
+def _checked_input(session: Session, user: User, slot_id: int, verdict: str, note: str,
+                   idempotency_key: str | None, ip: str) -> tuple[str, str, str | None]:
+    """The verdict, the note and the stored idempotency key, or a recorded refusal."""
     if user.is_suspended:
-        raise _refuse(session, user, action, "suspended", SUSPENDED_MESSAGE + " Your verdict was not counted.",
+        raise _refuse(session, user, ACTION, "suspended", SUSPENDED_MESSAGE + " Your verdict was not counted.",
                       object_id=slot_id, ip=ip)
     try:
         verdict = Verdict(verdict).value
     except ValueError:
-        raise _refuse(session, user, action, "invalid",
+        raise _refuse(session, user, ACTION, "invalid",
                       "The verdict must be one of: same, different, cannot_tell.", object_id=slot_id, ip=ip) from None
     note = (note or "").strip()
     if len(note) > NOTE_MAX:
-        raise _refuse(session, user, action, "invalid", f"The note is too long (at most {NOTE_MAX} characters).",
+        raise _refuse(session, user, ACTION, "invalid", f"The note is too long (at most {NOTE_MAX} characters).",
                       object_id=slot_id, ip=ip)
-    stored_key: str | None = None
-    if idempotency_key:
-        if len(idempotency_key) > IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
-            raise _refuse(session, user, action, "invalid",
-                          f"The Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} printable characters.",
-                          object_id=slot_id, ip=ip)
-        # Keys are per account: one person's key can never collide with another's.
-        stored_key = f"{user.id}:{idempotency_key}"
-        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
-        if earlier is not None:
-            if earlier.id != slot_id or earlier.verdict != verdict:
-                raise _refuse(session, user, action, "conflict",
-                              "This Idempotency-Key was already used for another verdict.", object_id=slot_id, ip=ip)
-            session.commit()
-            return VerdictResult(earlier, replayed=True)
+    if not idempotency_key:
+        return verdict, note, None
+    if len(idempotency_key) > IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
+        raise _refuse(session, user, ACTION, "invalid",
+                      f"The Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} printable characters.",
+                      object_id=slot_id, ip=ip)
+    # Keys are per account: one person's key can never collide with another's.
+    return verdict, note, f"{user.id}:{idempotency_key}"
 
+
+def _slot_to_answer(session: Session, user: User, slot_id: int, ip: str) -> tuple[ReviewSlot, Candidate]:
+    """The slot, re-read under its candidate's lock, if this user holds it (or answered it)."""
     peek = session.get(ReviewSlot, slot_id)
     if peek is None:
-        raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
+        raise _refuse(session, user, ACTION, "not_found", "No such review task.", object_id=slot_id, ip=ip)
     # Lock the candidate first: the two verdicts of a round are serialised, so the
     # second one always sees the first and the decision is taken exactly once.
     candidate = lock_candidate(session, peek.candidate_id)
     slot = session.exec(select(ReviewSlot).where(ReviewSlot.id == slot_id)
                         .execution_options(populate_existing=True)).one()
     assert candidate is not None
-    now = utcnow()
     if slot.reviewer_id != user.id:
         # Seen the candidate, and holding or having answered none of its other slots: the lease on this
         # slot was theirs and ran out.  Holding the other slot means this one was never theirs.
@@ -119,44 +151,69 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
                                                                ReviewSlot.reviewer_id == user.id)).first()
         had_it = holds_other is None and session.get(SeenCandidate, (candidate.id, user.id)) is not None
         if not had_it:  # someone else's slot: the same answer as a missing one
-            raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
+            raise _refuse(session, user, ACTION, "not_found", "No such review task.", object_id=slot_id, ip=ip,
                           detail={"why": "not held by this recognizer"})
-        raise _refuse(session, user, action, "lease_expired",
+        raise _refuse(session, user, ACTION, "lease_expired",
                       "This task is no longer leased to you: your time on it ran out and it went back to the queue. "
                       "Your verdict was not counted.", object_id=slot_id, ip=ip)
-    if slot.verdict is not None:
-        if slot.verdict == verdict:
-            session.commit()
-            return VerdictResult(slot, replayed=True)
-        raise _refuse(session, user, action, "conflict",
-                      "You already gave a different verdict on this task; it cannot be changed.",
-                      object_id=slot_id, ip=ip)
+    return slot, candidate
+
+
+def _check_still_open(session: Session, user: User, slot: ReviewSlot, candidate: Candidate, ip: str) -> None:
+    """Refuse a verdict on a withdrawn task, or on a lease that ran out (which returns the slot to the queue)."""
     if (slot.withdrawn or slot.voided_at is not None or candidate.status != CandidateStatus.open.value
             or slot.round != candidate.current_round):
-        raise _refuse(session, user, action, "withdrawn",
+        raise _refuse(session, user, ACTION, "withdrawn",
                       "This task was withdrawn (the subject was closed). Your verdict was not counted.",
-                      object_id=slot_id, ip=ip)
+                      object_id=slot.id, ip=ip)
     expires = _aware(slot.lease_expires_at)
-    if expires is None or expires < now:
-        # Refuse, and give the slot back to the queue in the same breath.
-        _drop_pending(session)
-        if slot.reviewer_id == user.id and slot.verdict is None:
-            slot.reviewer_id = None
-            slot.leased_at = None
-            slot.lease_expires_at = None
-            slot.revealed_full_faces = False
-            session.add(slot)
-        audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="review_slot",
-                     object_id=slot_id, detail={"reason": "lease_expired", "expired_at": str(expires)}, ip=ip)
-        session.commit()
-        raise ReviewError("lease_expired",
-                          f"Your time on this task ran out at {expires:%H:%M:%S} UTC and it went back to the queue. "
-                          "Your verdict was not counted." if expires else "This task is not leased to you.")
+    if expires is not None and expires >= utcnow():
+        return
+    # Refuse, and give the slot back to the queue in the same breath.
+    _drop_pending(session)
+    if slot.reviewer_id == user.id and slot.verdict is None:
+        slot.reviewer_id = None
+        slot.leased_at = None
+        slot.lease_expires_at = None
+        slot.revealed_full_faces = False
+        session.add(slot)
+    audit.record(session, ACTION, actor=user, outcome=AuditOutcome.denied, object_type="review_slot",
+                 object_id=slot.id, detail={"reason": "lease_expired", "expired_at": str(expires)}, ip=ip)
+    session.commit()
+    raise ReviewError("lease_expired",
+                      f"Your time on this task ran out at {expires:%H:%M:%S} UTC and it went back to the queue. "
+                      "Your verdict was not counted." if expires else "This task is not leased to you.")
 
+
+def _hold(session: Session, user: User, slot: ReviewSlot, verdict: str, note: str, stored_key: str | None,
+          now: dt.datetime, ip: str) -> VerdictResult:
+    """Keep the verdict as pending (undoable); it counts once its window has passed. Commits."""
+    slot.pending_verdict = verdict
+    slot.pending_at = now
+    slot.note = note
+    slot.idempotency_key = stored_key
+    session.add(slot)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise ReviewError("conflict", "This Idempotency-Key was already used for another verdict.") from None
+    audit.record(session, "review.verdict_pending", actor=user, object_type="review_slot", object_id=slot.id,
+                 detail={"candidate_id": slot.candidate_id, "round": slot.round, "verdict": verdict,
+                         "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
+    session.commit()
+    return VerdictResult(slot, replayed=False, pending=True)
+
+
+def count_verdict(session: Session, user: User, slot: ReviewSlot, candidate: Candidate, verdict: str, note: str,
+                  stored_key: str | None, at: dt.datetime, ip: str, settings: Settings) -> VerdictResult:
+    """Make the verdict count: store it, decide the round if it is complete (caller's transaction, candidate locked)."""
     slot.verdict = verdict
     slot.note = note
-    slot.verdict_at = now
+    slot.verdict_at = at
     slot.idempotency_key = stored_key
+    slot.pending_verdict = None
+    slot.pending_at = None
     # The author's standing as it was when they answered (shown with a flag's evidence).
     slot.reviewer_record = qualification.record_for(session, user).snapshot()
     session.add(slot)
@@ -166,17 +223,16 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
         # The same key arrived twice at once: the other request stored it.
         session.rollback()
         earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
-        if earlier is not None and earlier.id == slot_id and earlier.verdict == verdict:
+        if earlier is not None and earlier.id == slot.id and earlier.verdict == verdict:
             return VerdictResult(earlier, replayed=True)
         raise ReviewError("conflict", "This Idempotency-Key was already used for another verdict.") from None
-    audit.record(session, action, actor=user, object_type="review_slot", object_id=slot.id,
+    audit.record(session, ACTION, actor=user, object_type="review_slot", object_id=slot.id,
                  detail={"candidate_id": candidate.id, "round": slot.round, "verdict": verdict,
                          "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
-    decided = _decide_if_complete(session, candidate, now)
+    decided = _decide_if_complete(session, candidate, at)
     if candidate.is_known_answer:
         # A known-answer verdict may end probation, or suspend the account (voiding its undecided verdicts).
         qualification.reassess(session, user, settings)
-    session.commit()
     return VerdictResult(slot, replayed=False, decided=decided)
 
 
