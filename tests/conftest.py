@@ -212,3 +212,7 @@ def face_pipeline() -> Any:
     home = Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")).resolve()
     ensure_models(home)
     return get_pipeline(models_home=home)
+
+
+# The live server and the browser, for tests/web and tests/e2e alike (tests.live uses the factories above).
+from tests.live import browser, browser_login, live_server  # noqa: E402, F401

@@ -43,7 +43,9 @@ IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
 def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_answer: bool) -> Any:
     """Slots this recognizer may take now, most urgent first."""
     other = aliased(ReviewSlot)
-    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id)
+    # On another slot of it already (the slot itself may be theirs from a lease that lapsed: they may take it again).
+    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id,
+                                   col(other.id) != col(ReviewSlot.id))
     # Shown it in an earlier round (a lapsed lease on this very round does not lock its holder out).
     seen_before = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
                                  col(SeenCandidate.user_id) == user.id,
