@@ -37,3 +37,12 @@ def story_engine(story_db: str) -> Iterator[Engine]:
     engine = make_engine(story_db)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _close_contexts() -> Iterator[None]:
+    from tests.e2e import helpers
+
+    yield
+    while helpers.OPEN_CONTEXTS:
+        helpers.OPEN_CONTEXTS.pop().close()

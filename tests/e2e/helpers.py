@@ -65,6 +65,21 @@ def save_jpeg(image: Image.Image, folder: Path, name: str) -> Path:
     return path
 
 
+def login(browser: Any, server: Any, username: str, **context_options: Any) -> Any:
+    """A logged-in page of its own browser context, patient with a busy machine."""
+    from tests.live import login_page
+
+    page = login_page(browser, server, username, **context_options)
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    OPEN_CONTEXTS.append(page.context)
+    return page
+
+
+PAGE_TIMEOUT_MS = 60_000
+# Closed after each test (tests/e2e/conftest.py).
+OPEN_CONTEXTS: list[Any] = []
+
+
 # Screenshots
 def screenshot_dir() -> Path:
     """``MIATARI_SCREENSHOTS`` (e.g. docs/screenshots, by ``make screenshots``), else a temporary folder."""
@@ -130,9 +145,10 @@ def enrol_subject(page: Any, name: str, case_ref: str, photo: Path) -> int:
     page.wait_for_url("**/watchlist/*")
     subject_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     page.set_input_files("input[name=photo]", str(photo))
-    page.click(f"form[action='/watchlist/{subject_id}/photos'] button[type=submit]")
-    page.wait_for_load_state("load")
-    page.wait_for_selector(".refphoto img", timeout=MATCH_TIMEOUT_S * 1000)
+    # Enrolment runs the face model in the request (loaded on first use: slow on a busy machine).
+    with page.expect_navigation(timeout=MATCH_TIMEOUT_S * 1000):
+        page.click(f"form[action='/watchlist/{subject_id}/photos'] button[type=submit]", no_wait_after=True)
+    page.wait_for_selector(".refphoto img")
     return subject_id
 
 

@@ -15,7 +15,6 @@ from sqlmodel import Session
 from tests.conftest import add_user
 from tests.e2e import helpers as h
 from tests.factories import image_store, make_candidate
-from tests.live import login_page
 from triage.models import ReviewSlot, Role
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
@@ -27,10 +26,10 @@ def test_enrol_sight_review_flag_dispute_escalate_settle(browser, story_server, 
     add_user(engine, "olive", Role.officer)
     for name in ("rita", "ravi", "rosa", "remy"):
         add_user(engine, name, Role.recognizer)
-    manager = login_page(browser, server, "chief", **h.DESKTOP)
-    officer = login_page(browser, server, "olive", **h.PHONE)
-    rita = login_page(browser, server, "rita", **h.DESKTOP)
-    ravi = login_page(browser, server, "ravi", **h.DESKTOP)
+    manager = h.login(browser, server, "chief", **h.DESKTOP)
+    officer = h.login(browser, server, "olive", **h.PHONE)
+    rita = h.login(browser, server, "rita", **h.DESKTOP)
+    ravi = h.login(browser, server, "ravi", **h.DESKTOP)
 
     # The first wanted person, and a sighting of her: the only subject, so the only candidate.
     h.enrol_subject(manager, "Eileen Astra", "W-2026-001", h.save_jpeg(h.astronaut(), tmp_path, "astronaut.jpg"))
@@ -67,7 +66,7 @@ def test_enrol_sight_review_flag_dispute_escalate_settle(browser, story_server, 
     h.screenshot(manager, "disputes")
     assert h.work_queue(rita, "d") == [] and h.work_queue(ravi, "d") == []  # never shown an escalation again
     for name in ("rosa", "remy"):
-        assert h.work_queue(login_page(browser, server, name, **h.DESKTOP), "d")
+        assert h.work_queue(h.login(browser, server, name, **h.DESKTOP), "d")
     for cid in split:
         h.wait_for(lambda cid=cid: h.status_of(engine, cid) == "cleared", 30, "the escalated round to settle")
         assert h.flag_for(engine, cid) is None
@@ -80,7 +79,7 @@ def test_a_lapsing_lease_is_said_before_a_verdict_is_typed(browser, live_server,
     with Session(engine, expire_on_commit=False) as s:
         make_candidate(s, image_store(server.settings), server.settings, officer.id)
         s.commit()
-    page = login_page(browser, server, "lena", **h.DESKTOP)
+    page = h.login(browser, server, "lena", **h.DESKTOP)
     h.open_queue(page)
     slot = h.crops_shown(page)
     # Under a minute from the start: warned at once.
