@@ -117,7 +117,8 @@ def current_task(session: Session, user: User) -> Task | None:
 
 def next_task(session: Session, user: User, settings: Settings, *, rng: random.Random | None = None,
               ip: str = "") -> Task | None:
-    """Lease the most urgent slot this recognizer may take (or return the lease they hold); commits.
+    """Lease the most urgent slot this recognizer may take (or return the lease they hold), in the caller's
+    transaction.
 
     Returns None when there is nothing for them.  A known-answer task is served
     instead of a real one at the recognizer's share (``qualification.share_for``:
@@ -141,11 +142,9 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         held = _current_lease(session, user, now)
         if held is not None:
             candidate = session.get(Candidate, held.candidate_id)
-            session.commit()
             return Task(held, candidate, resumed=True)  # type: ignore[arg-type]
         slot = _lock_first(session, _available_slots(user, settings, now, known_answer=False))
         if slot is None:
-            session.commit()
             return None
         if share > 0 and rng.random() < share:
             known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
@@ -154,13 +153,11 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
             if known is not None:
                 slot = known
         try:
-            task = _lease(session, user, slot, settings, now, ip)
+            # A savepoint: a lease that lost a race is undone alone, and the claim is tried again.
+            with session.begin_nested():
+                return _lease(session, user, slot, settings, now, ip)
         except IntegrityError:
-            session.rollback()
             continue
-        session.commit()
-        return task
-    session.rollback()
     return None
 
 
@@ -241,14 +238,13 @@ def held_task(session: Session, user: User, slot_id: int, ip: str = "") -> Task:
 
 
 def reveal_full_faces(session: Session, user: User, slot_id: int, ip: str = "") -> ReviewSlot:
-    """Record that the holder revealed the full faces (kept with the verdict); commits."""
+    """Record that the holder revealed the full faces (kept with the verdict)."""
     slot = _held_slot(session, user, slot_id, "review.reveal", ip)
     if not slot.revealed_full_faces:
         slot.revealed_full_faces = True
         session.add(slot)
         audit.record(session, "review.reveal", actor=user, object_type="review_slot", object_id=slot.id,
                      detail={"candidate_id": slot.candidate_id}, ip=ip)
-    session.commit()
     return slot
 
 

@@ -23,11 +23,11 @@ from triage import review
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.models import User
+from triage.transaction import checkpoint, record_refusal
 from web.htmx import hx_redirect, is_htmx
 from web.templating import render
 from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
 from webcommon.errors import status_for
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -94,6 +94,8 @@ def _after(request: Request, session: Session, settings: Settings, user: User,
 
 def _refused(request: Request, session: Session, settings: Settings, user: User,
              exc: review.ReviewError) -> Response:
+    record_refusal(session, exc)
+    review.settle_due(session, settings, user)
     messages = [{"kind": "error", "text": exc.message}]
     if is_htmx(request):  # htmx swaps only a 2xx: the refusal is said in the task area
         return _task_area(request, session, settings, user, review.current_task(session, user), messages)
@@ -101,7 +103,6 @@ def _refused(request: Request, session: Session, settings: Settings, user: User,
 
 
 @router.get("")
-@releases_session
 def read_queue(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser,
                recorded: int = 0) -> Response:
     """The recognizer's queue page with the Next button."""
@@ -111,7 +112,6 @@ def read_queue(request: Request, session: SessionDep, settings: SettingsDep, use
 
 
 @router.post("/next")
-@releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> Response:
     """Lease the next task and open it."""
     review.settle_due(session, settings, user)
@@ -128,13 +128,13 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 
 
 @router.get("/slots/{slot_id}")
-@releases_session
 def read_task(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
               user: RecognizerUser) -> Response:
     """One task you hold: the two eye crops side by side."""
     try:
         task = review.held_task(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         if review.had_task(session, user, slot_id):
             # Back (or a reload) onto a task already answered or given back: the queue, not an error.
             return Response(status_code=303, headers={"Location": "/review"})
@@ -144,7 +144,6 @@ def read_task(request: Request, slot_id: Id, session: SessionDep, settings: Sett
 
 
 @router.post("/slots/{slot_id}/reveal")
-@releases_session
 def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                   user: RecognizerUser) -> Response:
     """Reveal the full faces (recorded with your verdict)."""
@@ -158,7 +157,6 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, settings: 
 
 
 @router.post("/slots/{slot_id}/verdict")
-@releases_session
 def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                    user: RecognizerUser, verdict: str = Form(""), note: str = Form(""),
                    idempotency_key: str = Form("")) -> Response:
@@ -170,14 +168,16 @@ def create_verdict(request: Request, slot_id: Id, session: SessionDep, settings:
         task = review.current_task(session, user)
         if exc.code == "invalid" and task is not None and task.slot_id == slot_id:
             # Bad input on a task still held: show it again with the error, nothing stored.
+            record_refusal(session, exc)
             return _task_area(request, session, settings, user, task, [{"kind": "error", "text": exc.message}], 422)
         return _refused(request, session, settings, user, exc)
+    # The verdict is stored for good before anything else is tried: a refused next task cannot undo it.
+    checkpoint(session)
     review.settle_due(session, settings, user)
     return _after(request, session, settings, user)
 
 
 @router.post("/slots/{slot_id}/undo")
-@releases_session
 def create_undo(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                 user: RecognizerUser) -> Response:
     """Take back your last verdict while it is still undoable: that task is yours again."""
@@ -185,11 +185,11 @@ def create_undo(request: Request, slot_id: Id, session: SessionDep, settings: Se
         review.undo_verdict(session, user, slot_id, settings, client_ip(request))
     except review.ReviewError as exc:
         return _refused(request, session, settings, user, exc)
+    checkpoint(session)  # undone for good, whatever the next step says
     return _after(request, session, settings, user, [{"kind": "info", "text": "Verdict undone: give it again."}])
 
 
 @router.post("/slots/{slot_id}/release")
-@releases_session
 def create_release(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                    user: RecognizerUser) -> Response:
     """Give the task back at once (it goes to someone else); the next task follows."""
@@ -197,11 +197,11 @@ def create_release(request: Request, slot_id: Id, session: SessionDep, settings:
         review.release_task(session, user, slot_id, client_ip(request))
     except review.ReviewError as exc:
         return _refused(request, session, settings, user, exc)
+    checkpoint(session)  # given back for good, whatever the next step says
     return _after(request, session, settings, user, [{"kind": "info", "text": "Task given back."}])
 
 
 @router.post("/slots/{slot_id}/heartbeat")
-@releases_session
 def create_heartbeat(request: Request, slot_id: Id, session: SessionDep, settings: SettingsDep,
                      user: RecognizerUser) -> Response:
     """The page saw you at work: renew the lease (within its maximum); says how long is left, or that it lapsed."""
@@ -209,6 +209,7 @@ def create_heartbeat(request: Request, slot_id: Id, session: SessionDep, setting
     try:
         slot = review.renew_lease(session, user, slot_id, settings, client_ip(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         return JSONResponse({"state": exc.code, "message": exc.message}, status_code=status_for(exc.code))
     now = utcnow()
     return JSONResponse({"state": "held", "lease_left": _seconds(slot.lease_expires_at, now),
@@ -216,7 +217,6 @@ def create_heartbeat(request: Request, slot_id: Id, session: SessionDep, setting
 
 
 @router.post("/settle")
-@releases_session
 def create_settle(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> Response:
     """Your verdicts whose undo window has passed count now (the page calls this when the window ends)."""
     return JSONResponse({"counted": review.settle_due(session, settings, user)})
