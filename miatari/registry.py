@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from triage import matching, metrics_summary, reindex, retention, webhooks
-from triage.review import queue
+from triage.review import pending, queue
 from triage.sightings import MATCH_JOB
 from triage.watchlist import bulk_import, subjects
 from triage.worker import Registry
@@ -27,4 +27,5 @@ def worker_registry() -> Registry:
             "metrics.summarise": metrics_summary.metrics_sweep,
             "review.expire_leases": queue.sweep_expired_leases,
         },
+        ticks={"review.settle_verdicts": pending.settle_sweep},
     )

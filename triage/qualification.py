@@ -165,6 +165,8 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
         if slot.round != candidate.current_round:
             continue
         if slot.verdict is None:
+            # A verdict still in its undo window never counted: it goes with the lease.
+            slot.pending_verdict = slot.pending_at = None
             slot.reviewer_id = None
             slot.leased_at = None
             slot.lease_expires_at = None

@@ -48,6 +48,9 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+as_utc = _aware
+
+
 def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 

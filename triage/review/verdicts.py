@@ -48,6 +48,8 @@ class VerdictResult:
     replayed: bool
     # Set only when this verdict completed its round (for logs and tests; never shown to the recognizer).
     decided: str | None = None
+    # Held in its undo window: it does not count yet.
+    pending: bool = False
 
 
 # Consensus
@@ -65,13 +67,15 @@ def outcome_for(verdicts: Iterable[str]) -> CandidateStatus:
 
 def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, note: str = "",
                    idempotency_key: str | None = None, ip: str = "",
-                   settings: Settings | None = None) -> VerdictResult:
+                   settings: Settings | None = None, undo_seconds: float = 0.0) -> VerdictResult:
     """Store one verdict and, if it completes the round, decide the candidate, in the caller's transaction.
 
     Idempotent: sending the same verdict again (with the same key, or none) returns
     the stored one; a different verdict for a slot already answered is refused.  A
     verdict on an expired lease is refused, not counted, and the slot returns to the queue
     (when the refusal is recorded).  Refusals carry their audit entry (``triage.transaction``).
+    With ``undo_seconds`` the verdict is held as pending instead: it can be undone for that long and
+    counts afterwards (``triage.review.pending``); the slot stays the author's meanwhile.
     """
     refuse = functools.partial(_refuse, session, user, "review.verdict", object_id=slot_id, ip=ip)
     verdict, note = _checked_input(refuse, user, verdict, note)
@@ -79,19 +83,22 @@ def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, not
     if stored_key is not None:
         earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
         if earlier is not None:
-            if earlier.id != slot_id or earlier.verdict != verdict:
+            if earlier.id != slot_id or (earlier.verdict or earlier.pending_verdict) != verdict:
                 raise refuse("conflict", "This Idempotency-Key was already used for another verdict.")
-            return VerdictResult(earlier, replayed=True)
+            return VerdictResult(earlier, replayed=True, pending=earlier.pending_verdict is not None)
     candidate, slot = _locked_slot(session, refuse, slot_id)
     now = utcnow()
     _check_holder(session, refuse, user, candidate, slot)
-    if slot.verdict is not None:
-        if slot.verdict == verdict:
-            return VerdictResult(slot, replayed=True)
+    given = slot.verdict or slot.pending_verdict
+    if given is not None:
+        if given == verdict:
+            return VerdictResult(slot, replayed=True, pending=slot.pending_verdict is not None)
         raise refuse("conflict", "You already gave a different verdict on this task; it cannot be changed.")
     _check_open(refuse, candidate, slot, now)
-    return _store(session, user, candidate, slot, verdict, note, stored_key, now, ip,
-                  settings or get_settings())
+    if undo_seconds > 0:
+        return _hold(session, user, slot, verdict, note, stored_key, now, ip)
+    return count_verdict(session, user, candidate, slot, verdict, note, stored_key, now, ip,
+                         settings or get_settings())
 
 
 # Checking a verdict
@@ -174,12 +181,36 @@ def _give_back(session: Session, *, slot_id: int, reviewer_id: int | None) -> No
 
 
 # Storing a verdict
-def _store(session: Session, user: User, candidate: Candidate, slot: ReviewSlot, verdict: str, note: str,
-           stored_key: str | None, now: dt.datetime, ip: str, settings: Settings) -> VerdictResult:
+def _hold(session: Session, user: User, slot: ReviewSlot, verdict: str, note: str, stored_key: str | None,
+          now: dt.datetime, ip: str) -> VerdictResult:
+    """Keep the verdict as pending (undoable); it counts once its window has passed."""
+    slot.pending_verdict = verdict
+    slot.pending_at = now
+    slot.note = note
+    slot.idempotency_key = stored_key
+    session.add(slot)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise ReviewError("conflict", "This Idempotency-Key was already used for another verdict.") from None
+    audit.record(session, "review.verdict_pending", actor=user, object_type="review_slot", object_id=slot.id,
+                 detail={"candidate_id": slot.candidate_id, "round": slot.round, "verdict": verdict,
+                         "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
+    return VerdictResult(slot, replayed=False, pending=True)
+
+
+def count_verdict(session: Session, user: User, candidate: Candidate, slot: ReviewSlot, verdict: str, note: str,
+                  stored_key: str | None, now: dt.datetime, ip: str, settings: Settings) -> VerdictResult:
+    """Make a verdict count (``now``: when it was given): store it and decide the round if it is complete.
+
+    The candidate is locked by the caller; caller's transaction."""
     slot.verdict = verdict
     slot.note = note
     slot.verdict_at = now
     slot.idempotency_key = stored_key
+    slot.pending_verdict = None
+    slot.pending_at = None
     # The author's standing as it was when they answered (shown with a flag's evidence).
     slot.reviewer_record = qualification.record_for(session, user).snapshot()
     session.add(slot)
