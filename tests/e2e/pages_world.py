@@ -236,7 +236,7 @@ def running_world(db_templates: Any, **overrides: Any) -> Iterator[World]:
     with tempfile.TemporaryDirectory(prefix="miatari-pages-") as tmp_dir:
         tmp = Path(tmp_dir)
         url = db_templates.new(tmp / "pages.db")
-        settings = make_settings(tmp, url, **overrides)
+        settings = make_settings(tmp, url, **{"lead_threshold": 0.5, **overrides})
         engine = make_engine(url)
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,

@@ -120,7 +120,7 @@ def test_sighting_page_follows_each_photo_while_matching_runs(world: World, brow
         sighting.status = "matching"  # type: ignore[union-attr]
         s.add(sighting)
         s.commit()
-    page.wait_for_function("document.querySelector('#status-words').textContent === 'Looking for faces'")
+    page.wait_for_selector("#status-words:text-is('Looking for faces')", timeout=10_000)
     assert page.locator(".photo-state").all_inner_texts() == ["looking for faces…"] * 2
     # The job ends as it does for photos where no face is found; the page says so, then stops polling.
     with Session(world.engine) as s:
@@ -131,7 +131,7 @@ def test_sighting_page_follows_each_photo_while_matching_runs(world: World, brow
             s.add(photo)
         s.add(sighting)
         s.commit()
-    page.wait_for_function("document.querySelector('#status-words').textContent === 'No face found'")
+    page.wait_for_selector("#status-words:text-is('No face found')", timeout=10_000)
     text = page.inner_text("main")
     assert "no_face" not in text and "No face was found in these photos" in text
     assert page.locator(".photo-state").all_inner_texts() == ["no face found"] * 2
