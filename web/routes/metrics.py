@@ -26,8 +26,21 @@ def _pct_tick(v: float) -> str:
     return f"{v * 100:.0f}%"
 
 
+def _minutes_tick(v: float) -> str:
+    return f"{v:.0f} min" if v >= 10 or v == 0 else f"{v:.1f} min"
+
+
 def _hours_tick(v: float) -> str:
     return f"{v:.0f} h" if v >= 10 or v == 0 else f"{v:.1f} h"
+
+
+def _wait_chart(weeks: list[metrics.WeekTrend]) -> Markup:
+    """Mean wait per week, in minutes while every week's is under two hours, else in hours."""
+    longest = max((t.mean_wait_seconds or 0.0 for t in weeks), default=0.0)
+    unit, tick = (60.0, _minutes_tick) if longest < 7200 else (3600.0, _hours_tick)
+    return line_chart([Bar(t.week.strftime("%d %b"), t.mean_wait_seconds / unit, _duration(t.mean_wait_seconds))
+                       if t.mean_wait_seconds is not None else None for t in weeks],
+                      "Mean wait from candidate to decision, per week", tick_text=tick, y_title="wait")
 
 
 def charts(m: metrics.Metrics) -> dict[str, Markup]:
@@ -43,11 +56,7 @@ def charts(m: metrics.Metrics) -> dict[str, Markup]:
         "weekly_agreement": line_chart([Bar(t.week.strftime("%d %b"), t.agreement, _pct(t.agreement))
                                         if t.agreement is not None else None for t in weeks],
                                        "Agreement per week", max_value=1.0, tick_text=_pct_tick, y_title="agreement"),
-        "weekly_wait": line_chart([Bar(t.week.strftime("%d %b"), t.mean_wait_seconds / 3600,
-                                       _duration(t.mean_wait_seconds))
-                                   if t.mean_wait_seconds is not None else None for t in weeks],
-                                  "Mean wait from candidate to decision, per week", tick_text=_hours_tick,
-                                  y_title="wait"),
+        "weekly_wait": _wait_chart(weeks),
         "weekly_disputes": bar_chart([Bar(t.week.strftime("%d %b"), t.dispute_rate or 0.0, _pct(t.dispute_rate))
                                       for t in weeks], "First-round dispute rate per week", max_value=1.0,
                                      tick_text=_pct_tick, y_title="disputed"),
