@@ -52,9 +52,16 @@ def _qualify(world: World, username: str, qualification: str) -> None:
 
 def test_manager_home_says_what_needs_attention(world: World, boss: Any) -> None:
     boss.goto("/")
-    # The world: one flag raised, one dispute (no escalation), nothing waiting; cara is on probation.
-    assert boss.inner_text("#home-queue .n") == "0" and "review slots waiting" in boss.inner_text("#home-queue")
-    assert boss.inner_text("#home-disputes .n") == "1" and "0 in escalation" in boss.inner_text("#home-disputes")
+    # The world: one flag raised, one dispute (or, once escalated, in escalation), cara on probation.
+    with Session(world.engine) as s:
+        disputed = s.exec(select(func.count()).select_from(Candidate).where(Candidate.status == "disputed")).one()
+        escalated = s.exec(select(func.count()).select_from(Candidate).where(Candidate.current_round > 1,
+                                                                              Candidate.status == "open")).one()
+    assert disputed + escalated == 1
+    assert boss.inner_text("#home-queue .n") == str(2 * escalated)
+    assert "review slots waiting" in boss.inner_text("#home-queue")
+    assert boss.inner_text("#home-disputes .n") == str(disputed)
+    assert f"{escalated} in escalation" in boss.inner_text("#home-disputes")
     assert boss.inner_text("#home-flags .n") == "1" and "1 to acknowledge" in boss.inner_text("#home-flags")
     recognizers = boss.inner_text("#home-recognizers")
     assert recognizers.startswith("0\nrecognizers suspended") and "2 on probation: cara, rico" in recognizers
