@@ -44,4 +44,4 @@ def first_photos(session: Session, subject_ids: Sequence[int]) -> dict[int, int]
     rows = session.exec(select(ReferencePhoto.subject_id, func.min(ReferencePhoto.id))
                         .where(col(ReferencePhoto.subject_id).in_(subject_ids))
                         .group_by(col(ReferencePhoto.subject_id))).all()
-    return {int(s): int(p) for s, p in rows}
+    return {int(s): int(p) for s, p in rows if p is not None}

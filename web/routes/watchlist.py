@@ -13,6 +13,7 @@ from triage.gallery import is_searchable, reference_photo_searchable
 from triage.models import ImportStatus, Subject, User, WatchlistImport
 from triage.watchlist import bulk_import
 from triage.watchlist.history import first_photos, subject_history
+from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
@@ -48,7 +49,8 @@ def _subject_page(request: Request, session: Any, subject: Subject, status_code:
     ctx = {"subject": subject, "photos": photos, "searched": searched,
            "display_status": watchlist.display_status(subject),
            "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES],
-           "history": subject_history(session, subject.id)}  # type: ignore[arg-type]
+           "history": subject_history(session, subject.id),  # type: ignore[arg-type]
+           "flashes": taken(request, session)}
     ctx.update(extra)
     return render(request, "subject.html", ctx, status_code=status_code)
 
@@ -306,8 +308,9 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
         session.rollback()
         return _subject_page(request, session, subject, 422, error=str(exc),
                              face_choices=_face_choices(exc.faces), last_view=view)
+    tell(request, session, "Reference photo enrolled: the matcher searches it from now on." if created
+         else "This photo was already enrolled for this subject: nothing changed.")
     session.commit()
-    message = "Reference photo enrolled." if created else "This photo was already enrolled for this subject."
-    return _subject_page(request, session, subject, notice=message)
+    return hx_redirect(f"/watchlist/{subject_id}#subject-photos", request)
 
 
