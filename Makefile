@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-.PHONY: run test test-postgres lint bench bench-decode fuzz fault-test bench-load bench-metrics setup browsers
+.PHONY: run test test-postgres lint bench bench-decode fuzz fault-test bench-load bench-metrics bench-workbench screenshots setup browsers
 
 setup:
 	bash scripts/bootstrap.sh
@@ -34,3 +34,13 @@ bench-metrics: setup
 
 bench-load: setup
 	.venv/bin/python -m bench.load
+
+bench-workbench: setup
+	bash scripts/browser.sh
+	.venv/bin/python -m bench.workbench
+
+# The README's screenshots, made by the end-to-end tests (packaged faces only).
+screenshots: setup
+	bash scripts/browser.sh
+	.venv/bin/miatari migrate >/dev/null
+	MIATARI_SCREENSHOTS=docs/screenshots MIATARI_REQUIRE_BROWSER=1 .venv/bin/python -m pytest -n 0 -p no:randomly tests/e2e

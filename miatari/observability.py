@@ -26,6 +26,7 @@ from triage import audit, prom
 from triage.config import Settings
 from triage.logging_json import REQUEST_ID_HEADER, new_request_id, request_id_var
 from triage.models import AuditOutcome
+from triage.transaction import unit_of_work
 from webcommon.deps import client_ip
 
 access_log = logging.getLogger("miatari.access")
@@ -79,10 +80,9 @@ def exposition(engine: Any) -> bytes:
 
 
 def _refuse(engine: Any, ip: str) -> None:
-    with Session(engine) as session:
+    with Session(engine) as session, unit_of_work(session):
         audit.record(session, "metrics.scrape", outcome=AuditOutcome.denied, object_type="metrics",
                      detail={"reason": "no valid scrape token and not an allowed address"}, ip=ip)
-        session.commit()
 
 
 @router.get("/metrics")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from triage import matching, reindex, retention, webhooks
-from triage.review import queue
+from triage.review import pending, queue
 from triage.sightings import MATCH_JOB
 from triage.watchlist import bulk_import, subjects
 from triage.worker import Registry
@@ -26,4 +26,5 @@ def worker_registry() -> Registry:
             "retention": retention.retention_sweep,
             "review.expire_leases": queue.sweep_expired_leases,
         },
+        ticks={"review.settle_verdicts": pending.settle_sweep},
     )

@@ -131,6 +131,8 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         # Known-answer tasks are served at random; tests that are about them set a share themselves.
         "known_answer_share": 0.0,
         "probation_known_answer_share": 0.0,
+        # Verdicts count at once; tests of the undo window set it themselves.
+        "verdict_undo_seconds": 0.0,
         # Metrics as of each view; tests of the cache set it themselves.
         "metrics_cache_seconds": 0.0,
         "models_dir": Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")),
@@ -210,3 +212,7 @@ def face_pipeline() -> Any:
     home = Path(os.environ.get("MIATARI_TEST_MODELS_DIR", ROOT / "data" / "models")).resolve()
     ensure_models(home)
     return get_pipeline(models_home=home)
+
+
+# The live server and the browser, for tests/web and tests/e2e alike (tests.live uses the factories above).
+from tests.live import browser, browser_login, live_server  # noqa: E402, F401

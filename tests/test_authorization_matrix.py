@@ -363,6 +363,7 @@ def _lease_slot(engine: Engine, app: Any, w: World) -> None:
         task = review.next_task(s, s.get(User, w.users["rec"].id), app.state.settings)
         assert task is not None and task.candidate.id == w.params["candidate_id"]
         w.params["slot_id"] = task.slot_id
+        s.commit()
 
 
 def iter_routes(app: Any) -> Iterator[tuple[str, str]]:

@@ -72,6 +72,7 @@ def _world(engine: Engine, app: Any) -> tuple[dict[str, list[object]], list[Cand
             task = review.next_task(s, s.get(User, user.id), settings)  # type: ignore[arg-type]
             assert task is not None and task.candidate.id == candidate.id
             review.submit_verdict(s, s.get(User, user.id), task.slot_id, verdict, note)  # type: ignore[arg-type]
+            s.commit()
 
     answer(bob, disputed, "same", "bob-note-on-dispute")
     answer(cat, disputed, "different", "cat-note-on-dispute")

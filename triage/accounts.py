@@ -1,8 +1,8 @@
 """Account operations: an admin's (create, disable, reset, roles, second factor) and a user's own.
 
-Every operation writes its audit entry, refusals included.  A refusal is
-recorded and then raised as ``AccountError``; nothing else has changed, so
-the caller commits the session to keep the refusal on record.
+Every operation writes its audit entry, refusals included.  A refusal is raised as
+``AccountError`` carrying its entry: whoever ends the transaction rolls the work back
+and keeps the entry (``triage.transaction``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlmodel import Session, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.errors import DomainError
-from triage.models import AuditOutcome, Role, User, WebSession
+from triage.errors import DomainError, RefusalEntry
+from triage.models import Role, User, WebSession
 from triage.secretbox import SecretUnreadable
 from triage.security import (
     PasswordRejected,
@@ -40,15 +40,15 @@ _BASE32_SECRET = re.compile(r"[A-Z2-7]{32}")
 class AccountError(DomainError, ValueError):
     """The operation was refused; the message says why, in the user's words."""
 
-    def __init__(self, message: str, code: str = "conflict") -> None:
-        super().__init__(code, message)
+    def __init__(self, message: str, code: str = "conflict", *, audit: RefusalEntry | None = None) -> None:
+        super().__init__(code, message, audit=audit)
 
 
 def _refuse(session: Session, action: str, actor: User | None, target_id: object, reason: str,
             ip: str = "", **detail: Any) -> AccountError:
-    audit.record(session, action, actor=actor, outcome=AuditOutcome.denied, object_type="user",
-                 object_id=target_id, detail={"reason": reason, **detail}, ip=ip)
-    return AccountError(reason)
+    """The error to raise; its audit entry is written when the transaction ends (``triage.transaction``)."""
+    return AccountError(reason, audit=RefusalEntry(action, actor=actor, object_type="user", object_id=target_id,
+                                                   detail={"reason": reason, **detail}, ip=ip))
 
 
 def _require_admin(session: Session, actor: User, action: str, target_id: object, ip: str) -> None:

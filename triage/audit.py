@@ -99,13 +99,6 @@ def record(
     return entry
 
 
-def record_refusal(session_factory: Any, action: str, **kwargs: Any) -> None:
-    """Record a refusal in its own transaction, so it stays even when the request rolls back."""
-    with session_factory() as session:
-        record(session, action, outcome=AuditOutcome.denied, **kwargs)
-        session.commit()
-
-
 PRUNE_ACTION = "audit.prune"
 
 
@@ -374,8 +367,7 @@ def export_csv(entries: Iterable[AuditEntry]) -> str:
 
 
 def export_for(session: Session, manager: User, f: AuditFilter, ip: str = "") -> str:
-    """The entries matching ``f`` as CSV; the export itself is recorded. Commits."""
+    """The entries matching ``f`` as CSV; the export itself is recorded (in the caller's transaction)."""
     body = export_csv(iter_entries(session, f))
     record(session, "audit.export", actor=manager, detail={"filters": f.__dict__}, ip=ip)
-    session.commit()
     return body

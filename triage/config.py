@@ -64,6 +64,10 @@ class Settings(BaseSettings):
 
     # Review queue
     lease_seconds: int = Field(default=300, ge=10)
+    # While the task page sees the person at work it renews the lease, up to this long on one task in all.
+    lease_max_seconds: int = Field(default=1200, ge=10)
+    # A verdict given on the task page can be undone this long before it counts (0 = it counts at once).
+    verdict_undo_seconds: float = Field(default=5.0, ge=0, le=60)
     known_answer_share: float = Field(default=0.05, ge=0.0, le=0.5)
     # Recognizers on probation (new, or reinstated) get known-answer tasks at this higher share; at 1 they
     # take no live task until qualified, so no flag ever rests on an unqualified account's word.

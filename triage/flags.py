@@ -21,9 +21,8 @@ from sqlmodel import Session, col, select
 
 from triage import audit, events, notifications, watchlist
 from triage.clock import utcnow
-from triage.errors import DomainError
+from triage.errors import DomainError, RefusalEntry
 from triage.models import (
-    AuditOutcome,
     Candidate,
     Flag,
     FlagCloseReason,
@@ -117,9 +116,8 @@ def get_visible(session: Session, user: User, flag_id: int, ip: str = "") -> Fla
     flag = session.get(Flag, flag_id)
     sighting = session.get(Sighting, flag.sighting_id) if flag else None
     if flag is None or not may_see(user, flag, sighting):
-        if flag is not None:
-            _record_refusal(session, user, "flag.view", flag_id, "not allowed", ip)
-        raise FlagError("not_found", "No such flag.")
+        raise FlagError("not_found", "No such flag.",
+                        audit=_refusal(user, "flag.view", flag_id, "not allowed", ip) if flag is not None else None)
     return flag
 
 
@@ -223,14 +221,9 @@ def reports_of(session: Session, flag: Flag) -> list[ReportEvidence]:
     return [ReportEvidence(user.username, report.outcome, report.note, report.created_at) for report, user in rows]
 
 
-def _record_refusal(session: Session, user: User, action: str, flag_id: int, reason: str, ip: str) -> None:
-    # Refusals come before any change; roll back only if something is pending (a rollback expires the
-    # request's user, which may still be read after the request's session has closed).
-    if session.new or session.dirty or session.deleted:
-        session.rollback()
-    audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="flag", object_id=flag_id,
-                 detail={"reason": reason}, ip=ip)
-    session.commit()
+def _refusal(user: User, action: str, flag_id: int, reason: str, ip: str) -> RefusalEntry:
+    """A refusal's audit entry: written when the transaction ends, after its work is rolled back."""
+    return RefusalEntry(action, actor=user, object_type="flag", object_id=flag_id, detail={"reason": reason}, ip=ip)
 
 
 def _lock(session: Session, flag_id: int) -> Flag | None:
@@ -245,22 +238,21 @@ def _managed(session: Session, user: User, action: str, flag_id: int, ip: str) -
     flag = _lock(session, flag_id)
     sighting = session.get(Sighting, flag.sighting_id) if flag else None
     if flag is None or not may_see(user, flag, sighting):
-        if flag is not None:
-            _record_refusal(session, user, action, flag_id, "not allowed", ip)
-        raise FlagError("not_found", "No such flag.")
+        raise FlagError("not_found", "No such flag.",
+                        audit=_refusal(user, action, flag_id, "not allowed", ip) if flag is not None else None)
     if not user.has_role(Role.manager):
-        _record_refusal(session, user, action, flag_id, "only a manager decides on a flag", ip)
         raise FlagError("forbidden", "Only a manager acknowledges or closes a flag. Report what happened "
-                                     "instead: the managers are told.")
+                                     "instead: the managers are told.",
+                        audit=_refusal(user, action, flag_id, "only a manager decides on a flag", ip))
     return flag
 
 
 def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Flag:
-    """raised → acknowledged, by a manager (who takes the flag on); commits."""
+    """raised → acknowledged, by a manager (who takes the flag on)."""
     flag = _managed(session, user, "flag.acknowledge", flag_id, ip)
     if flag.status != FlagStatus.raised.value:
-        _record_refusal(session, user, "flag.acknowledge", flag_id, f"flag is {flag.status}", ip)
-        raise FlagError("conflict", f"This flag is already {flag.status}.")
+        raise FlagError("conflict", f"This flag is already {flag.status}.",
+                        audit=_refusal(user, "flag.acknowledge", flag_id, f"flag is {flag.status}", ip))
     flag.status = FlagStatus.acknowledged.value
     flag.acknowledged_by = user.id
     flag.acknowledged_at = utcnow()
@@ -268,26 +260,25 @@ def acknowledge(session: Session, user: User, flag_id: int, ip: str = "") -> Fla
     audit.record(session, "flag.acknowledge", actor=user, object_type="flag", object_id=flag.id, ip=ip)
     # A manager took the flag on: the other managers' alerts are handled (the officer's stays theirs to read).
     events.handled(session, "flag", flag.id, kinds=(events.FLAG_RAISED,), user_ids=events.managers(session))
-    session.commit()
     return flag
 
 
 def close(session: Session, user: User, flag_id: int, reason: str, note: str = "", ip: str = "") -> Flag:
-    """acknowledged → closed with a reason (arrested / not_located / withdrawn), by a manager; commits."""
+    """acknowledged → closed with a reason (arrested / not_located / withdrawn), by a manager."""
     flag = _managed(session, user, "flag.close", flag_id, ip)
     try:
         reason = FlagCloseReason(reason).value
     except ValueError:
-        _record_refusal(session, user, "flag.close", flag_id, "bad reason", ip)
-        raise FlagError("invalid", "The reason must be one of: arrested, not_located, withdrawn.") from None
+        raise FlagError("invalid", "The reason must be one of: arrested, not_located, withdrawn.",
+                        audit=_refusal(user, "flag.close", flag_id, "bad reason", ip)) from None
     note = (note or "").strip()
     if len(note) > CLOSE_NOTE_MAX:
-        _record_refusal(session, user, "flag.close", flag_id, "note too long", ip)
-        raise FlagError("invalid", f"The note is too long (at most {CLOSE_NOTE_MAX} characters).")
+        raise FlagError("invalid", f"The note is too long (at most {CLOSE_NOTE_MAX} characters).",
+                        audit=_refusal(user, "flag.close", flag_id, "note too long", ip))
     if flag.status != FlagStatus.acknowledged.value:
-        _record_refusal(session, user, "flag.close", flag_id, f"flag is {flag.status}", ip)
         raise FlagError("conflict", "Only an acknowledged flag can be closed." if flag.status == "raised"
-                        else "This flag is already closed.")
+                        else "This flag is already closed.",
+                        audit=_refusal(user, "flag.close", flag_id, f"flag is {flag.status}", ip))
     flag.status = FlagStatus.closed.value
     flag.closed_by = user.id
     flag.closed_at = utcnow()
@@ -298,7 +289,6 @@ def close(session: Session, user: User, flag_id: int, reason: str, note: str = "
                  detail={"reason": reason}, ip=ip)
     if reason == FlagCloseReason.arrested.value:
         _close_subject_as_arrested(session, user, flag, ip)
-    session.commit()
     return flag
 
 
@@ -312,7 +302,7 @@ def _close_subject_as_arrested(session: Session, user: User, flag: Flag, ip: str
 
 
 def report(session: Session, user: User, flag_id: int, outcome: str, note: str = "", ip: str = "") -> FlagReport:
-    """The sighting's officer reports what happened, proposing an outcome; managers are told; commits.
+    """The sighting's officer reports what happened, proposing an outcome; managers are told.
 
     A report changes nothing on the flag: a manager reads it and closes the flag.
     """
@@ -320,25 +310,24 @@ def report(session: Session, user: User, flag_id: int, outcome: str, note: str =
     flag = _lock(session, flag_id)
     sighting = session.get(Sighting, flag.sighting_id) if flag else None
     if flag is None or not may_see(user, flag, sighting):
-        if flag is not None:
-            _record_refusal(session, user, action, flag_id, "not allowed", ip)
-        raise FlagError("not_found", "No such flag.")
+        raise FlagError("not_found", "No such flag.",
+                        audit=_refusal(user, action, flag_id, "not allowed", ip) if flag is not None else None)
     if not may_report(user, sighting):
-        _record_refusal(session, user, action, flag_id, "only the sighting's officer reports", ip)
         raise FlagError("forbidden", "Only the officer whose sighting raised the flag reports on it; "
-                                     "a manager closes it.")
+                                     "a manager closes it.",
+                        audit=_refusal(user, action, flag_id, "only the sighting's officer reports", ip))
     try:
         outcome = FlagCloseReason(outcome).value
     except ValueError:
-        _record_refusal(session, user, action, flag_id, "bad outcome", ip)
-        raise FlagError("invalid", f"The outcome must be one of: {OUTCOME_CHOICES}.") from None
+        raise FlagError("invalid", f"The outcome must be one of: {OUTCOME_CHOICES}.",
+                        audit=_refusal(user, action, flag_id, "bad outcome", ip)) from None
     note = (note or "").strip()
     if len(note) > REPORT_NOTE_MAX:
-        _record_refusal(session, user, action, flag_id, "note too long", ip)
-        raise FlagError("invalid", f"The note is too long (at most {REPORT_NOTE_MAX} characters).")
+        raise FlagError("invalid", f"The note is too long (at most {REPORT_NOTE_MAX} characters).",
+                        audit=_refusal(user, action, flag_id, "note too long", ip))
     if flag.status == FlagStatus.closed.value:
-        _record_refusal(session, user, action, flag_id, "flag is closed", ip)
-        raise FlagError("conflict", "This flag is already closed.")
+        raise FlagError("conflict", "This flag is already closed.",
+                        audit=_refusal(user, action, flag_id, "flag is closed", ip))
     entry = FlagReport(flag_id=flag_id, reported_by=user.id, outcome=outcome, note=note)  # type: ignore[arg-type]
     session.add(entry)
     session.flush()
@@ -347,5 +336,4 @@ def report(session: Session, user: User, flag_id: int, outcome: str, note: str =
     message = f"Flag #{flag_id}: {user.username} reports {outcome.replace('_', ' ')} — a manager closes the flag."
     for manager in _managers(session):
         notifications.notify(session, manager.id, "flag.report", message, flag_id=flag_id)  # type: ignore[arg-type]
-    session.commit()
     return entry

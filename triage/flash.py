@@ -46,7 +46,7 @@ def push(session: Session, settings: Settings, web_session_id: int, text: str, *
 
 
 def take(session: Session, settings: Settings, web_session_id: int) -> list[Flash]:
-    """This session's messages, oldest first, deleted as they are read (the caller commits)."""
+    """This session's messages, oldest first, deleted as they are read (with the caller's transaction)."""
     rows = session.exec(select(FlashMessage).where(FlashMessage.web_session_id == web_session_id)
                         .order_by(col(FlashMessage.id))).all()
     if not rows:

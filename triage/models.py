@@ -487,6 +487,10 @@ class ReviewSlot(SQLModel, table=True):
         CheckConstraint("verdict IS NULL OR verdict IN ('same', 'different', 'cannot_tell')",
                         name="ck_review_slot_verdict"),
         CheckConstraint("verdict IS NULL OR reviewer_id IS NOT NULL", name="ck_review_slot_verdict_reviewer"),
+        CheckConstraint("pending_verdict IS NULL OR (pending_verdict IN ('same', 'different', 'cannot_tell') "
+                        "AND verdict IS NULL AND reviewer_id IS NOT NULL AND pending_at IS NOT NULL)",
+                        name="ck_review_slot_pending"),
+        Index("ix_review_slot_pending", "pending_at"),
         Index("ix_review_slot_open", "verdict", "lease_expires_at"),
         # The managers' metrics: verdicts of a period, and rounds, read from the index alone.
         Index("ix_review_slot_verdicts", "verdict_at", "reviewer_id", "verdict", "candidate_id"),
@@ -512,6 +516,10 @@ class ReviewSlot(SQLModel, table=True):
     # and a fresh slot in the same position is served to someone else.
     voided_at: dt.datetime | None = None
     void_reason: str = Field(default="", max_length=200)
+    # A verdict given on the task page waits here while it can still be undone; it counts (moves to
+    # ``verdict`` and may decide the round) once the undo window has passed (triage.review.pending).
+    pending_verdict: str | None = Field(default=None, max_length=16)
+    pending_at: dt.datetime | None = None
 
 
 class SeenCandidate(SQLModel, table=True):
@@ -521,6 +529,10 @@ class SeenCandidate(SQLModel, table=True):
     candidate_id: int = Field(foreign_key="candidate.id", primary_key=True)
     user_id: int = Field(foreign_key="user_account.id", primary_key=True)
     first_seen_at: dt.datetime = Field(default_factory=utcnow)
+    # The round they were first shown it in: a later round of the same candidate is not served to them.
+    round: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # They gave the task back ("skip"): not served to them again.
+    skipped_at: dt.datetime | None = None
 
 
 class Flag(SQLModel, table=True):

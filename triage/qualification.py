@@ -30,9 +30,8 @@ from triage import audit, events
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.db import lock_row
-from triage.errors import DomainError
+from triage.errors import DomainError, RefusalEntry
 from triage.models import (
-    AuditOutcome,
     Candidate,
     CandidateStatus,
     Qualification,
@@ -166,6 +165,8 @@ def suspend(session: Session, user: User, reason: str, record: Record | None = N
         if slot.round != candidate.current_round:
             continue
         if slot.verdict is None:
+            # A verdict still in its undo window never counted: it goes with the lease.
+            slot.pending_verdict = slot.pending_at = None
             slot.reviewer_id = None
             slot.leased_at = None
             slot.lease_expires_at = None
@@ -195,16 +196,12 @@ class QualificationError(DomainError):
 
 
 def reinstate(session: Session, manager: User, user_id: int, ip: str = "") -> User:
-    """A manager puts a suspended recognizer back on probation with a fresh record; commits."""
+    """A manager puts a suspended recognizer back on probation with a fresh record."""
     action = "recognizer.reinstate"
 
     def refuse(code: str, message: str) -> QualificationError:
-        if session.new or session.dirty or session.deleted:
-            session.rollback()
-        audit.record(session, action, actor=manager, outcome=AuditOutcome.denied, object_type="user",
-                     object_id=user_id, detail={"reason": code}, ip=ip)
-        session.commit()
-        return QualificationError(code, message)
+        return QualificationError(code, message, audit=RefusalEntry(action, actor=manager, object_type="user",
+                                                                    object_id=user_id, ip=ip))
 
     if not manager.has_role(Role.manager):
         raise refuse("forbidden", "Only managers can reinstate a recognizer.")
@@ -222,7 +219,6 @@ def reinstate(session: Session, manager: User, user_id: int, ip: str = "") -> Us
     audit.record(session, action, actor=manager, object_type="user", object_id=user.id,
                  detail={"to": Qualification.probation.value}, ip=ip)
     events.handled(session, "user", user.id, kinds=(events.RECOGNIZER_SUSPENDED,))
-    session.commit()
     return user
 
 

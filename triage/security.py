@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import RefusalEntry, Refused
 from triage.models import (
     OVERSEEING_ROLES,
     REVIEWING_ROLES,
@@ -55,11 +56,19 @@ class PasswordRejected(ValueError):
     pass
 
 
-class LoginFailed(Exception):
+class LoginFailed(Refused):
+    """A refused login: the failure's count and audit entry are its record, kept by the transaction."""
+
+    keeps_work = True
+
     def __init__(self, message: str, *, locked: bool = False, until: dt.datetime | None = None) -> None:
         super().__init__(message)
         self.locked = locked
         self.until = until  # when logins from here are taken again, for a throttled login
+
+
+class TokenNotFound(Refused, LookupError):
+    pass
 
 
 @lru_cache
@@ -381,9 +390,9 @@ def revoke_api_token(session: Session, actor: User, token_id: int, ip: str = "")
     row = session.get(ApiToken, token_id)
     if row is None or (row.user_id != actor.id and not actor.has_role(Role.admin)):
         # Someone else's token is reported as missing, so ids reveal nothing.
-        audit.record(session, "api_token.revoke", actor=actor, outcome=AuditOutcome.denied,
-                     object_type="api_token", object_id=token_id, detail={"reason": "not found or not yours"}, ip=ip)
-        raise LookupError("No such token.")
+        raise TokenNotFound("No such token.").recorded_as(RefusalEntry(
+            "api_token.revoke", actor=actor, object_type="api_token", object_id=token_id,
+            detail={"reason": "not found or not yours"}, ip=ip))
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.add(row)

@@ -24,10 +24,9 @@ from sqlmodel import Session, col, select
 from triage import audit, events, jobs
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.errors import DomainError
+from triage.errors import DomainError, RefusalEntry, Refused
 from triage.models import (
     MATCH_JOB,
-    AuditOutcome,
     Candidate,
     CandidateStatus,
     Flag,
@@ -42,6 +41,7 @@ from triage.models import (
     User,
 )
 from triage.storage import ImageStore, store_image
+from triage.transaction import checkpoint
 
 IDEMPOTENCY_KEY_MAX = 100
 LOCATION_TEXT_MAX = 300
@@ -57,12 +57,12 @@ DONE_STATUSES = frozenset({SightingStatus.matched.value, SightingStatus.no_face.
 class SightingRejected(DomainError, ValueError):
     """Bad input; ``field`` names the form field, the message is for the user."""
 
-    def __init__(self, field: str, message: str, code: str = "invalid") -> None:
-        super().__init__(code, message)
+    def __init__(self, field: str, message: str, code: str = "invalid", *, audit: RefusalEntry | None = None) -> None:
+        super().__init__(code, message, audit=audit)
         self.field = field
 
 
-class SightingNotFound(LookupError):
+class SightingNotFound(Refused, LookupError):
     pass
 
 
@@ -212,14 +212,12 @@ def payload_digest(data: SightingInput) -> str:
 def _replay(session: Session, user: User, found: Sighting, digest: str, ip: str) -> CreateResult:
     """A retry: the same sighting if the payload is the same; refused if the key came with another one."""
     if found.idempotency_digest is not None and found.idempotency_digest != digest:
-        audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=found.id,
-                     outcome=AuditOutcome.denied, ip=ip,
-                     detail={"field": "idempotency_key", "code": "idempotency_conflict",
-                             "reason": "key reused with a different payload"})
-        session.commit()
         raise SightingRejected("idempotency_key", "This Idempotency-Key was already used for a different "
                                "sighting (other photos or details); send a new sighting with a new key.",
-                               "idempotency_conflict")
+                               "idempotency_conflict", audit=RefusalEntry(
+                                   "sighting.create", actor=user, object_type="sighting", object_id=found.id, ip=ip,
+                                   detail={"field": "idempotency_key", "code": "idempotency_conflict",
+                                           "reason": "key reused with a different payload"}))
     return CreateResult(found, created=False)
 
 
@@ -232,7 +230,10 @@ def _existing(session: Session, user: User, key: str | None) -> Sighting | None:
 
 def create_sighting(session: Session, store: ImageStore, settings: Settings, user: User, data: SightingInput,
                     ip: str = "") -> CreateResult:
-    """Validate, then store the photos and the sighting and enqueue its matching job; commits.
+    """Validate, then store the photos and the sighting and enqueue its matching job.
+
+    Two transactions on purpose: the lookup of the key ends before the photos are decoded, so that slow
+    work holds no transaction (on SQLite, no write lock); the sighting is stored in the caller's next one.
 
     With an idempotency key already used by this officer, returns that sighting
     (``created`` False) and stores nothing new.
@@ -244,13 +245,12 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
         if found is not None:
             return _replay(session, user, found, digest or "", ip)
     # Decoding is slow: hold no transaction (on SQLite, no write lock) meanwhile.
-    session.rollback()
+    checkpoint(session)
     try:
         checked = validate(data, settings)
     except SightingRejected as exc:
-        audit.record(session, "sighting.create", actor=user, object_type="sighting", outcome=AuditOutcome.denied,
-                     detail={"field": exc.field, "reason": exc.message, "code": exc.code}, ip=ip)
-        session.commit()
+        exc.audit = RefusalEntry("sighting.create", actor=user, object_type="sighting", ip=ip,
+                                 detail={"field": exc.field, "reason": exc.message, "code": exc.code})
         raise
     sighting = Sighting(uploaded_by=user.id,  # type: ignore[arg-type]
                         idempotency_key=data.idempotency_key or None, idempotency_digest=digest,
@@ -258,29 +258,35 @@ def create_sighting(session: Session, store: ImageStore, settings: Settings, use
                         location_text=data.location_text.strip(), latitude=data.latitude, longitude=data.longitude,
                         note=data.note.strip())
     try:
-        session.add(sighting)
-        session.flush()
-        photos: list[SightingPhoto] = []
-        for position, item in enumerate(checked):
-            digest = store_image(session, store, item.photo.data, item.media_type, item.width, item.height)
-            photo = SightingPhoto(sighting_id=sighting.id, position=position, image_sha256=digest)  # type: ignore[arg-type]
-            session.add(photo)
-            photos.append(photo)
-        session.flush()
-        job = jobs.enqueue(session, MATCH_JOB, sighting.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
-        audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=sighting.id,
-                     detail={"photos": [p.image_sha256 for p in photos], "job_id": job.id,
-                             "observed_at": sighting.observed_at, "has_coordinates": sighting.latitude is not None,
-                             "idempotency_key": bool(data.idempotency_key)}, ip=ip)
-        session.commit()
+        with session.begin_nested():
+            photos = _store(session, store, settings, user, data, sighting, checked, ip)
     except IntegrityError:
         # The same key raced in from a concurrent retry: that one won.
-        session.rollback()
         found = _existing(session, user, data.idempotency_key)
         if found is None:
             raise
         return _replay(session, user, found, digest or "", ip)
     return CreateResult(sighting, created=True, photos=photos)
+
+
+def _store(session: Session, store: ImageStore, settings: Settings, user: User, data: SightingInput,
+           sighting: Sighting, checked: list[_Checked], ip: str) -> list[SightingPhoto]:
+    """The sighting, its photos, its matching job and its audit entry."""
+    session.add(sighting)
+    session.flush()
+    photos: list[SightingPhoto] = []
+    for position, item in enumerate(checked):
+        digest = store_image(session, store, item.photo.data, item.media_type, item.width, item.height)
+        photo = SightingPhoto(sighting_id=sighting.id, position=position, image_sha256=digest)  # type: ignore[arg-type]
+        session.add(photo)
+        photos.append(photo)
+    session.flush()
+    job = jobs.enqueue(session, MATCH_JOB, sighting.id, max_attempts=settings.job_max_attempts)  # type: ignore[arg-type]
+    audit.record(session, "sighting.create", actor=user, object_type="sighting", object_id=sighting.id,
+                 detail={"photos": [p.image_sha256 for p in photos], "job_id": job.id,
+                         "observed_at": sighting.observed_at, "has_coordinates": sighting.latitude is not None,
+                         "idempotency_key": bool(data.idempotency_key)}, ip=ip)
+    return photos
 
 
 # Reading
@@ -292,15 +298,12 @@ def can_see(user: User, sighting: Sighting) -> bool:
 def get_for(session: Session, user: User, sighting_id: int, ip: str = "") -> Sighting:
     sighting = session.get(Sighting, sighting_id)
     if sighting is None or not can_see(user, sighting):
+        # The same answer for "not yours" as for "does not exist"; someone else's sighting is on record.
+        error = SightingNotFound(f"No sighting {sighting_id}.")
         if sighting is not None:
-            # Someone else's sighting: on record, committed before the request answers.
-            if session.new or session.dirty or session.deleted:
-                session.rollback()
-            audit.record(session, "sighting.view", actor=user, outcome=AuditOutcome.denied, object_type="sighting",
-                         object_id=sighting_id, detail={"reason": "not the uploader"}, ip=ip)
-            session.commit()
-        # The same answer for "not yours" as for "does not exist".
-        raise SightingNotFound(f"No sighting {sighting_id}.")
+            error.recorded_as(RefusalEntry("sighting.view", actor=user, object_type="sighting",
+                                           object_id=sighting_id, detail={"reason": "not the uploader"}, ip=ip))
+        raise error
     return sighting
 
 
@@ -475,21 +478,20 @@ def probes_of_many(session: Session, sighting_ids: Sequence[int]) -> dict[int, l
 
 
 def retry_matching(session: Session, user: User, sighting_id: int, ip: str = "") -> Sighting:
-    """A manager puts a sighting's failed matching job back in the queue; commits."""
+    """A manager puts a sighting's failed matching job back in the queue."""
     sighting = session.get(Sighting, sighting_id)
     job = session.exec(select(Job).where(Job.kind == MATCH_JOB, Job.ref_id == sighting_id)).first()
     if sighting is None or job is None or job.status != JobStatus.failed.value or not user.has_role(Role.manager):
-        audit.record(session, "sighting.retry", actor=user, object_type="sighting", object_id=sighting_id,
-                     outcome=AuditOutcome.denied, detail={"reason": "no failed matching job"}, ip=ip)
-        session.commit()
-        raise SightingRejected("sighting", "Only a sighting whose matching failed can be retried, by a manager.")
+        raise SightingRejected("sighting", "Only a sighting whose matching failed can be retried, by a manager.",
+                               audit=RefusalEntry("sighting.retry", actor=user, object_type="sighting",
+                                                  object_id=sighting_id, detail={"reason": "no failed matching job"},
+                                                  ip=ip))
     jobs.retry(session, job.id)  # type: ignore[arg-type]
     events.job_retried(session, job)
     sighting.status = SightingStatus.queued.value
     session.add(sighting)
     audit.record(session, "sighting.retry", actor=user, object_type="sighting", object_id=sighting_id,
                  detail={"job_id": job.id}, ip=ip)
-    session.commit()
     return sighting
 
 

@@ -86,6 +86,8 @@ class Registry:
     jobs: dict[str, JobFunction] = field(default_factory=dict)
     on_failed: dict[str, FailedFunction] = field(default_factory=dict)
     sweeps: dict[str, SweepFunction] = field(default_factory=dict)
+    # Cheap sweeps run on every turn of the loop (about each ``worker_poll_seconds``), not every sweep interval.
+    ticks: dict[str, SweepFunction] = field(default_factory=dict)
     # Seconds before the next attempt after N failed ones, for kinds that want their own schedule.
     backoff: dict[str, Callable[[int], float]] = field(default_factory=dict)
 
@@ -175,6 +177,13 @@ class Worker:
                 log.exception("sweep %s failed", name)
         self._last_sweep = time.monotonic()
 
+    def run_ticks(self) -> None:
+        for name, fn in list(self.registry.ticks.items()):
+            try:
+                fn(self.engine, self.settings, self.services)
+            except Exception:  # noqa: BLE001
+                log.exception("tick %s failed", name)
+
     def loop(self) -> None:
         # A stable identity per data folder and slot: jobs a killed run of it held are taken back now.
         from triage.recovery import recover_worker
@@ -190,6 +199,8 @@ class Worker:
         while not self.stop_event.is_set():
             if self.run_sweeps and time.monotonic() - self._last_sweep >= self.settings.sweep_interval_seconds:
                 self.run_sweeps_now()
+            if self.run_sweeps:
+                self.run_ticks()
             try:
                 job = run_one(self.services, owner, self.registry)
             except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable

@@ -17,18 +17,16 @@ def _web_session_id(request: Request) -> int | None:
 
 def tell(request: Request, session: Session, text: str, *, kind: str = "ok", secret: str = "",
          secret_id: str = "") -> None:
-    """Keep a message (and a one-time secret) for this browser's next page; the caller commits."""
+    """Keep a message (and a one-time secret) for this browser's next page, in the request's transaction."""
     ws_id = _web_session_id(request)
     if ws_id is not None:
         flash.push(session, get_settings(request), ws_id, text, kind=kind, secret=secret, secret_id=secret_id)
 
 
 def taken(request: Request, session: Session) -> list[flash.Flash]:
-    """The messages for this page, deleted as they are shown (committed here: a reload shows nothing)."""
+    """The messages for this page, deleted as they are shown (with the request's transaction: a reload
+    shows nothing)."""
     ws_id = _web_session_id(request)
     if ws_id is None:
         return []
-    out = flash.take(session, get_settings(request), ws_id)
-    if out:
-        session.commit()
-    return out
+    return flash.take(session, get_settings(request), ws_id)

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from annotated_types import Interval
 from fastapi import Depends, Request
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
-from triage import audit, services, watchlist
+from triage import services, watchlist
 from triage.config import Settings
+from triage.errors import RefusalEntry, Refused
 from triage.gallery import enrolment_models
-from triage.models import AuditOutcome, Role, User
+from triage.models import Role, User
 from triage.security import (
     SESSION_COOKIE,
     ResolvedSession,
@@ -30,6 +30,7 @@ from triage.security import (
     resolve_session_token,
 )
 from triage.storage import ImageStore
+from triage.transaction import checkpoint, unit_of_work
 
 if TYPE_CHECKING:
     from matcher import FacePipeline
@@ -40,11 +41,11 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
 
-class NotAuthenticated(Exception):
+class NotAuthenticated(Refused):
     pass
 
 
-class Forbidden(Exception):
+class Forbidden(Refused):
     def __init__(self, message: str = "You may not do this.") -> None:
         super().__init__(message)
         self.message = message
@@ -108,15 +109,35 @@ def get_pipeline(request: Request) -> PipelineHandle:
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """The request's session, whose transaction the request owns (``triage.transaction.unit_of_work``):
+    committed when the handler returns, rolled back when it raises (keeping a refusal's audit entry).
+
+    Scope "function": the transaction ends right after the handler, before the response is sent, and in a
+    worker thread (this is a plain generator).  On SQLite a transaction that wrote holds the one write lock;
+    held while the response goes out, another request's authentication would queue behind it (and a slow
+    client would hold everyone up).  Anything read after this (an error page's user) is loaded already.
+    """
     engine = get_engine(request)
     # A GET reads first: on SQLite its transaction takes the write lock only if it writes.
     bind = request.app.state.read_engine if request.method in SAFE_METHODS else engine
     with Session(bind, expire_on_commit=False) as session:
-        yield session
+        try:
+            with unit_of_work(session):
+                yield session
+        finally:
+            _keep_readable(request, session)
+
+
+def _keep_readable(request: Request, session: Session) -> None:
+    # A rollback expired the request's user: load it again while the session is open, for the error page.
+    resolved = getattr(request.state, "auth", None)
+    for row in (resolved.user, resolved.web_session) if resolved is not None else ():
+        if row is not None and row in session and inspect(row).expired_attributes:
+            session.refresh(row)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[ImageStore, Depends(get_store)]
 PipelineDep = Annotated[PipelineHandle, Depends(get_pipeline)]
@@ -126,18 +147,13 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def audit_refusal(request: Request, action: str, user: User | None, detail: dict[str, Any] | None = None,
-                  object_type: str = "", object_id: object = "") -> None:
-    """Write a refusal in its own transaction: the request's own work is rolled back.
-
-    Call it before the request's session has written anything: on SQLite that
-    session's open transaction holds the write lock this one needs.
-    """
-    with Session(get_engine(request)) as session:
-        audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
-                     object_id=object_id, detail={"path": request.url.path, "method": request.method,
-                                                  **(detail or {})}, ip=client_ip(request))
-        session.commit()
+def refusal(request: Request, action: str, user: User | None, detail: dict[str, Any] | None = None,
+            object_type: str = "", object_id: object = "") -> RefusalEntry:
+    """The audit entry of a refusal of this request: raise it with the error (``Refused.recorded_as``),
+    and the request's transaction rolls its work back and keeps the entry."""
+    return RefusalEntry(action, actor=user, object_type=object_type, object_id=object_id,
+                        detail={"path": request.url.path, "method": request.method, **(detail or {})},
+                        ip=client_ip(request))
 
 
 def _resolve(request: Request, session: Session, settings: Settings) -> ResolvedSession | None:
@@ -152,8 +168,9 @@ def _resolve(request: Request, session: Session, settings: Settings) -> Resolved
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             resolved = resolve_session_token(session, settings, cookie)
-    # Keep last_seen_at (or an expiry's revocation and its audit entry) whatever the route does next.
-    session.commit()
+    # Authentication is a transaction of its own, on purpose: last_seen_at (or an expiry's revocation and
+    # its audit entry) is kept whatever the route does next, a refusal included.
+    checkpoint(session)
     request.state.auth = resolved
     return resolved
 
@@ -184,10 +201,9 @@ async def check_csrf(request: Request, resolved: ResolvedSession | None) -> None
         return
     given = await _csrf_token_from(request)
     if not csrf_matches(resolved.web_session.csrf_token, given):
-        await run_in_threadpool(audit_refusal, request, "csrf", resolved.user,
-                                {"reason": "missing or wrong CSRF token"})
         raise Forbidden("The form has expired or did not come from this site (CSRF check failed). "
-                        "Reload the page and try again.")
+                        "Reload the page and try again.").recorded_as(
+            refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"}))
 
 
 def authenticate_request(request: Request, session: SessionDep, settings: SettingsDep) -> ResolvedSession:
@@ -202,10 +218,11 @@ def authenticate_request(request: Request, session: SessionDep, settings: Settin
         # A credential that does not work (forged, revoked, expired) or an anonymous attempt to change
         # something is on record; a plain anonymous page view (before logging in) is not.
         presented = request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE)
+        error = NotAuthenticated()
         if presented or request.method not in SAFE_METHODS:
-            audit_refusal(request, "auth", None, {"reason": "unknown, revoked or expired credential"
-                                                  if presented else "not logged in"})
-        raise NotAuthenticated()
+            error.recorded_as(refusal(request, "auth", None, {"reason": "unknown, revoked or expired credential"
+                                                              if presented else "not logged in"}))
+        raise error
     return resolved
 
 
@@ -239,11 +256,10 @@ AccountUser = Annotated[User, Depends(require_account_user)]
 
 
 def require_roles(*roles: Role) -> Callable[..., Any]:
-    # Plain def: the refusal's audit write must not wait for the SQLite lock on the event loop.
     def dependency(request: Request, user: CurrentUser) -> User:
         if not user.has_role(*roles):
-            audit_refusal(request, "access", user, {"needs": [r.value for r in roles]})
-            raise Forbidden(f"This needs the role {' or '.join(r.value for r in roles)}.")
+            raise Forbidden(f"This needs the role {' or '.join(r.value for r in roles)}.").recorded_as(
+                refusal(request, "access", user, {"needs": [r.value for r in roles]}))
         return user
 
     return dependency

@@ -18,7 +18,6 @@ from api.responses import COMMON_RESPONSES
 from triage import audit, flags, review, sightings
 from triage.models import ReferencePhoto
 from webcommon.deps import CurrentUser, Id, ManagerUser, Position, RecognizerUser, SessionDep, StoreDep, client_ip
-from webcommon.release import releases_session
 
 router = APIRouter()
 
@@ -50,7 +49,6 @@ def _image(session: SessionDep, store: StoreDep, sha: str, headers: dict[str, st
 
 @_both("/api/sightings/{sighting_id}/photos/{position}", "/sightings/{sighting_id}/photos/{position}",
        tags=["sightings"], media=("image/jpeg", "image/png"))
-@releases_session
 def read_sighting_photo(session: SessionDep, store: StoreDep, user: CurrentUser, sighting_id: Id,
                         position: Position) -> Response:
     """One photo of a sighting you may see."""
@@ -61,7 +59,6 @@ def read_sighting_photo(session: SessionDep, store: StoreDep, user: CurrentUser,
 
 
 @_both("/api/sightings/probes/{probe_id}/{kind}", "/sightings/probes/{probe_id}/{kind}", tags=["sightings"])
-@releases_session
 def read_probe_image(session: SessionDep, store: StoreDep, user: CurrentUser, probe_id: Id, kind: str) -> Response:
     """A face found in a sighting you may see: its eye-region crop (eyes) or aligned face (face)."""
     try:
@@ -72,7 +69,6 @@ def read_probe_image(session: SessionDep, store: StoreDep, user: CurrentUser, pr
 
 @_both("/api/review/slots/{slot_id}/images/{kind}", "/review/slots/{slot_id}/{kind}.png", tags=["review"],
        media=("image/png", "image/jpeg"))
-@releases_session
 def read_slot_image(request: Request, session: SessionDep, store: StoreDep, user: RecognizerUser, slot_id: Id,
                     kind: str) -> Response:
     """One picture of your task: probe-eyes, subject-eyes, or (after the reveal) probe-face, subject-face."""
@@ -80,7 +76,6 @@ def read_slot_image(request: Request, session: SessionDep, store: StoreDep, user
 
 
 @_both(None, "/flags/{flag_id}/images/{kind}", tags=["flags"])
-@releases_session
 def read_flag_image(request: Request, session: SessionDep, store: StoreDep, user: CurrentUser, flag_id: Id,
                     kind: str) -> Response:
     """A picture of a flag's evidence: eye crops, full faces, or a sighting photo (sighting-N)."""
@@ -110,7 +105,6 @@ def _reference_image(session: SessionDep, store: StoreDep, photo_id: int, kind: 
 
 @_both("/api/subjects/{subject_id}/photos/{photo_id}/{kind}", None, tags=["subjects"],
        media=("image/png", "image/jpeg"))
-@releases_session
 def read_reference_image(session: SessionDep, store: StoreDep, user: ManagerUser, subject_id: Id, photo_id: Id,
                          kind: str) -> Response:
     """A reference photo (image), its eye-region crop (eyes) or its aligned face (face)."""
@@ -118,7 +112,6 @@ def read_reference_image(session: SessionDep, store: StoreDep, user: ManagerUser
 
 
 @_both(None, "/watchlist/photos/{photo_id}/{kind}", tags=["subjects"])
-@releases_session
 def read_reference_image_page(session: SessionDep, store: StoreDep, user: ManagerUser, photo_id: Id,
                               kind: str) -> Response:
     """A reference photo (image), its eye-region crop (eyes) or aligned face (face), for the subject page."""
@@ -126,7 +119,6 @@ def read_reference_image_page(session: SessionDep, store: StoreDep, user: Manage
 
 
 @_both("/api/audit/export.csv", "/audit/export.csv", tags=["audit"], media=("text/csv",))
-@releases_session
 def read_audit_export(request: Request, session: SessionDep, manager: ManagerUser,
                       query: Annotated[audit.AuditQuery, Query()]) -> Response:
     """The matching entries as CSV, oldest first (the export is itself recorded)."""

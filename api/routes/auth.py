@@ -24,14 +24,13 @@ from webcommon.deps import (
     Id,
     SessionDep,
     SettingsDep,
-    audit_refusal,
     authenticate_request,
     client_ip,
     get_optional_user,
     pending_action,
+    refusal,
     require_account_user,
 )
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -80,13 +79,11 @@ def create_token(request: Request, body: TokenCreate, session: SessionDep, setti
     user = _token_owner(request, body, session, settings)
     pending = pending_action(user, settings)
     if pending is not None:
-        session.commit()
         raise HTTPException(403, pending.message)
     try:
         token, row = create_api_token(session, user, body.name, client_ip(request))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    session.commit()
     return TokenCreated(token=token, **_public(row).model_dump())
 
 
@@ -97,8 +94,7 @@ def _token_owner(request: Request, body: TokenCreate, session: SessionDep, setti
             return authenticate(session, settings, body.username or "", body.password or "", body.totp or "",
                                 ip=client_ip(request))
         except LoginFailed as exc:
-            session.commit()
-            raise HTTPException(401, str(exc)) from None
+            raise HTTPException(401, str(exc)) from exc  # the failed attempt stays on record
     # From a browser session: CSRF-checked like any other state change.
     if get_optional_user(request, session, settings) is None:
         raise HTTPException(401, "Give a username and password, or log in first.")
@@ -106,13 +102,12 @@ def _token_owner(request: Request, body: TokenCreate, session: SessionDep, setti
     # A JSON body: the CSRF token can only come in the header.
     if resolved.web_session is not None and not csrf_matches(resolved.web_session.csrf_token,
                                                              request.headers.get(CSRF_HEADER)):
-        audit_refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"})
-        raise Forbidden("CSRF check failed: send the X-CSRF-Token header.")
+        raise Forbidden("CSRF check failed: send the X-CSRF-Token header.").recorded_as(
+            refusal(request, "csrf", resolved.user, {"reason": "missing or wrong CSRF token"}))
     return resolved.user
 
 
 @router.get("/tokens")
-@releases_session
 def read_tokens(session: SessionDep, user: CurrentUser) -> TokensPublic:
     """Your own tokens (never the token values)."""
     rows = list_api_tokens(session, user.id)  # type: ignore[arg-type]
@@ -120,15 +115,12 @@ def read_tokens(session: SessionDep, user: CurrentUser) -> TokensPublic:
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-@releases_session
 def delete_token(request: Request, session: SessionDep, user: CurrentUser, token_id: Id) -> Response:
     """Revoke a token: your own, or anyone's if you are an admin."""
     try:
         revoke_api_token(session, user, token_id, client_ip(request))
     except LookupError as exc:
-        session.commit()
-        raise HTTPException(404, str(exc)) from None
-    session.commit()
+        raise HTTPException(404, str(exc)) from exc
     return Response(status_code=204)
 
 

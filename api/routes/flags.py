@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from triage import flags
 from triage.models import Flag
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/flags", tags=["flags"])
 
@@ -99,7 +98,6 @@ def _detail(session: SessionDep, flag: Flag) -> FlagDetail:
 
 
 @router.get("")
-@releases_session
 def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None) -> FlagsPublic:
     """The flags you may see (managers: all; officers: those on their sightings), newest first."""
     rows = flags.visible_flags(session, user, status)
@@ -107,7 +105,6 @@ def read_flags(session: SessionDep, user: CurrentUser, status: str | None = None
 
 
 @router.get("/{flag_id}")
-@releases_session
 def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """One flag with its evidence."""
     flag = flags.get_visible(session, user, flag_id, client_ip(request))
@@ -115,7 +112,6 @@ def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentU
 
 
 @router.post("/{flag_id}/reports", status_code=201)
-@releases_session
 def create_flag_report(request: Request, flag_id: Id, body: FlagReportCreate, session: SessionDep,
                        user: CurrentUser) -> FlagDetail:
     """Report what happened (the sighting's officer), proposing an outcome; the managers are told."""
@@ -125,7 +121,6 @@ def create_flag_report(request: Request, flag_id: Id, body: FlagReportCreate, se
 
 
 @router.post("/{flag_id}/acknowledge")
-@releases_session
 def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> FlagDetail:
     """Acknowledge a raised flag (managers): the flag is taken on."""
     flag = flags.acknowledge(session, user, flag_id, client_ip(request))
@@ -133,7 +128,6 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
 
 
 @router.post("/{flag_id}/close")
-@releases_session
 def update_flag_close(request: Request, flag_id: Id, body: FlagClose, session: SessionDep,
                       user: CurrentUser) -> FlagDetail:
     """Close an acknowledged flag (managers): arrested, not located, or withdrawn."""

@@ -10,7 +10,6 @@ from fastapi.responses import Response
 
 from triage import metrics, metrics_cache
 from webcommon.deps import ManagerUser, SessionDep, get_settings
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
@@ -42,7 +41,6 @@ def _window(days: str | None, since: str | None, until: str | None) -> metrics.W
 
 
 @router.get("", responses={422: {"description": "the period cannot be read"}})
-@releases_session
 def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                  since: WindowParam = None, until: WindowParam = None) -> dict[str, Any]:
     """Every manager metric, computed now from the stored verdicts: over all time, the last
@@ -51,7 +49,6 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
 
 
 @router.get("/export.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, 422: {}})
-@releases_session
 def read_metrics_csv(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                      since: WindowParam = None, until: WindowParam = None) -> Response:
     """The same metrics as one CSV table (metric, key, value, n), over the same window."""

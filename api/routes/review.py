@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 from triage import qualification, review
 from triage.models import Subject
 from webcommon.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -62,7 +61,6 @@ def _public(task: review.Task) -> TaskPublic:
 
 
 @router.get("/next")
-@releases_session
 def read_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
     """The task you hold now, if any (taking a new one is a POST)."""
     task = review.current_task(session, user)
@@ -70,7 +68,6 @@ def read_next(request: Request, session: SessionDep, settings: SettingsDep, user
 
 
 @router.post("/next")
-@releases_session
 def create_next(request: Request, session: SessionDep, settings: SettingsDep, user: RecognizerUser) -> NextTask:
     """Lease the most urgent task you may take (or get back the one you hold)."""
     task = review.next_task(session, user, settings, ip=client_ip(request))
@@ -78,7 +75,6 @@ def create_next(request: Request, session: SessionDep, settings: SettingsDep, us
 
 
 @router.post("/slots/{slot_id}/reveal")
-@releases_session
 def create_reveal(request: Request, slot_id: Id, session: SessionDep, user: RecognizerUser) -> TaskPublic:
     """Reveal the full faces of your task (recorded with the verdict)."""
     review.reveal_full_faces(session, user, slot_id, client_ip(request))
@@ -89,7 +85,6 @@ def create_reveal(request: Request, slot_id: Id, session: SessionDep, user: Reco
              responses={200: {"description": "The same verdict was already stored (a replay)"},
                         409: {"description": "The lease expired, the task was withdrawn, or a different verdict "
                                              "was already given"}})
-@releases_session
 def create_verdict(request: Request, slot_id: Id, body: review.VerdictInput, response: Response, session: SessionDep,
                    settings: SettingsDep, user: RecognizerUser,
                    idempotency_key: Annotated[str | None, Header(max_length=review.IDEMPOTENCY_KEY_MAX)] = None,
@@ -120,7 +115,6 @@ class DisputesPublic(BaseModel):
 
 
 @router.get("/disputes")
-@releases_session
 def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> DisputesPublic:
     """Disputed candidates (no flag), oldest first, with how many recognizers could still take an escalation."""
     rows = review.disputed_candidates(session, settings=settings)
@@ -131,7 +125,6 @@ def read_disputes(session: SessionDep, settings: SettingsDep, manager: ManagerUs
 
 
 @router.post("/candidates/{candidate_id}/escalate")
-@releases_session
 def create_escalation(request: Request, candidate_id: Id, session: SessionDep, settings: SettingsDep,
                       manager: ManagerUser) -> DisputePublic:
     """Send a disputed candidate to two further recognizers who have not seen it."""
@@ -177,7 +170,6 @@ def _standing(st: qualification.Standing) -> RecognizerStanding:
 
 
 @router.get("/recognizers")
-@releases_session
 def read_recognizers(session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> RecognizerStandings:
     """Every recognizer's qualification and known-answer record, suspended first."""
     rows = qualification.standings(session)
@@ -186,7 +178,6 @@ def read_recognizers(session: SessionDep, settings: SettingsDep, manager: Manage
 
 
 @router.post("/recognizers/{user_id}/reinstate")
-@releases_session
 def create_reinstatement(request: Request, user_id: Id, session: SessionDep,
                          manager: ManagerUser) -> RecognizerStanding:
     """Put a suspended recognizer back on probation, with a fresh known-answer record."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.responses import FieldProblem
 from triage import sightings
 from triage.models import Sighting
+from triage.transaction import record_refusal
 from webcommon.deps import (
     CurrentUser,
     Id,
@@ -116,27 +117,33 @@ def _public(session: Any, sighting: Sighting, progress: sightings.SightingProgre
         photo_urls=[f"/api/sightings/{sighting.id}/photos/{p.position}" for p in photos], probes=probes)
 
 
-@router.post("", status_code=202, response_model=SightingAccepted,
-             responses={409: {"model": SightingRejection}, 413: {"model": SightingRejection},
-                        415: {"model": SightingRejection},
-                        422: {"model": SightingRejectionOrProblems}})
-def create_sighting(
-    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, user: OfficerUser,
-    photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
+def _sighting_form(
     observed_at: Annotated[str, Form(description="ISO 8601; defaults to now; no zone means UTC")] = "",
     location_text: Annotated[str, Form()] = "",
     latitude: Annotated[str, Form()] = "",
     longitude: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> sightings.SightingForm:
+    return sightings.SightingForm(observed_at=observed_at, location_text=location_text, latitude=latitude,
+                                  longitude=longitude, note=note, idempotency_key=idempotency_key or "")
+
+
+@router.post("", status_code=202, response_model=SightingAccepted,
+             responses={409: {"model": SightingRejection}, 413: {"model": SightingRejection},
+                        415: {"model": SightingRejection},
+                        422: {"model": SightingRejectionOrProblems}})
+def create_sighting(
+    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, user: OfficerUser,
+    form: Annotated[sightings.SightingForm, Depends(_sighting_form)],
+    photos: Annotated[list[UploadFile] | None, File(description="one or more photos (JPEG, PNG, WebP, HEIC)")] = None,
 ) -> Response:
     """Upload a sighting; 202 with its URL at once. A retry with the same Idempotency-Key returns the same sighting."""
-    form = sightings.SightingForm(observed_at=observed_at, location_text=location_text, latitude=latitude,
-                                  longitude=longitude, note=note, idempotency_key=idempotency_key or "")
     try:
         result = sightings.create_sighting(session, store, settings, user,
                                            form.to_input(photo_uploads(photos, settings)), ip=client_ip(request))
     except sightings.SightingRejected as exc:
+        record_refusal(session, exc)
         body = SightingRejection(detail=exc.message, field=exc.field, code=exc.code)
         return JSONResponse(body.model_dump(), status_code=status_for(exc.code, 422))
     s = result.sighting

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from api.responses import FieldProblem
 from triage import watchlist
 from triage.models import ReferencePhoto, Subject, SubjectStatus
+from triage.transaction import checkpoint, record_refusal
 from webcommon.deps import Id, ManagerUser, PipelineDep, Position, SessionDep, SettingsDep, StoreDep, client_ip
 from webcommon.uploads import read_capped
 
@@ -119,7 +120,6 @@ def read_subjects(session: SessionDep, user: ManagerUser,
 def create_subject(request: Request, session: SessionDep, user: ManagerUser, body: watchlist.SubjectCreate) -> Any:
     """Put a wanted person on the watchlist (add reference photos next)."""
     subject = watchlist.create_subject(session, body, user, ip=client_ip(request))
-    session.commit()
     return _detail(session, subject)
 
 
@@ -138,7 +138,6 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
         subject = watchlist.update_subject(session, subject_id, body, user, ip=client_ip(request))
     except watchlist.WatchlistError as exc:
         raise HTTPException(409, str(exc)) from exc
-    session.commit()
     return _detail(session, subject)
 
 
@@ -151,7 +150,6 @@ def close_subject(request: Request, session: SessionDep, user: ManagerUser, subj
         subject = watchlist.close_subject(session, subject_id, body.status, user, body.reason, ip=client_ip(request))
     except watchlist.WatchlistError as exc:
         raise HTTPException(409, str(exc)) from exc
-    session.commit()
     return _detail(session, subject)
 
 
@@ -163,16 +161,16 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
                            face_index: Annotated[int | None, Form(ge=0, le=1000)] = None) -> Any:
     """Enrol a reference photo: the face is found, quality-checked and embedded; 200 if already enrolled."""
     _get(session, subject_id)
-    session.rollback()  # the analysis is slow: hold no transaction meanwhile
+    checkpoint(session)  # the analysis is slow: hold no transaction (on SQLite, no write lock) meanwhile
     try:
         analysis = pipeline.analyze_for_enrolment(read_capped(photo, settings))
         ref, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
                                                        face_index=face_index, view=view, ip=client_ip(request))
     except watchlist.EnrolmentRefused as exc:
+        record_refusal(session, exc)
         faces = [FaceChoice(index=f.index, bbox=[int(v) for v in f.bbox]) for f in exc.faces]
         return Response(EnrolmentRefusal(detail=str(exc), faces=faces).model_dump_json(), status_code=422,
                         media_type="application/json")
-    session.commit()
     body = _photo_public(ref)
     return Response(body.model_dump_json(), status_code=201 if created else 200, media_type="application/json")
 

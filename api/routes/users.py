@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import accounts
+from triage.errors import RefusalEntry
 from triage.models import User
 from webcommon.deps import AdminUser, Id, SessionDep, client_ip
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -58,14 +58,12 @@ def _public(u: User) -> UserPublic:
 
 
 def _refused(session: SessionDep, exc: accounts.AccountError, user_id: int | None = None) -> HTTPException:
-    session.commit()
     if user_id is not None and session.get(User, user_id) is None:
         return HTTPException(404, str(exc))
     return HTTPException(409 if user_id is not None else 422, str(exc))
 
 
 @router.get("")
-@releases_session
 def read_users(session: SessionDep, admin: AdminUser) -> UsersPublic:
     """Every account."""
     users = accounts.list_users(session)
@@ -73,7 +71,6 @@ def read_users(session: SessionDep, admin: AdminUser) -> UsersPublic:
 
 
 @router.post("", status_code=201)
-@releases_session
 def create_user(request: Request, body: UserCreate, session: SessionDep, admin: AdminUser) -> UserCreated:
     """Create an account with a one-time password."""
     try:
@@ -81,12 +78,10 @@ def create_user(request: Request, body: UserCreate, session: SessionDep, admin: 
                                                     client_ip(request))
     except accounts.AccountError as exc:
         raise _refused(session, exc) from None
-    session.commit()
     return UserCreated(one_time_password=password, **_public(user).model_dump())
 
 
 @router.get("/{user_id}")
-@releases_session
 def read_user(session: SessionDep, admin: AdminUser, user_id: Id) -> UserPublic:
     """One account."""
     user = session.get(User, user_id)
@@ -96,7 +91,6 @@ def read_user(session: SessionDep, admin: AdminUser, user_id: Id) -> UserPublic:
 
 
 @router.patch("/{user_id}")
-@releases_session
 def update_user(request: Request, user_id: Id, body: UserUpdate, session: SessionDep, admin: AdminUser) -> UserPublic:
     """Change roles and/or enable or disable the account."""
     ip = client_ip(request)
@@ -107,44 +101,30 @@ def update_user(request: Request, user_id: Id, body: UserUpdate, session: Sessio
         if body.is_active is not None:
             user = accounts.set_active(session, admin, user_id, body.is_active, ip=ip)
     except accounts.AccountError as exc:
-        session.rollback()
-        # The refusal alone is kept: redo it in a clean transaction.
-        raise _refused_again(session, admin, user_id, body, ip, exc) from None
+        # One entry for the whole update, with what was asked.
+        exc.audit = RefusalEntry("user.update", actor=admin, object_type="user", object_id=user_id,
+                                 detail={"reason": str(exc), "request": body.model_dump(exclude_none=True)}, ip=ip)
+        raise _refused(session, exc, user_id) from exc
     if user is None:
         raise HTTPException(404, "No such account.")
-    session.commit()
     return _public(user)
 
 
-def _refused_again(session: SessionDep, admin: User, user_id: Id, body: UserUpdate, ip: str,
-                   exc: accounts.AccountError) -> HTTPException:
-    from triage import audit
-    from triage.models import AuditOutcome
-
-    audit.record(session, "user.update", actor=admin, outcome=AuditOutcome.denied, object_type="user",
-                 object_id=user_id, detail={"reason": str(exc), "request": body.model_dump(exclude_none=True)}, ip=ip)
-    return _refused(session, exc, user_id)
-
-
 @router.post("/{user_id}/reset-password")
-@releases_session
 def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> UserCreated:
     """Give the account a new one-time password (its sessions end)."""
     try:
         user, password = accounts.reset_password(session, admin, user_id, ip=client_ip(request))
     except accounts.AccountError as exc:
         raise _refused(session, exc, user_id) from None
-    session.commit()
     return UserCreated(one_time_password=password, **_public(user).model_dump())
 
 
 @router.delete("/{user_id}/totp")
-@releases_session
 def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> UserPublic:
     """Remove a lost second factor."""
     try:
         user = accounts.remove_totp_for(session, admin, user_id, ip=client_ip(request))
     except accounts.AccountError as exc:
         raise _refused(session, exc, user_id) from None
-    session.commit()
     return _public(user)

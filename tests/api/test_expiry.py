@@ -49,6 +49,7 @@ def world(engine, settings, user_factory):
         task = review.next_task(s, s.get(User, recs["ann"].id), settings)
         assert task.candidate.id == leased.id
         assert s.get(Candidate, disputed.id).status == "disputed"
+        s.commit()
     return {"subject": subject, "disputed": disputed, "leased": leased, "open": opened, "ann_slot": task.slot_id}
 
 

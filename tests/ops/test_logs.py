@@ -103,6 +103,7 @@ def test_each_job_run_is_one_json_line(engine, settings, user_factory, log_lines
         for user, verdict in ((ann, "same"), (bob, "different")):
             task = review.next_task(s, user, settings)
             review.submit_verdict(s, user, task.slot_id, verdict, settings=settings)
+            s.commit()
     failing = make_settings(tmp_path, db_url, webhook_url="http://127.0.0.1:9/x", webhook_secret="s" * 32)
     job = run_one(Services(engine, failing, image_store(settings)), "w1", worker_registry())
     assert job is not None

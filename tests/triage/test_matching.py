@@ -18,6 +18,7 @@ from triage.gallery import enrolment_models
 from triage.models import Candidate, Job, Probe, ReviewSlot, Role, Sighting, Subject
 from triage.sightings import PhotoUpload, SightingInput, create_sighting
 from triage.storage import ImageStore
+from triage.transaction import unit_of_work
 from triage.worker import run_one
 
 pytestmark = pytest.mark.model
@@ -86,7 +87,7 @@ class Env:
         return subject.id  # type: ignore[return-value]
 
     def sight(self, officer: Any, *photos: bytes, key: str | None = None) -> int:
-        with Session(self.engine, expire_on_commit=False) as s:
+        with Session(self.engine, expire_on_commit=False) as s, unit_of_work(s):
             result = create_sighting(s, self.store, self.settings, officer,
                                      SightingInput(photos=[PhotoUpload(p) for p in photos], idempotency_key=key))
         return result.sighting.id  # type: ignore[return-value]

@@ -23,6 +23,7 @@ from triage.gallery import Gallery, active_model_id, enrolment_models, gallery_m
 from triage.models import AuditEntry, Job, JobStatus, Probe, ReferenceEmbedding, ReferencePhoto, ReindexRun, Role
 from triage.sightings import PhotoUpload, SightingInput, create_sighting
 from triage.storage import ImageStore
+from triage.transaction import unit_of_work
 from triage.worker import LeaseLost, run_one
 
 pytestmark = pytest.mark.model
@@ -178,7 +179,7 @@ def test_reindex_serves_the_old_model_until_the_switch_resumes_after_a_kill_and_
 
     # A sighting matched now is embedded with the new model.
     officer = user_factory(Role.officer)
-    with Session(world.engine, expire_on_commit=False) as s:
+    with Session(world.engine, expire_on_commit=False) as s, unit_of_work(s):
         sighting = create_sighting(s, world.store, world.new, officer, SightingInput(
             photos=[PhotoUpload((world.faces / "002" / PROBE_VIEW).read_bytes())])).sighting
     match_services = world.services(world.new)

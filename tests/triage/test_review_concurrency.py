@@ -16,6 +16,7 @@ from tests.factories import image_store, make_candidate
 from triage import review
 from triage.models import AuditEntry, Candidate, Flag, ReviewSlot, Role
 from triage.review import ReviewError
+from triage.transaction import unit_of_work
 
 THREADS = 50
 CANDIDATES = 25
@@ -45,14 +46,18 @@ def test_fifty_threads_claim_and_decide(engine, settings, user_factory):
             barrier.wait(timeout=60)
             with Session(engine, expire_on_commit=False) as s:
                 while True:
-                    task = review.next_task(s, user, settings)
+                    # One transaction per step, as one request each.
+                    with unit_of_work(s):
+                        task = review.next_task(s, user, settings)
                     if task is None:
                         return
                     # Careful recognizers: a known-answer pair gets its truth (always "same" would rightly get
                     # the account suspended), every real candidate "same".
                     verdict = task.candidate.known_truth or "same"
                     try:
-                        r = review.submit_verdict(s, user, task.slot_id, verdict, idempotency_key=f"t{task.slot_id}")
+                        with unit_of_work(s):
+                            r = review.submit_verdict(s, user, task.slot_id, verdict,
+                                                      idempotency_key=f"t{task.slot_id}")
                     except ReviewError as e:
                         # Another thread of the same person answered first with its own request.
                         assert e.code == "conflict", e.message

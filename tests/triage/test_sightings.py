@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from triage.models import AuditEntry, Job, Role, Sighting, SightingPhoto, StoredImage
 from triage.sightings import PhotoUpload, SightingInput, SightingRejected, create_sighting
 from triage.storage import ImageStore
+from triage.transaction import unit_of_work
 
 
 def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
@@ -79,7 +80,7 @@ def test_bad_input_is_refused_and_nothing_stored(case: str, engine, settings, us
     settings.max_image_pixels = 1_000_000
     officer = user_factory(Role.officer)
     photos = [PhotoUpload(p, f"p{i}.jpg") for i, p in enumerate(fields.pop("photos"))]
-    with Session(engine) as s, pytest.raises(SightingRejected) as exc:
+    with Session(engine) as s, pytest.raises(SightingRejected) as exc, unit_of_work(s):
         create_sighting(s, ImageStore(settings.images_dir), settings, officer, SightingInput(photos=photos, **fields))
     assert exc.value.code == code, exc.value.message
     assert exc.value.message  # a sentence for the officer
@@ -94,12 +95,12 @@ def test_idempotency_key_makes_one_sighting(engine, settings, user_factory) -> N
     other = user_factory(Role.officer)
     store = ImageStore(settings.images_dir)
     data = SightingInput(photos=[PhotoUpload(jpeg())], idempotency_key="k-1", note="red jacket")
-    with Session(engine, expire_on_commit=False) as s:
+    with Session(engine, expire_on_commit=False) as s, unit_of_work(s):
         first = create_sighting(s, store, settings, officer, data)
-    with Session(engine, expire_on_commit=False) as s:
+    with Session(engine, expire_on_commit=False) as s, unit_of_work(s):
         again = create_sighting(s, store, settings, officer, data)
     assert first.created and not again.created and again.sighting.id == first.sighting.id
-    with Session(engine, expire_on_commit=False) as s:
+    with Session(engine, expire_on_commit=False) as s, unit_of_work(s):
         mine = create_sighting(s, store, settings, other, data)  # keys are per officer
     assert mine.created and mine.sighting.id != first.sighting.id
     with Session(engine) as s:
@@ -119,10 +120,10 @@ def test_coordinates_and_time_are_kept(engine, settings, user_factory) -> None: 
     seen = parse_observed_at("2020-01-01T10:00", -120)
     assert seen == dt.datetime(2020, 1, 1, 8, 0, tzinfo=dt.UTC)
     with pytest.raises(SightingRejected, match="more than a year"):
-        with Session(engine) as s:
+        with Session(engine) as s, unit_of_work(s):
             create_sighting(s, ImageStore(settings.images_dir), settings, officer,
                             SightingInput(photos=[PhotoUpload(jpeg())], observed_at=seen))
-    with Session(engine, expire_on_commit=False) as s:
+    with Session(engine, expire_on_commit=False) as s, unit_of_work(s):
         r = create_sighting(s, ImageStore(settings.images_dir), settings, officer,
                             SightingInput(photos=[PhotoUpload(jpeg())], latitude=34.69, longitude=135.5,
                                           location_text="Namba"))

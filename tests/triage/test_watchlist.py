@@ -23,6 +23,7 @@ from triage.models import (
     SubjectStatus,
 )
 from triage.services import Services
+from triage.transaction import unit_of_work
 
 
 def _create(session: Session, actor=None, **fields) -> Subject:  # type: ignore[no-untyped-def]
@@ -107,7 +108,7 @@ def test_closing_twice_or_to_a_wrong_status_is_refused(session: Session) -> None
     session.rollback()
     watchlist.close_subject(session, subject.id, SubjectStatus.arrested, None)
     session.commit()
-    with pytest.raises(watchlist.WatchlistError, match="already closed"):
+    with pytest.raises(watchlist.WatchlistError, match="already closed"), unit_of_work(session):
         watchlist.close_subject(session, subject.id, "withdrawn", None)
     refusals = session.exec(select(AuditEntry).where(AuditEntry.action == "subject.close",
                                                      AuditEntry.outcome == "denied")).all()

@@ -68,6 +68,7 @@ def _dispute(engine, settings, user_factory) -> int:
         for user, verdict in ((ann, "same"), (bob, "different")):
             task = review.next_task(s, user, settings)
             review.submit_verdict(s, user, task.slot_id, verdict, settings=settings)
+            s.commit()
         return s.exec(select(WebhookDelivery)).one().id
 
 

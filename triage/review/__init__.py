@@ -30,7 +30,7 @@ oldest candidate (``Candidate.priority_at``, its creation time, which an
 escalation does not reset), then candidate id.
 """
 
-from triage.review._common import SLOTS_PER_ROUND, SUSPENDED_MESSAGE, ReviewError, Task, lock_candidate
+from triage.review._common import SLOTS_PER_ROUND, SUSPENDED_MESSAGE, ReviewError, Task, as_utc, lock_candidate
 from triage.review.candidates import (
     KNOWN_ANSWER_CASES,
     KNOWN_ANSWER_PAIR_ATTEMPTS,
@@ -49,14 +49,20 @@ from triage.review.disputes import (
     escalate,
     in_escalation,
 )
+from triage.review.pending import Pending, pending_for, settle_due, settle_sweep, undo_verdict
 from triage.review.queue import (
     IMAGE_KINDS,
     candidate_image_sha,
     current_task,
+    done_today,
     expire_leases,
+    had_task,
     held_task,
+    lease_limit,
     next_task,
     queue_size_for,
+    release_task,
+    renew_lease,
     reveal_full_faces,
     slot_image_sha,
     sweep_expired_leases,
@@ -73,10 +79,11 @@ from triage.review.verdicts import (
 __all__ = [
     "IDEMPOTENCY_KEY_MAX", "IMAGE_KINDS", "KNOWN_ANSWER_CASES", "KNOWN_ANSWER_PAIR_ATTEMPTS", "MAX_ROUNDS",
     "NOTE_MAX", "RENDITION_ATTEMPTS", "SLOTS_PER_ROUND", "SUSPENDED_MESSAGE",
-    "DisputedCandidate", "Escalation", "Hit", "ReviewError", "Task", "VerdictInput", "VerdictResult",
+    "DisputedCandidate", "Escalation", "Hit", "Pending", "ReviewError", "Task", "VerdictInput", "VerdictResult",
     "candidate_image_sha", "create_candidates_for_probe", "create_known_answer_task", "current_task",
     "disputed_candidate", "disputed_candidates", "eligible_recognizers", "escalate", "in_escalation",
     "expire_leases", "held_task", "lock_candidate",
     "next_task", "outcome_for", "queue_size_for", "reveal_full_faces", "slot_image_sha", "submit_verdict",
-    "sweep_expired_leases",
+    "sweep_expired_leases", "done_today", "lease_limit", "pending_for", "release_task", "renew_lease",
+    "settle_due", "settle_sweep", "undo_verdict", "had_task", "as_utc",
 ]

@@ -8,10 +8,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from triage import audit
 from triage.db import lock_row
-from triage.errors import DomainError
-from triage.models import AuditOutcome, Candidate, ReviewSlot, User
+from triage.errors import DomainError, RefusalEntry
+from triage.models import Candidate, ReviewSlot, User
 
 SUSPENDED_MESSAGE = ("Your account is suspended from review tasks: your answers on known-answer pairs fell below "
                      "the bar. A manager can reinstate it.")
@@ -46,6 +45,9 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+as_utc = _aware
+
+
 def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -53,19 +55,10 @@ def _is_postgres(session: Session) -> bool:
 def _refuse(session: Session, user: User | None, action: str, code: str, message: str, *,
             object_type: str = "review_slot", object_id: object = "", detail: dict[str, Any] | None = None,
             ip: str = "") -> ReviewError:
-    """Write the refusal to the audit log and commit it (nothing else); return the error to raise."""
-    _drop_pending(session)
-    audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type=object_type,
-                 object_id=object_id, detail={"reason": code, **(detail or {})}, ip=ip)
-    session.commit()
-    return ReviewError(code, message)
-
-
-def _drop_pending(session: Session) -> None:
-    # Refusals come before any change; a rollback only if something is pending, because a rollback
-    # expires every loaded object (the request's user among them) and they may be read after the request.
-    if session.new or session.dirty or session.deleted:
-        session.rollback()
+    """The error to raise: its audit entry is written when the transaction ends, after the work is rolled
+    back (``triage.transaction``)."""
+    return ReviewError(code, message, audit=RefusalEntry(action, actor=user, object_type=object_type,
+                                                         object_id=object_id, detail=detail or {}, ip=ip))
 
 
 def _id(row: Any) -> int:

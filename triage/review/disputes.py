@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func
@@ -37,6 +39,13 @@ MAX_ROUNDS = 3
 
 
 # Managers
+def _may_take_live_rounds(settings: Settings | None) -> Callable[[User], bool]:
+    # With settings that serve probation known-answer pairs only, a recognizer on probation takes no live round.
+    live_only_when_qualified = settings is not None and settings.probation_known_answer_share >= 1.0
+    return lambda u: (u.has_role(Role.recognizer) and not u.is_suspended
+                      and not (live_only_when_qualified and u.qualification == Qualification.probation.value))
+
+
 def eligible_recognizers(session: Session, candidate: Candidate, settings: Settings | None = None) -> list[User]:
     """Recognizers who could take the new round: active, unsuspended, served live tasks at all (not on a
     probation that serves known-answer pairs only), never shown this candidate, not its sighting's uploader."""
@@ -47,15 +56,13 @@ def eligible_recognizers(session: Session, candidate: Candidate, settings: Setti
     if candidate.sighting_id is not None:
         sighting = session.get(Sighting, candidate.sighting_id)
         uploader = sighting.uploaded_by if sighting else None
-    # With settings that serve probation known-answer pairs only, a recognizer on probation takes no live round.
-    live_only_when_qualified = settings is not None and settings.probation_known_answer_share >= 1.0
-    return [u for u in users if u.has_role(Role.recognizer) and u.id != uploader and not u.is_suspended
-            and not (live_only_when_qualified and u.qualification == Qualification.probation.value)]
+    may_take = _may_take_live_rounds(settings)
+    return [u for u in users if may_take(u) and u.id != uploader]
 
 
 def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
              settings: Settings | None = None) -> Candidate:
-    """Send a disputed candidate to a new round of two recognizers who have not seen it; commits.
+    """Send a disputed candidate to a new round of two recognizers who have not seen it.
 
     At most ``MAX_ROUNDS`` rounds in all: a candidate disputed in its last round stays disputed.
     """
@@ -106,7 +113,6 @@ def escalate(session: Session, manager: User, candidate_id: int, ip: str = "",
     audit.record(session, action, actor=manager, object_type="candidate", object_id=candidate.id,
                  detail={"round": candidate.current_round, "eligible": len(available)}, ip=ip)
     events.handled(session, "candidate", candidate.id, kinds=(events.DISPUTE_WAITING,))
-    session.commit()
     return candidate
 
 
@@ -145,18 +151,39 @@ class DisputedCandidate:
 
 def disputed_candidates(session: Session, limit: int = 200,
                         settings: Settings | None = None) -> list[DisputedCandidate]:
-    """Disputed real candidates on active subjects, oldest first, with their verdicts (managers only)."""
+    """Disputed real candidates on active subjects, oldest first, with their verdicts (managers only).
+
+    Set-based: the same handful of queries for any number of candidates."""
     rows = session.exec(
         select(Candidate, Subject).join(Subject, Subject.id == Candidate.subject_id)  # type: ignore[arg-type]
         .where(Candidate.status == CandidateStatus.disputed.value, Candidate.known_truth.is_(None),  # type: ignore[union-attr]
                searchable_clause())  # type: ignore[arg-type]
         .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)
     ).all()
+    if not rows:
+        return []
+    ids = [_id(candidate) for candidate, _subject in rows]
+    verdicts: dict[int, list[ReviewSlot]] = defaultdict(list)
+    for slot in session.exec(select(ReviewSlot).where(
+            col(ReviewSlot.candidate_id).in_(ids), ReviewSlot.withdrawn == False,  # noqa: E712
+            col(ReviewSlot.voided_at).is_(None), col(ReviewSlot.verdict).is_not(None))
+            .order_by(col(ReviewSlot.candidate_id), col(ReviewSlot.round), col(ReviewSlot.slot_no))).all():
+        verdicts[slot.candidate_id].append(slot)
+    seen: dict[int, set[int]] = defaultdict(set)
+    for candidate_id, user_id in session.exec(select(SeenCandidate.candidate_id, SeenCandidate.user_id)
+                                              .where(col(SeenCandidate.candidate_id).in_(ids))).all():
+        seen[candidate_id].add(user_id)
+    sighting_ids = [c.sighting_id for c, _s in rows if c.sighting_id is not None]
+    uploaders = dict(session.exec(select(Sighting.id, Sighting.uploaded_by)
+                                  .where(col(Sighting.id).in_(sighting_ids))).all()) if sighting_ids else {}
+    may_take = _may_take_live_rounds(settings)
+    pool = [u for u in session.exec(select(User).where(User.is_active == True)  # noqa: E712
+                                    .order_by(col(User.id))).all() if may_take(u)]
     out = []
     for candidate, subject in rows:
-        slots = [s for s in _counting_slots(session, _id(candidate)) if s.verdict is not None]
-        eligible = len(eligible_recognizers(session, candidate, settings))
-        out.append(DisputedCandidate(candidate, subject, list(slots), eligible))
+        uploader = uploaders.get(candidate.sighting_id) if candidate.sighting_id is not None else None
+        eligible = sum(1 for u in pool if u.id not in seen[_id(candidate)] and u.id != uploader)
+        out.append(DisputedCandidate(candidate, subject, verdicts[_id(candidate)], eligible))
     _name_reviewers(session, out)
     return out
 

@@ -43,9 +43,15 @@ IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
 def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_answer: bool) -> Any:
     """Slots this recognizer may take now, most urgent first."""
     other = aliased(ReviewSlot)
-    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id)
-    has_seen = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
-                              col(SeenCandidate.user_id) == user.id)
+    # On another slot of it already (the slot itself may be theirs from a lease that lapsed: they may take it again).
+    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id,
+                                   col(other.id) != col(ReviewSlot.id))
+    # Shown it in an earlier round (a lapsed lease on this very round does not lock its holder out).
+    seen_before = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
+                                 col(SeenCandidate.user_id) == user.id,
+                                 col(SeenCandidate.round) < col(ReviewSlot.round))
+    gave_back = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
+                               col(SeenCandidate.user_id) == user.id, col(SeenCandidate.skipped_at).is_not(None))
     stmt = (
         select(ReviewSlot)
         .join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
@@ -55,13 +61,16 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
             ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
             ReviewSlot.withdrawn == False,  # noqa: E712
             col(ReviewSlot.voided_at).is_(None),
+            col(ReviewSlot.pending_verdict).is_(None),
             ReviewSlot.round == Candidate.current_round,
             or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
             searchable_clause(now.date()),  # type: ignore[arg-type]
             ~on_it_already,
             # An escalated round goes only to people who have never been shown the candidate.
-            or_(col(ReviewSlot.round) == 1, ~has_seen),
+            ~seen_before,
+            # A task they gave back goes to someone else.
+            ~gave_back,
             # Never a candidate from one's own sighting.
             or_(col(Candidate.sighting_id).is_(None), col(Sighting.uploaded_by) != user.id),
         )
@@ -92,6 +101,7 @@ def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot
         select(ReviewSlot).join(Candidate, Candidate.id == ReviewSlot.candidate_id)  # type: ignore[arg-type]
         .where(ReviewSlot.reviewer_id == user.id, ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
                ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at >= now,  # type: ignore[operator]  # noqa: E712
+               col(ReviewSlot.pending_verdict).is_(None),
                ReviewSlot.round == Candidate.current_round, Candidate.status == CandidateStatus.open.value)
         .order_by(col(ReviewSlot.leased_at)).limit(1)
     ).first()
@@ -107,7 +117,8 @@ def current_task(session: Session, user: User) -> Task | None:
 
 def next_task(session: Session, user: User, settings: Settings, *, rng: random.Random | None = None,
               ip: str = "") -> Task | None:
-    """Lease the most urgent slot this recognizer may take (or return the lease they hold); commits.
+    """Lease the most urgent slot this recognizer may take (or return the lease they hold), in the caller's
+    transaction.
 
     Returns None when there is nothing for them.  A known-answer task is served
     instead of a real one at the recognizer's share (``qualification.share_for``:
@@ -131,11 +142,9 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         held = _current_lease(session, user, now)
         if held is not None:
             candidate = session.get(Candidate, held.candidate_id)
-            session.commit()
             return Task(held, candidate, resumed=True)  # type: ignore[arg-type]
         slot = _lock_first(session, _available_slots(user, settings, now, known_answer=False))
         if slot is None:
-            session.commit()
             return None
         if share > 0 and rng.random() < share:
             known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
@@ -144,13 +153,11 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
             if known is not None:
                 slot = known
         try:
-            task = _lease(session, user, slot, settings, now, ip)
+            # A savepoint: a lease that lost a race is undone alone, and the claim is tried again.
+            with session.begin_nested():
+                return _lease(session, user, slot, settings, now, ip)
         except IntegrityError:
-            session.rollback()
             continue
-        session.commit()
-        return task
-    session.rollback()
     return None
 
 
@@ -165,7 +172,8 @@ def _lease(session: Session, user: User, slot: ReviewSlot, settings: Settings, n
     slot.revealed_full_faces = False
     session.add(slot)
     if session.get(SeenCandidate, (slot.candidate_id, user.id)) is None:
-        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=_id(user), first_seen_at=now))
+        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=_id(user), first_seen_at=now,
+                                  round=slot.round))
     session.flush()
     audit.record(session, "review.lease", actor=user, object_type="review_slot", object_id=slot.id,
                  detail={"candidate_id": slot.candidate_id, "round": slot.round,
@@ -179,7 +187,9 @@ def expire_leases(session: Session) -> int:
     now = utcnow()
     stmt = select(ReviewSlot).where(
         ReviewSlot.verdict.is_(None), ReviewSlot.reviewer_id.is_not(None),  # type: ignore[union-attr]
-        ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at < now)  # type: ignore[operator]  # noqa: E712
+        ReviewSlot.withdrawn == False, ReviewSlot.lease_expires_at < now,  # type: ignore[operator]  # noqa: E712
+        # A verdict in its undo window keeps its slot: it was given in time.
+        col(ReviewSlot.pending_verdict).is_(None))
     if _is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
     slots = session.exec(stmt).all()
@@ -208,7 +218,7 @@ def _held_slot(session: Session, user: User, slot_id: int, action: str, ip: str 
     slot = session.get(ReviewSlot, slot_id)
     if slot is None:
         raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
-    if slot.reviewer_id != user.id or slot.verdict is not None or slot.withdrawn:
+    if slot.reviewer_id != user.id or slot.verdict is not None or slot.pending_verdict is not None or slot.withdrawn:
         # Answered exactly as a missing slot, so ids reveal nothing; the audit entry says why.
         raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
                       detail={"why": "not held by this recognizer"})
@@ -228,14 +238,13 @@ def held_task(session: Session, user: User, slot_id: int, ip: str = "") -> Task:
 
 
 def reveal_full_faces(session: Session, user: User, slot_id: int, ip: str = "") -> ReviewSlot:
-    """Record that the holder revealed the full faces (kept with the verdict); commits."""
+    """Record that the holder revealed the full faces (kept with the verdict)."""
     slot = _held_slot(session, user, slot_id, "review.reveal", ip)
     if not slot.revealed_full_faces:
         slot.revealed_full_faces = True
         session.add(slot)
         audit.record(session, "review.reveal", actor=user, object_type="review_slot", object_id=slot.id,
                      detail={"candidate_id": slot.candidate_id}, ip=ip)
-    session.commit()
     return slot
 
 
@@ -271,6 +280,90 @@ def candidate_image_sha(session: Session, candidate: Candidate, kind: str) -> st
 
 
 def queue_size_for(session: Session, user: User, settings: Settings) -> int:
-    """How many slots this recognizer could take now (real ones only)."""
+    """How many tasks this recognizer could take now (real ones only): candidates, not slots, since one
+    person can fill only one slot of a candidate."""
     stmt = _available_slots(user, settings, utcnow(), known_answer=False)
-    return int(session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one())
+    candidates = stmt.order_by(None).with_only_columns(col(ReviewSlot.candidate_id)).distinct().subquery()
+    return int(session.exec(select(func.count()).select_from(candidates)).one())
+
+
+# Renewing and giving back
+def renew_lease(session: Session, user: User, slot_id: int, settings: Settings, ip: str = "") -> ReviewSlot:
+    """The holder is at work: extend the lease to a full ``lease_seconds`` from now, but never past
+    ``lease_max_seconds`` after it was taken; commits.  A lapsed lease is refused (``lease_expired``)."""
+    slot = _held_slot(session, user, slot_id, "review.renew", ip)
+    wanted = min(utcnow() + dt.timedelta(seconds=settings.lease_seconds), lease_limit(slot, settings))
+    current = _aware(slot.lease_expires_at)
+    step = min(RENEW_STEP_SECONDS, settings.lease_seconds / 4)
+    if current is None or wanted > current + dt.timedelta(seconds=step):
+        slot.lease_expires_at = wanted
+        session.add(slot)
+        audit.record(session, "review.renew", actor=user, object_type="review_slot", object_id=slot.id,
+                     detail={"candidate_id": slot.candidate_id, "expires_at": wanted.isoformat()}, ip=ip)
+    session.commit()
+    return slot
+
+
+# A renewal that would add less than this (or a quarter of the lease) changes nothing and writes no audit
+# entry: the page beats every few seconds, the lease moves about once a minute.
+RENEW_STEP_SECONDS = 60
+
+
+def lease_limit(slot: ReviewSlot, settings: Settings) -> dt.datetime:
+    """The latest the lease on this slot can be renewed to."""
+    leased_at = _aware(slot.leased_at) or utcnow()
+    return leased_at + dt.timedelta(seconds=max(settings.lease_max_seconds, settings.lease_seconds))
+
+
+def release_task(session: Session, user: User, slot_id: int, ip: str = "") -> ReviewSlot:
+    """Give a held task back at once ("skip"): it returns to the queue and is not served to them again; commits."""
+    slot = _held_slot(session, user, slot_id, "review.release", ip)
+    seen = session.get(SeenCandidate, (slot.candidate_id, user.id))
+    if seen is not None:
+        seen.skipped_at = utcnow()
+        session.add(seen)
+    _give_back(session, user, slot, "skipped", ip)
+    session.commit()
+    return slot
+
+
+def release_held(session: Session, user: User, now: dt.datetime, *, reason: str, keep: int | None = None) -> int:
+    """Give back every live lease this user holds but ``keep`` (caller's transaction); returns how many."""
+    held = session.exec(
+        select(ReviewSlot).where(ReviewSlot.reviewer_id == user.id, ReviewSlot.verdict.is_(None),  # type: ignore[union-attr]
+                                 col(ReviewSlot.pending_verdict).is_(None), ReviewSlot.withdrawn == False,  # noqa: E712
+                                 col(ReviewSlot.lease_expires_at) >= now)).all()
+    mine = [slot for slot in held if slot.id != keep]
+    for slot in mine:
+        _give_back(session, user, slot, reason, "")
+    return len(mine)
+
+
+def _give_back(session: Session, user: User, slot: ReviewSlot, reason: str, ip: str) -> None:
+    slot.reviewer_id = None
+    slot.leased_at = None
+    slot.lease_expires_at = None
+    slot.revealed_full_faces = False
+    session.add(slot)
+    session.flush()
+    audit.record(session, "review.release", actor=user, object_type="review_slot", object_id=slot.id,
+                 detail={"candidate_id": slot.candidate_id, "reason": reason}, ip=ip)
+
+
+def done_today(session: Session, user: User, now: dt.datetime | None = None) -> int:
+    """Verdicts this recognizer gave since midnight UTC, counted or still in their undo window (the session
+    counter on the task page; says nothing of which were known-answer pairs or how they went)."""
+    now = now or utcnow()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    stmt = select(func.count()).select_from(ReviewSlot).where(
+        ReviewSlot.reviewer_id == user.id,
+        or_(col(ReviewSlot.verdict_at) >= midnight, col(ReviewSlot.pending_at) >= midnight))
+    return int(session.exec(stmt).one())
+
+
+def had_task(session: Session, user: User, slot_id: int) -> bool:
+    """Whether this slot was once this user's task (answered, in its undo window, or its lease lapsed)."""
+    slot = session.get(ReviewSlot, slot_id)
+    if slot is None:
+        return False
+    return slot.reviewer_id == user.id or session.get(SeenCandidate, (slot.candidate_id, user.id)) is not None

@@ -7,7 +7,8 @@ candidate raise an arrest flag, in the transaction that stores the second verdic
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,14 +19,13 @@ from sqlmodel import Session, select
 from triage import audit, events, flags, qualification
 from triage.clock import utcnow
 from triage.config import Settings, get_settings
-from triage.models import AuditOutcome, Candidate, CandidateStatus, ReviewSlot, SeenCandidate, User, Verdict
+from triage.models import Candidate, CandidateStatus, ReviewSlot, SeenCandidate, User, Verdict
 from triage.review._common import (
     SLOTS_PER_ROUND,
     SUSPENDED_MESSAGE,
     ReviewError,
     _aware,
     _counting_slots,
-    _drop_pending,
     _id,
     _refuse,
     lock_candidate,
@@ -48,6 +48,8 @@ class VerdictResult:
     replayed: bool
     # Set only when this verdict completed its round (for logs and tests; never shown to the recognizer).
     decided: str | None = None
+    # Held in its undo window: it does not count yet.
+    pending: bool = False
 
 
 # Consensus
@@ -65,118 +67,170 @@ def outcome_for(verdicts: Iterable[str]) -> CandidateStatus:
 
 def submit_verdict(session: Session, user: User, slot_id: int, verdict: str, note: str = "",
                    idempotency_key: str | None = None, ip: str = "",
-                   settings: Settings | None = None) -> VerdictResult:
-    """Store one verdict and, if it completes the round, decide the candidate; one transaction, commits.
+                   settings: Settings | None = None, undo_seconds: float = 0.0) -> VerdictResult:
+    """Store one verdict and, if it completes the round, decide the candidate, in the caller's transaction.
 
     Idempotent: sending the same verdict again (with the same key, or none) returns
     the stored one; a different verdict for a slot already answered is refused.  A
-    verdict on an expired lease is refused, not counted, and the slot returns to the queue.
+    verdict on an expired lease is refused, not counted, and the slot returns to the queue
+    (when the refusal is recorded).  Refusals carry their audit entry (``triage.transaction``).
+    With ``undo_seconds`` the verdict is held as pending instead: it can be undone for that long and
+    counts afterwards (``triage.review.pending``); the slot stays the author's meanwhile.
     """
-    action = "review.verdict"
-    settings = settings or get_settings()
+    refuse = functools.partial(_refuse, session, user, "review.verdict", object_id=slot_id, ip=ip)
+    verdict, note = _checked_input(refuse, user, verdict, note)
+    stored_key = _stored_key(refuse, user, idempotency_key)
+    if stored_key is not None:
+        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
+        if earlier is not None:
+            if earlier.id != slot_id or (earlier.verdict or earlier.pending_verdict) != verdict:
+                raise refuse("conflict", "This Idempotency-Key was already used for another verdict.")
+            return VerdictResult(earlier, replayed=True, pending=earlier.pending_verdict is not None)
+    candidate, slot = _locked_slot(session, refuse, slot_id)
+    now = utcnow()
+    _check_holder(session, refuse, user, candidate, slot)
+    given = slot.verdict or slot.pending_verdict
+    if given is not None:
+        if given == verdict:
+            return VerdictResult(slot, replayed=True, pending=slot.pending_verdict is not None)
+        raise refuse("conflict", "You already gave a different verdict on this task; it cannot be changed.")
+    _check_open(refuse, candidate, slot, now)
+    if undo_seconds > 0:
+        return _hold(session, user, slot, verdict, note, stored_key, now, ip)
+    return count_verdict(session, user, candidate, slot, verdict, note, stored_key, now, ip,
+                         settings or get_settings())
+
+
+# Checking a verdict
+def _checked_input(refuse: Callable[..., ReviewError], user: User, verdict: str, note: str) -> tuple[str, str]:
     if user.is_suspended:
-        raise _refuse(session, user, action, "suspended", SUSPENDED_MESSAGE + " Your verdict was not counted.",
-                      object_id=slot_id, ip=ip)
+        raise refuse("suspended", SUSPENDED_MESSAGE + " Your verdict was not counted.")
     try:
         verdict = Verdict(verdict).value
     except ValueError:
-        raise _refuse(session, user, action, "invalid",
-                      "The verdict must be one of: same, different, cannot_tell.", object_id=slot_id, ip=ip) from None
+        raise refuse("invalid", "The verdict must be one of: same, different, cannot_tell.") from None
     note = (note or "").strip()
     if len(note) > NOTE_MAX:
-        raise _refuse(session, user, action, "invalid", f"The note is too long (at most {NOTE_MAX} characters).",
-                      object_id=slot_id, ip=ip)
-    stored_key: str | None = None
-    if idempotency_key:
-        if len(idempotency_key) > IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
-            raise _refuse(session, user, action, "invalid",
-                          f"The Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} printable characters.",
-                          object_id=slot_id, ip=ip)
-        # Keys are per account: one person's key can never collide with another's.
-        stored_key = f"{user.id}:{idempotency_key}"
-        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
-        if earlier is not None:
-            if earlier.id != slot_id or earlier.verdict != verdict:
-                raise _refuse(session, user, action, "conflict",
-                              "This Idempotency-Key was already used for another verdict.", object_id=slot_id, ip=ip)
-            session.commit()
-            return VerdictResult(earlier, replayed=True)
+        raise refuse("invalid", f"The note is too long (at most {NOTE_MAX} characters).")
+    return verdict, note
 
+
+def _stored_key(refuse: Callable[..., ReviewError], user: User, idempotency_key: str | None) -> str | None:
+    if not idempotency_key:
+        return None
+    if len(idempotency_key) > IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
+        raise refuse("invalid", f"The Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} printable characters.")
+    # Keys are per account: one person's key can never collide with another's.
+    return f"{user.id}:{idempotency_key}"
+
+
+def _locked_slot(session: Session, refuse: Callable[..., ReviewError],
+                 slot_id: int) -> tuple[Candidate, ReviewSlot]:
     peek = session.get(ReviewSlot, slot_id)
     if peek is None:
-        raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip)
+        raise refuse("not_found", "No such review task.")
     # Lock the candidate first: the two verdicts of a round are serialised, so the
     # second one always sees the first and the decision is taken exactly once.
     candidate = lock_candidate(session, peek.candidate_id)
     slot = session.exec(select(ReviewSlot).where(ReviewSlot.id == slot_id)
                         .execution_options(populate_existing=True)).one()
     assert candidate is not None
-    now = utcnow()
-    if slot.reviewer_id != user.id:
-        # Seen the candidate, and holding or having answered none of its other slots: the lease on this
-        # slot was theirs and ran out.  Holding the other slot means this one was never theirs.
-        holds_other = session.exec(select(ReviewSlot.id).where(ReviewSlot.candidate_id == candidate.id,
-                                                               ReviewSlot.reviewer_id == user.id)).first()
-        had_it = holds_other is None and session.get(SeenCandidate, (candidate.id, user.id)) is not None
-        if not had_it:  # someone else's slot: the same answer as a missing one
-            raise _refuse(session, user, action, "not_found", "No such review task.", object_id=slot_id, ip=ip,
-                          detail={"why": "not held by this recognizer"})
-        raise _refuse(session, user, action, "lease_expired",
-                      "This task is no longer leased to you: your time on it ran out and it went back to the queue. "
-                      "Your verdict was not counted.", object_id=slot_id, ip=ip)
-    if slot.verdict is not None:
-        if slot.verdict == verdict:
-            session.commit()
-            return VerdictResult(slot, replayed=True)
-        raise _refuse(session, user, action, "conflict",
-                      "You already gave a different verdict on this task; it cannot be changed.",
-                      object_id=slot_id, ip=ip)
+    return candidate, slot
+
+
+def _check_holder(session: Session, refuse: Callable[..., ReviewError], user: User, candidate: Candidate,
+                  slot: ReviewSlot) -> None:
+    if slot.reviewer_id == user.id:
+        return
+    # Seen the candidate, and holding or having answered none of its other slots: the lease on this
+    # slot was theirs and ran out.  Holding the other slot means this one was never theirs.
+    holds_other = session.exec(select(ReviewSlot.id).where(ReviewSlot.candidate_id == candidate.id,
+                                                           ReviewSlot.reviewer_id == user.id)).first()
+    had_it = holds_other is None and session.get(SeenCandidate, (candidate.id, user.id)) is not None
+    if not had_it:  # someone else's slot: the same answer as a missing one
+        raise refuse("not_found", "No such review task.", detail={"why": "not held by this recognizer"})
+    raise refuse("lease_expired", "This task is no longer leased to you: your time on it ran out and it went "
+                 "back to the queue. Your verdict was not counted.")
+
+
+def _check_open(refuse: Callable[..., ReviewError], candidate: Candidate, slot: ReviewSlot,
+                now: dt.datetime) -> None:
     if (slot.withdrawn or slot.voided_at is not None or candidate.status != CandidateStatus.open.value
             or slot.round != candidate.current_round):
-        raise _refuse(session, user, action, "withdrawn",
-                      "This task was withdrawn (the subject was closed). Your verdict was not counted.",
-                      object_id=slot_id, ip=ip)
+        raise refuse("withdrawn", "This task was withdrawn (the subject was closed). Your verdict was not counted.")
     expires = _aware(slot.lease_expires_at)
     if expires is None or expires < now:
+        error = refuse("lease_expired",
+                       f"Your time on this task ran out at {expires:%H:%M:%S} UTC and it went back to the queue. "
+                       "Your verdict was not counted." if expires else "This task is not leased to you.",
+                       detail={"expired_at": str(expires)})
         # Refuse, and give the slot back to the queue in the same breath.
-        _drop_pending(session)
-        if slot.reviewer_id == user.id and slot.verdict is None:
-            slot.reviewer_id = None
-            slot.leased_at = None
-            slot.lease_expires_at = None
-            slot.revealed_full_faces = False
-            session.add(slot)
-        audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="review_slot",
-                     object_id=slot_id, detail={"reason": "lease_expired", "expired_at": str(expires)}, ip=ip)
-        session.commit()
-        raise ReviewError("lease_expired",
-                          f"Your time on this task ran out at {expires:%H:%M:%S} UTC and it went back to the queue. "
-                          "Your verdict was not counted." if expires else "This task is not leased to you.")
+        assert error.audit is not None
+        error.audit.also = functools.partial(_give_back, slot_id=_id(slot), reviewer_id=slot.reviewer_id)
+        raise error
 
+
+def _give_back(session: Session, *, slot_id: int, reviewer_id: int | None) -> None:
+    slot = session.get(ReviewSlot, slot_id)
+    if slot is not None and slot.reviewer_id == reviewer_id and slot.verdict is None:
+        slot.reviewer_id = None
+        slot.leased_at = None
+        slot.lease_expires_at = None
+        slot.revealed_full_faces = False
+        session.add(slot)
+
+
+# Storing a verdict
+def _hold(session: Session, user: User, slot: ReviewSlot, verdict: str, note: str, stored_key: str | None,
+          now: dt.datetime, ip: str) -> VerdictResult:
+    """Keep the verdict as pending (undoable); it counts once its window has passed."""
+    slot.pending_verdict = verdict
+    slot.pending_at = now
+    slot.note = note
+    slot.idempotency_key = stored_key
+    session.add(slot)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise ReviewError("conflict", "This Idempotency-Key was already used for another verdict.") from None
+    audit.record(session, "review.verdict_pending", actor=user, object_type="review_slot", object_id=slot.id,
+                 detail={"candidate_id": slot.candidate_id, "round": slot.round, "verdict": verdict,
+                         "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
+    return VerdictResult(slot, replayed=False, pending=True)
+
+
+def count_verdict(session: Session, user: User, candidate: Candidate, slot: ReviewSlot, verdict: str, note: str,
+                  stored_key: str | None, now: dt.datetime, ip: str, settings: Settings) -> VerdictResult:
+    """Make a verdict count (``now``: when it was given): store it and decide the round if it is complete.
+
+    The candidate is locked by the caller; caller's transaction."""
     slot.verdict = verdict
     slot.note = note
     slot.verdict_at = now
     slot.idempotency_key = stored_key
+    slot.pending_verdict = None
+    slot.pending_at = None
     # The author's standing as it was when they answered (shown with a flag's evidence).
     slot.reviewer_record = qualification.record_for(session, user).snapshot()
     session.add(slot)
     try:
-        session.flush()
+        with session.begin_nested():
+            session.flush()
     except IntegrityError:
         # The same key arrived twice at once: the other request stored it.
-        session.rollback()
-        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)).first()
-        if earlier is not None and earlier.id == slot_id and earlier.verdict == verdict:
+        earlier = session.exec(select(ReviewSlot).where(ReviewSlot.idempotency_key == stored_key)
+                               .execution_options(populate_existing=True)).first()
+        if earlier is not None and earlier.id == slot.id and earlier.verdict == verdict:
             return VerdictResult(earlier, replayed=True)
         raise ReviewError("conflict", "This Idempotency-Key was already used for another verdict.") from None
-    audit.record(session, action, actor=user, object_type="review_slot", object_id=slot.id,
+    audit.record(session, "review.verdict", actor=user, object_type="review_slot", object_id=slot.id,
                  detail={"candidate_id": candidate.id, "round": slot.round, "verdict": verdict,
                          "revealed_full_faces": slot.revealed_full_faces, "note": bool(note)}, ip=ip)
     decided = _decide_if_complete(session, candidate, now)
     if candidate.is_known_answer:
         # A known-answer verdict may end probation, or suspend the account (voiding its undecided verdicts).
         qualification.reassess(session, user, settings)
-    session.commit()
     return VerdictResult(slot, replayed=False, decided=decided)
 
 

@@ -41,6 +41,7 @@ from sqlmodel import Session, col, select
 from triage import audit, events, jobs, services
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import RefusalEntry
 from triage.gallery import enrolment_models
 from triage.models import (
     IMPORT_JOB,
@@ -56,6 +57,7 @@ from triage.models import (
 )
 from triage.services import Services
 from triage.storage import ImageStore
+from triage.transaction import checkpoint, unit_of_work
 from triage.watchlist.enrolment import EnrolmentRefused, FaceAnalysis, analyze_for_enrolment, enrol_reference_photo
 from triage.watchlist.subjects import SubjectCreate, WatchlistError, create_subject
 from triage.worker import JobContext, PermanentJobError
@@ -452,10 +454,10 @@ def run_import(engine: Engine, store: ImageStore, settings: Settings, plan: Sequ
             summary.failures.append(ImportFailure(task.label, result))
         else:
             try:
-                with Session(engine, expire_on_commit=False) as session:
+                # One transaction per photo (a refusal keeps its audit entry).
+                with Session(engine, expire_on_commit=False) as session, unit_of_work(session):
                     _, created = enrol_reference_photo(session, store, task.subject_id, result, actor,
                                                        view=PurePosixPath(task.label).stem[:40])
-                    session.commit()
                 if created:
                     summary.photos_enrolled += 1
                 else:
@@ -556,10 +558,10 @@ def preview(session: Session, settings: Settings, row: WatchlistImport) -> list[
     return preview_import(session, plan_of(settings, row), import_ref(row))
 
 
-def _refuse(session: Session, user: User, action: str, row_id: int, reason: str, ip: str) -> None:
-    audit.record(session, action, actor=user, outcome=AuditOutcome.denied, object_type="watchlist_import",
-                 object_id=row_id, detail={"reason": reason}, ip=ip)
-    session.commit()
+def _refusal(user: User, action: str, row_id: int, reason: str, ip: str) -> RefusalEntry:
+    """A refusal's audit entry: written when the transaction ends, after its work is rolled back."""
+    return RefusalEntry(action, actor=user, object_type="watchlist_import", object_id=row_id,
+                        detail={"reason": reason}, ip=ip)
 
 
 def _pending(session: Session, user: User, action: str, import_id: int, ip: str) -> WatchlistImport:
@@ -570,20 +572,20 @@ def _pending(session: Session, user: User, action: str, import_id: int, ip: str)
     if row is None:
         raise LookupError("No such import.")
     if row.status != ImportStatus.pending.value:
-        _refuse(session, user, action, import_id, f"import is {row.status}", ip)
         raise WatchlistError(f"This import is already {row.status}: only a previewed import "
-                                       "waiting for confirmation can be confirmed or cancelled.")
+                             "waiting for confirmation can be confirmed or cancelled.",
+                             audit=_refusal(user, action, import_id, f"import is {row.status}", ip))
     return row
 
 
 def confirm_import(session: Session, settings: Settings, user: User, import_id: int, ip: str = "") -> WatchlistImport:
-    """The manager confirmed the preview: queue the import's job; commits (a refusal too)."""
+    """The manager confirmed the preview: queue the import's job."""
     action = "watchlist.import_queued"
     row = _pending(session, user, action, import_id, ip)
     try:
         planned = preview(session, settings, row)  # the named subjects are checked again: one may have closed
     except WatchlistError as exc:
-        _refuse(session, user, action, import_id, str(exc), ip)
+        exc.audit = _refusal(user, action, import_id, str(exc), ip)
         raise
     row.status = ImportStatus.queued.value
     session.add(row)
@@ -592,19 +594,21 @@ def confirm_import(session: Session, settings: Settings, user: User, import_id: 
                  detail={"filename": row.filename, "subjects": row.subjects_total, "photos": row.photos_total,
                          "new_subjects": sum(p.action == "new" for p in planned),
                          "added_to": sorted(p.subject_id for p in planned if p.action == "existing")}, ip=ip)
-    session.commit()
     return row
 
 
 def cancel_import(session: Session, settings: Settings, user: User, import_id: int, ip: str = "") -> None:
-    """Drop a previewed import that was not confirmed (nothing of it was enrolled); commits."""
+    """Drop a previewed import that was not confirmed (nothing of it was enrolled).
+
+    Two transactions on purpose: the row's removal is committed before its archive is released, so an
+    archive is never removed while a row still names it."""
     action = "watchlist.import_cancel"
     row = _pending(session, user, action, import_id, ip)
     sha = row.archive_sha256
     session.delete(row)
     audit.record(session, action, actor=user, object_type="watchlist_import", object_id=import_id,
                  detail={"filename": row.filename, "sha256": sha}, ip=ip)
-    session.commit()
+    checkpoint(session)
     _release_archive(settings, session, sha, import_id)
 
 

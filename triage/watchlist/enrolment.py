@@ -15,8 +15,9 @@ from sqlmodel import Session, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.errors import RefusalEntry
 from triage.gallery import ADD, active_model_id, lock_changes, record_change
-from triage.models import AuditOutcome, ReferenceEmbedding, ReferencePhoto, SubjectStatus, User
+from triage.models import ReferenceEmbedding, ReferencePhoto, SubjectStatus, User
 from triage.storage import ImageStore, store_image
 from triage.watchlist.subjects import WatchlistError, get_subject
 
@@ -95,8 +96,8 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
                           ip: str = "") -> tuple[ReferencePhoto, bool]:
     """Enrol one analysed photo for a subject; the same photo twice is enrolled once.
 
-    Returns the reference photo and whether it is new.  A refusal is audited
-    (and committed) before ``EnrolmentRefused`` is raised.
+    Returns the reference photo and whether it is new.  ``EnrolmentRefused`` carries its audit entry,
+    written when the caller's transaction ends (``triage.transaction``).
     """
     from matcher import embedding_to_bytes
 
@@ -120,10 +121,9 @@ def enrol_reference_photo(session: Session, store: ImageStore, subject_id: int, 
                                    "the photo again; otherwise this installation cannot embed with the gallery's "
                                    "model (Admin > Face model).")
     except EnrolmentRefused as exc:
-        audit.record(session, "subject.photo.enrol", actor=actor, object_type="subject", object_id=subject_id,
-                     outcome=AuditOutcome.denied, detail={"reason": str(exc), "sha256": analysis.sha256,
-                                                          "faces": len(analysis.faces)}, ip=ip)
-        session.commit()
+        exc.audit = RefusalEntry("subject.photo.enrol", actor=actor, object_type="subject", object_id=subject_id,
+                                 detail={"reason": str(exc), "sha256": analysis.sha256,
+                                         "faces": len(analysis.faces)}, ip=ip)
         raise
     image_sha = store_image(session, store, analysis.data, analysis.media_type, analysis.width, analysis.height)
     eye_sha = store_image(session, store, face.eye_crop_png, "image/png")

@@ -16,10 +16,9 @@ from sqlmodel import Session, col, select
 from triage import audit
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.errors import DomainError
+from triage.errors import DomainError, RefusalEntry
 from triage.gallery import ADD, REMOVE_SUBJECT, is_searchable, record_change, searchable_clause, today
 from triage.models import (
-    AuditOutcome,
     Candidate,
     CandidateStatus,
     ReferencePhoto,
@@ -38,8 +37,8 @@ CLOSING_STATUSES = (SubjectStatus.arrested, SubjectStatus.withdrawn)
 class WatchlistError(DomainError, ValueError):
     """A refused watchlist change; the message is meant for the user."""
 
-    def __init__(self, message: str, code: str = "conflict") -> None:
-        super().__init__(code, message)
+    def __init__(self, message: str, code: str = "conflict", *, audit: RefusalEntry | None = None) -> None:
+        super().__init__(code, message, audit=audit)
 
 
 class SubjectNotFound(LookupError):
@@ -155,10 +154,9 @@ def update_subject(session: Session, subject_id: int, data: SubjectUpdate, actor
     subject = get_subject(session, subject_id)
     changes = data.model_dump(exclude_unset=True)
     if subject.status != SubjectStatus.active.value:
-        audit.record(session, "subject.update", actor=actor, object_type="subject", object_id=subject_id,
-                     outcome=AuditOutcome.denied, detail={"reason": "closed"}, ip=ip)
-        session.commit()
-        raise WatchlistError(f"This subject is closed ({subject.status}); it can no longer be edited.")
+        raise WatchlistError(f"This subject is closed ({subject.status}); it can no longer be edited.",
+                             audit=RefusalEntry("subject.update", actor=actor, object_type="subject",
+                                                object_id=subject_id, detail={"reason": "closed"}, ip=ip))
     for key in ("name", "case_ref"):
         if key in changes and changes[key] is None:
             raise WatchlistError(f"{key.replace('_', ' ')} cannot be empty.")
@@ -206,10 +204,9 @@ def close_subject(session: Session, subject_id: int, status: SubjectStatus | str
     if new_status not in CLOSING_STATUSES:
         raise WatchlistError("A subject is closed as arrested or withdrawn.")
     if subject.status != SubjectStatus.active.value:
-        audit.record(session, "subject.close", actor=actor, object_type="subject", object_id=subject_id,
-                     outcome=AuditOutcome.denied, detail={"reason": "already closed", "status": subject.status}, ip=ip)
-        session.commit()
-        raise WatchlistError(f"This subject is already closed ({subject.status}).")
+        raise WatchlistError(f"This subject is already closed ({subject.status}).", audit=RefusalEntry(
+            "subject.close", actor=actor, object_type="subject", object_id=subject_id,
+            detail={"reason": "already closed", "status": subject.status}, ip=ip))
     subject.status = new_status.value
     subject.closed_at = utcnow()
     subject.updated_at = subject.closed_at

@@ -10,11 +10,11 @@ from fastapi.responses import RedirectResponse, Response
 from triage import accounts, reindex
 from triage.models import ApiToken, Role, User
 from triage.security import list_api_tokens, revoke_api_token
+from triage.transaction import record_refusal
 from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
 from webcommon.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -47,19 +47,16 @@ def _password_told(request: Request, session: SessionDep, user: User, password: 
     tell(request, session, f"{what} One-time password for {user.username} (shown once; give it to them "
                            "in person; they choose their own at the first login):",
          secret=password, secret_id="one-time-password")
-    session.commit()
     return RedirectResponse(f"/admin/users/{user.id}", status_code=303)
 
 
 @router.get("/users")
-@releases_session
 def read_users(request: Request, session: SessionDep, admin: AdminUser) -> Response:
     """Every account, with a form to create one."""
     return _users_page(request, session)
 
 
 @router.post("/users")
-@releases_session
 def create_user(
     request: Request, session: SessionDep, admin: AdminUser,
     username: Annotated[str, Form(max_length=64)], roles: Annotated[list[str] | None, Form()] = None,
@@ -70,14 +67,13 @@ def create_user(
         user, password = accounts.admin_create_user(session, admin, username, roles or [], full_name,
                                                     client_ip(request))
     except accounts.AccountError as exc:
-        session.commit()
+        record_refusal(session, exc)
         return _users_page(request, session, status_code=422, error=str(exc), form={"username": username,
                                                                                      "full_name": full_name})
     return _password_told(request, session, user, password, "Account created.")
 
 
 @router.get("/users/{user_id}")
-@releases_session
 def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """One account."""
     return _user_page(request, session, _get_user(session, user_id))
@@ -92,7 +88,7 @@ def _act(request: Request, session: SessionDep, user_id: Id, done: str, op: obje
     try:
         result = op(session, request.state.auth.user, user_id, *args, ip=client_ip(request))  # type: ignore[operator]
     except accounts.AccountError as exc:
-        session.commit()
+        record_refusal(session, exc)
         target = session.get(User, user_id)
         if target is None:
             raise HTTPException(404, str(exc)) from None
@@ -101,19 +97,16 @@ def _act(request: Request, session: SessionDep, user_id: Id, done: str, op: obje
         user, password = result
         return _password_told(request, session, user, password, "Password reset: the old one no longer works.")
     tell(request, session, DONE[done])
-    session.commit()
     return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
 
 
 @router.get("/users/{user_id}/disable")
-@releases_session
 def read_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """The confirmation step before an account is disabled (it works without JavaScript)."""
     return render(request, "admin_user_disable.html", {"target": _get_user(session, user_id)})
 
 
 @router.post("/users/{user_id}/disable")
-@releases_session
 def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
                         confirm: Annotated[str, Form()] = "") -> Response:
     """Disable an account (after the confirmation step): its sessions and tokens stop working at once."""
@@ -124,21 +117,18 @@ def update_user_disable(request: Request, session: SessionDep, admin: AdminUser,
 
 
 @router.post("/users/{user_id}/enable")
-@releases_session
 def update_user_enable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Enable an account again (and lift a lockout)."""
     return _act(request, session, user_id, "enable", accounts.set_active, True)
 
 
 @router.post("/users/{user_id}/reset-password")
-@releases_session
 def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Give the account a one-time password, to be changed at the next login."""
     return _act(request, session, user_id, "", accounts.reset_password)
 
 
 @router.post("/users/{user_id}/roles")
-@releases_session
 def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
                       roles: Annotated[list[str] | None, Form()] = None) -> Response:
     """Set the account's roles."""
@@ -146,14 +136,12 @@ def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, u
 
 
 @router.post("/users/{user_id}/totp/remove")
-@releases_session
 def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Remove a lost second factor."""
     return _act(request, session, user_id, "totp", accounts.remove_totp_for)
 
 
 @router.post("/users/{user_id}/tokens/{token_id}/revoke")
-@releases_session
 def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
                       token_id: Id) -> Response:
     """Revoke one of the account's API tokens (a lost phone)."""
@@ -163,7 +151,6 @@ def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, u
         raise HTTPException(404, "No such token for this account.")
     revoke_api_token(session, admin, token_id, client_ip(request))
     tell(request, session, f"Token “{token.name}” revoked: it no longer works.")
-    session.commit()
     return RedirectResponse(f"/admin/users/{target.id}", status_code=303)
 
 
@@ -176,7 +163,6 @@ def _reindex_context(session: SessionDep, settings: SettingsDep) -> dict[str, ob
 
 
 @router.get("/reindex")
-@releases_session
 def read_reindex(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser,
                  started: int = 0) -> Response:
     """The gallery's face model, the configured one, and the re-embedding's progress."""
@@ -186,7 +172,6 @@ def read_reindex(request: Request, session: SessionDep, settings: SettingsDep, a
 
 
 @router.get("/reindex/status")
-@releases_session
 def read_reindex_status(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser) -> Response:
     """The live fragment; answers 286 (htmx stops polling) once no run is under way."""
     ctx = _reindex_context(session, settings)
@@ -195,23 +180,19 @@ def read_reindex_status(request: Request, session: SessionDep, settings: Setting
 
 
 @router.post("/reindex")
-@releases_session
 def create_reindex(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser) -> Response:
     """Start re-embedding the reference photos with the configured model (a background job)."""
     try:
         run = reindex.start_run(session, settings, admin, ip=client_ip(request))
     except reindex.ReindexRefused as exc:
-        session.commit()
         return render(request, "admin_reindex.html", {
             **_reindex_context(session, settings), "error": str(exc)}, status_code=409)
     if run is None:
         _audit_nothing_to_do(session, admin, request)
-        session.commit()
         return render(request, "admin_reindex.html", {
             **_reindex_context(session, settings),
             "error": "Nothing to re-embed: the gallery already searches with the configured model."},
             status_code=409)
-    session.commit()
     return hx_redirect("/admin/reindex?started=1", request)
 
 

@@ -23,6 +23,7 @@ from triage.security import (
     start_session,
     totp_uri,
 )
+from triage.transaction import record_refusal
 from web.flash import taken, tell
 from web.templating import render
 from webcommon.deps import (
@@ -35,7 +36,6 @@ from webcommon.deps import (
     get_settings,
     pending_action,
 )
-from webcommon.release import releases_session
 
 router = APIRouter(tags=["auth"])
 
@@ -63,7 +63,6 @@ def read_login(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-@releases_session
 def create_login(
     request: Request, session: SessionDep, settings: SettingsDep,
     username: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=512)],
@@ -78,11 +77,9 @@ def create_login(
     try:
         user = authenticate(session, settings, username, password, totp, ip=client_ip(request))
     except LoginFailed as exc:
-        session.commit()
         return render(request, "login.html", {**ctx, "error": str(exc), "until": exc.until}, status_code=401)
     token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""),
                              replaces=request.cookies.get(SESSION_COOKIE))
-    session.commit()
     pending = pending_action(user, settings)
     return _logged_in(request, token, pending.location if pending else _safe_next(next))
 
@@ -90,7 +87,6 @@ def create_login(
 def _login_csrf_refused(request: Request, session: SessionDep, ctx: dict[str, str], username: str) -> Response:
     audit.record(session, "login", outcome=AuditOutcome.denied, object_type="user", object_id=username[:64],
                  detail={"reason": "CSRF check failed"}, ip=client_ip(request))
-    session.commit()
     return render(request, "login.html", {**ctx, "error": "The login form expired; please try again."},
                   status_code=403)
 
@@ -104,20 +100,17 @@ def _logged_in(request: Request, token: str, location: str) -> Response:
 
 
 @router.post("/logout")
-@releases_session
 def create_logout(request: Request, session: SessionDep, user: AccountUser) -> Response:
     """End the session."""
     ws = request.state.auth.web_session
     if ws is not None:
         end_session(session, ws, user, client_ip(request))
-    session.commit()
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
 
 @router.get("/")
-@releases_session
 def read_home(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """The start page for the roles this person holds; for managers, what needs attention now."""
     return render(request, "home.html",
@@ -134,7 +127,6 @@ def _account_page(request: Request, session: SessionDep, user: AccountUser, stat
 
 
 @router.get("/account")
-@releases_session
 def read_account(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your account: password, second factor, API tokens."""
     return _account_page(request, session, user)
@@ -147,7 +139,6 @@ def read_account_password(request: Request, user: AccountUser) -> Response:
 
 
 @router.post("/account/password")
-@releases_session
 def update_account_password(
     request: Request, session: SessionDep, settings: SettingsDep, user: AccountUser,
     current_password: Annotated[str, Form(max_length=512)], new_password: Annotated[str, Form(max_length=512)],
@@ -158,10 +149,9 @@ def update_account_password(
         accounts.change_password(session, user, current_password, new_password, confirm_password,
                                  request.state.auth.web_session, client_ip(request))
     except accounts.AccountError as exc:
-        session.commit()
+        record_refusal(session, exc)
         return render(request, "account_password.html",
                       {"forced": user.must_change_password, "error": str(exc)}, status_code=422)
-    session.commit()
     pending = pending_action(user, settings)
     return RedirectResponse(pending.location if pending else "/account?changed=password", status_code=303)
 
@@ -177,7 +167,6 @@ def read_account_totp(request: Request, settings: SettingsDep, user: AccountUser
 
 
 @router.post("/account/totp")
-@releases_session
 def create_account_totp(
     request: Request, session: SessionDep, settings: SettingsDep, user: AccountUser,
     secret: Annotated[str, Form(max_length=64)], code: Annotated[str, Form(max_length=8)],
@@ -186,19 +175,17 @@ def create_account_totp(
     try:
         accounts.enrol_totp(session, settings, user, secret, code, client_ip(request))
     except accounts.AccountError as exc:
-        session.commit()
+        record_refusal(session, exc)
         return render(request, "account_totp.html", {
             "secret": secret.strip().upper(), "uri": totp_uri(user.username, secret.strip().upper()),
             "enrolled": bool(user.totp_secret), "required": pending_action(user, settings) is not None,
             "error": str(exc),
         }, status_code=422)
-    session.commit()
     pending = pending_action(user, settings)
     return RedirectResponse(pending.location if pending else "/account?changed=totp", status_code=303)
 
 
 @router.post("/account/totp/remove")
-@releases_session
 def delete_account_totp(
     request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser,
     password: Annotated[str, Form(max_length=512)], code: Annotated[str, Form(max_length=8)],
@@ -207,14 +194,12 @@ def delete_account_totp(
     try:
         accounts.remove_own_totp(session, settings, user, password, code, client_ip(request))
     except accounts.AccountError as exc:
-        session.commit()
+        record_refusal(session, exc)
         return _account_page(request, session, user, status_code=422, error=str(exc))
-    session.commit()
     return RedirectResponse("/account?changed=totp_removed", status_code=303)
 
 
 @router.post("/account/tokens")
-@releases_session
 def create_account_token(
     request: Request, session: SessionDep, user: CurrentUser, name: Annotated[str, Form(max_length=100)],
 ) -> Response:
@@ -225,18 +210,15 @@ def create_account_token(
         return _account_page(request, session, user, status_code=422, error=str(exc))
     tell(request, session, f"Token “{row.name}” created. Copy it now; it will not be shown again:",
          secret=token, secret_id="new-token")
-    session.commit()
     return RedirectResponse("/account", status_code=303)
 
 
 @router.post("/account/tokens/{token_id}/revoke")
-@releases_session
 def delete_account_token(request: Request, session: SessionDep, user: CurrentUser, token_id: Id) -> Response:
     """Revoke one of your API tokens."""
     try:
         revoke_api_token(session, user, token_id, client_ip(request))
     except LookupError as exc:
-        session.commit()
+        record_refusal(session, exc)
         return _account_page(request, session, user, status_code=404, error=str(exc))
-    session.commit()
     return RedirectResponse("/account?changed=token", status_code=303)

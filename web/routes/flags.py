@@ -6,11 +6,11 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
 from triage import flags
+from triage.transaction import record_refusal
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
 from webcommon.errors import status_for
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
@@ -31,7 +31,6 @@ def _flag_page(request: Request, session: SessionDep, flag_id: Id, user: Current
 
 
 @router.get("")
-@releases_session
 def read_flags(request: Request, session: SessionDep, user: CurrentUser, status: str = "") -> Response:
     """The flags you may see, newest first."""
     rows = flags.visible_flags(session, user, status or None)
@@ -40,19 +39,18 @@ def read_flags(request: Request, session: SessionDep, user: CurrentUser, status:
 
 
 @router.get("/{flag_id}")
-@releases_session
 def read_flag(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> Response:
     """One flag with its evidence."""
     return _flag_page(request, session, flag_id, user)
 
 
 @router.post("/{flag_id}/acknowledge")
-@releases_session
 def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser) -> Response:
     """Acknowledge a raised flag."""
     try:
         flags.acknowledge(session, user, flag_id, client_ip(request))
     except flags.FlagError as exc:
+        record_refusal(session, exc)
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
@@ -61,13 +59,13 @@ def update_flag_acknowledge(request: Request, flag_id: Id, session: SessionDep, 
 
 
 @router.post("/{flag_id}/close")
-@releases_session
 def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser,
                       reason: str = Form(""), note: str = Form("")) -> Response:
     """Close an acknowledged flag with its reason."""
     try:
         flags.close(session, user, flag_id, reason, note, client_ip(request))
     except flags.FlagError as exc:
+        record_refusal(session, exc)
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],
@@ -76,13 +74,13 @@ def update_flag_close(request: Request, flag_id: Id, session: SessionDep, user: 
 
 
 @router.post("/{flag_id}/report")
-@releases_session
 def create_flag_report(request: Request, flag_id: Id, session: SessionDep, user: CurrentUser,
                        outcome: str = Form(""), note: str = Form("")) -> Response:
     """The sighting's officer reports what happened and proposes an outcome; the managers are told."""
     try:
         flags.report(session, user, flag_id, outcome, note, client_ip(request))
     except flags.FlagError as exc:
+        record_refusal(session, exc)
         if exc.code == "not_found":
             raise HTTPException(404, exc.message) from None
         return _flag_page(request, session, flag_id, user, [{"kind": "error", "text": exc.message}],

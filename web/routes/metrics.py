@@ -9,11 +9,11 @@ from fastapi.responses import Response
 from markupsafe import Markup
 
 from triage import metrics, metrics_cache, qualification, review
+from triage.transaction import record_refusal
 from web.charts import Bar, bar_chart, line_chart
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip, get_settings
-from webcommon.release import releases_session
 
 router = APIRouter(tags=["metrics"])
 
@@ -98,7 +98,6 @@ VERDICT_LABELS = {"same": "Same person", "different": "Different people", "canno
 
 # /metrics is the Prometheus endpoint (miatari.observability): the managers' page is /stats.
 @router.get("/stats")
-@releases_session
 def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                  since: WindowParam = None, until: WindowParam = None) -> Response:
     """Agreement, throughput, queue, flags and matcher precision, computed from stored verdicts,
@@ -118,7 +117,6 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
 
 
 @router.get("/stats/export.csv")
-@releases_session
 def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowParam = None,
                      since: WindowParam = None, until: WindowParam = None) -> Response:
     """The metrics as CSV, over the same window as the page."""
@@ -142,14 +140,12 @@ def _disputes_page(request: Request, session: SessionDep, messages: list[dict[st
 
 
 @router.get("/disputes")
-@releases_session
 def read_disputes(request: Request, session: SessionDep, manager: ManagerUser, escalated: int = 0) -> Response:
     """Disputed candidates (never a flag) with the escalate action, and the candidates in escalation."""
     return _disputes_page(request, session, escalated=escalated)
 
 
 @router.get("/disputes/{candidate_id}/escalate")
-@releases_session
 def read_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> Response:
     """The confirmation step before a disputed candidate goes to a new round."""
     try:
@@ -162,12 +158,12 @@ def read_escalation(request: Request, candidate_id: Id, session: SessionDep, man
 
 
 @router.post("/disputes/{candidate_id}/escalate")
-@releases_session
 def create_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> Response:
     """Send a disputed candidate to two further recognizers who have not seen it."""
     try:
         review.escalate(session, manager, candidate_id, client_ip(request), get_settings(request))
     except review.ReviewError as exc:
+        record_refusal(session, exc)
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/disputes?escalated={candidate_id}", request)
@@ -181,20 +177,19 @@ def _recognizers_page(request: Request, session: SessionDep, settings: SettingsD
 
 
 @router.get("/recognizers")
-@releases_session
 def read_recognizers(request: Request, session: SessionDep, settings: SettingsDep, manager: ManagerUser) -> Response:
     """Recognizers' qualification and known-answer records, with the reinstate action."""
     return _recognizers_page(request, session, settings)
 
 
 @router.post("/recognizers/{user_id}/reinstate")
-@releases_session
 def create_reinstatement(request: Request, user_id: Id, session: SessionDep, settings: SettingsDep,
                          manager: ManagerUser) -> Response:
     """Put a suspended recognizer back on probation."""
     try:
         qualification.reinstate(session, manager, user_id, client_ip(request))
     except qualification.QualificationError as exc:
+        record_refusal(session, exc)
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
         return _recognizers_page(request, session, settings, [{"kind": "error", "text": exc.message}], status)
     return hx_redirect(f"/recognizers?reinstated={user_id}", request)

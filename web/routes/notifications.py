@@ -9,13 +9,11 @@ from triage import notifications
 from web.htmx import is_htmx
 from web.templating import render
 from webcommon.deps import AccountUser, CurrentUser, Id, SessionDep
-from webcommon.release import releases_session
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
 
 @router.get("")
-@releases_session
 def read_notifications(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Your notifications, newest first."""
     return render(request, "notifications.html",
@@ -23,7 +21,6 @@ def read_notifications(request: Request, session: SessionDep, user: CurrentUser)
 
 
 @router.get("/count")
-@releases_session
 def read_notification_count(request: Request, session: SessionDep, user: AccountUser) -> Response:
     """The top-bar link text with the unread count (an htmx fragment)."""
     # AccountUser, not CurrentUser: on the forced password page this poll must not redirect in a loop.
@@ -32,23 +29,19 @@ def read_notification_count(request: Request, session: SessionDep, user: Account
 
 
 @router.post("/read")
-@releases_session
 def update_notifications_read(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Mark all your notifications read."""
     notifications.mark_read(session, user.id)  # type: ignore[arg-type]
-    session.commit()
     if is_htmx(request):
         return render(request, "_notif_count.html", {"unread": 0})
     return RedirectResponse("/notifications", status_code=303)
 
 
 @router.post("/{notification_id}/read")
-@releases_session
 def update_notification_read(request: Request, session: SessionDep, user: CurrentUser,
                              notification_id: Id) -> Response:
     """Mark one of your notifications read (someone else's is simply not found)."""
     if notifications.get_for(session, user.id, notification_id) is None:  # type: ignore[arg-type]
         raise HTTPException(404, "No such notification.")
     notifications.mark_read(session, user.id, notification_id)  # type: ignore[arg-type]
-    session.commit()
     return RedirectResponse("/notifications", status_code=303)

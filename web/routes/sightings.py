@@ -5,11 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from triage import sightings
 from triage.models import Role, Sighting, User
+from triage.transaction import record_refusal
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
 from webcommon.deps import (
@@ -22,8 +23,8 @@ from webcommon.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
-    audit_refusal,
     client_ip,
+    refusal,
 )
 from webcommon.errors import status_for
 from webcommon.uploads import photo_uploads
@@ -40,8 +41,8 @@ def _wants_json(request: Request) -> bool:
 
 def _require_viewer(request: Request, user: User) -> None:
     if not user.has_role(Role.officer, Role.manager):
-        audit_refusal(request, "access", user, {"needs": ["officer", "manager"]})
-        raise Forbidden("This needs the role officer or manager.")
+        raise Forbidden("This needs the role officer or manager.").recorded_as(
+            refusal(request, "access", user, {"needs": ["officer", "manager"]}))
 
 
 def _get(session: Any, user: User, sighting_id: Id) -> Sighting:
@@ -88,23 +89,27 @@ def read_new_sighting(request: Request, settings: SettingsDep, user: OfficerUser
     return _new_form(request, settings)
 
 
-@router.post("/sightings")
-def create_sighting(
-    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, user: OfficerUser,
-    photos: Annotated[list[UploadFile] | None, File()] = None,
-    observed_at: Annotated[str, Form()] = "", tz_offset: Annotated[str, Form()] = "",
+def _sighting_form(
+    request: Request, observed_at: Annotated[str, Form()] = "", tz_offset: Annotated[str, Form()] = "",
     location_text: Annotated[str, Form()] = "", latitude: Annotated[str, Form()] = "",
     longitude: Annotated[str, Form()] = "", note: Annotated[str, Form()] = "",
     idempotency_key: Annotated[str, Form()] = "",
-) -> Response:
-    """Store the sighting and answer at once; matching runs in the background."""
-    form = sightings.SightingForm(observed_at=observed_at, location_text=location_text, latitude=latitude,
+) -> sightings.SightingForm:
+    return sightings.SightingForm(observed_at=observed_at, location_text=location_text, latitude=latitude,
                                   longitude=longitude, note=note, tz_offset=tz_offset,
                                   idempotency_key=request.headers.get("Idempotency-Key") or idempotency_key)
+
+
+@router.post("/sightings")
+def create_sighting(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, user: OfficerUser,
+                    form: Annotated[sightings.SightingForm, Depends(_sighting_form)],
+                    photos: Annotated[list[UploadFile] | None, File()] = None) -> Response:
+    """Store the sighting and answer at once; matching runs in the background."""
     try:
         result = sightings.create_sighting(session, store, settings, user,
                                            form.to_input(photo_uploads(photos, settings)), ip=client_ip(request))
     except sightings.SightingRejected as exc:
+        record_refusal(session, exc)
         return _refused(request, settings, exc, form)
     url = f"/sightings/{result.sighting.id}"
     if _wants_json(request):

@@ -11,13 +11,13 @@ from pydantic import ValidationError
 from triage import watchlist
 from triage.gallery import is_searchable, reference_photo_searchable
 from triage.models import ImportStatus, Subject, User, WatchlistImport
+from triage.transaction import checkpoint, discard, record_refusal
 from triage.watchlist import bulk_import
 from triage.watchlist.history import first_photos, subject_history
 from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
-from webcommon.release import releases_session
 from webcommon.uploads import read_capped
 
 router = APIRouter(tags=["watchlist"])
@@ -101,7 +101,6 @@ def create_subject(request: Request, session: SessionDep, user: ManagerUser,
     except ValidationError as exc:
         return _subject_form(request, None, values, _errors(exc), 422)
     subject = watchlist.create_subject(session, data, user, ip=client_ip(request))
-    session.commit()
     return hx_redirect(f"/watchlist/{subject.id}", request)
 
 
@@ -114,7 +113,6 @@ def _import_form(request: Request, session: Any, error: str = "", status_code: i
 
 
 @router.get("/watchlist/import")
-@releases_session
 def read_import(request: Request, session: SessionDep, user: ManagerUser) -> Response:
     """The ZIP import form, and the recent imports."""
     return _import_form(request, session)
@@ -136,9 +134,8 @@ def create_import(request: Request, session: SessionDep, settings: SettingsDep, 
         except watchlist.WatchlistError as exc:
             error = str(exc)
     if error:
-        session.rollback()
+        discard(session)
         return _import_form(request, session, error, status_code=422, form={"include": include, "targets": targets})
-    session.commit()
     return hx_redirect(f"/watchlist/imports/{row.id}", request)
 
 
@@ -170,7 +167,6 @@ def _import_context(session: Any, row: WatchlistImport, settings: Any = None) ->
 
 
 @router.get("/watchlist/imports/{import_id}")
-@releases_session
 def read_import_status_page(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                             import_id: Id) -> Response:
     """One ZIP import: its preview to confirm, its progress while the job runs, then what was enrolled and why not."""
@@ -184,6 +180,7 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except watchlist.WatchlistError as exc:
+        record_refusal(session, exc)
         ctx = _import_context(session, _get_import(session, import_id), settings)
         return render(request, "watchlist_import_status.html", {**ctx, "error": str(exc)},
                       status_code=409)
@@ -192,7 +189,6 @@ def _import_action(request: Request, session: Any, settings: Any, user: User, im
 
 
 @router.post("/watchlist/imports/{import_id}/confirm")
-@releases_session
 def update_import_confirm(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                           import_id: Id) -> Response:
     """Confirm a previewed import: its job is queued and enrols the photos as the preview said."""
@@ -200,7 +196,6 @@ def update_import_confirm(request: Request, session: SessionDep, settings: Setti
 
 
 @router.post("/watchlist/imports/{import_id}/cancel")
-@releases_session
 def delete_import(request: Request, session: SessionDep, settings: SettingsDep, user: ManagerUser,
                   import_id: Id) -> Response:
     """Drop a previewed import that was not confirmed; nothing of it was enrolled."""
@@ -208,7 +203,6 @@ def delete_import(request: Request, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("/watchlist/imports/{import_id}/status")
-@releases_session
 def read_import_status(request: Request, session: SessionDep, user: ManagerUser, import_id: Id) -> Response:
     """The live fragment; answers 286 (htmx stops polling) once the import is over."""
     ctx = _import_context(session, _get_import(session, import_id))
@@ -246,9 +240,8 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
     except ValidationError as exc:
         return _subject_form(request, subject, values, _errors(exc), 422)
     except watchlist.WatchlistError as exc:
-        session.rollback()
+        record_refusal(session, exc)
         return _subject_form(request, subject, values, {"form": str(exc)}, 409)
-    session.commit()
     return hx_redirect(f"/watchlist/{subject_id}", request)
 
 
@@ -275,9 +268,8 @@ def close_subject(request: Request, session: SessionDep, user: ManagerUser, subj
     try:
         watchlist.close_subject(session, subject_id, status, user, reason, ip=client_ip(request))
     except watchlist.WatchlistError as exc:
-        session.rollback()
+        record_refusal(session, exc)
         return _subject_page(request, session, subject, 409, error=str(exc))
-    session.commit()
     return hx_redirect(f"/watchlist/{subject_id}?closed=1", request)
 
 
@@ -285,6 +277,15 @@ def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
     return [{"index": f.index, "number": n + 1,
              "chip": "data:image/png;base64," + base64.b64encode(f.face_chip_png).decode()}
             for n, f in enumerate(faces)]
+
+
+def _enrol(session: SessionDep, store: StoreDep, pipeline: PipelineDep, user: User, subject_id: int, data: bytes,
+           view: str, face_index: str, ip: str) -> bool:
+    chosen = int(face_index) if face_index.strip().isdigit() else None
+    analysis = pipeline.analyze_for_enrolment(data)
+    _, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
+                                                 face_index=chosen, view=view, ip=ip)
+    return created
 
 
 @router.post("/watchlist/{subject_id}/photos")
@@ -295,22 +296,18 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
                            face_index: Annotated[str, Form()] = "") -> Response:
     """Enrol a reference photo; a photo with no face, or several, is refused with the reason."""
     subject = _get(session, subject_id)
-    session.rollback()
+    checkpoint(session)  # the analysis is slow: hold no transaction (on SQLite, no write lock) meanwhile
     data = read_capped(photo, settings)
     if not data:
         return _subject_page(request, session, subject, 422, error="Choose a photo to upload.")
-    chosen = int(face_index) if face_index.strip().isdigit() else None
     try:
-        analysis = pipeline.analyze_for_enrolment(data)
-        _, created = watchlist.enrol_reference_photo(session, store, subject_id, analysis, user,
-                                                     face_index=chosen, view=view, ip=client_ip(request))
+        created = _enrol(session, store, pipeline, user, subject_id, data, view, face_index, client_ip(request))
     except watchlist.EnrolmentRefused as exc:
-        session.rollback()
+        record_refusal(session, exc)
         return _subject_page(request, session, subject, 422, error=str(exc),
                              face_choices=_face_choices(exc.faces), last_view=view)
     tell(request, session, "Reference photo enrolled: the matcher searches it from now on." if created
          else "This photo was already enrolled for this subject: nothing changed.")
-    session.commit()
     return hx_redirect(f"/watchlist/{subject_id}#subject-photos", request)
 
 
