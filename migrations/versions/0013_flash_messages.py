@@ -1,7 +1,7 @@
 """flash_message: one-time messages for the page after a redirect (a one-time password shown once)
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012 (0010 before 0012 was merged in; re-chain after whatever comes last)
 Create Date: 2026-12-02
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
