@@ -10,6 +10,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine, select
 
+from triage.transaction import unit_of_work
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option: this engine's transactions start as readers (see ``read_first``).
 READ_FIRST = "miatari_read_first"
@@ -86,14 +88,10 @@ def read_first(engine: Engine) -> Engine:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose work commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """A job's or a command's session and its one transaction (``triage.transaction.unit_of_work``):
+    committed on success, rolled back on error, keeping a refusal's audit entry."""
+    with Session(engine, expire_on_commit=False) as session, unit_of_work(session):
+        yield session
 
 
 def lock_row(session: Session, model: type[RowT], row_id: int) -> RowT | None:
