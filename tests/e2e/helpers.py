@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -180,7 +181,7 @@ def upload_sighting(page: Any, photo: Path, place: str) -> int:
         page.tap("#send")
     else:
         page.click("#send")
-    page.wait_for_url("**/sightings/*[0-9]", timeout=60_000)
+    page.wait_for_url(lambda url: re.search(r"/sightings/\d+$", url) is not None)
     sighting_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     for check in OFFICER_CHECKS:
         check(page, sighting_id)
@@ -210,8 +211,9 @@ def work_queue(page: Any, key: str | Callable[[int], str], limit: int = 20) -> l
     open_queue(page)
     answered: list[int] = []
     for _ in range(limit):
-        page.wait_for_selector("#task-area #verdict-form, #task-area #queue-empty")
-        if page.locator("#task-area #queue-empty").count():
+        # A task, the task area's empty queue, or (nothing at all from the start) the queue page's message.
+        page.wait_for_selector("#task-area #verdict-form, #task-area #queue-empty, main > .msg.info")
+        if page.locator("#task-area #queue-empty, main > .msg.info").count():
             return answered
         slot = crops_shown(page)
         page.keyboard.press(key(slot) if callable(key) else key)

@@ -113,6 +113,8 @@ def test_undo_too_late_is_refused_and_the_verdict_counts(session, undo_settings,
         c.advance(seconds=UNDO + 1)
         with pytest.raises(ReviewError) as err:
             review.undo_verdict(session, a, task.slot_id, undo_settings)
+        assert session.get(ReviewSlot, task.slot_id).pending_verdict == "different"  # nothing undone
+        review.settle_due(session, undo_settings, a)  # the page's request settles it as it answers
     assert err.value.code == "conflict" and "Too late" in err.value.message
     assert session.get(ReviewSlot, task.slot_id).verdict == "different"
 
@@ -139,6 +141,7 @@ def test_a_page_closed_in_the_window_loses_nothing_even_after_the_lease(session,
         other = review.next_task(session, b, undo_settings)
         assert other.slot_id != task.slot_id
         assert review.next_task(session, c3, undo_settings) is None
+        session.commit()
         # The worker's tick counts it (nobody came back to the page).
         assert review.settle_sweep(engine, undo_settings, None) == 1  # type: ignore[arg-type]
     with Session(engine) as s:

@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import Session, select
 
 from tests.factories import image_store, make_candidate
-from triage.models import Flag, Role
+from triage.models import Flag, ReviewSlot, Role
 
 pytestmark = pytest.mark.browser
 
@@ -62,3 +62,61 @@ def test_two_recognizers_keyboard_only_then_flag_page(live_server, browser_login
     page.wait_for_selector("h1 .badge.closed")
     with Session(engine) as s:
         assert s.get(Flag, flag.id).status == "closed"
+
+
+def test_one_key_per_task_undo_zoom_contrast_skip_and_back(live_server, browser_login, engine, user_factory):
+    officer = user_factory(Role.officer, username="officer")
+    user_factory(Role.recognizer, username="ann")
+    server = live_server(known_answer_share=0.0, verdict_undo_seconds=3.0)
+    with Session(engine, expire_on_commit=False) as s:
+        for _ in range(3):
+            make_candidate(s, image_store(server.settings), server.settings, officer.id)
+        s.commit()
+    page = browser_login(server, "ann", viewport={"width": 1366, "height": 900})
+    page.goto("/review")
+    page.keyboard.press("n")
+    page.wait_for_url("**/review/slots/*")
+    first = page.get_attribute("#task-area", "data-slot")
+    # Same on the left, cannot tell in the middle, different on the right; not told by colour alone.
+    xs = [page.locator(sel).bounding_box()["x"] for sel in ("#v-same", "#v-cannot", "#v-different")]
+    assert xs == sorted(xs)
+    colours = {page.eval_on_selector(sel, "b => getComputedStyle(b).backgroundColor")
+               for sel in ("#v-same", "#v-cannot", "#v-different")}
+    assert len(colours) == 3
+    # Z zooms both crops together; B raises contrast on both.
+    before = [page.locator("img.eyes").nth(i).bounding_box()["width"] for i in range(2)]
+    page.keyboard.press("z")
+    page.keyboard.press("b")
+    after = [page.locator("img.eyes").nth(i).bounding_box()["width"] for i in range(2)]
+    assert after[0] == after[1] and after[0] > before[0]
+    assert all("contrast" in page.eval_on_selector_all("img.eyes", "i => i.map(x => getComputedStyle(x).filter)")[n]
+               for n in range(2))
+    # One key: the next task at once, the last verdict undoable; U brings it back.
+    page.keyboard.press("d")
+    page.wait_for_function(f"() => document.querySelector('#task-area').dataset.slot !== '{first}'")
+    assert page.locator("#undo-bar").is_visible() and "Different person" in page.inner_text("#undo-bar")
+    assert page.evaluate("document.querySelector('#task-area').classList.contains('zoomed')")  # the view stays
+    page.keyboard.press("u")
+    page.wait_for_function(f"() => document.querySelector('#task-area').dataset.slot === '{first}'")
+    with Session(engine) as s:
+        assert s.get(ReviewSlot, int(first)).pending_verdict is None
+    # R gives it back and serves another; then a verdict, and it counts once the window passed.
+    page.keyboard.press("r")
+    page.wait_for_function(f"() => document.querySelector('#task-area').dataset.slot !== '{first}'")
+    second = page.get_attribute("#task-area", "data-slot")
+    page.keyboard.press("s")
+    page.wait_for_selector("#undo-bar")
+    page.wait_for_selector("#undo-bar:has-text('counts now')", timeout=10_000)
+    # The page asked the server to count it (no worker runs here): settled within moments.
+    for _ in range(40):
+        with Session(engine) as s:
+            if s.get(ReviewSlot, int(second)).verdict == "same":
+                break
+        page.wait_for_timeout(250)
+    with Session(engine) as s:
+        assert s.get(ReviewSlot, int(second)).verdict == "same"
+        assert s.get(ReviewSlot, int(first)).reviewer_id is None
+    # Back leaves the review pages for the queue, not an error.
+    page.go_back()
+    page.wait_for_url("**/review")
+    assert page.locator(".msg.error").count() == 0

@@ -61,9 +61,8 @@ def pending_for(session: Session, user: User, settings: Settings) -> Pending | N
 
 
 def settle_due(session: Session, settings: Settings, user: User | None = None) -> int:
-    """Make every pending verdict whose window has passed count (only this user's, if given); commits each.
-
-    Returns how many counted."""
+    """Make every pending verdict whose window has passed count (only this user's, if given), in the
+    caller's transaction.  Returns how many counted."""
     due_before = utcnow() - dt.timedelta(seconds=settings.verdict_undo_seconds)
     stmt = select(ReviewSlot.id).where(col(ReviewSlot.pending_verdict).is_not(None),
                                        col(ReviewSlot.pending_at) <= due_before)
@@ -82,8 +81,7 @@ def _settle_one(session: Session, settings: Settings, slot_id: int, due_before: 
     session.refresh(slot)
     pending_at = _aware(slot.pending_at)
     if slot.pending_verdict is None or pending_at is None or pending_at > due_before:
-        session.commit()  # undone, or settled by another process meanwhile
-        return 0
+        return 0  # undone, or settled by another process meanwhile
     author = session.get(User, slot.reviewer_id)
     assert candidate is not None and author is not None
     if (author.is_suspended or slot.withdrawn or slot.voided_at is not None
@@ -98,11 +96,9 @@ def _settle_one(session: Session, settings: Settings, slot_id: int, due_before: 
             slot.reviewer_id = None
         slot.leased_at = slot.lease_expires_at = None
         session.add(slot)
-        session.commit()
         return 0
-    count_verdict(session, author, slot, candidate, slot.pending_verdict, slot.note, slot.idempotency_key,
+    count_verdict(session, author, candidate, slot, slot.pending_verdict, slot.note, slot.idempotency_key,
                   pending_at, "", settings)
-    session.commit()
     return 1
 
 
@@ -114,10 +110,11 @@ def _clear(slot: ReviewSlot) -> None:
 
 
 def undo_verdict(session: Session, user: User, slot_id: int, settings: Settings, ip: str = "") -> ReviewSlot:
-    """Take back a verdict still in its undo window: the task is theirs again, with a fresh lease; commits.
+    """Take back a verdict still in its undo window: the task is theirs again, with a fresh lease (caller's
+    transaction).
 
     Any other task they hold (the one shown after the verdict) goes back to the queue at once.  Too late,
-    and the verdict counts (it is settled now) and the undo is refused."""
+    and the undo is refused: the verdict counts."""
     slot = session.get(ReviewSlot, slot_id)
     if slot is None or slot.reviewer_id != user.id:
         raise _refuse(session, user, "review.undo", "not_found", "No such review task.", object_id=slot_id, ip=ip)
@@ -125,7 +122,6 @@ def undo_verdict(session: Session, user: User, slot_id: int, settings: Settings,
     session.refresh(slot)
     now = utcnow()
     if slot.pending_verdict is None or _until(slot, settings) <= now:
-        settle_due(session, settings, user)
         raise _refuse(session, user, "review.undo", "conflict",
                       "Too late to undo: that verdict counts now.", object_id=slot_id, ip=ip)
     release_held(session, user, now, reason="undo", keep=slot_id)
@@ -136,7 +132,6 @@ def undo_verdict(session: Session, user: User, slot_id: int, settings: Settings,
     session.add(slot)
     audit.record(session, "review.undo", actor=user, object_type="review_slot", object_id=slot.id,
                  detail={"candidate_id": slot.candidate_id, "verdict": undone}, ip=ip)
-    session.commit()
     return slot
 
 

@@ -290,7 +290,7 @@ def queue_size_for(session: Session, user: User, settings: Settings) -> int:
 # Renewing and giving back
 def renew_lease(session: Session, user: User, slot_id: int, settings: Settings, ip: str = "") -> ReviewSlot:
     """The holder is at work: extend the lease to a full ``lease_seconds`` from now, but never past
-    ``lease_max_seconds`` after it was taken; commits.  A lapsed lease is refused (``lease_expired``)."""
+    ``lease_max_seconds`` after it was taken (caller's transaction).  A lapsed lease is refused (``lease_expired``)."""
     slot = _held_slot(session, user, slot_id, "review.renew", ip)
     wanted = min(utcnow() + dt.timedelta(seconds=settings.lease_seconds), lease_limit(slot, settings))
     current = _aware(slot.lease_expires_at)
@@ -300,7 +300,6 @@ def renew_lease(session: Session, user: User, slot_id: int, settings: Settings, 
         session.add(slot)
         audit.record(session, "review.renew", actor=user, object_type="review_slot", object_id=slot.id,
                      detail={"candidate_id": slot.candidate_id, "expires_at": wanted.isoformat()}, ip=ip)
-    session.commit()
     return slot
 
 
@@ -316,14 +315,14 @@ def lease_limit(slot: ReviewSlot, settings: Settings) -> dt.datetime:
 
 
 def release_task(session: Session, user: User, slot_id: int, ip: str = "") -> ReviewSlot:
-    """Give a held task back at once ("skip"): it returns to the queue and is not served to them again; commits."""
+    """Give a held task back at once ("skip"): it returns to the queue and is not served to them again (caller's
+    transaction)."""
     slot = _held_slot(session, user, slot_id, "review.release", ip)
     seen = session.get(SeenCandidate, (slot.candidate_id, user.id))
     if seen is not None:
         seen.skipped_at = utcnow()
         session.add(seen)
     _give_back(session, user, slot, "skipped", ip)
-    session.commit()
     return slot
 
 
