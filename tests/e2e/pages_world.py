@@ -172,8 +172,10 @@ def answer(engine: Engine, settings: Settings, username: str, verdict: str, note
         user = s.exec(select(User).where(User.username == username)).one()
         task = review.next_task(s, user, settings)
         assert task is not None, f"no task for {username}"
+        candidate_id = task.candidate.id
         review.submit_verdict(s, user, task.slot_id, verdict, note, settings=settings)
-        return task.candidate.id  # type: ignore[return-value]
+        s.commit()  # the caller owns the transaction (triage.transaction)
+        return candidate_id  # type: ignore[return-value]
 
 
 def set_qualification(engine: Engine, username: str, qualification: Qualification) -> None:
