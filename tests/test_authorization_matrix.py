@@ -102,7 +102,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/admin/users"): "lnnnann",
     ("POST", "/admin/users"): "lnnninn",
     ("GET", "/admin/users/{user_id}"): "lnnnann",
-    ("POST", "/admin/users/{user_id}/disable"): "lnnnann",
+    # Disabling needs its confirmation step (an empty post is refused as input, nothing changed).
+    ("GET", "/admin/users/{user_id}/disable"): "lnnnann",
+    ("POST", "/admin/users/{user_id}/disable"): "lnnninn",
     ("POST", "/admin/users/{user_id}/enable"): "lnnnann",
     ("POST", "/admin/users/{user_id}/reset-password"): "lnnnann",
     ("POST", "/admin/users/{user_id}/roles"): "lnnninn",
@@ -139,6 +141,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/watchlist/{subject_id}"): "lnnannn",
     ("GET", "/watchlist/{subject_id}/edit"): "lnnannn",
     ("POST", "/watchlist/{subject_id}/edit"): "lnninnn",
+    ("GET", "/watchlist/{subject_id}/close"): "lnninnn",
     ("POST", "/watchlist/{subject_id}/close"): "lnninnn",
     ("POST", "/watchlist/{subject_id}/photos"): "lnninnn",
     ("GET", "/watchlist/photos/{photo_id}/{kind}"): "lnnannn",
@@ -181,6 +184,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/review/slots/{slot_id}/verdict"): "lnannnn",
     # Disputes and metrics: managers only (the candidate is not disputed, so escalating it is refused as input)
     ("GET", "/disputes"): "lnnannn",
+    ("GET", "/disputes/{candidate_id}/escalate"): "lnninnn",
     ("POST", "/disputes/{candidate_id}/escalate"): "lnninnn",
     ("GET", "/api/review/disputes"): "lnnannn",
     ("POST", "/api/review/candidates/{candidate_id}/escalate"): "lnninnn",

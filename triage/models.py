@@ -763,3 +763,18 @@ class MetricDayVerdicts(SQLModel, table=True):
     reviewer_id: int
     verdicts: int
     hours: int
+
+
+class FlashMessage(SQLModel, table=True):
+    """A message for the next page a browser session shows, then deleted (post/redirect/get).
+
+    A one-time password travels in ``secret``, sealed (``triage.secretbox``) and bound to its row, so the
+    page after the redirect can show it once and a reload cannot."""
+
+    __tablename__ = "flash_message"
+    id: int | None = Field(default=None, primary_key=True)
+    web_session_id: int = Field(foreign_key="web_session.id", index=True)
+    kind: str = Field(default="ok", max_length=16)
+    text: str = Field(default="", max_length=500)
+    secret: str = Field(default="", max_length=500)
+    created_at: dt.datetime = Field(default_factory=utcnow)

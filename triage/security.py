@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import unicodedata
@@ -60,9 +61,10 @@ class LoginFailed(Refused):
 
     keeps_work = True
 
-    def __init__(self, message: str, *, locked: bool = False) -> None:
+    def __init__(self, message: str, *, locked: bool = False, until: dt.datetime | None = None) -> None:
         super().__init__(message)
         self.locked = locked
+        self.until = until  # when logins from here are taken again, for a throttled login
 
 
 class TokenNotFound(Refused, LookupError):
@@ -117,8 +119,34 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-THROTTLED = ("Too many failed logins for this username from this address; "
-             "try again in {minutes} minutes.")
+THROTTLED = ("Too many failed logins for this username from this address: logins from here are refused "
+             "until {until:%H:%M} UTC (in {minutes} minute{s}). Wait until then, or ask an admin if you "
+             "forgot your password.")
+TOTP_MISSING = ("This account also needs the one-time code from your authenticator app: enter the 6 digits "
+                "it shows now, with your password again.")
+
+
+def _lockout_ends(session: Session, now: dt.datetime, window: dt.timedelta, username: str, ip: str,
+                  settings: Settings) -> dt.datetime:
+    """When enough of the failures counted against this login have aged out of the window."""
+    ends = now
+    for where, limit in (((LoginFailure.username == username, LoginFailure.ip == ip), settings.login_max_failures),
+                         ((LoginFailure.ip == ip,), settings.login_max_failures_per_address)):
+        times = session.exec(select(LoginFailure.at).where(*where, LoginFailure.at >= now - window)
+                             .order_by(col(LoginFailure.at))).all()
+        if len(times) >= limit:
+            at = times[len(times) - limit]
+            at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+            ends = max(ends, at + window)
+    return ends
+
+
+def throttled(session: Session, settings: Settings, now: dt.datetime, username: str, ip: str) -> LoginFailed:
+    window = dt.timedelta(minutes=settings.login_lockout_minutes)
+    until = _lockout_ends(session, now, window, username, ip, settings)
+    minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+    return LoginFailed(THROTTLED.format(until=until, minutes=minutes, s="" if minutes == 1 else "s"),
+                       locked=True, until=until)
 
 
 def _failures(session: Session, now: dt.datetime, window: dt.timedelta, username: str, ip: str) -> tuple[int, int]:
@@ -169,22 +197,29 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
                      object_id=user.id if user else username[:64],
                      detail={"reason": "throttled", "per": "address" if pair < settings.login_max_failures
                              else "username and address"}, ip=ip)
-        raise LoginFailed(THROTTLED.format(minutes=settings.login_lockout_minutes), locked=True)
+        raise throttled(session, settings, now, key, ip[:64])
 
-    def failed(reason: str) -> LoginFailed:
+    def failed(reason: str, message: str = "Wrong username or password.") -> LoginFailed:
         session.add(LoginFailure(at=now, username=key, ip=ip[:64]))
         locked = pair + 1 >= settings.login_max_failures or address + 1 >= settings.login_max_failures_per_address
+        until = None
         if locked:
             reason += "; throttled for this address"
+            session.flush()
+            then = throttled(session, settings, now, key, ip[:64])
+            message, until = f"{message} {then}", then.until
         audit.record(session, "login", actor=user, outcome=AuditOutcome.denied, object_type="user",
                      object_id=user.id if user else username[:64], detail={"reason": reason}, ip=ip)
-        return LoginFailed("Wrong username or password.", locked=locked)
+        return LoginFailed(message, locked=locked, until=until)
 
     if user is None:
         verify_password(_DUMMY_HASH, password)
         raise failed("unknown user")
     ok = verify_password(user.password_hash, password)
     unreadable = False
+    if ok and user.totp_secret and not totp_code.strip():
+        # Still counted (no free guesses), but said as it is: the password is not the problem.
+        raise failed("one-time code missing", TOTP_MISSING)
     if ok and user.totp_secret:
         ok, unreadable = _second_factor(user, settings, totp_code, now)
     if not ok:

@@ -37,6 +37,7 @@ from triage.models import (
     Sighting,
     SightingPhoto,
     SightingStatus,
+    Subject,
     User,
 )
 from triage.storage import ImageStore, store_image
@@ -344,6 +345,11 @@ class SightingProgress:
     faces_too_small: int = 0  # faces found but too small to search (Probe.searched false)
 
     @property
+    def headline(self) -> str:
+        """The status in words (the pages never show the stored code)."""
+        return STATUS_WORDS.get(self.status, self.status.replace("_", " "))
+
+    @property
     def outcome(self) -> str:
         if self.status == SightingStatus.no_face.value:
             return "No face was found in the photos."
@@ -367,6 +373,26 @@ class SightingProgress:
         if self.disputed:
             return "Reviewers disagreed: no flag; a manager has been shown the dispute."
         return "Cleared: reviewers found no match."
+
+
+STATUS_WORDS = {
+    SightingStatus.queued.value: "Waiting to be matched",
+    SightingStatus.matching.value: "Looking for faces",
+    SightingStatus.matched.value: "Matched against the watchlist",
+    SightingStatus.no_face.value: "No face found",
+    SightingStatus.failed.value: "Matching failed",
+}
+
+
+def photo_progress(status: str, photo: SightingPhoto) -> str:
+    """One photo's progress in words, while matching runs and after."""
+    if photo.faces_found is None:
+        if status == SightingStatus.failed.value:
+            return "not searched: matching failed"
+        return "looking for faces…" if status == SightingStatus.matching.value else "waiting its turn"
+    if photo.faces_found == 0:
+        return "no face found"
+    return f"{photo.faces_found} face{'s' if photo.faces_found > 1 else ''} found"
 
 
 def progress_of(session: Session, sighting: Sighting) -> SightingProgress:
@@ -519,3 +545,47 @@ def displayable_image(session: Session, store: ImageStore, sha256: str) -> tuple
 
 def ids(items: Sequence[Sighting]) -> list[int]:
     return [s.id for s in items if s.id is not None]
+
+
+DECISION_WORDS = {
+    CandidateStatus.flagged.value: "arrest flag: both said same person",
+    CandidateStatus.cleared.value: "cleared: both said different people",
+    CandidateStatus.disputed.value: "disputed: the recognizers did not agree (no flag)",
+    CandidateStatus.withdrawn.value: "withdrawn: the subject left the watchlist",
+}
+
+
+@dataclass
+class RankedCandidate:
+    """One decided candidate of a sighting, as managers see it (never shown to a recognizer)."""
+
+    candidate: Candidate
+    subject: Subject
+    face_number: int  # 1-based, in the order of the sighting's faces
+
+    @property
+    def decision(self) -> str:
+        return DECISION_WORDS.get(self.candidate.status, self.candidate.status)
+
+
+def ranked_candidates(session: Session, user: User, sighting_id: int) -> tuple[list[RankedCandidate], int]:
+    """The sighting's decided candidates by face then rank, and how many are still under review.
+
+    Managers only: a recognizer (even one who uploaded the sighting as an officer) never sees which
+    subjects the matcher proposed, or their rank; anyone else gets nothing."""
+    if not user.has_role(Role.manager) or user.has_role(Role.recognizer):
+        return [], 0
+    rows = session.exec(select(Candidate, Subject, Probe)
+                        .join(Subject, col(Subject.id) == col(Candidate.subject_id))
+                        .join(Probe, col(Probe.id) == col(Candidate.probe_id))
+                        .where(Candidate.sighting_id == sighting_id)
+                        .order_by(col(Probe.sighting_photo_id), col(Probe.face_index), col(Candidate.rank))).all()
+    faces: dict[int, int] = {}
+    decided, waiting = [], 0
+    for candidate, subject, probe in rows:
+        number = faces.setdefault(probe.id, len(faces) + 1)  # type: ignore[arg-type]
+        if candidate.status == CandidateStatus.open.value:
+            waiting += 1
+        else:
+            decided.append(RankedCandidate(candidate, subject, number))
+    return decided, waiting

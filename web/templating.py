@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from webcommon.deps import csrf_token_for, get_settings
 
@@ -16,13 +17,29 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 
-def _fmt_time(value: dt.datetime | None) -> str:
+def _fmt_time(value: dt.datetime | None) -> Markup:
+    """A stored (UTC) time as <time>: the browser shows it in local time (app.js); UTC without script."""
     if value is None:
-        return ""
-    return value.strftime("%Y-%m-%d %H:%M UTC")
+        return Markup("")
+    utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return Markup('<time datetime="{}">{}</time>').format(utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                       utc.strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    """A span in the words a reader takes in at a glance: minutes, then hours, then days."""
+    if seconds is None:
+        return "–"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    if minutes < 48 * 60:
+        return f"{minutes / 60:.1f} h"
+    return f"{minutes / 1440:.1f} days"
 
 
 templates.env.filters["time"] = _fmt_time
+templates.env.filters["duration"] = _fmt_duration
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200,

@@ -25,10 +25,15 @@ def test_admin_creates_an_account_with_a_one_time_password(client: TestClient, e
     page = client.get("/admin/users")
     assert page.template.name == "admin_users.html" and [u.username for u in page.context["users"]] == ["root"]
     r = client.post("/admin/users", data={"username": "new.officer", "full_name": "New Officer",
-                                          "roles": ["officer", "recognizer"]})
-    assert r.status_code == 201 and r.template.name == "admin_user.html"
-    otp = r.context["one_time_password"]
-    assert len(otp) >= 15 and otp in r.text
+                                          "roles": ["officer", "recognizer"]}, follow_redirects=False)
+    assert r.status_code == 303  # post/redirect/get: a reload of the next page posts nothing again
+    r = client.get(r.headers["location"])
+    assert r.template.name == "admin_user.html" and r.context["target"].username == "new.officer"
+    otp = r.context["flashes"][0].secret
+    assert len(otp) >= 15 and f'id="one-time-password">{otp}</code>' in r.text
+    # Shown once, and kept sealed until then (never in clear in the database).
+    reload = client.get(r.url.path)
+    assert reload.context["flashes"] == [] and otp not in reload.text
     user = _user(engine, "new.officer")
     assert user.must_change_password and user.role_set == {Role.officer, Role.recognizer}
     # Bad input: a clear error, nothing created, the refusal on record.
@@ -54,7 +59,7 @@ def test_reset_disable_enable_and_roles(client: TestClient, engine: Engine) -> N
     r = client.get(f"/admin/users/{target.id}")
     assert r.template.name == "admin_user.html" and r.context["target"].username == "olga"
     r = client.post(f"/admin/users/{target.id}/reset-password")
-    otp = r.context["one_time_password"]
+    otp = r.context["flashes"][0].secret
     # The old sessions end; the old password no longer works; the new one leads to the change page.
     assert officer_client.get("/", follow_redirects=False).status_code == 303
     officer_client.headers.pop("X-CSRF-Token")
@@ -72,18 +77,23 @@ def test_reset_disable_enable_and_roles(client: TestClient, engine: Engine) -> N
     assert r.status_code == 303 and _user(engine, "olga").role_set == {Role.officer, Role.manager}
     r = client.post(f"/admin/users/{target.id}/roles", data={})
     assert r.status_code == 409 and "at least one role" in r.context["error"]
+    # Disabling asks first: a post without the confirmation changes nothing.
+    assert client.get(f"/admin/users/{target.id}/disable").template.name == "admin_user_disable.html"
     r = client.post(f"/admin/users/{target.id}/disable", follow_redirects=False)
+    assert r.status_code == 422 and "confirm" in r.context["error"] and _user(engine, "olga").is_active
+    r = client.post(f"/admin/users/{target.id}/disable", data={"confirm": "yes"}, follow_redirects=False)
     assert r.status_code == 303 and not _user(engine, "olga").is_active
+    assert "Account disabled" in client.get(r.headers["location"]).context["flashes"][0].text
     assert officer_client.get("/account/password", follow_redirects=False).status_code == 303
     client.post(f"/admin/users/{target.id}/enable", follow_redirects=False)
     assert _user(engine, "olga").is_active
-    assert client.post("/admin/users/9999/disable").status_code == 404
+    assert client.post("/admin/users/9999/disable", data={"confirm": "yes"}).status_code == 404
 
 
 def test_last_admin_cannot_lock_everyone_out(client: TestClient, engine: Engine) -> None:
     root = add_user(engine, "root", Role.admin)
     login(client, "root")
-    r = client.post(f"/admin/users/{root.id}/disable")
+    r = client.post(f"/admin/users/{root.id}/disable", data={"confirm": "yes"})
     assert r.status_code == 409 and "last active admin" in r.context["error"]
     r = client.post(f"/admin/users/{root.id}/roles", data={"roles": ["manager"]})
     assert r.status_code == 409

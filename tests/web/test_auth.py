@@ -241,9 +241,15 @@ def test_account_page_and_tokens(client: TestClient, engine: Engine) -> None:
     login(client, "olga")
     page = client.get("/account")
     assert page.template.name == "account.html" and page.context["tokens"] == []
-    r = client.post("/account/tokens", data={"name": "my phone"})
-    assert r.status_code == 200 and r.context["new_token"].startswith("mia_")
-    token = r.context["new_token"]
+    r = client.post("/account/tokens", data={"name": "my phone"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/account"  # post/redirect/get
+    shown = client.get("/account")
+    (told,) = shown.context["flashes"]
+    token = told.secret
+    assert token.startswith("mia_") and f'<code class="one-time" id="new-token">{token}</code>' in shown.text
+    # Shown once: a reload neither shows it again nor creates another token.
+    again = client.get("/account")
+    assert again.context["flashes"] == [] and token not in again.text and len(again.context["tokens"]) == 1
     api = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     assert api.status_code == 200 and api.json()["username"] == "olga"
     token_id = client.get("/account").context["tokens"][0].id

@@ -199,13 +199,19 @@ def test_disputes_page_and_escalation(make_client, cand, engine):
     boss = _as(make_client, "boss")
     page = boss.get("/disputes")
     assert page.template.name == "disputes.html" and [d.candidate.id for d in page.context["disputes"]] == [cand.id]
-    assert f'action="/disputes/{cand.id}/escalate"' in page.text
-    assert ann.get("/disputes").status_code == 403
+    # Escalate leads to a confirmation step (a page: it works without JavaScript), which posts.
+    assert f'href="/disputes/{cand.id}/escalate"' in page.text
+    confirm = boss.get(f"/disputes/{cand.id}/escalate")
+    assert confirm.template.name == "dispute_escalate.html" and f'action="/disputes/{cand.id}/escalate"' in confirm.text
+    assert ann.get("/disputes").status_code == 403 and ann.get(f"/disputes/{cand.id}/escalate").status_code == 403
     r = boss.post(f"/disputes/{cand.id}/escalate", follow_redirects=False)
-    assert r.status_code == 303
-    assert boss.get("/disputes").context["disputes"] == []
+    assert r.status_code == 303 and r.headers["location"] == f"/disputes?escalated={cand.id}"
+    after = boss.get(r.headers["location"])
+    assert after.context["disputes"] == [] and [e.candidate.id for e in after.context["escalations"]] == [cand.id]
+    assert f"Candidate #{cand.id} is in a new round" in after.text
     again = boss.post(f"/disputes/{cand.id}/escalate")
     assert again.status_code == 409 and "Only a disputed candidate" in again.text
+    assert boss.get(f"/disputes/{cand.id}/escalate").status_code == 409
     # Round 2 goes to cat and dan, not to ann.
     r = ann.post("/review/next")
     assert r.context["held"] is None and "Nothing in the queue" in r.text
@@ -221,7 +227,10 @@ def test_metrics_page_with_svg_charts_and_csv(make_client, cand):
     assert r.template.name == "metrics.html"
     m = r.context["m"]
     assert m.items == 1 and m.raw_agreement == 1.0 and m.flags_raised == 1
-    assert r.text.count("<svg") == 6 and "<script" not in r.text.split("<main>")[1]
+    assert r.text.count("<svg") == 7 and "<script" not in r.text.split('<main id="main"')[1]
+    # A trend line for agreement and for the wait, with their value axes; kappa read in words.
+    assert r.text.count('class="chart trend"') == 2 and r.text.count('class="axis"') == 14
+    assert r.context["kappa_reading"].startswith("Kappa ") or "Not enough" in r.context["kappa_reading"]
     # No CDN, no chart library: every linked resource is the app's own.
     linked = re.findall(r'(?:src|href)="(https?://[^"/]+)', r.text)
     assert set(linked) <= {"http://testserver"}

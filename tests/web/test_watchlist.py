@@ -30,7 +30,8 @@ def test_create_edit_close_through_the_pages(client: TestClient, engine) -> None
                                                     "notes": "tattoo", "aliases": "", "expires_on": ""},
                     follow_redirects=False)
     assert r.status_code == 303
-    r = client.post(f"/watchlist/{sid}/close", data={"status": "arrested", "reason": ""}, follow_redirects=False)
+    r = client.post(f"/watchlist/{sid}/close", data={"status": "arrested", "reason": "", "confirm": "yes"},
+                    follow_redirects=False)
     assert r.status_code == 303
     page = client.get(f"/watchlist/{sid}")
     assert page.context["display_status"] == "arrested" and "Close this subject" not in page.text

@@ -39,7 +39,16 @@ from triage.review.candidates import (
     create_candidates_for_probe,
     create_known_answer_task,
 )
-from triage.review.disputes import MAX_ROUNDS, DisputedCandidate, disputed_candidates, eligible_recognizers, escalate
+from triage.review.disputes import (
+    MAX_ROUNDS,
+    DisputedCandidate,
+    Escalation,
+    disputed_candidate,
+    disputed_candidates,
+    eligible_recognizers,
+    escalate,
+    in_escalation,
+)
 from triage.review.pending import Pending, pending_for, settle_due, settle_sweep, undo_verdict
 from triage.review.queue import (
     IMAGE_KINDS,
@@ -70,9 +79,10 @@ from triage.review.verdicts import (
 __all__ = [
     "IDEMPOTENCY_KEY_MAX", "IMAGE_KINDS", "KNOWN_ANSWER_CASES", "KNOWN_ANSWER_PAIR_ATTEMPTS", "MAX_ROUNDS",
     "NOTE_MAX", "RENDITION_ATTEMPTS", "SLOTS_PER_ROUND", "SUSPENDED_MESSAGE",
-    "DisputedCandidate", "Hit", "Pending", "ReviewError", "Task", "VerdictInput", "VerdictResult",
+    "DisputedCandidate", "Escalation", "Hit", "Pending", "ReviewError", "Task", "VerdictInput", "VerdictResult",
     "candidate_image_sha", "create_candidates_for_probe", "create_known_answer_task", "current_task",
-    "disputed_candidates", "eligible_recognizers", "escalate", "expire_leases", "held_task", "lock_candidate",
+    "disputed_candidate", "disputed_candidates", "eligible_recognizers", "escalate", "in_escalation",
+    "expire_leases", "held_task", "lock_candidate",
     "next_task", "outcome_for", "queue_size_for", "reveal_full_faces", "slot_image_sha", "submit_verdict",
     "sweep_expired_leases", "done_today", "lease_limit", "pending_for", "release_task", "renew_lease",
     "settle_due", "settle_sweep", "undo_verdict", "had_task", "as_utc",

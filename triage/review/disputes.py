@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from triage import audit, events
@@ -23,7 +24,15 @@ from triage.models import (
     SubjectStatus,
     User,
 )
-from triage.review._common import SLOTS_PER_ROUND, _id, _new_slots, _refuse, lock_candidate
+from triage.review._common import (
+    SLOTS_PER_ROUND,
+    ReviewError,
+    _counting_slots,
+    _id,
+    _new_slots,
+    _refuse,
+    lock_candidate,
+)
 
 # A disputed candidate may be escalated until it has had this many rounds; then it stays disputed.
 MAX_ROUNDS = 3
@@ -113,11 +122,27 @@ class DisputedCandidate:
     subject: Subject
     verdicts: list[ReviewSlot]
     eligible: int
+    reviewers: dict[int, str] = field(default_factory=dict)  # reviewer id -> username, for "who said what"
 
     @property
     def final(self) -> bool:
         """Disputed in its last possible round: it can no longer be escalated."""
         return self.candidate.current_round >= MAX_ROUNDS
+
+    @property
+    def why_not(self) -> str:
+        """Why Escalate is refused now, in words for the page ("" when it may be escalated)."""
+        if self.final:
+            return (f"It has had {self.candidate.current_round} rounds, the most there can be: "
+                    "it stays disputed, with no flag.")
+        if self.eligible < SLOTS_PER_ROUND:
+            return (f"Escalation needs {SLOTS_PER_ROUND} recognizers who have never been shown this candidate; "
+                    f"there {'is' if self.eligible == 1 else 'are'} {self.eligible}. "
+                    "Add a recognizer account, or reinstate a suspended one, then come back.")
+        return ""
+
+    def reviewer(self, slot: ReviewSlot) -> str:
+        return self.reviewers.get(slot.reviewer_id or 0, "?")
 
     @property
     def last_round(self) -> list[ReviewSlot]:
@@ -159,4 +184,50 @@ def disputed_candidates(session: Session, limit: int = 200,
         uploader = uploaders.get(candidate.sighting_id) if candidate.sighting_id is not None else None
         eligible = sum(1 for u in pool if u.id not in seen[_id(candidate)] and u.id != uploader)
         out.append(DisputedCandidate(candidate, subject, verdicts[_id(candidate)], eligible))
+    _name_reviewers(session, out)
     return out
+
+
+def _name_reviewers(session: Session, items: list[DisputedCandidate]) -> None:
+    ids = {s.reviewer_id for d in items for s in d.verdicts if s.reviewer_id is not None}
+    names = dict(session.exec(select(User.id, User.username).where(col(User.id).in_(ids))).all()) if ids else {}
+    for d in items:
+        d.reviewers = names  # type: ignore[assignment]
+
+
+def disputed_candidate(session: Session, candidate_id: int, settings: Settings | None = None) -> DisputedCandidate:
+    """One disputed real candidate with its verdicts (the escalation's confirmation step); ReviewError if none."""
+    row = session.exec(select(Candidate, Subject).join(Subject, col(Subject.id) == col(Candidate.subject_id))
+                       .where(Candidate.id == candidate_id, Candidate.known_truth.is_(None))).first()  # type: ignore[union-attr]
+    if row is None:
+        raise ReviewError("not_found", "No such disputed candidate.")
+    if row[0].status != CandidateStatus.disputed.value:
+        raise ReviewError("conflict", f"Candidate #{candidate_id} is not disputed (it is {row[0].status}): "
+                                      "it may have been escalated already. Nothing to confirm.")
+    candidate, subject = row
+    slots = [s for s in _counting_slots(session, _id(candidate)) if s.verdict is not None]
+    out = DisputedCandidate(candidate, subject, slots, len(eligible_recognizers(session, candidate, settings)))
+    _name_reviewers(session, [out])
+    return out
+
+
+@dataclass
+class Escalation:
+    """A candidate in a new round after a dispute: how far its round got."""
+
+    candidate: Candidate
+    subject: Subject
+    answered: int
+
+
+def in_escalation(session: Session, limit: int = 200) -> list[Escalation]:
+    """Real candidates under review again after a manager escalated them, oldest first (one query)."""
+    answered = (select(func.count()).select_from(ReviewSlot)
+                .where(ReviewSlot.candidate_id == Candidate.id, ReviewSlot.round == Candidate.current_round,
+                       col(ReviewSlot.verdict).is_not(None), ReviewSlot.withdrawn == False,  # noqa: E712
+                       col(ReviewSlot.voided_at).is_(None)).correlate(Candidate).scalar_subquery())
+    rows = session.exec(select(Candidate, Subject, answered).join(Subject, col(Subject.id) == col(Candidate.subject_id))
+                        .where(Candidate.status == CandidateStatus.open.value, Candidate.current_round > 1,
+                               Candidate.known_truth.is_(None))  # type: ignore[union-attr]
+                        .order_by(col(Candidate.priority_at), col(Candidate.id)).limit(limit)).all()
+    return [Escalation(c, s, int(n)) for c, s, n in rows]

@@ -12,6 +12,7 @@ from triage import accounts, reindex
 from triage.models import ApiToken, Role, User
 from triage.security import list_api_tokens, revoke_api_token
 from triage.transaction import record_refusal
+from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
 from webcommon.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
@@ -38,8 +39,16 @@ def _user_page(request: Request, session: SessionDep, target: User, status_code:
     return render(request, "admin_user.html", {
         "target": target, "roles": [r.value for r in Role],
         "tokens": list_api_tokens(session, target.pk),
-        **ctx,
+        "flashes": taken(request, session), **ctx,
     }, status_code=status_code)
+
+
+def _password_told(request: Request, session: SessionDep, user: User, password: str, what: str) -> Response:
+    """Redirect to the account's page, which shows the one-time password once (a reload does not)."""
+    tell(request, session, f"{what} One-time password for {user.username} (shown once; give it to them "
+                           "in person; they choose their own at the first login):",
+         secret=password, secret_id="one-time-password")
+    return RedirectResponse(f"/admin/users/{user.id}", status_code=303)
 
 
 @router.get("/users")
@@ -62,7 +71,7 @@ def create_user(
         record_refusal(session, exc)
         return _users_page(request, session, status_code=422, error=str(exc), form={"username": username,
                                                                                      "full_name": full_name})
-    return _user_page(request, session, user, one_time_password=password, status_code=201)
+    return _password_told(request, session, user, password, "Account created.")
 
 
 @router.get("/users/{user_id}")
@@ -71,7 +80,13 @@ def read_user(request: Request, session: SessionDep, admin: AdminUser, user_id: 
     return _user_page(request, session, _get_user(session, user_id))
 
 
-def _act(request: Request, session: SessionDep, user_id: Id, op: Callable[..., object], *args: object) -> Response:
+DONE = {"disable": "Account disabled: its sessions and API tokens stopped working at once.",
+        "enable": "Account enabled: the person can log in again.",
+        "roles": "Roles saved.", "totp": "Second factor removed: the person sets up a new one at the next login."}
+
+
+def _act(request: Request, session: SessionDep, user_id: Id, done: str, op: Callable[..., object],
+         *args: object) -> Response:
     try:
         result = op(session, request.state.auth.user, user_id, *args, ip=client_ip(request))
     except accounts.AccountError as exc:
@@ -82,39 +97,50 @@ def _act(request: Request, session: SessionDep, user_id: Id, op: Callable[..., o
         return _user_page(request, session, target, status_code=409, error=str(exc))
     if isinstance(result, tuple):
         user, password = result
-        return _user_page(request, session, user, one_time_password=password)
-    return RedirectResponse(f"/admin/users/{user_id}?done=1", status_code=303)
+        return _password_told(request, session, user, password, "Password reset: the old one no longer works.")
+    tell(request, session, DONE[done])
+    return RedirectResponse(f"/admin/users/{user_id}", status_code=303)
+
+
+@router.get("/users/{user_id}/disable")
+def read_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
+    """The confirmation step before an account is disabled (it works without JavaScript)."""
+    return render(request, "admin_user_disable.html", {"target": _get_user(session, user_id)})
 
 
 @router.post("/users/{user_id}/disable")
-def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
-    """Disable an account: its sessions and tokens stop working at once."""
-    return _act(request, session, user_id, accounts.set_active, False)
+def update_user_disable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
+                        confirm: Annotated[str, Form()] = "") -> Response:
+    """Disable an account (after the confirmation step): its sessions and tokens stop working at once."""
+    if confirm != "yes":
+        return _user_page(request, session, _get_user(session, user_id), status_code=422,
+                          error="Nothing was changed: confirm on the confirmation page first.")
+    return _act(request, session, user_id, "disable", accounts.set_active, False)
 
 
 @router.post("/users/{user_id}/enable")
 def update_user_enable(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Enable an account again (and lift a lockout)."""
-    return _act(request, session, user_id, accounts.set_active, True)
+    return _act(request, session, user_id, "enable", accounts.set_active, True)
 
 
 @router.post("/users/{user_id}/reset-password")
 def update_user_password(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Give the account a one-time password, to be changed at the next login."""
-    return _act(request, session, user_id, accounts.reset_password)
+    return _act(request, session, user_id, "", accounts.reset_password)
 
 
 @router.post("/users/{user_id}/roles")
 def update_user_roles(request: Request, session: SessionDep, admin: AdminUser, user_id: Id,
                       roles: Annotated[list[str] | None, Form()] = None) -> Response:
     """Set the account's roles."""
-    return _act(request, session, user_id, accounts.set_roles, roles or [])
+    return _act(request, session, user_id, "roles", accounts.set_roles, roles or [])
 
 
 @router.post("/users/{user_id}/totp/remove")
 def delete_user_totp(request: Request, session: SessionDep, admin: AdminUser, user_id: Id) -> Response:
     """Remove a lost second factor."""
-    return _act(request, session, user_id, accounts.remove_totp_for)
+    return _act(request, session, user_id, "totp", accounts.remove_totp_for)
 
 
 @router.post("/users/{user_id}/tokens/{token_id}/revoke")
@@ -126,7 +152,8 @@ def delete_user_token(request: Request, session: SessionDep, admin: AdminUser, u
     if token is None or token.user_id != user_id:
         raise HTTPException(404, "No such token for this account.")
     revoke_api_token(session, admin, token_id, client_ip(request))
-    return RedirectResponse(f"/admin/users/{target.id}?done=1", status_code=303)
+    tell(request, session, f"Token “{token.name}” revoked: it no longer works.")
+    return RedirectResponse(f"/admin/users/{target.id}", status_code=303)
 
 
 REINDEX_POLL_SECONDS = 2

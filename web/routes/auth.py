@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from triage import accounts, audit
-from triage.models import AuditOutcome
+from triage import accounts, audit, dashboard
+from triage.models import AuditOutcome, Role
 from triage.security import (
     SESSION_COOKIE,
     LoginFailed,
@@ -24,6 +24,7 @@ from triage.security import (
     totp_uri,
 )
 from triage.transaction import record_refusal
+from web.flash import taken, tell
 from web.templating import render
 from webcommon.deps import (
     AccountUser,
@@ -76,7 +77,7 @@ def create_login(
     try:
         user = authenticate(session, settings, username, password, totp, ip=client_ip(request))
     except LoginFailed as exc:
-        return render(request, "login.html", {**ctx, "error": str(exc)}, status_code=401)
+        return render(request, "login.html", {**ctx, "error": str(exc), "until": exc.until}, status_code=401)
     token, _ = start_session(session, user, client_ip(request), request.headers.get("user-agent", ""),
                              replaces=request.cookies.get(SESSION_COOKIE))
     pending = pending_action(user, settings)
@@ -110,9 +111,10 @@ def create_logout(request: Request, session: SessionDep, user: AccountUser) -> R
 
 
 @router.get("/")
-def read_home(request: Request, user: CurrentUser) -> Response:
-    """The start page for the roles this person holds."""
-    return render(request, "home.html")
+def read_home(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """The start page for the roles this person holds; for managers, what needs attention now."""
+    return render(request, "home.html",
+                  {"board": dashboard.dashboard(session) if user.has_role(Role.manager) else None})
 
 
 # One's own account
@@ -120,7 +122,7 @@ def _account_page(request: Request, session: SessionDep, user: AccountUser, stat
                   **ctx: object) -> Response:
     return render(request, "account.html", {
         "tokens": list_api_tokens(session, user.pk),
-        **ctx,
+        "flashes": taken(request, session), **ctx,
     }, status_code=status_code)
 
 
@@ -206,7 +208,9 @@ def create_account_token(
         token, row = create_api_token(session, user, name, client_ip(request))
     except ValueError as exc:
         return _account_page(request, session, user, status_code=422, error=str(exc))
-    return _account_page(request, session, user, new_token=token, new_token_name=row.name)
+    tell(request, session, f"Token “{row.name}” created. Copy it now; it will not be shown again:",
+         secret=token, secret_id="new-token")
+    return RedirectResponse("/account", status_code=303)
 
 
 @router.post("/account/tokens/{token_id}/revoke")

@@ -2,80 +2,84 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from triage import metrics, metrics_cache, qualification, review
 from triage.transaction import record_refusal
+from web.charts import Bar, bar_chart, line_chart
 from web.htmx import hx_redirect
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip, get_settings
 
 router = APIRouter(tags=["metrics"])
 
-CHART_WIDTH = 640
-CHART_HEIGHT = 180
-CHART_PAD = 24
-
-
-@dataclass
-class Bar:
-    label: str
-    value: float
-    text: str
-
-
-def bar_chart(bars: list[Bar], title: str, max_value: float | None = None) -> Markup:
-    """A plain SVG bar chart (no script, no external file): one <rect> per bar with its label."""
-    n = max(len(bars), 1)
-    top = max_value if max_value is not None else max((b.value for b in bars), default=0.0)
-    top = top or 1.0
-    inner_h = CHART_HEIGHT - 2 * CHART_PAD
-    slot = (CHART_WIDTH - 2 * CHART_PAD) / n
-    parts = [f'<svg class="chart" role="img" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
-             f'width="{CHART_WIDTH}" height="{CHART_HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
-             f"<title>{escape(title)}</title>",
-             f'<line x1="{CHART_PAD}" y1="{CHART_HEIGHT - CHART_PAD}" x2="{CHART_WIDTH - CHART_PAD}" '
-             f'y2="{CHART_HEIGHT - CHART_PAD}" stroke="#c5ccd3"/>']
-    for i, b in enumerate(bars):
-        h = inner_h * max(0.0, b.value) / top
-        x = CHART_PAD + i * slot + slot * 0.15
-        y = CHART_HEIGHT - CHART_PAD - h
-        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{h:.1f}" fill="#0b5cad">'
-                     f"<title>{escape(b.label)}: {escape(b.text)}</title></rect>")
-        if n <= 16 or i % max(1, n // 12) == 0:
-            parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{CHART_HEIGHT - 8}" text-anchor="middle">'
-                         f"{escape(b.label)}</text>")
-        if b.text and n <= 16:
-            parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{y - 3:.1f}" text-anchor="middle">'
-                         f"{escape(b.text)}</text>")
-    parts.append("</svg>")
-    return Markup("".join(parts))
-
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.0f}%"
 
 
+def _pct_tick(v: float) -> str:
+    return f"{v * 100:.0f}%"
+
+
+def _minutes_tick(v: float) -> str:
+    return f"{v:.0f} min" if v >= 10 or v == 0 else f"{v:.1f} min"
+
+
+def _hours_tick(v: float) -> str:
+    return f"{v:.0f} h" if v >= 10 or v == 0 else f"{v:.1f} h"
+
+
+def _wait_chart(weeks: list[metrics.WeekTrend]) -> Markup:
+    """Mean wait per week, in minutes while every week's is under two hours, else in hours."""
+    longest = max((t.mean_wait_seconds or 0.0 for t in weeks), default=0.0)
+    unit, tick = (60.0, _minutes_tick) if longest < 7200 else (3600.0, _hours_tick)
+    return line_chart([Bar(t.week.strftime("%d %b"), t.mean_wait_seconds / unit, _duration(t.mean_wait_seconds))
+                       if t.mean_wait_seconds is not None else None for t in weeks],
+                      "Mean wait from candidate to decision, per week", tick_text=tick, y_title="wait")
+
+
 def charts(m: metrics.Metrics) -> dict[str, Markup]:
+    weeks = m.weeks[-26:]
     return {
         "hourly": bar_chart([Bar(h.strftime("%H"), n, str(n)) for h, n in m.hourly],
-                            "Verdicts per hour, last 24 hours"),
-        "flags": bar_chart([Bar(d.strftime("%d"), n, str(n)) for d, n in m.flags_daily],
-                           "Flags raised per day, last 14 days"),
+                            "Verdicts per hour, last 24 hours (UTC)", y_title="verdicts"),
+        "flags": bar_chart([Bar(d.strftime("%d %b"), n, str(n)) for d, n in m.flags_daily],
+                           "Flags raised per day, last 14 days", y_title="flags"),
         "precision": bar_chart([Bar(b.label, b.precision or 0.0, _pct(b.precision)) for b in m.bands],
-                               "Matcher precision by score band", max_value=1.0),
-        "weekly_agreement": bar_chart([Bar(t.week.strftime("%d %b"), t.agreement or 0.0, _pct(t.agreement))
-                                       for t in m.weeks[-26:]], "Agreement per week", max_value=1.0),
+                               "Matcher precision by score band", max_value=1.0, tick_text=_pct_tick,
+                               y_title="confirmed"),
+        "weekly_agreement": line_chart([Bar(t.week.strftime("%d %b"), t.agreement, _pct(t.agreement))
+                                        if t.agreement is not None else None for t in weeks],
+                                       "Agreement per week", max_value=1.0, tick_text=_pct_tick, y_title="agreement"),
+        "weekly_wait": _wait_chart(weeks),
         "weekly_disputes": bar_chart([Bar(t.week.strftime("%d %b"), t.dispute_rate or 0.0, _pct(t.dispute_rate))
-                                      for t in m.weeks[-26:]], "First-round dispute rate per week", max_value=1.0),
+                                      for t in weeks], "First-round dispute rate per week", max_value=1.0,
+                                     tick_text=_pct_tick, y_title="disputed"),
         "known_answer": bar_chart([Bar(k.recognizer, k.accuracy or 0.0, _pct(k.accuracy)) for k in m.known_answer],
-                                  "Known-answer accuracy per recognizer", max_value=1.0),
+                                  "Known-answer accuracy per recognizer", max_value=1.0, tick_text=_pct_tick,
+                                  y_title="correct"),
     }
+
+
+KAPPA_WORDS = ((0.81, "almost perfect"), (0.61, "substantial"), (0.41, "moderate"), (0.21, "fair"),
+               (0.0, "slight"))
+
+
+def kappa_reading(kappa: float | None, items: int) -> str:
+    """Fleiss' kappa in plain words (the Landis and Koch bands)."""
+    if kappa is None:
+        return "Not enough completed rounds yet to say how well the recognizers agree."
+    if kappa < 0:
+        return (f"Kappa {kappa:.2f}: the recognizers agree less often than chance would have them agree, "
+                f"over {items} rounds: look at the disputes and the known-answer records.")
+    words = next(w for bound, w in KAPPA_WORDS if kappa >= bound)
+    return (f"Kappa {kappa:.2f}: {words} agreement beyond chance over {items} rounds "
+            f"(1 = always agree, 0 = no better than chance).")
 
 
 def _duration(seconds: float | None) -> str:
@@ -108,7 +112,8 @@ def read_metrics(request: Request, session: SessionDep, manager: ManagerUser, da
     return render(request, "metrics.html", {"m": m, "charts": charts(m), "pct": _pct,
                                             "duration": _duration, "form": form,
                                             "choices": metrics.WINDOW_CHOICES, "categories": metrics.CATEGORIES,
-                                            "labels": VERDICT_LABELS, "confusion_shown": CONFUSION_SHOWN})
+                                            "labels": VERDICT_LABELS, "confusion_shown": CONFUSION_SHOWN,
+                                            "kappa_reading": kappa_reading(m.fleiss_kappa, m.items)})
 
 
 @router.get("/stats/export.csv")
@@ -124,16 +129,32 @@ def read_metrics_csv(session: SessionDep, manager: ManagerUser, days: WindowPara
 
 
 def _disputes_page(request: Request, session: SessionDep, messages: list[dict[str, str]] | None = None,
-                   status_code: int = 200) -> Response:
+                   status_code: int = 200, escalated: int = 0) -> Response:
     disputes = review.disputed_candidates(session, settings=get_settings(request))
-    return render(request, "disputes.html", {"disputes": disputes,
-                                             "messages": messages or []}, status_code=status_code)
+    notes = list(messages or [])
+    if escalated:
+        notes.append({"kind": "ok", "text": f"Candidate #{escalated} is in a new round: two recognizers who have "
+                                            "never been shown it will review it. It is listed under In escalation."})
+    return render(request, "disputes.html", {"disputes": disputes, "escalations": review.in_escalation(session),
+                                             "messages": notes}, status_code=status_code)
 
 
 @router.get("/disputes")
-def read_disputes(request: Request, session: SessionDep, manager: ManagerUser) -> Response:
-    """Disputed candidates (never a flag) with the escalate action."""
-    return _disputes_page(request, session)
+def read_disputes(request: Request, session: SessionDep, manager: ManagerUser, escalated: int = 0) -> Response:
+    """Disputed candidates (never a flag) with the escalate action, and the candidates in escalation."""
+    return _disputes_page(request, session, escalated=escalated)
+
+
+@router.get("/disputes/{candidate_id}/escalate")
+def read_escalation(request: Request, candidate_id: Id, session: SessionDep, manager: ManagerUser) -> Response:
+    """The confirmation step before a disputed candidate goes to a new round."""
+    try:
+        d = review.disputed_candidate(session, candidate_id, get_settings(request))
+    except review.ReviewError as exc:
+        if exc.code == "not_found":
+            raise HTTPException(404, exc.message) from None
+        return _disputes_page(request, session, [{"kind": "error", "text": exc.message}], 409)
+    return render(request, "dispute_escalate.html", {"d": d})
 
 
 @router.post("/disputes/{candidate_id}/escalate")

@@ -114,23 +114,27 @@ def create_sighting(request: Request, session: SessionDep, store: StoreDep, sett
     url = f"/sightings/{result.sighting.id}"
     if _wants_json(request):
         return JSONResponse({"id": result.sighting.id, "url": url, "replayed": not result.created}, status_code=202)
-    return hx_redirect(url, request)
+    return hx_redirect(url + "?sent=1", request)
 
 
 def _status_context(session: Any, user: User, sighting: Sighting) -> dict[str, Any]:
     photos = sightings.photos_of(session, sighting.pk)
     progress = sightings.progress_of(session, sighting)
+    ranked, waiting = sightings.ranked_candidates(session, user, sighting.id)  # type: ignore[arg-type]
     return {"sighting": sighting, "progress": progress, "poll_seconds": POLL_SECONDS, "photos": photos,
+            "photo_state": sightings.photo_progress, "waiting": waiting,
+            "ranked": ranked if user.has_role(Role.manager) else None,
             "probes": sightings.probes_of(session, sighting.pk),
             "positions": {p.id: p.position for p in photos},
             "can_retry": user.has_role(Role.manager) and progress.status == "failed"}
 
 
 @router.get("/sightings/{sighting_id}")
-def read_sighting(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id) -> Response:
+def read_sighting(request: Request, session: SessionDep, user: CurrentUser, sighting_id: Id,
+                  sent: bool = False) -> Response:
     """One sighting: its photos, the faces found, and live status until matching is done."""
     sighting = _get(session, user, sighting_id)
-    return render(request, "sighting.html", _status_context(session, user, sighting))
+    return render(request, "sighting.html", {**_status_context(session, user, sighting), "sent": sent})
 
 
 @router.get("/sightings/{sighting_id}/status")

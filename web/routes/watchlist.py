@@ -13,6 +13,8 @@ from triage.gallery import is_searchable, reference_photo_searchable
 from triage.models import ImportStatus, Subject, User, WatchlistImport
 from triage.transaction import checkpoint, discard, record_refusal
 from triage.watchlist import bulk_import
+from triage.watchlist.history import first_photos, subject_history
+from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
 from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
@@ -46,7 +48,9 @@ def _subject_page(request: Request, session: Any, subject: Subject, status_code:
     searched = {p.id: reference_photo_searchable(p.iod_px, p.blur, p.yaw_deg, p.quality_issues) for p in photos}
     ctx = {"subject": subject, "photos": photos, "searched": searched,
            "display_status": watchlist.display_status(subject),
-           "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES]}
+           "searchable": is_searchable(subject), "close_statuses": [s.value for s in watchlist.CLOSING_STATUSES],
+           "history": subject_history(session, subject.id),  # type: ignore[arg-type]
+           "flashes": taken(request, session)}
     ctx.update(extra)
     return render(request, "subject.html", ctx, status_code=status_code)
 
@@ -60,6 +64,7 @@ def read_watchlist(request: Request, session: SessionDep, user: ManagerUser,
     rows, count = watchlist.list_subjects(session, q=q, status=status, offset=(page - 1) * PAGE_SIZE,
                                           limit=PAGE_SIZE)
     ctx = {"rows": [(s, n, watchlist.display_status(s)) for s, n in rows], "count": count, "q": q,
+           "thumbs": first_photos(session, [s.id for s, _ in rows]),  # type: ignore[misc]
            "status": status, "page": page, "pages": max(1, -(-count // PAGE_SIZE)),
            "status_filters": watchlist.STATUS_FILTERS}
     name = "_watchlist_rows.html" if is_htmx(request) and request.headers.get("HX-Target") == "subject-rows" \
@@ -243,17 +248,32 @@ def update_subject(request: Request, session: SessionDep, user: ManagerUser, sub
     return hx_redirect(f"/watchlist/{subject_id}", request)
 
 
+@router.get("/watchlist/{subject_id}/close")
+def read_close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id,
+                       status: Annotated[str, Query(max_length=20)] = "",
+                       reason: Annotated[str, Query(max_length=500)] = "") -> Response:
+    """The confirmation step before a subject is closed (it works without JavaScript)."""
+    subject = _get(session, subject_id)
+    if status not in [s.value for s in watchlist.CLOSING_STATUSES]:
+        return _subject_page(request, session, subject, 422, error="Choose why the subject is closed.")
+    return render(request, "subject_close.html", {"subject": subject, "status": status, "reason": reason})
+
+
 @router.post("/watchlist/{subject_id}/close")
 def close_subject(request: Request, session: SessionDep, user: ManagerUser, subject_id: Id,
-                  status: Annotated[str, Form()] = "", reason: Annotated[str, Form(max_length=500)] = "") -> Response:
-    """Close a subject: out of the gallery at once; its open review tasks are withdrawn."""
+                  status: Annotated[str, Form()] = "", reason: Annotated[str, Form(max_length=500)] = "",
+                  confirm: Annotated[str, Form()] = "") -> Response:
+    """Close a subject (after the confirmation step): out of the gallery at once; its open tasks are withdrawn."""
     subject = _get(session, subject_id)
+    if confirm != "yes":
+        return _subject_page(request, session, subject, 422,
+                             error="Nothing was closed: confirm on the confirmation page first.")
     try:
         watchlist.close_subject(session, subject_id, status, user, reason, ip=client_ip(request))
     except watchlist.WatchlistError as exc:
         record_refusal(session, exc)
         return _subject_page(request, session, subject, 409, error=str(exc))
-    return hx_redirect(f"/watchlist/{subject_id}", request)
+    return hx_redirect(f"/watchlist/{subject_id}?closed=1", request)
 
 
 def _face_choices(faces: list[Any]) -> list[dict[str, Any]]:
@@ -289,7 +309,8 @@ def create_reference_photo(request: Request, session: SessionDep, store: StoreDe
         record_refusal(session, exc)
         return _subject_page(request, session, subject, 422, error=str(exc),
                              face_choices=_face_choices(exc.faces), last_view=view)
-    message = "Reference photo enrolled." if created else "This photo was already enrolled for this subject."
-    return _subject_page(request, session, subject, notice=message)
+    tell(request, session, "Reference photo enrolled: the matcher searches it from now on." if created
+         else "This photo was already enrolled for this subject: nothing changed.")
+    return hx_redirect(f"/watchlist/{subject_id}#subject-photos", request)
 
 

@@ -24,20 +24,22 @@
     files.forEach(function (file, i) {
       var li = document.createElement("li");
       var img = document.createElement("img");
-      img.alt = file.name;
-      img.height = 64;
+      img.alt = "Photo " + (i + 1) + ": " + file.name;
       img.src = URL.createObjectURL(file);
       img.onload = function () { URL.revokeObjectURL(img.src); };
       var name = document.createElement("span");
-      name.textContent = file.name + " (" + Math.round(file.size / 1024) + " kB)";
+      name.textContent = Math.round(file.size / 1024) + " kB";
       var remove = document.createElement("button");
       remove.type = "button";
       remove.className = "secondary";
       remove.textContent = "Remove";
+      remove.setAttribute("aria-label", "Remove photo " + (i + 1));
       remove.addEventListener("click", function () { files.splice(i, 1); render(); });
       li.appendChild(img); li.appendChild(name); li.appendChild(remove);
       list.appendChild(li);
     });
+    sendButton.textContent = files.length ? "Send sighting (" + files.length + " photo" + (files.length > 1 ? "s" : "") + ")"
+                                          : "Send sighting";
   }
 
   function add(fileList) {
@@ -108,7 +110,7 @@
       try { body = JSON.parse(xhr.responseText); } catch (e) { body = {}; }
       if (xhr.status === 202 && body.url) {
         progress.value = 100;
-        window.location.assign(body.url);
+        window.location.assign(body.url + "?sent=1");
       } else if (xhr.status === 401) {
         done("Your session ended: log in again in another tab, then press Send again.");
       } else {
