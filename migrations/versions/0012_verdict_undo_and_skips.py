@@ -4,7 +4,7 @@ escalated round does not lock its holder out) and seen_candidate.skipped_at (a t
 the same person again)
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02
 """
 
