@@ -177,6 +177,14 @@ MATRIX: dict[tuple[str, str], str] = {
     # Recognizer B holds the other slot of the same candidate (taken through /review/next above): a
     # verdict on A's slot is refused as not theirs, not counted, and audited.
     ("POST", "/review/slots/{slot_id}/verdict"): "lnannnn",
+    # The one-key workbench: lease renewal, giving a task back and undoing a verdict are the holder's
+    # alone; settling counts the caller's own verdicts whose undo window has passed.
+    ("POST", "/review/slots/{slot_id}/heartbeat"): "lnannnn",
+    # (Giving the task back runs after the verdict: the holder no longer holds it, so it is not found for
+    # anyone; giving a held task back: tests/web/test_review_flow.py.)
+    ("POST", "/review/slots/{slot_id}/release"): "lnnnnnn",
+    ("POST", "/review/slots/{slot_id}/undo"): "lninnnn",
+    ("POST", "/review/settle"): "lnannna",
     ("GET", "/api/review/next"): "lnannna",
     ("POST", "/api/review/next"): "lnannna",
     ("GET", "/api/review/slots/{slot_id}/images/{kind}"): "lnannnn",
@@ -231,9 +239,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/flags/{flag_id}/reports"): {"json": {"outcome": "not_located"}},
 }
 
-# Giving the verdict ends the task (so it goes after every other look at it); logging out ends the session.
+# Giving the verdict ends the task (so it goes after every other look at it), then giving it back is tried;
+# logging out ends the session.
 RUN_LATE = {("POST", "/review/slots/{slot_id}/verdict"): 1, ("POST", "/api/review/slots/{slot_id}/verdict"): 1,
-            ("POST", "/logout"): 2}
+            ("POST", "/review/slots/{slot_id}/release"): 2, ("POST", "/logout"): 3}
 
 
 def _fail_matching_job(engine: Engine, world: World) -> None:

@@ -365,4 +365,7 @@ def had_task(session: Session, user: User, slot_id: int) -> bool:
     slot = session.get(ReviewSlot, slot_id)
     if slot is None:
         return False
-    return slot.reviewer_id == user.id or session.get(SeenCandidate, (slot.candidate_id, user.id)) is not None
+    if slot.reviewer_id is not None:  # someone's task: only its holder had it (others: as if missing)
+        return slot.reviewer_id == user.id
+    # Given back or lapsed: it was theirs if they were shown its candidate.
+    return session.get(SeenCandidate, (slot.candidate_id, user.id)) is not None
