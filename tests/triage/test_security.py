@@ -27,6 +27,7 @@ from triage.security import (
     start_session,
     verify_password,
 )
+from triage.transaction import unit_of_work
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -257,9 +258,10 @@ def test_api_tokens_resolve_and_revoke(engine: Engine) -> None:
         assert token.startswith("mia_") and row.token_hash != token
         resolved = resolve_api_token(s, token)
         assert resolved is not None and resolved.user.id == owner.id and resolved.web_session is None
-        with pytest.raises(LookupError):
+        # Someone else's token: not found, nothing revoked, and the refusal on record (as a request's
+        # transaction keeps it).
+        with pytest.raises(LookupError), unit_of_work(s):
             revoke_api_token(s, s.get_one(User, other.id), row.pk)
-        s.commit()
         assert resolve_api_token(s, token) is not None
         revoke_api_token(s, s.get_one(User, owner.id), row.pk)
         revoke_api_token(s, s.get_one(User, admin.id), row2.pk)
