@@ -52,7 +52,11 @@ class Forbidden(Refused):
 
 
 class ActionRequired(Forbidden):
-    """The account must do something first (a new password, a second factor): pages redirect there."""
+    """The account must do something first (a new password, a second factor): pages redirect there.
+
+    Not a failure of what was done so far (a login checked, its failed attempts cleared): that is kept."""
+
+    keeps_work = True
 
     def __init__(self, message: str, location: str) -> None:
         super().__init__(message)

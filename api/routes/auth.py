@@ -79,7 +79,7 @@ def create_token(request: Request, body: TokenCreate, session: SessionDep, setti
     user = _token_owner(request, body, session, settings)
     pending = pending_action(user, settings)
     if pending is not None:
-        raise HTTPException(403, pending.message)
+        raise HTTPException(403, pending.message) from pending  # the checked login is kept
     try:
         token, row = create_api_token(session, user, body.name, client_ip(request))
     except ValueError as exc:
