@@ -336,3 +336,17 @@ def test_kept_rows_of_two_deleted_candidates_with_the_same_number_stay_apart(eng
     assert m.items == 2 and [(r.completed, r.flagged, r.cleared) for r in m.rounds] == [(2, 1, 1)]
     assert m.decided == 2 and m.bands[0].flagged == 1 and m.outcome_seconds_p50 == 300.0
     assert [t.verdicts for t in m.throughput] == [1, 1, 1, 1]
+
+
+def test_the_workers_sweep_summarises_the_finished_days(engine: Engine, settings: Settings) -> None:
+    from miatari.registry import worker_registry
+
+    seed(engine, candidates=20, days=3, now=NOW - dt.timedelta(hours=2), recognizers=10)
+    sweep = worker_registry().sweeps["metrics.summarise"]
+    with clock.frozen(NOW):
+        assert sweep(engine, settings, None) in (3, 4)  # the finished days since the first verdict
+        assert sweep(engine, settings, None) == 0  # once
+    with Session(engine) as session:
+        days = session.exec(select(MetricDay.day)).all()
+    assert max(days) == dt.date(2026, 6, 29) and NOW.date() not in days  # today is read live
+    _check(engine)
