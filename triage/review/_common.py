@@ -64,6 +64,14 @@ def _refuse(session: Session, user: User | None, action: str, code: str, message
                                                          object_id=object_id, detail=detail or {}, ip=ip))
 
 
+def vacate(slot: ReviewSlot) -> None:
+    """The slot goes back to the queue: no holder, no lease, and its full faces hidden again."""
+    slot.reviewer_id = None
+    slot.leased_at = None
+    slot.lease_expires_at = None
+    slot.revealed_full_faces = False
+
+
 def _id(row: Any) -> int:
     assert row.id is not None, "the row has not been flushed"
     return int(row.id)

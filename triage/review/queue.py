@@ -32,7 +32,16 @@ from triage.models import (
     Subject,
     User,
 )
-from triage.review._common import SUSPENDED_MESSAGE, ReviewError, Task, _aware, _id, _is_postgres, _refuse
+from triage.review._common import (
+    SUSPENDED_MESSAGE,
+    ReviewError,
+    Task,
+    _aware,
+    _id,
+    _is_postgres,
+    _refuse,
+    vacate,
+)
 from triage.review.candidates import create_known_answer_task
 from triage.services import Services
 
@@ -195,10 +204,7 @@ def expire_leases(session: Session) -> int:
     slots = session.exec(stmt).all()
     for slot in slots:
         previous = slot.reviewer_id
-        slot.reviewer_id = None
-        slot.leased_at = None
-        slot.lease_expires_at = None
-        slot.revealed_full_faces = False
+        vacate(slot)
         session.add(slot)
         session.flush()
         audit.record(session, "review.lease_expired", object_type="review_slot", object_id=slot.id,
@@ -339,10 +345,7 @@ def release_held(session: Session, user: User, now: dt.datetime, *, reason: str,
 
 
 def _give_back(session: Session, user: User, slot: ReviewSlot, reason: str, ip: str) -> None:
-    slot.reviewer_id = None
-    slot.leased_at = None
-    slot.lease_expires_at = None
-    slot.revealed_full_faces = False
+    vacate(slot)
     session.add(slot)
     session.flush()
     audit.record(session, "review.release", actor=user, object_type="review_slot", object_id=slot.id,

@@ -29,6 +29,7 @@ from triage.review._common import (
     _id,
     _refuse,
     lock_candidate,
+    vacate,
 )
 
 NOTE_MAX = 2000
@@ -173,10 +174,7 @@ def _check_open(refuse: Callable[..., ReviewError], candidate: Candidate, slot: 
 def _give_back(session: Session, *, slot_id: int, reviewer_id: int | None) -> None:
     slot = session.get(ReviewSlot, slot_id)
     if slot is not None and slot.reviewer_id == reviewer_id and slot.verdict is None:
-        slot.reviewer_id = None
-        slot.leased_at = None
-        slot.lease_expires_at = None
-        slot.revealed_full_faces = False
+        vacate(slot)
         session.add(slot)
 
 
