@@ -53,7 +53,8 @@ def sighting_of(face: Image.Image, *, angle: float = 4.0, scale: float = 0.8, cr
     """A transformed copy, as a street camera might see it: cropped, rescaled, slightly rotated."""
     w, h = face.size
     dx, dy = int(w * crop), int(h * crop)
-    out = face.crop((dx, dy, w - dx // 2, h - dy // 2)).rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(90, 90, 90))
+    out = face.crop((dx, dy, w - dx // 2, h - dy // 2)).rotate(angle, resample=Image.Resampling.BICUBIC,
+                                                                fillcolor=(90, 90, 90))
     out = out.resize((int(out.width * scale), int(out.height * scale)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     out.save(buf, format="JPEG", quality=82)
