@@ -185,6 +185,7 @@ def _give(engine: Engine, settings: Settings, slot_id: int, verdict: str, exclud
         session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=person.pk))
         session.commit()
         review.submit_verdict(session, person, slot_id, verdict, settings=settings)
+        session.commit()
         return person.pk
 
 
@@ -206,6 +207,7 @@ def test_a_reopened_dispute_late_verdicts_and_a_suspension_keep_summaries_true(
     with clock.frozen(NOW), Session(engine) as session:
         before = metrics.compute(session, metrics.parse_window(days="90"))
         review.escalate(session, session.get_one(User, manager.pk), old_id, settings=settings)
+        session.commit()  # the caller ends the transaction
         after = metrics.compute(session, metrics.parse_window(days="90"))
     assert after.decided == before.decided - 1 and after.items == before.items  # its round 1 still counts
     _check(engine)
