@@ -77,12 +77,11 @@ def _fixtures(session: Session, rng: random.Random,
     subjects = [Subject(name=f"Bench Subject {i}", case_ref=f"B-{sha[:6]}-{i}") for i in range(2)]
     session.add_all([officer, *people, *subjects])
     session.flush()
-    refs = [ReferencePhoto(subject_id=s.id, image_sha256=sha, eye_crop_sha256=sha, face_chip_sha256=sha)
+    refs = [ReferencePhoto(subject_id=s.pk, image_sha256=sha, eye_crop_sha256=sha, face_chip_sha256=sha)
             for s in subjects]
     session.add_all(refs)
     session.flush()
-    return ([p.id for p in people], officer.id, [s.id for s in subjects],  # type: ignore[misc]
-            [r.id for r in refs], sha)  # type: ignore[misc]
+    return [p.pk for p in people], officer.pk, [s.pk for s in subjects], [r.pk for r in refs], sha
 
 
 def _last_id(session: Session, model: type[SQLModel], n: int) -> int:
@@ -258,7 +257,7 @@ def _client(url: str, tmp: Path) -> Any:
     from miatari.app import create_app
     from triage.config import Settings
 
-    settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=url,  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=url,
                         secret_key="b" * 40, embedded_worker=False, metrics_cache_seconds=0.0,
                         models_dir=ROOT / "data" / "models")
     client = TestClient(create_app(settings, start_background=False), base_url="http://testserver")

@@ -90,7 +90,7 @@ def seed_tasks(dep: Deployment, count: int) -> int:
         rank: int
 
     engine = dep.engine()
-    settings = Settings(_env_file=None, database_url=str(engine.url), data_dir=dep.work / "data")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=str(engine.url), data_dir=dep.work / "data")
     made = 0
     with Session(engine, expire_on_commit=False) as s:
         refs = list(s.exec(select(ReferencePhoto)).all())
@@ -98,14 +98,14 @@ def seed_tasks(dep: Deployment, count: int) -> int:
         model = gallery_model(s)
         for i in range(count):
             side, ref = refs[i % len(refs)], refs[(i * 7 + 3) % len(refs)]
-            sighting = Sighting(uploaded_by=officer.id, observed_at=utcnow(), location_text="bench", status="matched",
+            sighting = Sighting(uploaded_by=officer.pk, observed_at=utcnow(), location_text="bench", status="matched",
                                 faces_found=1)
             s.add(sighting)
             s.flush()
-            photo = SightingPhoto(sighting_id=sighting.id, position=0, image_sha256=side.image_sha256, faces_found=1)
+            photo = SightingPhoto(sighting_id=sighting.pk, position=0, image_sha256=side.image_sha256, faces_found=1)
             s.add(photo)
             s.flush()
-            probe = Probe(sighting_id=sighting.id, sighting_photo_id=photo.id, face_index=0,
+            probe = Probe(sighting_id=sighting.pk, sighting_photo_id=photo.pk, face_index=0,
                           embedding=b"\0" * (model.dim * 4), model_id=model.model_id,
                           eye_crop_sha256=side.eye_crop_sha256, face_chip_sha256=side.face_chip_sha256)
             s.add(probe)

@@ -103,7 +103,7 @@ def _alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
-def _wait(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(predicate, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():

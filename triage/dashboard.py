@@ -49,7 +49,7 @@ def dashboard(session: Session, now: dt.datetime | None = None) -> Dashboard:
     """Queue depth and age, open disputes and escalations, open flags, recognizers on hold, imports running."""
     now = now or utcnow()
     slots, candidates, oldest, _median = queue_figures(session, now)
-    by_status = dict(session.exec(  # type: ignore[call-overload]
+    by_status = dict(session.exec(
         select(Candidate.status, func.count()).join(Subject, col(Subject.id) == col(Candidate.subject_id))
         .where(Candidate.known_truth.is_(None),  # type: ignore[union-attr]
                col(Candidate.status).in_([CandidateStatus.disputed.value]), searchable_clause())
@@ -57,7 +57,7 @@ def dashboard(session: Session, now: dt.datetime | None = None) -> Dashboard:
     escalated = session.exec(select(func.count()).select_from(Candidate).where(
         Candidate.status == CandidateStatus.open.value, Candidate.current_round > 1,
         Candidate.known_truth.is_(None))).one()  # type: ignore[union-attr]
-    flags = dict(session.exec(select(Flag.status, func.count())  # type: ignore[call-overload]
+    flags = dict(session.exec(select(Flag.status, func.count())
                               .where(col(Flag.status).in_([FlagStatus.raised.value, FlagStatus.acknowledged.value]))
                               .group_by(col(Flag.status))).all())
     held = session.exec(select(User).where(

@@ -49,6 +49,7 @@ from triage.models import (
     MetricDayOutcome,
     MetricDayRound,
     MetricDayVerdicts,
+    table_of,
 )
 
 log = logging.getLogger("miatari.metrics")
@@ -86,7 +87,7 @@ def summarise_day(session: Session, day: dt.date) -> None:
     """Write the day's rows and its ``metric_day`` row in the caller's transaction (not committed)."""
     span = day_span(day)
     for table in (MetricDay, *DAY_TABLES):
-        session.execute(delete(table).where(table.__table__.c.day == day))  # type: ignore[attr-defined, union-attr]
+        session.execute(delete(table).where(table_of(table).c.day == day))
     session.add(MetricDay(day=day, version=VERSION, voided=q.voided_count(session, span)))
     for (rnd, a, va, b, vb), n in q.round_counts(session, span).by_pair.items():
         session.add(MetricDayRound(day=day, round=rnd, lo=a * 4 + q.CODES[va], hi=b * 4 + q.CODES[vb], n=n))
@@ -147,7 +148,7 @@ def forget(session: Session, since: dt.date | None = None) -> int:
         days = days.where(DAYS.day >= since)
     gone = list(session.execute(days).scalars())
     for table in (*DAY_TABLES, MetricDay):
-        session.execute(delete(table).where(table.__table__.c.day.in_(gone)))  # type: ignore[attr-defined, union-attr]
+        session.execute(delete(table).where(table_of(table).c.day.in_(gone)))
     return len(gone)
 
 

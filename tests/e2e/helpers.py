@@ -53,8 +53,9 @@ def sighting_of(face: Image.Image, *, angle: float = 4.0, scale: float = 0.8, cr
     """A transformed copy, as a street camera might see it: cropped, rescaled, slightly rotated."""
     w, h = face.size
     dx, dy = int(w * crop), int(h * crop)
-    out = face.crop((dx, dy, w - dx // 2, h - dy // 2)).rotate(angle, resample=Image.BICUBIC, fillcolor=(90, 90, 90))
-    out = out.resize((int(out.width * scale), int(out.height * scale)), Image.LANCZOS)
+    out = face.crop((dx, dy, w - dx // 2, h - dy // 2)).rotate(angle, resample=Image.Resampling.BICUBIC,
+                                                                fillcolor=(90, 90, 90))
+    out = out.resize((int(out.width * scale), int(out.height * scale)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     out.save(buf, format="JPEG", quality=82)
     return Image.open(io.BytesIO(buf.getvalue()))
@@ -133,6 +134,10 @@ def status_of(engine: Engine, candidate_id: int) -> str:
     with Session(engine) as s:
         c = s.get(Candidate, candidate_id)
         return c.status if c else ""
+
+
+def wait_status(engine: Engine, candidate_id: int, status: str, timeout: float, what: str) -> None:
+    wait_for(lambda: status_of(engine, candidate_id) == status, timeout, what)
 
 
 # Steps: manager

@@ -70,10 +70,8 @@ def packaged_face(name: str) -> Image.Image:
         return Image.fromarray(data.astronaut()).convert("RGB")
     from matplotlib import cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        img = Image.open(fh)
-        img.load()
-    return img.convert("RGB")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as img:
+        return img.convert("RGB")
 
 
 def encoded(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -208,16 +206,16 @@ def seed(world: World) -> None:
         dispute_sighting, probe2 = sighting_of(s, store, officer, "hopper", "Umeda, south gate")
         (disputed,) = candidates_for(s, settings, probe2, [(hopper, 0.78)])
         s.commit()
-        world.ids.update(subject_collins=collins.id, subject_hopper=hopper.id, flag_sighting=flag_sighting.id,  # type: ignore[arg-type]
-                         dispute_sighting=dispute_sighting.id, flagged=flagged.id, cleared=cleared.id,  # type: ignore[arg-type]
-                         disputed=disputed.id, officer=officer.id)  # type: ignore[arg-type]
+        world.ids.update(subject_collins=collins.pk, subject_hopper=hopper.pk, flag_sighting=flag_sighting.pk,
+                         dispute_sighting=dispute_sighting.pk, flagged=flagged.pk, cleared=cleared.pk,
+                         disputed=disputed.pk, officer=officer.pk)
     # The queue serves the most urgent first: Collins (priority 1) before Hopper.
     for who, verdicts in (("ann", ("same", "different", "same")), ("bob", ("same", "different", "different"))):
         for verdict in verdicts:
             answer(engine, settings, who, verdict, note="ears differ" if (who, verdict) == ("bob", "different")
                    else "")
     with Session(engine) as s:
-        world.ids["flag"] = s.exec(select(Flag)).one().id  # type: ignore[assignment]
+        world.ids["flag"] = s.exec(select(Flag)).one().pk
         statuses = {c.id: c.status for c in s.exec(select(Candidate)).all()}
     assert statuses[world.ids["flagged"]] == "flagged" and statuses[world.ids["disputed"]] == "disputed", statuses
 

@@ -42,7 +42,7 @@ def browser() -> Iterator[Any]:
 def _box(page: Any, selector: str) -> dict[str, float]:
     box = page.locator(selector).bounding_box()
     assert box is not None, f"{selector} is not rendered"
-    return box  # type: ignore[no-any-return]
+    return box
 
 
 def test_phone_upload_one_handed_then_report_another(world: World, browser: Any) -> None:
@@ -72,7 +72,7 @@ def test_phone_upload_one_handed_then_report_another(world: World, browser: Any)
     page.wait_for_function(LOADED.format("#photo-list img"))
     # Thumbnails wrap in rows inside the screen, never push it sideways.
     boxes = [thumbs.nth(i).bounding_box() for i in range(3)]
-    assert all(b["x"] >= 0 and b["x"] + b["width"] <= PHONE_WIDTH for b in boxes)  # type: ignore[index]
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= PHONE_WIDTH for b in boxes)
     assert no_sideways_scroll(page) <= PHONE_WIDTH
     assert page.inner_text("#send") == "Send sighting (3 photos)"
     # Removing one by touch works too.

@@ -44,9 +44,9 @@ def test_enrol_sight_review_flag_dispute_escalate_settle(browser, story_server, 
     rita.keyboard.press("s")
     rita.wait_for_selector("#undo-bar")
     h.screenshot(rita, "review-undo")
-    assert h.flag_for(engine, cand.id) is None
+    assert h.flag_for(engine, cand.pk) is None
     assert h.work_queue(ravi, "s")
-    flag = h.wait_for(lambda: h.flag_for(engine, cand.id), 30, "the flag")
+    flag = h.wait_for(lambda: h.flag_for(engine, cand.pk), 30, "the flag")
     h.check_manager_sees_flag(manager, flag.id)
     h.screenshot(manager, "flag")
 
@@ -54,11 +54,11 @@ def test_enrol_sight_review_flag_dispute_escalate_settle(browser, story_server, 
     h.enrol_subject(manager, "Grace Ledger", "W-2026-002", h.save_jpeg(h.grace_hopper(), tmp_path, "grace.jpg"))
     second = h.upload_sighting(officer, h.save_jpeg(h.sighting_of(h.grace_hopper(), angle=-3), tmp_path,
                                                     "sighting-2.jpg"), "Harbour road")
-    split = [c.id for c in h.wait_matched(engine, second)]
+    split = [c.pk for c in h.wait_matched(engine, second)]
     assert split
     assert h.work_queue(rita, "s") and h.work_queue(ravi, "d")
     for cid in split:
-        h.wait_for(lambda cid=cid: h.status_of(engine, cid) == "disputed", 30, "the dispute")
+        h.wait_status(engine, cid, "disputed", 30, "the dispute")
         assert h.flag_for(engine, cid) is None
 
     # The manager escalates; two recognizers who never saw it settle it, again by keyboard.
@@ -68,7 +68,7 @@ def test_enrol_sight_review_flag_dispute_escalate_settle(browser, story_server, 
     for name in ("rosa", "remy"):
         assert h.work_queue(h.login(browser, server, name, **h.DESKTOP), "d")
     for cid in split:
-        h.wait_for(lambda cid=cid: h.status_of(engine, cid) == "cleared", 30, "the escalated round to settle")
+        h.wait_status(engine, cid, "cleared", 30, "the escalated round to settle")
         assert h.flag_for(engine, cid) is None
 
 
@@ -97,7 +97,7 @@ def test_a_lapsing_lease_is_said_before_a_verdict_is_typed(browser, live_server,
     page.keyboard.press("s")  # nothing is sent: the verdict could not count
     page.wait_for_timeout(500)
     with Session(engine) as s:
-        assert s.get(ReviewSlot, slot).pending_verdict is None and s.get(ReviewSlot, slot).verdict is None
+        assert s.get_one(ReviewSlot, slot).pending_verdict is None and s.get_one(ReviewSlot, slot).verdict is None
     # N takes a task again: the same one, still free and still theirs to take.
     page.keyboard.press("n")
     page.wait_for_function(f"() => document.querySelector('#task-area').dataset.slot === '{slot}' && "

@@ -12,7 +12,7 @@ from triage.models import FlashMessage
 from triage.security import start_session
 
 
-def test_a_flash_is_taken_once_by_its_own_session_and_sealed(engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_flash_is_taken_once_by_its_own_session_and_sealed(engine, settings) -> None:
     user = add_user(engine, "root")
     with Session(engine, expire_on_commit=False) as s:
         _, mine = start_session(s, user, "127.0.0.1", "test")
@@ -30,7 +30,7 @@ def test_a_flash_is_taken_once_by_its_own_session_and_sealed(engine, settings) -
         assert s.exec(select(FlashMessage)).all() == []
 
 
-def test_an_old_flash_is_dropped_unread(engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_an_old_flash_is_dropped_unread(engine, settings) -> None:
     user = add_user(engine, "root")
     with Session(engine, expire_on_commit=False) as s:
         _, ws = start_session(s, user, "127.0.0.1", "test")

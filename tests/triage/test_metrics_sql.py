@@ -175,16 +175,18 @@ def _give(engine: Engine, settings: Settings, slot_id: int, verdict: str, exclud
         slot = session.get(ReviewSlot, slot_id)
         assert slot is not None
         seen = set(session.exec(select(SeenCandidate.user_id).where(SeenCandidate.candidate_id == slot.candidate_id)))
-        seen |= set(session.exec(select(ReviewSlot.reviewer_id).where(ReviewSlot.candidate_id == slot.candidate_id)))
-        person = next(u for u in session.exec(select(User).order_by(User.id)).all()  # type: ignore[arg-type]
+        held = session.exec(select(ReviewSlot.reviewer_id).where(ReviewSlot.candidate_id == slot.candidate_id))
+        seen |= {reviewer_id for reviewer_id in held if reviewer_id is not None}
+        person = next(u for u in session.exec(select(User).order_by(col(User.id))).all()
                       if u.has_role(Role.recognizer) and not u.is_suspended and u.id not in seen | exclude)
         now = clock.utcnow()
-        slot.reviewer_id, slot.leased_at, slot.lease_expires_at = person.id, now, now + dt.timedelta(minutes=5)
+        slot.reviewer_id, slot.leased_at, slot.lease_expires_at = person.pk, now, now + dt.timedelta(minutes=5)
         session.add(slot)
-        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=person.id))  # type: ignore[arg-type]
+        session.add(SeenCandidate(candidate_id=slot.candidate_id, user_id=person.pk))
         session.commit()
         review.submit_verdict(session, person, slot_id, verdict, settings=settings)
-        return person.id  # type: ignore[return-value]
+        session.commit()
+        return person.pk
 
 
 def test_a_reopened_dispute_late_verdicts_and_a_suspension_keep_summaries_true(
@@ -197,35 +199,36 @@ def test_a_reopened_dispute_late_verdicts_and_a_suspension_keep_summaries_true(
         day_rows = session.exec(select(func.count()).select_from(MetricDayRound)).one()
         old = session.exec(select(Candidate).where(
             Candidate.status == CandidateStatus.disputed.value, Candidate.current_round == 1,
-            Candidate.known_truth.is_(None),  # type: ignore[union-attr]
-            Candidate.decided_at < NOW - dt.timedelta(days=40)).order_by(Candidate.id)).first()  # type: ignore[operator]
+            col(Candidate.known_truth).is_(None),
+            col(Candidate.decided_at) < NOW - dt.timedelta(days=40)).order_by(col(Candidate.id))).first()
         assert old is not None and old.decided_at is not None
-        old_id, decided_on = old.id, old.decided_at.date()
+        old_id, decided_on = old.pk, old.decided_at.date()
         assert session.get(MetricDay, decided_on) is not None  # its day is summarised
     with clock.frozen(NOW), Session(engine) as session:
         before = metrics.compute(session, metrics.parse_window(days="90"))
-        review.escalate(session, session.get(User, manager.id), old_id, settings=settings)  # type: ignore[arg-type]
+        review.escalate(session, session.get_one(User, manager.pk), old_id, settings=settings)
+        session.commit()  # the caller ends the transaction
         after = metrics.compute(session, metrics.parse_window(days="90"))
     assert after.decided == before.decided - 1 and after.items == before.items  # its round 1 still counts
     _check(engine)
     with Session(engine) as session:
-        new_slots = [s.id for s in session.exec(select(ReviewSlot).where(
-            ReviewSlot.candidate_id == old_id, ReviewSlot.round == 2).order_by(ReviewSlot.slot_no)).all()]
+        new_slots = [s.pk for s in session.exec(select(ReviewSlot).where(
+            ReviewSlot.candidate_id == old_id, ReviewSlot.round == 2).order_by(col(ReviewSlot.slot_no))).all()]
     # Three weeks later one recognizer answers; then is suspended (the verdict is voided that day).
     weeks_later = NOW + dt.timedelta(days=21)
     with clock.frozen(weeks_later):
         first = _give(engine, settings, new_slots[0], "same", set())
         with Session(engine) as session:
-            qualification.suspend(session, session.get(User, first), "known-answer accuracy")  # type: ignore[arg-type]
+            qualification.suspend(session, session.get_one(User, first), "known-answer accuracy")
             session.commit()
     _check(engine, weeks_later)
     with Session(engine) as session:
         voided = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == old_id,
-                                                       ReviewSlot.voided_at.is_not(None))).all()  # type: ignore[union-attr]
+                                                       col(ReviewSlot.voided_at).is_not(None))).all()
         assert [s.reviewer_id for s in voided] == [first]
-        fresh = [s.id for s in session.exec(select(ReviewSlot).where(
-            ReviewSlot.candidate_id == old_id, ReviewSlot.round == 2, ReviewSlot.voided_at.is_(None))  # type: ignore[union-attr]
-            .order_by(ReviewSlot.slot_no)).all()]
+        fresh = [s.pk for s in session.exec(select(ReviewSlot).where(
+            ReviewSlot.candidate_id == old_id, ReviewSlot.round == 2, col(ReviewSlot.voided_at).is_(None))
+            .order_by(col(ReviewSlot.slot_no))).all()]
     # The next day two others answer: the round completes, the old candidate is decided (flagged) then.
     next_day = weeks_later + dt.timedelta(days=1)
     with clock.frozen(next_day):
@@ -268,7 +271,7 @@ def test_days_are_summarised_once_finished_and_the_edges_are_read_live(engine: E
         assert parts.runs == [(dt.date(2026, 3, 1), dt.date(2026, 4, 16))] and parts.live == []
         # A day dropped (or summarised under other definitions) is read live until summarised again.
         assert metrics_summary.forget(session, dt.date(2026, 4, 10)) == 81
-        session.execute(update(MetricDay).where(MetricDay.day == dt.date(2026, 3, 5)).values(version="old"))
+        session.execute(update(MetricDay).where(col(MetricDay.day) == dt.date(2026, 3, 5)).values(version="old"))
         session.commit()
         parts = metrics_summary.plan(session, ranged.since, ranged.until, NOW)
         assert parts.runs == [(dt.date(2026, 3, 1), dt.date(2026, 3, 5)), (dt.date(2026, 3, 6), dt.date(2026, 4, 10))]

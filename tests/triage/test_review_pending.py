@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.conftest import make_settings
 from tests.factories import image_store, make_candidate
@@ -58,7 +58,8 @@ def test_a_pending_verdict_counts_only_after_its_window_and_then_flags_once(sess
         session.refresh(cand)
         assert cand.status == "open" and _flags(session) == []
         assert all(s.verdict is None for s in session.exec(select(ReviewSlot)).all())
-        assert review.pending_for(session, a, undo_settings).verdict == "same"
+        pending = review.pending_for(session, a, undo_settings)
+        assert pending is not None and pending.verdict == "same"
         c.advance(seconds=UNDO + 0.1)
         assert review.pending_for(session, a, undo_settings) is None
         assert review.settle_due(session, undo_settings) == 2
@@ -69,8 +70,9 @@ def test_a_pending_verdict_counts_only_after_its_window_and_then_flags_once(sess
     slots = session.exec(select(ReviewSlot).where(ReviewSlot.candidate_id == cand.id)).all()
     assert {s.verdict for s in slots} == {"same"} and all(s.pending_verdict is None for s in slots)
     # The verdict's time is when it was given, not when it came to count.
-    assert all(review.as_utc(s.verdict_at) < first_given for s in slots)
-    actions = [e.action for e in session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()]
+    given = [review.as_utc(s.verdict_at) for s in slots]
+    assert all(t is not None and t < first_given for t in given)
+    actions = [e.action for e in session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()]
     assert actions.count("review.verdict_pending") == 2 and actions.count("review.verdict") == 2
 
 
@@ -82,13 +84,15 @@ def test_undo_takes_the_verdict_back_releases_the_next_task_and_never_flags(sess
         _, rb = _give(session, b, undo_settings)
         task, _ = _give(session, a, undo_settings)
         shown_next = review.next_task(session, a, undo_settings)
+        assert shown_next is not None
         assert shown_next.candidate.id != first.id or shown_next.slot_id != task.slot_id
         c.advance(seconds=UNDO - 1)
         slot = review.undo_verdict(session, a, task.slot_id, undo_settings)
         assert slot.pending_verdict is None and slot.reviewer_id == a.id
         # The task is theirs again, freshly leased; the one shown after it went back to the queue.
-        assert review.current_task(session, a).slot_id == task.slot_id
-        released = session.get(ReviewSlot, shown_next.slot_id)
+        current = review.current_task(session, a)
+        assert current is not None and current.slot_id == task.slot_id
+        released = session.get_one(ReviewSlot, shown_next.slot_id)
         assert released.reviewer_id is None
         c.advance(seconds=30)
         review.settle_due(session, undo_settings)
@@ -139,15 +143,15 @@ def test_a_page_closed_in_the_window_loses_nothing_even_after_the_lease(session,
         assert review.expire_leases(session) == 0
         session.commit()
         other = review.next_task(session, b, undo_settings)
-        assert other.slot_id != task.slot_id
+        assert other is not None and other.slot_id != task.slot_id
         assert review.next_task(session, c3, undo_settings) is None
         session.commit()
         # The worker's tick counts it (nobody came back to the page).
         assert review.settle_sweep(engine, undo_settings, None) == 1  # type: ignore[arg-type]
     with Session(engine) as s:
-        slot = s.get(ReviewSlot, task.slot_id)
+        slot = s.get_one(ReviewSlot, task.slot_id)
         assert slot.verdict == "same" and slot.reviewer_id == a.id and slot.pending_verdict is None
-        assert s.get(Candidate, cand.id).status == "open"
+        assert s.get_one(Candidate, cand.pk).status == "open"
 
 
 def test_suspended_before_it_counted_means_not_counted(session, undo_settings, people):
@@ -168,6 +172,7 @@ def test_a_repeated_post_in_the_window_is_the_same_verdict_and_another_is_refuse
     officer, _, (a, *_) = people
     _cand(session, undo_settings, officer)
     task = review.next_task(session, a, undo_settings)
+    assert task is not None
     for _ in range(2):
         r = review.submit_verdict(session, a, task.slot_id, "same", idempotency_key="k1", settings=undo_settings,
                                   undo_seconds=UNDO)
@@ -175,7 +180,7 @@ def test_a_repeated_post_in_the_window_is_the_same_verdict_and_another_is_refuse
     with pytest.raises(ReviewError) as err:
         review.submit_verdict(session, a, task.slot_id, "different", settings=undo_settings, undo_seconds=UNDO)
     assert err.value.code == "conflict"
-    assert session.get(ReviewSlot, task.slot_id).pending_verdict == "same"
+    assert session.get_one(ReviewSlot, task.slot_id).pending_verdict == "same"
 
 
 def test_renewal_extends_the_lease_up_to_its_maximum_and_refuses_a_lapsed_one(session, undo_settings, people):
@@ -184,6 +189,7 @@ def test_renewal_extends_the_lease_up_to_its_maximum_and_refuses_a_lapsed_one(se
     with clock.frozen() as c:
         start = c.now()
         task = review.next_task(session, a, undo_settings)
+        assert task is not None
         for _ in range(5):
             c.advance(seconds=30)
             slot = review.renew_lease(session, a, task.slot_id, undo_settings)
@@ -209,9 +215,9 @@ def test_a_lapsed_lease_on_an_escalated_round_does_not_lock_its_holder_out(sessi
         review.settle_due(session, undo_settings)
         session.refresh(cand)
         assert cand.status == "disputed"
-        review.escalate(session, manager, cand.id, settings=undo_settings)
+        review.escalate(session, manager, cand.pk, settings=undo_settings)
         held = review.next_task(session, c3, undo_settings)
-        assert held.slot.round == 2
+        assert held is not None and held.slot.round == 2
         c.advance(seconds=undo_settings.lease_seconds + 1)
         # c3's lease lapsed; they were legitimately holding it, so they can take it again.
         again = review.next_task(session, c3, undo_settings)
@@ -226,12 +232,14 @@ def test_a_task_given_back_goes_to_someone_else_at_once(session, undo_settings, 
     cand = _cand(session, undo_settings, officer)
     assert review.queue_size_for(session, a, undo_settings) == 1  # one task (two slots) for a
     task = review.next_task(session, a, undo_settings)
+    assert task is not None
     review.release_task(session, a, task.slot_id)
-    slot = session.get(ReviewSlot, task.slot_id)
+    slot = session.get_one(ReviewSlot, task.slot_id)
     assert slot.reviewer_id is None and slot.lease_expires_at is None
     assert review.next_task(session, a, undo_settings) is None
     assert review.queue_size_for(session, a, undo_settings) == 0
-    assert review.next_task(session, b, undo_settings).candidate.id == cand.id
+    theirs = review.next_task(session, b, undo_settings)
+    assert theirs is not None and theirs.candidate.id == cand.id
     entry = session.exec(select(AuditEntry).where(AuditEntry.action == "review.release")).one()
     assert entry.actor == "rec1" and entry.detail["reason"] == "skipped"
     with pytest.raises(ReviewError):

@@ -97,8 +97,8 @@ def test_undo_brings_the_task_back_and_gives_the_next_one_back(make_client, two,
     assert r.status_code == 200 and r.context["task"].slot_id == first and r.context["pending"] is None
     assert "Verdict undone" in r.text
     with Session(engine) as s:
-        assert s.get(ReviewSlot, first).pending_verdict is None
-        assert s.get(ReviewSlot, shown).reviewer_id is None
+        assert s.get_one(ReviewSlot, first).pending_verdict is None
+        assert s.get_one(ReviewSlot, shown).reviewer_id is None
     # Undo without the CSRF token is refused and changes nothing.
     r = ann.post(f"/review/slots/{first}/verdict", data={"verdict": "same", "idempotency_key": _key(ann, first)},
                  headers=HX)
@@ -107,7 +107,7 @@ def test_undo_brings_the_task_back_and_gives_the_next_one_back(make_client, two,
     ann.headers["X-CSRF-Token"] = token
     assert refused.status_code == 403
     with Session(engine) as s:
-        assert s.get(ReviewSlot, first).pending_verdict == "same"
+        assert s.get_one(ReviewSlot, first).pending_verdict == "same"
 
 
 def test_skip_gives_the_task_back_and_serves_another(make_client, two, engine):
@@ -116,7 +116,7 @@ def test_skip_gives_the_task_back_and_serves_another(make_client, two, engine):
     r = ann.post(f"/review/slots/{first}/release", headers=HX)
     assert r.status_code == 200 and r.context["task"].slot_id != first and "Task given back" in r.text
     with Session(engine) as s:
-        assert s.get(ReviewSlot, first).reviewer_id is None
+        assert s.get_one(ReviewSlot, first).reviewer_id is None
         assert s.exec(select(AuditEntry).where(AuditEntry.action == "review.release")).one().actor == "ann"
 
 
@@ -146,4 +146,4 @@ def test_a_verdict_on_a_lapsed_lease_is_said_in_the_task_area(make_client, two, 
         r = ann.post(f"/review/slots/{slot}/verdict", data={"verdict": "same", "idempotency_key": key}, headers=HX)
     assert r.status_code == 200 and r.template.name == "_review_task.html" and "not counted" in r.text
     with Session(engine) as s:
-        assert s.get(ReviewSlot, slot).verdict is None and s.get(ReviewSlot, slot).pending_verdict is None
+        assert s.get_one(ReviewSlot, slot).verdict is None and s.get_one(ReviewSlot, slot).pending_verdict is None

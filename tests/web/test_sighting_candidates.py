@@ -9,7 +9,7 @@ from tests.factories import image_store, make_candidate
 from triage.models import Candidate, Role
 
 
-def test_ranked_candidates_for_managers_only(make_client, engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_ranked_candidates_for_managers_only(make_client, engine, settings) -> None:
     rico = add_user(engine, "rico", Role.officer, Role.recognizer)  # an officer who also reviews
     add_user(engine, "boss", Role.manager)
     with Session(engine, expire_on_commit=False) as s:

@@ -360,14 +360,14 @@ def test_a_permanent_error_ends_an_import_job_at_once(make_client, engine) -> No
     assert run_one(client.app.state.services, "w", _imports_only()) is None
 
 
-def _told(engine, import_id: int) -> list[tuple[str, int, bool]]:  # type: ignore[no-untyped-def]
+def _told(engine, import_id: int) -> list[tuple[str, int, bool]]:
     with Session(engine) as s:
         rows = s.exec(select(Notification).where(Notification.object_type == "watchlist_import",
                                                  Notification.object_id == import_id)).all()
         return sorted((n.kind, n.user_id, n.read_at is not None) for n in rows)
 
 
-def test_the_end_of_an_import_is_handled_once_its_manager_opens_its_page(make_client, engine) -> None:  # type: ignore[no-untyped-def]
+def test_the_end_of_an_import_is_handled_once_its_manager_opens_its_page(make_client, engine) -> None:
     client = _manager(make_client, engine)
     row = _confirmed_import(client, engine)
     boss = row.created_by
