@@ -345,11 +345,15 @@ def test_the_workers_sweep_summarises_the_finished_days(engine: Engine, settings
     from miatari.registry import worker_registry
 
     seed(engine, candidates=20, days=3, now=NOW - dt.timedelta(hours=2), recognizers=10)
+    from tests.factories import image_store
+    from triage import services
+
     sweep = worker_registry().sweeps["metrics.summarise"]
+    process = services.build(engine, settings, image_store(settings))
     with clock.frozen(NOW):
-        assert sweep(engine, settings, None) in (3, 4)  # the finished days since the first verdict
-        assert sweep(engine, settings, None) == 0  # once
+        assert sweep(engine, settings, process) in (3, 4)  # the finished days since the first verdict
+        assert sweep(engine, settings, process) == 0  # once
     with Session(engine) as session:
-        days = session.exec(select(MetricDay.day)).all()
+        days = session.exec(select(col(MetricDay.day))).all()
     assert max(days) == dt.date(2026, 6, 29) and NOW.date() not in days  # today is read live
     _check(engine)
