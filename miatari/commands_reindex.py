@@ -89,15 +89,15 @@ def _start(engine: Any, settings: Any) -> tuple[Any, Any] | int:
     from sqlmodel import Session
 
     from triage import reindex
+    from triage.transaction import unit_of_work
 
     with Session(engine, expire_on_commit=False) as session:
         try:
-            run = reindex.start_run(session, settings, None)
+            with unit_of_work(session):  # a refusal keeps only its audit entry
+                run = reindex.start_run(session, settings, None)
         except reindex.ReindexRefused as exc:
-            session.commit()
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        session.commit()
         if run is None:
             st = reindex.status(session, settings)
             print(f"nothing to do: the gallery searches with {st.active_model_id}, the configured model, "

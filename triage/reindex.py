@@ -38,6 +38,7 @@ from triage import audit, jobs, services
 from triage.clock import utcnow
 from triage.config import Settings
 from triage.db import rows_affected
+from triage.errors import RefusalEntry, Refused
 from triage.gallery import (
     ADD,
     SWITCH_MODEL,
@@ -71,7 +72,7 @@ MAX_FAILURES_KEPT = 500
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 
 
-class ReindexRefused(ValueError):
+class ReindexRefused(Refused, ValueError):
     """A re-embedding that cannot be started; the message is meant for the user."""
 
 
@@ -209,7 +210,7 @@ def start_run(session: Session, settings: Settings, actor: User | None, *, ip: s
     to it if there is one; ``None`` when there is nothing to do (every photo has an embedding of
     the configured model and it is the active one).
 
-    :class:`ReindexRefused` (audited; the caller commits) when the configured model cannot be used here.
+    :class:`ReindexRefused`, carrying its audit entry, when the configured model cannot be used here.
     """
     from matcher import ModelFilesMissing
 
@@ -217,9 +218,9 @@ def start_run(session: Session, settings: Settings, actor: User | None, *, ip: s
     try:
         target = configured_model_id(settings)
     except ModelFilesMissing as exc:
-        audit.record(session, "gallery.reindex_start", actor=actor, outcome=AuditOutcome.denied,
-                     object_type="reindex_run", detail={"model": settings.face_model, "reason": str(exc)}, ip=ip)
-        raise ReindexRefused(f"The configured face model {settings.face_model!r} cannot be used: {exc}") from exc
+        raise ReindexRefused(f"The configured face model {settings.face_model!r} cannot be used: {exc}").recorded_as(
+            RefusalEntry("gallery.reindex_start", actor=actor, object_type="reindex_run",
+                         detail={"model": settings.face_model, "reason": str(exc)}, ip=ip)) from exc
     running = session.exec(select(ReindexRun).where(col(ReindexRun.status).in_(ACTIVE))
                            .order_by(col(ReindexRun.id))).all()
     for run in running:

@@ -187,6 +187,7 @@ def create_reindex(request: Request, session: SessionDep, settings: SettingsDep,
     try:
         run = reindex.start_run(session, settings, admin, ip=client_ip(request))
     except reindex.ReindexRefused as exc:
+        record_refusal(session, exc)
         return render(request, "admin_reindex.html", {
             **_reindex_context(session, settings), "error": str(exc)}, status_code=409)
     if run is None:
