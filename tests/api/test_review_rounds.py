@@ -99,8 +99,10 @@ def test_at_most_three_rounds_then_it_stays_disputed(engine, cand, clients):
         assert last is not None
         assert last.outcome == "denied" and last.detail["round"] == 3
     assert clients("rec7").post("/api/review/next").json()["task"] is None
+    # The disputes page says why it cannot be escalated, and offers no working button.
     page = boss.get("/disputes")
-    assert "last round: stays disputed" in page.text
+    assert "It has had 3 rounds, the most there can be: it stays disputed" in page.text
+    assert f'href="/disputes/{cand.id}/escalate"' not in page.text and "disabled aria-disabled" in page.text
 
 
 def _set_standing(engine, names, standing: str) -> None:

@@ -159,10 +159,12 @@ def enrol_subject(page: Any, name: str, case_ref: str, photo: Path) -> int:
 
 
 def escalate_disputes(page: Any, candidate_ids: list[int]) -> None:
-    """The manager escalates each disputed candidate from the disputes page."""
+    """The manager escalates each disputed candidate from the disputes page, confirming on the next page."""
     for cid in candidate_ids:
         page.goto("/disputes")
-        page.click(f"form[action='/disputes/{cid}/escalate'] button[type=submit]")
+        page.click(f"a.escalate[href='/disputes/{cid}/escalate']")
+        page.wait_for_selector("#confirm-escalate")
+        page.click("#confirm-escalate")
         page.wait_for_load_state("load")
 
 
@@ -186,8 +188,10 @@ def upload_sighting(page: Any, photo: Path, place: str) -> int:
         page.tap("#send")
     else:
         page.click("#send")
-    page.wait_for_url(lambda url: re.search(r"/sightings/\d+$", url) is not None)
-    sighting_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    page.wait_for_url(lambda url: re.search(r"/sightings/\d+(\?sent=1)?$", url) is not None)
+    found = re.search(r"/sightings/(\d+)", page.url)
+    assert found is not None, page.url
+    sighting_id = int(found.group(1))
     for check in OFFICER_CHECKS:
         check(page, sighting_id)
     return sighting_id

@@ -233,6 +233,7 @@ def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
     from tests.triage.test_matching import astronaut_png
     from triage.gallery import SWITCH_MODEL, record_change
     from triage.models import AuditEntry
+    from triage.transaction import unit_of_work
 
     settings = make_settings(tmp_path, db_url, face_model="dlib")
     store = ImageStore(settings.images_dir)
@@ -247,7 +248,9 @@ def test_enrolment_refuses_a_photo_without_an_embedding_of_the_galleries_model(
         s.add(row)
         record_change(s, SWITCH_MODEL, 0)
         s.commit()
-    with Session(engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="send the photo again"):
+    # (unit_of_work: the refusal's entry is kept the way a request's transaction keeps it)
+    with Session(engine) as s, pytest.raises(watchlist.EnrolmentRefused, match="send the photo again"), \
+            unit_of_work(s):
         watchlist.enrol_reference_photo(s, store, subject.pk, analysis, None)
     with Session(engine) as s:
         assert s.exec(select(ReferencePhoto)).all() == [] and s.exec(select(ReferenceEmbedding)).all() == []
