@@ -7,9 +7,11 @@ records are made through the real domain functions (candidates, leases, verdicts
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import io
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -233,27 +235,30 @@ def running_world(db_templates: Any, **overrides: Any) -> Iterator[World]:
 
     from miatari.app import create_app
 
-    with tempfile.TemporaryDirectory(prefix="miatari-pages-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        url = db_templates.new(tmp / "pages.db")
-        settings = make_settings(tmp, url, **{"lead_threshold": 0.5, **overrides})
-        engine = make_engine(url)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, name=f"pages-{port}", daemon=True)
-        thread.start()
-        world = World(f"http://127.0.0.1:{port}", settings, engine, tmp)
-        try:
-            _wait_until_up(world.url)
-            seed(world)
-            yield world
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            engine.dispose()
-            if hasattr(db_templates, "drop"):
-                db_templates.drop(url)
+    # Kept until the test process ends: the first app a process starts puts that process's Prometheus
+    # files in its data folder (triage.prom.setup_process, once per process), and later tests write there.
+    tmp_dir = tempfile.mkdtemp(prefix="miatari-pages-")
+    atexit.register(shutil.rmtree, tmp_dir, ignore_errors=True)
+    tmp = Path(tmp_dir)
+    url = db_templates.new(tmp / "pages.db")
+    settings = make_settings(tmp, url, **{"lead_threshold": 0.5, **overrides})
+    engine = make_engine(url)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"pages-{port}", daemon=True)
+    thread.start()
+    world = World(f"http://127.0.0.1:{port}", settings, engine, tmp)
+    try:
+        _wait_until_up(world.url)
+        seed(world)
+        yield world
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        engine.dispose()
+        if hasattr(db_templates, "drop"):
+            db_templates.drop(url)
 
 
 def _wait_until_up(url: str) -> None:
