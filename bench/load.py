@@ -83,9 +83,10 @@ class Stats:
 class Deployment:
     """The server processes, started the README's way on a fresh data folder."""
 
-    def __init__(self, work: Path, postgres: bool) -> None:
+    def __init__(self, work: Path, postgres: bool, web_processes: int | None = None) -> None:
         self.work = work
         self.postgres = postgres
+        self.web_processes = web_processes
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
         self.db_name = ""
@@ -131,7 +132,8 @@ class Deployment:
         else:
             port = _free_port()
             self.ports.append(port)
-            self._spawn(["serve"], {**self.env, "MIATARI_PORT": str(port)}, "web0.log")
+            extra = {} if self.web_processes is None else {"MIATARI_WEB_PROCESSES": str(self.web_processes)}
+            self._spawn(["serve"], {**self.env, **extra, "MIATARI_PORT": str(port)}, "web0.log")
         deadline = time.monotonic() + 180
         for port in self.ports:
             while True:
@@ -352,13 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--managers", type=int, default=2)
     parser.add_argument("--seed-sightings", type=int, default=60)
     parser.add_argument("--seed-timeout", type=float, default=300.0)
+    parser.add_argument("--web-processes", type=int, default=None,
+                        help="embedded default only: MIATARI_WEB_PROCESSES for miatari serve (default: its own)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (server logs, database) and say where")
     args = parser.parse_args(argv)
     if not (faces_dir() / "frmdb" / "manifest.csv").exists():
         print(f"real face photos not found at {faces_dir()} (set MIATARI_FACES_DIR)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
     work = Path(tempfile.mkdtemp(prefix="miatari-load-"))
-    dep = Deployment(work, args.postgres)
+    dep = Deployment(work, args.postgres, args.web_processes)
     setup = "PostgreSQL, 2 web processes + 2 workers" if args.postgres else "embedded default (SQLite; miatari serve)"
     try:
         (work / "data").mkdir()
@@ -393,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and passed
         print(f"  {'ok  ' if passed else 'FAIL'} {name}: {detail}")
     print(f"targets {'met' if met else 'not all met'}; invariants {'hold' if ok else 'BROKEN'}")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 

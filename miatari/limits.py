@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from triage import audit
 from triage.config import Settings
+from triage.db import read_first
 from triage.models import AuditOutcome
 from triage.security import SESSION_COOKIE, resolve_api_token, resolve_session_token
 
@@ -120,7 +121,7 @@ class RequestLimits:
         cookie = _cookie(headers, SESSION_COOKIE)
         if not auth.lower().startswith("bearer ") and not cookie:
             return False
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(read_first(self.engine), expire_on_commit=False) as session:
             if auth.lower().startswith("bearer "):
                 resolved = resolve_api_token(session, auth[7:].strip())
             else:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -21,13 +25,91 @@ RowT = TypeVar("RowT", bound=Table)
 _WRITE_STATEMENTS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 
 
+# The write locks this process holds, by connection, with the thread that took each.
+_holders: dict[int, int] = {}
+
+
+class WriterConnection(sqlite3.Connection):
+    """A SQLite connection that queues for the write lock on a lock file before ``BEGIN IMMEDIATE``.
+
+    SQLite's own busy handler polls: a waiter sleeps up to 100 ms between tries, so under contention the
+    lock lies idle while writers sleep, and a writer that keeps losing to newcomers waits for seconds.
+    Blocked in ``flock`` instead, a waiter (a thread of this process or of another: the web processes and
+    the matching worker share the file) is woken the moment the holder commits or rolls back.  The kernel
+    drops the lock of a killed process.  A program that does not queue here (``sqlite3``, a migration in
+    another tool) still meets SQLite's busy timeout, as before.
+    """
+
+    lock_path = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600) if self.lock_path else -1
+        self._holds = False
+
+    def take_write_lock(self) -> None:
+        # A thread that holds the lock through another connection must not queue behind itself: that
+        # transaction meets SQLite's busy timeout (an error), as it would without this lock.
+        if self._lock_fd < 0 or self._holds or threading.get_ident() in _holders.values():
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._holds = True
+        _holders[id(self)] = threading.get_ident()
+
+    def let_go(self) -> None:
+        if self._holds:
+            self._holds = False
+            _holders.pop(id(self), None)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.let_go()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.let_go()
+
+    def close(self) -> None:
+        try:
+            self.let_go()
+            super().close()
+        finally:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+
+def _connection_class(url: str) -> type[WriterConnection]:
+    database = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return WriterConnection
+    return type("WriterConnection", (WriterConnection,), {"lock_path": f"{os.path.abspath(database)}-writer"})
+
+
+def _begin_immediate(raw: Any) -> None:
+    if isinstance(raw, WriterConnection):
+        raw.take_write_lock()
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        if isinstance(raw, WriterConnection):
+            raw.let_go()
+        raise
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
-        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                        "factory": _connection_class(url)}
         if url in ("sqlite://", "sqlite:///:memory:"):
             kwargs.setdefault("poolclass", StaticPool)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
@@ -50,7 +132,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # transaction can then never fail half-way with "database is locked".
             # Read-first transactions (GET requests) start deferred: WAL readers wait for nobody.
             deferred = bool(conn.get_execution_options().get(READ_FIRST))
-            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+            if deferred:
+                conn.exec_driver_sql("BEGIN")
+            else:
+                _begin_immediate(conn.connection.dbapi_connection)
             conn.info[_DEFERRED] = deferred
 
         @event.listens_for(engine, "before_cursor_execute")
@@ -67,7 +152,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if locks or statement.lstrip()[:9].upper().startswith(_WRITE_STATEMENTS):
                 raw = conn.connection.dbapi_connection
                 raw.execute("COMMIT")
-                raw.execute("BEGIN IMMEDIATE")
+                _begin_immediate(raw)
                 conn.info[_DEFERRED] = False
 
         return engine

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from triage import services, watchlist
 from triage.config import Settings
+from triage.db import READ_FIRST
 from triage.errors import RefusalEntry, Refused
 from triage.gallery import enrolment_models
 from triage.models import Role, User
@@ -165,6 +166,9 @@ def _resolve(request: Request, session: Session, settings: Settings) -> Resolved
     if cached is not None:
         return cached
     resolved: ResolvedSession | None = None
+    if not session.in_transaction():
+        # Authentication reads; on SQLite it takes the write lock only if it writes (bookkeeping).
+        session.connection(execution_options={READ_FIRST: True})
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         resolved = resolve_api_token(session, auth[7:].strip())
