@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-timeout", type=float, default=300.0)
     parser.add_argument("--web-processes", type=int, default=None,
                         help="embedded default only: MIATARI_WEB_PROCESSES for miatari serve (default: its own)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (server logs, database) and say where")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (server logs, database) and say where")
     args = parser.parse_args(argv)
     if not (faces_dir() / "frmdb" / "manifest.csv").exists():
         print(f"real face photos not found at {faces_dir()} (set MIATARI_FACES_DIR)", file=sys.stderr)

@@ -172,6 +172,16 @@ def read_first(engine: Engine) -> Engine:
     return engine.execution_options(**{READ_FIRST: True}) if is_sqlite(engine) else engine
 
 
+def reads_first(session: Session) -> None:
+    """Let the session's next transaction begin as a reader (SQLite: ``BEGIN`` deferred), if none is open.
+
+    For work that may find it has nothing to write: asking costs no write lock, and its first write or row
+    lock takes the lock then (``_sqlite_upgrade``), from a fresh snapshot.  What was read before that may
+    be stale, so it may only decide whether to go on.  PostgreSQL is unaffected."""
+    if not session.in_transaction():
+        session.connection(execution_options={READ_FIRST: True})
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A job's or a command's session and its one transaction (``triage.transaction.unit_of_work``):

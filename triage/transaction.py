@@ -86,12 +86,18 @@ def unit_of_work(session: Session) -> Iterator[Session]:
     try:
         yield session
     except BaseException as exc:
-        record_refusal(session, exc)
-        if session.in_transaction():
-            session.commit()  # the refusal's entry, or nothing: the work was rolled back
+        finish(session, exc)
         raise
+    finish(session)
+
+
+def finish(session: Session, error: BaseException | None = None) -> None:
+    """End a unit of work by hand, as ``unit_of_work`` does (an async owner runs this in a worker thread):
+    commit; after ``error``, roll the work back and commit only the refusal's entry, if it has one."""
+    if error is not None:
+        record_refusal(session, error)
     if session.in_transaction():
-        session.commit()
+        session.commit()  # after an error: the refusal's entry, or nothing (the work was rolled back)
 
 
 def checkpoint(session: Session) -> None:

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from triage import services, watchlist
 from triage.config import Settings
-from triage.db import READ_FIRST
+from triage.db import reads_first
 from triage.errors import RefusalEntry, Refused
 from triage.gallery import enrolment_models
 from triage.models import Role, User
@@ -141,11 +141,28 @@ def _keep_readable(request: Request, session: Session) -> None:
             session.refresh(row)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# The dependencies below that only read app state are async: a plain ``def`` would cost a worker-thread hop.
+async def _settings(request: Request) -> Settings:
+    return get_settings(request)
+
+
+async def _engine(request: Request) -> Engine:
+    return get_engine(request)
+
+
+async def _store(request: Request) -> ImageStore:
+    return get_store(request)
+
+
+async def _pipeline(request: Request) -> PipelineHandle:
+    return get_pipeline(request)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-EngineDep = Annotated[Engine, Depends(get_engine)]
-StoreDep = Annotated[ImageStore, Depends(get_store)]
-PipelineDep = Annotated[PipelineHandle, Depends(get_pipeline)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+StoreDep = Annotated[ImageStore, Depends(_store)]
+PipelineDep = Annotated[PipelineHandle, Depends(_pipeline)]
 
 
 def client_ip(request: Request) -> str:
@@ -166,9 +183,7 @@ def _resolve(request: Request, session: Session, settings: Settings) -> Resolved
     if cached is not None:
         return cached
     resolved: ResolvedSession | None = None
-    if not session.in_transaction():
-        # Authentication reads; on SQLite it takes the write lock only if it writes (bookkeeping).
-        session.connection(execution_options={READ_FIRST: True})
+    reads_first(session)  # authentication takes SQLite's write lock only if it writes (bookkeeping)
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         resolved = resolve_api_token(session, auth[7:].strip())
@@ -264,7 +279,7 @@ AccountUser = Annotated[User, Depends(require_account_user)]
 
 
 def require_roles(*roles: Role) -> Callable[..., Any]:
-    def dependency(request: Request, user: CurrentUser) -> User:
+    async def dependency(request: Request, user: CurrentUser) -> User:
         if not user.has_role(*roles):
             raise Forbidden(f"This needs the role {' or '.join(r.value for r in roles)}.").recorded_as(
                 refusal(request, "access", user, {"needs": [r.value for r in roles]}))

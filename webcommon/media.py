@@ -12,14 +12,15 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import HTTPException, Query, Request, Response
 
 from api.responses import COMMON_RESPONSES
 from triage import audit, flags, review, sightings
 from triage.models import ReferencePhoto
+from webcommon import routing
 from webcommon.deps import CurrentUser, Id, ManagerUser, Position, RecognizerUser, SessionDep, StoreDep, client_ip
 
-router = APIRouter()
+router = routing.router()
 
 PRIVATE = {"Cache-Control": "private, no-store"}
 NO_STORE = {"Cache-Control": "no-store"}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import BaseModel
 
 from triage import audit
+from webcommon import routing
 from webcommon.deps import ManagerUser, Position, SessionDep
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = routing.router(prefix="/api/audit", tags=["audit"])
 
 
 # Schemas

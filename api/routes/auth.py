@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from triage.models import User
@@ -17,6 +17,7 @@ from triage.security import (
     list_api_tokens,
     revoke_api_token,
 )
+from webcommon import routing
 from webcommon.deps import (
     CSRF_HEADER,
     CurrentUser,
@@ -32,7 +33,7 @@ from webcommon.deps import (
     require_account_user,
 )
 
-router = APIRouter(prefix="/api", tags=["auth"])
+router = routing.router(prefix="/api", tags=["auth"])
 
 
 # Schemas

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 
 from triage import flags
 from triage.models import Flag
+from webcommon import routing
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
 
-router = APIRouter(prefix="/api/flags", tags=["flags"])
+router = routing.router(prefix="/api/flags", tags=["flags"])
 
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from triage.migrate import at_head
+from webcommon import routing
 from webcommon.deps import EngineDep, SettingsDep
 
-router = APIRouter(tags=["health"])
+router = routing.router(tags=["health"])
 
 
 @router.get("/healthz")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import HTTPException, Query, Request
 from fastapi.responses import Response
 
 from triage import metrics, metrics_cache
+from webcommon import routing
 from webcommon.deps import ManagerUser, SessionDep, get_settings
 
-router = APIRouter(prefix="/api/metrics", tags=["metrics"])
+router = routing.router(prefix="/api/metrics", tags=["metrics"])
 
 
 def _plain(m: metrics.Metrics) -> dict[str, Any]:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
 
 from triage import qualification, review
 from triage.models import Subject
+from webcommon import routing
 from webcommon.deps import Id, ManagerUser, RecognizerUser, SessionDep, SettingsDep, client_ip
 
-router = APIRouter(prefix="/api/review", tags=["review"])
+router = routing.router(prefix="/api/review", tags=["review"])
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -13,6 +13,7 @@ from api.responses import FieldProblem
 from triage import sightings
 from triage.models import Sighting
 from triage.transaction import record_refusal
+from webcommon import routing
 from webcommon.deps import (
     CurrentUser,
     Id,
@@ -27,7 +28,7 @@ from webcommon.deps import (
 from webcommon.errors import status_for
 from webcommon.uploads import photo_uploads
 
-router = APIRouter(prefix="/api/sightings", tags=["sightings"])
+router = routing.router(prefix="/api/sightings", tags=["sightings"])
 
 class SightingAccepted(BaseModel):
     id: int

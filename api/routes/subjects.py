@@ -5,17 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import BaseModel
 
 from api.responses import FieldProblem
 from triage import watchlist
 from triage.models import ReferencePhoto, Subject, SubjectStatus
 from triage.transaction import checkpoint, record_refusal
+from webcommon import routing
 from webcommon.deps import Id, ManagerUser, PipelineDep, Position, SessionDep, SettingsDep, StoreDep, client_ip
 from webcommon.uploads import read_capped
 
-router = APIRouter(prefix="/api/subjects", tags=["subjects"])
+router = routing.router(prefix="/api/subjects", tags=["subjects"])
 
 
 # Response schemas

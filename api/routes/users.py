@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
 from triage import accounts
 from triage.errors import RefusalEntry
 from triage.models import User
+from webcommon import routing
 from webcommon.deps import AdminUser, Id, SessionDep, client_ip
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = routing.router(prefix="/api/users", tags=["users"])
 
 
 # Schemas

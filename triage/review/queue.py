@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from triage import audit, qualification
 from triage.clock import utcnow
 from triage.config import Settings
-from triage.db import session_scope
+from triage.db import reads_first, session_scope
 from triage.gallery import searchable_clause
 from triage.models import (
     Candidate,
@@ -116,6 +116,18 @@ def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot
     ).first()
 
 
+def _nothing_for(session: Session, user: User, settings: Settings) -> bool:
+    """Whether this recognizer holds no lease and could take no real task: asked as a reader, so an empty
+    queue (asked every few seconds by everyone waiting for work) costs no write lock.  A stale answer only
+    says "nothing" a moment late; when there is something, the claim reads everything again under the lock."""
+    reads_first(session)
+    now = utcnow()
+    if _current_lease(session, user, now) is not None:
+        return False
+    waiting = _available_slots(user, settings, now, known_answer=False).limit(1).exists()
+    return not session.exec(select(waiting)).one()
+
+
 def current_task(session: Session, user: User) -> Task | None:
     """The live lease this user holds, if any (read only)."""
     held = _current_lease(session, user, utcnow())
@@ -143,6 +155,8 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
                       object_type="user", object_id=user.id, ip=ip)
     share = qualification.share_for(user, settings)
     rng = rng or random.Random()
+    if _nothing_for(session, user, settings):
+        return None
     for _attempt in range(3):
         now = utcnow()
         # One person's claims are serialised, so they can never race themself onto both slots.

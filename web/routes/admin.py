@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import accounts, reindex
@@ -15,9 +15,10 @@ from triage.transaction import record_refusal
 from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import AdminUser, Id, SessionDep, SettingsDep, client_ip
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = routing.router(prefix="/admin", tags=["admin"])
 
 
 def _users_page(request: Request, session: SessionDep, status_code: int = 200, **ctx: object) -> Response:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from triage import audit
 from web.htmx import is_htmx
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import ManagerUser, SessionDep
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = routing.router(prefix="/audit", tags=["audit"])
 PAGE_SIZE = 100
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import accounts, audit, dashboard
@@ -26,6 +26,7 @@ from triage.security import (
 from triage.transaction import record_refusal
 from web.flash import taken, tell
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import (
     AccountUser,
     CurrentUser,
@@ -37,7 +38,7 @@ from webcommon.deps import (
     pending_action,
 )
 
-router = APIRouter(tags=["auth"])
+router = routing.router(tags=["auth"])
 
 # Before login there is no session; the login form uses a double-submit cookie.
 LOGIN_CSRF_COOKIE = "miatari_login_csrf"

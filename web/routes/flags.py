@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Form, HTTPException, Request
 from fastapi.responses import Response
 
 from triage import flags
 from triage.transaction import record_refusal
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import CurrentUser, Id, SessionDep, client_ip
 from webcommon.errors import status_for
 
-router = APIRouter(prefix="/flags", tags=["flags"])
+router = routing.router(prefix="/flags", tags=["flags"])
 
 CLOSE_REASONS = [("arrested", "Arrested"), ("not_located", "Not located"), ("withdrawn", "Withdrawn")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import HTTPException, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 
@@ -13,9 +13,10 @@ from triage.transaction import record_refusal
 from web.charts import Bar, bar_chart, line_chart
 from web.htmx import hx_redirect
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import Id, ManagerUser, SessionDep, SettingsDep, client_ip, get_settings
 
-router = APIRouter(tags=["metrics"])
+router = routing.router(tags=["metrics"])
 
 
 def _pct(v: float | None) -> str:

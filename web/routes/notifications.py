@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from triage import notifications
 from web.htmx import is_htmx
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import AccountUser, CurrentUser, Id, SessionDep
 
-router = APIRouter(prefix="/notifications", tags=["notifications"])
+router = routing.router(prefix="/notifications", tags=["notifications"])
 
 
 @router.get("")

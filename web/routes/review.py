@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
@@ -26,10 +26,11 @@ from triage.models import User
 from triage.transaction import checkpoint, record_refusal
 from web.htmx import hx_redirect, is_htmx
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import Id, RecognizerUser, SessionDep, SettingsDep, client_ip
 from webcommon.errors import status_for
 
-router = APIRouter(prefix="/review", tags=["review"])
+router = routing.router(prefix="/review", tags=["review"])
 
 RECORDED_MESSAGE = "Verdict recorded. Press N for the next task."
 EMPTY_MESSAGE = "Nothing in the queue for you right now."

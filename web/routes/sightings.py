@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from triage import sightings
@@ -13,6 +13,7 @@ from triage.models import Role, Sighting, User
 from triage.transaction import record_refusal
 from web.htmx import STOP_POLLING, hx_redirect
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import (
     CurrentUser,
     Forbidden,
@@ -29,7 +30,7 @@ from webcommon.deps import (
 from webcommon.errors import status_for
 from webcommon.uploads import photo_uploads
 
-router = APIRouter(tags=["sightings"])
+router = routing.router(tags=["sightings"])
 
 PAGE_SIZE = 25
 POLL_SECONDS = 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import File, Form, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
 from triage import watchlist
@@ -17,10 +17,11 @@ from triage.watchlist.history import first_photos, subject_history
 from web.flash import taken, tell
 from web.htmx import STOP_POLLING, hx_redirect, is_htmx
 from web.templating import render
+from webcommon import routing
 from webcommon.deps import Id, ManagerUser, PageNumber, PipelineDep, SessionDep, SettingsDep, StoreDep, client_ip
 from webcommon.uploads import read_capped
 
-router = APIRouter(tags=["watchlist"])
+router = routing.router(tags=["watchlist"])
 
 PAGE_SIZE = 25
 MAX_ZIP_BYTES = 500_000_000
