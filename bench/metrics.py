@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL only (as --db postgres)")
     parser.add_argument("--candidates", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5, help="warm runs per request (median)")
+    parser.add_argument("--queries", action="store_true",
+                        help="after each summarised request, print its slowest SQL statements (ms, count)")
     args = parser.parse_args(argv)
     dbs = ["postgres"] if args.postgres or args.db == "postgres" else ["sqlite"] if args.db == "sqlite" \
         else ["sqlite", "postgres"]
@@ -326,6 +328,9 @@ def _run(db: str, args: argparse.Namespace, tmp: Path) -> list[_Result]:
             with engine.connect() as c:
                 c.exec_driver_sql("ANALYZE")
         out += [_measure(client, db, SUMMARISED, path, args.repeat) for path in PATHS]
+        if args.queries:
+            for path in TARGETED + ("/stats",):
+                _breakdown(client, path)
         client.__exit__(None, None, None)
         engine.dispose()
         return out
@@ -346,6 +351,35 @@ def _measure(client: Any, db: str, what: str, path: str, repeat: int) -> _Result
     result = _Result(db, what, path, cold, warm, max(load, _load()), sizes[0])
     print(f"  {db} {what} {path}: cold {cold:.0f} ms, warm {warm:.0f} ms (load {result.load:.1f})", flush=True)
     return result
+
+
+def _breakdown(client: Any, path: str, top: int = 8) -> None:
+    """One more request, timing each SQL statement it runs (on every engine of this process)."""
+    from sqlalchemy import event
+
+    spent: dict[str, list[float]] = {}
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        took = (time.perf_counter() - conn.info["bench_started"].pop()) * 1000
+        spent.setdefault(" ".join(statement.split()), []).append(took)
+
+    event.listen(Engine, "before_cursor_execute", before)
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        t = time.perf_counter()
+        assert client.get(path).status_code == 200
+        total = (time.perf_counter() - t) * 1000
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+        event.remove(Engine, "after_cursor_execute", after)
+    in_sql = sum(sum(v) for v in spent.values())
+    print(f"\n  GET {path}: {total:.0f} ms, {sum(len(v) for v in spent.values())} statements, "
+          f"{in_sql:.0f} ms in SQL; slowest:")
+    for statement, times in sorted(spent.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        print(f"    {sum(times):7.1f} ms ×{len(times)}  {statement[:220]}")
 
 
 def _http_client(url: str, tmp: Path) -> Any:

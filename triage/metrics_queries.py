@@ -177,19 +177,32 @@ class RoundCounts:
     by_week: Counter[tuple[dt.date, int, str, str]]
 
 
+def _round_groups(session: Session, window: Any, key: Any) -> Iterable[Any]:
+    """(key(completion), round, lo, hi, how many) over both sources; ``key`` is _week or _day."""
+    for kept in (False, True):
+        r = _rounds(session, window, kept)
+        at = key(session, r.c.done)
+        yield from session.execute(select(at, r.c.rnd, r.c.lo, r.c.hi, func.count())
+                                   .group_by(at, r.c.rnd, r.c.lo, r.c.hi))
+
+
 def round_counts(session: Session, window: Any) -> RoundCounts:
     """One pass over the rounds, grouped by (week, round, a, b with their verdicts); summed both ways here."""
     by_pair: Counter[tuple[int, int, str, int, str]] = Counter()
     by_week: Counter[tuple[dt.date, int, str, str]] = Counter()
-    for kept in (False, True):
-        r = _rounds(session, window, kept)
-        week = _week(session, r.c.done)
-        stmt = select(week, r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(week, r.c.rnd, r.c.lo, r.c.hi)
-        for day, rnd, lo, hi, n in session.execute(stmt):
-            va, vb = VERDICT_OF[lo % 4], VERDICT_OF[hi % 4]
-            by_pair[(rnd, lo // 4, va, hi // 4, vb)] += n
-            by_week[(as_day(day), rnd, va, vb)] += n
+    for day, rnd, lo, hi, n in _round_groups(session, window, _week):
+        va, vb = VERDICT_OF[lo % 4], VERDICT_OF[hi % 4]
+        by_pair[(rnd, lo // 4, va, hi // 4, vb)] += n
+        by_week[(as_day(day), rnd, va, vb)] += n
     return RoundCounts(by_pair, by_week)
+
+
+def round_days(session: Session, window: Any) -> Counter[tuple[dt.date, int, int, int]]:
+    """Completed rounds by (day of completion, round, lo, hi): what the per-day summaries keep."""
+    out: Counter[tuple[dt.date, int, int, int]] = Counter()
+    for day, rnd, lo, hi, n in _round_groups(session, window, _day):
+        out[(as_day(day), rnd, lo, hi)] += n
+    return out
 
 
 # Outcomes
@@ -223,60 +236,110 @@ class OutcomeCounts:
     band_waits: defaultdict[tuple[str, int, bool], float]
 
 
-def outcome_counts(session: Session, window: Any, width: float, last_round: int, part: str = ALL) -> OutcomeCounts:
-    """One pass over a period's decisions (read from one index: the status is grouped on, not filtered)."""
-    out = OutcomeCounts(Counter(), {}, defaultdict(float))
+def _outcome_groups(session: Session, window: Any, width: float, last_round: int, part: str,
+                    key: Any) -> Iterable[tuple[Any, str, int, bool, int, float]]:
+    """(key(decision), status, band, last round, how many, sum of waits) of decided real candidates."""
     for c in _outcome_sources(part):
-        band, week = _band(session, c.score, width), _week(session, c.decided_at)
+        band, at = _band(session, c.score, width), key(session, c.decided_at)
         final = c.current_round >= last_round
-        stmt = (select(week, c.status, band, final, func.count(),
+        stmt = (select(at, c.status, band, final, func.count(),
                        func.sum(_seconds(session, c.decided_at, c.created_at)))
                 .where(c.decided_at.is_not(None), *within(window, c.decided_at), *_part(c, part, last_round))
-                .group_by(week, c.status, band, final))
+                .group_by(at, c.status, band, final))
         if c is CANDIDATES:
             stmt = stmt.where(_real(c))
         for day, status, i, last, n, total in session.execute(stmt):
-            if status not in DECIDED:
-                continue
-            out.by_band[(status, int(i), bool(last))] += n
-            out.band_waits[(status, int(i), bool(last))] += float(total or 0.0)
-            old = out.waits.get(as_day(day), (0, 0.0))
-            out.waits[as_day(day)] = (old[0] + n, old[1] + float(total or 0.0))
+            if status in DECIDED:
+                yield day, status, int(i), bool(last), n, float(total or 0.0)
+
+
+def outcome_counts(session: Session, window: Any, width: float, last_round: int, part: str = ALL) -> OutcomeCounts:
+    """One pass over a period's decisions (read from one index: the status is grouped on, not filtered)."""
+    out = OutcomeCounts(Counter(), {}, defaultdict(float))
+    for day, status, i, last, n, total in _outcome_groups(session, window, width, last_round, part, _week):
+        out.by_band[(status, i, last)] += n
+        out.band_waits[(status, i, last)] += total
+        old = out.waits.get(as_day(day), (0, 0.0))
+        out.waits[as_day(day)] = (old[0] + n, old[1] + total)
     return out
 
 
-def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: int = 3) -> list[float]:
-    """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
-    live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
+def outcome_days(session: Session, window: Any, width: float, last_round: int,
+                 part: str = ALL) -> dict[tuple[dt.date, str, int, bool], tuple[int, float]]:
+    """Decisions by (day, status, band, last round): how many and the sum of their waits."""
+    out: dict[tuple[dt.date, str, int, bool], tuple[int, float]] = {}
+    for day, status, i, last, n, total in _outcome_groups(session, window, width, last_round, part, _day):
+        old = out.get((as_day(day), status, i, last), (0, 0.0))
+        out[(as_day(day), status, i, last)] = (old[0] + n, old[1] + total)
+    return out
+
+
+def _outcome_seconds(session: Session, window: Any, part: str, last_round: int,
+                     by_day: bool) -> Iterable[Any]:
+    """(status, seconds from sighting upload to outcome[, day of decision]) of each decided real candidate."""
+    def day(column: Any) -> list[Any]:
+        return [_day(session, column)] if by_day else []
+
+    live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"),
+                   *day(CANDIDATES.decided_at))
             .select_from(table_of(Candidate).join(
                 table_of(Sighting), SIGHTINGS.id == CANDIDATES.sighting_id))
             .where(_real(CANDIDATES), CANDIDATES.decided_at.is_not(None),
                    *within(window, CANDIDATES.decided_at), *_part(CANDIDATES, part, last_round)))
-    kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
+    kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"),
+                   *day(KEPT.decided_at))
             .where(KEPT.sighting_created_at.is_not(None),
                    KEPT.decided_at.is_not(None), *within(window, KEPT.decided_at)))
     stmt = live if part == WAITING else union_all(live, kept)
-    return [round(float(v), 3) for status, v in session.execute(stmt) if status in DECIDED]
+    return (row for row in session.execute(stmt) if row[0] in DECIDED)
+
+
+def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: int = 3) -> list[float]:
+    """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
+    return [round(float(row[1]), 3) for row in _outcome_seconds(session, window, part, last_round, False)]
+
+
+def outcome_seconds_days(session: Session, window: Any, part: str = ALL,
+                         last_round: int = 3) -> list[tuple[dt.date, float]]:
+    """The same seconds, each with its day of decision."""
+    rows = _outcome_seconds(session, window, part, last_round, True)
+    return [(as_day(day), round(float(v), 3)) for _, v, day in rows]
 
 
 # Verdicts
-def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
-    """Answered known-answer slots by (reviewer, known truth, verdict)."""
-    out: Counter[tuple[int, str, str]] = Counter()
+def _known_groups(session: Session, window: Any, by_day: bool) -> Iterable[Any]:
+    """(reviewer, truth, verdict, how many[, day of the verdict]) of answered known-answer slots."""
     # One query per truth. All time: over the slots of those pairs (found through an index on the truth); a
     # period: over its verdicts (their index), each checked against those pairs (``+ 0``: not by candidate).
     pair = SLOTS.candidate_id + 0 if window.bounded else SLOTS.candidate_id
-    live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count())
+    live_day = [_day(session, SLOTS.verdict_at)] if by_day else []
+    live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count(), *live_day)
             .where(pair.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
                    SLOTS.verdict.is_not(None), *within(window, SLOTS.verdict_at))  # a verdict has its reviewer
-            .group_by(SLOTS.reviewer_id, SLOTS.verdict) for truth in (Verdict.same.value, Verdict.different.value)]
-    kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count())
+            .group_by(SLOTS.reviewer_id, SLOTS.verdict, *live_day)
+            for truth in (Verdict.same.value, Verdict.different.value)]
+    kept_day = [_day(session, KEPT_SLOTS.verdict_at)] if by_day else []
+    kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count(), *kept_day)
             .where(KEPT_SLOTS.known_truth.is_not(None), KEPT_SLOTS.verdict.is_not(None),
                    KEPT_SLOTS.reviewer_id.is_not(None), *within(window, KEPT_SLOTS.verdict_at))
-            .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict))
+            .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, *kept_day))
     for stmt in (*live, kept):
-        for uid, truth, verdict, n in session.execute(stmt):
-            out[(uid, truth, verdict)] += n
+        yield from session.execute(stmt)
+
+
+def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
+    """Answered known-answer slots by (reviewer, known truth, verdict)."""
+    out: Counter[tuple[int, str, str]] = Counter()
+    for uid, truth, verdict, n in _known_groups(session, window, False):
+        out[(uid, truth, verdict)] += n
+    return out
+
+
+def known_answer_days(session: Session, window: Any) -> Counter[tuple[dt.date, int, str, str]]:
+    """The same by day of the verdict: (day, reviewer, known truth, verdict)."""
+    out: Counter[tuple[dt.date, int, str, str]] = Counter()
+    for uid, truth, verdict, n, day in _known_groups(session, window, True):
+        out[(as_day(day), uid, truth, verdict)] += n
     return out
 
 
@@ -286,12 +349,23 @@ def _verdicts(s: Any, conditions: Iterable[Any]) -> Any:
         s.verdict_at.is_not(None), s.verdict.is_not(None), *conditions)
 
 
-def throughput_counts(session: Session, window: Any) -> dict[int, tuple[int, int]]:
-    """Per recognizer: verdicts given in the window and distinct clock hours they were given in."""
+def _throughput_stmt(session: Session, window: Any, by_day: bool) -> Any:
     v = union_all(_verdicts(SLOTS, within(window, SLOTS.verdict_at)),
                   _verdicts(KEPT_SLOTS, within(window, KEPT_SLOTS.verdict_at))).subquery()
-    stmt = select(v.c.uid, func.count(), func.count(func.distinct(_hour(session, v.c.at)))).group_by(v.c.uid)
-    return {uid: (n, hours) for uid, n, hours in session.execute(stmt)}
+    day = [_day(session, v.c.at)] if by_day else []
+    return (select(v.c.uid, func.count(), func.count(func.distinct(_hour(session, v.c.at))), *day)
+            .group_by(v.c.uid, *day))
+
+
+def throughput_counts(session: Session, window: Any) -> dict[int, tuple[int, int]]:
+    """Per recognizer: verdicts given in the window and distinct clock hours they were given in."""
+    return {uid: (n, hours) for uid, n, hours in session.execute(_throughput_stmt(session, window, False))}
+
+
+def throughput_days(session: Session, window: Any) -> dict[tuple[dt.date, int], tuple[int, int]]:
+    """The same per (day, recognizer): an hour never spans two days, so the hours add up."""
+    return {(as_day(day), uid): (n, hours)
+            for uid, n, hours, day in session.execute(_throughput_stmt(session, window, True))}
 
 
 def hourly_counts(session: Session, since: dt.datetime) -> Counter[dt.datetime]:
@@ -306,11 +380,19 @@ def hourly_counts(session: Session, since: dt.datetime) -> Counter[dt.datetime]:
 
 
 def voided_count(session: Session, window: Any) -> int:
-    total = 0
+    return sum(voided_days(session, window, by_day=False).values())
+
+
+def voided_days(session: Session, window: Any, by_day: bool = True) -> Counter[dt.date | None]:
+    """Verdicts voided (their author suspended) in the window, by the day they were voided."""
+    out: Counter[dt.date | None] = Counter()
     for s in (SLOTS, KEPT_SLOTS):
-        total += session.execute(select(func.count()).select_from(s[0].table).where(
-            s.voided_at.is_not(None), s.verdict.is_not(None), *within(window, s.voided_at))).scalar_one()
-    return total
+        day = [_day(session, s.voided_at)] if by_day else []
+        stmt = (select(func.count(), *day).select_from(s[0].table)
+                .where(s.voided_at.is_not(None), s.verdict.is_not(None), *within(window, s.voided_at)))
+        for n, *at in session.execute(stmt.group_by(*day) if by_day else stmt):
+            out[as_day(at[0]) if by_day else None] += n
+    return out
 
 
 # Queue and flags (live only: the sweep never deletes open candidates nor flags)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, false, func, or_, select
+from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -59,7 +59,8 @@ MAX_ROUNDS = q.MAX_ROUNDS
 BUCKETS_PER_DOUBLING = 16
 VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}"
 SETTLE = dt.timedelta(minutes=10)
-DAYS_PER_SWEEP = 120
+DAYS_PER_SWEEP = 400  # a year of history in the first sweep
+DAYS_PER_TRANSACTION = 31
 DAY_TABLES = (MetricDayRound, MetricDayOutcome, MetricDayDuration, MetricDayKnown, MetricDayVerdicts)
 DAYS = MetricDay.__table__.c  # type: ignore[attr-defined]
 ROUNDS = MetricDayRound.__table__.c  # type: ignore[attr-defined]
@@ -85,25 +86,48 @@ def day_span(day: dt.date) -> q.Span:
 # Writing
 def summarise_day(session: Session, day: dt.date) -> None:
     """Write the day's rows and its ``metric_day`` row in the caller's transaction (not committed)."""
-    span = day_span(day)
+    summarise_days(session, [day])
+
+
+def summarise_days(session: Session, days: Iterable[dt.date]) -> None:
+    """Write the rows of these days and their ``metric_day`` rows in the caller's transaction (not committed).
+
+    Set-based: each figure is one aggregate query over the span from the first to the last of the days,
+    grouped by day as well (a day's rows are what that query gives over the day alone); rows of days in the
+    span but not asked for are left out. Rows are written in bulk."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return
+    keep = set(wanted)
+    span = q.Span(_midnight(wanted[0]), _midnight(wanted[-1] + dt.timedelta(days=1)))
+    for table in (*DAY_TABLES, MetricDay):
+        session.execute(delete(table).where(table_of(table).c.day.in_(wanted)))
+    voided = q.voided_days(session, span)
+    now = utcnow()
+    rows: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    rows[MetricDay] = [{"day": d, "version": VERSION, "voided": voided.get(d, 0), "summarised_at": now}
+                       for d in wanted]
+    rows[MetricDayRound] = [{"day": d, "round": rnd, "lo": lo, "hi": hi, "n": n}
+                            for (d, rnd, lo, hi), n in q.round_days(session, span).items() if d in keep]
+    outcomes = q.outcome_days(session, span, BAND_WIDTH, MAX_ROUNDS, q.SETTLED)
+    rows[MetricDayOutcome] = [{"day": d, "status": status, "band": band, "final": final, "n": n,
+                               "wait_seconds": wait}
+                              for (d, status, band, final), (n, wait) in outcomes.items() if d in keep]
+    by_bucket: dict[tuple[dt.date, int], list[float]] = defaultdict(list)
+    for d, seconds in q.outcome_seconds_days(session, span, q.SETTLED, MAX_ROUNDS):
+        if d in keep:
+            by_bucket[(d, bucket(seconds))].append(seconds)
+    rows[MetricDayDuration] = [{"day": d, "bucket": b, "n": len(values), "seconds": sorted(values)}
+                               for (d, b), values in by_bucket.items()]
+    rows[MetricDayKnown] = [{"day": d, "reviewer_id": uid, "truth": truth, "verdict": verdict, "n": n}
+                            for (d, uid, truth, verdict), n in q.known_answer_days(session, span).items()
+                            if d in keep]
+    rows[MetricDayVerdicts] = [{"day": d, "reviewer_id": uid, "verdicts": n, "hours": hours}
+                               for (d, uid), (n, hours) in q.throughput_days(session, span).items() if d in keep]
+    # The day rows first: a second worker writing the same days fails on their key before anything else.
     for table in (MetricDay, *DAY_TABLES):
-        session.execute(delete(table).where(table_of(table).c.day == day))
-    session.add(MetricDay(day=day, version=VERSION, voided=q.voided_count(session, span)))
-    for (rnd, a, va, b, vb), n in q.round_counts(session, span).by_pair.items():
-        session.add(MetricDayRound(day=day, round=rnd, lo=a * 4 + q.CODES[va], hi=b * 4 + q.CODES[vb], n=n))
-    outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, q.SETTLED)
-    for (status, band, final), n in outcomes.by_band.items():
-        session.add(MetricDayOutcome(day=day, status=status, band=band, final=final, n=n,
-                                     wait_seconds=outcomes.band_waits[(status, band, final)]))
-    by_bucket: dict[int, list[float]] = defaultdict(list)
-    for seconds in q.outcome_seconds(session, span, q.SETTLED, MAX_ROUNDS):
-        by_bucket[bucket(seconds)].append(seconds)
-    for b, values in by_bucket.items():
-        session.add(MetricDayDuration(day=day, bucket=b, n=len(values), seconds=sorted(values)))
-    for (uid, truth, verdict), n in q.known_answer_counts(session, span).items():
-        session.add(MetricDayKnown(day=day, reviewer_id=uid, truth=truth, verdict=verdict, n=n))
-    for uid, (n, hours) in q.throughput_counts(session, span).items():
-        session.add(MetricDayVerdicts(day=day, reviewer_id=uid, verdicts=n, hours=hours))
+        if rows[table]:
+            session.execute(insert(table_of(table)), rows[table])
     session.flush()
 
 
@@ -119,21 +143,49 @@ def missing_days(session: Session, now: dt.datetime | None = None) -> list[dt.da
     return [d for d in days if d not in done]
 
 
+def _runs(days: list[dt.date], most: int) -> list[list[dt.date]]:
+    """Consecutive days together, at most ``most`` a run."""
+    runs: list[list[dt.date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][-1] == day - dt.timedelta(days=1) and len(runs[-1]) < most:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
 def summarise(engine: Engine, now: dt.datetime | None = None, limit: int = DAYS_PER_SWEEP) -> int:
-    """Summarise up to ``limit`` missing days, newest first, one transaction each; returns how many."""
+    """Summarise up to ``limit`` missing days, newest first: consecutive days together (up to
+    ``DAYS_PER_TRANSACTION`` in one set-based pass and one transaction); returns how many."""
     with Session(engine) as session:
         days = missing_days(session, now)[:limit]
     written = 0
-    for day in days:
+    for run in sorted(_runs(days, DAYS_PER_TRANSACTION), key=lambda r: r[-1], reverse=True):
+        written += _write(engine, run, now)
+    if written:
+        log.info("metrics: summarised %d day(s)", written)
+    return written
+
+
+def _write(engine: Engine, run: list[dt.date], now: dt.datetime | None) -> int:
+    with Session(engine) as session:
+        try:
+            summarise_days(session, run)
+            session.commit()
+            return len(run)
+        except IntegrityError:  # another worker summarised some of them meanwhile: the rest, one by one
+            session.rollback()
+    written = 0
+    for day in run:
         with Session(engine) as session:
+            if day not in missing_days(session, now):
+                continue
             try:
                 summarise_day(session, day)
                 session.commit()
                 written += 1
-            except IntegrityError:  # another worker summarised it meanwhile
+            except IntegrityError:
                 session.rollback()
-    if written:
-        log.info("metrics: summarised %d day(s)", written)
     return written
 
 
