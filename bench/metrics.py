@@ -315,8 +315,7 @@ def _run(db: str, args: argparse.Namespace, tmp: Path) -> list[_Result]:
         t = time.perf_counter()
         counts = seed(engine, candidates=args.candidates)
         if db == "postgres":  # as autovacuum would after such a load: the planner needs the tables' statistics
-            with engine.connect() as c:
-                c.exec_driver_sql("ANALYZE")
+            _analyze(engine)
         print(f"{db}: seeded {counts} in {time.perf_counter() - t:.1f} s (load {_load():.1f})", flush=True)
         client = _http_client(url, tmp)
         # Nothing summarised yet: every figure is read live, as before the summaries.
@@ -325,8 +324,7 @@ def _run(db: str, args: argparse.Namespace, tmp: Path) -> list[_Result]:
         days = metrics_summary.summarise(engine, limit=100_000)
         print(f"{db}: summarised {days} days in {time.perf_counter() - t:.1f} s (load {_load():.1f})", flush=True)
         if db == "postgres":
-            with engine.connect() as c:
-                c.exec_driver_sql("ANALYZE")
+            _analyze(engine)
         out += [_measure(client, db, SUMMARISED, path, args.repeat) for path in PATHS]
         if args.queries:
             for path in TARGETED + ("/stats",):
@@ -336,6 +334,12 @@ def _run(db: str, args: argparse.Namespace, tmp: Path) -> list[_Result]:
         return out
     finally:
         drop()
+
+
+def _analyze(engine: Engine) -> None:
+    """Statistics for the planner (committed: ANALYZE in a transaction rolled back keeps none)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("ANALYZE")
 
 
 def _measure(client: Any, db: str, what: str, path: str, repeat: int) -> _Result:

@@ -154,16 +154,28 @@ def _known_ids() -> Select[Any]:
 
 # Rounds
 def _rounds(session: Session, window: Any, kept: bool) -> Any:
-    """One row per completed round of a real candidate: round, (reviewer*4+code) low and high, completion."""
+    """One row per completed round of a real candidate: round, (reviewer*4+code) low and high, completion.
+
+    A period's rounds are read from the candidates with a verdict in it (the verdicts' index), each joined to
+    its slots through the index on the candidate: whatever the planner thinks of the counting slots, the
+    query reads only the period's candidates, never every slot."""
     s = KEPT_SLOTS if kept else SLOTS
+    table = s.candidate_id.table
     code = case(*((s.verdict == v, n) for v, n in CODES.items()), else_=None)
     key = s.reviewer_id * 4 + code
-    real: ColumnElement[bool] = s.known_truth.is_(None) if kept else s.candidate_id.not_in(_known_ids())
     done = func.max(s.verdict_at)
+    stmt = select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"), done.label("done"))
     if window.bounded:  # a round completed in the window has a verdict in it: read only those candidates
-        real = and_(real, s.candidate_id.in_(select(s.candidate_id).where(*within(window, s.verdict_at))))
-    stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"), done.label("done"))
-            .where(s.voided_at.is_(None), s.withdrawn == false(), real)
+        w = table.alias("in_window")
+        ids = select(w.c.candidate_id).where(*within(window, w.c.verdict_at)).distinct().subquery("ids")
+        stmt = stmt.select_from(ids).join(table, s.candidate_id == ids.c.candidate_id)
+    else:
+        stmt = stmt.select_from(table)
+    if kept:
+        stmt = stmt.where(s.known_truth.is_(None))
+    else:  # a real candidate (a slot always has its candidate)
+        stmt = stmt.join(table_of(Candidate), CANDIDATES.id == s.candidate_id).where(_real(CANDIDATES))
+    stmt = (stmt.where(s.voided_at.is_(None), s.withdrawn == false())
             .group_by(s.candidate_id, *([s.archived_at] if kept else []), s.round)  # (a reused number: apart)
             .having(func.count() == 2, func.count(s.verdict) == 2, *within(window, done)))
     return stmt.subquery()
