@@ -183,9 +183,10 @@ def _rounds(session: Session, window: Any, kept: bool) -> Any:
 
 @dataclass
 class RoundCounts:
-    """Completed rounds, counted by (round, reviewer a, verdict a, reviewer b, verdict b), a < b."""
+    """Completed rounds, counted by pair (lo, hi: reviewer * 4 + verdict code, a < b) and by (week, round,
+    verdict a, verdict b): the round tallies and the overall agreement are sums over the weeks."""
 
-    by_pair: Counter[tuple[int, int, str, int, str]]
+    pairs: Counter[tuple[int, int]]
     by_week: Counter[tuple[dt.date, int, str, str]]
 
 
@@ -200,13 +201,12 @@ def _round_groups(session: Session, window: Any, key: Any) -> Iterable[Any]:
 
 def round_counts(session: Session, window: Any) -> RoundCounts:
     """One pass over the rounds, grouped by (week, round, a, b with their verdicts); summed both ways here."""
-    by_pair: Counter[tuple[int, int, str, int, str]] = Counter()
+    pairs: Counter[tuple[int, int]] = Counter()
     by_week: Counter[tuple[dt.date, int, str, str]] = Counter()
     for day, rnd, lo, hi, n in _round_groups(session, window, _week):
-        va, vb = VERDICT_OF[lo % 4], VERDICT_OF[hi % 4]
-        by_pair[(rnd, lo // 4, va, hi // 4, vb)] += n
-        by_week[(as_day(day), rnd, va, vb)] += n
-    return RoundCounts(by_pair, by_week)
+        pairs[(lo, hi)] += n
+        by_week[(as_day(day), rnd, VERDICT_OF[lo % 4], VERDICT_OF[hi % 4])] += n
+    return RoundCounts(pairs, by_week)
 
 
 def round_days(session: Session, window: Any) -> Counter[tuple[dt.date, int, int, int]]:
@@ -410,7 +410,8 @@ def voided_days(session: Session, window: Any, by_day: bool = True) -> Counter[d
 # Queue and flags (live only: the sweep never deletes open candidates nor flags)
 def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float | None, float | None]:
     """Waiting slots, open real candidates, oldest and median (nearest rank) age in seconds."""
-    open_real = (CANDIDATES.status == CandidateStatus.open.value, _real(CANDIDATES))
+    # Both from index ix_candidate_open_real (status, known truth, age), the slots from ix_review_slot_waiting.
+    open_real = (CANDIDATES.status == CandidateStatus.open.value, CANDIDATES.known_truth.is_(None))
     n, oldest = session.execute(select(func.count(), func.min(CANDIDATES.priority_at)).where(*open_real)).one()
     slots = session.execute(
         select(func.count()).select_from(table_of(ReviewSlot).join(

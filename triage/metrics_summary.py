@@ -283,7 +283,7 @@ class Durations:
 class Figures:
     """Every summable figure of a window, from the summaries and live SQL together (see triage.metrics)."""
 
-    by_pair: Counter[tuple[int, int, str, int, str]] = field(default_factory=Counter)
+    pairs: Counter[tuple[int, int]] = field(default_factory=Counter)  # (reviewer * 4 + verdict code), a < b
     by_week: Counter[tuple[dt.date, int, str, str]] = field(default_factory=Counter)
     by_band: Counter[tuple[str, int, bool]] = field(default_factory=Counter)
     waits: dict[dt.date, tuple[int, float]] = field(default_factory=dict)
@@ -321,7 +321,7 @@ def figures(session: Session, parts: Plan) -> Figures:
 
 def _add_live(session: Session, f: Figures, span: q.Span, part: str) -> None:
     rounds = q.round_counts(session, span)
-    f.by_pair.update(rounds.by_pair)
+    f.pairs.update(rounds.pairs)
     f.by_week.update(rounds.by_week)
     outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, part)
     f.by_band.update(outcomes.by_band)
@@ -339,14 +339,16 @@ def _week(day: dt.date) -> dt.date:
 def _add_summaries(session: Session, f: Figures, runs: list[tuple[dt.date, dt.date]]) -> None:
     r, o, d = ROUNDS, OUTCOMES, DURATIONS
     k, v = KNOWN, VERDICTS
-    for rnd, lo, hi, n in session.execute(select(r.round, r.lo, r.hi, func.sum(r.n))
-                                          .where(_in_runs(r.day, runs)).group_by(r.round, r.lo, r.hi)):
-        f.by_pair[(rnd, lo // 4, q.VERDICT_OF[lo % 4], hi // 4, q.VERDICT_OF[hi % 4])] += n
+    in_runs = _in_runs(r.day, runs)
+    f.pairs.update({(lo, hi): int(n) for lo, hi, n in session.execute(
+        select(r.lo, r.hi, func.sum(r.n)).where(in_runs).group_by(r.lo, r.hi))})
+    # By day in SQL (a date function on every row costs more there), by week here.
+    weeks: dict[Any, dt.date] = {}
     code_lo, code_hi = r.lo % 4, r.hi % 4
     for day, rnd, a, b, n in session.execute(select(r.day, r.round, code_lo, code_hi, func.sum(r.n))
-                                             .where(_in_runs(r.day, runs))
-                                             .group_by(r.day, r.round, code_lo, code_hi)):
-        f.by_week[(_week(q.as_day(day)), rnd, q.VERDICT_OF[a], q.VERDICT_OF[b])] += n
+                                             .where(in_runs).group_by(r.day, r.round, code_lo, code_hi)):
+        week = weeks.get(day) or weeks.setdefault(day, _week(q.as_day(day)))
+        f.by_week[(week, rnd, q.VERDICT_OF[a], q.VERDICT_OF[b])] += int(n)
     for status, band, final, n in session.execute(select(o.status, o.band, o.final, func.sum(o.n))
                                                   .where(_in_runs(o.day, runs)).group_by(o.status, o.band, o.final)):
         f.by_band[(status, band, bool(final))] += n
