@@ -544,9 +544,9 @@ def export_csv(m: Metrics) -> str:
     for b in m.bands:
         w.writerow(["matcher_precision", b.label, _fmt(b.precision), b.decided])
     for c in m.confusion:
-        for x in CATEGORIES:
-            for y in CATEGORIES:
-                w.writerow(["confusion", f"{c.a}={x}|{c.b}={y}", c.cell(x, y), sum(c.counts.values())])
+        total = c.total
+        w.writerows(["confusion", f"{c.a}={x}|{c.b}={y}", c.counts.get(f"{x}|{y}", 0), total]
+                    for x in CATEGORIES for y in CATEGORIES)
     for wk in m.weeks:
         week = wk.week.isoformat()
         w.writerow(["week_agreement", week, _fmt(wk.agreement), wk.items])

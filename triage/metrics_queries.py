@@ -152,6 +152,11 @@ def _known_ids() -> Select[Any]:
     return select(CANDIDATES.id).where(CANDIDATES.known_truth.is_not(None))
 
 
+def _together(session: Session, stmts: list[Any]) -> Any:
+    """The rows of several selects of the same columns (live and kept sources) in one round trip."""
+    return session.execute(stmts[0] if len(stmts) == 1 else union_all(*stmts))
+
+
 # Rounds
 def _rounds(session: Session, window: Any, kept: bool) -> Any:
     """One row per completed round of a real candidate: round, (reviewer*4+code) low and high, completion.
@@ -192,11 +197,12 @@ class RoundCounts:
 
 def _round_groups(session: Session, window: Any, key: Any) -> Iterable[Any]:
     """(key(completion), round, lo, hi, how many) over both sources; ``key`` is _week or _day."""
+    stmts = []
     for kept in (False, True):
         r = _rounds(session, window, kept)
         at = key(session, r.c.done)
-        yield from session.execute(select(at, r.c.rnd, r.c.lo, r.c.hi, func.count())
-                                   .group_by(at, r.c.rnd, r.c.lo, r.c.hi))
+        stmts.append(select(at, r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(at, r.c.rnd, r.c.lo, r.c.hi))
+    return _together(session, stmts)
 
 
 def round_counts(session: Session, window: Any) -> RoundCounts:
@@ -251,6 +257,7 @@ class OutcomeCounts:
 def _outcome_groups(session: Session, window: Any, width: float, last_round: int, part: str,
                     key: Any) -> Iterable[tuple[Any, str, int, bool, int, float]]:
     """(key(decision), status, band, last round, how many, sum of waits) of decided real candidates."""
+    stmts = []
     for c in _outcome_sources(part):
         band, at = _band(session, c.score, width), key(session, c.decided_at)
         final = c.current_round >= last_round
@@ -258,11 +265,10 @@ def _outcome_groups(session: Session, window: Any, width: float, last_round: int
                        func.sum(_seconds(session, c.decided_at, c.created_at)))
                 .where(c.decided_at.is_not(None), *within(window, c.decided_at), *_part(c, part, last_round))
                 .group_by(at, c.status, band, final))
-        if c is CANDIDATES:
-            stmt = stmt.where(_real(c))
-        for day, status, i, last, n, total in session.execute(stmt):
-            if status in DECIDED:
-                yield day, status, int(i), bool(last), n, float(total or 0.0)
+        stmts.append(stmt.where(_real(c)) if c is CANDIDATES else stmt)
+    for day, status, i, last, n, total in _together(session, stmts):
+        if status in DECIDED:
+            yield day, status, int(i), bool(last), n, float(total or 0.0)
 
 
 def outcome_counts(session: Session, window: Any, width: float, last_round: int, part: str = ALL) -> OutcomeCounts:
@@ -335,8 +341,7 @@ def _known_groups(session: Session, window: Any, by_day: bool) -> Iterable[Any]:
             .where(KEPT_SLOTS.known_truth.is_not(None), KEPT_SLOTS.verdict.is_not(None),
                    KEPT_SLOTS.reviewer_id.is_not(None), *within(window, KEPT_SLOTS.verdict_at))
             .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, *kept_day))
-    for stmt in (*live, kept):
-        yield from session.execute(stmt)
+    return _together(session, [*live, kept])
 
 
 def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
@@ -382,12 +387,13 @@ def throughput_days(session: Session, window: Any) -> dict[tuple[dt.date, int], 
 
 def hourly_counts(session: Session, since: dt.datetime) -> Counter[dt.datetime]:
     out: Counter[dt.datetime] = Counter()
+    stmts = []
     for s in (SLOTS, KEPT_SLOTS):
         hour = _hour(session, s.verdict_at)
-        stmt = _verdicts(s, [type_coerce(s.verdict_at, UTCDateTime()) >= since]).with_only_columns(
-            hour, func.count()).group_by(hour)
-        for at, n in session.execute(stmt):
-            out[as_hour(at)] += n
+        stmts.append(_verdicts(s, [type_coerce(s.verdict_at, UTCDateTime()) >= since]).with_only_columns(
+            hour, func.count()).group_by(hour))
+    for at, n in _together(session, stmts):
+        out[as_hour(at)] += n
     return out
 
 
@@ -398,12 +404,14 @@ def voided_count(session: Session, window: Any) -> int:
 def voided_days(session: Session, window: Any, by_day: bool = True) -> Counter[dt.date | None]:
     """Verdicts voided (their author suspended) in the window, by the day they were voided."""
     out: Counter[dt.date | None] = Counter()
+    stmts = []
     for s in (SLOTS, KEPT_SLOTS):
         day = [_day(session, s.voided_at)] if by_day else []
         stmt = (select(func.count(), *day).select_from(s[0].table)
                 .where(s.voided_at.is_not(None), s.verdict.is_not(None), *within(window, s.voided_at)))
-        for n, *at in session.execute(stmt.group_by(*day) if by_day else stmt):
-            out[as_day(at[0]) if by_day else None] += n
+        stmts.append(stmt.group_by(*day) if by_day else stmt)
+    for n, *at in _together(session, stmts):
+        out[as_day(at[0]) if by_day else None] += n
     return out
 
 
