@@ -48,6 +48,7 @@ from triage.models import (
     MetricDayKnown,
     MetricDayOutcome,
     MetricDayRound,
+    MetricDayTally,
     MetricDayVerdicts,
     table_of,
 )
@@ -57,13 +58,15 @@ log = logging.getLogger("miatari.metrics")
 BAND_WIDTH = q.BAND_WIDTH
 MAX_ROUNDS = q.MAX_ROUNDS
 BUCKETS_PER_DOUBLING = 16
-VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}"
+VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}-tallies"
 SETTLE = dt.timedelta(minutes=10)
 DAYS_PER_SWEEP = 400  # a year of history in the first sweep
 DAYS_PER_TRANSACTION = 31
-DAY_TABLES = (MetricDayRound, MetricDayOutcome, MetricDayDuration, MetricDayKnown, MetricDayVerdicts)
+DAY_TABLES = (MetricDayRound, MetricDayTally, MetricDayOutcome, MetricDayDuration, MetricDayKnown,
+              MetricDayVerdicts)
 DAYS = MetricDay.__table__.c  # type: ignore[attr-defined]
 ROUNDS = MetricDayRound.__table__.c  # type: ignore[attr-defined]
+TALLIES = MetricDayTally.__table__.c  # type: ignore[attr-defined]
 OUTCOMES = MetricDayOutcome.__table__.c  # type: ignore[attr-defined]
 DURATIONS = MetricDayDuration.__table__.c  # type: ignore[attr-defined]
 KNOWN = MetricDayKnown.__table__.c  # type: ignore[attr-defined]
@@ -107,8 +110,14 @@ def summarise_days(session: Session, days: Iterable[dt.date]) -> None:
     rows: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     rows[MetricDay] = [{"day": d, "version": VERSION, "voided": voided.get(d, 0), "summarised_at": now}
                        for d in wanted]
+    rounds = {key: n for key, n in q.round_days(session, span).items() if key[0] in keep}
     rows[MetricDayRound] = [{"day": d, "round": rnd, "lo": lo, "hi": hi, "n": n}
-                            for (d, rnd, lo, hi), n in q.round_days(session, span).items() if d in keep]
+                            for (d, rnd, lo, hi), n in rounds.items()]
+    tallies: Counter[tuple[dt.date, int, int, int]] = Counter()
+    for (d, rnd, lo, hi), n in rounds.items():
+        tallies[(d, rnd, lo % 4, hi % 4)] += n
+    rows[MetricDayTally] = [{"day": d, "round": rnd, "lo_code": a, "hi_code": b, "n": n}
+                            for (d, rnd, a, b), n in tallies.items()]
     outcomes = q.outcome_days(session, span, BAND_WIDTH, MAX_ROUNDS, q.SETTLED)
     rows[MetricDayOutcome] = [{"day": d, "status": status, "band": band, "final": final, "n": n,
                                "wait_seconds": wait}
@@ -344,9 +353,10 @@ def _add_summaries(session: Session, f: Figures, runs: list[tuple[dt.date, dt.da
         select(r.lo, r.hi, func.sum(r.n)).where(in_runs).group_by(r.lo, r.hi))})
     # By day in SQL (a date function on every row costs more there), by week here.
     weeks: dict[Any, dt.date] = {}
-    code_lo, code_hi = r.lo % 4, r.hi % 4
-    for day, rnd, a, b, n in session.execute(select(r.day, r.round, code_lo, code_hi, func.sum(r.n))
-                                             .where(in_runs).group_by(r.day, r.round, code_lo, code_hi)):
+    t = TALLIES
+    for day, rnd, a, b, n in session.execute(select(t.day, t.round, t.lo_code, t.hi_code, func.sum(t.n))
+                                             .where(_in_runs(t.day, runs))
+                                             .group_by(t.day, t.round, t.lo_code, t.hi_code)):
         week = weeks.get(day) or weeks.setdefault(day, _week(q.as_day(day)))
         f.by_week[(week, rnd, q.VERDICT_OF[a], q.VERDICT_OF[b])] += int(n)
     for status, band, final, n in session.execute(select(o.status, o.band, o.final, func.sum(o.n))

@@ -716,6 +716,20 @@ class MetricDayRound(SQLModel, table=True):
     n: int
 
 
+class MetricDayTally(SQLModel, table=True):
+    """The same rounds by (round, verdict code low, verdict code high) alone: the weekly trends and round
+    tallies read these few rows a day rather than every pair's."""
+
+    __tablename__ = "metric_day_tally"
+    __table_args__ = (Index("ix_metric_day_tally", "day", "round", "lo_code", "hi_code", "n"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    round: int
+    lo_code: int
+    hi_code: int
+    n: int
+
+
 class MetricDayOutcome(SQLModel, table=True):
     """Real candidates decided on the day for good (not a dispute a manager may still escalate), by status,
     raw score band and whether it was their last round; with the sum of their waits (created → decided)."""

@@ -1,5 +1,6 @@
 """Indexes for the managers' metrics read live on every view: the open real candidates (queue depth and
-age, read from the index alone) and the unanswered slots (partial: only those wait)
+age, read from the index alone) and the unanswered slots (partial: only those wait); metric_day_tally,
+the per-day rounds by verdict pair alone (days summarised before it are read live and summarised again)
 
 Revision ID: 0014
 Revises: 0013
@@ -18,6 +19,18 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "metric_day_tally",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("lo_code", sa.Integer(), nullable=False),
+        sa.Column("hi_code", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("metric_day_tally", schema=None) as batch_op:
+        batch_op.create_index("ix_metric_day_tally", ["day", "round", "lo_code", "hi_code", "n"], unique=False)
     with op.batch_alter_table("candidate", schema=None) as batch_op:
         batch_op.create_index("ix_candidate_open_real", ["status", "known_truth", "priority_at", "current_round", "id"],
                               unique=False)
@@ -32,3 +45,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_review_slot_waiting")
     with op.batch_alter_table("candidate", schema=None) as batch_op:
         batch_op.drop_index("ix_candidate_open_real")
+    with op.batch_alter_table("metric_day_tally", schema=None) as batch_op:
+        batch_op.drop_index("ix_metric_day_tally")
+    op.drop_table("metric_day_tally")
