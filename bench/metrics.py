@@ -9,6 +9,7 @@ each number: on a shared machine it says how much of the time was someone else's
 
     .venv/bin/python -m bench.metrics                 # SQLite, then PostgreSQL (make bench-metrics)
     .venv/bin/python -m bench.metrics --db sqlite     # one of them (--postgres = --db postgres)
+    .venv/bin/python -m bench.metrics --queries       # and each 90-day/all-time request's slowest SQL
 
 PostgreSQL is the server at 127.0.0.1:5432 (``MIATARI_TEST_PG_URL``), in a scratch database dropped after.
 ``seed`` is also what tests/triage/test_metrics_sql.py seeds its (much smaller) varied dataset with.

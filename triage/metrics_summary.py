@@ -2,8 +2,9 @@
 work it holds.
 
 What is summarised: for each finished UTC day, the same aggregate queries as the live figures
-(``triage.metrics_queries``) run over that day alone, and their grouped results are stored —
-rounds completed by (round, reviewer and verdict, reviewer and verdict), decisions by (status, score
+(``triage.metrics_queries``), grouped by day as well, and their grouped results are stored —
+rounds completed by (round, reviewer and verdict, reviewer and verdict) and by (round, verdict,
+verdict) alone (the weekly trends and round tallies read those few rows), decisions by (status, score
 band, last round) with their waits, sighting-to-outcome seconds by bucket (the values kept, so
 percentiles stay exact), known-answer verdicts by (reviewer, truth, verdict), verdicts and active
 hours per reviewer, verdicts voided. Counts add up across days; an active hour never spans two days;
@@ -19,9 +20,11 @@ are today, the partial first day of a "last N days" window, any day not (yet) su
 and the flags (their status moves on).
 
 When: the worker's sweep (``metrics_sweep``) summarises the days missing since the first verdict on
-record, newest first, a bounded number per sweep, each day in its own transaction with its
-``metric_day`` row (a day is summarised entirely or not at all; a second worker summarising the same
-day fails on that row's key and leaves it). A day is summarised once it ended ``SETTLE`` ago, so a
+record, newest first, a bounded number per sweep (a year of history in the first one). Consecutive
+missing days are summarised together, set-based: each figure is one query over the run of days
+grouped by day, the rows written in bulk, up to ``DAYS_PER_TRANSACTION`` days in one transaction with
+their ``metric_day`` rows (a day is summarised entirely or not at all; a second worker summarising
+the same days fails on those rows' key, and the days still missing are then written one by one). A day is summarised once it ended ``SETTLE`` ago, so a
 transaction stamped before midnight and committed after it is never missed. A day summarised under
 other definitions (``VERSION``: band width, rounds, buckets) is read live and summarised again.
 """
