@@ -24,9 +24,10 @@ record, newest first, a bounded number per sweep (a year of history in the first
 missing days are summarised together, set-based: each figure is one query over the run of days
 grouped by day, the rows written in bulk, up to ``DAYS_PER_TRANSACTION`` days in one transaction with
 their ``metric_day`` rows (a day is summarised entirely or not at all; a second worker summarising
-the same days fails on those rows' key, and the days still missing are then written one by one). A day is summarised once it ended ``SETTLE`` ago, so a
-transaction stamped before midnight and committed after it is never missed. A day summarised under
-other definitions (``VERSION``: band width, rounds, buckets) is read live and summarised again.
+the same days fails on those rows' key, and the days still missing are then written one by one). A
+day is summarised once it ended ``SETTLE`` ago, so a transaction stamped before midnight and committed
+after it is never missed. A day summarised under other definitions (``VERSION``: band width, rounds,
+buckets, tallies) is read live and summarised again.
 """
 
 from __future__ import annotations
