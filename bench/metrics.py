@@ -9,6 +9,7 @@ each number: on a shared machine it says how much of the time was someone else's
 
     .venv/bin/python -m bench.metrics                 # SQLite, then PostgreSQL (make bench-metrics)
     .venv/bin/python -m bench.metrics --db sqlite     # one of them (--postgres = --db postgres)
+    .venv/bin/python -m bench.metrics --queries       # and each 90-day/all-time request's slowest SQL
 
 PostgreSQL is the server at 127.0.0.1:5432 (``MIATARI_TEST_PG_URL``), in a scratch database dropped after.
 ``seed`` is also what tests/triage/test_metrics_sql.py seeds its (much smaller) varied dataset with.
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL only (as --db postgres)")
     parser.add_argument("--candidates", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5, help="warm runs per request (median)")
+    parser.add_argument("--queries", action="store_true",
+                        help="after each summarised request, print its slowest SQL statements (ms, count)")
     args = parser.parse_args(argv)
     dbs = ["postgres"] if args.postgres or args.db == "postgres" else ["sqlite"] if args.db == "sqlite" \
         else ["sqlite", "postgres"]
@@ -312,9 +315,8 @@ def _run(db: str, args: argparse.Namespace, tmp: Path) -> list[_Result]:
         engine = create_engine(url)
         t = time.perf_counter()
         counts = seed(engine, candidates=args.candidates)
-        if db == "postgres":  # as autovacuum would after such a load: the planner needs the tables' statistics
-            with engine.connect() as c:
-                c.exec_driver_sql("ANALYZE")
+        if db == "postgres":  # as autovacuum would after such a load
+            _analyze(engine)
         print(f"{db}: seeded {counts} in {time.perf_counter() - t:.1f} s (load {_load():.1f})", flush=True)
         client = _http_client(url, tmp)
         # Nothing summarised yet: every figure is read live, as before the summaries.
@@ -323,14 +325,23 @@ def _run(db: str, args: argparse.Namespace, tmp: Path) -> list[_Result]:
         days = metrics_summary.summarise(engine, limit=100_000)
         print(f"{db}: summarised {days} days in {time.perf_counter() - t:.1f} s (load {_load():.1f})", flush=True)
         if db == "postgres":
-            with engine.connect() as c:
-                c.exec_driver_sql("ANALYZE")
+            _analyze(engine)
         out += [_measure(client, db, SUMMARISED, path, args.repeat) for path in PATHS]
+        if args.queries:
+            for path in TARGETED + ("/stats",):
+                _breakdown(client, path)
         client.__exit__(None, None, None)
         engine.dispose()
         return out
     finally:
         drop()
+
+
+def _analyze(engine: Engine) -> None:
+    """What autovacuum does after such a load: statistics for the planner, and the visibility map that lets
+    an index answer alone (outside a transaction: an ANALYZE rolled back keeps no statistics)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("VACUUM ANALYZE")
 
 
 def _measure(client: Any, db: str, what: str, path: str, repeat: int) -> _Result:
@@ -346,6 +357,35 @@ def _measure(client: Any, db: str, what: str, path: str, repeat: int) -> _Result
     result = _Result(db, what, path, cold, warm, max(load, _load()), sizes[0])
     print(f"  {db} {what} {path}: cold {cold:.0f} ms, warm {warm:.0f} ms (load {result.load:.1f})", flush=True)
     return result
+
+
+def _breakdown(client: Any, path: str, top: int = 8) -> None:
+    """One more request, timing each SQL statement it runs (on every engine of this process)."""
+    from sqlalchemy import event
+
+    spent: dict[str, list[float]] = {}
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        took = (time.perf_counter() - conn.info["bench_started"].pop()) * 1000
+        spent.setdefault(" ".join(statement.split()), []).append(took)
+
+    event.listen(Engine, "before_cursor_execute", before)
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        t = time.perf_counter()
+        assert client.get(path).status_code == 200
+        total = (time.perf_counter() - t) * 1000
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+        event.remove(Engine, "after_cursor_execute", after)
+    in_sql = sum(sum(v) for v in spent.values())
+    print(f"\n  GET {path}: {total:.0f} ms, {sum(len(v) for v in spent.values())} statements, "
+          f"{in_sql:.0f} ms in SQL; slowest:")
+    for statement, times in sorted(spent.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        print(f"    {sum(times):7.1f} ms ×{len(times)}  {statement[:220]}")
 
 
 def _http_client(url: str, tmp: Path) -> Any:

@@ -44,6 +44,7 @@ from triage.qualification import wilson
 
 # As triage.review.MAX_ROUNDS (not imported: metrics reads the tables only).
 MAX_ROUNDS = q.MAX_ROUNDS
+VERDICT_OF = q.VERDICT_OF  # verdict code (reviewer * 4 + code: & 3) → verdict
 
 CATEGORIES = (Verdict.same.value, Verdict.different.value, Verdict.cannot_tell.value)
 BAND_WIDTH = q.BAND_WIDTH
@@ -368,7 +369,7 @@ def compute(session: Session, window: Window | None = None, *, summaries: bool =
     parts = (summary.plan(session, window.since, window.until, now) if summaries
              else summary.Plan(live=[q.Span(window.since, window.until)]))
     f = summary.figures(session, parts)
-    _agreement(m, f.by_pair, names)
+    _agreement(m, f.pairs, f.by_week, names)
     _outcomes(m, f.by_band)
     _known_answer(m, f.known, users)
     _throughput(m, f.throughput, names)
@@ -393,12 +394,13 @@ def _is_disputed(x: str, y: str) -> bool:
     return not (x == y and x in (Verdict.same.value, Verdict.different.value))
 
 
-def _agreement(m: Metrics, by_pair: Counter[tuple[int, int, str, int, str]], names: dict[int, str]) -> None:
+def _agreement(m: Metrics, pair_counts: Counter[tuple[int, int]],
+               by_week: Counter[tuple[dt.date, int, str, str]], names: dict[int, str]) -> None:
     """Kappa (pairwise and Fleiss), raw agreement, round tallies, confusion matrices, dispute rate."""
-    pairs: dict[tuple[int, int], Counter[tuple[str, str]]] = defaultdict(Counter)
     tallies: dict[int, RoundTally] = {}
-    for (rnd, a, va, b, vb), n in by_pair.items():
-        pairs[(a, b)][(va, vb)] += n
+    everything: Counter[tuple[str, str]] = Counter()
+    for (_, rnd, va, vb), n in by_week.items():
+        everything[(va, vb)] += n
         tally = tallies.setdefault(rnd, RoundTally(rnd))
         tally.completed += n
         if va == vb == Verdict.same.value:
@@ -410,13 +412,15 @@ def _agreement(m: Metrics, by_pair: Counter[tuple[int, int, str, int, str]], nam
     m.rounds = [tallies[r] for r in sorted(tallies)]
     m.first_rounds = tallies[1].completed if 1 in tallies else 0
     m.disputed_first_round = tallies[1].disputed if 1 in tallies else 0
-    everything: Counter[tuple[str, str]] = Counter()
-    for counts in pairs.values():
-        everything.update(counts)
     m.items = sum(everything.values())
     if m.items:
         m.raw_agreement = sum(n for (x, y), n in everything.items() if x == y) / m.items
         m.fleiss_kappa = fleiss_from_counts(everything)
+    pairs: dict[tuple[int, int], Counter[tuple[str, str]]] = defaultdict(Counter)
+    verdict = VERDICT_OF
+    for (lo, hi), n in pair_counts.items():
+        if n:
+            pairs[(lo >> 2, hi >> 2)][(verdict[lo & 3], verdict[hi & 3])] += n
     ordered = sorted(pairs.items(), key=lambda kv: (names.get(kv[0][0], ""), names.get(kv[0][1], "")))
     for (a, b), counts in ordered:
         total = sum(counts.values())
@@ -540,9 +544,9 @@ def export_csv(m: Metrics) -> str:
     for b in m.bands:
         w.writerow(["matcher_precision", b.label, _fmt(b.precision), b.decided])
     for c in m.confusion:
-        for x in CATEGORIES:
-            for y in CATEGORIES:
-                w.writerow(["confusion", f"{c.a}={x}|{c.b}={y}", c.cell(x, y), sum(c.counts.values())])
+        total = c.total
+        w.writerows(["confusion", f"{c.a}={x}|{c.b}={y}", c.counts.get(f"{x}|{y}", 0), total]
+                    for x in CATEGORIES for y in CATEGORIES)
     for wk in m.weeks:
         week = wk.week.isoformat()
         w.writerow(["week_agreement", week, _fmt(wk.agreement), wk.items])

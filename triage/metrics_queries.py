@@ -152,18 +152,35 @@ def _known_ids() -> Select[Any]:
     return select(CANDIDATES.id).where(CANDIDATES.known_truth.is_not(None))
 
 
+def _together(session: Session, stmts: list[Any]) -> Any:
+    """The rows of several selects of the same columns (live and kept sources) in one round trip."""
+    return session.execute(stmts[0] if len(stmts) == 1 else union_all(*stmts))
+
+
 # Rounds
 def _rounds(session: Session, window: Any, kept: bool) -> Any:
-    """One row per completed round of a real candidate: round, (reviewer*4+code) low and high, completion."""
+    """One row per completed round of a real candidate: round, (reviewer*4+code) low and high, completion.
+
+    A period's rounds are read from the candidates with a verdict in it (the verdicts' index), each joined to
+    its slots through the index on the candidate: whatever the planner thinks of the counting slots, the
+    query reads only the period's candidates, never every slot."""
     s = KEPT_SLOTS if kept else SLOTS
+    table = s.candidate_id.table
     code = case(*((s.verdict == v, n) for v, n in CODES.items()), else_=None)
     key = s.reviewer_id * 4 + code
-    real: ColumnElement[bool] = s.known_truth.is_(None) if kept else s.candidate_id.not_in(_known_ids())
     done = func.max(s.verdict_at)
+    stmt = select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"), done.label("done"))
     if window.bounded:  # a round completed in the window has a verdict in it: read only those candidates
-        real = and_(real, s.candidate_id.in_(select(s.candidate_id).where(*within(window, s.verdict_at))))
-    stmt = (select(s.round.label("rnd"), func.min(key).label("lo"), func.max(key).label("hi"), done.label("done"))
-            .where(s.voided_at.is_(None), s.withdrawn == false(), real)
+        w = table.alias("in_window")
+        ids = select(w.c.candidate_id).where(*within(window, w.c.verdict_at)).distinct().subquery("ids")
+        stmt = stmt.select_from(ids).join(table, s.candidate_id == ids.c.candidate_id)
+    else:
+        stmt = stmt.select_from(table)
+    if kept:
+        stmt = stmt.where(s.known_truth.is_(None))
+    else:  # a real candidate (a slot always has its candidate)
+        stmt = stmt.join(table_of(Candidate), CANDIDATES.id == s.candidate_id).where(_real(CANDIDATES))
+    stmt = (stmt.where(s.voided_at.is_(None), s.withdrawn == false())
             .group_by(s.candidate_id, *([s.archived_at] if kept else []), s.round)  # (a reused number: apart)
             .having(func.count() == 2, func.count(s.verdict) == 2, *within(window, done)))
     return stmt.subquery()
@@ -171,25 +188,39 @@ def _rounds(session: Session, window: Any, kept: bool) -> Any:
 
 @dataclass
 class RoundCounts:
-    """Completed rounds, counted by (round, reviewer a, verdict a, reviewer b, verdict b), a < b."""
+    """Completed rounds, counted by pair (lo, hi: reviewer * 4 + verdict code, a < b) and by (week, round,
+    verdict a, verdict b): the round tallies and the overall agreement are sums over the weeks."""
 
-    by_pair: Counter[tuple[int, int, str, int, str]]
+    pairs: Counter[tuple[int, int]]
     by_week: Counter[tuple[dt.date, int, str, str]]
+
+
+def _round_groups(session: Session, window: Any, key: Any) -> Iterable[Any]:
+    """(key(completion), round, lo, hi, how many) over both sources; ``key`` is _week or _day."""
+    stmts = []
+    for kept in (False, True):
+        r = _rounds(session, window, kept)
+        at = key(session, r.c.done)
+        stmts.append(select(at, r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(at, r.c.rnd, r.c.lo, r.c.hi))
+    return _together(session, stmts)
 
 
 def round_counts(session: Session, window: Any) -> RoundCounts:
     """One pass over the rounds, grouped by (week, round, a, b with their verdicts); summed both ways here."""
-    by_pair: Counter[tuple[int, int, str, int, str]] = Counter()
+    pairs: Counter[tuple[int, int]] = Counter()
     by_week: Counter[tuple[dt.date, int, str, str]] = Counter()
-    for kept in (False, True):
-        r = _rounds(session, window, kept)
-        week = _week(session, r.c.done)
-        stmt = select(week, r.c.rnd, r.c.lo, r.c.hi, func.count()).group_by(week, r.c.rnd, r.c.lo, r.c.hi)
-        for day, rnd, lo, hi, n in session.execute(stmt):
-            va, vb = VERDICT_OF[lo % 4], VERDICT_OF[hi % 4]
-            by_pair[(rnd, lo // 4, va, hi // 4, vb)] += n
-            by_week[(as_day(day), rnd, va, vb)] += n
-    return RoundCounts(by_pair, by_week)
+    for day, rnd, lo, hi, n in _round_groups(session, window, _week):
+        pairs[(lo, hi)] += n
+        by_week[(as_day(day), rnd, VERDICT_OF[lo % 4], VERDICT_OF[hi % 4])] += n
+    return RoundCounts(pairs, by_week)
+
+
+def round_days(session: Session, window: Any) -> Counter[tuple[dt.date, int, int, int]]:
+    """Completed rounds by (day of completion, round, lo, hi): what the per-day summaries keep."""
+    out: Counter[tuple[dt.date, int, int, int]] = Counter()
+    for day, rnd, lo, hi, n in _round_groups(session, window, _day):
+        out[(as_day(day), rnd, lo, hi)] += n
+    return out
 
 
 # Outcomes
@@ -223,60 +254,109 @@ class OutcomeCounts:
     band_waits: defaultdict[tuple[str, int, bool], float]
 
 
+def _outcome_groups(session: Session, window: Any, width: float, last_round: int, part: str,
+                    key: Any) -> Iterable[tuple[Any, str, int, bool, int, float]]:
+    """(key(decision), status, band, last round, how many, sum of waits) of decided real candidates."""
+    stmts = []
+    for c in _outcome_sources(part):
+        band, at = _band(session, c.score, width), key(session, c.decided_at)
+        final = c.current_round >= last_round
+        stmt = (select(at, c.status, band, final, func.count(),
+                       func.sum(_seconds(session, c.decided_at, c.created_at)))
+                .where(c.decided_at.is_not(None), *within(window, c.decided_at), *_part(c, part, last_round))
+                .group_by(at, c.status, band, final))
+        stmts.append(stmt.where(_real(c)) if c is CANDIDATES else stmt)
+    for day, status, i, last, n, total in _together(session, stmts):
+        if status in DECIDED:
+            yield day, status, int(i), bool(last), n, float(total or 0.0)
+
+
 def outcome_counts(session: Session, window: Any, width: float, last_round: int, part: str = ALL) -> OutcomeCounts:
     """One pass over a period's decisions (read from one index: the status is grouped on, not filtered)."""
     out = OutcomeCounts(Counter(), {}, defaultdict(float))
-    for c in _outcome_sources(part):
-        band, week = _band(session, c.score, width), _week(session, c.decided_at)
-        final = c.current_round >= last_round
-        stmt = (select(week, c.status, band, final, func.count(),
-                       func.sum(_seconds(session, c.decided_at, c.created_at)))
-                .where(c.decided_at.is_not(None), *within(window, c.decided_at), *_part(c, part, last_round))
-                .group_by(week, c.status, band, final))
-        if c is CANDIDATES:
-            stmt = stmt.where(_real(c))
-        for day, status, i, last, n, total in session.execute(stmt):
-            if status not in DECIDED:
-                continue
-            out.by_band[(status, int(i), bool(last))] += n
-            out.band_waits[(status, int(i), bool(last))] += float(total or 0.0)
-            old = out.waits.get(as_day(day), (0, 0.0))
-            out.waits[as_day(day)] = (old[0] + n, old[1] + float(total or 0.0))
+    for day, status, i, last, n, total in _outcome_groups(session, window, width, last_round, part, _week):
+        out.by_band[(status, i, last)] += n
+        out.band_waits[(status, i, last)] += total
+        old = out.waits.get(as_day(day), (0, 0.0))
+        out.waits[as_day(day)] = (old[0] + n, old[1] + total)
     return out
 
 
-def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: int = 3) -> list[float]:
-    """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
-    live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"))
+def outcome_days(session: Session, window: Any, width: float, last_round: int,
+                 part: str = ALL) -> dict[tuple[dt.date, str, int, bool], tuple[int, float]]:
+    """Decisions by (day, status, band, last round): how many and the sum of their waits."""
+    out: dict[tuple[dt.date, str, int, bool], tuple[int, float]] = {}
+    for day, status, i, last, n, total in _outcome_groups(session, window, width, last_round, part, _day):
+        old = out.get((as_day(day), status, i, last), (0, 0.0))
+        out[(as_day(day), status, i, last)] = (old[0] + n, old[1] + total)
+    return out
+
+
+def _outcome_seconds(session: Session, window: Any, part: str, last_round: int,
+                     by_day: bool) -> Iterable[Any]:
+    """(status, seconds from sighting upload to outcome[, day of decision]) of each decided real candidate."""
+    def day(column: Any) -> list[Any]:
+        return [_day(session, column)] if by_day else []
+
+    live = (select(CANDIDATES.status, _seconds(session, CANDIDATES.decided_at, SIGHTINGS.created_at).label("s"),
+                   *day(CANDIDATES.decided_at))
             .select_from(table_of(Candidate).join(
                 table_of(Sighting), SIGHTINGS.id == CANDIDATES.sighting_id))
             .where(_real(CANDIDATES), CANDIDATES.decided_at.is_not(None),
                    *within(window, CANDIDATES.decided_at), *_part(CANDIDATES, part, last_round)))
-    kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"))
+    kept = (select(KEPT.status, _seconds(session, KEPT.decided_at, KEPT.sighting_created_at).label("s"),
+                   *day(KEPT.decided_at))
             .where(KEPT.sighting_created_at.is_not(None),
                    KEPT.decided_at.is_not(None), *within(window, KEPT.decided_at)))
     stmt = live if part == WAITING else union_all(live, kept)
-    return [round(float(v), 3) for status, v in session.execute(stmt) if status in DECIDED]
+    return (row for row in session.execute(stmt) if row[0] in DECIDED)
+
+
+def outcome_seconds(session: Session, window: Any, part: str = ALL, last_round: int = 3) -> list[float]:
+    """Seconds from sighting upload to outcome of each decided real candidate (one column, both sources)."""
+    return [round(float(row[1]), 3) for row in _outcome_seconds(session, window, part, last_round, False)]
+
+
+def outcome_seconds_days(session: Session, window: Any, part: str = ALL,
+                         last_round: int = 3) -> list[tuple[dt.date, float]]:
+    """The same seconds, each with its day of decision."""
+    rows = _outcome_seconds(session, window, part, last_round, True)
+    return [(as_day(day), round(float(v), 3)) for _, v, day in rows]
 
 
 # Verdicts
-def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
-    """Answered known-answer slots by (reviewer, known truth, verdict)."""
-    out: Counter[tuple[int, str, str]] = Counter()
+def _known_groups(session: Session, window: Any, by_day: bool) -> Iterable[Any]:
+    """(reviewer, truth, verdict, how many[, day of the verdict]) of answered known-answer slots."""
     # One query per truth. All time: over the slots of those pairs (found through an index on the truth); a
     # period: over its verdicts (their index), each checked against those pairs (``+ 0``: not by candidate).
     pair = SLOTS.candidate_id + 0 if window.bounded else SLOTS.candidate_id
-    live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count())
+    live_day = [_day(session, SLOTS.verdict_at)] if by_day else []
+    live = [select(SLOTS.reviewer_id, literal(truth), SLOTS.verdict, func.count(), *live_day)
             .where(pair.in_(select(CANDIDATES.id).where(CANDIDATES.known_truth == truth)),
                    SLOTS.verdict.is_not(None), *within(window, SLOTS.verdict_at))  # a verdict has its reviewer
-            .group_by(SLOTS.reviewer_id, SLOTS.verdict) for truth in (Verdict.same.value, Verdict.different.value)]
-    kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count())
+            .group_by(SLOTS.reviewer_id, SLOTS.verdict, *live_day)
+            for truth in (Verdict.same.value, Verdict.different.value)]
+    kept_day = [_day(session, KEPT_SLOTS.verdict_at)] if by_day else []
+    kept = (select(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, func.count(), *kept_day)
             .where(KEPT_SLOTS.known_truth.is_not(None), KEPT_SLOTS.verdict.is_not(None),
                    KEPT_SLOTS.reviewer_id.is_not(None), *within(window, KEPT_SLOTS.verdict_at))
-            .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict))
-    for stmt in (*live, kept):
-        for uid, truth, verdict, n in session.execute(stmt):
-            out[(uid, truth, verdict)] += n
+            .group_by(KEPT_SLOTS.reviewer_id, KEPT_SLOTS.known_truth, KEPT_SLOTS.verdict, *kept_day))
+    return _together(session, [*live, kept])
+
+
+def known_answer_counts(session: Session, window: Any) -> Counter[tuple[int, str, str]]:
+    """Answered known-answer slots by (reviewer, known truth, verdict)."""
+    out: Counter[tuple[int, str, str]] = Counter()
+    for uid, truth, verdict, n in _known_groups(session, window, False):
+        out[(uid, truth, verdict)] += n
+    return out
+
+
+def known_answer_days(session: Session, window: Any) -> Counter[tuple[dt.date, int, str, str]]:
+    """The same by day of the verdict: (day, reviewer, known truth, verdict)."""
+    out: Counter[tuple[dt.date, int, str, str]] = Counter()
+    for uid, truth, verdict, n, day in _known_groups(session, window, True):
+        out[(as_day(day), uid, truth, verdict)] += n
     return out
 
 
@@ -286,37 +366,60 @@ def _verdicts(s: Any, conditions: Iterable[Any]) -> Any:
         s.verdict_at.is_not(None), s.verdict.is_not(None), *conditions)
 
 
-def throughput_counts(session: Session, window: Any) -> dict[int, tuple[int, int]]:
-    """Per recognizer: verdicts given in the window and distinct clock hours they were given in."""
+def _throughput_stmt(session: Session, window: Any, by_day: bool) -> Any:
     v = union_all(_verdicts(SLOTS, within(window, SLOTS.verdict_at)),
                   _verdicts(KEPT_SLOTS, within(window, KEPT_SLOTS.verdict_at))).subquery()
-    stmt = select(v.c.uid, func.count(), func.count(func.distinct(_hour(session, v.c.at)))).group_by(v.c.uid)
-    return {uid: (n, hours) for uid, n, hours in session.execute(stmt)}
+    day = [_day(session, v.c.at)] if by_day else []
+    return (select(v.c.uid, func.count(), func.count(func.distinct(_hour(session, v.c.at))), *day)
+            .group_by(v.c.uid, *day))
+
+
+def throughput_counts(session: Session, window: Any) -> dict[int, tuple[int, int]]:
+    """Per recognizer: verdicts given in the window and distinct clock hours they were given in."""
+    return {uid: (n, hours) for uid, n, hours in session.execute(_throughput_stmt(session, window, False))}
+
+
+def throughput_days(session: Session, window: Any) -> dict[tuple[dt.date, int], tuple[int, int]]:
+    """The same per (day, recognizer): an hour never spans two days, so the hours add up."""
+    return {(as_day(day), uid): (n, hours)
+            for uid, n, hours, day in session.execute(_throughput_stmt(session, window, True))}
 
 
 def hourly_counts(session: Session, since: dt.datetime) -> Counter[dt.datetime]:
     out: Counter[dt.datetime] = Counter()
+    stmts = []
     for s in (SLOTS, KEPT_SLOTS):
         hour = _hour(session, s.verdict_at)
-        stmt = _verdicts(s, [type_coerce(s.verdict_at, UTCDateTime()) >= since]).with_only_columns(
-            hour, func.count()).group_by(hour)
-        for at, n in session.execute(stmt):
-            out[as_hour(at)] += n
+        stmts.append(_verdicts(s, [type_coerce(s.verdict_at, UTCDateTime()) >= since]).with_only_columns(
+            hour, func.count()).group_by(hour))
+    for at, n in _together(session, stmts):
+        out[as_hour(at)] += n
     return out
 
 
 def voided_count(session: Session, window: Any) -> int:
-    total = 0
+    return sum(voided_days(session, window, by_day=False).values())
+
+
+def voided_days(session: Session, window: Any, by_day: bool = True) -> Counter[dt.date | None]:
+    """Verdicts voided (their author suspended) in the window, by the day they were voided."""
+    out: Counter[dt.date | None] = Counter()
+    stmts = []
     for s in (SLOTS, KEPT_SLOTS):
-        total += session.execute(select(func.count()).select_from(s[0].table).where(
-            s.voided_at.is_not(None), s.verdict.is_not(None), *within(window, s.voided_at))).scalar_one()
-    return total
+        day = [_day(session, s.voided_at)] if by_day else []
+        stmt = (select(func.count(), *day).select_from(s[0].table)
+                .where(s.voided_at.is_not(None), s.verdict.is_not(None), *within(window, s.voided_at)))
+        stmts.append(stmt.group_by(*day) if by_day else stmt)
+    for n, *at in _together(session, stmts):
+        out[as_day(at[0]) if by_day else None] += n
+    return out
 
 
 # Queue and flags (live only: the sweep never deletes open candidates nor flags)
 def queue_figures(session: Session, now: dt.datetime) -> tuple[int, int, float | None, float | None]:
     """Waiting slots, open real candidates, oldest and median (nearest rank) age in seconds."""
-    open_real = (CANDIDATES.status == CandidateStatus.open.value, _real(CANDIDATES))
+    # Both from index ix_candidate_open_real (status, known truth, age), the slots from ix_review_slot_waiting.
+    open_real = (CANDIDATES.status == CandidateStatus.open.value, CANDIDATES.known_truth.is_(None))
     n, oldest = session.execute(select(func.count(), func.min(CANDIDATES.priority_at)).where(*open_real)).one()
     slots = session.execute(
         select(func.count()).select_from(table_of(ReviewSlot).join(

@@ -2,8 +2,9 @@
 work it holds.
 
 What is summarised: for each finished UTC day, the same aggregate queries as the live figures
-(``triage.metrics_queries``) run over that day alone, and their grouped results are stored —
-rounds completed by (round, reviewer and verdict, reviewer and verdict), decisions by (status, score
+(``triage.metrics_queries``), grouped by day as well, and their grouped results are stored —
+rounds completed by (round, reviewer and verdict, reviewer and verdict) and by (round, verdict,
+verdict) alone (the weekly trends and round tallies read those few rows), decisions by (status, score
 band, last round) with their waits, sighting-to-outcome seconds by bucket (the values kept, so
 percentiles stay exact), known-answer verdicts by (reviewer, truth, verdict), verdicts and active
 hours per reviewer, verdicts voided. Counts add up across days; an active hour never spans two days;
@@ -19,11 +20,14 @@ are today, the partial first day of a "last N days" window, any day not (yet) su
 and the flags (their status moves on).
 
 When: the worker's sweep (``metrics_sweep``) summarises the days missing since the first verdict on
-record, newest first, a bounded number per sweep, each day in its own transaction with its
-``metric_day`` row (a day is summarised entirely or not at all; a second worker summarising the same
-day fails on that row's key and leaves it). A day is summarised once it ended ``SETTLE`` ago, so a
-transaction stamped before midnight and committed after it is never missed. A day summarised under
-other definitions (``VERSION``: band width, rounds, buckets) is read live and summarised again.
+record, newest first, a bounded number per sweep (a year of history in the first one). Consecutive
+missing days are summarised together, set-based: each figure is one query over the run of days
+grouped by day, the rows written in bulk, up to ``DAYS_PER_TRANSACTION`` days in one transaction with
+their ``metric_day`` rows (a day is summarised entirely or not at all; a second worker summarising
+the same days fails on those rows' key, and the days still missing are then written one by one). A
+day is summarised once it ended ``SETTLE`` ago, so a transaction stamped before midnight and committed
+after it is never missed. A day summarised under other definitions (``VERSION``: band width, rounds,
+buckets, tallies) is read live and summarised again.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, false, func, or_, select
+from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -48,6 +52,7 @@ from triage.models import (
     MetricDayKnown,
     MetricDayOutcome,
     MetricDayRound,
+    MetricDayTally,
     MetricDayVerdicts,
     table_of,
 )
@@ -57,12 +62,15 @@ log = logging.getLogger("miatari.metrics")
 BAND_WIDTH = q.BAND_WIDTH
 MAX_ROUNDS = q.MAX_ROUNDS
 BUCKETS_PER_DOUBLING = 16
-VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}"
+VERSION = f"band{BAND_WIDTH}-rounds{MAX_ROUNDS}-buckets{BUCKETS_PER_DOUBLING}-tallies"
 SETTLE = dt.timedelta(minutes=10)
-DAYS_PER_SWEEP = 120
-DAY_TABLES = (MetricDayRound, MetricDayOutcome, MetricDayDuration, MetricDayKnown, MetricDayVerdicts)
+DAYS_PER_SWEEP = 400  # a year of history in the first sweep
+DAYS_PER_TRANSACTION = 31
+DAY_TABLES = (MetricDayRound, MetricDayTally, MetricDayOutcome, MetricDayDuration, MetricDayKnown,
+              MetricDayVerdicts)
 DAYS = MetricDay.__table__.c  # type: ignore[attr-defined]
 ROUNDS = MetricDayRound.__table__.c  # type: ignore[attr-defined]
+TALLIES = MetricDayTally.__table__.c  # type: ignore[attr-defined]
 OUTCOMES = MetricDayOutcome.__table__.c  # type: ignore[attr-defined]
 DURATIONS = MetricDayDuration.__table__.c  # type: ignore[attr-defined]
 KNOWN = MetricDayKnown.__table__.c  # type: ignore[attr-defined]
@@ -85,25 +93,54 @@ def day_span(day: dt.date) -> q.Span:
 # Writing
 def summarise_day(session: Session, day: dt.date) -> None:
     """Write the day's rows and its ``metric_day`` row in the caller's transaction (not committed)."""
-    span = day_span(day)
+    summarise_days(session, [day])
+
+
+def summarise_days(session: Session, days: Iterable[dt.date]) -> None:
+    """Write the rows of these days and their ``metric_day`` rows in the caller's transaction (not committed).
+
+    Set-based: each figure is one aggregate query over the span from the first to the last of the days,
+    grouped by day as well (a day's rows are what that query gives over the day alone); rows of days in the
+    span but not asked for are left out. Rows are written in bulk."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return
+    keep = set(wanted)
+    span = q.Span(_midnight(wanted[0]), _midnight(wanted[-1] + dt.timedelta(days=1)))
+    for table in (*DAY_TABLES, MetricDay):
+        session.execute(delete(table).where(table_of(table).c.day.in_(wanted)))
+    voided = q.voided_days(session, span)
+    now = utcnow()
+    rows: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    rows[MetricDay] = [{"day": d, "version": VERSION, "voided": voided.get(d, 0), "summarised_at": now}
+                       for d in wanted]
+    rounds = {key: n for key, n in q.round_days(session, span).items() if key[0] in keep}
+    rows[MetricDayRound] = [{"day": d, "round": rnd, "lo": lo, "hi": hi, "n": n}
+                            for (d, rnd, lo, hi), n in rounds.items()]
+    tallies: Counter[tuple[dt.date, int, int, int]] = Counter()
+    for (d, rnd, lo, hi), n in rounds.items():
+        tallies[(d, rnd, lo % 4, hi % 4)] += n
+    rows[MetricDayTally] = [{"day": d, "round": rnd, "lo_code": a, "hi_code": b, "n": n}
+                            for (d, rnd, a, b), n in tallies.items()]
+    outcomes = q.outcome_days(session, span, BAND_WIDTH, MAX_ROUNDS, q.SETTLED)
+    rows[MetricDayOutcome] = [{"day": d, "status": status, "band": band, "final": final, "n": n,
+                               "wait_seconds": wait}
+                              for (d, status, band, final), (n, wait) in outcomes.items() if d in keep]
+    by_bucket: dict[tuple[dt.date, int], list[float]] = defaultdict(list)
+    for d, seconds in q.outcome_seconds_days(session, span, q.SETTLED, MAX_ROUNDS):
+        if d in keep:
+            by_bucket[(d, bucket(seconds))].append(seconds)
+    rows[MetricDayDuration] = [{"day": d, "bucket": b, "n": len(values), "seconds": sorted(values)}
+                               for (d, b), values in by_bucket.items()]
+    rows[MetricDayKnown] = [{"day": d, "reviewer_id": uid, "truth": truth, "verdict": verdict, "n": n}
+                            for (d, uid, truth, verdict), n in q.known_answer_days(session, span).items()
+                            if d in keep]
+    rows[MetricDayVerdicts] = [{"day": d, "reviewer_id": uid, "verdicts": n, "hours": hours}
+                               for (d, uid), (n, hours) in q.throughput_days(session, span).items() if d in keep]
+    # The day rows first: a second worker writing the same days fails on their key before anything else.
     for table in (MetricDay, *DAY_TABLES):
-        session.execute(delete(table).where(table_of(table).c.day == day))
-    session.add(MetricDay(day=day, version=VERSION, voided=q.voided_count(session, span)))
-    for (rnd, a, va, b, vb), n in q.round_counts(session, span).by_pair.items():
-        session.add(MetricDayRound(day=day, round=rnd, lo=a * 4 + q.CODES[va], hi=b * 4 + q.CODES[vb], n=n))
-    outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, q.SETTLED)
-    for (status, band, final), n in outcomes.by_band.items():
-        session.add(MetricDayOutcome(day=day, status=status, band=band, final=final, n=n,
-                                     wait_seconds=outcomes.band_waits[(status, band, final)]))
-    by_bucket: dict[int, list[float]] = defaultdict(list)
-    for seconds in q.outcome_seconds(session, span, q.SETTLED, MAX_ROUNDS):
-        by_bucket[bucket(seconds)].append(seconds)
-    for b, values in by_bucket.items():
-        session.add(MetricDayDuration(day=day, bucket=b, n=len(values), seconds=sorted(values)))
-    for (uid, truth, verdict), n in q.known_answer_counts(session, span).items():
-        session.add(MetricDayKnown(day=day, reviewer_id=uid, truth=truth, verdict=verdict, n=n))
-    for uid, (n, hours) in q.throughput_counts(session, span).items():
-        session.add(MetricDayVerdicts(day=day, reviewer_id=uid, verdicts=n, hours=hours))
+        if rows[table]:
+            session.execute(insert(table_of(table)), rows[table])
     session.flush()
 
 
@@ -119,21 +156,49 @@ def missing_days(session: Session, now: dt.datetime | None = None) -> list[dt.da
     return [d for d in days if d not in done]
 
 
+def _runs(days: list[dt.date], most: int) -> list[list[dt.date]]:
+    """Consecutive days together, at most ``most`` a run."""
+    runs: list[list[dt.date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][-1] == day - dt.timedelta(days=1) and len(runs[-1]) < most:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
 def summarise(engine: Engine, now: dt.datetime | None = None, limit: int = DAYS_PER_SWEEP) -> int:
-    """Summarise up to ``limit`` missing days, newest first, one transaction each; returns how many."""
+    """Summarise up to ``limit`` missing days, newest first: consecutive days together (up to
+    ``DAYS_PER_TRANSACTION`` in one set-based pass and one transaction); returns how many."""
     with Session(engine) as session:
         days = missing_days(session, now)[:limit]
     written = 0
-    for day in days:
+    for run in sorted(_runs(days, DAYS_PER_TRANSACTION), key=lambda r: r[-1], reverse=True):
+        written += _write(engine, run, now)
+    if written:
+        log.info("metrics: summarised %d day(s)", written)
+    return written
+
+
+def _write(engine: Engine, run: list[dt.date], now: dt.datetime | None) -> int:
+    with Session(engine) as session:
+        try:
+            summarise_days(session, run)
+            session.commit()
+            return len(run)
+        except IntegrityError:  # another worker summarised some of them meanwhile: the rest, one by one
+            session.rollback()
+    written = 0
+    for day in run:
         with Session(engine) as session:
+            if day not in missing_days(session, now):
+                continue
             try:
                 summarise_day(session, day)
                 session.commit()
                 written += 1
-            except IntegrityError:  # another worker summarised it meanwhile
+            except IntegrityError:
                 session.rollback()
-    if written:
-        log.info("metrics: summarised %d day(s)", written)
     return written
 
 
@@ -231,7 +296,7 @@ class Durations:
 class Figures:
     """Every summable figure of a window, from the summaries and live SQL together (see triage.metrics)."""
 
-    by_pair: Counter[tuple[int, int, str, int, str]] = field(default_factory=Counter)
+    pairs: Counter[tuple[int, int]] = field(default_factory=Counter)  # (reviewer * 4 + verdict code), a < b
     by_week: Counter[tuple[dt.date, int, str, str]] = field(default_factory=Counter)
     by_band: Counter[tuple[str, int, bool]] = field(default_factory=Counter)
     waits: dict[dt.date, tuple[int, float]] = field(default_factory=dict)
@@ -269,7 +334,7 @@ def figures(session: Session, parts: Plan) -> Figures:
 
 def _add_live(session: Session, f: Figures, span: q.Span, part: str) -> None:
     rounds = q.round_counts(session, span)
-    f.by_pair.update(rounds.by_pair)
+    f.pairs.update(rounds.pairs)
     f.by_week.update(rounds.by_week)
     outcomes = q.outcome_counts(session, span, BAND_WIDTH, MAX_ROUNDS, part)
     f.by_band.update(outcomes.by_band)
@@ -287,14 +352,17 @@ def _week(day: dt.date) -> dt.date:
 def _add_summaries(session: Session, f: Figures, runs: list[tuple[dt.date, dt.date]]) -> None:
     r, o, d = ROUNDS, OUTCOMES, DURATIONS
     k, v = KNOWN, VERDICTS
-    for rnd, lo, hi, n in session.execute(select(r.round, r.lo, r.hi, func.sum(r.n))
-                                          .where(_in_runs(r.day, runs)).group_by(r.round, r.lo, r.hi)):
-        f.by_pair[(rnd, lo // 4, q.VERDICT_OF[lo % 4], hi // 4, q.VERDICT_OF[hi % 4])] += n
-    code_lo, code_hi = r.lo % 4, r.hi % 4
-    for day, rnd, a, b, n in session.execute(select(r.day, r.round, code_lo, code_hi, func.sum(r.n))
-                                             .where(_in_runs(r.day, runs))
-                                             .group_by(r.day, r.round, code_lo, code_hi)):
-        f.by_week[(_week(q.as_day(day)), rnd, q.VERDICT_OF[a], q.VERDICT_OF[b])] += n
+    in_runs = _in_runs(r.day, runs)
+    f.pairs.update({(lo, hi): int(n) for lo, hi, n in session.execute(
+        select(r.lo, r.hi, func.sum(r.n)).where(in_runs).group_by(r.lo, r.hi))})
+    # By day in SQL (a date function on every row costs more there), by week here.
+    weeks: dict[Any, dt.date] = {}
+    t = TALLIES
+    for day, rnd, a, b, n in session.execute(select(t.day, t.round, t.lo_code, t.hi_code, func.sum(t.n))
+                                             .where(_in_runs(t.day, runs))
+                                             .group_by(t.day, t.round, t.lo_code, t.hi_code)):
+        week = weeks.get(day) or weeks.setdefault(day, _week(q.as_day(day)))
+        f.by_week[(week, rnd, q.VERDICT_OF[a], q.VERDICT_OF[b])] += int(n)
     for status, band, final, n in session.execute(select(o.status, o.band, o.final, func.sum(o.n))
                                                   .where(_in_runs(o.day, runs)).group_by(o.status, o.band, o.final)):
         f.by_band[(status, band, bool(final))] += n

@@ -458,6 +458,8 @@ class Candidate(Table, table=True):
         # Disputes a manager may still escalate can change: the summarised metrics read them live from here.
         Index("ix_candidate_disputes", "status", "decided_at", "current_round", "known_truth", "score",
               "created_at", "sighting_id"),
+        # The queue's depth and age on the metrics page: open real candidates, read from the index alone.
+        Index("ix_candidate_open_real", "status", "known_truth", "priority_at", "current_round", "id"),
     )
     probe_id: int | None = Field(default=None, foreign_key="probe.id", index=True)
     sighting_id: int | None = Field(default=None, foreign_key="sighting.id", index=True)
@@ -514,6 +516,9 @@ class ReviewSlot(Table, table=True):
         # Verdicts voided in a period; partial, so that it is never mistaken for a way to the counting slots.
         Index("ix_review_slot_voided", "voided_at", "verdict", sqlite_where=text("voided_at IS NOT NULL"),
               postgresql_where=text("voided_at IS NOT NULL")),
+        # Unanswered slots (the queue's depth on the metrics page); partial: only those that wait.
+        Index("ix_review_slot_waiting", "candidate_id", "round", "withdrawn", sqlite_where=text("verdict IS NULL"),
+              postgresql_where=text("verdict IS NULL")),
     )
     candidate_id: int = Field(foreign_key="candidate.id", index=True)
     round: int = 1
@@ -708,6 +713,20 @@ class MetricDayRound(SQLModel, table=True):
     round: int
     lo: int
     hi: int
+    n: int
+
+
+class MetricDayTally(SQLModel, table=True):
+    """The same rounds by (round, verdict code low, verdict code high) alone: the weekly trends and round
+    tallies read these few rows a day rather than every pair's."""
+
+    __tablename__ = "metric_day_tally"
+    __table_args__ = (Index("ix_metric_day_tally", "day", "round", "lo_code", "hi_code", "n"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: dt.date
+    round: int
+    lo_code: int
+    hi_code: int
     n: int
 
 

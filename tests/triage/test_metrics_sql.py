@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bench.metrics import seed
@@ -356,4 +357,31 @@ def test_the_workers_sweep_summarises_the_finished_days(engine: Engine, settings
     with Session(engine) as session:
         days = session.exec(select(col(MetricDay.day))).all()
     assert max(days) == dt.date(2026, 6, 29) and NOW.date() not in days  # today is read live
+    _check(engine)
+
+
+
+def test_days_another_worker_summarised_meanwhile_are_left_and_the_rest_written(
+        engine: Engine, seeded: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of days written together fails on the key of a day another worker committed meanwhile: the
+    days still missing are then written one by one, that one left as the other worker wrote it."""
+    run = [dt.date(2026, 5, 1) + dt.timedelta(days=i) for i in range(10)]
+    together = metrics_summary.summarise_days
+
+    def racing(session: Session, days: Any) -> None:
+        days = list(days)
+        if len(days) > 1:  # the other worker commits one of them first; this insert then hits its key
+            with clock.frozen(NOW - dt.timedelta(minutes=5)), Session(engine) as other:
+                together(other, [run[4]])
+                other.commit()
+            raise IntegrityError("INSERT INTO metric_day", {}, Exception("duplicate key value"))
+        together(session, days)
+
+    monkeypatch.setattr(metrics_summary, "summarise_days", racing)
+    with clock.frozen(NOW):
+        assert metrics_summary._write(engine, run, NOW) == 9
+    with Session(engine) as session:
+        days = session.exec(select(MetricDay).where(col(MetricDay.day).in_(run))).all()
+        assert sorted(d.day for d in days) == run
+        assert [d.day for d in days if d.summarised_at.replace(tzinfo=None) < NOW.replace(tzinfo=None)] == [run[4]]
     _check(engine)
