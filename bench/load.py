@@ -2,7 +2,8 @@
 
 50 recognizers work the queue (next task, both eye crops, verdict), 10 field officers
 upload real photos (``../shared/faces``) and look at their sightings, 2 managers
-watch the metrics and disputes pages — for 60 s. Then a table of p50/p95/p99 and
+watch the metrics and disputes pages — for 60 s, arriving over its first 10 s
+(``--ramp-seconds``; 0 starts all 62 in the same instant). Then a table of p50/p95/p99 and
 errors per endpoint, and the queue's invariants (no lost or duplicated upload or
 verdict, no flag without agreement)::
 
@@ -323,7 +324,14 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def shift(dep: Deployment, tokens: dict[str, list[str]], seconds: float) -> Stats:
+async def _arriving(ramp: float, rnd: random.Random, work: Any) -> None:
+    """One person's shift: they arrive at a random moment of the first ``ramp`` seconds, as a unit's people
+    log in one after another (a ramp, as load tools do), not all in the same millisecond."""
+    await asyncio.sleep(rnd.uniform(0, ramp))
+    await work
+
+
+async def shift(dep: Deployment, tokens: dict[str, list[str]], seconds: float, ramp: float = 0.0) -> Stats:
     stats = Stats()
     until = time.monotonic() + seconds
     pool = photos()
@@ -337,7 +345,7 @@ async def shift(dep: Deployment, tokens: dict[str, list[str]], seconds: float) -
             rnd = random.Random(n)
             args: tuple[Any, ...] = (client, stats, until, rnd, pool) if role == "officer" else (client, stats,
                                                                                                  until, rnd)
-            tasks.append(asyncio.create_task(fn(*args)))
+            tasks.append(asyncio.create_task(_arriving(ramp, random.Random(-1 - n), fn(*args))))
             n += 1
     await asyncio.gather(*tasks)
     for c in clients:
@@ -349,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load benchmark against the real server (loopback).")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL, two web processes and two workers")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--ramp-seconds", type=float, default=10.0,
+                        help="people arrive at random moments of the first N seconds (0: all at once)")
     parser.add_argument("--recognizers", type=int, default=50)
     parser.add_argument("--officers", type=int, default=10)
     parser.add_argument("--managers", type=int, default=2)
@@ -375,13 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         slots = asyncio.run(seed_queue(dep, tokens, args.seed_sightings, args.seed_timeout))
         print(f"{setup}: queue seeded with {slots} review slots; load before the run {os.getloadavg()[0]:.1f}",
               flush=True)
-        stats = asyncio.run(shift(dep, tokens, args.seconds))
+        stats = asyncio.run(shift(dep, tokens, args.seconds, args.ramp_seconds))
         load = os.getloadavg()
         results = invariants(dep, stats)
     finally:
         dep.stop()
     print(f"\n{setup}, {args.seconds:.0f} s: {args.recognizers} recognizers, {args.officers} officers, "
-          f"{args.managers} managers; load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)")
+          f"{args.managers} managers, arriving over {args.ramp_seconds:.0f} s; load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)")
     print(f"{'endpoint':<24} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'target p95':>11}")
     met = True
     for name in sorted(set(stats.times) | set(stats.errors)):

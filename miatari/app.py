@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -96,6 +97,8 @@ def _lifespan(engine: Engine, settings: Settings, store: ImageStore,
             reindex.ensure_started(engine, settings)
         except Exception:  # noqa: BLE001 - e.g. not migrated yet: /readyz says so; the app still starts
             log.exception("could not check the gallery's face model")
+        if settings.warm_up:
+            _warm_up(app, engine)
         if background:
             worker = Worker(app.state.services, worker_registry())
             worker.start()
@@ -109,6 +112,31 @@ def _lifespan(engine: Engine, settings: Settings, store: ImageStore,
             engine.dispose()
 
     return lifespan
+
+
+def _warm_up(app: FastAPI, engine: Engine) -> None:
+    """Before serving, do what the first requests of a (re)started process would otherwise each pay for,
+    a hundred milliseconds or more: FastAPI's routes (built when first looked through), the page
+    templates, and the metrics' statements (read once)."""
+    from sqlmodel import Session
+    from starlette.routing import NoMatchFound
+
+    from triage import metrics
+    from web.templating import compile_all
+
+    started = time.perf_counter()
+    try:
+        app.url_path_for("miatari.warm-up")  # no such route: every router is looked through, so built
+    except NoMatchFound:
+        pass
+    count = compile_all()
+    try:
+        with Session(read_first(engine)) as session:
+            metrics.compute(session, metrics.Window())  # what /stats shows first
+            session.rollback()
+    except Exception:  # noqa: BLE001 - e.g. not migrated yet: /readyz says so; the app still starts
+        log.warning("metrics not read at start-up", exc_info=True)
+    log.info("web process warmed up in %.2f s (%d templates compiled)", time.perf_counter() - started, count)
 
 
 def _add_middleware(app: FastAPI, settings: Settings, engine: Engine) -> None:

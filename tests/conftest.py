@@ -129,6 +129,8 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "database_url": db_url,
         "secret_key": "t" * 40,
         "embedded_worker": False,
+        # Each test's app starts at once; the warm-up has its own test (tests/test_warm_up.py).
+        "warm_up": False,
         # Known-answer tasks are served at random; tests that are about them set a share themselves.
         "known_answer_share": 0.0,
         "probation_known_answer_share": 0.0,

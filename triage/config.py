@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     port: int = 8000
     # `miatari serve` also runs one matching worker, as a process of its own (the embedded default).
     embedded_worker: bool = True
+    # Before serving, a web process builds its routes, compiles its templates and reads the metrics once,
+    # so its first requests are as quick as the rest (about half a second at start).
+    warm_up: bool = True
     # Web processes `miatari serve` starts on its port; 0 = one per core, at most four.
     web_processes: int = Field(default=0, ge=0, le=32)
     # The CPU priority (nice) of matching workers: the matcher takes what the web processes leave.

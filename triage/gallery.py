@@ -87,12 +87,13 @@ def today() -> dt.date:
     return utcnow().date()
 
 
-def searchable_clause(on: dt.date | None = None) -> ColumnElement[bool]:
-    """SQL condition for a subject that belongs in the gallery: active and not expired.
+def searchable_clause(on: dt.date | ColumnElement[dt.date] | None = None) -> ColumnElement[bool]:
+    """SQL condition for a subject that belongs in the gallery: active and not expired (on ``on``, a day
+    or a bound parameter).
 
     A subject expires at the start of its expiry date (UTC).
     """
-    on = on or today()
+    on = today() if on is None else on
     return (col(Subject.status) == SubjectStatus.active.value) & or_(col(Subject.expires_on).is_(None),
                                                                     col(Subject.expires_on) > on)
 

@@ -104,7 +104,14 @@ def store_image(
     width: int | None = None, height: int | None = None,
 ) -> str:
     """Write the bytes and register them; the same content is stored once."""
-    digest = store.put(data)
+    store.put(data)
+    return register_image(session, data, media_type, width, height)
+
+
+def register_image(session: Session, data: bytes, media_type: str,
+                   width: int | None = None, height: int | None = None) -> str:
+    """Register bytes already written to the store (``ImageStore.put``); the same content is registered once."""
+    digest = hashlib.sha256(data).hexdigest()
     if session.get(StoredImage, digest) is None:
         session.add(StoredImage(sha256=digest, media_type=media_type, size_bytes=len(data),
                                 width=width, height=height))

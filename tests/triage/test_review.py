@@ -16,10 +16,12 @@ from triage.models import (
     Flag,
     Notification,
     Probe,
+    Qualification,
     ReferencePhoto,
     ReviewSlot,
     Role,
     SeenCandidate,
+    StoredImage,
     Subject,
     User,
 )
@@ -524,3 +526,45 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
         pair = review.create_known_answer_task(session, settings, random.Random(i), avoid_seen_by=a.id)
         assert pair is not None
         assert pair.known_source_candidate_id is None and pair.known_probe_photo_id is not None
+
+
+def test_a_known_answer_pair_is_rendered_before_the_claim_takes_the_write_lock(session, store, settings, people,
+                                                                               engine, monkeypatch):
+    # Rendering a pair takes tens of milliseconds: under SQLite's one write lock every other writer would
+    # wait for it.  While it renders, another connection can still begin a write.
+    import sqlite3
+
+    from triage import known_answer
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("about SQLite's one write lock")
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    make_subject(session, store, photos=2)
+    user = session.get_one(User, a.id)
+    user.qualification = Qualification.probation.value
+    session.commit()
+    settings = settings.model_copy(update={"probation_known_answer_share": 1.0})
+    attempts: list[str] = []
+    render = known_answer.render_pair
+
+    def rendering(*args, **kwargs):
+        other = sqlite3.connect(engine.url.database, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            attempts.append("written")
+        except sqlite3.OperationalError as exc:
+            attempts.append(str(exc))
+        finally:
+            other.close()
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(known_answer, "render_pair", rendering)
+    task = review.next_task(session, user, settings, rng=random.Random(1))
+    session.commit()
+    assert attempts == ["written"]
+    assert task is not None and task.candidate.known_truth is not None
+    # The pictures rendered are registered with the pair, and served as its probe side.
+    assert session.get(StoredImage, task.candidate.known_probe_eyes_sha256) is not None
+    assert store.get(task.candidate.known_probe_eyes_sha256)

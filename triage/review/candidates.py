@@ -35,7 +35,7 @@ from triage.models import (
 )
 from triage.review._common import SLOTS_PER_ROUND, _counting_slots, _id, _new_slots
 from triage.review.verdicts import outcome_for
-from triage.storage import ImageStore, store_image
+from triage.storage import ImageStore, register_image
 
 KNOWN_ANSWER_PAIR_ATTEMPTS = 12
 # Settled real cases considered for a known-answer pair (the most recently decided).
@@ -118,17 +118,27 @@ def _settled_cases(session: Session, truth: str, active: set[int], user_id: int 
     return out
 
 
+@dataclass(frozen=True)
+class _Rendition:
+    """A fresh rendition of one probe side, written to the store but not registered yet."""
+
+    eyes: bytes
+    face: bytes
+    seed: int
+
+
 def _render_probe_side(session: Session, store: ImageStore, eyes_sha: str, face_sha: str, rng: random.Random,
-                       how: known_answer.Degradation) -> tuple[str, str, int]:
-    """Store a fresh rendition of one probe side; its bytes exist nowhere else in the system."""
+                       how: known_answer.Degradation) -> _Rendition:
+    """A fresh rendition of one probe side; its bytes exist nowhere else in the system."""
     for _ in range(RENDITION_ATTEMPTS):
         seed = rng.getrandbits(63)
         eyes, face, _params = known_answer.render_pair(store.get(eyes_sha), store.get(face_sha), seed, how)
         digests = [hashlib.sha256(b).hexdigest() for b in (eyes, face)]
         if any(session.get(StoredImage, d) is not None for d in digests):
             continue
-        return (store_image(session, store, eyes, "image/png", *_size(eyes)),
-                store_image(session, store, face, "image/png", *_size(face)), seed)
+        for data in (eyes, face):
+            store.put(data)
+        return _Rendition(eyes, face, seed)
     raise RuntimeError("could not render a known-answer picture with new bytes")
 
 
@@ -149,6 +159,25 @@ def create_known_answer_task(session: Session, settings: Settings, rng: random.R
     subjects past no expiry date, and photos that passed the quality check.
     Returns None when nothing can make a pair.
     """
+    plan = plan_known_answer(session, settings, rng, avoid_seen_by)
+    return add_planned_known_answer(session, plan) if plan is not None else None
+
+
+@dataclass(frozen=True)
+class KnownAnswerPlan:
+    """A known-answer pair chosen and its probe side rendered (the pictures are in the store already):
+    what ``add_planned_known_answer`` turns into a candidate."""
+
+    pair: _Pair
+    truth: str
+    rendition: _Rendition
+
+
+def plan_known_answer(session: Session, settings: Settings, rng: random.Random | None = None,
+                      avoid_seen_by: int | None = None) -> KnownAnswerPlan | None:
+    """The slow half of ``create_known_answer_task``: choose the pair and render its probe side.  It only
+    reads the database (and writes the new pictures to the content-addressed store), so a claim does it
+    before it takes SQLite's write lock.  None when nothing can make a pair."""
     rng = rng or random.Random()
     store = ImageStore(settings.images_dir)
     active = _active_subject_ids(session)
@@ -177,7 +206,8 @@ def create_known_answer_task(session: Session, settings: Settings, rng: random.R
         else:
             pair = _pair_from_photos(session, truth, by_subject, multi, rng, avoid_seen_by)
         if pair is not None:
-            return _add_known_answer(session, store, pair, truth, rng)
+            rendition = _render_probe_side(session, store, pair.eyes_sha, pair.face_sha, rng, pair.how)
+            return KnownAnswerPlan(pair, truth, rendition)
     return None
 
 
@@ -219,16 +249,19 @@ def _pair_from_photos(session: Session, truth: str, by_subject: dict[int, list[R
                  probe_photo=probe_photo)
 
 
-def _add_known_answer(session: Session, store: ImageStore, pair: _Pair, truth: str,
-                      rng: random.Random) -> Candidate:
-    eyes, face, seed = _render_probe_side(session, store, pair.eyes_sha, pair.face_sha, rng, pair.how)
+def add_planned_known_answer(session: Session, plan: KnownAnswerPlan) -> Candidate:
+    """The quick half: register the rendered pictures and add the candidate with its two round-1 slots
+    (caller's transaction)."""
+    pair, rendition = plan.pair, plan.rendition
+    eyes, face = (register_image(session, data, "image/png", *_size(data))
+                  for data in (rendition.eyes, rendition.face))
     source, probe_photo, reference = pair.source, pair.probe_photo, pair.reference
     now = utcnow()
     candidate = Candidate(probe_id=None, sighting_id=None, subject_id=reference.subject_id,
                           reference_photo_id=_id(reference),
                           known_probe_photo_id=probe_photo.id if probe_photo else None,
                           known_source_candidate_id=source.id if source else None,
-                          known_probe_eyes_sha256=eyes, known_probe_face_sha256=face, known_truth=truth,
+                          known_probe_eyes_sha256=eyes, known_probe_face_sha256=face, known_truth=plan.truth,
                           score=0.0, distance=0.0, rank=0, priority_at=now, created_at=now)
     session.add(candidate)
     session.flush()
@@ -238,5 +271,6 @@ def _add_known_answer(session: Session, store: ImageStore, pair: _Pair, truth: s
     audit.record(session, "candidate.create_known_answer", object_type="candidate", object_id=candidate.id,
                  detail={"probe_photo_id": probe_photo.id if probe_photo else None,
                          "source_candidate_id": source.id if source else None,
-                         "reference_photo_id": reference.id, "truth": truth, "rendition_seed": seed})
+                         "reference_photo_id": reference.id, "truth": plan.truth,
+                         "rendition_seed": rendition.seed})
     return candidate

@@ -7,10 +7,11 @@ oldest candidate, then candidate id.  Claims are safe under concurrency (see ``t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from typing import Any
 
-from sqlalchemy import Engine, case, exists, func, or_
+from sqlalchemy import BindParameter, Date, Engine, bindparam, case, exists, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
@@ -42,25 +43,32 @@ from triage.review._common import (
     _refuse,
     vacate,
 )
-from triage.review.candidates import create_known_answer_task
+from triage.review.candidates import add_planned_known_answer, create_known_answer_task, plan_known_answer
 from triage.services import Services
 
 IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
 
 
 # Claiming
-def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_answer: bool) -> Any:
-    """Slots this recognizer may take now, most urgent first."""
+#
+# The claim's statements are built once, with the recognizer, the time and the day as parameters: a
+# claim holds SQLite's one write lock, and building a statement this size in SQLAlchemy costs more than
+# running it.  ``_params`` gives the values.
+@functools.cache
+def _available_stmt(known_answer: bool) -> Any:
+    """Slots the recognizer ``:user_id`` may take at ``:now``, most urgent first."""
+    user_id: BindParameter[int] = bindparam("user_id")
+    now: BindParameter[dt.datetime] = bindparam("now")
     other = aliased(ReviewSlot)
     # On another slot of it already (the slot itself may be theirs from a lease that lapsed: they may take it again).
-    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user.id,
+    on_it_already = exists().where(col(other.candidate_id) == col(Candidate.id), col(other.reviewer_id) == user_id,
                                    col(other.id) != col(ReviewSlot.id))
     # Shown it in an earlier round (a lapsed lease on this very round does not lock its holder out).
     seen_before = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
-                                 col(SeenCandidate.user_id) == user.id,
+                                 col(SeenCandidate.user_id) == user_id,
                                  col(SeenCandidate.round) < col(ReviewSlot.round))
     gave_back = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.id),
-                               col(SeenCandidate.user_id) == user.id, col(SeenCandidate.skipped_at).is_not(None))
+                               col(SeenCandidate.user_id) == user_id, col(SeenCandidate.skipped_at).is_not(None))
     stmt = (
         select(ReviewSlot)
         .join(Candidate, col(Candidate.id) == ReviewSlot.candidate_id)
@@ -74,46 +82,72 @@ def _available_slots(user: User, settings: Settings, now: dt.datetime, *, known_
             ReviewSlot.round == Candidate.current_round,
             or_(col(ReviewSlot.reviewer_id).is_(None), col(ReviewSlot.lease_expires_at) < now),
             Candidate.status == CandidateStatus.open.value,
-            searchable_clause(now.date()),
+            searchable_clause(bindparam("today", type_=Date)),
             ~on_it_already,
             # An escalated round goes only to people who have never been shown the candidate.
             ~seen_before,
             # A task they gave back goes to someone else.
             ~gave_back,
             # Never a candidate from one's own sighting.
-            or_(col(Candidate.sighting_id).is_(None), col(Sighting.uploaded_by) != user.id),
+            or_(col(Candidate.sighting_id).is_(None), col(Sighting.uploaded_by) != user_id),
         )
     )
     if known_answer:
         # Never a pair made from a real case this recognizer was shown.
         seen_source = exists().where(col(SeenCandidate.candidate_id) == col(Candidate.known_source_candidate_id),
-                                     col(SeenCandidate.user_id) == user.id)
-        stmt = stmt.where(col(Candidate.known_truth).is_not(None), ~seen_source).order_by(
+                                     col(SeenCandidate.user_id) == user_id)
+        return stmt.where(col(Candidate.known_truth).is_not(None), ~seen_source).order_by(
             col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
-    else:
-        fresh_since = now - dt.timedelta(hours=settings.fresh_sighting_hours)
-        fresh_first = case((col(Sighting.observed_at) >= fresh_since, 0), else_=1)
-        stmt = stmt.where(col(Candidate.known_truth).is_(None)).order_by(
-            fresh_first, col(Subject.priority), col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
-    return stmt
+    fresh_first = case((col(Sighting.observed_at) >= bindparam("fresh_since"), 0), else_=1)
+    return stmt.where(col(Candidate.known_truth).is_(None)).order_by(
+        fresh_first, col(Subject.priority), col(Candidate.priority_at), col(Candidate.id), col(ReviewSlot.slot_no))
 
 
-def _lock_first(session: Session, stmt: Any) -> ReviewSlot | None:
-    stmt = stmt.limit(1)
-    if _is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True, of=ReviewSlot)
-    return session.exec(stmt).first()
+@functools.cache
+def _first_stmt(known_answer: bool, postgres: bool) -> Any:
+    """The most urgent of them, locked for this transaction (PostgreSQL: skipping rows others hold)."""
+    stmt = _available_stmt(known_answer).limit(1)
+    return stmt.with_for_update(skip_locked=True, of=ReviewSlot) if postgres else stmt
 
 
-def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot | None:
-    return session.exec(
+@functools.cache
+def _any_stmt() -> Any:
+    return select(_available_stmt(False).limit(1).exists())
+
+
+@functools.cache
+def _count_stmt() -> Any:
+    """How many candidates (not slots) the recognizer could take now."""
+    candidates = _available_stmt(False).order_by(None).with_only_columns(
+        col(ReviewSlot.candidate_id)).distinct().subquery()
+    return select(func.count()).select_from(candidates)
+
+
+def _params(user: User, settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    return {"user_id": user.id, "now": now, "today": now.date(),
+            "fresh_since": now - dt.timedelta(hours=settings.fresh_sighting_hours)}
+
+
+def _first(session: Session, user: User, settings: Settings, now: dt.datetime, *,
+           known_answer: bool) -> ReviewSlot | None:
+    stmt = _first_stmt(known_answer, _is_postgres(session))
+    return session.exec(stmt, params=_params(user, settings, now)).first()
+
+
+@functools.cache
+def _current_lease_stmt() -> Any:
+    return (
         select(ReviewSlot).join(Candidate, col(Candidate.id) == ReviewSlot.candidate_id)
-        .where(ReviewSlot.reviewer_id == user.id, col(ReviewSlot.verdict).is_(None),
-               ReviewSlot.withdrawn == False, col(ReviewSlot.lease_expires_at) >= now,  # noqa: E712
+        .where(ReviewSlot.reviewer_id == bindparam("user_id"), col(ReviewSlot.verdict).is_(None),
+               ReviewSlot.withdrawn == False, col(ReviewSlot.lease_expires_at) >= bindparam("now"),  # noqa: E712
                col(ReviewSlot.pending_verdict).is_(None),
                ReviewSlot.round == Candidate.current_round, Candidate.status == CandidateStatus.open.value)
         .order_by(col(ReviewSlot.leased_at)).limit(1)
-    ).first()
+    )
+
+
+def _current_lease(session: Session, user: User, now: dt.datetime) -> ReviewSlot | None:
+    return session.exec(_current_lease_stmt(), params={"user_id": user.id, "now": now}).first()
 
 
 def _nothing_for(session: Session, user: User, settings: Settings) -> bool:
@@ -124,8 +158,7 @@ def _nothing_for(session: Session, user: User, settings: Settings) -> bool:
     now = utcnow()
     if _current_lease(session, user, now) is not None:
         return False
-    waiting = _available_slots(user, settings, now, known_answer=False).limit(1).exists()
-    return not session.exec(select(waiting)).one()
+    return not session.exec(_any_stmt(), params=_params(user, settings, now)).one()
 
 
 def current_task(session: Session, user: User) -> Task | None:
@@ -157,22 +190,35 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
     rng = rng or random.Random()
     if _nothing_for(session, user, settings):
         return None
+    known_wanted = share > 0 and rng.random() < share
+    plan = None
+    now = utcnow()
+    if known_wanted and _current_lease(session, user, now) is None and _first(
+            session, user, settings, now, known_answer=True) is None:
+        # Still as a reader: the pictures of a new known-answer pair are rendered (and written to the
+        # store) before the claim takes the write lock, which it then holds for a few inserts only.
+        plan = plan_known_answer(session, settings, rng, avoid_seen_by=user.id)
     for _attempt in range(3):
         now = utcnow()
         # One person's claims are serialised, so they can never race themself onto both slots.
         # FOR NO KEY UPDATE: rows referring to the user (notifications, slots) can still be written meanwhile.
         session.exec(select(User).where(User.id == user.id).with_for_update(key_share=True)).one()
+        if plan is not None:
+            # Added whatever happens next (another known-answer task may have turned up meanwhile, or the
+            # queue emptied): it waits for a later claim, and no rendition is left unused in the store.
+            add_planned_known_answer(session, plan)
+            plan = None
         held = _current_lease(session, user, now)
         if held is not None:
             candidate = session.get_one(Candidate, held.candidate_id)
             return Task(held, candidate, resumed=True)
-        slot = _lock_first(session, _available_slots(user, settings, now, known_answer=False))
+        slot = _first(session, user, settings, now, known_answer=False)
         if slot is None:
             return None
-        if share > 0 and rng.random() < share:
-            known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
+        if known_wanted:
+            known = _first(session, user, settings, now, known_answer=True)
             if known is None and create_known_answer_task(session, settings, rng, avoid_seen_by=user.id) is not None:
-                known = _lock_first(session, _available_slots(user, settings, now, known_answer=True))
+                known = _first(session, user, settings, now, known_answer=True)
             if known is not None:
                 slot = known
         try:
@@ -302,9 +348,7 @@ def candidate_image_sha(session: Session, candidate: Candidate, kind: str) -> st
 def queue_size_for(session: Session, user: User, settings: Settings) -> int:
     """How many tasks this recognizer could take now (real ones only): candidates, not slots, since one
     person can fill only one slot of a candidate."""
-    stmt = _available_slots(user, settings, utcnow(), known_answer=False)
-    candidates = stmt.order_by(None).with_only_columns(col(ReviewSlot.candidate_id)).distinct().subquery()
-    return int(session.exec(select(func.count()).select_from(candidates)).one())
+    return int(session.exec(_count_stmt(), params=_params(user, settings, utcnow())).one())
 
 
 # Renewing and giving back

@@ -22,6 +22,7 @@ from sqlmodel import Session
 from triage import review
 from triage.clock import utcnow
 from triage.config import Settings
+from triage.db import reads_first
 from triage.models import User
 from triage.transaction import checkpoint, record_refusal
 from web.htmx import hx_redirect, is_htmx
@@ -51,6 +52,10 @@ def _queue_page(request: Request, session: SessionDep, settings: SettingsDep, us
 
 def _task_context(session: Session, settings: Settings, user: User, task: review.Task | None,
                   messages: Messages | None) -> dict[str, object]:
+    # The lease (or the refusal's entry) is stored for good first; what the page shows around the task
+    # (counts, the verdict in its undo window) is then read without holding SQLite's write lock.
+    checkpoint(session)
+    reads_first(session)
     now = utcnow()
     ctx: dict[str, object] = {
         "task": task, "slot_id": task.slot_id if task else None, "messages": [], "task_messages": messages or [],
