@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         dep.stop()
     print(f"\n{setup}, {args.seconds:.0f} s: {args.recognizers} recognizers, {args.officers} officers, "
-          f"{args.managers} managers, arriving over {args.ramp_seconds:.0f} s; load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)")
+          f"{args.managers} managers, arriving over {args.ramp_seconds:.0f} s; "
+          f"load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)")
     print(f"{'endpoint':<24} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'target p95':>11}")
     met = True
     for name in sorted(set(stats.times) | set(stats.errors)):
