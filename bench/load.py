@@ -353,6 +353,23 @@ async def shift(dep: Deployment, tokens: dict[str, list[str]], seconds: float, r
     return stats
 
 
+def _table(stats: Stats) -> bool:
+    """Print p50/p95/p99 and errors per endpoint; whether every target was met without errors."""
+    print(f"{'endpoint':<24} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'target p95':>11}")
+    met = True
+    for name in sorted(set(stats.times) | set(stats.errors)):
+        values = stats.times.get(name, [])
+        p95 = _pct(values, 0.95)
+        target = TARGETS_MS.get(name)
+        verdict = "" if target is None else (f"{target} ok" if p95 <= target else f"{target} MISSED")
+        met = met and (target is None or p95 <= target) and not stats.errors.get(name)
+        print(f"{name:<24} {len(values):>6} {_pct(values, 0.5):>8.1f} {p95:>8.1f} {_pct(values, 0.99):>8.1f} "
+              f"{stats.errors.get(name, 0):>7} {verdict:>11}")
+    for name, sample in stats.samples.items():
+        print(f"  first error on {name}: {sample}")
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load benchmark against the real server (loopback).")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL, two web processes and two workers")
@@ -393,18 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{setup}, {args.seconds:.0f} s: {args.recognizers} recognizers, {args.officers} officers, "
           f"{args.managers} managers, arriving over {args.ramp_seconds:.0f} s; "
           f"load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)")
-    print(f"{'endpoint':<24} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'target p95':>11}")
-    met = True
-    for name in sorted(set(stats.times) | set(stats.errors)):
-        values = stats.times.get(name, [])
-        p95 = _pct(values, 0.95)
-        target = TARGETS_MS.get(name)
-        verdict = "" if target is None else (f"{target} ok" if p95 <= target else f"{target} MISSED")
-        met = met and (target is None or p95 <= target) and not stats.errors.get(name)
-        print(f"{name:<24} {len(values):>6} {_pct(values, 0.5):>8.1f} {p95:>8.1f} {_pct(values, 0.99):>8.1f} "
-              f"{stats.errors.get(name, 0):>7} {verdict:>11}")
-    for name, sample in stats.samples.items():
-        print(f"  first error on {name}: {sample}")
+    met = _table(stats)
     ok = True
     for name, passed, detail in results:
         ok = ok and passed
