@@ -93,7 +93,7 @@ class Deployment:
         self.db_name = ""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIATARI_")}
         env.update({"MIATARI_DATA_DIR": str(work / "data"), "MIATARI_SECRET_KEY": "b" * 40,
-                    "MIATARI_KNOWN_ANSWER_SHARE": "0", "PYTHONPATH": str(ROOT)})
+                    "PYTHONPATH": str(ROOT)})
         if postgres:
             self.db_name = f"miatari_load_{uuid.uuid4().hex[:8]}"
             self._admin(f'CREATE DATABASE "{self.db_name}"')
