@@ -568,3 +568,35 @@ def test_a_known_answer_pair_is_rendered_before_the_claim_takes_the_write_lock(s
     # The pictures rendered are registered with the pair, and served as its probe side.
     assert session.get(StoredImage, task.candidate.known_probe_eyes_sha256) is not None
     assert store.get(task.candidate.known_probe_eyes_sha256)
+
+
+def test_a_planned_known_answer_pair_whose_photo_went_meanwhile_is_left_out(session, store, settings, people,
+                                                                            monkeypatch):
+    # A pair is planned before the claim's lock; a photo removed in between leaves it out, and the claim
+    # goes on (a known-answer pair made under the lock instead, or the real task).
+    import dataclasses
+    import types
+
+    from triage.review import queue
+
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    make_subject(session, store, photos=2)
+    user = session.get_one(User, a.id)
+    user.qualification = Qualification.probation.value
+    session.commit()
+    settings = settings.model_copy(update={"probation_known_answer_share": 1.0})
+    planned = queue.plan_known_answer
+    missing = 10**9
+
+    def photo_gone(*args, **kwargs):
+        plan = planned(*args, **kwargs)
+        gone = types.SimpleNamespace(id=missing, subject_id=plan.pair.reference.subject_id)
+        return dataclasses.replace(plan, pair=dataclasses.replace(plan.pair, reference=gone))
+
+    monkeypatch.setattr(queue, "plan_known_answer", photo_gone)
+    task = review.next_task(session, user, settings, rng=random.Random(1))
+    session.commit()
+    assert task is not None and task.candidate.known_truth is not None
+    assert task.candidate.reference_photo_id != missing
+    assert session.exec(select(Candidate).where(Candidate.reference_photo_id == missing)).first() is None

@@ -206,7 +206,12 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         if plan is not None:
             # Added whatever happens next (another known-answer task may have turned up meanwhile, or the
             # queue emptied): it waits for a later claim, and no rendition is left unused in the store.
-            add_planned_known_answer(session, plan)
+            # Its photos were read before the lock: one removed meanwhile leaves the pair out, nothing more.
+            try:
+                with session.begin_nested():
+                    add_planned_known_answer(session, plan)
+            except IntegrityError:
+                pass
             plan = None
         held = _current_lease(session, user, now)
         if held is not None:
