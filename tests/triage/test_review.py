@@ -591,6 +591,7 @@ def test_a_planned_known_answer_pair_whose_photo_went_meanwhile_is_left_out(sess
 
     def photo_gone(*args, **kwargs):
         plan = planned(*args, **kwargs)
+        assert plan is not None
         gone = types.SimpleNamespace(id=missing, subject_id=plan.pair.reference.subject_id)
         return dataclasses.replace(plan, pair=dataclasses.replace(plan.pair, reference=gone))
 

@@ -43,7 +43,12 @@ from triage.review._common import (
     _refuse,
     vacate,
 )
-from triage.review.candidates import add_planned_known_answer, create_known_answer_task, plan_known_answer
+from triage.review.candidates import (
+    KnownAnswerPlan,
+    add_planned_known_answer,
+    create_known_answer_task,
+    plan_known_answer,
+)
 from triage.services import Services
 
 IMAGE_KINDS = ("probe-eyes", "subject-eyes", "probe-face", "subject-face")
@@ -204,14 +209,7 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         # FOR NO KEY UPDATE: rows referring to the user (notifications, slots) can still be written meanwhile.
         session.exec(select(User).where(User.id == user.id).with_for_update(key_share=True)).one()
         if plan is not None:
-            # Added whatever happens next (another known-answer task may have turned up meanwhile, or the
-            # queue emptied): it waits for a later claim, and no rendition is left unused in the store.
-            # Its photos were read before the lock: one removed meanwhile leaves the pair out, nothing more.
-            try:
-                with session.begin_nested():
-                    add_planned_known_answer(session, plan)
-            except IntegrityError:
-                pass
+            _add_plan(session, plan)
             plan = None
         held = _current_lease(session, user, now)
         if held is not None:
@@ -233,6 +231,17 @@ def next_task(session: Session, user: User, settings: Settings, *, rng: random.R
         except IntegrityError:
             continue
     return None
+
+
+def _add_plan(session: Session, plan: KnownAnswerPlan) -> None:
+    """Add the pair planned for this claim whatever happens next (another known-answer task may have turned
+    up meanwhile, or the queue emptied): it waits for a later claim, and no rendition is left unused in the
+    store.  Its photos were read before the lock: one removed meanwhile leaves the pair out, nothing more."""
+    try:
+        with session.begin_nested():
+            add_planned_known_answer(session, plan)
+    except IntegrityError:
+        pass
 
 
 def _lease(session: Session, user: User, slot: ReviewSlot, settings: Settings, now: dt.datetime, ip: str) -> Task:
