@@ -592,8 +592,9 @@ def test_a_planned_known_answer_pair_whose_photo_went_meanwhile_is_left_out(sess
     def photo_gone(*args, **kwargs):
         plan = planned(*args, **kwargs)
         assert plan is not None
+        # Only what the pair needs of its reference photo: a photo no longer in the database.
         gone = types.SimpleNamespace(id=missing, subject_id=plan.pair.reference.subject_id)
-        return dataclasses.replace(plan, pair=dataclasses.replace(plan.pair, reference=gone))
+        return dataclasses.replace(plan, pair=dataclasses.replace(plan.pair, reference=gone))  # type: ignore[arg-type]
 
     monkeypatch.setattr(queue, "plan_known_answer", photo_gone)
     task = review.next_task(session, user, settings, rng=random.Random(1))
