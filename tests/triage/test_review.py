@@ -528,6 +528,18 @@ def test_known_answer_pairs_prefer_settled_real_cases_never_seen_by_the_recogniz
         assert pair.known_source_candidate_id is None and pair.known_probe_photo_id is not None
 
 
+def _on_probation_with_a_real_task(session, store, settings, people):
+    """A recognizer on probation (served known-answer tasks only), a real task waiting, and a subject with two
+    photos to make pairs from."""
+    officer, _, (a, *_) = people
+    _cand(session, store, settings, officer)
+    make_subject(session, store, photos=2)
+    user = session.get_one(User, a.id)
+    user.qualification = Qualification.probation.value
+    session.commit()
+    return user, settings.model_copy(update={"probation_known_answer_share": 1.0})
+
+
 def test_a_known_answer_pair_is_rendered_before_the_claim_takes_the_write_lock(session, store, settings, people,
                                                                                engine, monkeypatch):
     # Rendering a pair takes tens of milliseconds: under SQLite's one write lock every other writer would
@@ -538,13 +550,7 @@ def test_a_known_answer_pair_is_rendered_before_the_claim_takes_the_write_lock(s
 
     if engine.dialect.name != "sqlite":
         pytest.skip("about SQLite's one write lock")
-    officer, _, (a, *_) = people
-    _cand(session, store, settings, officer)
-    make_subject(session, store, photos=2)
-    user = session.get_one(User, a.id)
-    user.qualification = Qualification.probation.value
-    session.commit()
-    settings = settings.model_copy(update={"probation_known_answer_share": 1.0})
+    user, settings = _on_probation_with_a_real_task(session, store, settings, people)
     attempts: list[str] = []
     render = known_answer.render_pair
 
@@ -579,13 +585,7 @@ def test_a_planned_known_answer_pair_whose_photo_went_meanwhile_is_left_out(sess
 
     from triage.review import queue
 
-    officer, _, (a, *_) = people
-    _cand(session, store, settings, officer)
-    make_subject(session, store, photos=2)
-    user = session.get_one(User, a.id)
-    user.qualification = Qualification.probation.value
-    session.commit()
-    settings = settings.model_copy(update={"probation_known_answer_share": 1.0})
+    user, settings = _on_probation_with_a_real_task(session, store, settings, people)
     planned = queue.plan_known_answer
     missing = 10**9
 
