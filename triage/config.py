@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # `miatari serve` also runs one matching worker, as a process of its own (the embedded default).
     embedded_worker: bool = True
     # Before serving, a web process builds its routes, compiles its templates and reads the metrics once,
-    # so its first requests are as quick as the rest (about half a second at start).
+    # so its first requests are as quick as the rest (about 0.3 s at start).
     warm_up: bool = True
     # Web processes `miatari serve` starts on its port; 0 = one per core, at most four.
     web_processes: int = Field(default=0, ge=0, le=32)

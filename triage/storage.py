@@ -104,16 +104,15 @@ def store_image(
     width: int | None = None, height: int | None = None,
 ) -> str:
     """Write the bytes and register them; the same content is stored once."""
-    store.put(data)
-    return register_image(session, data, media_type, width, height)
+    return register_image(session, store.put(data), len(data), media_type, width, height)
 
 
-def register_image(session: Session, data: bytes, media_type: str,
+def register_image(session: Session, digest: str, size_bytes: int, media_type: str,
                    width: int | None = None, height: int | None = None) -> str:
-    """Register bytes already written to the store (``ImageStore.put``); the same content is registered once."""
-    digest = hashlib.sha256(data).hexdigest()
+    """Register bytes already written to the store under ``digest`` (``ImageStore.put``); the same content is
+    registered once."""
     if session.get(StoredImage, digest) is None:
-        session.add(StoredImage(sha256=digest, media_type=media_type, size_bytes=len(data),
+        session.add(StoredImage(sha256=digest, media_type=media_type, size_bytes=size_bytes,
                                 width=width, height=height))
         session.flush()
     return digest

@@ -124,6 +124,7 @@ class _Rendition:
 
     eyes: bytes
     face: bytes
+    digests: tuple[str, str]  # what the store files them under
     seed: int
 
 
@@ -133,12 +134,12 @@ def _render_probe_side(session: Session, store: ImageStore, eyes_sha: str, face_
     for _ in range(RENDITION_ATTEMPTS):
         seed = rng.getrandbits(63)
         eyes, face, _params = known_answer.render_pair(store.get(eyes_sha), store.get(face_sha), seed, how)
-        digests = [hashlib.sha256(b).hexdigest() for b in (eyes, face)]
+        digests = (hashlib.sha256(eyes).hexdigest(), hashlib.sha256(face).hexdigest())
         if any(session.get(StoredImage, d) is not None for d in digests):
             continue
         for data in (eyes, face):
             store.put(data)
-        return _Rendition(eyes, face, seed)
+        return _Rendition(eyes, face, digests, seed)
     raise RuntimeError("could not render a known-answer picture with new bytes")
 
 
@@ -253,8 +254,8 @@ def add_planned_known_answer(session: Session, plan: KnownAnswerPlan) -> Candida
     """The quick half: register the rendered pictures and add the candidate with its two round-1 slots
     (caller's transaction)."""
     pair, rendition = plan.pair, plan.rendition
-    eyes, face = (register_image(session, data, "image/png", *_size(data))
-                  for data in (rendition.eyes, rendition.face))
+    eyes, face = (register_image(session, digest, len(data), "image/png", *_size(data))
+                  for data, digest in zip((rendition.eyes, rendition.face), rendition.digests, strict=True))
     source, probe_photo, reference = pair.source, pair.probe_photo, pair.reference
     now = utcnow()
     candidate = Candidate(probe_id=None, sighting_id=None, subject_id=reference.subject_id,
