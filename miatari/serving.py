@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger("miatari.serve")
@@ -46,13 +46,22 @@ def web_process_count(configured: int) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WEB_PROCESSES))
 
 
-def _die_with_parent() -> None:
-    """Run in the child between fork and exec: the kernel kills it when ``miatari serve`` ends."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the parent's shutdown still stops its children
-        pass
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """What runs in the child between fork and exec: the kernel kills it when ``miatari serve`` ends.
+
+    A parent that died before the signal was asked for would leave an orphan holding the port, so
+    the child checks it still has its parent after asking, and ends at once if not."""
+
+    def arm() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: the parent's shutdown still stops its children
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 @dataclass
@@ -71,7 +80,7 @@ class Child:
 
     def start(self) -> None:
         self.popen = subprocess.Popen(self.argv, pass_fds=self.pass_fds, env=self.env,
-                                      preexec_fn=_die_with_parent)  # noqa: PLW1509 - the parent-death signal
+                                      preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509 - the parent-death signal
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.popen.pid)

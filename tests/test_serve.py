@@ -95,6 +95,20 @@ def _children(pid: int) -> dict[int, tuple[str, int]]:
     return found
 
 
+def _listening(port: int) -> bool:
+    """Whether any socket on this machine listens on the TCP ``port`` (``/proc/net/tcp``, state 0A)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
 def _alive(pid: int) -> bool:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -155,12 +169,13 @@ def test_serve_runs_web_processes_and_a_lower_priority_worker(tmp_path: Path) ->
         assert "restarting in" in out.read_text()
         # kill -9 of the parent: the kernel ends its children, the port is free for a new server.
         children = list(_children(proc.pid))
+        assert _listening(port)
         os.kill(proc.pid, 9)
         proc.wait(10)
         _wait(lambda: not any(_alive(p) for p in children), 15, "the children to end with their parent")
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
+        # (Read from the kernel's table, not by binding: a connection another test opens meanwhile may
+        # be given this number as its own local port, and that is not an orphan holding it.)
+        _wait(lambda: not _listening(port), 15, f"nothing to listen on port {port}")
     finally:
         if proc.poll() is None:
             proc.terminate()
