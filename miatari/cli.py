@@ -120,8 +120,10 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
 def _run_web(settings: Settings, *, host: str = "", port: int = 0, sock: socket.socket | None = None) -> None:
     import uvicorn
 
+    from miatari import serving
     from miatari.app import create_app
 
+    serving.tune_web_process()
     app = create_app(settings, start_background=False)
     # With JSON logs, miatari.access writes the one line per request (route template, no query string).
     logs: dict[str, Any] = {"log_config": None, "access_log": False} if settings.json_logs else {}

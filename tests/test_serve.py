@@ -180,3 +180,22 @@ def test_serve_runs_web_processes_and_a_lower_priority_worker(tmp_path: Path) ->
         if proc.poll() is None:
             proc.terminate()
             proc.wait(60)
+
+
+def test_a_web_process_hands_the_interpreter_lock_on_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread whose query returned waits at most the switch interval for the lock; a web process
+    shortens it from CPython's 5 ms, and does so before it serves."""
+    import uvicorn
+
+    from miatari import cli, serving
+    from tests.conftest import make_settings
+
+    seen: list[float] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.append(sys.getswitchinterval()))
+    default = sys.getswitchinterval()
+    try:
+        cli._run_web(make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}"), port=_free_port())
+    finally:
+        sys.setswitchinterval(default)
+    assert seen == [pytest.approx(serving.WEB_SWITCH_INTERVAL_SECONDS)]
+    assert serving.WEB_SWITCH_INTERVAL_SECONDS < default

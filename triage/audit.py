@@ -3,6 +3,12 @@
 Each entry's hash covers its own content and the previous entry's hash, so
 editing or deleting any row breaks the chain from that row on.  Appends lock
 the single ``audit_head`` row, which serialises them on every database.
+
+An entry is recorded in the caller's transaction and joins the chain as that
+transaction commits: the head row is locked only for the commit itself, not
+while the rest of the request runs, so writers do not queue behind each other's
+work.  An entry recorded in a savepoint that is rolled back, or in a transaction
+that never commits, is never stored.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import delete, event, func, or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
@@ -49,7 +57,8 @@ def entry_hash(entry: AuditEntry) -> str:
 
 
 def _lock_head(session: Session) -> AuditHead:
-    head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+    locked = select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
+    head = session.exec(locked).first()
     if head is None:
         # The very first append: two processes may race to create the head; one wins.
         try:
@@ -57,8 +66,17 @@ def _lock_head(session: Session) -> AuditHead:
                 session.add(AuditHead(id=1, last_id=0, last_hash=GENESIS_HASH))
         except IntegrityError:
             pass
-        head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+        head = session.exec(locked).one()
     return head
+
+
+# Entries recorded but not yet chained, each with the transaction (or savepoint) it was recorded in.
+_PENDING = "miatari.audit.pending"
+
+
+def _pending(session: OrmSession) -> list[tuple[AuditEntry, SessionTransaction]]:
+    pending: list[tuple[AuditEntry, SessionTransaction]] = session.info.setdefault(_PENDING, [])
+    return pending
 
 
 def record(
@@ -72,10 +90,9 @@ def record(
     detail: dict[str, Any] | None = None,
     ip: str = "",
 ) -> AuditEntry:
-    """Append one entry inside the caller's transaction (it commits with the change)."""
-    head = _lock_head(session)
+    """Record one entry in the caller's transaction: it is stored, and takes its place in the chain
+    (``id``, ``prev_hash``, ``hash``), as that transaction commits - or at :func:`chain_now`."""
     entry = AuditEntry(
-        id=head.last_id + 1,
         at=utcnow(),
         actor_id=actor.id if actor else None,
         actor=actor.username if actor else "system",
@@ -86,17 +103,64 @@ def record(
         outcome=str(outcome),
         detail=json.loads(json.dumps(detail or {}, default=str)),
         ip=ip[:64],
-        prev_hash=head.last_hash,
+        prev_hash="",
         hash="",
     )
-    entry.hash = entry_hash(entry)
-    session.add(entry)
-    session.execute(
-        update(AuditHead).where(col(AuditHead.id) == 1).values(last_id=entry.id, last_hash=entry.hash)
-    )
+    if session.get_transaction() is None:
+        session.connection()  # begin the transaction the entry belongs to
+    txn = session.get_nested_transaction() or session.get_transaction()
+    assert txn is not None
+    _pending(session).append((entry, txn))
+    return entry
+
+
+def chain_now(session: Session) -> None:
+    """Give the entries recorded so far their place in the chain now (the head stays locked until the
+    commit); for callers that need an entry's id or hash before committing."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    head = _lock_head(session)
+    last_id, last_hash = head.last_id, head.last_hash
+    for entry, _txn in pending:
+        last_id += 1
+        entry.id, entry.prev_hash = last_id, last_hash
+        entry.hash = last_hash = entry_hash(entry)
+        session.add(entry)
+    session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(last_id=last_id, last_hash=last_hash))
     session.flush()
     session.expire(head)
-    return entry
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _chain_as_the_transaction_commits(session: OrmSession) -> None:
+    # Fired for a savepoint's commit too: its entries wait for the outermost transaction's.
+    if session.info.get(_PENDING) and session.get_nested_transaction() is None:
+        chain_now(cast(Session, session))  # record() takes a SQLModel session
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _forget_rolled_back(session: OrmSession, previous: SessionTransaction) -> None:
+    """Drop the entries recorded in a rolled-back transaction or savepoint (or in one inside it)."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+
+    def inside(txn: SessionTransaction | None) -> bool:
+        while txn is not None:
+            if txn is previous:
+                return True
+            txn = txn.parent
+        return False
+
+    pending[:] = [(entry, txn) for entry, txn in pending if not inside(txn)]
+
+
+@event.listens_for(OrmSession, "after_transaction_end")
+def _forget_at_the_end(session: OrmSession, transaction: SessionTransaction) -> None:
+    # A transaction closed without commit or rollback (Session.close()) takes its entries with it.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 PRUNE_ACTION = "audit.prune"
@@ -186,6 +250,7 @@ class BadAnchor(ValueError):
 def take_anchor(session: Session, actor: User | None = None) -> Anchor:
     """Record the anchoring itself in the chain and return that entry as the anchor."""
     entry = record(session, ANCHOR_ACTION, actor=actor, object_type="audit")
+    chain_now(session)
     return Anchor(entry.pk, entry.hash, entry.at.isoformat(timespec="seconds"))
 
 
@@ -247,6 +312,7 @@ def prune(session: Session, before: dt.datetime, actor: User | None = None) -> i
     record(session, PRUNE_ACTION, actor=actor, object_type="audit_entry", object_id=last_old,
            detail={"pruned_through_id": last_old, "pruned_through_hash": boundary.hash,
                    "count": count, "before": before.isoformat()})
+    chain_now(session)
     session.execute(delete(AuditEntry).where(col(AuditEntry.id) <= last_old))
     return count
 

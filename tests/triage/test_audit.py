@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import threading
 
+import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
+from tests.conftest import USE_POSTGRES
 from triage import audit
 from triage.clock import frozen
 from triage.models import AuditEntry, AuditHead, AuditOutcome, Role
@@ -175,3 +178,116 @@ def test_export_csv_quotes_spreadsheet_formulas(engine: Engine) -> None:
     assert rows[0] == audit.EXPORT_FIELDS
     assert rows[1][5] == "'=HYPERLINK(\"x\")"
     assert rows[1][8] == '{"a": 1}'
+
+
+# Entries join the chain as their transaction commits.
+def _actions(engine: Engine) -> list[str]:
+    with Session(engine) as s:
+        return [r.action for r in s.exec(select(AuditEntry).order_by(col(AuditEntry.id)))]
+
+
+def test_an_entry_of_a_rolled_back_savepoint_is_never_stored(engine: Engine) -> None:
+    with Session(engine) as s:
+        audit.record(s, "kept.before")
+        with pytest.raises(RuntimeError):
+            with s.begin_nested():
+                audit.record(s, "undone.outer")
+                with s.begin_nested():
+                    audit.record(s, "undone.inner")  # committed into the savepoint that is then undone
+                raise RuntimeError("the step fails")
+        with s.begin_nested():
+            audit.record(s, "kept.savepoint")
+        audit.record(s, "kept.after")
+        s.commit()
+    assert _actions(engine) == ["kept.before", "kept.savepoint", "kept.after"]
+    with Session(engine) as s:
+        assert audit.verify(s).ok
+
+
+def test_commit_with_a_savepoint_still_open_stores_its_entries(engine: Engine) -> None:
+    with Session(engine) as s:
+        audit.record(s, "outer")
+        s.begin_nested()
+        audit.record(s, "inside.open.savepoint")
+        s.commit()
+    assert _actions(engine) == ["outer", "inside.open.savepoint"]
+
+
+def test_a_session_closed_without_commit_stores_nothing_later(engine: Engine) -> None:
+    with Session(engine) as s:
+        audit.record(s, "abandoned")
+        s.close()  # neither commit nor rollback: the transaction ends unfinished
+        audit.record(s, "next.transaction")
+        s.commit()
+    assert _actions(engine) == ["next.transaction"]
+
+
+def test_an_entry_has_no_place_before_its_commit_and_chain_now_gives_it_one(engine: Engine) -> None:
+    _fill(engine, 2)
+    with Session(engine) as s:
+        entry = audit.record(s, "thing.do")
+        assert entry.id is None and entry.hash == ""
+        audit.chain_now(s)
+        assert entry.id == 3 and entry.prev_hash == s.get_one(AuditEntry, 2).hash
+        assert entry.hash == audit.entry_hash(entry)
+        audit.chain_now(s)  # nothing more to chain: no change
+        s.commit()
+    with Session(engine) as s:
+        head = s.get_one(AuditHead, 1)
+        assert head.last_id == 3 and audit.verify(s).checked == 3
+
+
+def test_an_anchor_is_the_entry_that_records_it(engine: Engine) -> None:
+    _fill(engine, 2)
+    with Session(engine) as s:
+        anchor = audit.take_anchor(s)
+        s.commit()
+        assert anchor.entry_id == 3 and anchor.hash == s.get_one(AuditEntry, 3).hash
+        assert audit.check_anchors(s, [anchor]).ok
+
+
+def test_concurrent_writers_each_keep_their_entries_together_in_one_chain(engine: Engine) -> None:
+    writers, per = 8, 3
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            with Session(engine) as s:
+                for i in range(per):
+                    audit.record(s, f"w{n}.{i}")
+                s.commit()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    actions = _actions(engine)
+    assert len(actions) == writers * per
+    runs = [actions[i:i + per] for i in range(0, len(actions), per)]
+    assert sorted(r[0].split(".")[0] for r in runs) == sorted(f"w{n}" for n in range(writers))
+    assert all(r == [f"{r[0].split('.')[0]}.{i}" for i in range(per)] for r in runs)
+    with Session(engine) as s:
+        result = audit.verify(s)
+        assert result.ok and result.checked == writers * per
+
+
+@pytest.mark.skipif(not USE_POSTGRES, reason="SQLite has one writer at a time; the head lock is PostgreSQL's")
+def test_a_writer_holds_the_chain_only_while_it_commits(engine: Engine) -> None:
+    _fill(engine, 1)
+    with Session(engine) as slow, Session(engine) as other:
+        audit.record(slow, "slow.request")
+        slow.exec(select(AuditEntry)).all()  # the transaction is under way
+        # Meanwhile another writer appends and commits: the slow request does not hold the head.
+        other.connection().execute(text("SET LOCAL lock_timeout = '2s'"))
+        audit.record(other, "quick.request")
+        other.commit()
+        slow.commit()
+    assert _actions(engine) == ["test.action", "quick.request", "slow.request"]
+    with Session(engine) as s:
+        assert audit.verify(s).ok
