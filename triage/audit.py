@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import delete, event, func, or_, update
+from sqlalchemy import delete, event, func, inspect, or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import ORMExecuteState, SessionTransaction
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
@@ -72,6 +72,14 @@ def _lock_head(session: Session) -> AuditHead:
 
 # Entries recorded but not yet chained, each with the transaction (or savepoint) it was recorded in.
 _PENDING = "miatari.audit.pending"
+
+
+_ENTRY_MAPPER = inspect(AuditEntry)
+
+
+def has_pending(session: OrmSession) -> bool:
+    """Whether the open transaction has recorded entries not yet written."""
+    return bool(session.info.get(_PENDING))
 
 
 def _pending(session: OrmSession) -> list[tuple[AuditEntry, SessionTransaction]]:
@@ -137,6 +145,13 @@ def _chain_as_the_transaction_commits(session: OrmSession) -> None:
     # Fired for a savepoint's commit too: its entries wait for the outermost transaction's.
     if session.info.get(_PENDING) and session.get_nested_transaction() is None:
         chain_now(cast(Session, session))  # record() takes a SQLModel session
+
+
+@event.listens_for(OrmSession, "do_orm_execute")
+def _chain_before_reading_the_log(state: ORMExecuteState) -> None:
+    # A transaction that reads the log sees the entries it recorded (the head is then held to the commit).
+    if state.session.info.get(_PENDING) and state.is_select and _ENTRY_MAPPER in state.all_mappers:
+        chain_now(cast(Session, state.session))
 
 
 @event.listens_for(OrmSession, "after_soft_rollback")

@@ -40,7 +40,8 @@ def _forget_writes(session: OrmSession, transaction: SessionTransaction) -> None
 
 def has_work(session: Session) -> bool:
     """Whether the open transaction has changed anything (pending, or flushed already)."""
-    return bool(session.new or session.dirty or session.deleted or session.info.get(_WROTE))
+    return bool(session.new or session.dirty or session.deleted or session.info.get(_WROTE)
+                or audit.has_pending(session))
 
 
 def discard(session: Session) -> None:

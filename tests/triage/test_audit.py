@@ -291,3 +291,16 @@ def test_a_writer_holds_the_chain_only_while_it_commits(engine: Engine) -> None:
     assert _actions(engine) == ["test.action", "quick.request", "slow.request"]
     with Session(engine) as s:
         assert audit.verify(s).ok
+
+
+def test_a_transaction_reading_the_log_sees_what_it_recorded(engine: Engine) -> None:
+    _fill(engine, 1)
+    with Session(engine) as s:
+        audit.record(s, "seen.at.once", object_type="thing", object_id=9)
+        rows, total = audit.search(s, audit.AuditFilter(action="seen"))
+        assert total == 1 and rows[0].id == 2 and rows[0].hash == audit.entry_hash(rows[0])
+        audit.record(s, "after.the.read")
+        s.commit()
+    assert _actions(engine) == ["test.action", "seen.at.once", "after.the.read"]
+    with Session(engine) as s:
+        assert audit.verify(s).ok
