@@ -27,6 +27,8 @@ from sqlalchemy import delete, event, func, inspect, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, SessionTransaction
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.util import find_tables
 from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
@@ -124,10 +126,14 @@ def record(
 
 def chain_now(session: Session) -> None:
     """Give the entries recorded so far their place in the chain now (the head stays locked until the
-    commit); for callers that need an entry's id or hash before committing."""
-    pending = session.info.pop(_PENDING, None)
-    if not pending:
+    commit); for callers that need an entry's id or hash before committing.
+
+    Not inside a savepoint: undone, it would take entries of the enclosing transaction with it."""
+    if not session.info.get(_PENDING):
         return
+    if session.get_nested_transaction() is not None:
+        raise RuntimeError("audit entries are chained outside savepoints")
+    pending = session.info.pop(_PENDING)
     head = _lock_head(session)
     last_id, last_hash = head.last_id, head.last_hash
     for entry, _txn in pending:
@@ -150,8 +156,19 @@ def _chain_as_the_transaction_commits(session: OrmSession) -> None:
 @event.listens_for(OrmSession, "do_orm_execute")
 def _chain_before_reading_the_log(state: ORMExecuteState) -> None:
     # A transaction that reads the log sees the entries it recorded (the head is then held to the commit).
-    if state.session.info.get(_PENDING) and state.is_select and _ENTRY_MAPPER in state.all_mappers:
-        chain_now(cast(Session, state.session))
+    # Inside a savepoint it cannot (chain_now): there the entries show from the commit on.
+    session = state.session
+    if (session.info.get(_PENDING) and state.is_select and session.get_nested_transaction() is None
+            and _reads_the_log(state)):
+        chain_now(cast(Session, session))
+
+
+def _reads_the_log(state: ORMExecuteState) -> bool:
+    if _ENTRY_MAPPER in state.all_mappers:
+        return True
+    statement = state.statement
+    # e.g. a count over a subquery of entries
+    return isinstance(statement, ClauseElement) and _ENTRY_MAPPER.local_table in find_tables(statement)
 
 
 @event.listens_for(OrmSession, "after_soft_rollback")

@@ -282,7 +282,7 @@ def test_a_writer_holds_the_chain_only_while_it_commits(engine: Engine) -> None:
     _fill(engine, 1)
     with Session(engine) as slow, Session(engine) as other:
         audit.record(slow, "slow.request")
-        slow.exec(select(AuditEntry)).all()  # the transaction is under way
+        slow.exec(select(AuditHead)).all()  # the transaction is under way (reading, not the log)
         # Meanwhile another writer appends and commits: the slow request does not hold the head.
         other.connection().execute(text("SET LOCAL lock_timeout = '2s'"))
         audit.record(other, "quick.request")
@@ -304,3 +304,14 @@ def test_a_transaction_reading_the_log_sees_what_it_recorded(engine: Engine) -> 
     assert _actions(engine) == ["test.action", "seen.at.once", "after.the.read"]
     with Session(engine) as s:
         assert audit.verify(s).ok
+
+
+def test_entries_are_not_chained_from_inside_a_savepoint(engine: Engine) -> None:
+    with Session(engine) as s:
+        audit.record(s, "outer.entry")
+        with pytest.raises(RuntimeError), s.begin_nested():
+            audit.chain_now(s)
+        with s.begin_nested():
+            assert audit.search(s, audit.AuditFilter())[1] == 0  # shown from the commit on
+        s.commit()
+    assert _actions(engine) == ["outer.entry"]
