@@ -10,7 +10,12 @@ parallel, so the matcher is busy the whole time.  Two rows, in the same run:
 
 Time is measured in the page: from the ``keydown`` event to the moment both ``img.eyes`` of the next
 task are decoded (``img.decode()``) and a frame has been painted.  Prints p50/p95/max per row and the
-load average::
+load average.
+
+The recognizers press same / different / cannot tell in turn, blind to the truth, so the server is told
+to serve them no known-answer tasks (``MIATARI_KNOWN_ANSWER_SHARE=0``): answered that way, those would
+rightly suspend the account part-way through.  If the next task's crops do not appear within
+``SHOW_TIMEOUT_MS``, the run stops and says what the page shows instead::
 
     .venv/bin/python -m bench.workbench [--tasks 60] [--uploaders 2]      # make bench-workbench
 """
@@ -43,9 +48,15 @@ if (window.BENCH_FULL_PAGE) {
   });
 }
 """
+SHOW_TIMEOUT_MS = 30_000
 CROPS_SHOWN = """
 async (previous) => {
+  const deadline = performance.now() + TIMEOUT_MS;
   for (;;) {
+    if (performance.now() > deadline) {
+      const main = document.querySelector('main');
+      throw new Error('no next task shown; the page says: ' + (main ? main.innerText : document.title).slice(0, 300));
+    }
     const area = document.getElementById('task-area');
     const imgs = area ? Array.from(area.querySelectorAll('img.eyes')) : [];
     if (area && area.dataset.slot && area.dataset.slot !== previous && imgs.length === 2) {
@@ -58,7 +69,7 @@ async (previous) => {
     await new Promise(r => setTimeout(r, 2));
   }
 }
-"""
+""".replace("TIMEOUT_MS", str(SHOW_TIMEOUT_MS))
 
 
 @dataclass
@@ -178,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="miatari-workbench-"))
     dep = Deployment(work, postgres=False)
+    dep.env["MIATARI_KNOWN_ANSWER_SHARE"] = "0"  # answers in turn, blind to the truth: see the module's notes
     stop = threading.Event()
     try:
         dep.start()
