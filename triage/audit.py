@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -33,6 +34,8 @@ from sqlmodel import Session, col, select
 
 from triage.clock import utcnow
 from triage.models import AuditEntry, AuditHead, AuditOutcome, User
+
+log = logging.getLogger("miatari.audit")
 
 GENESIS_HASH = "0" * 64
 
@@ -186,6 +189,16 @@ def _forget_rolled_back(session: OrmSession, previous: SessionTransaction) -> No
         return False
 
     pending[:] = [(entry, txn) for entry, txn in pending if not inside(txn)]
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _none_left_behind(session: OrmSession) -> None:
+    # Only a root transaction committed by hand with a savepoint still open gets here with entries left
+    # (its before_commit came while the savepoint was the innermost); say so loudly rather than silently.
+    pending = session.info.get(_PENDING)
+    if pending and session.get_nested_transaction() is None:
+        log.error("audit entries not written: their transaction was committed with a savepoint open: %s",
+                  ", ".join(entry.action for entry, _txn in pending))
 
 
 @event.listens_for(OrmSession, "after_transaction_end")

@@ -315,3 +315,13 @@ def test_entries_are_not_chained_from_inside_a_savepoint(engine: Engine) -> None
             assert audit.search(s, audit.AuditFilter())[1] == 0  # shown from the commit on
         s.commit()
     assert _actions(engine) == ["outer.entry"]
+
+
+def test_a_root_committed_by_hand_with_a_savepoint_open_says_what_it_left_out(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    with Session(engine) as s:
+        root = s.begin()
+        audit.record(s, "left.out")
+        s.begin_nested()
+        root.commit()  # not Session.commit(): the savepoint is still the innermost when the root prepares
+    assert "left.out" in caplog.text and "savepoint open" in caplog.text
