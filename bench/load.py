@@ -14,7 +14,9 @@ The server is started as the README starts it (``miatari serve``; on PostgreSQL
 ``MIATARI_EMBEDDED_WORKER=false miatari serve`` twice and ``miatari worker`` twice),
 on a fresh data folder. Before the timed minute the queue is filled by uploading
 sightings and letting the real matcher find the candidates. Bounded: ``--seconds``
-(default 60), ``--seed-sightings`` (default 60); loopback only.
+(default 60), ``--seed-sightings`` (default 240: enough review tasks that 50 recognizers do not
+run out within the minute; the table says how often one was told the queue held nothing for them);
+loopback only.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class Stats:
     samples: dict[str, str] = field(default_factory=dict)
     uploads: dict[str, int] = field(default_factory=dict)
     verdicts: dict[int, str] = field(default_factory=dict)
+    empty_next: int = 0  # "nothing for you": the queue held no task this recognizer may take
 
     async def call(self, client: httpx.AsyncClient, name: str, method: str, url: str, ok: tuple[int, ...] = (200,),
                    **kwargs: Any) -> httpx.Response | None:
@@ -153,7 +156,7 @@ class Deployment:
         url = self.env.get("MIATARI_DATABASE_URL") or f"sqlite:///{(self.work / 'data' / 'miatari.db').resolve()}"
         return make_engine(url)
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
         for p in self.procs:
             p.terminate()
         for p in self.procs:
@@ -161,7 +164,7 @@ class Deployment:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if self.postgres and self.db_name:
+        if self.postgres and self.db_name and not keep:
             self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
 
@@ -210,6 +213,8 @@ async def recognizer(client: httpx.AsyncClient, stats: Stats, until: float, rnd:
         r = await stats.call(client, "POST /api/review/next", "POST", "/api/review/next")
         task = r.json().get("task") if r is not None and r.status_code == 200 else None
         if not task:
+            if r is not None and r.status_code == 200:
+                stats.empty_next += 1
             await asyncio.sleep(rnd.uniform(2, 4))
             continue
         for kind in ("probe_eyes", "subject_eyes"):
@@ -379,12 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recognizers", type=int, default=50)
     parser.add_argument("--officers", type=int, default=10)
     parser.add_argument("--managers", type=int, default=2)
-    parser.add_argument("--seed-sightings", type=int, default=60)
+    parser.add_argument("--seed-sightings", type=int, default=240,
+                        help="sightings matched before the minute starts: enough that the queue does not run dry")
     parser.add_argument("--seed-timeout", type=float, default=300.0)
     parser.add_argument("--web-processes", type=int, default=None,
                         help="embedded default only: MIATARI_WEB_PROCESSES for miatari serve (default: its own)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the work folder (server logs, database) and say where")
+                        help="keep the work folder (server logs, database) and, on PostgreSQL, the database; say where")
     args = parser.parse_args(argv)
     if not (faces_dir() / "frmdb" / "manifest.csv").exists():
         print(f"real face photos not found at {faces_dir()} (set MIATARI_FACES_DIR)", file=sys.stderr)
@@ -406,18 +412,22 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         results = invariants(dep, stats)
     finally:
-        dep.stop()
+        dep.stop(keep=args.keep)
     print(f"\n{setup}, {args.seconds:.0f} s: {args.recognizers} recognizers, {args.officers} officers, "
           f"{args.managers} managers, arriving over {args.ramp_seconds:.0f} s; "
           f"load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)")
     met = _table(stats)
+    asked = len(stats.times.get("POST /api/review/next", []))
+    print(f"  'nothing for you' answers to POST /api/review/next: {stats.empty_next} of {asked}"
+          + (" (the queue ran dry: raise --seed-sightings)" if asked and stats.empty_next > asked // 10 else ""))
     ok = True
     for name, passed, detail in results:
         ok = ok and passed
         print(f"  {'ok  ' if passed else 'FAIL'} {name}: {detail}")
     print(f"targets {'met' if met else 'not all met'}; invariants {'hold' if ok else 'BROKEN'}")
     if args.keep:
-        print(f"work folder kept: {work}")
+        print(f"work folder kept: {work}" + (f"; database kept: {dep.env['MIATARI_DATABASE_URL']}"
+                                             if args.postgres else ""))
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from triage import matching, metrics_summary, reindex, retention, webhooks
+from triage import matching, metrics_summary, planner_stats, reindex, retention, webhooks
 from triage.review import pending, queue
 from triage.sightings import MATCH_JOB
 from triage.watchlist import bulk_import, subjects
@@ -27,5 +27,6 @@ def worker_registry() -> Registry:
             "metrics.summarise": metrics_summary.metrics_sweep,
             "review.expire_leases": queue.sweep_expired_leases,
         },
-        ticks={"review.settle_verdicts": pending.settle_sweep},
+        ticks={"review.settle_verdicts": pending.settle_sweep,
+               "planner_stats": planner_stats.statistics_tick},
     )

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     retention_days_unflagged: int = Field(default=30, ge=1)
     retention_days_audit: int = Field(default=400, ge=365)
     sweep_interval_seconds: int = Field(default=300, ge=5)
+    # PostgreSQL: how often the worker looks for tables whose planner statistics are stale (0: never;
+    # triage.planner_stats).
+    analyze_interval_seconds: int = Field(default=15, ge=0)
 
     @field_validator("face_model")
     @classmethod
