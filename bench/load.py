@@ -67,6 +67,7 @@ class Stats:
     uploads: dict[str, int] = field(default_factory=dict)
     verdicts: dict[int, str] = field(default_factory=dict)
     empty_next: int = 0  # "nothing for you": the queue held no task this recognizer may take
+    suspended: int = 0  # recognizers whose known-answer accuracy fell below the bar: their shift ends
 
     async def call(self, client: httpx.AsyncClient, name: str, method: str, url: str, ok: tuple[int, ...] = (200,),
                    **kwargs: Any) -> httpx.Response | None:
@@ -210,7 +211,15 @@ async def upload(client: httpx.AsyncClient, stats: Stats, photo: bytes, name: st
 
 async def recognizer(client: httpx.AsyncClient, stats: Stats, until: float, rnd: random.Random) -> None:
     while time.monotonic() < until:
-        r = await stats.call(client, "POST /api/review/next", "POST", "/api/review/next")
+        r = await stats.call(client, "POST /api/review/next", "POST", "/api/review/next", ok=(200, 403))
+        if r is not None and r.status_code == 403:
+            if "suspended" not in r.text:
+                stats.errors["POST /api/review/next"] += 1
+                stats.samples.setdefault("POST /api/review/next", f"403 {r.text[:150]}")
+            else:
+                # Answering blind, at random, on known-answer pairs too: the queue rightly stops serving them.
+                stats.suspended += 1
+            return
         task = r.json().get("task") if r is not None and r.status_code == 200 else None
         if not task:
             if r is not None and r.status_code == 200:
@@ -420,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     asked = len(stats.times.get("POST /api/review/next", []))
     print(f"  'nothing for you' answers to POST /api/review/next: {stats.empty_next} of {asked}"
           + (" (the queue ran dry: raise --seed-sightings)" if asked and stats.empty_next > asked // 10 else ""))
+    print(f"  recognizers suspended by their known-answer accuracy (they answer at random; not an error): "
+          f"{stats.suspended}")
     ok = True
     for name, passed, detail in results:
         ok = ok and passed
