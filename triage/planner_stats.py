@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
@@ -33,7 +33,7 @@ from triage.services import Services
 
 log = logging.getLogger(__name__)
 
-# pg_try_advisory_xact_lock's key: "miatari planner statistics".
+# pg_try_advisory_lock's key: "miatari planner statistics".
 ADVISORY_KEY = 0x6D69_6174_5053
 # Autovacuum's defaults (autovacuum_analyze_threshold, autovacuum_analyze_scale_factor).
 BASE_THRESHOLD = 50
@@ -60,11 +60,15 @@ def app_tables() -> list[str]:
     return sorted(SQLModel.metadata.tables)
 
 
+def _stale(conn: Connection) -> list[str]:
+    return list(conn.execute(_STALE, {"tables": app_tables(), "base": BASE_THRESHOLD,
+                                      "scale": SCALE_FACTOR}).scalars())
+
+
 def stale_tables(engine: Engine) -> list[str]:
     """The app's tables whose statistics autovacuum's rule says are out of date (PostgreSQL)."""
     with engine.connect() as conn:
-        rows = conn.execute(_STALE, {"tables": app_tables(), "base": BASE_THRESHOLD, "scale": SCALE_FACTOR})
-        return [r[0] for r in rows]
+        return _stale(conn)
 
 
 def refresh(engine: Engine) -> list[str]:
@@ -81,8 +85,7 @@ def refresh(engine: Engine) -> list[str]:
         try:
             conn.execute(text("SET lock_timeout = '1s'"))
             quote = conn.dialect.identifier_preparer.quote
-            for table in conn.execute(_STALE, {"tables": app_tables(), "base": BASE_THRESHOLD,
-                                               "scale": SCALE_FACTOR}).scalars().all():
+            for table in _stale(conn):
                 try:
                     conn.execute(text(f"ANALYZE {quote(table)}"))
                 except OperationalError as exc:
